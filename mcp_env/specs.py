@@ -1,0 +1,109 @@
+"""Server specs: what we need to know to reach one MCP server, whatever its transport.
+
+A spec is a pydantic union discriminated on `transport`. Catalog readers (our YAML, the
+Smithery registry) produce specs; the session layer consumes them. Nothing here opens a
+connection.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from toucan.ids import make_id
+
+
+class ConfigField(BaseModel):
+    """A setting the server needs before it can start (often a credential)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    required: bool = True
+    secret: bool = False
+    description: str = ""
+    env: str | None = None  # environment variable that carries it, for stdio servers
+
+
+class ToolSpec(BaseModel):
+    """A tool as a catalog declares it (used by --specs-only, where nothing is connected)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    annotations: dict[str, Any] = Field(default_factory=dict)
+
+
+class SandboxSpec(BaseModel):
+    """How a stdio server is confined. `isolate` runs it under bubblewrap with no network."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    isolate: bool = False
+    network: bool = False
+    # files and folders copied from the fleet's seed data into the server's working dir
+    seed: list[str] = Field(default_factory=list)
+
+
+class _SpecBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    domain: str | None = None  # one of the 26 categories, when the catalog knows it
+    secondary_domains: list[str] = Field(default_factory=list)
+    config: list[ConfigField] = Field(default_factory=list)
+    config_values: dict[str, str] = Field(default_factory=dict)
+    tools: list[ToolSpec] = Field(default_factory=list)  # declared tools (specs-only)
+    source: str = "yaml"  # yaml | fleet | smithery
+    package: str | None = None  # e.g. "pypi:mcp-server-time==2026.10.19"
+    license: str | None = None
+    homepage: str | None = None
+    usage_count: int = 0
+    featured: bool = False
+    read_only_tools: list[str] = Field(default_factory=list)  # safe to call in the health check
+    probe: dict[str, Any] | None = None  # {"tool": name, "arguments": {...}} for the health check
+
+    @property
+    def server_id(self) -> str:
+        return make_id("srv", self.source, self.name)
+
+    def missing_config(self) -> list[str]:
+        """Required config fields with no value: such a server 'needs credentials'."""
+        return [f.name for f in self.config if f.required and not self.config_values.get(f.name)]
+
+
+class StdioSpec(_SpecBase):
+    transport: Literal["stdio"] = "stdio"
+    command: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
+
+
+class HttpSpec(_SpecBase):
+    transport: Literal["streamable-http"] = "streamable-http"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    # a local process that serves `url` (e.g. a stdio server behind a gateway); None = remote
+    launch: StdioSpec | None = None
+
+
+class SseSpec(_SpecBase):
+    transport: Literal["sse"] = "sse"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    launch: StdioSpec | None = None
+
+
+ServerSpec = Annotated[StdioSpec | HttpSpec | SseSpec, Field(discriminator="transport")]
+SERVER_SPEC_ADAPTER: TypeAdapter[StdioSpec | HttpSpec | SseSpec] = TypeAdapter(ServerSpec)
+
+
+def parse_server_spec(raw: dict[str, Any]) -> StdioSpec | HttpSpec | SseSpec:
+    """Validate one spec dict; raises pydantic.ValidationError with a readable message."""
+    return SERVER_SPEC_ADAPTER.validate_python(raw)

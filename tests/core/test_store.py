@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from toucan.errors import StoreLocked
+from toucan.ids import make_id
+from toucan.records import Score, Server, TaskRating, Tool
+from toucan.store import Store, resolve_store_path, table_columns
+
+
+def make_server(i: int) -> Server:
+    return Server(
+        server_id=make_id("srv", "fleet", f"s{i}"),
+        name=f"s{i}",
+        source="fleet",
+        transport="stdio",
+        status="ok",
+        spec={"command": "x", "args": [str(i)]},
+        secondary_domains=["Weather"],
+    )
+
+
+def test_inserting_the_same_records_twice_adds_no_rows(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    servers = [make_server(i) for i in range(50)]
+    assert store.insert(servers) == 50
+    assert store.insert(servers) == 0
+    assert store.count(Server) == 50
+
+
+def test_json_and_nested_fields_round_trip(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    rating = TaskRating(
+        rating_id="r1",
+        task_id="t1",
+        judge="j",
+        scores={"question_quality": Score(reasoning="ok", score=4)},
+    )
+    store.insert([rating, make_server(1)])
+    [back] = store.select(TaskRating)
+    assert back.scores["question_quality"].score == 4
+    [srv] = store.select(Server, "name = ?", ["s1"])
+    assert srv.spec == {"command": "x", "args": ["1"]}
+    assert srv.secondary_domains == ["Weather"]
+
+
+def test_upsert_replaces_changed_state(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    store.insert([make_server(1)])
+    changed = make_server(1).model_copy(
+        update={"status": "rejected", "reason": "needs_credentials"}
+    )
+    store.upsert([changed])
+    [srv] = store.select(Server)
+    assert (srv.status, srv.reason) == ("rejected", "needs_credentials")
+
+
+def test_a_batch_holding_one_key_twice_keeps_the_first(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    first, second = make_server(1), make_server(1).model_copy(update={"name": "other"})
+    assert store.insert([first, second]) == 1
+    assert store.select(Server)[0].name == "s1"
+
+
+def test_schema_is_derived_from_records_and_migrations_are_recorded(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    store.ensure_schema()
+    assert store.schema_version() >= 1
+    cols = {
+        r[0]: r[1]
+        for r in store.query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name='tools'"
+        )
+    }
+    assert set(cols) == set(table_columns(Tool))
+    assert cols["input_schema"] == "JSON"
+
+
+def test_a_column_added_to_a_record_is_migrated_into_an_old_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    store.ensure_schema()
+    store.execute("ALTER TABLE servers DROP COLUMN featured")  # an older schema
+    before = store.schema_version()
+    Store(path).insert([make_server(3)])
+    assert Store(path).schema_version() == before + 1
+    assert Store(path).select(Server)[0].featured is False
+
+
+def test_existing_ids_is_the_resume_anti_join(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    servers = [make_server(i) for i in range(5)]
+    store.insert(servers[:3])
+    ids = [s.server_id for s in servers]
+    assert store.existing_ids(Server, ids) == set(ids[:3])
+
+
+def _hold_lock(
+    path: str, ready: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event
+) -> None:  # type: ignore[name-defined]
+    with Store(path).writer_lock("run_a"):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_second_writer_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.duckdb")
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(path, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(StoreLocked), Store(path).writer_lock("run_b"):
+            pass
+    finally:
+        release.set()
+        holder.join(30)
+    with Store(path).writer_lock("run_c"):
+        pass
+
+
+def test_store_path_comes_from_flag_then_env_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOUCAN_STORE", "/tmp/env.duckdb")
+    assert resolve_store_path("/tmp/flag.duckdb") == Path("/tmp/flag.duckdb")
+    assert resolve_store_path(None) == Path("/tmp/env.duckdb")
+    monkeypatch.delenv("TOUCAN_STORE")
+    assert resolve_store_path(None) == Path("data/toucan.duckdb")

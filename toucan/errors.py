@@ -1,0 +1,87 @@
+"""Exception tree of toucan; every error we raise descends from ToucanError.
+
+    ToucanError
+    ├── ConfigError            bad settings file, unknown profile, missing key
+    ├── StoreError             DuckDB store problems
+    │   └── StoreLocked        another process holds the store for writing
+    ├── CatalogError           a catalog file or entry that cannot be read
+    ├── McpError               anything on the MCP side
+    │   ├── ServerStartError   the server process or connection did not come up
+    │   ├── ServerCrashed      the session died while in use
+    │   ├── ToolTimeout        a tool call took longer than its budget
+    │   └── ToolListError      list_tools failed or returned junk
+    └── LlmError               anything on the model side
+        ├── RateLimited        429s that outlasted the retries
+        ├── ModelTimeout       the model did not answer in time
+        └── UnparseableReply   the reply did not parse into the expected record
+
+Each class carries a stable snake_case `reason` token; rows store that token, and
+`toucan status` counts by it.
+"""
+
+from __future__ import annotations
+
+
+class ToucanError(Exception):
+    reason = "error"
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class ConfigError(ToucanError):
+    reason = "bad_config"
+
+
+class StoreError(ToucanError):
+    reason = "store_error"
+
+
+class StoreLocked(StoreError):
+    reason = "store_locked"
+
+
+class CatalogError(ToucanError):
+    reason = "bad_catalog"
+
+
+class McpError(ToucanError):
+    reason = "mcp_error"
+
+
+class ServerStartError(McpError):
+    reason = "server_start_failed"
+
+
+class ServerCrashed(McpError):
+    reason = "server_crashed"
+
+
+class ToolTimeout(McpError):
+    reason = "tool_timeout"
+
+
+class ToolListError(McpError):
+    reason = "bad_tool_list"
+
+
+class LlmError(ToucanError):
+    reason = "llm_error"
+
+
+class RateLimited(LlmError):
+    reason = "rate_limited"
+
+
+class ModelTimeout(LlmError):
+    reason = "model_timeout"
+
+
+class UnparseableReply(LlmError):
+    reason = "unparseable_reply"
+
+    def __init__(self, message: str = "", *, raw: str = "", reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.raw = raw

@@ -1,0 +1,89 @@
+"""A stage run: its `runs` row, the writer lock, and the event sink, for the flow to use.
+
+Every stage flow wraps its work in `stage_run(...)`. The row says what ran with which
+parameters and how it ended; `toucan status` and resume read it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from toucan.config import Settings
+from toucan.events import EventSink
+from toucan.ids import make_id
+from toucan.records import Record, Run, utc_now
+from toucan.store import Store
+
+FLUSH_EVERY = 200  # events buffered before a write; a crash loses at most this many
+
+
+@dataclass
+class RunContext:
+    run: Run
+    store: Store
+    settings: Settings
+    events: EventSink
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    def write(self, records: list[Record], *, upsert: bool = False) -> int:
+        """Write a batch of stage output plus the pending events, in one transaction each."""
+        written = self.store.upsert(records) if upsert else self.store.insert(records)
+        self.flush_events()
+        return written
+
+    def flush_events(self, *, force: bool = True) -> None:
+        if force or len(self.events) >= FLUSH_EVERY:
+            self.store.insert(self.events.drain())
+
+
+@contextmanager
+def stage_run(
+    store: Store, settings: Settings, stage: str, params: dict[str, Any] | None = None
+) -> Iterator[RunContext]:
+    run_id = make_id("run", stage, utc_now().isoformat(), os.getpid(), secrets.token_hex(4))
+    run = Run(
+        run_id=run_id,
+        stage=stage,
+        profile=settings.profile,
+        params=params or {},
+        config_hash=settings.fingerprint(),
+        pid=os.getpid(),
+        prefect_flow_run_id=_current_flow_run_id(),
+    )
+    with store.writer_lock(run_id):
+        store.upsert([run])
+        ctx = RunContext(run=run, store=store, settings=settings, events=EventSink(run_id, stage))
+        status = "failed"
+        try:
+            yield ctx
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            ctx.flush_events()
+            store.upsert(
+                [
+                    run.model_copy(
+                        update={"status": status, "finished_at": utc_now(), "summary": ctx.summary}
+                    )
+                ]
+            )
+
+
+def _current_flow_run_id() -> str | None:
+    try:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.id) if flow_run.id else None
+    except Exception:  # outside Prefect there is no flow run; that is fine
+        return None

@@ -1,0 +1,349 @@
+"""The DuckDB store: one file, schema derived from the records, versioned migrations.
+
+DuckDB allows one process to hold a file open for writing. Connections are therefore short:
+each read or batch write opens the file, does its work and closes it, so `toucan status` in
+another process can read between batches. Who may write at all is decided by a separate
+writer lock (`<store>.lock`, flock): a second run on the same store refuses with StoreLocked
+instead of interleaving its writes with the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import polars as pl
+from pydantic import BaseModel
+
+from toucan.errors import StoreError, StoreLocked
+from toucan.records import TABLES, Record, utc_now
+
+R = TypeVar("R", bound=Record)
+
+DEFAULT_STORE = Path("data/toucan.duckdb")
+LOCK_WAIT_S = 30.0  # a reader holds the file for milliseconds; 30 s means something is stuck
+
+
+def resolve_store_path(cli_value: str | Path | None = None) -> Path:
+    """--store wins, then TOUCAN_STORE, then ./data/toucan.duckdb."""
+    if cli_value:
+        return Path(cli_value)
+    if env := os.environ.get("TOUCAN_STORE"):
+        return Path(env)
+    return DEFAULT_STORE
+
+
+def _duckdb_type(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _duckdb_type(inner[0]) if len(inner) == 1 else "JSON"
+    if origin is typing.Literal:
+        return "VARCHAR"
+    if annotation is bool:
+        return "BOOLEAN"
+    if annotation is int:
+        return "BIGINT"
+    if annotation is float:
+        return "DOUBLE"
+    if annotation is str:
+        return "VARCHAR"
+    if annotation is datetime:
+        return "TIMESTAMP"
+    return "JSON"
+
+
+def table_columns(model: type[Record]) -> dict[str, str]:
+    """Column name -> DuckDB type, derived from the record's fields."""
+    return {name: _duckdb_type(f.annotation) for name, f in model.model_fields.items()}
+
+
+def create_table_sql(model: type[Record]) -> str:
+    cols = ", ".join(f'"{n}" {t}' for n, t in table_columns(model).items())
+    key = ", ".join(f'"{k}"' for k in model.__key__)
+    return f"CREATE TABLE IF NOT EXISTS {model.__table__} ({cols}, PRIMARY KEY ({key}))"
+
+
+def _create_all_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for model in TABLES:
+        con.execute(create_table_sql(model))
+
+
+# Explicit, ordered migrations. Additive drift (a new optional field on a record) is applied
+# automatically by `_add_missing_columns` and recorded as a migration row as well.
+MIGRATIONS: list[tuple[int, str, typing.Callable[[duckdb.DuckDBPyConnection], None]]] = [
+    (1, "create tables from records", _create_all_tables),
+]
+
+
+def _to_cell(value: Any, column_type: str) -> Any:
+    if value is None:
+        return None
+    if column_type == "JSON":
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        return json.dumps(_jsonable(value), ensure_ascii=False, default=str)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _from_row(model: type[R], columns: list[str], row: tuple[Any, ...]) -> R:
+    types_by_col = table_columns(model)
+    values: dict[str, Any] = {}
+    for col, cell in zip(columns, row, strict=True):
+        if col not in types_by_col:
+            continue
+        if types_by_col[col] == "JSON" and isinstance(cell, str):
+            cell = json.loads(cell)
+        values[col] = cell
+    return model.model_validate(values)
+
+
+class Store:
+    """Handle on one DuckDB file. Cheap to create; opens connections only while working."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = resolve_store_path(path)
+        self._migrated = False
+
+    # -- connections -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; waits while another process holds the file briefly."""
+        if read_only and not self.path.exists():
+            raise StoreError(f"no store at {self.path}: run `toucan onboard` first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+                time.sleep(0.05)
+        try:
+            if not read_only and not self._migrated:
+                self._migrate(con)
+            yield con
+        finally:
+            con.close()
+
+    def ensure_schema(self) -> None:
+        with self.connect():
+            pass
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
+        )
+        applied = {r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, description, apply in MIGRATIONS:
+            if version in applied:
+                continue
+            con.execute("BEGIN TRANSACTION")
+            apply(con)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, description, utc_now()]
+            )
+            con.execute("COMMIT")
+        _create_all_tables(con)  # tables added to TABLES after v1
+        self._add_missing_columns(con)
+        self._migrated = True
+
+    def _add_missing_columns(self, con: duckdb.DuckDBPyConnection) -> None:
+        for model in TABLES:
+            existing = {
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                    [model.__table__],
+                ).fetchall()
+            }
+            for name, col_type in table_columns(model).items():
+                if name in existing:
+                    continue
+                version = (
+                    con.execute(
+                        "SELECT coalesce(max(version), 0) FROM schema_migrations"
+                    ).fetchone()[0]  # type: ignore[index]
+                    + 1
+                )
+                con.execute(f'ALTER TABLE {model.__table__} ADD COLUMN "{name}" {col_type}')
+                con.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    [version, f"add column {model.__table__}.{name}", utc_now()],
+                )
+
+    def schema_version(self) -> int:
+        with self.connect() as con:
+            row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- writes ------------------------------------------------------------------------
+
+    def insert(self, records: Sequence[Record]) -> int:
+        """Insert records, skipping any whose key already exists. Returns rows added."""
+        return self._write(
+            records, "INSERT INTO {table} BY NAME SELECT * FROM batch ON CONFLICT DO NOTHING"
+        )
+
+    def upsert(self, records: Sequence[Record]) -> int:
+        """Insert or replace by key: for rows whose state legitimately changes (runs, servers)."""
+        return self._write(records, "INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM batch")
+
+    def _write(self, records: Sequence[Record], statement: str) -> int:
+        if not records:
+            return 0
+        by_type: dict[type[Record], list[Record]] = {}
+        for record in records:
+            by_type.setdefault(type(record), []).append(record)
+        written = 0
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for model, rows in by_type.items():
+                    written += self._write_batch(con, model, rows, statement)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return written
+
+    @staticmethod
+    def _write_batch(
+        con: duckdb.DuckDBPyConnection, model: type[Record], rows: list[Record], statement: str
+    ) -> int:
+        columns = table_columns(model)
+        seen: dict[tuple[Any, ...], Record] = {}
+        for r in rows:  # a batch must not hold the same key twice; the first one wins
+            seen.setdefault(tuple(getattr(r, k) for k in model.__key__), r)
+        data = {
+            name: [_to_cell(getattr(r, name), col_type) for r in seen.values()]
+            for name, col_type in columns.items()
+        }
+        schema = {
+            name: pl.Boolean
+            if t == "BOOLEAN"
+            else pl.Int64
+            if t == "BIGINT"
+            else pl.Float64
+            if t == "DOUBLE"
+            else pl.Datetime("us")
+            if t == "TIMESTAMP"
+            else pl.Utf8
+            for name, t in columns.items()
+        }
+        batch = pl.DataFrame(data, schema=schema)  # noqa: F841 - read by name in the SQL
+        before = con.execute(f"SELECT count(*) FROM {model.__table__}").fetchone()[0]  # type: ignore[index]
+        con.execute(statement.format(table=model.__table__))
+        after = con.execute(f"SELECT count(*) FROM {model.__table__}").fetchone()[0]  # type: ignore[index]
+        return int(after - before) if "REPLACE" not in statement else len(seen)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """A write statement the record API does not cover (e.g. marking old tool versions)."""
+        with self.connect() as con:
+            con.execute(sql, list(params))
+
+    # -- reads -------------------------------------------------------------------------
+
+    def select(self, model: type[R], where: str = "", params: Sequence[Any] = ()) -> list[R]:
+        if not self.path.exists():
+            return []
+        sql = f"SELECT * FROM {model.__table__}" + (f" WHERE {where}" if where else "")
+        with self.connect(read_only=True) as con:
+            if not _has_table(con, model.__table__):
+                return []
+            cursor = con.execute(sql, list(params))
+            columns = [d[0] for d in cursor.description]
+            return [_from_row(model, columns, row) for row in cursor.fetchall()]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, list(params)).fetchall()
+
+    def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+        """Analytics read as a polars frame (Arrow, no copy)."""
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, list(params)).pl()
+
+    def count(self, model: type[Record], where: str = "", params: Sequence[Any] = ()) -> int:
+        if not self.path.exists():
+            return 0
+        sql = f"SELECT count(*) FROM {model.__table__}" + (f" WHERE {where}" if where else "")
+        with self.connect(read_only=True) as con:
+            if not _has_table(con, model.__table__):
+                return 0
+            return int(con.execute(sql, list(params)).fetchone()[0])  # type: ignore[index]
+
+    def existing_ids(self, model: type[Record], ids: Sequence[str]) -> set[str]:
+        """Which of these keys already have a row: the anti-join that makes stages resumable."""
+        if not ids or not self.path.exists():
+            return set()
+        key = model.__key__[0]
+        with self.connect(read_only=True) as con:
+            if not _has_table(con, model.__table__):
+                return set()
+            found = pl.DataFrame({"id": list(ids)})  # noqa: F841 - read by name in the SQL
+            rows = con.execute(
+                f'SELECT t."{key}" FROM {model.__table__} t JOIN found f ON t."{key}" = f.id'
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    # -- the writer lock ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer_lock(self, run_id: str) -> Iterator[None]:
+        """Held by a run for its whole life: one writing run per store at a time."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = lock_path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise StoreLocked(
+                f"another toucan run is writing to {self.path} ({holder}); "
+                "wait for it to finish or use another --store"
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, run {run_id}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+    ).fetchone()
+    return bool(row and row[0])
