@@ -286,7 +286,8 @@ class Store:
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
         """Analytics read as a polars frame (Arrow, no copy)."""
         with self.connect(read_only=True) as con:
-            return con.execute(sql, list(params)).pl()
+            # duckdb 2.x: results of `execute` have no .pl(); a relation does
+            return con.sql(sql, params=list(params) or None).pl()
 
     def count(self, model: type[Record], where: str = "", params: Sequence[Any] = ()) -> int:
         if not self.path.exists():

@@ -1,0 +1,190 @@
+"""`toucan status` and the pure throughput functions, on events seeded into a real store."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from toucan.cli import app
+from toucan.records import Event, Run
+from toucan.status import (
+    build_run_status,
+    events_frame,
+    summarize_models,
+    summarize_servers,
+)
+from toucan.store import Store
+
+T0 = datetime(2026, 1, 1, 12, 0, 0)
+
+
+def _event(n: int, **fields: object) -> Event:
+    base: dict[str, object] = {
+        "event_id": f"e{n}",
+        "run_id": "run-a",
+        "stage": "trajectories",
+        "kind": "item",
+        "status": "ok",
+    }
+    base.update(fields)
+    return Event.model_validate(base)
+
+
+def seeded_events() -> list[Event]:
+    """alpha: 6 items over 3 minutes (one failed); beta: 2 items over 1 minute; model calls."""
+    events = []
+    for i in range(6):
+        start = T0 + timedelta(seconds=36 * i)
+        events.append(
+            _event(
+                i,
+                server="alpha",
+                item_id=f"a{i}",
+                started_at=start,
+                ended_at=start + timedelta(seconds=i * 1.0 + 1),
+                latency_ms=(i + 1) * 1000.0,
+                status="error" if i == 5 else "ok",
+                error_class="ToolTimeout" if i == 5 else None,
+            )
+        )
+    # alpha's last item ends at 180 + 6 = 186 s after T0? no: i=5 starts at 180 s, ends 186 s.
+    for i in range(2):
+        start = T0 + timedelta(seconds=30 * i)
+        events.append(
+            _event(
+                10 + i,
+                server="beta",
+                item_id=f"b{i}",
+                started_at=start,
+                ended_at=start + timedelta(seconds=30),
+                latency_ms=30_000.0,
+                status="rejected",
+            )
+        )
+    for i in range(3):
+        events.append(
+            _event(
+                20 + i,
+                kind="tool_call",
+                server="alpha",
+                started_at=T0,
+                ended_at=T0,
+                status="error" if i == 0 else "ok",
+                error_class="ToolError" if i == 0 else None,
+            )
+        )
+    for i in range(4):
+        start = T0 + timedelta(seconds=15 * i)
+        limited = i == 3
+        events.append(
+            _event(
+                30 + i,
+                kind="llm_call",
+                model="GPT-4o-mini",
+                started_at=start,
+                ended_at=start + timedelta(seconds=15),
+                tokens_in=100,
+                tokens_out=50,
+                cost_usd=0.01,
+                status="rate_limited" if limited else "ok",
+                error_class="RateLimited" if limited else None,
+            )
+        )
+    events.append(
+        _event(40, kind="llm_call", model="Qwen2-72B-Instruct", started_at=T0, ended_at=T0)
+    )
+    return events
+
+
+def test_items_per_minute_per_server_is_finished_items_over_the_server_span() -> None:
+    stats = {s.server: s for s in summarize_servers(events_frame(seeded_events()))}
+    alpha, beta = stats["alpha"], stats["beta"]
+    assert (alpha.items_done, alpha.items_failed) == (5, 1)
+    assert alpha.items_per_min == round(6 / (186 / 60), 3)
+    assert (beta.items_done, beta.items_failed) == (2, 0)
+    assert beta.items_per_min == 2.0
+    assert alpha.p50_ms == 3500.0
+    assert alpha.p95_ms == 5750.0
+    assert (alpha.tool_calls, alpha.tool_errors) == (3, 1)
+    assert alpha.error_classes == {"ToolError": 1, "ToolTimeout": 1}
+
+
+def test_per_model_tokens_cost_and_429s_come_from_llm_calls() -> None:
+    stats = {m.model: m for m in summarize_models(events_frame(seeded_events()))}
+    judge = stats["GPT-4o-mini"]
+    assert (judge.calls, judge.failed, judge.rate_limited) == (4, 1, 1)
+    assert judge.tokens_per_min == 600.0  # 600 tokens over 60 s
+    assert judge.cost_usd == 0.04
+    assert stats["Qwen2-72B-Instruct"].tokens_per_min is None  # zero-length span
+
+
+def test_an_empty_run_has_no_rows_and_no_progress() -> None:
+    run = Run(run_id="r", stage="onboard", started_at=T0, summary={"planned": 4})
+    status = build_run_status(run, events_frame([]), now=T0 + timedelta(seconds=5))
+    assert status.servers == [] and status.models == []
+    assert (status.progress.finished, status.progress.fraction) == (0, 0.0)
+    assert status.elapsed_s == 5.0
+
+
+def _seed_store(path: Path) -> Store:
+    store = Store(path)
+    store.insert(seeded_events())
+    store.upsert(
+        [
+            Run(
+                run_id="run-a",
+                stage="trajectories",
+                status="completed",
+                started_at=T0,
+                finished_at=T0 + timedelta(minutes=4),
+                summary={"planned": 8},
+            ),
+            Run(
+                run_id="run-old",
+                stage="onboard",
+                status="completed",
+                started_at=T0 - timedelta(days=1),
+            ),
+        ]
+    )
+    return store
+
+
+def test_status_json_reports_items_per_minute_matching_the_events(tmp_path: Path) -> None:
+    store = _seed_store(tmp_path / "s.duckdb")
+    result = CliRunner().invoke(app, ["status", "--store", str(store.path), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["run_id"] == "run-a"  # the latest run
+    expected = {s.server: s.items_per_min for s in summarize_servers(events_frame(seeded_events()))}
+    assert {s["server"]: s["items_per_min"] for s in payload["servers"]} == expected
+    assert payload["progress"] == {"done": 7, "failed": 1, "planned": 8, "fraction": 1.0}
+    assert payload["models"][0]["rate_limited"] == 1
+
+
+def test_status_of_a_past_run_by_id_and_of_an_unknown_run(tmp_path: Path) -> None:
+    store = _seed_store(tmp_path / "s.duckdb")
+    runner = CliRunner()
+    old = runner.invoke(app, ["status", "--store", str(store.path), "--run", "run-old", "--json"])
+    assert old.exit_code == 0
+    assert json.loads(old.stdout)["stage"] == "onboard"
+    missing = runner.invoke(app, ["status", "--store", str(store.path), "--run", "nope"])
+    assert missing.exit_code == 2
+    assert "no run 'nope'" in missing.output
+
+
+def test_status_watch_on_a_finished_run_renders_once_and_returns(tmp_path: Path) -> None:
+    store = _seed_store(tmp_path / "s.duckdb")
+    result = CliRunner().invoke(app, ["status", "--store", str(store.path), "--watch"])
+    assert result.exit_code == 0, result.output
+    assert "alpha" in result.output and "GPT-4o-mini" in result.output
+
+
+def test_a_running_run_whose_process_is_gone_shows_as_stale(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    store.upsert([Run(run_id="dead", stage="synthesize", started_at=T0, pid=2**22 + 12345)])
+    result = CliRunner().invoke(app, ["status", "--store", str(store.path), "--json"])
+    assert json.loads(result.stdout)["status"] == "stale"

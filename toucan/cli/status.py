@@ -1,0 +1,126 @@
+"""`toucan status`: per-server and per-model throughput of the current or any past run."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from toucan.cli.app import JsonOpt, StoreOpt, app, console, fail, print_json
+from toucan.errors import StoreError
+from toucan.status import RunStatus, list_runs, read_run_status
+from toucan.store import Store
+
+REFRESH_S = 2.0
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_status(status: RunStatus) -> Group:
+    """The rich view of one run: header, servers table, models table."""
+    progress = status.progress
+    planned = f"/{progress.planned}" if progress.planned else ""
+    fraction = f" ({progress.fraction:.0%})" if progress.fraction is not None else ""
+    header = Table.grid(padding=(0, 2))
+    header.add_row("run", status.run_id, "stage", status.stage, "status", status.status)
+    header.add_row(
+        "items",
+        f"{progress.finished}{planned}{fraction}",
+        "failed",
+        str(progress.failed),
+        "elapsed",
+        f"{status.elapsed_s:.0f}s",
+    )
+    servers = Table(title="per server", title_justify="left")
+    for col in ("server", "done", "failed", "items/min", "p50 ms", "p95 ms", "tool calls"):
+        servers.add_column(col, justify="left" if col == "server" else "right")
+    servers.add_column("errors")
+    for s in status.servers:
+        servers.add_row(
+            s.server,
+            str(s.items_done),
+            str(s.items_failed),
+            _fmt(s.items_per_min),
+            _fmt(s.p50_ms, 0),
+            _fmt(s.p95_ms, 0),
+            f"{s.tool_calls} ({s.tool_errors} err)" if s.tool_errors else str(s.tool_calls),
+            ", ".join(f"{k}:{v}" for k, v in s.error_classes.items()),
+        )
+    models = Table(title="per model", title_justify="left")
+    for col in ("model", "calls", "failed", "cached", "tokens/min", "cost $", "429s"):
+        models.add_column(col, justify="left" if col == "model" else "right")
+    for m in status.models:
+        models.add_row(
+            m.model,
+            str(m.calls),
+            str(m.failed),
+            str(m.cached),
+            _fmt(m.tokens_per_min, 0),
+            f"{m.cost_usd:.4f}",
+            str(m.rate_limited),
+        )
+    return Group(header, servers, models)
+
+
+def render_runs(store: Store) -> Table:
+    table = Table(title="recent runs", title_justify="left")
+    for col in ("run", "stage", "status", "started", "finished"):
+        table.add_column(col)
+    for run in list_runs(store, limit=10):
+        table.add_row(
+            run.run_id,
+            run.stage,
+            run.status,
+            f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+            f"{run.finished_at:%H:%M:%S}" if run.finished_at else "-",
+        )
+    return table
+
+
+@app.command("status")
+def status_command(
+    store: StoreOpt = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="A run id (default: the running or latest run).")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help=f"Refresh every {REFRESH_S:.0f} s until the run ends.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show items/min, latency, tool calls and errors per server, and calls, tokens/min,
+    cost and 429s per model, for one run, read from the store (read-only)."""
+    handle = Store(store)
+    if not handle.path.exists():
+        fail(f"no store at {handle.path}: run `toucan onboard` first")
+    try:
+        current = read_run_status(handle, run)
+    except StoreError as exc:
+        fail(str(exc))
+        return
+    if current is None:
+        fail(f"no run {run!r} in {handle.path}" if run else f"no runs yet in {handle.path}")
+        return
+    if as_json and not watch:
+        print_json(current.as_json())
+        return
+    if not watch:
+        console.print(render_status(current))
+        console.print(render_runs(handle))
+        return
+    with Live(render_status(current), console=console, refresh_per_second=4) as live:
+        while current.status == "running":
+            time.sleep(REFRESH_S)
+            refreshed = read_run_status(handle, current.run_id)
+            if refreshed is None:
+                break
+            current = refreshed
+            live.update(render_status(current))
+    if as_json:
+        print_json(current.as_json())

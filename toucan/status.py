@@ -1,0 +1,274 @@
+"""Per-server and per-model throughput of a run, computed from its `events` rows.
+
+The functions over frames are pure (polars in, records out) so they are tested on seeded
+events; `read_run_status` is the one edge that reads the store, read-only, with short
+connections so it can run beside a writing flow.
+
+Definitions (the same in `toucan status`, the Prefect artifacts and the tests):
+- an item is an `events` row of kind `item`; it is *failed* when its status is `error`,
+  *done* otherwise (ok, rejected, cached, skipped all mean "finished, nothing left to do");
+- items/min of a server = its finished items / the minutes between its first item start and
+  its last item end (None while that span is zero);
+- tokens/min of a model = (tokens in + out of its llm calls) / the minutes of its call span;
+- a 429 is an llm call with error_class `RateLimited` or status `rate_limited`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+import psutil
+from pydantic import BaseModel, ConfigDict, Field
+
+from toucan.records import Event, Run, utc_now
+from toucan.store import Store, table_columns
+
+RATE_LIMIT_CLASSES = ("RateLimited", "RateLimitError")
+NO_SERVER = "-"
+NO_MODEL = "-"
+
+
+class ServerStats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    server: str
+    items_done: int = 0
+    items_failed: int = 0
+    items_per_min: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    tool_calls: int = 0
+    tool_errors: int = 0
+    error_classes: dict[str, int] = Field(default_factory=dict)
+
+
+class ModelStats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    calls: int = 0
+    failed: int = 0
+    cached: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_per_min: float | None = None
+    cost_usd: float = 0.0
+    rate_limited: int = 0
+    p50_ms: float | None = None
+
+
+class Progress(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    done: int = 0
+    failed: int = 0
+    planned: int | None = None  # known when the stage announced its work (summary["planned"])
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.planned:
+            return None
+        return min(1.0, self.finished / self.planned)
+
+
+class RunStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    stage: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    elapsed_s: float
+    progress: Progress
+    servers: list[ServerStats] = Field(default_factory=list)
+    models: list[ModelStats] = Field(default_factory=list)
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        payload = self.model_dump(mode="json")
+        payload["progress"]["fraction"] = self.progress.fraction
+        return payload
+
+
+# -- pure functions over frames --------------------------------------------------------------
+
+
+def empty_events_frame() -> pl.DataFrame:
+    """An events frame with the right columns and no rows."""
+    return events_frame([])
+
+
+def events_frame(events: list[Event]) -> pl.DataFrame:
+    """Events records as a frame with the store's column types (for tests and in-memory use)."""
+    columns = table_columns(Event)
+    dtypes = {
+        "BIGINT": pl.Int64,
+        "DOUBLE": pl.Float64,
+        "TIMESTAMP": pl.Datetime("us"),
+        "BOOLEAN": pl.Boolean,
+    }
+    schema = {name: dtypes.get(kind, pl.Utf8) for name, kind in columns.items()}
+    rows = [e.model_dump() for e in events]
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+
+def _per_minute(count: float, start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    minutes = (end - start).total_seconds() / 60.0
+    return round(count / minutes, 3) if minutes > 0 else None
+
+
+def _quantile(values: pl.Series, q: float) -> float | None:
+    if values.len() == 0:
+        return None
+    result = values.quantile(q, interpolation="linear")
+    return round(float(result), 1) if result is not None else None
+
+
+def _error_classes(frame: pl.DataFrame) -> dict[str, int]:
+    counted = (
+        frame.filter(pl.col("error_class").is_not_null())
+        .group_by("error_class")
+        .len()
+        .sort(["len", "error_class"], descending=[True, False])
+    )
+    return {row["error_class"]: int(row["len"]) for row in counted.iter_rows(named=True)}
+
+
+def summarize_servers(events: pl.DataFrame) -> list[ServerStats]:
+    """One row per server seen in the events, busiest first."""
+    if events.is_empty():
+        return []
+    events = events.with_columns(pl.col("server").fill_null(NO_SERVER))
+    stats = []
+    for server in events.get_column("server").unique().to_list():
+        mine = events.filter(pl.col("server") == server)
+        items = mine.filter(pl.col("kind") == "item")
+        tools = mine.filter(pl.col("kind") == "tool_call")
+        failed = items.filter(pl.col("status") == "error").height
+        stats.append(
+            ServerStats(
+                server=server,
+                items_done=items.height - failed,
+                items_failed=failed,
+                items_per_min=_per_minute(
+                    items.height,
+                    items.get_column("started_at").min(),  # type: ignore[arg-type]
+                    items.get_column("ended_at").max(),  # type: ignore[arg-type]
+                ),
+                p50_ms=_quantile(items.get_column("latency_ms"), 0.5),
+                p95_ms=_quantile(items.get_column("latency_ms"), 0.95),
+                tool_calls=tools.height,
+                tool_errors=tools.filter(pl.col("status") == "error").height,
+                error_classes=_error_classes(mine),
+            )
+        )
+    return sorted(stats, key=lambda s: (-(s.items_done + s.items_failed), s.server))
+
+
+def summarize_models(events: pl.DataFrame) -> list[ModelStats]:
+    """One row per model that was called, most called first."""
+    calls = events.filter(pl.col("kind") == "llm_call") if not events.is_empty() else events
+    if calls.is_empty():
+        return []
+    calls = calls.with_columns(pl.col("model").fill_null(NO_MODEL))
+    stats = []
+    for model in calls.get_column("model").unique().to_list():
+        mine = calls.filter(pl.col("model") == model)
+        tokens_in = int(mine.get_column("tokens_in").sum())
+        tokens_out = int(mine.get_column("tokens_out").sum())
+        limited = mine.filter(
+            pl.col("error_class").is_in(RATE_LIMIT_CLASSES) | (pl.col("status") == "rate_limited")
+        ).height
+        stats.append(
+            ModelStats(
+                model=model,
+                calls=mine.height,
+                failed=mine.filter(pl.col("status").is_in(["error", "rate_limited"])).height,
+                cached=mine.filter(pl.col("status") == "cached").height,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                tokens_per_min=_per_minute(
+                    tokens_in + tokens_out,
+                    mine.get_column("started_at").min(),  # type: ignore[arg-type]
+                    mine.get_column("ended_at").max(),  # type: ignore[arg-type]
+                ),
+                cost_usd=round(float(mine.get_column("cost_usd").sum()), 6),
+                rate_limited=limited,
+                p50_ms=_quantile(mine.get_column("latency_ms"), 0.5),
+            )
+        )
+    return sorted(stats, key=lambda s: (-s.calls, s.model))
+
+
+def measure_progress(events: pl.DataFrame, planned: int | None = None) -> Progress:
+    if events.is_empty():
+        return Progress(planned=planned)
+    items = events.filter(pl.col("kind") == "item")
+    failed = items.filter(pl.col("status") == "error").height
+    return Progress(done=items.height - failed, failed=failed, planned=planned)
+
+
+def build_run_status(run: Run, events: pl.DataFrame, *, now: datetime | None = None) -> RunStatus:
+    """Everything `toucan status` and the artifacts show about one run."""
+    end = run.finished_at or now or utc_now()
+    planned = run.summary.get("planned")
+    return RunStatus(
+        run_id=run.run_id,
+        stage=run.stage,
+        status=run.status,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        elapsed_s=round(max(0.0, (end - run.started_at).total_seconds()), 3),
+        progress=measure_progress(events, planned if isinstance(planned, int) else None),
+        servers=summarize_servers(events),
+        models=summarize_models(events),
+        summary=run.summary,
+    )
+
+
+# -- the store edge ---------------------------------------------------------------------------
+
+
+def list_runs(store: Store, limit: int = 20) -> list[Run]:
+    """Most recent runs first."""
+    runs = store.select(Run)
+    return sorted(runs, key=lambda r: r.started_at, reverse=True)[:limit]
+
+
+def pick_run(store: Store, run_id: str | None = None) -> Run | None:
+    """The asked-for run, else the newest running one, else the newest one."""
+    if run_id:
+        found = store.select(Run, "run_id = ?", [run_id])
+        return found[0] if found else None
+    runs = list_runs(store, limit=1000)
+    running = [r for r in runs if r.status == "running"]
+    return (running or runs or [None])[0]
+
+
+def read_run_events(store: Store, run_id: str) -> pl.DataFrame:
+    if not store.path.exists() or not store.count(Event):
+        return empty_events_frame()
+    return store.frame("SELECT * FROM events WHERE run_id = ?", [run_id])
+
+
+def mark_stale(run: Run) -> Run:
+    """A run still `running` whose process is gone on this host was killed: say so."""
+    if run.status != "running" or run.pid is None or psutil.pid_exists(run.pid):
+        return run
+    return run.model_copy(update={"status": "stale"})
+
+
+def read_run_status(store: Store, run_id: str | None = None) -> RunStatus | None:
+    run = pick_run(store, run_id)
+    if run is None:
+        return None
+    return build_run_status(mark_stale(run), read_run_events(store, run.run_id))
