@@ -1,0 +1,5 @@
+"""`python -m toucan` is the `toucan` command."""
+
+from toucan.cli import app
+
+app()
