@@ -62,6 +62,8 @@ class _SpecBase(BaseModel):
     package: str | None = None  # e.g. "pypi:mcp-server-time==2026.10.19"
     license: str | None = None
     homepage: str | None = None
+    repository: str | None = None
+    title: str | None = None  # display name when `name` is a registry key (Smithery)
     usage_count: int = 0
     featured: bool = False
     read_only_tools: list[str] = Field(default_factory=list)  # safe to call in the health check

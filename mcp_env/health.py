@@ -1,0 +1,117 @@
+"""Health check of one server: connect, list tools, make one safe call (or check schemas).
+
+`check_server` never raises for server faults; the verdict is a `ServerCheck` record with a
+reason token.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, Field
+
+from mcp_env.pool import SessionPool
+from mcp_env.results import ListedTool, ToolResult
+from mcp_env.session import AnySpec
+from toucan.errors import McpError
+
+# the probe call is a liveness check; a safe read-only tool answers well within this
+PROBE_TIMEOUT_S = 30.0
+PROBE_TEXT_CHARS = 300
+
+
+class ServerCheck(BaseModel):
+    server_id: str
+    name: str
+    status: Literal["ok", "rejected"]
+    reason: str | None = None  # snake_case token when rejected (or a note when ok)
+    detail: str = ""
+    connect_latency_ms: float | None = None
+    tools: list[ListedTool] = Field(default_factory=list)
+    probe_tool: str | None = None
+    probe_result: str | None = None  # first characters of the probe's answer
+    probe_is_error: bool | None = None
+    schemas_checked: int = 0
+
+
+def pick_probe(spec: AnySpec, tools: list[ListedTool]) -> tuple[str, dict[str, Any]] | None:
+    """A call that is safe to make: spec.probe, a listed read-only tool, or a tool annotated
+    readOnlyHint; the last two only if they need no arguments."""
+    by_name = {tool.name: tool for tool in tools}
+    if spec.probe and spec.probe.get("tool") in by_name:
+        return spec.probe["tool"], dict(spec.probe.get("arguments") or {})
+    candidates = [by_name[name] for name in spec.read_only_tools if name in by_name]
+    candidates += [tool for tool in tools if tool.annotations.get("readOnlyHint") is True]
+    for tool in candidates:
+        if not tool.input_schema.get("required"):
+            return tool.name, {}
+    return None
+
+
+def find_invalid_schemas(tools: list[ListedTool]) -> list[str]:
+    """Names (with the error) of tools whose input_schema is not a valid JSON schema."""
+    problems = []
+    for tool in tools:
+        validator = jsonschema.validators.validator_for(
+            tool.input_schema, jsonschema.Draft7Validator
+        )
+        try:
+            validator.check_schema(tool.input_schema)
+        except jsonschema.SchemaError as error:
+            problems.append(f"{tool.name}: {error.message}")
+        if tool.input_schema.get("type", "object") != "object":
+            problems.append(f"{tool.name}: input_schema type is not object")
+    return problems
+
+
+async def check_server(
+    spec: AnySpec, pool: SessionPool, *, probe_timeout: float = PROBE_TIMEOUT_S
+) -> ServerCheck:
+    """Connect (with the pool's connect timeout), list tools, run the functional check."""
+    server_id = pool.register(spec)
+    verdict = ServerCheck(server_id=server_id, name=spec.name, status="rejected")
+    started = time.perf_counter()
+    try:
+        async with pool.session_for(server_id):
+            verdict.connect_latency_ms = (time.perf_counter() - started) * 1000
+        verdict.tools = await pool.list_tools(server_id)
+    except McpError as error:
+        return verdict.model_copy(update={"reason": error.reason, "detail": str(error)[:2000]})
+    if not verdict.tools:
+        return verdict.model_copy(update={"reason": "no_tools"})
+    probe = pick_probe(spec, verdict.tools)
+    if probe is None:
+        return check_schemas_only(verdict)
+    return await run_probe(verdict, pool, probe, probe_timeout)
+
+
+def check_schemas_only(verdict: ServerCheck) -> ServerCheck:
+    problems = find_invalid_schemas(verdict.tools)
+    update: dict[str, Any] = {"schemas_checked": len(verdict.tools)}
+    if problems:
+        update |= {"reason": "invalid_tool_schema", "detail": "; ".join(problems)[:2000]}
+    else:
+        update |= {"status": "ok", "reason": "schemas_only"}
+    return verdict.model_copy(update=update)
+
+
+async def run_probe(
+    verdict: ServerCheck, pool: SessionPool, probe: tuple[str, dict[str, Any]], timeout: float
+) -> ServerCheck:
+    tool_name, arguments = probe
+    update: dict[str, Any] = {"probe_tool": tool_name}
+    try:
+        result: ToolResult = await pool.call_tool(
+            verdict.server_id, tool_name, arguments, timeout=timeout
+        )
+    except McpError as error:
+        update |= {"reason": f"probe_{error.reason}", "detail": str(error)[:2000]}
+        return verdict.model_copy(update=update)
+    update |= {"probe_result": result.text[:PROBE_TEXT_CHARS], "probe_is_error": result.is_error}
+    if result.is_error:
+        update |= {"reason": "probe_failed", "detail": result.text[:2000]}
+    else:
+        update |= {"status": "ok"}
+    return verdict.model_copy(update=update)

@@ -1,0 +1,274 @@
+"""Per-server sandboxes: a private working dir, an allow-listed environment, optional bwrap.
+
+A `Launch` is everything needed to start one server process: the final argv (possibly
+wrapped in bubblewrap), its environment, its working dir and the port it may serve on.
+`start_process` / `stop_process_tree` start it in its own session and take the whole tree
+down again (close stdin, wait, SIGTERM the group, SIGKILL survivors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+from anyio.abc import Process
+from pydantic import BaseModel
+
+from mcp_env.specs import StdioSpec
+from toucan.errors import ServerStartError
+
+logger = logging.getLogger(__name__)
+
+# a server gets this long to exit by itself once its stdin closes (MCP shutdown sequence)
+STDIN_CLOSE_GRACE_S = 2.0
+# after SIGTERM to the group, survivors get this long before SIGKILL
+SIGTERM_GRACE_S = 2.0
+PASSED_THROUGH_ENV = ("PATH", "LANG", "LC_ALL", "USER", "LOGNAME")
+QUIET_ENV = {
+    "FASTMCP_CHECK_FOR_UPDATES": "off",  # fastmcp servers phone pypi.org at start otherwise
+    "FASTMCP_SHOW_SERVER_BANNER": "false",
+    "NO_COLOR": "1",
+    "TERM": "dumb",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+class Launch(BaseModel):
+    """A prepared server start: nothing runs yet, but the sandbox dir exists."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    sandbox_dir: str
+    port: int
+
+
+def find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fill_placeholders(text: str, values: dict[str, str]) -> str:
+    """Replace `{sandbox}`, `{port}`, `{seed}`, `{fleet}`; other braces (JSON) stay as they are."""
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def make_placeholders(
+    sandbox_dir: Path, port: int, seed_dir: Path | None, fleet_dir: Path | None
+) -> dict[str, str]:
+    return {
+        "sandbox": str(sandbox_dir),
+        "port": str(port),
+        "seed": str(seed_dir or ""),
+        "fleet": str(fleet_dir or ""),
+    }
+
+
+def build_environment(spec: StdioSpec, sandbox_dir: Path, values: dict[str, str]) -> dict[str, str]:
+    """Only the allow-list: PATH/LANG/USER, home and temp dirs inside the sandbox, the spec's
+    own env and config values. Nothing else of the parent (no API keys) reaches the child."""
+    env = {key: os.environ[key] for key in PASSED_THROUGH_ENV if key in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.setdefault("LANG", "C.UTF-8")
+    command_dir = os.path.dirname(spec.command)
+    if os.path.isabs(spec.command) and command_dir:
+        env["PATH"] = f"{command_dir}{os.pathsep}{env['PATH']}"
+    for key, sub in (
+        ("HOME", "home"),
+        ("XDG_CONFIG_HOME", "home/.config"),
+        ("XDG_CACHE_HOME", "home/.cache"),
+        ("XDG_DATA_HOME", "home/.local/share"),
+        ("TMPDIR", "tmp"),
+        ("npm_config_cache", "home/.npm"),
+    ):
+        path = sandbox_dir / sub
+        path.mkdir(parents=True, exist_ok=True)
+        env[key] = str(path)
+    env.update(QUIET_ENV)
+    env.update({key: fill_placeholders(value, values) for key, value in spec.env.items()})
+    for field in spec.config:
+        value = spec.config_values.get(field.name)
+        if field.env and value:
+            env[field.env] = value
+    return env
+
+
+def copy_seed(seed_names: list[str], seed_dir: Path | None, sandbox_dir: Path) -> None:
+    for name in seed_names:
+        if seed_dir is None:
+            raise ServerStartError(
+                f"seed {name!r} asked for but no seed dir", reason="missing_seed"
+            )
+        source = seed_dir / name
+        target = sandbox_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        elif source.is_file():
+            shutil.copy2(source, target)
+        else:
+            raise ServerStartError(f"seed {name!r} not found in {seed_dir}", reason="missing_seed")
+
+
+def detect_isolation() -> str | None:
+    """'bwrap', 'unshare' or None: which way of cutting a server off is usable here."""
+    if shutil.which("bwrap") and _runs(["bwrap", "--ro-bind", "/", "/", "--", "true"]):
+        return "bwrap"
+    if shutil.which("unshare") and _runs(["unshare", "-n", "true"]):
+        return "unshare"
+    return None
+
+
+def _runs(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def wrap_isolated(
+    argv: list[str], sandbox_dir: Path, fleet_dir: Path | None, network: bool, isolation: str | None
+) -> list[str]:
+    """bwrap: read-only root, private /tmp, one writable sandbox, no network (unless asked)."""
+    if isolation == "bwrap":
+        wrapped = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        wrapped += ["--tmpfs", "/tmp"]
+        if fleet_dir is not None and Path(fleet_dir).resolve().is_relative_to("/tmp"):
+            wrapped += ["--ro-bind", str(fleet_dir), str(fleet_dir)]
+        wrapped += ["--bind", str(sandbox_dir), str(sandbox_dir), "--chdir", str(sandbox_dir)]
+        if not network:
+            wrapped.append("--unshare-net")
+        wrapped += ["--unshare-pid", "--die-with-parent", "--"]
+        return wrapped + argv
+    if isolation == "unshare":
+        return argv if network else ["unshare", "-n", "--", *argv]
+    raise ServerStartError(
+        "sandbox.isolate is set but neither bwrap nor unshare works here",
+        reason="sandbox_unavailable",
+    )
+
+
+def prepare_launch(
+    spec: StdioSpec,
+    *,
+    sandbox_root: Path | None,
+    seed_dir: Path | None,
+    fleet_dir: Path | None,
+    port: int | None = None,
+    isolation: str | None = None,
+) -> Launch:
+    """Create the sandbox dir, copy seeds, fill placeholders, build env and argv.
+
+    `isolation` is the result of `detect_isolation()` (pass it to avoid probing per server).
+    On failure the sandbox dir is removed again before the error propagates.
+    """
+    if sandbox_root is not None:
+        Path(sandbox_root).mkdir(parents=True, exist_ok=True)
+    sandbox_dir = Path(tempfile.mkdtemp(prefix="mcp-sbx-", dir=sandbox_root)).resolve()
+    try:
+        port = port or find_free_port()
+        values = make_placeholders(sandbox_dir, port, seed_dir, fleet_dir)
+        copy_seed(spec.sandbox.seed, seed_dir, sandbox_dir)
+        env = build_environment(spec, sandbox_dir, values)
+        argv = [fill_placeholders(part, values) for part in [spec.command, *spec.args]]
+        if shutil.which(argv[0], path=env["PATH"]) is None:
+            raise ServerStartError(f"{argv[0]} not found on PATH", reason="command_not_found")
+        if spec.sandbox.isolate:
+            chosen = isolation if isolation is not None else detect_isolation()
+            argv = wrap_isolated(argv, sandbox_dir, fleet_dir, spec.sandbox.network, chosen)
+        cwd = fill_placeholders(spec.cwd, values) if spec.cwd else str(sandbox_dir)
+        return Launch(argv=argv, env=env, cwd=cwd, sandbox_dir=str(sandbox_dir), port=port)
+    except BaseException:
+        remove_sandbox(sandbox_dir)
+        raise
+
+
+def remove_sandbox(sandbox_dir: str | Path) -> None:
+    shutil.rmtree(sandbox_dir, ignore_errors=True)
+
+
+def with_parent_death_signal(argv: list[str]) -> list[str]:
+    """Have the kernel kill the server if we die hard (SIGKILL), when setpriv is present."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+
+
+async def start_process(launch: Launch, *, stdout: int | None, stderr_path: Path) -> Process:
+    """Start the launch in a new session (its own process group), stderr to a log file."""
+    argv = with_parent_death_signal(launch.argv)
+    try:
+        with open(stderr_path, "ab") as stderr_file:
+            return await anyio.open_process(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=stdout,
+                stderr=stderr_file,
+                cwd=launch.cwd,
+                env=launch.env,
+                start_new_session=True,
+            )
+    except FileNotFoundError as error:
+        raise ServerStartError(str(error), reason="command_not_found") from error
+    except PermissionError as error:
+        raise ServerStartError(str(error), reason="command_not_executable") from error
+
+
+def list_session_members(session_id: int) -> list[psutil.Process]:
+    """Every live process in the given session (our children never leave it unless they setsid)."""
+    members = []
+    for candidate in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if os.getsid(candidate.pid) == session_id and candidate.status() != "zombie":
+                members.append(candidate)
+    return members
+
+
+async def stop_process_tree(process: Process) -> None:
+    """Close stdin, wait, SIGTERM the group, SIGKILL survivors; shielded from cancellation."""
+    with anyio.CancelScope(shield=True):
+        if process.stdin is not None:
+            with contextlib.suppress(Exception):
+                await process.stdin.aclose()
+        if not await _wait_exit(process, STDIN_CLOSE_GRACE_S):
+            _signal_group(process.pid, signal.SIGTERM)
+            if not await _wait_exit(process, SIGTERM_GRACE_S):
+                _signal_group(process.pid, signal.SIGKILL)
+                await _wait_exit(process, SIGTERM_GRACE_S)
+        await _kill_session_survivors(process.pid)
+
+
+async def _kill_session_survivors(session_id: int) -> None:
+    survivors = await anyio.to_thread.run_sync(list_session_members, session_id)
+    for survivor in survivors:
+        with contextlib.suppress(psutil.Error):
+            survivor.kill()
+    if survivors:
+        await anyio.to_thread.run_sync(lambda: psutil.wait_procs(survivors, timeout=2.0))
+
+
+def _signal_group(process_group: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process_group, signum)
+
+
+async def _wait_exit(process: Process, timeout: float) -> bool:
+    """Poll returncode: process.wait() also waits for pipe EOF, which a grandchild can hold."""
+    deadline = time.monotonic() + timeout
+    while process.returncode is None:
+        if time.monotonic() >= deadline:
+            return False
+        await anyio.sleep(0.01)
+    return True

@@ -1,0 +1,73 @@
+"""Fixtures for the mcp_env tests: tiny real MCP servers, and a check that none survive."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mcp_env.specs import StdioSpec
+
+TINY_SERVER = Path(__file__).resolve().parents[1] / "servers" / "tiny_server.py"
+PYTHON = sys.executable
+# the machine is shared and slow to import the mcp package: allow a generous start
+CONNECT_TIMEOUT_S = 60.0
+LEFTOVER_WAIT_S = 10.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def tiny_spec(
+    name: str = "tiny", mode: str = "good", log: Path | None = None, **fields
+) -> StdioSpec:
+    args = [str(TINY_SERVER), "--mode", mode]
+    if log is not None:
+        args += ["--log", str(log)]
+    return StdioSpec(name=name, command=PYTHON, args=args, **fields)
+
+
+def list_tiny_processes() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "tiny_server.py" in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process)
+    return found
+
+
+def wait_until(condition, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def read_log(log: Path) -> list[tuple[int, str]]:
+    if not log.exists():
+        return []
+    rows = []
+    for line in log.read_text().splitlines():
+        pid, event = line.split(" ", 1)
+        rows.append((int(pid), event))
+    return rows
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_servers() -> Iterator[None]:
+    """After every test, no tiny server process may survive."""
+    yield
+    survivors = list_tiny_processes()
+    if survivors and not wait_until(lambda: not list_tiny_processes(), LEFTOVER_WAIT_S):
+        leftover = list_tiny_processes()
+        for process in leftover:
+            process.kill()
+        pytest.fail(f"leftover server processes: {[p.info['cmdline'] for p in leftover]}")
