@@ -1,0 +1,209 @@
+"""Writing an export: parquet/JSONL shards, trainer chat files and the dataset card.
+
+Every writer takes already-scrubbed `ExportRow`s; nothing here reads the store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from tasks.chat_formats import to_openai_chat, to_sharegpt_hermes
+from tasks.export import EXPORT_COLUMNS, SUBSETS, ExportRow
+
+FORMATS = ("parquet", "jsonl", "openai", "sharegpt")
+ARROW_SCHEMA = pa.schema([(name, pa.string()) for name in EXPORT_COLUMNS])
+
+
+class ExportSummary(BaseModel):
+    out_dir: str
+    formats: list[str]
+    mix: str = "none"
+    candidates: int = 0
+    rows: int = 0
+    by_subset: dict[str, int] = Field(default_factory=dict)
+    mix_plan: dict[str, int] = Field(default_factory=dict)
+    excluded: dict[str, int] = Field(default_factory=dict)
+    scrubbed: dict[str, int] = Field(default_factory=dict)
+    rows_scrubbed: int = 0
+    files: list[str] = Field(default_factory=list)
+    teachers: dict[str, int] = Field(default_factory=dict)
+    generators: dict[str, int] = Field(default_factory=dict)
+    judges: list[str] = Field(default_factory=list)
+    servers: list[dict[str, Any]] = Field(default_factory=list)
+    filters: dict[str, Any] = Field(default_factory=dict)
+    message: str = ""
+
+
+def prepare_out_dir(out_dir: Path, *, overwrite: bool) -> None:
+    """Refuse an existing non-empty folder unless overwriting; then start it clean."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def shard_slices(total: int, shard_rows: int) -> list[tuple[int, int]]:
+    """(start, end) per shard; an empty export still gets one (empty) shard."""
+    if total == 0:
+        return [(0, 0)]
+    return [(start, min(start + shard_rows, total)) for start in range(0, total, shard_rows)]
+
+
+def shard_name(index: int, count: int, suffix: str) -> str:
+    return f"train-{index:05d}-of-{count:05d}.{suffix}"
+
+
+def write_parquet(rows: list[ExportRow], folder: Path, shard_rows: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    slices = shard_slices(len(rows), shard_rows)
+    paths = []
+    for index, (start, end) in enumerate(slices):
+        columns = {name: [getattr(row, name) for row in rows[start:end]] for name in EXPORT_COLUMNS}
+        path = folder / shard_name(index, len(slices), "parquet")
+        pq.write_table(pa.table(columns, schema=ARROW_SCHEMA), path, compression="zstd")
+        paths.append(path)
+    return paths
+
+
+def write_jsonl(lines: list[dict[str, Any]], folder: Path, shard_rows: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    slices = shard_slices(len(lines), shard_rows)
+    paths = []
+    for index, (start, end) in enumerate(slices):
+        path = folder / shard_name(index, len(slices), "jsonl")
+        with path.open("w", encoding="utf-8") as handle:
+            for line in lines[start:end]:
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        paths.append(path)
+    return paths
+
+
+def chat_lines(rows: list[ExportRow], chat_format: str) -> list[dict[str, Any]]:
+    convert = to_openai_chat if chat_format == "openai" else to_sharegpt_hermes
+    return [
+        {
+            "uuid": row.uuid,
+            "subset_name": row.subset_name,
+            **convert(json.loads(row.messages), json.loads(row.available_tools)),
+        }
+        for row in rows
+    ]
+
+
+def write_formats(
+    rows: list[ExportRow], out_dir: Path, formats: list[str], shard_rows: int
+) -> list[Path]:
+    paths: list[Path] = []
+    for fmt in formats:
+        if fmt == "parquet":
+            paths += write_parquet(rows, out_dir / "data", shard_rows)
+        elif fmt == "jsonl":
+            paths += write_jsonl([row.model_dump() for row in rows], out_dir / "data", shard_rows)
+        else:
+            paths += write_jsonl(chat_lines(rows, fmt), out_dir / fmt, shard_rows)
+    return paths
+
+
+def describe_rows(rows: list[ExportRow], summary: ExportSummary) -> None:
+    """Fill counts, models and servers of the summary from the final rows."""
+    summary.rows = len(rows)
+    summary.by_subset = {s: sum(r.subset_name == s for r in rows) for s in SUBSETS}
+    teachers: Counter[str] = Counter()
+    generators: Counter[str] = Counter()
+    servers: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        meta = json.loads(row.metadata)
+        teachers[meta.get("teacher") or "unknown"] += 1
+        generators[meta.get("generator") or "unknown"] += 1
+        for server in meta.get("mcp_servers", []):
+            entry = servers.setdefault(
+                server["name"],
+                {
+                    "name": server["name"],
+                    "domain": server.get("domain"),
+                    "license": server.get("license"),
+                    "rows": 0,
+                },
+            )
+            entry["rows"] += 1
+    summary.teachers = dict(teachers.most_common())
+    summary.generators = dict(generators.most_common())
+    summary.servers = sorted(servers.values(), key=lambda s: (-s["rows"], s["name"]))
+
+
+def table(header: list[str], body: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines) if body else "_none_"
+
+
+def render_dataset_card(summary: ExportSummary) -> str:
+    """README.md for the export folder (Hugging Face dataset card with YAML front matter)."""
+    parquet = "parquet" in summary.formats
+    front = [
+        "---",
+        "license: other",
+        "pretty_name: toucan tool-agentic trajectories",
+        "task_categories: [text-generation]",
+        "tags: [mcp, tool-use, agents, synthetic]",
+    ]
+    if parquet:
+        front += [
+            "configs:",
+            "- config_name: default",
+            "  data_files:",
+            "  - split: train",
+            "    path: data/train-*.parquet",
+        ]
+    front.append("---")
+    licences = sorted({str(s.get("license") or "unknown") for s in summary.servers})
+    sections = [
+        "\n".join(front),
+        "# toucan export",
+        "Tool-agentic trajectories synthesized by toucan (a re-creation of TOUCAN, "
+        "arXiv 2510.01179) against real MCP servers. Columns follow Toucan-1.5M: `uuid`, "
+        "`subset_name`, `messages`, `question`, `available_tools`, `target_tools`, "
+        "`question_quality_assessment`, `response_quality_assessment`, `metadata` (all strings; "
+        "structured columns are JSON).",
+        f"{summary.message}" if summary.message else "",
+        "## Counts",
+        f"Rows: **{summary.rows}** of {summary.candidates} kept trajectories "
+        f"(mix: `{summary.mix}`).",
+        table(
+            ["subset", "rows", "mix target"],
+            [[s, summary.by_subset.get(s, 0), summary.mix_plan.get(s, "-")] for s in SUBSETS],
+        ),
+        "## Excluded rows",
+        table(["reason", "rows"], [[k, v] for k, v in sorted(summary.excluded.items())]),
+        "## Scrubbing",
+        f"Secrets and PII were replaced before writing; {summary.rows_scrubbed} rows changed.",
+        table(["pattern", "replacements"], [[k, v] for k, v in sorted(summary.scrubbed.items())]),
+        "## Models",
+        table(["teacher", "rows"], [[k, v] for k, v in summary.teachers.items()]),
+        table(["task generator", "rows"], [[k, v] for k, v in summary.generators.items()]),
+        "Judges: " + (", ".join(summary.judges) or "none"),
+        "## Servers",
+        f"Server licences: {', '.join(licences) or 'none'}. Each row's tool results come from "
+        "these servers; check their licences before redistribution.",
+        table(
+            ["server", "domain", "license", "rows"],
+            [
+                [s["name"], s.get("domain") or "-", s.get("license") or "unknown", s["rows"]]
+                for s in summary.servers
+            ],
+        ),
+        "## Filters",
+        "```json\n" + json.dumps(summary.filters, indent=2, sort_keys=True) + "\n```",
+        "## Files",
+        "\n".join(f"- `{f}`" for f in summary.files) or "_none_",
+    ]
+    return "\n\n".join(s for s in sections if s) + "\n"

@@ -1,0 +1,342 @@
+"""Pipeline records seeded straight into a store, for the export and report tests.
+
+One kept trajectory per subset, plus rows that must not be exported: a rejected one, one with
+schema-invalid tool arguments. A tool result carries secrets (SEEDED_SECRETS) that the export
+must remove.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from toucan.ids import make_id, schema_hash
+from toucan.records import (
+    Event,
+    Score,
+    Server,
+    TargetTool,
+    Task,
+    TaskRating,
+    Tool,
+    Trajectory,
+    TrajectoryRating,
+    utc_now,
+)
+from toucan.store import Store
+
+SEEDED_SECRETS = (
+    "sk-proj-Abc123Def456Ghi789Jkl012",
+    "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
+    "AKIAIOSFODNN7EXAMPLE",
+    "xoxb-123456789012-abcdefghijkl",
+    "ops.lead@acme-corp.io",
+    "/root/.config/secret.json",
+    "/home/alice/projects/notes.txt",
+    "-----BEGIN RSA PRIVATE KEY-----",
+)
+FORECAST_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+    "required": ["city"],
+}
+NOTE_SCHEMA = {
+    "type": "object",
+    "properties": {"path": {"type": "string"}, "text": {"type": "string"}},
+    "required": ["path", "text"],
+}
+TASK_SCORES = (
+    "tool_selection_difficulty",
+    "tool_selection_uniqueness",
+    "question_quality",
+    "scenario_realism",
+    "verifiable",
+    "stability",
+)
+
+
+def openai_tool(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": schema},
+    }
+
+
+WEATHER_TOOLS = [openai_tool("weather-get_forecast", "Forecast for a city.", FORECAST_SCHEMA)]
+NOTES_TOOLS = [openai_tool("notes-write_note", "Write a note to a file.", NOTE_SCHEMA)]
+
+
+def call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments)},
+    }
+
+
+def tool_use_messages(question: str, arguments: dict[str, Any], result: str) -> list[dict]:
+    return [
+        {"role": "system", "content": "You are a helpful assistant with tools."},
+        {"role": "user", "content": question},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [call("c1", "weather-get_forecast", arguments)],
+        },
+        {"role": "tool", "tool_call_id": "c1", "name": "weather-get_forecast", "content": result},
+        {"role": "assistant", "content": "It will be sunny in Paris, 21 C."},
+    ]
+
+
+def secret_result() -> str:
+    return json.dumps(
+        {
+            "forecast": "sunny, 21 C",
+            "debug": (
+                f"key={SEEDED_SECRETS[0]} token {SEEDED_SECRETS[1]} aws {SEEDED_SECRETS[2]} "
+                f"slack {SEEDED_SECRETS[3]} contact {SEEDED_SECRETS[4]} cfg {SEEDED_SECRETS[5]} "
+                f"file {SEEDED_SECRETS[6]} Authorization: Bearer abcdefghijklmnop123456\n"
+                f"{SEEDED_SECRETS[7]}\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"
+            ),
+        }
+    )
+
+
+def task_rating(task_id: str, score: int = 4) -> TaskRating:
+    return TaskRating(
+        rating_id=make_id("trate", task_id),
+        task_id=task_id,
+        judge="GPT-4o-mini",
+        scores={d: Score(reasoning=f"{d} looks fine", score=score) for d in TASK_SCORES},
+        overall=float(score),
+        keep=True,
+    )
+
+
+def trajectory_rating(trajectory_id: str, keep: bool = True) -> TrajectoryRating:
+    return TrajectoryRating(
+        rating_id=make_id("jrate", trajectory_id),
+        trajectory_id=trajectory_id,
+        judge="GPT-4o-mini",
+        flags={"no_tool_call": False, "tool_execution_error": False},
+        scores={
+            "completeness": Score(reasoning="complete", score=5 if keep else 1),
+            "conciseness": Score(reasoning="concise", score=4),
+        },
+        overall=4.5 if keep else 1.0,
+        tool_accuracy={"desired_tools_used_percentage": 1.0, "order_correctness": 1.0},
+        keep=keep,
+    )
+
+
+def seed_servers(store: Store) -> tuple[Server, Server]:
+    weather = Server(
+        server_id="srv_weather",
+        name="weather",
+        source="fleet",
+        transport="stdio",
+        status="ok",
+        domain="Weather",
+        license="MIT",
+        tool_count=1,
+    )
+    notes = Server(
+        server_id="srv_notes",
+        name="notes",
+        source="fleet",
+        transport="stdio",
+        status="ok",
+        domain="File Management",
+        license="Apache-2.0",
+        tool_count=1,
+    )
+    tools = [
+        Tool(
+            tool_id=make_id("tool", "srv_weather", "get_forecast"),
+            server_id="srv_weather",
+            name="get_forecast",
+            input_schema=FORECAST_SCHEMA,
+            schema_hash=schema_hash(FORECAST_SCHEMA),
+        ),
+        Tool(
+            tool_id=make_id("tool", "srv_notes", "write_note"),
+            server_id="srv_notes",
+            name="write_note",
+            input_schema=NOTE_SCHEMA,
+            schema_hash=schema_hash(NOTE_SCHEMA),
+        ),
+    ]
+    store.insert([weather, notes, *tools])
+    return weather, notes
+
+
+def make_trajectory(
+    trajectory_id: str, task_id: str, kind: str, messages: list[dict], tools: list[dict], **extra
+) -> Trajectory:
+    calls = sum(len(m.get("tool_calls") or []) for m in messages if m["role"] == "assistant")
+    return Trajectory(
+        trajectory_id=trajectory_id,
+        task_id=task_id,
+        kind=kind,  # type: ignore[arg-type]
+        teacher=extra.pop("teacher", "Kimi-K2-Turbo"),
+        model="openai/kimi",
+        messages=messages,
+        tools=tools,
+        tool_name_map={
+            t["function"]["name"]: {
+                "server_id": "srv_weather" if "weather" in t["function"]["name"] else "srv_notes",
+                "tool": t["function"]["name"].split("-", 1)[1],
+            }
+            for t in tools
+        },
+        turns=sum(m["role"] == "assistant" for m in messages),
+        tool_calls=calls,
+        usage={"prompt_tokens": 900, "completion_tokens": 120},
+        cost_usd=0.0012,
+        stop_reason="final_answer",
+        **extra,
+    )
+
+
+def seed_pipeline(store: Store) -> dict[str, str]:
+    """Seed every kind of row; returns the trajectory ids by role."""
+    seed_servers(store)
+    target = [TargetTool(server_id="srv_weather", server="weather", tool="get_forecast")]
+    original = Task(
+        task_id="task_orig",
+        strategy="single_server",
+        question="What is the weather in Paris tomorrow?",
+        target_tools=target,
+        server_ids=["srv_weather"],
+        generator="Qwen2-72B-Instruct",
+    )
+    irrelevant = original.model_copy(
+        update={
+            "task_id": "task_irr",
+            "kind": "irrelevant",
+            "parent_id": "task_orig",
+            "server_ids": ["srv_notes"],
+        }
+    )
+    diversified = original.model_copy(
+        update={
+            "task_id": "task_div",
+            "kind": "diversified",
+            "parent_id": "task_orig",
+            "question": "As a marathon organiser, I need the Paris forecast for race day.",
+        }
+    )
+    bad_args_task = original.model_copy(update={"task_id": "task_bad"})
+    store.insert([original, irrelevant, diversified, bad_args_task])
+    store.insert([task_rating("task_orig"), task_rating("task_div", 5), task_rating("task_bad")])
+
+    ids = {
+        "original": "traj_orig",
+        "irrelevant": "traj_irr",
+        "diversified": "traj_div",
+        "multi_turn": "traj_multi",
+        "rejected": "traj_rejected",
+        "bad_args": "traj_bad_args",
+    }
+    multi_messages = [
+        *tool_use_messages(original.question, {"city": "Paris"}, "sunny, 21 C"),
+        {"role": "user", "content": "And for the next 3 days?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [call("c2", "weather-get_forecast", {"city": "Paris", "days": 3})],
+        },
+        {"role": "tool", "tool_call_id": "c2", "content": "sunny, then rain"},
+        {"role": "assistant", "content": "Sunny, then rain on the third day."},
+    ]
+    trajectories = [
+        make_trajectory(
+            ids["original"],
+            "task_orig",
+            "original",
+            tool_use_messages(original.question, {"city": "Paris"}, secret_result()),
+            WEATHER_TOOLS,
+        ),
+        make_trajectory(
+            ids["irrelevant"],
+            "task_irr",
+            "irrelevant",
+            [
+                {"role": "system", "content": "You are a helpful assistant with tools."},
+                {"role": "user", "content": original.question},
+                {"role": "assistant", "content": "None of my tools can get a weather forecast."},
+            ],
+            NOTES_TOOLS,
+            teacher="GPT-4.5-Turbo",
+        ),
+        make_trajectory(
+            ids["diversified"],
+            "task_div",
+            "diversified",
+            tool_use_messages(diversified.question, {"city": "Paris", "days": 1}, "sunny"),
+            WEATHER_TOOLS,
+        ),
+        make_trajectory(
+            ids["multi_turn"],
+            "task_orig",
+            "multi_turn",
+            multi_messages,
+            WEATHER_TOOLS,
+            parent_id=ids["original"],
+            requested_turns=3,
+            completed_turns=2,
+        ),
+        make_trajectory(
+            ids["rejected"],
+            "task_orig",
+            "original",
+            tool_use_messages(original.question, {"city": "Rome"}, "rain"),
+            WEATHER_TOOLS,
+        ),
+        make_trajectory(
+            ids["bad_args"],
+            "task_bad",
+            "original",
+            tool_use_messages(original.question, {"town": "Paris", "days": 0}, "?"),
+            WEATHER_TOOLS,
+        ),
+    ]
+    store.insert(trajectories)
+    store.insert(
+        [
+            trajectory_rating(t.trajectory_id, keep=t.trajectory_id != ids["rejected"])
+            for t in trajectories
+        ]
+    )
+    seed_events(store)
+    return ids
+
+
+def seed_events(store: Store) -> None:
+    start = utc_now() - timedelta(minutes=5)
+    events = []
+    for i in range(6):
+        for stage, model, server in (
+            ("synthesize", "Qwen2-72B-Instruct", "weather"),
+            ("trajectories", "Kimi-K2-Turbo", "weather"),
+            ("trajectories", "GPT-4.5-Turbo", "notes"),
+        ):
+            events.append(
+                Event(
+                    event_id=make_id("evt", stage, model, i),
+                    run_id="run_seed",
+                    stage=stage,
+                    kind="llm_call",
+                    model=model,
+                    server=server,
+                    status="ok" if i % 3 else "error",
+                    started_at=start + timedelta(seconds=10 * i),
+                    ended_at=start + timedelta(seconds=10 * i + 2),
+                    latency_ms=2000.0,
+                    tokens_in=800 + i,
+                    tokens_out=100 + i,
+                    cost_usd=0.001 * (i + 1),
+                )
+            )
+    store.insert(events)

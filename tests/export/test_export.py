@@ -1,0 +1,194 @@
+"""Export: Toucan-1.5M layout, formats, scrubbing, validation and bad input, on real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import pyarrow.parquet as pq
+import pytest
+
+from flows.export import export_dataset
+from tasks.export import EXPORT_COLUMNS, SUBSETS
+from tasks.scrub import find_secrets
+from tests.export.seeding import SEEDED_SECRETS, seed_pipeline
+from toucan.config import load_settings
+from toucan.ids import export_uuid
+from toucan.store import Store
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def settings():
+    return load_settings(profile="local")
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> tuple[Store, dict[str, str]]:
+    store = Store(tmp_path / "toucan.duckdb")
+    return store, seed_pipeline(store)
+
+
+def read_parquet_rows(out: Path) -> list[dict[str, str]]:
+    rows = []
+    for path in sorted((out / "data").glob("*.parquet")):
+        rows += pq.read_table(path).to_pylist()
+    return rows
+
+
+def test_export_writes_every_subset_in_the_toucan_layout(seeded, settings, tmp_path):
+    store, ids = seeded
+    out = tmp_path / "out"
+    summary = export_dataset(store, settings, out, ["parquet", "jsonl", "openai", "sharegpt"])
+    rows = read_parquet_rows(out)
+    assert summary.rows == len(rows) == 4
+    assert {r["subset_name"] for r in rows} == set(SUBSETS)
+    assert all(list(r) == list(EXPORT_COLUMNS) for r in rows)
+    assert all(isinstance(v, str) for r in rows for v in r.values())
+    expected = {
+        export_uuid(ids[k]) for k in ("original", "irrelevant", "diversified", "multi_turn")
+    }
+    assert {r["uuid"] for r in rows} == expected
+    assert summary.excluded == {"invalid_tool_arguments": 1}  # the rejected one is not a candidate
+    by_subset = {r["subset_name"]: r for r in rows}
+    multi = json.loads(by_subset["multi-turn"]["metadata"])
+    assert (multi["requested_turns"], multi["completed_turns"]) == (3, 2)
+    assert by_subset["irrelevant"]["target_tools"] == "get_forecast"
+    question_scores = json.loads(by_subset["irrelevant"]["question_quality_assessment"])
+    assert question_scores["question_quality"]["score"] == 4  # the parent task's rating
+    response = json.loads(by_subset["single-turn-original"]["response_quality_assessment"])
+    assert response["completeness"]["score"] == 5
+    assert response["desired_tools_used_percentage"] == 1.0
+    jsonl = [json.loads(line) for p in (out / "data").glob("*.jsonl") for line in p.open()]
+    assert sorted(r["uuid"] for r in jsonl) == sorted(r["uuid"] for r in rows)
+    card = (out / "README.md").read_text()
+    for needle in (
+        "single-turn-diversify",
+        "weather",
+        "MIT",
+        "Apache-2.0",
+        "Kimi-K2-Turbo",
+        "invalid_tool_arguments",
+        "openai_key",
+        "min_completeness",
+    ):
+        assert needle in card
+
+
+def test_the_export_loads_with_hugging_face_datasets(seeded, settings, tmp_path):
+    from datasets import load_dataset
+
+    store, _ = seeded
+    export_dataset(store, settings, tmp_path / "out", ["parquet"])
+    files = [str(p) for p in (tmp_path / "out" / "data").glob("*.parquet")]
+    dataset = load_dataset(
+        "parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert dataset.num_rows == 4
+    assert set(dataset.column_names) == set(EXPORT_COLUMNS)
+    assert set(dataset["subset_name"]) == set(SUBSETS)
+
+
+def test_every_exported_tool_call_validates_against_its_tool_schema(seeded, settings, tmp_path):
+    store, _ = seeded
+    export_dataset(store, settings, tmp_path / "out", ["parquet"])
+    checked = 0
+    for row in read_parquet_rows(tmp_path / "out"):
+        schemas = {
+            t["function"]["name"]: t["function"]["parameters"]
+            for t in json.loads(row["available_tools"])
+        }
+        for message in json.loads(row["messages"]):
+            for call in message.get("tool_calls") or []:
+                schema = schemas[call["function"]["name"]]
+                jsonschema.validate(json.loads(call["function"]["arguments"]), schema)
+                checked += 1
+    assert checked == 4  # original, diversified, and two in the multi-turn row
+
+
+def test_secrets_in_tool_results_are_removed_and_counted(seeded, settings, tmp_path):
+    store, _ = seeded
+    out = tmp_path / "out"
+    summary = export_dataset(store, settings, out, ["parquet", "jsonl", "openai", "sharegpt"])
+    for path in out.rglob("*"):
+        if path.suffix in (".jsonl", ".md", ".json"):
+            text = path.read_text()
+            assert not [s for s in SEEDED_SECRETS if s in text], path
+    for row in read_parquet_rows(out):
+        for column, value in row.items():
+            assert not [s for s in SEEDED_SECRETS if s in value], column
+            assert find_secrets(value) == [], (column, find_secrets(value))
+    for pattern in (
+        "openai_key",
+        "github_token",
+        "aws_access_key",
+        "slack_token",
+        "email",
+        "local_path",
+        "bearer_token",
+        "private_key",
+    ):
+        assert summary.scrubbed.get(pattern, 0) >= 1, pattern
+    assert summary.rows_scrubbed == 1
+    assert "private_key" in (out / "README.md").read_text()
+
+
+def test_an_empty_store_gives_a_clear_message_and_a_valid_empty_export(settings, tmp_path):
+    out = tmp_path / "out"
+    summary = export_dataset(Store(tmp_path / "empty.duckdb"), settings, out, ["parquet", "openai"])
+    assert summary.rows == 0
+    assert "No kept trajectories" in summary.message
+    tables = [pq.read_table(p) for p in (out / "data").glob("*.parquet")]
+    assert len(tables) == 1 and tables[0].num_rows == 0
+    assert tables[0].column_names == list(EXPORT_COLUMNS)
+    assert [p.read_text() for p in (out / "openai").glob("*.jsonl")] == [""]
+    assert "No kept trajectories" in (out / "README.md").read_text()
+
+
+def test_a_trajectory_whose_messages_are_not_valid_json_is_excluded(seeded, settings, tmp_path):
+    store, ids = seeded
+    # DuckDB's JSON type refuses malformed text, so broken messages arrive double-encoded.
+    store.execute(
+        "UPDATE trajectories SET messages = ? WHERE trajectory_id = ?",
+        [json.dumps('[{"role": "user", "content": "trunc'), ids["diversified"]],
+    )
+    store.execute(
+        "UPDATE trajectories SET messages = ? WHERE trajectory_id = ?",
+        ['{"role": "assistant"}', ids["original"]],
+    )
+    summary = export_dataset(store, settings, tmp_path / "out", ["parquet"])
+    assert summary.excluded["bad_messages_json"] == 2
+    assert {r["subset_name"] for r in read_parquet_rows(tmp_path / "out")} == {
+        "irrelevant",
+        "multi-turn",
+    }
+
+
+def test_an_existing_output_folder_is_refused_unless_overwrite(seeded, settings, tmp_path):
+    store, _ = seeded
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        export_dataset(store, settings, out, ["parquet"])
+    assert (out / "keep.txt").read_text() == "mine"
+    summary = export_dataset(store, settings, out, ["parquet"], overwrite=True)
+    assert summary.rows == 4 and not (out / "keep.txt").exists()
+
+
+def test_the_paper_mix_is_scaled_to_what_exists_and_deterministic(seeded, settings, tmp_path):
+    store, _ = seeded
+    first = export_dataset(store, settings, tmp_path / "a", ["parquet"], mix="paper")
+    second = export_dataset(store, settings, tmp_path / "b", ["parquet"], mix="paper")
+    # one row per subset; irrelevant (40) is the scarcest per unit of weight: 1/40 per unit
+    assert first.mix_plan == {
+        "single-turn-original": 1,
+        "irrelevant": 1,
+        "single-turn-diversify": 0,
+        "multi-turn": 1,
+    }
+    assert read_parquet_rows(tmp_path / "a") == read_parquet_rows(tmp_path / "b")
+    assert first.rows == second.rows == 3

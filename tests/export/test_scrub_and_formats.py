@@ -1,0 +1,102 @@
+"""Pure parts of the export: scrubbing patterns, chat formats, mix planning, call checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.chat_formats import to_openai_chat, to_sharegpt_hermes
+from tasks.export import ExportRejected, check_tool_calls, plan_mix
+from tasks.scrub import Scrubber, find_secrets
+from tests.export.seeding import FORECAST_SCHEMA, WEATHER_TOOLS, call, tool_use_messages
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("key sk-ant-api03-abcdefghijklmnop", "openai_key"),
+        ("ghp_abcdefghijklmnopqrstuvwxyz0123", "github_token"),
+        ("AKIAIOSFODNN7EXAMPLE", "aws_access_key"),
+        ("xoxp-1234567890-abcdef", "slack_token"),
+        ("Authorization: Bearer abc.def.ghijklmnopqrst", "bearer_token"),
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----",
+            "private_key",
+        ),
+        ("write to jane.doe@corp.example.org", "email"),
+        ("saved /home/bob/work/a.txt", "local_path"),
+        ("password: hunter2hunter2hunter2", "generic_secret"),
+    ],
+)
+def test_each_secret_kind_is_replaced_and_counted(text, pattern):
+    scrubber = Scrubber()
+    cleaned = scrubber.scrub_text(text)
+    assert scrubber.counts[pattern] == 1
+    assert find_secrets(cleaned) == []
+    assert Scrubber().scrub_text(cleaned) == cleaned  # idempotent
+
+
+def test_local_paths_keep_their_tail_and_urls_are_left_alone():
+    scrubber = Scrubber()
+    assert scrubber.scrub_text("/tmp/sbx-9/data/a.txt") == "/workspace/data/a.txt"
+    assert scrubber.scrub_text("/root/notes.md") == "/workspace/notes.md"
+    assert scrubber.scrub_text("https://example.com/tmp/x and /usr/tmp") == (
+        "https://example.com/tmp/x and /usr/tmp"
+    )
+
+
+def test_openai_format_masks_everything_but_assistant_turns():
+    messages = tool_use_messages("q", {"city": "Paris"}, "sunny")
+    chat = to_openai_chat(messages, WEATHER_TOOLS)
+    assert chat["loss_mask"] == [False, False, True, False, True]
+    assert chat["messages"][3]["tool_call_id"] == "c1"
+
+
+def test_hermes_format_writes_tool_call_and_tool_response_tags():
+    chat = to_sharegpt_hermes(tool_use_messages("q", {"city": "Paris"}, "sunny"), WEATHER_TOOLS)
+    values = [t["value"] for t in chat["conversations"]]
+    assert '"name": "weather-get_forecast"' in values[2] and "<tool_call>" in values[2]
+    assert values[3] == "<tool_response>\nsunny\n</tool_response>"
+    assert chat["loss_mask"] == [False, False, True, False, True]
+
+
+def test_tool_calls_outside_the_schema_or_toolset_are_rejected_with_a_reason():
+    def reason_for(arguments_or_name):
+        name, arguments = arguments_or_name
+        messages = [{"role": "assistant", "tool_calls": [call("c", name, arguments)]}]
+        with pytest.raises(ExportRejected) as caught:
+            check_tool_calls(messages, WEATHER_TOOLS)
+        return caught.value.reason
+
+    assert reason_for(("weather-get_forecast", {"days": 2})) == "invalid_tool_arguments"
+    assert reason_for(("weather-nope", {"city": "x"})) == "unknown_tool"
+    broken = [
+        {
+            "role": "assistant",
+            "tool_calls": [{"function": {"name": "weather-get_forecast", "arguments": "{"}}],
+        }
+    ]
+    with pytest.raises(ExportRejected) as caught:
+        check_tool_calls(broken, WEATHER_TOOLS)
+    assert caught.value.reason == "unparseable_tool_arguments"
+    check_tool_calls(
+        [
+            {
+                "role": "assistant",
+                "tool_calls": [call("c", "weather-get_forecast", {"city": "x", "days": 2})],
+            }
+        ],
+        WEATHER_TOOLS,
+    )
+    assert FORECAST_SCHEMA["required"] == ["city"]
+
+
+def test_mix_plan_takes_the_scarcest_subset_whole_and_skips_missing_ones():
+    weights = {"a": 28.3, "b": 40.0, "c": 15.8, "d": 35.2}
+    assert plan_mix({"a": 1000, "b": 400, "c": 1000, "d": 1000}, weights) == {
+        "a": 283,
+        "b": 400,
+        "c": 158,
+        "d": 352,
+    }
+    assert plan_mix({"a": 10, "b": 0, "c": 0, "d": 0}, weights) == {"a": 10, "b": 0, "c": 0, "d": 0}
+    assert plan_mix({}, weights) == {}
