@@ -1,0 +1,249 @@
+"""The tools of one trajectory: route exposed names to servers, replay recorded calls, record
+new ones, and turn every failure into a tool result the model sees.
+
+A tool error is real data: it goes back to the model as the tool's answer and is counted. An
+unknown tool, arguments that are not JSON, a hung tool and a crashed server all become such
+results (with a reason token) instead of exceptions. Infrastructure failures also feed the
+run's circuit breaker, which pauses a server after N consecutive ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any, Protocol
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcp_env.results import ToolResult
+from tasks.agent.breaker import CircuitBreaker, ServerPaused
+from tasks.agent.journal import CallJournal
+from tasks.agent.naming import ExposedTool
+from tasks.agent.truncation import truncate_to_budget
+from toucan.errors import McpError
+from toucan.ids import canonical_json, make_id
+from toucan.records import ToolCallRecord
+
+
+class ToolCaller(Protocol):
+    """What the toolbox needs from the MCP layer (the session pool provides it)."""
+
+    async def call_tool(
+        self, server_id: str, tool: str, arguments: dict[str, Any], *, timeout: float
+    ) -> ToolResult: ...
+
+
+class CallLog(BaseModel):
+    """One executed tool call, as stored in `Trajectory.tool_call_log`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str
+    name: str
+    server_id: str | None = None
+    server: str | None = None
+    tool: str | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    started_ms: float = 0.0  # when the call started, ms after the trajectory's first call site
+    latency_ms: float = 0.0
+    is_error: bool = False
+    error_reason: str | None = None
+    schema_violation: str | None = None
+    truncated: bool = False
+    original_chars: int = 0
+    replayed: bool = False
+    call_key: str | None = None
+
+
+def call_key(
+    trajectory_id: str,
+    server_id: str,
+    tool: str,
+    schema_hash: str,
+    arguments: dict[str, Any],
+    occurrence: int,
+) -> str:
+    """Key of a call within a trajectory: the nth identical call gets its own key."""
+    return make_id("call", trajectory_id, server_id, tool, schema_hash, arguments, occurrence)
+
+
+def decode_arguments(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(arguments, None) or (None, problem) for the JSON text a model wrote."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as error:
+        return None, f"arguments are not valid JSON: {error}"
+    if not isinstance(value, dict):
+        return None, "arguments must be a JSON object"
+    return value, None
+
+
+def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
+    """The first schema violation, or None. Used to label a call, not to block it."""
+    try:
+        jsonschema.validate(arguments, schema)
+    except jsonschema.ValidationError as error:
+        return error.message[:300]
+    except jsonschema.SchemaError:
+        return None  # the server's schema itself is broken; nothing to judge against
+    return None
+
+
+def error_result(text: str, reason: str, latency_ms: float = 0.0) -> ToolResult:
+    return ToolResult(
+        text=text,
+        is_error=True,
+        content_types=["text"],
+        original_chars=len(text),
+        latency_ms=latency_ms,
+        error_reason=reason,
+    )
+
+
+class Toolbox:
+    """Per-trajectory tool access; holds the call log and the records to store."""
+
+    def __init__(
+        self,
+        trajectory_id: str,
+        exposed: list[ExposedTool],
+        caller: ToolCaller,
+        *,
+        token_budget: int,
+        call_timeout: float,
+        replay: dict[str, dict[str, Any]] | None = None,
+        journal: CallJournal | None = None,
+        breaker: CircuitBreaker | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.trajectory_id = trajectory_id
+        self.exposed = exposed
+        self.by_name = {tool.name: tool for tool in exposed}
+        self.caller = caller
+        self.token_budget = token_budget
+        self.call_timeout = call_timeout
+        self.replay = replay or {}
+        self.journal = journal
+        self.breaker = breaker
+        self.run_id = run_id
+        self.log: list[CallLog] = []
+        self.records: list[ToolCallRecord] = []
+        self.paused: ServerPaused | None = None
+        self._occurrences: Counter[str] = Counter()
+        self._origin = time.perf_counter()
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for entry in self.log if entry.is_error)
+
+    async def call(self, call_id: str, name: str, arguments_text: str) -> str:
+        """Run one call the model asked for; returns the text the model will see."""
+        started = time.perf_counter()
+        exposed = self.by_name.get(name)
+        arguments, problem = decode_arguments(arguments_text)
+        if exposed is None:
+            known = ", ".join(sorted(self.by_name)) or "none"
+            result = error_result(
+                f"Error: unknown tool {name!r}. Available tools: {known}.", "unknown_tool"
+            )
+            return self._log(call_id, name, None, arguments or {}, result, started)
+        if arguments is None:
+            result = error_result(f"Error: {problem}", "bad_arguments")
+            return self._log(call_id, name, exposed, {}, result, started)
+        violation = check_arguments(exposed.input_schema, arguments)
+        result, replayed, key = await self._execute(exposed, arguments)
+        return self._log(
+            call_id, name, exposed, arguments, result, started, violation, replayed, key
+        )
+
+    async def _execute(
+        self, exposed: ExposedTool, arguments: dict[str, Any]
+    ) -> tuple[ToolResult, bool, str]:
+        identity = canonical_json([exposed.server_id, exposed.tool, arguments])
+        occurrence = self._occurrences[identity]
+        self._occurrences[identity] += 1
+        key = call_key(
+            self.trajectory_id,
+            exposed.server_id,
+            exposed.tool,
+            exposed.schema_hash,
+            arguments,
+            occurrence,
+        )
+        if key in self.replay:
+            return ToolResult.model_validate(self.replay[key]), True, key
+        if self.breaker is not None and (paused := self.breaker.paused(exposed.server_id)):
+            self.paused = paused
+            return (
+                error_result(
+                    f"Error: server {exposed.server} is unavailable: {paused.reason}",
+                    "server_paused",
+                ),
+                False,
+                key,
+            )
+        try:
+            result = await self.caller.call_tool(
+                exposed.server_id, exposed.tool, arguments, timeout=self.call_timeout
+            )
+        except McpError as error:
+            if self.breaker is not None:
+                self.breaker.record_failure(exposed.server_id, error.reason, str(error))
+            return error_result(f"Error: {error.reason}: {error}"[:2000], error.reason), False, key
+        if self.breaker is not None:
+            self.breaker.record_success(exposed.server_id)
+        self._remember(key, exposed, arguments, result)
+        return result, False, key
+
+    def _remember(
+        self, key: str, exposed: ExposedTool, arguments: dict[str, Any], result: ToolResult
+    ) -> None:
+        record = ToolCallRecord(
+            call_key=key,
+            server_id=exposed.server_id,
+            tool=exposed.tool,
+            schema_hash=exposed.schema_hash,
+            arguments=arguments,
+            result=result.model_dump(mode="json"),
+            trajectory_id=self.trajectory_id,
+            run_id=self.run_id,
+        )
+        self.records.append(record)
+        if self.journal is not None:
+            self.journal.append(record)
+
+    def _log(
+        self,
+        call_id: str,
+        name: str,
+        exposed: ExposedTool | None,
+        arguments: dict[str, Any],
+        result: ToolResult,
+        started: float,
+        violation: str | None = None,
+        replayed: bool = False,
+        key: str | None = None,
+    ) -> str:
+        shown = truncate_to_budget(result, self.token_budget)
+        self.log.append(
+            CallLog(
+                call_id=call_id,
+                name=name,
+                server_id=exposed.server_id if exposed else None,
+                server=exposed.server if exposed else None,
+                tool=exposed.tool if exposed else None,
+                arguments=arguments,
+                started_ms=round((started - self._origin) * 1000, 3),
+                latency_ms=round(result.latency_ms or (time.perf_counter() - started) * 1000, 3),
+                is_error=result.is_error,
+                error_reason=result.error_reason if result.is_error else None,
+                schema_violation=violation,
+                truncated=shown.truncated,
+                original_chars=shown.original_chars,
+                replayed=replayed,
+                call_key=key,
+            )
+        )
+        return shown.text

@@ -1,0 +1,90 @@
+"""The agent runner against the fake model server and a tiny real MCP server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tasks.agent import AgentBudget
+from tasks.trajectories import (
+    BatchOptions,
+    ServerEntry,
+    TrajectoryBatch,
+    generate_batch,
+    plan_items,
+)
+from tests.fake_llm import FakeLlm, Rule
+from tests.trajectories.helpers import (
+    agent_script,
+    fake_settings,
+    kept_task,
+    react_script,
+    server_row,
+    tiny_spec,
+)
+from toucan.records import Trajectory
+
+
+def run_tiny(
+    fake_llm: FakeLlm, tmp_path: Path, rule: Rule, *, style: str = "function-calling",
+    budget: AgentBudget | None = None, call_timeout: float = 20.0, questions: int = 1,
+    per_server: int = 4,
+) -> tuple[list[Trajectory], Path, Any]:
+    log = tmp_path / "calls.log"
+    spec = tiny_spec(log)
+    server = server_row(spec)
+    fake_llm.script([rule])
+    settings = fake_settings(fake_llm.base_url, tmp_path / "t.duckdb",
+                             mcp={"call_timeout_s": call_timeout,
+                                  "per_server_concurrency": per_server})
+    tasks = [kept_task(f"question {n}", [server], [(server, "echo")])[0] for n in range(questions)]
+    items = plan_items(tasks, ["Teacher-A"], [style])
+    batch = TrajectoryBatch(batch_id="b", server_ids=[server.server_id], items=items)
+    options = BatchOptions(budget=budget or AgentBudget(max_turns=5, wall_clock_s=60),
+                           token_budget=500, concurrency=8, mcp=settings.mcp,
+                           models=settings.models, run_id="run_test")
+    servers = {server.server_id: ServerEntry(server_id=server.server_id, name=server.name,
+                                             spec=server.spec)}
+    result = asyncio.run(generate_batch(batch, servers, options))
+    return result.trajectories, log, result
+
+
+def test_function_calling_runs_parallel_calls_concurrently_and_records_real_results(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    calls = [[("slow", {"seconds": 1.0}), ("slow", {"seconds": 1.0}), ("add", {"a": 2, "b": 3})]]
+    [row], log, result = run_tiny(fake_llm, tmp_path, agent_script(calls))
+    assert row.status == "ok" and row.stop_reason == "final_answer"
+    assert row.turns == 2 and row.tool_calls == 3 and row.tool_errors == 0
+    roles = [m["role"] for m in row.messages]
+    assert roles == ["system", "user", "assistant", "tool", "tool", "tool", "assistant"]
+    assert [m["content"] for m in row.messages[3:6]] == ["slept 1.0", "slept 1.0", "5"]
+    slow = [e["latency_ms"] for e in row.tool_call_log if e["tool"] == "slow"]
+    assert sum(slow) > 1900
+    turn = row.tool_call_log
+    wall_ms = max(e["started_ms"] + e["latency_ms"] for e in turn) - min(e["started_ms"] for e in turn)
+    assert wall_ms < sum(slow), "parallel calls must overlap"
+    lines = log.read_text().split()
+    assert lines.count("slow-start") == 2 and lines.count("add") == 1
+    assert row.tools == [t for t in row.tools if t["type"] == "function"]
+    assert {t["function"]["name"] for t in row.tools} >= {"echo", "add", "slow"}
+    assert set(row.schema_hashes) == {t["function"]["name"] for t in row.tools}
+    assert row.usage["total_tokens"] > 0 and row.prompt_hash
+    assert len(result.tool_calls) == 3
+    assert {e.kind for e in result.events} >= {"item", "tool_call", "llm_call"}
+
+
+def test_react_style_parses_text_calls_and_records_the_prompt_it_showed(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    calls = [[("echo", {"text": "hello"}), ("add", {"a": 1, "b": 1})]]
+    [row], _, _ = run_tiny(fake_llm, tmp_path, react_script(calls), style="react")
+    assert row.style == "react" and row.stop_reason == "final_answer"
+    assert row.metadata["final_answer"] == "Here is the answer."
+    tool_results = [m["content"] for m in row.messages if m["role"] == "tool"]
+    assert tool_results == ["hello", "2"]
+    assert "Action Input" in row.messages[0]["content"] and "echo" in row.messages[0]["content"]
+    sent = fake_llm.requests[-1]
+    assert "tools" not in sent
+    assert sent["messages"] == row.metadata["wire_messages"][:-1]
