@@ -27,18 +27,21 @@ from toucan.records import Trajectory
 
 
 def run_tiny(
-    fake_llm: FakeLlm, tmp_path: Path, rule: Rule, *, style: str = "function-calling",
-    budget: AgentBudget | None = None, call_timeout: float = 20.0, questions: int = 1,
-    per_server: int = 4,
+    fake_llm: FakeLlm, tmp_path: Path, rule: Rule | list[Rule], *,
+    style: str = "function-calling", budget: AgentBudget | None = None,
+    call_timeout: float = 20.0, questions: list[str] | None = None, per_server: int = 4,
 ) -> tuple[list[Trajectory], Path, Any]:
+    """One batch of trajectories (one per question) on a tiny server; returns rows in
+    question order, the server's call log and the batch result."""
     log = tmp_path / "calls.log"
     spec = tiny_spec(log)
     server = server_row(spec)
-    fake_llm.script([rule])
+    fake_llm.script(rule if isinstance(rule, list) else [rule])
     settings = fake_settings(fake_llm.base_url, tmp_path / "t.duckdb",
                              mcp={"call_timeout_s": call_timeout,
                                   "per_server_concurrency": per_server})
-    tasks = [kept_task(f"question {n}", [server], [(server, "echo")])[0] for n in range(questions)]
+    questions = questions or ["question 0"]
+    tasks = [kept_task(q, [server], [(server, "echo")])[0] for q in questions]
     items = plan_items(tasks, ["Teacher-A"], [style])
     batch = TrajectoryBatch(batch_id="b", server_ids=[server.server_id], items=items)
     options = BatchOptions(budget=budget or AgentBudget(max_turns=5, wall_clock_s=60),
@@ -47,7 +50,8 @@ def run_tiny(
     servers = {server.server_id: ServerEntry(server_id=server.server_id, name=server.name,
                                              spec=server.spec)}
     result = asyncio.run(generate_batch(batch, servers, options))
-    return result.trajectories, log, result
+    by_question = {row.metadata["question"]: row for row in result.trajectories}
+    return [by_question[q] for q in questions], log, result
 
 
 def test_function_calling_runs_parallel_calls_concurrently_and_records_real_results(
