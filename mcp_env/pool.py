@@ -33,6 +33,7 @@ from mcp_env.session import (
     AnySpec,
     McpSession,
     open_session,
+    unwrap_group,
 )
 from toucan.errors import McpError, ServerCrashed, ServerStartError
 
@@ -98,7 +99,10 @@ class SessionPool:
         task_group, self._task_group = self._task_group, None
         assert task_group is not None
         task_group.cancel_scope.cancel()
-        return await task_group.__aexit__(*exc_info)
+        try:
+            return await task_group.__aexit__(*exc_info)
+        except BaseExceptionGroup as group:
+            raise unwrap_group(group) from None
 
     def register(self, spec: AnySpec) -> str:
         """Make a server known to the pool (idempotent); nothing starts until first use."""

@@ -269,13 +269,22 @@ def port_accepts(port: int) -> bool:
 async def make_http_client(
     spec: HttpSpec | SseSpec, url: str, stack: contextlib.AsyncExitStack, connect_timeout: float
 ) -> Client:
-    headers = {key: value for key, value in spec.headers.items()}
+    values = {field: value for field, value in spec.config_values.items() if value}
+    url = fill_config(url, values)
+    headers = {key: fill_config(value, values) for key, value in spec.headers.items()}
     if isinstance(spec, SseSpec):
         transport = sse_client(url, headers=headers, timeout=connect_timeout)
     else:
         http_client = await stack.enter_async_context(create_mcp_http_client(headers=headers))
         transport = streamable_http_client(url, http_client=http_client)
     return Client(transport, mode="legacy", cache=None, read_timeout_seconds=connect_timeout)
+
+
+def fill_config(text: str, values: dict[str, str]) -> str:
+    """`{smithery_api_key}`-style placeholders in a URL or header, from the config values."""
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", value)
+    return text
 
 
 async def connect_client(
@@ -304,7 +313,7 @@ async def connect_client(
 
 
 def start_error(probe: Any, server_name: str, reason: str, error: BaseException) -> McpError:
-    if getattr(probe, "exit_code_before_stop", None) is not None:
+    if getattr(probe, "exited_before_stop", False):
         reason = "crashed_at_start"
     tail = read_tail(probe.stderr_path) if probe is not None else ""
     leaf = next(iter(flatten_exceptions(error)), error)

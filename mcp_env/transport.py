@@ -32,8 +32,9 @@ class ProcessTransport:
         self.stderr_path = stderr_path
         self.process: Process | None = None
         self.noise_lines = 0
-        # exit status seen before we stopped it: set means the server died on its own
-        self.exit_code_before_stop: int | None = None
+        # the server exited or closed its stdout before we began to stop it
+        self.exited_before_stop = False
+        self._stdout_closed = False
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self):
@@ -64,7 +65,7 @@ class ProcessTransport:
                 try:
                     yield read_stream, write_stream
                 finally:
-                    self.exit_code_before_stop = process.returncode
+                    self.exited_before_stop = self._stdout_closed or process.returncode is not None
                     await stop_process_tree(process)
                     task_group.cancel_scope.cancel()
         finally:
@@ -86,6 +87,7 @@ class ProcessTransport:
                         await self._forward_line(line, reader_send)
                     if rest:
                         pending.append(rest)
+                self._stdout_closed = True
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
                 return
 
