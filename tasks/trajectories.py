@@ -41,7 +41,7 @@ from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta, LlmReply
-from toucan.llm.router import LlmRouter, build_model_list
+from toucan.llm.router import LlmRouter, build_model_list, price_per_token
 from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory, utc_now
 
 logger = logging.getLogger(__name__)
@@ -254,9 +254,14 @@ class JournalingTeacher:
 
 def langchain_params(models: ModelsConfig, local_base_url: str | None, teacher: str
                      ) -> dict[str, Any]:
+    """The LiteLLM parameters (and prices) LangChain's own model client needs."""
+    deployment = next(d for d in models.teachers if d.name == teacher)
     for entry in build_model_list(models, local_base_url):
         if entry["model_name"] == teacher:
-            return dict(entry["litellm_params"])
+            params = dict(entry["litellm_params"])
+            params["input_cost"], params["output_cost"] = price_per_token(
+                deployment, params["model"])
+            return params
     return {}
 
 

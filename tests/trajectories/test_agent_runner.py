@@ -92,3 +92,21 @@ def test_react_style_parses_text_calls_and_records_the_prompt_it_showed(
     sent = fake_llm.requests[-1]
     assert "tools" not in sent
     assert sent["messages"] == row.metadata["wire_messages"][:-1]
+
+
+def test_langchain_style_runs_langchains_loop_and_produces_the_same_record(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    calls = [[("echo", {"text": "from langchain"}), ("add", {"a": 4, "b": 5})]]
+    [row], log, _ = run_tiny(fake_llm, tmp_path, agent_script(calls), style="langchain")
+    assert row.style == "langchain" and row.stop_reason == "final_answer", row.metadata
+    roles = [m["role"] for m in row.messages]
+    assert roles == ["system", "user", "assistant", "tool", "tool", "assistant"]
+    assert sorted(m["content"] for m in row.messages if m["role"] == "tool") == [
+        "9", "from langchain"]
+    call_ids = {c["id"] for c in row.messages[2]["tool_calls"]}
+    assert {e["call_id"] for e in row.tool_call_log} == call_ids
+    assert row.turns == 2 and row.tool_calls == 2
+    assert fake_llm.requests[0]["tools"][0]["function"]["name"] in {"echo", "add", "slow", "big",
+                                                                    "boom", "die", "picture",
+                                                                    "whoami"}
