@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from toucan.artifacts import stage_artifacts
 from toucan.config import Settings
 from toucan.events import EventSink
 from toucan.ids import make_id
@@ -64,7 +65,8 @@ def stage_run(
         ctx = RunContext(run=run, store=store, settings=settings, events=EventSink(run_id, stage))
         status = "failed"
         try:
-            yield ctx
+            with stage_artifacts(ctx):  # Prefect progress bar + per-server/model tables
+                yield ctx
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"

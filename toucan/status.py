@@ -153,6 +153,8 @@ def summarize_servers(events: pl.DataFrame) -> list[ServerStats]:
         mine = events.filter(pl.col("server") == server)
         items = mine.filter(pl.col("kind") == "item")
         tools = mine.filter(pl.col("kind") == "tool_call")
+        if items.is_empty() and tools.is_empty():
+            continue  # e.g. model calls that name no server
         failed = items.filter(pl.col("status") == "error").height
         stats.append(
             ServerStats(

@@ -1,0 +1,192 @@
+"""The `pipeline` flow: every stage in order, each as a subflow, skipping the complete ones.
+
+It starts at the first stage that is not complete on the store (see toucan.stages) and runs
+that stage and every stage after it. A stage whose flow module does not exist yet is reported
+as `skipped_missing`, so the pipeline works while the tree grows. A failed stage stops the
+pipeline (later stages depend on it) and fails the flow run; retrying it from the Prefect UI
+resumes, because each stage skips the items it already finished.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Literal
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from toucan.artifacts import artifact_key, publish_table, server_table
+from toucan.records import Run
+from toucan.runners import RunnerChoice, runner_from_choice
+from toucan.stages import (
+    STAGES,
+    StageName,
+    explain_incomplete,
+    latest_runs,
+    load_stage_flow,
+    normalize_stage,
+    stage_kwargs,
+)
+from toucan.status import read_run_status
+from toucan.store import Store, resolve_store_path
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["ran", "failed", "skipped_complete", "skipped_missing", "not_reached"]
+
+
+class StageOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    outcome: Outcome
+    reason: str | None = None  # why it ran (never_ran, pending_items, ...) or why it failed
+    run_id: str | None = None
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store: str
+    outcomes: list[StageOutcome]
+
+    @property
+    def failed(self) -> list[StageOutcome]:
+        return [o for o in self.outcomes if o.outcome == "failed"]
+
+
+class StageFailed(RuntimeError):
+    """A stage subflow ended Failed/Crashed; the pipeline stops there."""
+
+
+def plan_stages(
+    store: Store, wanted: list[str], force: bool = False
+) -> tuple[list[str], dict[str, str | None]]:
+    """Which of the wanted stages to run: from the first incomplete one on (all if force)."""
+    runs = latest_runs(store) if store.path.exists() else {}
+    reasons = {s: ("forced" if force else explain_incomplete(store, s, runs)) for s in wanted}
+    first = next((i for i, s in enumerate(wanted) if reasons[s] is not None), len(wanted))
+    return wanted[first:], reasons
+
+
+def _offered_parameters(
+    store: str,
+    config: str | None,
+    profile: str | None,
+    limit: int | None,
+    seed: int | None,
+    teachers: list[str] | None,
+    task_runner: RunnerChoice,
+) -> dict[str, Any]:
+    return {
+        "store": store,
+        "config": config,
+        "profile": profile,
+        "limit": limit,
+        "seed": seed,
+        "teachers": teachers,
+        "task_runner": task_runner,
+    }
+
+
+def _run_of(store: Store, stage: str, flow_run_id: str | None) -> Run | None:
+    runs = [r for r in store.select(Run) if normalize_stage(r.stage) == stage]
+    mine = [r for r in runs if flow_run_id and r.prefect_flow_run_id == flow_run_id]
+    pool = mine or runs
+    return max(pool, key=lambda r: r.started_at) if pool else None
+
+
+async def run_stage(stage_flow: Any, kwargs: dict[str, Any], runner: Any) -> Any:
+    """Call a stage flow as a subflow on the chosen runner; returns its final Prefect state."""
+    call = stage_flow.with_options(task_runner=runner)
+    state = call(**kwargs, return_state=True)
+    return await state if inspect.isawaitable(state) else state
+
+
+def publish_pipeline_artifacts(store: Store, report: PipelineReport) -> None:
+    """A table of stage outcomes and one of per-server throughput over the stages that ran."""
+    rows: list[dict[str, Any]] = []
+    for outcome in report.outcomes:
+        status = read_run_status(store, outcome.run_id) if outcome.run_id else None
+        if status is not None:
+            rows += [{"stage": outcome.stage, **row} for row in server_table(status)]
+    publish_table(
+        [o.model_dump(mode="json", exclude={"summary"}) for o in report.outcomes],
+        artifact_key("pipeline", "stages"),
+        "What each stage did in this pipeline run.",
+    )
+    publish_table(
+        rows,
+        artifact_key("pipeline", "servers"),
+        "Per-server throughput of every stage this pipeline run ran.",
+    )
+
+
+@flow(name="pipeline", log_prints=False, validate_parameters=True)
+async def pipeline(
+    stages: list[StageName] | None = None,
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    limit: int | None = None,
+    limits: dict[StageName, int] | None = None,
+    teachers: list[str] | None = None,
+    seed: int | None = None,
+    task_runner: RunnerChoice | None = None,
+    stage_params: dict[StageName, dict[str, Any]] | None = None,
+    force: bool = False,
+) -> PipelineReport:
+    """Run the stages in order, skipping complete ones; `stages` narrows the list,
+    `stage_params` passes a stage its own parameters (e.g. onboard: {catalogs: [...]})."""
+    store_path = str(resolve_store_path(store))
+    handle = Store(store_path)
+    wanted = [normalize_stage(s) for s in (stages or STAGES)]
+    wanted = [s for s in STAGES if s in wanted]  # pipeline order, whatever the order given
+    choice = task_runner or RunnerChoice()
+    outcomes: list[StageOutcome] = []
+    to_run, reasons = plan_stages(handle, wanted, force)
+    for stage in wanted:
+        if stage not in to_run:
+            outcomes.append(StageOutcome(stage=stage, outcome="skipped_complete"))
+            continue
+        if any(o.outcome == "failed" for o in outcomes):
+            outcomes.append(StageOutcome(stage=stage, outcome="not_reached"))
+            continue
+        stage_flow = load_stage_flow(stage)
+        if stage_flow is None:
+            outcomes.append(StageOutcome(stage=stage, outcome="skipped_missing"))
+            logger.warning("stage %s has no flow yet: skipped", stage)
+            continue
+        offered = _offered_parameters(
+            store_path, config, profile, (limits or {}).get(stage, limit), seed, teachers, choice
+        )
+        kwargs = {**stage_kwargs(stage_flow, offered), **(stage_params or {}).get(stage, {})}
+        state = await run_stage(stage_flow, kwargs, runner_from_choice(choice))
+        run = _run_of(handle, stage, str(state.state_details.flow_run_id))
+        if state.is_completed():
+            outcomes.append(
+                StageOutcome(
+                    stage=stage,
+                    outcome="ran",
+                    reason=reasons[stage],
+                    run_id=run.run_id if run else None,
+                    summary=run.summary if run else {},
+                )
+            )
+        else:
+            outcomes.append(
+                StageOutcome(
+                    stage=stage,
+                    outcome="failed",
+                    reason=state.message or state.type.value,
+                    run_id=run.run_id if run else None,
+                )
+            )
+    report = PipelineReport(store=store_path, outcomes=outcomes)
+    publish_pipeline_artifacts(handle, report)
+    if report.failed:
+        failed = report.failed[0]
+        raise StageFailed(f"stage {failed.stage} failed: {failed.reason}")
+    return report

@@ -1,0 +1,193 @@
+"""Prefect artifacts of a stage run: a progress bar that moves while it runs, and one table
+per server and per model when it ends (the same figures as `toucan status`).
+
+`stage_run` (toucan.runs) wraps every stage in `stage_artifacts(ctx)`, so stages need no code
+of their own: the progress bar listens to `toucan.progress.report_progress`, and the tables
+are computed from the run's events at the end. Outside a Prefect flow run (the plain async
+runner, unit tests, `toucan status`) every Prefect call is skipped with one debug log.
+
+The calls are synchronous (`_sync=True`) because stage flows may be sync or async and the
+handler fires from plain logging; each is one small API request, and progress updates are
+throttled to one per second.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from toucan.progress import PROGRESS_LOGGER, ProgressUpdate
+from toucan.status import RunStatus, read_run_status
+
+if TYPE_CHECKING:
+    from toucan.runs import RunContext
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 1.0  # at most one progress update per second: each is an API round trip
+
+
+def in_flow_run() -> bool:
+    """True inside a Prefect flow or task run, where artifacts have somewhere to go."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect keys allow lowercase letters, digits and dashes only."""
+    joined = "-".join(parts).lower()
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", joined)).strip("-")
+
+
+def server_table(status: RunStatus) -> list[dict[str, Any]]:
+    return [
+        {
+            "server": s.server,
+            "items_done": s.items_done,
+            "items_failed": s.items_failed,
+            "items_per_min": s.items_per_min,
+            "p50_ms": s.p50_ms,
+            "p95_ms": s.p95_ms,
+            "tool_calls": s.tool_calls,
+            "tool_errors": s.tool_errors,
+            "error_classes": ", ".join(f"{k}:{v}" for k, v in s.error_classes.items()),
+        }
+        for s in status.servers
+    ]
+
+
+def model_table(status: RunStatus) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": m.model,
+            "calls": m.calls,
+            "failed": m.failed,
+            "cached": m.cached,
+            "tokens_per_min": m.tokens_per_min,
+            "cost_usd": m.cost_usd,
+            "rate_limited_429": m.rate_limited,
+        }
+        for m in status.models
+    ]
+
+
+def publish_table(rows: list[dict[str, Any]], key: str, description: str) -> UUID | None:
+    if not in_flow_run():
+        logger.debug("no Prefect flow run: table artifact %s skipped", key)
+        return None
+    from prefect.artifacts import create_table_artifact
+
+    return create_table_artifact(  # type: ignore[call-arg]
+        table=rows or [{"empty": "(no rows)"}], key=key, description=description, _sync=True
+    )
+
+
+def publish_run_tables(status: RunStatus, *, prefix: str | None = None) -> list[UUID]:
+    """A table artifact per server and per model, keyed `<stage>-servers`/`<stage>-models`."""
+    name = prefix or status.stage
+    ids = [
+        publish_table(
+            server_table(status),
+            artifact_key(name, "servers"),
+            f"Per-server throughput of run {status.run_id} ({status.stage}).",
+        ),
+        publish_table(
+            model_table(status),
+            artifact_key(name, "models"),
+            f"Per-model calls, tokens/min, cost and 429s of run {status.run_id}.",
+        ),
+    ]
+    return [i for i in ids if i is not None]
+
+
+class ProgressArtifact(logging.Handler):
+    """Moves a Prefect progress artifact from `report_progress` records of one stage."""
+
+    def __init__(self, stage: str, run_id: str) -> None:
+        super().__init__(level=logging.INFO)
+        self.stage = stage
+        self.run_id = run_id
+        self.artifact_id: UUID | None = None
+        self.percent = 0.0
+        self._last_push = 0.0
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        if not in_flow_run():
+            logger.debug("no Prefect flow run: progress of %s is not published", self.run_id)
+            return
+        from prefect.artifacts import create_progress_artifact
+
+        self.artifact_id = create_progress_artifact(  # type: ignore[call-arg]
+            progress=0.0,
+            key=artifact_key(self.stage, "progress"),
+            description=f"{self.stage}: share of items finished (run {self.run_id})",
+            _sync=True,
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        update = getattr(record, "progress", None)
+        if not isinstance(update, ProgressUpdate) or update.stage != self.stage:
+            return
+        percent = 100.0 if update.total <= 0 else min(100.0, 100.0 * update.done / update.total)
+        with self._lock:
+            self.percent = round(percent, 2)
+            now = time.monotonic()
+            if percent < 100.0 and now - self._last_push < PROGRESS_EVERY_S:
+                return
+            self._last_push = now
+        self.push()
+
+    def push(self) -> None:
+        if self.artifact_id is None:
+            return
+        from prefect.artifacts import update_progress_artifact
+
+        try:
+            update_progress_artifact(  # type: ignore[call-arg]
+                artifact_id=self.artifact_id, progress=self.percent, _sync=True
+            )
+        except Exception:  # a progress bar must never fail the stage
+            logger.warning("could not update the progress artifact", exc_info=True)
+
+
+@contextmanager
+def stage_artifacts(ctx: RunContext) -> Iterator[None]:
+    """Progress artifact while the stage runs; per-server and per-model tables at the end."""
+    handler = ProgressArtifact(ctx.run.stage, ctx.run_id)
+    try:
+        handler.open()
+    except Exception:  # the Prefect API being away must not stop the stage
+        logger.warning("could not create the progress artifact", exc_info=True)
+    PROGRESS_LOGGER.addHandler(handler)
+    level, propagate = PROGRESS_LOGGER.level, PROGRESS_LOGGER.propagate
+    if not PROGRESS_LOGGER.isEnabledFor(logging.INFO):  # hear the updates, without echoing them
+        PROGRESS_LOGGER.setLevel(logging.INFO)
+        PROGRESS_LOGGER.propagate = False
+    try:
+        yield
+    finally:
+        PROGRESS_LOGGER.removeHandler(handler)
+        PROGRESS_LOGGER.setLevel(level)
+        PROGRESS_LOGGER.propagate = propagate
+        handler.push()
+        publish_stage_tables(ctx)
+
+
+def publish_stage_tables(ctx: RunContext) -> None:
+    if not in_flow_run():
+        return
+    try:
+        ctx.flush_events()
+        status = read_run_status(ctx.store, ctx.run_id)
+        if status is not None:
+            publish_run_tables(status)
+    except Exception:  # the stage's own outcome stands whatever happens to its report
+        logger.warning("could not publish the tables of run %s", ctx.run_id, exc_info=True)
