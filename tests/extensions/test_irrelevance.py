@@ -1,0 +1,130 @@
+"""Extension 1: pairing kept tasks with unrelated servers, and the irrelevance filter rules."""
+
+from __future__ import annotations
+
+from flows.irrelevance import run_irrelevance
+from tasks.irrelevance import judge_irrelevant_trajectory, pair_task
+from toucan.config import load_settings
+from toucan.ids import make_id
+from toucan.records import Server, TargetTool, Task, TaskRating, Trajectory
+from toucan.store import Store
+
+DOMAINS = {
+    "weather": ("Weather", []),
+    "forecast": ("Travel & Maps", ["Weather"]),  # overlaps through a secondary domain
+    "notes": ("File Management", []),
+    "crypto": ("Cryptocurrency & Blockchain", []),
+    "games": ("Gaming", []),
+    "unlabelled": (None, []),
+}
+
+
+def servers() -> dict[str, Server]:
+    return {
+        f"srv_{name}": Server(
+            server_id=f"srv_{name}",
+            name=name,
+            source="fleet",
+            transport="stdio",
+            status="ok",
+            domain=domain,
+            secondary_domains=secondary,
+            tool_count=2,
+        )
+        for name, (domain, secondary) in DOMAINS.items()
+    }
+
+
+def weather_task(task_id: str = "task_w") -> Task:
+    return Task(
+        task_id=task_id,
+        strategy="single_server",
+        question="Rain in Oslo tomorrow?",
+        target_tools=[TargetTool(server_id="srv_weather", server="weather", tool="forecast")],
+        server_ids=["srv_weather"],
+        generator="Gen",
+    )
+
+
+def test_a_task_is_never_paired_with_a_server_whose_domains_overlap_its_own():
+    fleet = servers()
+    for seed in range(30):
+        (row,) = pair_task(weather_task(), fleet, per_task=1, seed=seed)
+        assert row.status == "ok"
+        assert row.server_ids[0] in {"srv_notes", "srv_crypto", "srv_games"}
+        assert (row.kind, row.parent_id, row.question) == (
+            "irrelevant",
+            "task_w",
+            "Rain in Oslo tomorrow?",
+        )
+    rows = pair_task(weather_task(), fleet, per_task=5, seed=1)
+    assert len(rows) == 3 and len({r.task_id for r in rows}) == 3
+
+
+def test_pairing_is_a_seeded_shuffle():
+    fleet = servers()
+    picks = {pair_task(weather_task(f"t{i}"), fleet, 1, seed=7)[0].server_ids[0] for i in range(20)}
+    assert len(picks) > 1  # different tasks land on different servers
+    again = [pair_task(weather_task(), fleet, 2, 3)[i].server_ids for i in range(2)]
+    assert again == [pair_task(weather_task(), fleet, 2, 3)[i].server_ids for i in range(2)]
+
+
+def test_no_unrelated_server_gives_a_rejected_row_with_a_reason():
+    fleet = {k: v for k, v in servers().items() if k in ("srv_weather", "srv_forecast")}
+    (row,) = pair_task(weather_task(), fleet, 1, 0)
+    assert (row.status, row.reason) == ("rejected", "no_unrelated_server")
+    unlabelled = weather_task().model_copy(update={"server_ids": ["srv_unlabelled"]})
+    (row,) = pair_task(unlabelled, servers(), 1, 0)
+    assert row.reason == "task_domain_unknown"
+
+
+def test_the_flow_writes_pairs_once_for_kept_tasks_only(tmp_path):
+    store = Store(tmp_path / "toucan.duckdb")
+    store.insert(list(servers().values()))
+    kept, dropped = weather_task("task_kept"), weather_task("task_dropped")
+    store.insert([kept, dropped])
+    store.insert(
+        [
+            TaskRating(rating_id=make_id("r", "k"), task_id="task_kept", judge="J", keep=True),
+            TaskRating(rating_id=make_id("r", "d"), task_id="task_dropped", judge="J", keep=False),
+        ]
+    )
+    settings = load_settings(profile="local")
+    first = run_irrelevance(store, settings)
+    assert (first.kept_tasks, first.created) == (1, 1)
+    second = run_irrelevance(store, settings)
+    assert (second.already_done, second.created) == (1, 0)
+    (row,) = store.select(Task, "kind = 'irrelevant'")
+    assert row.parent_id == "task_kept" and row.run_id == first.run_id
+
+
+def test_a_tool_call_on_an_irrelevant_task_is_the_failure():
+    def trajectory(messages, calls):
+        return Trajectory(
+            trajectory_id="t",
+            task_id="x",
+            kind="irrelevant",
+            teacher="T",
+            messages=messages,
+            tool_calls=calls,
+        )
+
+    declined = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "My tools cannot check the weather."},
+    ]
+    called = [
+        {"role": "user", "content": "q"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "c", "function": {"name": "notes-write", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c", "content": "ok"},
+        {"role": "assistant", "content": "Done."},
+    ]
+    assert judge_irrelevant_trajectory(trajectory(declined, 0)).keep
+    verdict = judge_irrelevant_trajectory(trajectory(called, 1))
+    assert (verdict.keep, verdict.reason) == (False, "called_tool_on_irrelevant_task")
+    silent = [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]
+    assert judge_irrelevant_trajectory(trajectory(silent, 0)).reason == "empty_final_answer"
