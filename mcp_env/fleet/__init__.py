@@ -1,0 +1,1 @@
+"""The bundled offline fleet of real third-party MCP servers (catalog, locks, seed, installer)."""
