@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ PYTHON = sys.executable
 # the machine is shared and slow to import the mcp package: allow a generous start
 CONNECT_TIMEOUT_S = 60.0
 LEFTOVER_WAIT_S = 10.0
+# on every tiny server's command line, so parallel test runs do not see each other's servers
+RUN_TAG = f"run-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
@@ -27,7 +30,7 @@ def anyio_backend() -> str:
 def tiny_spec(
     name: str = "tiny", mode: str = "good", log: Path | None = None, **fields
 ) -> StdioSpec:
-    args = [str(TINY_SERVER), "--mode", mode]
+    args = [str(TINY_SERVER), "--tag", RUN_TAG, "--mode", mode]
     if log is not None:
         args += ["--log", str(log)]
     return StdioSpec(name=name, command=PYTHON, args=args, **fields)
@@ -37,7 +40,8 @@ def list_tiny_processes() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
         cmdline = " ".join(process.info["cmdline"] or [])
-        if "tiny_server.py" in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+        mine = "tiny_server.py" in cmdline and RUN_TAG in cmdline
+        if mine and process.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(process)
     return found
 

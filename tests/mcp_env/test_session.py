@@ -10,6 +10,7 @@ from mcp_env.specs import HttpSpec, SseSpec, StdioSpec
 from tests.mcp_env.conftest import (
     CONNECT_TIMEOUT_S,
     PYTHON,
+    RUN_TAG,
     TINY_SERVER,
     list_tiny_processes,
     read_log,
@@ -110,7 +111,7 @@ def launched_spec(spec_type, transport: str, path: str):
     launch = StdioSpec(
         name="launcher",
         command=PYTHON,
-        args=[str(TINY_SERVER), "--transport", transport, "--port", "{port}"],
+        args=[str(TINY_SERVER), "--tag", RUN_TAG, "--transport", transport, "--port", "{port}"],
     )
     return spec_type(name=f"tiny-{transport}", url="http://127.0.0.1:{port}" + path, launch=launch)
 

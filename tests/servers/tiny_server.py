@@ -123,6 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", default="good")
     parser.add_argument("--log", default=None)
+    parser.add_argument("--tag", default="", help="marks the processes of one test run")
     parser.add_argument("--transport", default="stdio")
     parser.add_argument("--port", type=int, default=0)
     options = parser.parse_args()
