@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from mcp_env.remote import make_http_client, read_tail, remove_sandbox_log, start_launch
 from mcp_env.results import ListedTool, ToolResult, make_listed_tool, make_tool_result
-from mcp_env.sandbox import prepare_launch, remove_sandbox
+from mcp_env.sandbox import fill_placeholders, prepare_launch, remove_sandbox
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec
 from mcp_env.transport import ProcessTransport
 from toucan.errors import McpError, ServerCrashed, ServerStartError, ToolListError, ToolTimeout
@@ -58,6 +58,21 @@ class McpSession:
         self._client = client
         self._process_probe = process_probe  # object with .process (ours) or None (remote)
         self._connection_lost = False
+
+    @property
+    def sandbox_dir(self) -> str | None:
+        """The server's private working dir (None for a remote server)."""
+        launch = getattr(self._process_probe, "launch", None)
+        return launch.sandbox_dir if launch is not None else None
+
+    def fill_arguments(self, arguments: Any) -> Any:
+        """Replace `{sandbox}` (and `{port}`) in string arguments, at any depth, so catalog
+        probes and seeded tasks can name files inside this session's sandbox."""
+        launch = getattr(self._process_probe, "launch", None)
+        if launch is None:
+            return arguments
+        values = {"sandbox": launch.sandbox_dir, "port": str(launch.port)}
+        return fill_nested(arguments, values)
 
     @property
     def pid(self) -> int | None:
@@ -110,7 +125,7 @@ class McpSession:
         try:
             with anyio.fail_after(timeout + CALL_TIMEOUT_SLACK_S):
                 raw = await self._client.call_tool(
-                    name, arguments or {}, read_timeout_seconds=timeout
+                    name, self.fill_arguments(arguments or {}), read_timeout_seconds=timeout
                 )
         except TimeoutError as error:
             raise ToolTimeout(f"{name} took longer than {timeout}s") from error
@@ -146,6 +161,16 @@ class McpSession:
             latency_ms=latency_ms,
             error_reason=reason,
         )
+
+
+def fill_nested(value: Any, values: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return fill_placeholders(value, values)
+    if isinstance(value, dict):
+        return {key: fill_nested(item, values) for key, item in value.items()}
+    if isinstance(value, list):
+        return [fill_nested(item, values) for item in value]
+    return value
 
 
 @contextlib.asynccontextmanager

@@ -69,17 +69,25 @@ async def whoami(session, variable: str, path: str = "") -> dict:
 @pytest.mark.anyio
 async def test_child_sees_only_the_allow_listed_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-parent-secret")
-    spec = tiny_spec(env={"GREETING": "hello"})
-    async with open_session(spec, sandbox_root=tmp_path, connect_timeout=CONNECT_TIMEOUT_S) as s:
+    seed_dir = tmp_path / "seed"
+    seed_dir.mkdir()
+    (seed_dir / "note.txt").write_text("seeded")
+    spec = tiny_spec(env={"GREETING": "hello"}, sandbox=SandboxSpec(seed=["note.txt"]))
+    boxes = tmp_path / "boxes"
+    async with open_session(
+        spec, sandbox_root=boxes, seed_dir=seed_dir, connect_timeout=CONNECT_TIMEOUT_S
+    ) as s:
+        seeded = await whoami(s, "HOME", "{sandbox}/note.txt")  # placeholder filled per session
         secret = await whoami(s, "OPENAI_API_KEY")
         greeting = await whoami(s, "GREETING")
         home = await whoami(s, "HOME")
-        sandbox_dirs = [path for path in tmp_path.glob("mcp-sbx-*") if path.is_dir()]
+        sandbox_dirs = [path for path in boxes.glob("mcp-sbx-*") if path.is_dir()]
+    assert seeded["readable"] is True
     assert secret["value"] is None
     assert greeting["value"] == "hello"
-    assert home["value"].startswith(str(tmp_path.resolve()))
+    assert home["value"].startswith(str(boxes.resolve()))
     assert len(sandbox_dirs) == 1 and home["cwd"] == str(sandbox_dirs[0])
-    assert not list(tmp_path.glob("mcp-sbx-*"))  # removed on exit
+    assert not list(boxes.glob("mcp-sbx-*"))  # removed on exit
 
 
 @pytest.mark.anyio
