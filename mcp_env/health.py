@@ -6,6 +6,7 @@ reason token.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Literal
 
@@ -14,8 +15,10 @@ from pydantic import BaseModel, Field
 
 from mcp_env.pool import SessionPool
 from mcp_env.results import ListedTool, ToolResult
-from mcp_env.session import AnySpec
+from mcp_env.session import AnySpec, McpSession
 from toucan.errors import McpError
+
+logger = logging.getLogger(__name__)
 
 # the probe call is a liveness check; a safe read-only tool answers well within this
 PROBE_TIMEOUT_S = 30.0
@@ -67,24 +70,39 @@ def find_invalid_schemas(tools: list[ListedTool]) -> list[str]:
 
 
 async def check_server(
-    spec: AnySpec, pool: SessionPool, *, probe_timeout: float = PROBE_TIMEOUT_S
+    spec: AnySpec,
+    pool_or_session: SessionPool | McpSession,
+    *,
+    probe_timeout: float = PROBE_TIMEOUT_S,
 ) -> ServerCheck:
-    """Connect (with the pool's connect timeout), list tools, run the functional check."""
-    server_id = pool.register(spec)
-    verdict = ServerCheck(server_id=server_id, name=spec.name, status="rejected")
-    started = time.perf_counter()
+    """Connect (pool: with the pool's connect timeout), list tools, run the functional check.
+
+    With a pool the server is registered and its pooled session is used (and kept); with an
+    already open McpSession the connect step is skipped (connect_latency_ms stays None)."""
+    verdict = ServerCheck(server_id=spec.server_id, name=spec.name, status="rejected")
     try:
-        async with pool.session_for(server_id):
-            verdict.connect_latency_ms = (time.perf_counter() - started) * 1000
-        verdict.tools = await pool.list_tools(server_id)
+        if isinstance(pool_or_session, SessionPool):
+            started = time.perf_counter()
+            async with pool_or_session.session_for(pool_or_session.register(spec)):
+                verdict.connect_latency_ms = (time.perf_counter() - started) * 1000
+        verdict.tools = await list_tools_of(pool_or_session, spec)
+        if not verdict.tools:
+            return verdict.model_copy(update={"reason": "no_tools"})
+        probe = pick_probe(spec, verdict.tools)
+        if probe is None:
+            return check_schemas_only(verdict)
+        return await run_probe(verdict, pool_or_session, probe, probe_timeout)
     except McpError as error:
         return verdict.model_copy(update={"reason": error.reason, "detail": str(error)[:2000]})
-    if not verdict.tools:
-        return verdict.model_copy(update={"reason": "no_tools"})
-    probe = pick_probe(spec, verdict.tools)
-    if probe is None:
-        return check_schemas_only(verdict)
-    return await run_probe(verdict, pool, probe, probe_timeout)
+    except Exception as error:  # a server fault we did not foresee must not stop onboarding
+        logger.exception("health check of %s failed unexpectedly", spec.name)
+        return verdict.model_copy(update={"reason": "unexpected_error", "detail": repr(error)})
+
+
+async def list_tools_of(target: SessionPool | McpSession, spec: AnySpec) -> list[ListedTool]:
+    if isinstance(target, McpSession):
+        return await target.list_tools()
+    return await target.list_tools(spec.server_id)
 
 
 def check_schemas_only(verdict: ServerCheck) -> ServerCheck:
@@ -98,14 +116,20 @@ def check_schemas_only(verdict: ServerCheck) -> ServerCheck:
 
 
 async def run_probe(
-    verdict: ServerCheck, pool: SessionPool, probe: tuple[str, dict[str, Any]], timeout: float
+    verdict: ServerCheck,
+    target: SessionPool | McpSession,
+    probe: tuple[str, dict[str, Any]],
+    timeout: float,
 ) -> ServerCheck:
     tool_name, arguments = probe
     update: dict[str, Any] = {"probe_tool": tool_name}
     try:
-        result: ToolResult = await pool.call_tool(
-            verdict.server_id, tool_name, arguments, timeout=timeout
-        )
+        if isinstance(target, McpSession):
+            result: ToolResult = await target.call_tool(tool_name, arguments, timeout=timeout)
+        else:
+            result = await target.call_tool(
+                verdict.server_id, tool_name, arguments, timeout=timeout
+            )
     except McpError as error:
         update |= {"reason": f"probe_{error.reason}", "detail": str(error)[:2000]}
         return verdict.model_copy(update=update)

@@ -8,6 +8,7 @@ import pytest
 from mcp_env.health import check_server, find_invalid_schemas
 from mcp_env.pool import SessionPool
 from mcp_env.results import make_listed_tool
+from mcp_env.session import open_session
 from tests.mcp_env.conftest import CONNECT_TIMEOUT_S, tiny_spec
 
 pytestmark = pytest.mark.anyio
@@ -54,3 +55,14 @@ def test_invalid_schemas_are_found():
     not_object = make_listed_tool("array", "", {"type": "array"}, {})
     problems = find_invalid_schemas([good, bad, not_object])
     assert [problem.split(":")[0] for problem in problems] == ["bad", "array"]
+
+
+async def test_check_works_on_an_open_session():
+    spec = tiny_spec("direct", probe={"tool": "echo", "arguments": {"text": "alive"}})
+    async with open_session(spec, connect_timeout=CONNECT_TIMEOUT_S) as session:
+        verdict = await check_server(spec, session)
+    assert (verdict.status, verdict.probe_result, verdict.connect_latency_ms) == (
+        "ok",
+        "alive",
+        None,
+    )
