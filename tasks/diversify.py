@@ -1,0 +1,298 @@
+"""Extension 2, diversify: rewrite kept tasks (a) for another persona, domain and context with
+the same tools in the same order, (b) with added realistic constraints.
+
+One generator call per (task, mode) asks for `variants` variations; each valid one becomes a
+Task row (kind `diversified`, parent_id = the original) that then goes through task judging and
+trajectories like any task. A call that fails leaves one error row (reason + raw reply).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from toucan.config import ModelsConfig
+from toucan.errors import ConfigError, LlmError, UnparseableReply
+from toucan.events import EventSink
+from toucan.ids import content_hash, make_id
+from toucan.llm.cache import LlmCache
+from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.router import LlmRouter
+from toucan.prompts import RenderedPrompt, render
+from toucan.records import Task
+
+logger = logging.getLogger(__name__)
+STAGE = "diversify"
+MODES = ("persona", "constraints")
+MIN_QUESTION_CHARS = 10
+PERSONAS_FILE = Path(__file__).resolve().parents[1] / "toucan" / "personas.yaml"
+
+Mode = Literal["persona", "constraints"]
+
+
+class Persona(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    domain: str
+    context: str
+
+
+class Variation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    persona: str = ""
+    context: str = ""
+    constraints: str = ""
+    question: str
+
+
+class VariationsReply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    variations: list[Variation] = Field(default_factory=list)
+
+
+class DiversifyUnit(BaseModel):
+    """One generator call: a kept task, a mode, how many variants, the personas to use."""
+
+    task: Task
+    mode: Mode
+    variants: int
+    personas: list[Persona] = Field(default_factory=list)
+    tool_descriptions: dict[str, str] = Field(default_factory=dict)  # "server/tool" -> text
+
+
+@cache
+def load_personas(path: str | None = None) -> tuple[Persona, ...]:
+    """The persona list (the shipped one unless `extensions.personas_file` names another)."""
+    source = Path(path) if path else PERSONAS_FILE
+    try:
+        entries = yaml.safe_load(source.read_text(encoding="utf-8"))["personas"]
+        personas = tuple(Persona.model_validate(entry) for entry in entries)
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read personas from {source}: {exc}") from exc
+    if not personas:
+        raise ConfigError(f"no personas in {source}")
+    return personas
+
+
+def variant_id(parent_id: str, mode: str, index: int) -> str:
+    return make_id("task", "diversified", parent_id, mode, index)
+
+
+def choose_personas(
+    task_id: str, personas: tuple[Persona, ...], count: int, seed: int
+) -> list[Persona]:
+    """`count` distinct personas per task, a seeded draw (repeats only past the list's size)."""
+    rng = random.Random(int(content_hash([seed, task_id, "personas"], 12), 16))
+    chosen = rng.sample(personas, k=min(count, len(personas)))
+    return chosen + [rng.choice(personas) for _ in range(count - len(chosen))]
+
+
+def plan_units(
+    tasks: list[Task],
+    variants: int,
+    personas: tuple[Persona, ...],
+    seed: int,
+    tool_descriptions: dict[str, str],
+) -> list[DiversifyUnit]:
+    """Every (kept task, mode) pair, with its personas drawn for the persona mode."""
+    return [
+        DiversifyUnit(
+            task=kept,
+            mode=mode,
+            variants=variants,
+            personas=choose_personas(kept.task_id, personas, variants, seed)
+            if mode == "persona"
+            else [],
+            tool_descriptions={
+                f"{t.server}/{t.tool}": tool_descriptions.get(f"{t.server_id}/{t.tool}", "")
+                for t in kept.target_tools
+            },
+        )
+        for kept in tasks
+        for mode in MODES
+    ]
+
+
+def render_diversify_prompt(unit: DiversifyUnit) -> RenderedPrompt:
+    tools = [
+        {
+            "server": t.server,
+            "tool": t.tool,
+            "description": unit.tool_descriptions.get(f"{t.server}/{t.tool}", ""),
+        }
+        for t in unit.task.target_tools
+    ]
+    return render(
+        f"{STAGE}/{unit.mode}",
+        question=unit.task.question,
+        tools=tools,
+        personas=[p.model_dump() for p in unit.personas],
+        variations_count=unit.variants,
+    )
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def variant_rows(
+    unit: DiversifyUnit, parsed: VariationsReply, reply: LlmReply, prompt: RenderedPrompt
+) -> list[Task]:
+    """Valid variations as Task rows; none valid -> one rejected row with the reason."""
+    parent = unit.task
+    seen = {normalise(parent.question)}
+    rows: list[Task] = []
+    reasons: list[str] = []
+    for variation in parsed.variations[: unit.variants]:
+        question = variation.question.strip()
+        if len(question) < MIN_QUESTION_CHARS:
+            reasons.append("question_too_short")
+            continue
+        if normalise(question) in seen:
+            reasons.append("unchanged_question")
+            continue
+        seen.add(normalise(question))
+        persona = unit.personas[len(rows)] if unit.mode == "persona" else None
+        rows.append(
+            base_variant(unit, len(rows), prompt).model_copy(
+                update={
+                    "question": question,
+                    "metadata": {
+                        **variant_metadata(unit, prompt, reply),
+                        "variant_index": len(rows),
+                        "persona": variation.persona or (persona.name if persona else ""),
+                        "persona_domain": persona.domain if persona else None,
+                        "context": variation.context,
+                        "constraints": variation.constraints,
+                    },
+                }
+            )
+        )
+    if rows:
+        return rows
+    reason = reasons[0] if reasons else "no_variations"
+    return [
+        base_variant(unit, 0, prompt).model_copy(
+            update={
+                "status": "rejected",
+                "reason": reason,
+                "raw_reply": reply.text,
+                "metadata": variant_metadata(unit, prompt, reply),
+            }
+        )
+    ]
+
+
+def base_variant(unit: DiversifyUnit, index: int, prompt: RenderedPrompt) -> Task:
+    parent = unit.task
+    return Task(
+        task_id=variant_id(parent.task_id, unit.mode, index),
+        kind="diversified",
+        parent_id=parent.task_id,
+        strategy=parent.strategy,
+        question=parent.question,
+        target_tools=parent.target_tools,  # same tools, same call order
+        server_ids=parent.server_ids,
+        generator=parent.generator,
+        prompt_hash=prompt.template_hash,
+        seed=parent.seed,
+    )
+
+
+def variant_metadata(
+    unit: DiversifyUnit, prompt: RenderedPrompt, reply: LlmReply
+) -> dict[str, Any]:
+    return {
+        "mode": unit.mode,
+        "template": prompt.name,
+        "rendered_prompt_hash": prompt.prompt_hash,
+        "deployment": reply.deployment,
+        "model": reply.model,
+        "tokens_in": reply.usage.prompt_tokens,
+        "tokens_out": reply.usage.completion_tokens,
+        "cost_usd": reply.cost_usd,
+        "cached": reply.cached,
+    }
+
+
+def error_row(unit: DiversifyUnit, prompt: RenderedPrompt, error: Exception) -> Task:
+    return base_variant(unit, 0, prompt).model_copy(
+        update={
+            "status": "error",
+            "reason": error.reason if isinstance(error, LlmError) else "internal_error",
+            "raw_reply": error.raw if isinstance(error, UnparseableReply) else None,
+            "metadata": {"mode": unit.mode, "error": str(error)[:1000]},
+        }
+    )
+
+
+async def diversify_task(unit: DiversifyUnit, router: LlmRouter, run_id: str) -> list[Task]:
+    """One (task, mode) -> its variant rows (or one rejected/error row)."""
+    prompt = render_diversify_prompt(unit)
+    meta = CallMeta(
+        run_id=run_id,
+        stage=STAGE,
+        item_id=variant_id(unit.task.task_id, unit.mode, 0),
+        server_id=unit.task.server_ids[0] if unit.task.server_ids else None,
+    )
+    try:
+        parsed, reply = await router.complete_structured(
+            "generator", prompt.messages, VariationsReply, meta=meta
+        )
+    except Exception as error:  # the stage edge: a broken item must not stop the batch
+        if not isinstance(error, LlmError):
+            logger.exception("diversifying %s failed", unit.task.task_id)
+        return [error_row(unit, prompt, error)]
+    return variant_rows(unit, parsed, reply, prompt)
+
+
+@task(
+    name="diversify-batch",
+    retries=1,
+    retry_delay_seconds=2,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
+async def diversify_batch(
+    units: list[DiversifyUnit],
+    models: ModelsConfig,
+    run_id: str,
+    concurrency: int,
+    local_base_url: str | None = None,
+    cache: LlmCache | None = None,
+    progress: ProgressCounter | None = None,
+) -> BatchOutput:
+    """A batch of (task, mode) units, at most `concurrency` generator calls in flight."""
+    router = open_router(models, local_base_url, cache)
+    events = EventSink(run_id, STAGE)
+
+    async def work(unit: DiversifyUnit) -> list[Task]:
+        rows = await diversify_task(unit, router, run_id)
+        return [row.model_copy(update={"run_id": run_id}) for row in rows]
+
+    def finish(rows: list[Task]) -> None:
+        first = rows[0]
+        events.record(
+            item_id=first.task_id,
+            status=first.status,
+            error_class=first.reason,
+            server=first.server_ids[0] if first.server_ids else None,
+            model=str(first.metadata.get("deployment") or "generator"),
+        )
+        if progress is not None:
+            progress.advance(str(first.metadata.get("mode", "")), first.status)
+
+    results = await run_bounded(units, work, concurrency, finish)
+    return collect_output([row for rows in results for row in rows], events.drain(), router)
