@@ -178,12 +178,11 @@ def install_fleet(fleet_dir: Path, only: list[str] | None = None) -> FleetInstal
         result = install_unit(fleet_dir, unit)
         done += 1
         status = "skipped (up to date)" if result.skipped else "ok" if result.ok else "FAILED"
-        print(
-            f"[fleet] {done}/{len(units)} {unit.name} ... {status} ({result.seconds:.1f}s)",
-            flush=True,
-        )
+        lines = [f"[fleet] {done}/{len(units)} {unit.name} ... {status} ({result.seconds:.1f}s)"]
         if result.error:
-            print(f"[fleet]     {result.error}", flush=True)
+            lines.append(f"[fleet]     {result.error}")
+        sys.stdout.write("\n".join(lines) + "\n")  # one write: the two workers do not interleave
+        sys.stdout.flush()
         return result
 
     with ThreadPoolExecutor(max_workers=PARALLEL_INSTALLS) as pool:
