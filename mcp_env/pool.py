@@ -151,10 +151,12 @@ class SessionPool:
         yield await self._ensure_session(slot)
 
     async def aclose(self) -> None:
-        """Shut every session down (close stdin, wait, kill the tree) and forget them."""
+        """Shut every session down (close stdin, wait, kill the tree) and forget them; all
+        servers stop in parallel, so closing N servers costs one grace period, not N."""
         with anyio.CancelScope(shield=True):
-            for slot in self._slots.values():
-                await self._stop_session(slot)
+            async with anyio.create_task_group() as task_group:
+                for slot in self._slots.values():
+                    task_group.start_soon(self._stop_session, slot)
 
     async def _guard_crash(self, slot: _ServerSlot, session: McpSession, work: Any) -> Any:
         try:
