@@ -15,6 +15,8 @@ QUIET_DEFAULTS = {
     "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "PREFECT_UI_ENABLED": "false",
+    # the ephemeral API server starts in ~5 s idle, far slower on a busy 2-core machine
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_CLIENT_ENABLE_METRICS": "false",
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",

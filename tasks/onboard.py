@@ -1,0 +1,193 @@
+"""Stage 1, onboarding: turn catalog specs into `servers` and `tools` rows.
+
+Pure functions build the records; `onboard_server` is the unit of work (one server, live);
+`onboard_servers` is the Prefect task that runs one server with retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mcp_env.catalog import CatalogRejection
+from mcp_env.health import ServerCheck
+from mcp_env.results import ListedTool
+from mcp_env.specs import HttpSpec, SseSpec, StdioSpec, ToolSpec
+from tasks.domains import label_by_keywords, normalize_category
+from toucan.ids import make_id, schema_hash
+from toucan.records import Server, Tool
+
+AnySpec = StdioSpec | HttpSpec | SseSpec
+
+# Reasons worth another attempt: the server may come up the second time.
+TRANSIENT_REASONS = frozenset(
+    {"initialize_timeout", "connect_timeout", "server_crashed", "crashed_at_start"}
+)
+
+
+class OnboardOutcome(BaseModel):
+    """What onboarding one catalog entry produced: its server row and its tools."""
+
+    server: Server
+    tools: list[ListedTool] = Field(default_factory=list)
+
+
+class ToolVersions(BaseModel):
+    """What the store already holds for one server's tools: name -> {schema_hash: version}."""
+
+    by_name: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+
+def choose_domain(
+    spec: AnySpec, tool_texts: Iterable[str], categories: Sequence[str]
+) -> tuple[str | None, str]:
+    """Catalog label if it is one of the categories, else the keyword rule; with its source."""
+    from_catalog = normalize_category(spec.domain, categories)
+    if from_catalog:
+        return from_catalog, "catalog"
+    guessed = label_by_keywords([spec.name, spec.description, *tool_texts], categories)
+    return (guessed, "keyword") if guessed else (None, "none")
+
+
+def spec_summary(spec: AnySpec) -> dict[str, Any]:
+    """The spec as stored on the server row, with secret config values removed."""
+    dumped = spec.model_dump(mode="json", exclude={"tools", "config_values"})
+    dumped["config_values"] = {
+        k: ("***" if any(f.name == k and f.secret for f in spec.config) else v)
+        for k, v in spec.config_values.items()
+    }
+    return dumped
+
+
+def base_server_record(
+    spec: AnySpec, categories: Sequence[str], tool_texts: Iterable[str]
+) -> Server:
+    domain, source = choose_domain(spec, tool_texts, categories)
+    return Server(
+        server_id=spec.server_id,
+        name=spec.name,
+        source=spec.source,
+        transport=spec.transport,
+        status="specs_only",
+        domain=domain,
+        domain_source=source,  # type: ignore[arg-type]
+        secondary_domains=list(spec.secondary_domains),
+        description=spec.description,
+        spec=spec_summary(spec),
+        needs_credentials=spec.missing_config(),
+        license=spec.license,
+        usage_count=spec.usage_count,
+        featured=spec.featured,
+    )
+
+
+def listed_from_specs(tools: Sequence[ToolSpec]) -> list[ListedTool]:
+    return [
+        ListedTool(
+            name=t.name,
+            description=t.description,
+            input_schema=t.input_schema,
+            annotations=t.annotations,
+            schema_hash=schema_hash(t.input_schema),
+        )
+        for t in tools
+    ]
+
+
+def onboard_from_specs(spec: AnySpec, categories: Sequence[str]) -> OnboardOutcome:
+    """--specs-only: store what the catalog declares, without connecting."""
+    tools = listed_from_specs(spec.tools)
+    server = base_server_record(spec, categories, _tool_texts(tools))
+    if not tools:
+        server = server.model_copy(
+            update={
+                "status": "rejected",
+                "reason": "no_tools_declared",
+                "detail": "the catalog entry lists no tools",
+            }
+        )
+    return OnboardOutcome(server=server.model_copy(update={"tool_count": len(tools)}), tools=tools)
+
+
+def onboard_from_check(
+    spec: AnySpec, check: ServerCheck, categories: Sequence[str]
+) -> OnboardOutcome:
+    """A live health check's outcome as a server row (ok or rejected with the check's reason)."""
+    server = base_server_record(spec, categories, _tool_texts(check.tools))
+    server = server.model_copy(
+        update={
+            "status": "ok" if check.status == "ok" else "rejected",
+            "reason": check.reason,
+            "detail": check.detail,
+            "tool_count": len(check.tools),
+            "connect_latency_ms": check.connect_latency_ms,
+        }
+    )
+    return OnboardOutcome(server=server, tools=check.tools if check.status == "ok" else [])
+
+
+def needs_credentials_outcome(spec: AnySpec, categories: Sequence[str]) -> OnboardOutcome:
+    missing = spec.missing_config()
+    server = base_server_record(spec, categories, _tool_texts(listed_from_specs(spec.tools)))
+    server = server.model_copy(
+        update={
+            "status": "rejected",
+            "reason": "needs_credentials",
+            "detail": "required config without a value: " + ", ".join(missing),
+        }
+    )
+    return OnboardOutcome(server=server)
+
+
+def rejection_outcome(rejection: CatalogRejection) -> OnboardOutcome:
+    """A catalog entry that did not even parse: one rejected row, keyed by where it stood."""
+    name = rejection.name or f"{rejection.source}#{rejection.index}"
+    server = Server(
+        server_id=make_id("srv", "catalog", rejection.source, rejection.index, rejection.name),
+        name=name,
+        source="catalog",
+        transport="unknown",
+        status="rejected",
+        reason=rejection.reason,
+        detail=rejection.detail,
+        catalog_path=rejection.source,
+    )
+    return OnboardOutcome(server=server)
+
+
+def tool_records(
+    server_id: str, tools: Sequence[ListedTool], known: ToolVersions, run_id: str | None
+) -> tuple[list[Tool], list[str]]:
+    """New Tool rows for schemas not seen before, and ids of rows that a new version supersedes.
+
+    A tool whose schema hash is already stored adds nothing; a changed schema becomes the next
+    version of that tool name.
+    """
+    new_rows: list[Tool] = []
+    for tool in tools:
+        seen = known.by_name.get(tool.name, {})
+        digest = tool.schema_hash or schema_hash(tool.input_schema)
+        if digest in seen:
+            continue
+        new_rows.append(
+            Tool(
+                tool_id=make_id("tool", server_id, tool.name, digest),
+                server_id=server_id,
+                name=tool.name,
+                description=tool.description,
+                input_schema=tool.input_schema,
+                annotations=tool.annotations,
+                schema_hash=digest,
+                version=max(seen.values(), default=0) + 1,
+                read_only=bool(tool.annotations.get("readOnlyHint")),
+                first_seen_run=run_id,
+            )
+        )
+    superseded_names = [t.name for t in new_rows if t.version > 1]
+    return new_rows, superseded_names
+
+
+def _tool_texts(tools: Sequence[ListedTool]) -> list[str]:
+    return [f"{t.name} {t.description[:200]}" for t in tools]
