@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
 import socket
@@ -45,6 +46,13 @@ class ServerCheck(BaseModel):
     probe_ok: bool = False
     probe_text: str = ""
     error: str = ""
+
+
+class DropNonJsonStdoutLines(logging.Filter):
+    """Some servers print banners on stdout; the SDK logs each such line with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to parse JSONRPC message")
 
 
 def pick_free_port() -> int:
@@ -227,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the checks here")
     parser.add_argument("--readme", action="store_true", help="rewrite the README table")
     args = parser.parse_args(argv)
+    logging.getLogger("mcp.client.stdio").addFilter(DropNonJsonStdoutLines())
     checks = asyncio.run(check_fleet(args.fleet_dir, args.only))
     if args.readme:
         from mcp_env.fleet.readme import update_readme_table  # readme imports this module

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from mcp_env.fleet.catalog import InstallUnit, list_install_units
 from mcp_env.fleet.seed import build_seed
 from mcp_env.fleet.tools import find_python, find_uv
+from toucan.errors import CatalogError
 
 MIN_SERVERS = 15  # the fleet is useful for synthesis only with this many working servers
 PARALLEL_INSTALLS = 2  # the target machines have 2 cores; npm native builds use one each
@@ -51,6 +52,11 @@ class FleetInstallReport(BaseModel):
     @property
     def failed(self) -> list[str]:
         return [r.name for r in self.results if not r.ok]
+
+    @property
+    def meets_minimum(self) -> bool:
+        """Enough servers (MIN_SERVERS, or all that were asked for) and the seed are ready."""
+        return self.seed_ok and len(self.installed) >= min(MIN_SERVERS, len(self.results))
 
 
 def hash_unit(unit: InstallUnit) -> str:
@@ -168,7 +174,11 @@ def install_fleet(fleet_dir: Path, only: list[str] | None = None) -> FleetInstal
     started = time.monotonic()
     fleet_dir = Path(fleet_dir).resolve()
     fleet_dir.mkdir(parents=True, exist_ok=True)
-    units = [u for u in list_install_units() if not only or u.name in only]
+    catalog_units = list_install_units()
+    unknown = sorted(set(only or []) - {unit.name for unit in catalog_units})
+    if unknown:
+        raise CatalogError(f"not in the fleet catalog: {', '.join(unknown)}")
+    units = [unit for unit in catalog_units if not only or unit.name in only]
     report = FleetInstallReport(fleet_dir=str(fleet_dir))
     ensure_system_packages(report)
     done = 0
@@ -211,10 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet-dir", type=Path, default=Path(".fleet"))
     parser.add_argument("--only", nargs="*", default=None, metavar="NAME")
     args = parser.parse_args(argv)
-    report = install_fleet(args.fleet_dir, args.only)
+    try:
+        report = install_fleet(args.fleet_dir, args.only)
+    except CatalogError as exc:
+        print(f"[fleet] {exc}", file=sys.stderr)
+        return 2
     print_summary(report)
-    needed = min(MIN_SERVERS, len(report.results))
-    return 0 if len(report.installed) >= needed and report.seed_ok else 1
+    return 0 if report.meets_minimum else 1
 
 
 if __name__ == "__main__":
