@@ -162,9 +162,11 @@ def ensure_system_packages(report: FleetInstallReport) -> None:
         report.notes.append(f"missing system packages (install them yourself): {' '.join(missing)}")
         return
     print(f"[fleet] apt-get install -y {' '.join(missing)}", flush=True)
-    completed = subprocess.run(
-        ["apt-get", "install", "-y", *missing], capture_output=True, text=True
-    )
+    install_command = ["apt-get", "install", "-y", *missing]
+    completed = subprocess.run(install_command, capture_output=True, text=True)
+    if completed.returncode != 0:  # package lists may be empty on a fresh image
+        subprocess.run(["apt-get", "update"], capture_output=True, text=True)
+        completed = subprocess.run(install_command, capture_output=True, text=True)
     outcome = "installed" if completed.returncode == 0 else "apt-get failed for"
     report.notes.append(f"{outcome} system packages: {' '.join(missing)}")
 
