@@ -20,10 +20,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from mcp_env.fleet.catalog import InstallUnit, list_install_units
+from mcp_env.fleet.catalog import InstallUnit, list_install_units, load_fleet_catalog
 from mcp_env.fleet.seed import build_seed
 from mcp_env.fleet.tools import find_python, find_uv
 from toucan.errors import CatalogError
+
+__all__ = ["FleetInstallReport", "UnitResult", "install_fleet", "load_fleet_catalog", "main"]
 
 MIN_SERVERS = 15  # the fleet is useful for synthesis only with this many working servers
 PARALLEL_INSTALLS = 2  # the target machines have 2 cores; npm native builds use one each

@@ -17,6 +17,8 @@ from mcp_env.fleet.install import MIN_SERVERS, FleetInstallReport, install_fleet
 from mcp_env.specs import parse_server_spec
 
 FLEET_DIR = Path(__file__).resolve().parents[2] / ".fleet"
+# a first install builds two native npm modules from source: minutes, not the usual 300 s cap
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(scope="module")
