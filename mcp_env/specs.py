@@ -107,5 +107,13 @@ SERVER_SPEC_ADAPTER: TypeAdapter[StdioSpec | HttpSpec | SseSpec] = TypeAdapter(S
 
 
 def parse_server_spec(raw: dict[str, Any]) -> StdioSpec | HttpSpec | SseSpec:
-    """Validate one spec dict; raises pydantic.ValidationError with a readable message."""
+    """Validate one spec dict; raises pydantic.ValidationError with a readable message.
+
+    A spec without `transport` is stdio when it has a command, streamable HTTP when it has a URL.
+    """
+    if "transport" not in raw:
+        if "command" in raw:
+            raw = {**raw, "transport": "stdio"}
+        elif "url" in raw:
+            raw = {**raw, "transport": "streamable-http"}
     return SERVER_SPEC_ADAPTER.validate_python(raw)
