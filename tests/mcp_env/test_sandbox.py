@@ -55,6 +55,18 @@ def test_missing_seed_is_refused_and_leaves_no_dir(tmp_path):
     assert not list(tmp_path.glob("mcp-sbx-*"))
 
 
+def test_unshare_is_the_fallback_without_bwrap(tmp_path):
+    wrapped = wrap_isolated(
+        ["server", "--flag"], tmp_path, None, network=False, isolation="unshare"
+    )
+    assert wrapped == ["unshare", "-n", "--", "server", "--flag"]
+    bwrapped = wrap_isolated(
+        ["server"], tmp_path, Path("/tmp/fleet"), network=False, isolation="bwrap"
+    )
+    assert "--unshare-net" in bwrapped and bwrapped[-2:] == ["--", "server"]
+    assert bwrapped[bwrapped.index("/tmp/fleet") - 1] == "--ro-bind"  # fleet under /tmp bound back
+
+
 def test_isolation_unavailable_is_refused(tmp_path):
     with pytest.raises(ServerStartError) as caught:
         wrap_isolated(["server"], tmp_path, None, network=False, isolation=None)

@@ -137,3 +137,13 @@ async def test_http_server_that_is_not_there_is_a_start_error():
         async with open_session(spec, connect_timeout=5):
             pass
     assert caught.value.reason in {"connection_refused", "connect_failed"}
+
+
+async def test_launch_process_crashing_is_a_start_error():
+    spec = launched_spec(HttpSpec, "streamable-http", "/mcp")
+    spec.launch.args.extend(["--mode", "crash"])
+    with pytest.raises(ServerStartError) as caught:
+        async with open_session(spec, connect_timeout=CONNECT_TIMEOUT_S):
+            pass
+    assert caught.value.reason == "crashed_at_start"
+    assert "refusing to start" in str(caught.value)
