@@ -1,0 +1,153 @@
+"""A conversation over several user turns on live MCP sessions held for its whole length.
+
+`PinnedSessions` keeps the sessions a conversation started on (from `SessionPool.session_for`)
+and never swaps in a restarted one: if a server dies between turns its state is gone, so the
+next call fails and the turn does not count. `run_user_turn` runs one user turn of the
+function-calling loop (the agent loop's own pieces) and rolls the turn back when it failed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from mcp_env.results import ToolResult
+from mcp_env.session import McpSession
+from tasks.agent.loop import (
+    AgentBudget,
+    AgentRun,
+    PendingCall,
+    Teacher,
+    ask_model,
+    assistant_message,
+    run_calls,
+    stop_after_calls,
+    unique_call_ids,
+)
+from tasks.agent.toolbox import Toolbox
+from toucan.errors import ServerCrashed
+from toucan.llm.replies import CallMeta
+
+CRASH_REASONS = ("server_crashed", "server_died", "server_start_failed", "too_many_restarts")
+
+
+def session_alive(session: McpSession) -> bool:
+    """The session's own view, plus the process table (a killed child is not reaped at once)."""
+    if not session.is_alive():
+        return False
+    pid = session.pid
+    if pid is None:
+        return True
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@dataclass
+class PinnedSessions:
+    """A ToolCaller over fixed sessions: calls go to the session the conversation began on."""
+
+    sessions: dict[str, McpSession]
+
+    def dead_servers(self) -> list[str]:
+        return [sid for sid, session in self.sessions.items() if not session_alive(session)]
+
+    async def call_tool(
+        self, server_id: str, tool: str, arguments: dict[str, Any], *, timeout: float
+    ) -> ToolResult:
+        session = self.sessions[server_id]
+        if not session_alive(session):
+            raise ServerCrashed(
+                f"{session.spec.name} died during the conversation; its state is gone",
+                reason="server_died",
+            )
+        return await session.call_tool(tool, arguments, timeout=timeout)
+
+
+@dataclass
+class Conversation:
+    """The running transcript and what the turn loop needs to carry between user turns."""
+
+    run: AgentRun
+    toolbox: Toolbox
+    tools: list[dict[str, Any]]
+    used_call_ids: set[str] = field(default_factory=set)
+    model_turns: int = 0
+    completed_turns: int = 0
+    failed_reason: str | None = None
+
+
+async def run_user_turn(
+    conversation: Conversation,
+    user_text: str | None,
+    teacher: Teacher,
+    target: str,
+    budget: AgentBudget,
+    meta: CallMeta,
+) -> bool:
+    """One user turn to its final answer. `user_text` None = the transcript already ends with
+    the user's message. Returns whether the turn completed; a failed turn is rolled back."""
+    run, toolbox = conversation.run, conversation.toolbox
+    mark, log_mark = len(run.messages), len(toolbox.log)
+    if user_text is not None:
+        run.messages.append({"role": "user", "content": user_text})
+    run.stop_reason = ""
+    deadline = time.monotonic() + budget.wall_clock_s
+    history: list[str] = []
+    for _ in range(budget.max_turns):
+        reply = await ask_model(
+            teacher, target, run.messages, run, deadline, meta, tools=conversation.tools or None
+        )
+        if reply is None:
+            break
+        calls = unique_call_ids(
+            [PendingCall(id=c.id, name=c.name, arguments=c.arguments) for c in reply.tool_calls],
+            conversation.used_call_ids,
+            conversation.model_turns,
+        )
+        conversation.model_turns += 1
+        run.messages.append(assistant_message(reply.text, calls))
+        if not calls:
+            run.final_answer = reply.text.strip()
+            run.stop_reason = "final_answer" if run.final_answer else "empty_answer"
+            break
+        texts, out_of_time = await run_calls(toolbox, calls, deadline)
+        for call, text in zip(calls, texts, strict=True):
+            run.messages.append(
+                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text}
+            )
+        if stop := stop_after_calls(toolbox, history, calls, budget, out_of_time):
+            run.stop_reason = stop
+            break
+    else:
+        run.stop_reason = "max_turns"
+    crashed = [e for e in toolbox.log[log_mark:] if e.error_reason in CRASH_REASONS]
+    if run.stop_reason == "final_answer" and not crashed:
+        conversation.completed_turns += 1
+        return True
+    conversation.failed_reason = "server_died_between_turns" if crashed else run.stop_reason
+    if user_text is not None:
+        del run.messages[mark:]
+    return False
+
+
+async def replay_prefix(pinned: PinnedSessions, calls: list[dict[str, Any]], timeout: float) -> int:
+    """Re-run an earlier trajectory's successful calls on the new sessions so server state
+    matches the transcript; returns how many failed (recorded, not fatal)."""
+    failures = 0
+    for entry in calls:
+        if entry.get("is_error") or entry.get("server_id") not in pinned.sessions:
+            continue
+        try:
+            result = await pinned.call_tool(
+                entry["server_id"], entry["tool"], entry.get("arguments") or {}, timeout=timeout
+            )
+        except Exception:  # any failure here only means the state may differ; counted
+            failures += 1
+            continue
+        failures += int(result.is_error)
+    return failures
