@@ -221,8 +221,8 @@ def submit_batches(chunks: list[list[ExportSource]]) -> list[ExportBatch]:
 
 @flow(name="export", log_prints=False)
 def export_flow(
-    out_dir: str,
-    formats: list[str],
+    out_dir: str = "out/dataset",
+    formats: list[str] | None = None,
     mix: str = "none",
     overwrite: bool = False,
     seed: int = 0,
@@ -232,6 +232,7 @@ def export_flow(
 ) -> dict[str, Any]:
     settings = load_settings(config, profile=profile)
     store = Store(store_path or settings.store)
+    formats = formats or ["parquet"]
     params = {"out": out_dir, "formats": formats, "mix": mix, "seed": seed}
     with stage_run(store, settings, "export", params) as ctx:
         summary = run_export(
