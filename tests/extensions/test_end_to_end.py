@@ -1,0 +1,155 @@
+"""The extensions end to end against the fake model server and real MCP servers: trajectories,
+irrelevance, diversify, multi-turn, then an export with all four subsets and no secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pyarrow.parquet as pq
+
+from flows.diversify import run_diversify
+from flows.export import export_dataset
+from flows.filter_tasks import run_filter_tasks
+from flows.irrelevance import run_irrelevance
+from flows.multi_turn import run_multi_turn
+from flows.trajectories import run_trajectories
+from mcp_env.specs import StdioSpec
+from tasks.irrelevance import judge_irrelevant_trajectory
+from tasks.scrub import find_secrets
+from tests.extensions.fleet_server import SEEDED_SECRETS
+from tests.fake_llm import FakeLlm, Rule
+from tests.synthesize.seed import judge_with
+from tests.trajectories.conftest import quiet_litellm_typeddict_warning
+from tests.trajectories.helpers import fake_settings, kept_task, seed_store, server_row
+from toucan.ids import make_id
+from toucan.records import Trajectory, TrajectoryRating
+from toucan.store import Store
+
+__all__ = ["quiet_litellm_typeddict_warning"]
+FLEET_SERVER = Path(__file__).with_name("fleet_server.py")
+
+
+def fleet_server(mode: str, domain: str):
+    spec = StdioSpec(name=mode, command=sys.executable, args=[str(FLEET_SERVER), "--mode", mode])
+    return server_row(spec).model_copy(update={"domain": domain, "tool_count": 2})
+
+
+def agent(request: dict[str, Any]) -> Rule:
+    names = {t["function"]["name"] for t in request["tools"]}
+    messages = request["messages"]
+    if "lookup" not in names:
+        return Rule(text="None of my tools can look that up, so I cannot do this for you.")
+    if messages[-1]["role"] == "tool":
+        return Rule(text=f"Here is what I found: {messages[-1]['content'][:120]}")
+    return Rule(tool_calls=[("lookup", {"key": f"db{len(messages)}"})])
+
+
+def fake_model(request: dict[str, Any]) -> Any:
+    if request.get("model") == "Judge":
+        return judge_with(5)(request)
+    if request.get("tools"):
+        return agent(request)
+    prompt = str(request["messages"][-1].get("content"))
+    if "Write the user's next message" in prompt:
+        return {"question": "Thanks. Now look up the staging entry as well, please."}
+    if "sequential user messages" in prompt:
+        return {
+            "sub_questions": [
+                "Look up the production database entry.",
+                "Great, now add 2 and 3 for the replica count.",
+            ]
+        }
+    if "variations" in prompt:
+        return {
+            "variations": [
+                {
+                    "persona": "p",
+                    "context": "c",
+                    "constraints": "k",
+                    "question": "As an auditor, fetch the db entry and sum 2 and 3.",
+                }
+            ]
+        }
+    raise AssertionError(f"unexpected request: {prompt[:200]}")
+
+
+def rate_new_trajectories(store: Store) -> None:
+    """Stands in for the trajectory filter stage: irrelevant rows by their own rule set (a
+    tool call fails them), the others kept when they reached a final answer."""
+    rated = {r.trajectory_id for r in store.select(TrajectoryRating)}
+    ratings = []
+    for row in store.select(Trajectory, "status = 'ok'"):
+        if row.trajectory_id in rated:
+            continue
+        keep = (
+            judge_irrelevant_trajectory(row).keep
+            if row.kind == "irrelevant"
+            else row.stop_reason == "final_answer"
+        )
+        ratings.append(
+            TrajectoryRating(
+                rating_id=make_id("jr", row.trajectory_id),
+                trajectory_id=row.trajectory_id,
+                judge="Judge",
+                keep=keep,
+            )
+        )
+    store.insert(ratings)
+
+
+def test_every_subset_is_exported_without_the_fleets_secrets(tmp_path):
+    vault, arcade = (
+        fleet_server("vault", "Security & Authentication"),
+        fleet_server("arcade", "Gaming"),
+    )
+    task, rating = kept_task(
+        "Fetch the production db entry and add 2 and 3 for the replicas.",
+        [vault],
+        [(vault, "lookup"), (vault, "add")],
+    )
+    store = Store(tmp_path / "toucan.duckdb")
+    seed_store(store, [vault, arcade], [(task, rating)])
+    with FakeLlm(default=fake_model) as fake:
+        settings = fake_settings(fake.base_url, store.path, extensions={"diversify_variants": 1})
+        run_irrelevance(store, settings)
+        asyncio.run(run_diversify(settings, store))
+        asyncio.run(run_filter_tasks(settings, store))
+        asyncio.run(run_trajectories(settings, store))
+        rate_new_trajectories(store)
+        multi = asyncio.run(run_multi_turn(settings, store, follow_ups=1))
+        rate_new_trajectories(store)
+    assert multi.by_method == {"split": 1, "extend": 1}
+    kinds = {r.kind: r for r in store.select(Trajectory, "status = 'ok'")}
+    assert kinds["irrelevant"].tool_calls == 0
+
+    out = tmp_path / "dataset"
+    summary = export_dataset(store, settings, out, ["parquet", "sharegpt"])
+    rows = [r for p in (out / "data").glob("*.parquet") for r in pq.read_table(p).to_pylist()]
+    assert {r["subset_name"] for r in rows} == {
+        "single-turn-original",
+        "irrelevant",
+        "single-turn-diversify",
+        "multi-turn",
+    }
+    assert summary.excluded == {}
+    for row in rows:
+        for value in row.values():
+            assert not [s for s in SEEDED_SECRETS if s in value]
+            assert find_secrets(value) == []
+        schemas = {
+            t["function"]["name"]: t["function"]["parameters"]
+            for t in json.loads(row["available_tools"])
+        }
+        for message in json.loads(row["messages"]):
+            for call in message.get("tool_calls") or []:
+                jsonschema.validate(
+                    json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]]
+                )
+    for path in out.rglob("*.jsonl"):
+        assert not [s for s in SEEDED_SECRETS if s in path.read_text()]
+    assert summary.scrubbed["openai_key"] >= 1 and summary.scrubbed["private_key"] >= 1
