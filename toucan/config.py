@@ -95,6 +95,7 @@ class ModelsConfig(Section):
     judge: list[ModelDeployment]
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     route_to_local: bool = False  # send every deployment to the embedded local model
+    rate_limit_patience_s: float = 600.0  # per call: wait out 429s this long, then give up
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
 
     def group(self, name: Literal["generator", "teacher", "judge"]) -> list[ModelDeployment]:

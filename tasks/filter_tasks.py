@@ -1,0 +1,194 @@
+"""Stage 3, one task: the judge scores six dimensions (reasoning before each score); the task is
+kept when every score reaches its configured threshold.
+
+Scores come back as integers in a JSON object (structured output), not as text labels matched
+by substring. A score outside 1-5 makes an error row `score_out_of_range` with the raw reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.sampling import ServerView
+from tasks.synthesize import server_payload
+from toucan.config import ModelsConfig
+from toucan.errors import ConfigError, LlmError, UnparseableReply
+from toucan.events import EventSink
+from toucan.ids import make_id
+from toucan.llm.cache import LlmCache
+from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.router import LlmRouter
+from toucan.prompts import RenderedPrompt, render
+from toucan.records import Score, Task, TaskRating
+
+logger = logging.getLogger(__name__)
+
+STAGE = "filter_tasks"
+JUDGE_GROUP = "judge"
+DIMENSIONS = (
+    "tool_selection_difficulty",
+    "tool_selection_uniqueness",
+    "question_quality",
+    "scenario_realism",
+    "verifiable",
+    "stability",
+)
+MIN_SCORE, MAX_SCORE = 1, 5
+
+
+class JudgedScore(BaseModel):
+    """Reasoning first, then the score: the field order is the order the model writes in."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reasoning: str
+    score: int = Field(json_schema_extra={"minimum": MIN_SCORE, "maximum": MAX_SCORE})
+
+
+JudgeReply: type[BaseModel] = create_model(
+    "JudgeReply",
+    __config__=ConfigDict(extra="ignore"),
+    **{dimension: (JudgedScore, ...) for dimension in DIMENSIONS},  # type: ignore[call-overload]
+)
+
+
+def check_thresholds(thresholds: Mapping[str, int]) -> dict[str, int]:
+    """The thresholds for all six dimensions (1 where unset); unknown names are a typo."""
+    unknown = sorted(set(thresholds) - set(DIMENSIONS))
+    if unknown:
+        raise ConfigError(
+            f"filter_tasks.thresholds: unknown dimension(s) {unknown}; known: {list(DIMENSIONS)}"
+        )
+    return {dimension: int(thresholds.get(dimension, MIN_SCORE)) for dimension in DIMENSIONS}
+
+
+def make_rating_id(task_id: str, judges: Sequence[str]) -> str:
+    return make_id("task_rating", task_id, sorted(judges))
+
+
+def render_judge_prompt(task_row: Task, views: Sequence[ServerView]) -> RenderedPrompt:
+    return render(
+        f"{STAGE}/judge",
+        servers=[server_payload(view) for view in views],
+        question=task_row.question,
+        target_tools=[t.model_dump() for t in task_row.target_tools],
+    )
+
+
+def scores_from_reply(parsed: BaseModel) -> dict[str, Score]:
+    return {
+        dimension: Score(
+            reasoning=getattr(parsed, dimension).reasoning, score=getattr(parsed, dimension).score
+        )
+        for dimension in DIMENSIONS
+    }
+
+
+def out_of_range(scores: Mapping[str, Score]) -> list[str]:
+    return [d for d, s in scores.items() if not MIN_SCORE <= s.score <= MAX_SCORE]
+
+
+def decide_keep(scores: Mapping[str, Score], thresholds: Mapping[str, int]) -> str | None:
+    """None when every dimension reaches its threshold, else `low_<first failing dimension>`."""
+    for dimension in DIMENSIONS:
+        if scores[dimension].score < thresholds[dimension]:
+            return f"low_{dimension}"
+    return None
+
+
+def rating_from_reply(
+    rating: TaskRating, parsed: BaseModel, reply: LlmReply, thresholds: Mapping[str, int]
+) -> TaskRating:
+    scores = scores_from_reply(parsed)
+    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores}
+    bad = out_of_range(scores)
+    if bad:
+        update.update(status="error", reason="score_out_of_range", raw_reply=reply.text)
+        return rating.model_copy(update=update)
+    reason = decide_keep(scores, thresholds)
+    update.update(
+        overall=round(sum(s.score for s in scores.values()) / len(scores), 4),
+        keep=reason is None,
+        reason=reason,
+    )
+    return rating.model_copy(update=update)
+
+
+async def rate_task(
+    task_row: Task,
+    views: Mapping[str, ServerView],
+    router: LlmRouter,
+    thresholds: Mapping[str, int],
+    run_id: str,
+) -> TaskRating:
+    """One task -> one TaskRating: kept or not by the thresholds, or an error with its reason."""
+    judges = router.groups[JUDGE_GROUP]
+    rating = TaskRating(
+        rating_id=make_rating_id(task_row.task_id, judges),
+        task_id=task_row.task_id,
+        judge=judges[0] if judges else "",
+        run_id=run_id,
+    )
+    shown = [views[s] for s in task_row.server_ids if s in views]
+    if not shown:
+        return rating.model_copy(update={"status": "error", "reason": "server_missing"})
+    prompt = render_judge_prompt(task_row, shown)
+    rating = rating.model_copy(update={"prompt_hash": prompt.template_hash})
+    meta = CallMeta(
+        run_id=run_id, stage=STAGE, server_id=shown[0].server_id, item_id=task_row.task_id
+    )
+    try:
+        parsed, reply = await router.complete_structured(
+            JUDGE_GROUP, prompt.messages, JudgeReply, meta=meta
+        )
+    except Exception as error:  # the stage edge: one broken item must not stop the batch
+        if not isinstance(error, LlmError):
+            logger.exception("rating %s failed", task_row.task_id)
+        reason = error.reason if isinstance(error, LlmError) else "internal_error"
+        raw = error.raw if isinstance(error, UnparseableReply) else None
+        return rating.model_copy(update={"status": "error", "reason": reason, "raw_reply": raw})
+    return rating_from_reply(rating, parsed, reply, thresholds)
+
+
+@task(
+    name="filter-tasks-batch",
+    retries=1,
+    retry_delay_seconds=2,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
+async def filter_tasks_batch(
+    tasks: list[Task],
+    views: dict[str, ServerView],
+    models: ModelsConfig,
+    thresholds: dict[str, int],
+    run_id: str,
+    concurrency: int,
+    local_base_url: str | None = None,
+    cache: LlmCache | None = None,
+    progress: ProgressCounter | None = None,
+) -> BatchOutput:
+    """A batch of tasks, at most `concurrency` in flight; every task yields one TaskRating."""
+    router = open_router(models, local_base_url, cache)
+    events = EventSink(run_id, STAGE)
+
+    def finish(rating: TaskRating) -> None:
+        status = "error" if rating.status == "error" else ("ok" if rating.keep else "rejected")
+        events.record(
+            item_id=rating.task_id, model=rating.judge, status=status, error_class=rating.reason
+        )
+        if progress is not None:
+            progress.advance(rating.reason or "kept", status)
+
+    async def work(task_row: Task) -> TaskRating:
+        return await rate_task(task_row, views, router, thresholds, run_id)
+
+    ratings = await run_bounded(tasks, work, concurrency, finish)
+    return collect_output(ratings, events.drain(), router)

@@ -1,0 +1,317 @@
+"""Stage 2, one task: render the strategy's prompt, ask the slot's generator, check the reply.
+
+Pure parts (prompt inputs, reply schema, target checks) are plain functions; `synthesize_task`
+is the async unit of work (no Prefect, no DuckDB); `synthesize_batch` is the Prefect task that
+runs a batch of slots concurrently and returns rows and events for the flow to write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.sampling import ServerView, TaskSlot
+from toucan.config import ModelsConfig
+from toucan.errors import LlmError, UnparseableReply
+from toucan.events import EventSink
+from toucan.llm.cache import LlmCache
+from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.router import LlmRouter
+from toucan.prompts import RenderedPrompt, render
+from toucan.records import TargetTool, Task
+
+logger = logging.getLogger(__name__)
+
+STAGE = "synthesize"
+MIN_QUESTION_CHARS = 10
+# Refusals open the reply; polite requests ("Could you please...") are legitimate questions.
+REFUSAL_OPENINGS = (
+    "i cannot",
+    "i can't",
+    "i can not",
+    "i'm unable",
+    "i am unable",
+    "i apologize",
+    "i'm sorry",
+    "i am sorry",
+    "as an ai",
+)
+LINE_BREAKERS = {"\u2028": " ", "\u2029": " ", "\x85": " ", "\x0b": " ", "\x0c": " "}
+SERVER_SUFFIXES = (" mcp server", " server", " mcp")
+MULTI_SERVER_STRATEGIES = ("multi_server", "featured")
+
+
+class ToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    server: str
+    tool: str
+
+
+class SynthesisReply(BaseModel):
+    """What a generator returns; analysis fields come before the question on purpose."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    server_analysis: str = ""
+    cross_server_workflow: str = ""
+    target_tools: list[ToolChoice]
+    question: str
+
+
+def server_payload(view: ServerView) -> dict[str, Any]:
+    """What a template sees of a server: names and descriptions, no schemas."""
+    return {
+        "name": view.name,
+        "description": view.server.description,
+        "domain": view.server.domain,
+        "tools": [{"name": t.name, "description": t.description} for t in view.tools],
+    }
+
+
+def render_synthesis_prompt(slot: TaskSlot, views: Sequence[ServerView]) -> RenderedPrompt:
+    servers = [server_payload(view) for view in views]
+    return render(
+        f"{STAGE}/{slot.strategy}", servers=servers, server=servers[0], num_tools=slot.num_tools
+    )
+
+
+def reply_schema_for(slot: TaskSlot, views: Sequence[ServerView]) -> type[SynthesisReply]:
+    """SynthesisReply whose JSON schema lists only real (server, tool) pairs, for constrained
+    decoders; validation stays lenient so a wrong name becomes `target_tool_not_found`."""
+    pairs = [
+        {
+            "type": "object",
+            "properties": {
+                "server": {"const": view.name, "type": "string"},
+                "tool": {"enum": [tool.name for tool in view.tools], "type": "string"},
+            },
+            "required": ["server", "tool"],
+        }
+        for view in views
+        if view.tools
+    ]
+
+    def only_real_pairs(schema: dict[str, Any]) -> None:
+        schema.clear()
+        schema.update({"anyOf": pairs})
+
+    class TargetToolChoice(ToolChoice):
+        model_config = ConfigDict(extra="ignore", json_schema_extra=only_real_pairs)
+
+    count = {"minItems": slot.num_tools, "maxItems": slot.num_tools}
+    return create_model(
+        "SynthesisReply",
+        __base__=SynthesisReply,
+        target_tools=(list[TargetToolChoice], Field(json_schema_extra=count)),
+    )
+
+
+def clean_question(question: str) -> str:
+    for char, replacement in LINE_BREAKERS.items():
+        question = question.replace(char, replacement)
+    return question.strip()
+
+
+def canonical_server_name(name: str) -> str:
+    lowered = name.strip().lower()
+    for suffix in SERVER_SUFFIXES:
+        if lowered.endswith(suffix) and len(lowered) > len(suffix):
+            return lowered[: -len(suffix)].strip()
+    return lowered
+
+
+def resolve_targets(
+    choices: Sequence[ToolChoice], views: Sequence[ServerView]
+) -> tuple[list[TargetTool], list[str]]:
+    """(found targets without repeats, in order; "server/tool" names that do not exist)."""
+    by_name = {canonical_server_name(v.name): v for v in views}
+    found: list[TargetTool] = []
+    missing: list[str] = []
+    for choice in choices:
+        view = by_name.get(canonical_server_name(choice.server))
+        tool_names = {t.name: t.name for t in view.tools} if view else {}
+        tool_names.update(
+            {k.lower(): v for k, v in tool_names.items() if k.lower() not in tool_names}
+        )
+        tool = tool_names.get(choice.tool.strip()) or tool_names.get(choice.tool.strip().lower())
+        if view is None or tool is None:
+            missing.append(f"{choice.server}/{choice.tool}")
+            continue
+        target = TargetTool(server_id=view.server_id, server=view.name, tool=tool)
+        if target not in found:
+            found.append(target)
+    return found, missing
+
+
+def judge_reply(
+    reply: SynthesisReply, slot: TaskSlot, views: Sequence[ServerView]
+) -> tuple[list[TargetTool], str | None, dict[str, Any]]:
+    """(targets, rejection reason or None, details for metadata)."""
+    targets, missing = resolve_targets(reply.target_tools, views)
+    question = clean_question(reply.question)
+    if missing:
+        return targets, "target_tool_not_found", {"missing_tools": missing}
+    if len(question) < MIN_QUESTION_CHARS:
+        return targets, "question_too_short", {}
+    if question.lower().startswith(REFUSAL_OPENINGS):
+        return targets, "refusal", {}
+    if len(targets) != slot.num_tools:
+        return targets, "wrong_tool_count", {"got_tools": len(targets)}
+    if slot.strategy in MULTI_SERVER_STRATEGIES and len({t.server_id for t in targets}) < 2:
+        return targets, "single_server_only", {}
+    return targets, None, {}
+
+
+def sampling_seed(slot: TaskSlot) -> int:
+    """The provider-side sampling seed of a slot. It also keeps two slots with the same prompt
+    (same server, tool count and generator) from sharing one cached reply."""
+    return int(slot.task_id.split("_", 1)[1][:8], 16)
+
+
+def base_task(slot: TaskSlot, prompt: RenderedPrompt) -> Task:
+    return Task(
+        task_id=slot.task_id,
+        strategy=slot.strategy,
+        server_ids=list(slot.server_ids),
+        generator=slot.generator,
+        prompt_hash=prompt.template_hash,
+        seed=slot.seed,
+        metadata={
+            "slot": slot.slot,
+            "allocation": slot.allocation,
+            "allocation_fallback": slot.fallback,
+            "num_tools": slot.num_tools,
+            "shown_server_ids": list(slot.server_ids),
+            "rendered_prompt_hash": prompt.prompt_hash,
+            "template": prompt.name,
+        },
+    )
+
+
+def task_from_reply(
+    slot: TaskSlot,
+    views: Sequence[ServerView],
+    prompt: RenderedPrompt,
+    parsed: SynthesisReply,
+    reply: LlmReply,
+) -> Task:
+    targets, reason, details = judge_reply(parsed, slot, views)
+    task = base_task(slot, prompt)
+    server_ids = list(slot.server_ids)
+    if slot.strategy == "featured" and targets:  # cut back to the servers the task uses
+        server_ids = list(dict.fromkeys(t.server_id for t in targets))
+    return task.model_copy(
+        update={
+            "question": clean_question(parsed.question),
+            "target_tools": targets,
+            "server_ids": server_ids,
+            "status": "rejected" if reason else "ok",
+            "reason": reason,
+            "raw_reply": reply.text if reason else None,
+            "metadata": {
+                **task.metadata,
+                **details,
+                "server_analysis": parsed.server_analysis,
+                "cross_server_workflow": parsed.cross_server_workflow,
+                "deployment": reply.deployment,
+                "model": reply.model,
+                "tokens_in": reply.usage.prompt_tokens,
+                "tokens_out": reply.usage.completion_tokens,
+                "cost_usd": reply.cost_usd,
+                "cached": reply.cached,
+            },
+        }
+    )
+
+
+def error_task(slot: TaskSlot, prompt: RenderedPrompt, error: Exception) -> Task:
+    reason = error.reason if isinstance(error, LlmError) else "internal_error"
+    raw = error.raw if isinstance(error, UnparseableReply) else None
+    task = base_task(slot, prompt)
+    return task.model_copy(
+        update={
+            "status": "error",
+            "reason": reason,
+            "raw_reply": raw,
+            "metadata": {**task.metadata, "error": str(error)[:1000]},
+        }
+    )
+
+
+async def synthesize_task(
+    slot: TaskSlot, views: Mapping[str, ServerView], router: LlmRouter, run_id: str
+) -> Task:
+    """One slot -> one Task row: ok, rejected (with reason) or error (with reason, raw reply)."""
+    shown = [views[server_id] for server_id in slot.server_ids]
+    prompt = render_synthesis_prompt(slot, shown)
+    meta = CallMeta(run_id=run_id, stage=STAGE, server_id=slot.server_ids[0], item_id=slot.task_id)
+    try:
+        parsed, reply = await router.complete_structured(
+            slot.generator,
+            prompt.messages,
+            reply_schema_for(slot, shown),
+            params={"seed": sampling_seed(slot)},
+            meta=meta,
+        )
+    except LlmError as error:
+        return error_task(slot, prompt, error)
+    except Exception as error:  # the stage edge: one broken item must not stop the batch
+        logger.exception("synthesizing %s failed", slot.task_id)
+        return error_task(slot, prompt, error)
+    return task_from_reply(slot, shown, prompt, parsed, reply)
+
+
+def record_task_event(events: EventSink, task: Task) -> None:
+    metadata = task.metadata
+    events.record(
+        item_id=task.task_id,
+        server=task.server_ids[0] if task.server_ids else None,
+        model=str(metadata.get("deployment") or task.generator),
+        status=task.status,
+        error_class=task.reason,
+        error=metadata.get("error"),
+        tokens_in=int(metadata.get("tokens_in", 0)),
+        tokens_out=int(metadata.get("tokens_out", 0)),
+        cost_usd=float(metadata.get("cost_usd", 0.0)),
+    )
+
+
+@task(
+    name="synthesize-batch",
+    retries=1,
+    retry_delay_seconds=2,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
+async def synthesize_batch(
+    slots: list[TaskSlot],
+    views: dict[str, ServerView],
+    models: ModelsConfig,
+    run_id: str,
+    concurrency: int,
+    local_base_url: str | None = None,
+    cache: LlmCache | None = None,
+    progress: ProgressCounter | None = None,
+) -> BatchOutput:
+    """A batch of slots, at most `concurrency` in flight; every slot yields exactly one Task."""
+    router = open_router(models, local_base_url, cache)
+    events = EventSink(run_id, STAGE)
+
+    def finish(task: Task) -> None:
+        record_task_event(events, task)
+        if progress is not None:
+            progress.advance(task.strategy, task.status)
+
+    async def work(slot: TaskSlot) -> Task:
+        task_row = await synthesize_task(slot, views, router, run_id)
+        return task_row.model_copy(update={"run_id": run_id})
+
+    tasks = await run_bounded(slots, work, concurrency, finish)
+    return collect_output(tasks, events.drain(), router)
