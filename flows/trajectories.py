@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.futures import wait
+from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 
 from tasks.agent import AgentBudget, journal_dir, read_journals
@@ -134,7 +134,10 @@ def plan_work(store: Store, settings: Settings, teachers: list[str], styles: lis
 def ingest_journals(store: Store) -> int:
     """Write what a killed run journaled (tool calls, model replies) and drop the files."""
     records, files = read_journals(journal_dir(store.path))
-    added = store.insert(records) if records else 0
+    finished = [r for r in records if isinstance(r, Trajectory)]
+    added = store.upsert(finished) if finished else 0  # newer than any error row of that id
+    others = [r for r in records if not isinstance(r, Trajectory)]
+    added += store.insert(others) if others else 0
     for path in files:
         path.unlink(missing_ok=True)
     return added
@@ -264,10 +267,9 @@ def trajectories_flow(
                         batch, plan.servers, options, batch_replay(batch, replay),
                         paused_ids(summary.paused_servers, plan), cache)
                     running[future] = batch
-                done, _ = wait(list(running), return_when="FIRST_COMPLETED")
-                for future in done:
-                    running.pop(future)
-                    write_result(ctx, future.result(), options, summary, plan)
+                future = next(as_completed(list(running)))  # the first batch to finish
+                running.pop(future)
+                write_result(ctx, future.result(), options, summary, plan)
         ctx.summary = summary.model_dump(mode="json")
         return summary
 

@@ -305,6 +305,8 @@ async def generate_batch(
                                                breaker, replay or {}, journal, sink)
                 result.trajectories.append(row)
                 result.tool_calls.extend(calls)
+                if journal is not None and row.status == "ok":
+                    journal.append(row)
 
             await asyncio.gather(*(run_item(item) for item in batch.items))
     finally:

@@ -1,8 +1,8 @@
 """An append-only journal of tool calls and model replies, written as each one finishes.
 
 The flow is the only DuckDB writer and gets records when a batch ends, so a killed run would
-lose the tool calls (and cached model replies) of its unfinished trajectories. Each one is
-therefore also appended, one JSON line, to a journal file next to the store; the next run
+lose the finished trajectories of its unfinished batches, and the tool calls (and cached model
+replies) of its interrupted trajectories. Each one is therefore also appended, one JSON line, to a journal file next to the store; the next run
 ingests the journals before it starts, then replays those tool results and serves those
 replies from the cache instead of paying for them again.
 """
@@ -14,9 +14,13 @@ import json
 import threading
 from pathlib import Path
 
-from toucan.records import LlmCacheEntry, Record, ToolCallRecord
+from toucan.records import LlmCacheEntry, Record, ToolCallRecord, Trajectory
 
-JOURNALED: dict[str, type[Record]] = {"tool_calls": ToolCallRecord, "llm_cache": LlmCacheEntry}
+JOURNALED: dict[str, type[Record]] = {
+    "tool_calls": ToolCallRecord,
+    "llm_cache": LlmCacheEntry,
+    "trajectories": Trajectory,
+}
 
 
 def journal_dir(store_path: Path) -> Path:

@@ -107,3 +107,46 @@ def react_script(calls_per_turn: list[list[tuple[str, dict[str, Any]]]],
         return Rule(text=f"Thought: done\nFinal Answer: {answer}")
 
     return Rule(respond=respond)
+
+
+def write_config(path: Path, base_url: str, **sections: Any) -> Path:
+    """A YAML settings file for the flows: every model group on the fake server."""
+    import yaml
+
+    models = {
+        "generators": [deployment("Gen", base_url)],
+        "teachers": [deployment("Teacher-A", base_url)],
+        "judge": [deployment("Judge", base_url, params={"temperature": 0})],
+        "fallbacks": {},
+    }
+    document = {"models": models, "mcp": {"fleet_dir": str(fleet_dir()),
+                                          **sections.pop("mcp", {})}, **sections}
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def first_user_text(request: dict[str, Any]) -> str:
+    return next(str(m.get("content")) for m in request["messages"] if m.get("role") == "user")
+
+
+def dispatch_script(calls_by_marker: dict[str, list[list[tuple[str, dict[str, Any]]]]],
+                    answer: str = "Here is the answer.") -> Rule:
+    """One rule for many tasks and all styles: the question's marker picks the calls; a request
+    without `tools` (react) is answered in the text protocol."""
+
+    def respond(request: dict[str, Any]) -> Rule:
+        question = first_user_text(request)
+        marker = next((m for m in calls_by_marker if m in question), None)
+        plan = calls_by_marker.get(marker, []) if marker else []
+        turn = sum(1 for m in request["messages"] if m.get("role") == "assistant")
+        react = not request.get("tools")
+        if turn >= len(plan):
+            return Rule(text=f"Thought: done\nFinal Answer: {answer}" if react else answer)
+        if not react:
+            return Rule(tool_calls=plan[turn])
+        lines = ["Thought: calling tools"]
+        for name, arguments in plan[turn]:
+            lines += [f"Action: {name}", f"Action Input: {json.dumps(arguments)}"]
+        return Rule(text="\n".join(lines))
+
+    return Rule(respond=respond)
