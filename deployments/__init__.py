@@ -1,0 +1,1 @@
+"""Prefect deployments of toucan and the local server + worker supervisor."""

@@ -1,0 +1,134 @@
+"""The Prefect deployments of toucan: one per stage flow that exists, plus `pipeline`.
+
+Deployments point at the flows by module path (`flows.pipeline.pipeline`), so a worker runs
+them from the installed project: the venv on one machine, the image in docker-compose. The
+UI renders each flow's typed signature as a form. Every deployment runs one flow run at a
+time (`concurrency_limit=1`): a store has one writer, and a second run would only wait for the
+writer lock. Schedules are defined but off unless `toucan deploy --schedules` turns them on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from toucan.stages import STAGES, load_stage_flow
+
+WORK_POOL = "toucan"
+WORK_POOL_TYPE = "process"
+TAGS = ["toucan"]
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What to register for one flow; `schedules` are (kind, value) pairs: cron or interval."""
+
+    flow_name: str
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    schedules: tuple[tuple[str, Any], ...] = ()
+
+
+# Examples an operator edits: a nightly full pipeline, trajectories topped up every 6 hours.
+SCHEDULES: dict[str, tuple[tuple[str, Any], ...]] = {
+    "pipeline": (("cron", "0 2 * * *"),),
+    "trajectories": (("interval", timedelta(hours=6)),),
+}
+
+
+def deployment_specs(stages: tuple[str, ...] = STAGES) -> list[DeploymentSpec]:
+    """The pipeline plus every stage whose flow exists in this tree."""
+    specs = [
+        DeploymentSpec(
+            flow_name="pipeline",
+            name="pipeline",
+            description="Every stage in order, skipping the complete ones; resumable.",
+            schedules=SCHEDULES["pipeline"],
+        )
+    ]
+    for stage in stages:
+        stage_flow = load_stage_flow(stage)
+        if stage_flow is None:
+            continue
+        specs.append(
+            DeploymentSpec(
+                flow_name=stage,
+                name=stage.replace("_", "-"),
+                description=(stage_flow.description or f"Stage {stage}.").strip(),
+                schedules=SCHEDULES.get(stage, ()),
+            )
+        )
+    return specs
+
+
+def build_schedules(spec: DeploymentSpec, active: bool) -> list[Any]:
+    from prefect.schedules import Cron, Interval
+
+    built = []
+    for kind, value in spec.schedules:
+        if kind == "cron":
+            built.append(Cron(value, timezone="UTC", active=active))
+        else:
+            built.append(Interval(value, timezone="UTC", active=active))
+    return built
+
+
+def flow_for(spec: DeploymentSpec) -> Any:
+    if spec.flow_name == "pipeline":
+        from flows.pipeline import pipeline
+
+        return pipeline
+    return load_stage_flow(spec.flow_name)
+
+
+def ensure_work_pool(name: str = WORK_POOL) -> None:
+    """Create the process work pool when the API does not have it yet."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=name, type=WORK_POOL_TYPE))
+
+
+def register_deployments(
+    *,
+    work_pool: str = WORK_POOL,
+    schedules_active: bool = False,
+    only: list[str] | None = None,
+    working_dir: Path | None = None,
+) -> dict[str, UUID]:
+    """Register (create or update) the deployments against PREFECT_API_URL; name -> id.
+
+    `working_dir` (default: the current directory) is where the worker runs the flows, so
+    relative paths (the default store `data/toucan.duckdb`, config files) mean the same as
+    on the command line; without it a process worker would use a fresh temporary directory.
+    """
+    workdir = str((working_dir or Path.cwd()).resolve())
+    from prefect.deployments.runner import EntrypointType
+
+    ensure_work_pool(work_pool)
+    registered: dict[str, UUID] = {}
+    for spec in deployment_specs():
+        if only and spec.flow_name not in only and spec.name not in only:
+            continue
+        deployment = flow_for(spec).to_deployment(
+            name=spec.name,
+            description=spec.description,
+            parameters=spec.parameters,
+            schedules=build_schedules(spec, schedules_active),
+            tags=TAGS,
+            concurrency_limit=1,
+            work_pool_name=work_pool,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            job_variables={"working_dir": workdir},
+        )
+        registered[f"{deployment.flow_name}/{spec.name}"] = deployment.apply(
+            work_pool_name=work_pool, _sync=True
+        )
+    return registered
