@@ -9,9 +9,7 @@ killed run by ingesting its crash journals and replaying their tool results.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from prefect import flow
 from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 
+from flows.llm_fanout import model_endpoint
 from tasks.agent import AgentBudget, journal_dir, read_journals
 from tasks.agent.journal import read_journal
 from tasks.trajectories import (
@@ -227,18 +226,6 @@ def start_run(ctx: RunContext, teachers: list[str] | None, styles: list[str] | N
     return plan, summary, chosen
 
 
-@contextlib.contextmanager
-def local_model(settings: Settings) -> Iterator[str | None]:
-    """The embedded model server's url for profile `local`, else None."""
-    if not settings.models.route_to_local:
-        yield None
-        return
-    from toucan.llm.local import serve_local_model  # the model layer's embedded server
-
-    with serve_local_model(settings.models.local) as base_url:
-        yield base_url
-
-
 @flow(name="trajectories", log_prints=False, persist_result=False)
 def trajectories_flow(
     store: str | None = None,
@@ -256,7 +243,7 @@ def trajectories_flow(
         plan, summary, chosen = start_run(ctx, teachers, styles, limit)
         replay = load_replay(ctx.store, [i.trajectory_id for i in plan.items])
         cache = load_cache_entries(ctx.store, settings, chosen)
-        with local_model(settings) as base_url:
+        with model_endpoint(settings) as base_url:
             options = batch_options(ctx, plan, base_url)
             queue = list(plan.batches)
             running: dict[Any, TrajectoryBatch] = {}

@@ -98,7 +98,7 @@ def test_langchain_style_runs_langchains_loop_and_produces_the_same_record(
     fake_llm: FakeLlm, tmp_path: Path
 ) -> None:
     calls = [[("echo", {"text": "from langchain"}), ("add", {"a": 4, "b": 5})]]
-    [row], log, _ = run_tiny(fake_llm, tmp_path, agent_script(calls), style="langchain")
+    [row], _log, _ = run_tiny(fake_llm, tmp_path, agent_script(calls), style="langchain")
     assert row.style == "langchain" and row.stop_reason == "final_answer", row.metadata
     roles = [m["role"] for m in row.messages]
     assert roles == ["system", "user", "assistant", "tool", "tool", "assistant"]

@@ -43,7 +43,7 @@ def test_bad_tool_calls_and_bad_models_end_with_clear_stop_reasons(
         scripted("silent", Rule(delay=8.0, text="too late")),
     ]
     questions = ["schema", "unknown", "badjson", "big", "hang", "loop", "never", "silent"]
-    rows, log, _ = run_tiny(
+    rows, _log, _ = run_tiny(
         fake_llm, tmp_path, rules, questions=questions, call_timeout=1.5,
         budget=AgentBudget(max_turns=4, wall_clock_s=5.0), per_server=8,
     )

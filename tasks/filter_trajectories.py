@@ -1,0 +1,188 @@
+"""Stage 5, one trajectory: rule flags, a judge's completeness and conciseness (reasoning before
+each score, seeing every tool call with its arguments and its result), tool accuracy, and the
+configured keep rule. Every flag and score is stored, kept or not."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.trajectory_rules import evaluate_rules, tool_accuracy
+from toucan.config import FilterTrajectoriesConfig, ModelsConfig
+from toucan.errors import LlmError, UnparseableReply
+from toucan.events import EventSink
+from toucan.ids import make_id
+from toucan.llm.cache import LlmCache
+from toucan.llm.replies import CallMeta
+from toucan.llm.router import LlmRouter
+from toucan.prompts import RenderedPrompt, render
+from toucan.records import Score, Task, Trajectory, TrajectoryRating
+
+logger = logging.getLogger(__name__)
+
+STAGE = "filter_trajectories"
+JUDGE_GROUP = "judge"
+DIMENSIONS = ("completeness", "conciseness")
+MIN_SCORE, MAX_SCORE = 1, 5
+JUDGE_RESULT_CHARS = 1_500  # of each tool result shown to the judge (the reference showed 100)
+
+
+class JudgedScore(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    reasoning: str
+    score: int = Field(json_schema_extra={"minimum": MIN_SCORE, "maximum": MAX_SCORE})
+
+
+class TrajectoryJudgeReply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    completeness: JudgedScore
+    conciseness: JudgedScore
+
+
+class RatingItem(BaseModel):
+    trajectory: Trajectory
+    task: Task
+
+
+def make_rating_id(trajectory_id: str, judges: Sequence[str]) -> str:
+    return make_id("traj_rating", trajectory_id, sorted(judges))
+
+
+def shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n...[cut for review: {len(text)} characters in total]"
+
+
+def build_transcript(row: Trajectory, result_chars: int = JUDGE_RESULT_CHARS
+                     ) -> list[dict[str, str]]:
+    """The judge's view: assistant text, each call with its full arguments, each result."""
+    steps = []
+    names = {}
+    for message in row.messages:
+        role = message.get("role")
+        if role == "assistant":
+            if content := str(message.get("content") or "").strip():
+                steps.append({"heading": "Assistant", "body": content})
+            for call in message.get("tool_calls") or []:
+                function = call.get("function", {})
+                names[call.get("id")] = function.get("name")
+                steps.append({"heading": f"Tool call {function.get('name')} [{call.get('id')}]",
+                              "body": f"arguments: {function.get('arguments')}"})
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            name = names.get(call_id, message.get("name", ""))
+            steps.append({"heading": f"Tool result {name} [{call_id}]",
+                          "body": shorten(str(message.get("content") or ""), result_chars)})
+    if row.stop_reason != "final_answer":
+        steps.append({"heading": "Note", "body": f"the run ended without a final answer "
+                                                 f"({row.stop_reason})"})
+    return steps
+
+
+def render_judge_prompt(row: Trajectory, task_row: Task) -> RenderedPrompt:
+    return render(
+        f"{STAGE}/judge",
+        question=task_row.question or row.metadata.get("question", ""),
+        target_tools=[t.model_dump() for t in task_row.target_tools]
+        if task_row.kind != "irrelevant" else [],
+        transcript=build_transcript(row),
+    )
+
+
+def decide_keep(flags: dict[str, bool], scores: dict[str, Score],
+                section: FilterTrajectoriesConfig) -> str | None:
+    """None when kept, else the first reason: a fired drop flag, then a low score."""
+    for flag in section.drop_flags:
+        if flags.get(flag):
+            return flag
+    if scores["completeness"].score < section.min_completeness:
+        return "low_completeness"
+    if scores["conciseness"].score < section.min_conciseness:
+        return "low_conciseness"
+    return None
+
+
+def base_rating(row: Trajectory, task_row: Task, judges: list[str], run_id: str
+                ) -> TrajectoryRating:
+    flags, details = evaluate_rules(row, task_row)
+    return TrajectoryRating(
+        rating_id=make_rating_id(row.trajectory_id, judges),
+        trajectory_id=row.trajectory_id,
+        judge=judges[0] if judges else "",
+        flags=flags,
+        tool_accuracy=tool_accuracy(row, task_row),
+        raw_reply=json.dumps(details) if any(details.values()) else None,
+        run_id=run_id,
+    )
+
+
+async def rate_trajectory(
+    row: Trajectory, task_row: Task, router: LlmRouter, section: FilterTrajectoriesConfig,
+    run_id: str,
+) -> TrajectoryRating:
+    """One trajectory -> one TrajectoryRating (kept or not, with every flag and score)."""
+    rating = base_rating(row, task_row, router.groups[JUDGE_GROUP], run_id)
+    if row.status != "ok":
+        return rating.model_copy(update={"reason": "trajectory_failed"})
+    prompt = render_judge_prompt(row, task_row)
+    rating = rating.model_copy(update={"prompt_hash": prompt.template_hash})
+    meta = CallMeta(run_id=run_id, stage=STAGE, item_id=row.trajectory_id)
+    try:
+        parsed, reply = await router.complete_structured(
+            JUDGE_GROUP, prompt.messages, TrajectoryJudgeReply, meta=meta)
+    except Exception as error:  # the stage edge: one broken item must not stop the batch
+        if not isinstance(error, LlmError):
+            logger.exception("rating %s failed", row.trajectory_id)
+        reason = error.reason if isinstance(error, LlmError) else "internal_error"
+        raw = error.raw if isinstance(error, UnparseableReply) else None
+        return rating.model_copy(update={"status": "error", "reason": reason, "raw_reply": raw})
+    scores = {name: Score(reasoning=getattr(parsed, name).reasoning,
+                          score=getattr(parsed, name).score) for name in DIMENSIONS}
+    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores}
+    if any(not MIN_SCORE <= s.score <= MAX_SCORE for s in scores.values()):
+        return rating.model_copy(update={**update, "status": "error",
+                                         "reason": "score_out_of_range", "raw_reply": reply.text})
+    reason = decide_keep(rating.flags, scores, section)
+    update.update(overall=round(sum(s.score for s in scores.values()) / len(scores), 4),
+                  keep=reason is None, reason=reason)
+    return rating.model_copy(update=update)
+
+
+@task(name="filter-trajectories-batch", retries=1, retry_delay_seconds=2, persist_result=False,
+      cache_policy=NO_CACHE)
+async def filter_trajectories_batch(
+    items: list[RatingItem],
+    models: ModelsConfig,
+    section: FilterTrajectoriesConfig,
+    run_id: str,
+    concurrency: int,
+    local_base_url: str | None = None,
+    cache: LlmCache | None = None,
+    progress: ProgressCounter | None = None,
+) -> BatchOutput:
+    """A batch of trajectories, at most `concurrency` in flight; each yields one rating."""
+    router = open_router(models, local_base_url, cache)
+    events = EventSink(run_id, STAGE)
+
+    def finish(rating: TrajectoryRating) -> None:
+        status = "error" if rating.status == "error" else ("ok" if rating.keep else "rejected")
+        events.record(item_id=rating.trajectory_id, model=rating.judge, status=status,
+                      error_class=rating.reason)
+        if progress is not None:
+            progress.advance(rating.reason or "kept", status)
+
+    async def work(item: RatingItem) -> TrajectoryRating:
+        return await rate_trajectory(item.trajectory, item.task, router, section, run_id)
+
+    ratings = await run_bounded(items, work, concurrency, finish)
+    return collect_output(ratings, events.drain(), router)

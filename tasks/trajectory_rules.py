@@ -1,0 +1,150 @@
+"""Stage 5 rules: checks of one trajectory without a model, each stored as its own flag.
+
+Every rule answers "did this failure happen?" (True = fired). Unlike the reference filter,
+tool failures are read from what the call returned (an error flag, a reason token, or text
+that *starts* like an error) rather than from any tool output containing "error", and a single
+clean result does not excuse the failed ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from tasks.scrub import SECRET_PATTERNS
+from toucan.records import Task, Trajectory
+
+RULES = (
+    "no_tool_call",
+    "tool_called_on_irrelevant",
+    "tool_execution_error",
+    "empty_final_answer",
+    "local_path_or_secret",
+    "target_tool_not_called",
+    "repeated_junk",
+)
+# a result whose text opens like this is a failed execution, whatever its error flag says
+ERROR_OPENING = re.compile(
+    r"^\s*(?:\[?error\b|\[?exception\b|traceback \(most recent call last\)|failed to\b|"
+    r"mcp error\b|execution error\b|tool .{0,60} (?:failed|not found)|"
+    r"(?:[a-z_.]+)?(?:error|exception):)",
+    re.IGNORECASE,
+)
+JUNK = (
+    re.compile(r"(.)\1{29,}", re.DOTALL),  # one character 30+ times
+    re.compile(r"!{12,}"),  # the reference's degenerate-generation check
+    re.compile(r"(.{8,200}?)(?:\s*\1){3,}", re.DOTALL),  # a phrase 4+ times in a row
+)
+SECRET_ENV_NAME = re.compile(r"(?i)(key|token|secret|password|passwd|credential)")
+MIN_SECRET_CHARS = 8
+IRRELEVANT = "irrelevant"
+
+
+def result_is_error(text: str, entry: dict[str, Any]) -> bool:
+    """A failed execution: flagged by the server or our layer, or text that reads as one."""
+    if entry.get("is_error") or entry.get("error_reason"):
+        return True
+    if ERROR_OPENING.match(text or ""):
+        return True
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        return False
+    return isinstance(value, dict) and bool(value.get("error")) and len(value) <= 3
+
+
+def tool_results(row: Trajectory) -> dict[str, str]:
+    return {m.get("tool_call_id", ""): str(m.get("content") or "")
+            for m in row.messages if m.get("role") == "tool"}
+
+
+def final_answer(row: Trajectory) -> str:
+    if "final_answer" in row.metadata and row.stop_reason == "final_answer":
+        return str(row.metadata["final_answer"] or "")
+    last = row.messages[-1] if row.messages else {}
+    if last.get("role") != "assistant" or last.get("tool_calls"):
+        return ""
+    return str(last.get("content") or "")
+
+
+def local_markers() -> list[str]:
+    """Strings that would reveal this machine: its home and project directories (temp and
+    sandbox paths are caught by the `local_path` pattern)."""
+    here = Path(__file__).resolve().parents[1]
+    candidates = {str(Path.home()), str(here)}
+    return sorted(c for c in candidates if len(c) > 4)
+
+
+def secret_values() -> list[str]:
+    """Values of this process's secret-looking environment variables."""
+    return [value for name, value in os.environ.items()
+            if SECRET_ENV_NAME.search(name) and len(value) >= MIN_SECRET_CHARS]
+
+
+def leaks(text: str, markers: list[str], secrets: list[str]) -> list[str]:
+    found = [name for name, pattern, _ in SECRET_PATTERNS if name != "email"
+             and pattern.search(text)]
+    found += ["machine_path" for marker in markers if marker in text][:1]
+    found += ["environment_secret" for value in secrets if value in text][:1]
+    return found
+
+
+def all_text(row: Trajectory) -> str:
+    parts = []
+    for message in row.messages:
+        parts.append(str(message.get("content") or ""))
+        for call in message.get("tool_calls") or []:
+            parts.append(str(call.get("function", {}).get("arguments") or ""))
+    return "\n".join(parts)
+
+
+def is_junk(text: str) -> bool:
+    return any(pattern.search(text) for pattern in JUNK)
+
+
+def called_pairs(row: Trajectory) -> list[tuple[str, str]]:
+    return [(e.get("server_id") or "", e.get("tool") or "") for e in row.tool_call_log
+            if e.get("tool")]
+
+
+def tool_accuracy(row: Trajectory, task: Task) -> dict[str, float]:
+    """Share of target tools called (exact server + tool, not a substring) and whether they
+    were called in the intended order. Empty for tasks without targets (irrelevance)."""
+    targets = [(t.server_id, t.tool) for t in task.target_tools]
+    if not targets or task.kind == IRRELEVANT:
+        return {}
+    calls = called_pairs(row)
+    used = sum(1 for target in targets if target in calls)
+    position = 0
+    for call in calls:
+        if position < len(targets) and call == targets[position]:
+            position += 1
+    return {"desired_tools_used": round(used / len(targets), 4),
+            "order_correct": 1.0 if position == len(targets) else 0.0}
+
+
+def evaluate_rules(row: Trajectory, task: Task, *, markers: list[str] | None = None,
+                   secrets: list[str] | None = None) -> tuple[dict[str, bool], dict[str, Any]]:
+    """(flag per rule, details: which calls failed, what leaked)."""
+    irrelevant = task.kind == IRRELEVANT
+    results = tool_results(row)
+    failed = [e.get("call_id") for e in row.tool_call_log
+              if result_is_error(results.get(e.get("call_id", ""), ""), e)]
+    found = leaks(all_text(row), local_markers() if markers is None else markers,
+                  secret_values() if secrets is None else secrets)
+    accuracy = tool_accuracy(row, task)
+    assistant_text = "\n".join(str(m.get("content") or "") for m in row.messages
+                               if m.get("role") == "assistant")
+    flags = {
+        "no_tool_call": not irrelevant and row.tool_calls == 0,
+        "tool_called_on_irrelevant": irrelevant and row.tool_calls > 0,
+        "tool_execution_error": bool(failed),
+        "empty_final_answer": not final_answer(row).strip(),
+        "local_path_or_secret": bool(found),
+        "target_tool_not_called": bool(accuracy) and accuracy["desired_tools_used"] < 1.0,
+        "repeated_junk": is_junk(assistant_text),
+    }
+    return flags, {"failed_calls": failed, "leaks": sorted(set(found))}
