@@ -172,6 +172,7 @@ class FilterTrajectoriesConfig(Section):
     drop_flags: list[str] = Field(
         default_factory=lambda: [
             "no_tool_call",
+            "tool_called_on_irrelevant",
             "tool_execution_error",
             "empty_final_answer",
             "local_path_or_secret",
