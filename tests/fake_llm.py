@@ -1,0 +1,455 @@
+"""A fake OpenAI-compatible model server with scripted, deterministic replies, over real HTTP.
+
+Tests and benchmarks talk to it through LiteLLM exactly as they would talk to a provider.
+
+Start it in a test (thread in the test process, random port on 127.0.0.1)::
+
+    from tests.fake_llm import FakeLlm, Rule
+
+    def test_something(fake_llm: FakeLlm):          # fixture: tests/llm/conftest.py re-exports it
+        fake_llm.script([
+            Rule(contains="weather", answer={"city": "Paris"}),          # JSON content
+            Rule(has_tools=True, tool_calls=[("get_weather", {"city": "Paris"}),
+                                             ("get_time", {"tz": "CET"})]),  # parallel calls
+            Rule(model="Qwen2-72B-Instruct", text="Sure! Here you go."),  # prose
+            Rule(times=3, status=429, retry_after=1),                     # first 3 calls: 429
+            Rule(on_calls={0, 5}, status=500),                            # calls #0 and #5 fail
+            Rule(contains="slow", delay=5.0, answer={"ok": True}),        # slow reply
+            Rule(respond=lambda request: {"n": len(request["messages"])}),  # computed reply
+        ])
+        ... point a deployment at fake_llm.base_url (".../v1"), any api key ...
+        assert fake_llm.calls.total == 1
+        assert fake_llm.calls.by_model["Qwen2-72B-Instruct"] == 1
+        assert fake_llm.calls.by_rule[0] == 1        # index of the rule in the script
+        fake_llm.requests[-1]["messages"]            # every request body, in order
+
+Or yourself: `with FakeLlm(latency=0.2) as server: ...`.
+
+Matching: rules are tried in order and the first that matches answers. A rule matches when every
+matcher it sets holds: `contains` (substring of the last user message), `model` (request model
+name; the `openai/` prefix is LiteLLM's and never reaches the server), `has_tools`, `on_calls`
+(0-based index of the request among all chat requests), and `times` (the rule answers at most
+that many times, then falls through). When no rule matches, `default` answers: a callable taking
+the request body and returning a str (content), a dict/list (sent as JSON content) or a `Rule`
+(its reply fields are used). The built-in default `answer_from_schema` returns a JSON object that
+satisfies the request's `response_format` JSON schema (minimal values: "x", 1, true, one item),
+so a stage's structured calls succeed without any script.
+
+Replies: `answer` (JSON content), `text` (raw content: prose or malformed JSON), `tool_calls`
+(list of (name, arguments-dict) pairs), `status` (HTTP error with an OpenAI error body) with
+optional `retry_after` seconds, `delay` (seconds before answering, on top of `latency`), or
+`respond` (callable as for `default`). Usage tokens are reported (about 4 characters a token).
+`stream=true` gets a short SSE stream of the same reply.
+
+HTTP control endpoints: GET `/_fake/calls` (counts), POST `/_fake/reset`, POST `/_fake/script`
+(a JSON list of rules without callables). For benchmarks run it in its own process so its CPU
+does not share the client's GIL: `with run_fake_llm_process(latency=1.0) as base_url: ...`, or
+`python tests/fake_llm.py --latency 1.0` (prints the base url).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+ReplyFn = Callable[[dict[str, Any]], Any]
+START_TIMEOUT_S = 20.0  # a cold interpreter importing starlette/uvicorn on a busy 2-core box
+
+
+@dataclass
+class Rule:
+    """One scripted reply and the requests it answers (see the module docstring)."""
+
+    contains: str | None = None
+    model: str | None = None
+    has_tools: bool | None = None
+    on_calls: set[int] | None = None
+    times: int | None = None
+    answer: Any = None
+    text: str | None = None
+    tool_calls: list[tuple[str, dict[str, Any]]] | None = None
+    status: int = 200
+    retry_after: float | None = None
+    delay: float = 0.0
+    respond: ReplyFn | None = None
+
+    def matches(self, request: dict[str, Any], call_index: int, used: int) -> bool:
+        if self.times is not None and used >= self.times:
+            return False
+        if self.on_calls is not None and call_index not in self.on_calls:
+            return False
+        if self.model is not None and request.get("model") != self.model:
+            return False
+        if self.has_tools is not None and bool(request.get("tools")) != self.has_tools:
+            return False
+        return self.contains is None or self.contains in last_user_text(request)
+
+
+@dataclass
+class CallCounts:
+    total: int = 0
+    by_model: Counter[str] = field(default_factory=Counter)
+    by_rule: Counter[int] = field(default_factory=Counter)
+    by_status: Counter[int] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_model": dict(self.by_model),
+            "by_rule": {str(index): count for index, count in self.by_rule.items()},
+            "by_status": {str(status): count for status, count in self.by_status.items()},
+        }
+
+
+def last_user_text(request: dict[str, Any]) -> str:
+    for message in reversed(request.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+            return str(content or "")
+    return ""
+
+
+def instance_from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
+    """A minimal deterministic value satisfying a JSON schema (the subset pydantic emits)."""
+    defs = defs if defs is not None else schema.get("$defs", {})
+    if "$ref" in schema:
+        return instance_from_schema(defs[schema["$ref"].split("/")[-1]], defs)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return instance_from_schema(schema[key][0], defs)
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: instance_from_schema(sub, defs) for name, sub in properties.items()}
+    if kind == "array":
+        count = max(1, schema.get("minItems", 1))
+        return [instance_from_schema(schema.get("items", {}), defs) for _ in range(count)]
+    if kind in ("integer", "number"):
+        return max(schema.get("minimum", 1), 1)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return "x" * max(1, schema.get("minLength", 1))
+
+
+def answer_from_schema(request: dict[str, Any]) -> Any:
+    """Default reply: a JSON object matching `response_format`'s schema, else the text 'ok'."""
+    response_format = request.get("response_format") or {}
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if schema:
+        return instance_from_schema(schema)
+    if response_format.get("type") == "json_object":
+        return {}
+    return "ok"
+
+
+def count_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def build_completion(request: dict[str, Any], rule: Rule) -> dict[str, Any]:
+    content: str | None
+    if rule.tool_calls is not None or rule.text is not None:
+        content = rule.text
+    elif isinstance(rule.answer, str):
+        content = rule.answer
+    else:
+        content = json.dumps(rule.answer)
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    finish_reason = "stop"
+    if rule.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{index}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+            for index, (name, arguments) in enumerate(rule.tool_calls)
+        ]
+        finish_reason = "tool_calls"
+    prompt_tokens = count_tokens(json.dumps(request.get("messages", [])))
+    completion_tokens = count_tokens(json.dumps(message))
+    return {
+        "id": f"chatcmpl-fake-{int(time.time() * 1000)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "fake"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def stream_completion(completion: dict[str, Any]) -> Iterator[str]:
+    message = completion["choices"][0]["message"]
+    delta = {key: value for key, value in message.items() if value is not None}
+    head = {key: completion[key] for key in ("id", "created", "model")}
+    chunk = {**head, "object": "chat.completion.chunk"}
+    finish = completion["choices"][0]["finish_reason"]
+    yield f"data: {json.dumps({**chunk, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
+    last = {"index": 0, "delta": {}, "finish_reason": finish}
+    yield f"data: {json.dumps({**chunk, 'choices': [last], 'usage': completion['usage']})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def rule_from_reply(value: Any) -> Rule:
+    if isinstance(value, Rule):
+        return value
+    if isinstance(value, str):
+        return Rule(text=value)
+    return Rule(answer=value)
+
+
+def rule_from_json(spec: dict[str, Any]) -> Rule:
+    spec = dict(spec)
+    if spec.get("on_calls") is not None:
+        spec["on_calls"] = set(spec["on_calls"])
+    if spec.get("tool_calls") is not None:
+        spec["tool_calls"] = [tuple(call) for call in spec["tool_calls"]]
+    return Rule(**spec)
+
+
+class FakeLlm:
+    """The scripted server; a thread-hosted uvicorn on 127.0.0.1 with a random port."""
+
+    def __init__(
+        self,
+        rules: list[Rule] | None = None,
+        *,
+        default: ReplyFn = answer_from_schema,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.default = default
+        self.latency = latency
+        self.host = host
+        self.port = port
+        self.requests: list[dict[str, Any]] = []
+        self.calls = CallCounts()
+        self._rules: list[Rule] = list(rules or [])
+        self._rule_uses: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.handle_chat, methods=["POST"]),
+                Route("/chat/completions", self.handle_chat, methods=["POST"]),
+                Route("/v1/models", self.handle_models, methods=["GET"]),
+                Route("/_fake/calls", self.handle_calls, methods=["GET"]),
+                Route("/_fake/reset", self.handle_reset, methods=["POST"]),
+                Route("/_fake/script", self.handle_script, methods=["POST"]),
+            ]
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def script(self, rules: list[Rule]) -> None:
+        """Replace the rules (and their use counts); call counts are kept."""
+        with self._lock:
+            self._rules = list(rules)
+            self._rule_uses = Counter()
+
+    def reset(self) -> None:
+        """Forget calls, recorded requests and rule use counts; the script stays."""
+        with self._lock:
+            self.calls = CallCounts()
+            self.requests = []
+            self._rule_uses = Counter()
+
+    def pick_rule(self, request: dict[str, Any]) -> tuple[int | None, Rule]:
+        with self._lock:
+            call_index = self.calls.total
+            self.calls.total += 1
+            self.calls.by_model[str(request.get("model"))] += 1
+            self.requests.append(request)
+            for index, rule in enumerate(self._rules):
+                if rule.matches(request, call_index, self._rule_uses[index]):
+                    self._rule_uses[index] += 1
+                    self.calls.by_rule[index] += 1
+                    return index, rule
+        return None, rule_from_reply(self.default(request))
+
+    async def handle_chat(self, request: Request) -> Response:
+        body = await request.json()
+        _, rule = self.pick_rule(body)
+        if rule.respond is not None:
+            rule = rule_from_reply(rule.respond(body))
+        wait = self.latency + rule.delay
+        if wait > 0:
+            await asyncio.sleep(wait)
+        with self._lock:
+            self.calls.by_status[rule.status] += 1
+        if rule.status != 200:
+            headers = {} if rule.retry_after is None else {"retry-after": str(rule.retry_after)}
+            error = {"message": f"fake error {rule.status}", "type": "fake", "code": rule.status}
+            return JSONResponse({"error": error}, status_code=rule.status, headers=headers)
+        completion = build_completion(body, rule)
+        if body.get("stream"):
+            return StreamingResponse(stream_completion(completion), media_type="text/event-stream")
+        return JSONResponse(completion)
+
+    async def handle_models(self, request: Request) -> Response:
+        with self._lock:
+            names = sorted({rule.model for rule in self._rules if rule.model} | {"fake"})
+        models = [{"id": name, "object": "model", "owned_by": "fake"} for name in names]
+        return JSONResponse({"object": "list", "data": models})
+
+    async def handle_calls(self, request: Request) -> Response:
+        with self._lock:
+            return JSONResponse(self.calls.to_json())
+
+    async def handle_reset(self, request: Request) -> Response:
+        self.reset()
+        return JSONResponse({"ok": True})
+
+    async def handle_script(self, request: Request) -> Response:
+        self.script([rule_from_json(spec) for spec in await request.json()])
+        return JSONResponse({"ok": True})
+
+    def start(self) -> FakeLlm:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            backlog=4096,
+            timeout_keep_alive=120,  # a pooled client must never meet a connection closing idle
+            timeout_graceful_shutdown=1,  # slow scripted replies must not hold up stop()
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("fake model server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._server = None
+
+    def __enter__(self) -> FakeLlm:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def run_fake_llm_process(latency: float = 0.0) -> Iterator[str]:
+    """The fake server in its own process (own GIL), for benchmarks; yields its base url."""
+    command = [sys.executable, os.path.abspath(__file__), "--latency", str(latency)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().strip()
+        if not base_url.startswith("http"):
+            raise RuntimeError(f"fake model server process did not start: {base_url!r}")
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def serve_forever(latency: float, port: int) -> None:
+    server = FakeLlm(latency=latency, port=port).start()
+    print(server.base_url, flush=True)
+    stop = threading.Event()
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop.wait()
+    server.stop()
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLlm]:
+    """A started FakeLlm with an empty script (the schema-following default answers)."""
+    with FakeLlm() as server:
+        yield server
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible model server")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--port", type=int, default=0)
+    arguments = parser.parse_args()
+    serve_forever(arguments.latency, arguments.port)
+
+
+def models_config_for(
+    server: FakeLlm | str,
+    *,
+    generators: tuple[str, ...] = ("gen-a", "gen-b"),
+    teachers: tuple[str, ...] = ("teacher-a",),
+    judge: tuple[str, ...] = ("judge-a",),
+    fallbacks: dict[str, list[str]] | None = None,
+    **deployment_fields: Any,
+) -> Any:
+    """A `ModelsConfig` whose every deployment points at this fake server (a FakeLlm or url)."""
+    from toucan.config import ModelDeployment, ModelsConfig
+
+    base_url = server.base_url if isinstance(server, FakeLlm) else server
+
+    def deployments(names: tuple[str, ...]) -> list[ModelDeployment]:
+        return [
+            ModelDeployment(
+                name=name, model=f"openai/{name}", api_base=base_url, **deployment_fields
+            )
+            for name in names
+        ]
+
+    return ModelsConfig(
+        generators=deployments(generators),
+        teachers=deployments(teachers),
+        judge=deployments(judge),
+        fallbacks=fallbacks or {},
+    )

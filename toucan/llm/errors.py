@@ -1,0 +1,87 @@
+"""Turning LiteLLM/OpenAI exceptions into toucan's LlmError tree, and reading retry-after.
+
+LlmError                  reason
+├── RateLimited           rate_limited        429s that outlasted the patience budget
+├── ModelTimeout          model_timeout       no answer within the deployment's timeout
+├── UnparseableReply      unparseable_reply   reply did not parse after the repair retry
+└── (LlmError itself)     model_server_error  5xx / connection trouble after the retries
+                          model_request_rejected  4xx other than 429: not retried
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from typing import Any
+
+import openai
+
+from toucan.errors import LlmError, ModelTimeout, RateLimited, UnparseableReply
+
+__all__ = [
+    "LlmError",
+    "ModelTimeout",
+    "RateLimited",
+    "UnparseableReply",
+    "is_rate_limit",
+    "is_retryable",
+    "read_retry_after",
+    "to_llm_error",
+]
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+def is_rate_limit(error: BaseException) -> bool:
+    return isinstance(error, openai.RateLimitError) or getattr(error, "status_code", None) == 429
+
+
+def is_timeout(error: BaseException) -> bool:
+    return isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Transient: timeouts, connection trouble, 5xx (429s have their own path)."""
+    if is_timeout(error) or isinstance(error, openai.APIConnectionError):
+        return True
+    status = getattr(error, "status_code", None)
+    return status in RETRYABLE_STATUS or (isinstance(status, int) and status >= 500)
+
+
+def read_retry_after(error: BaseException) -> float | None:
+    """Seconds the server asked us to wait (retry-after / retry-after-ms headers), if any."""
+    headers: Any = getattr(error, "litellm_response_headers", None)
+    response = getattr(error, "response", None)
+    if headers is None and response is not None:
+        headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return float(milliseconds) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def to_llm_error(error: BaseException, deployment: str) -> LlmError:
+    """The toucan error for a failure that is final for this deployment."""
+    message = f"{deployment}: {type(error).__name__}: {str(error)[:500]}"
+    if isinstance(error, LlmError):
+        return error
+    if is_rate_limit(error):
+        return RateLimited(message)
+    if is_timeout(error):
+        return ModelTimeout(message)
+    if is_retryable(error):
+        return LlmError(message, reason="model_server_error")
+    return LlmError(message, reason="model_request_rejected")
