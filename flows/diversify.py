@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from flows.kept import select_kept_original_tasks
 from flows.llm_fanout import fan_out, fan_out_async, model_endpoint, unfinished_ids, write_output
 from tasks.diversify import (
+    MODES,
     STAGE,
     DiversifyUnit,
     diversify_batch,
@@ -39,6 +40,16 @@ class DiversifySummary(BaseModel):
     by_mode: dict[str, int] = Field(default_factory=dict)  # ok variants
     by_status: dict[str, int] = Field(default_factory=dict)
     by_reason: dict[str, int] = Field(default_factory=dict)
+
+
+def count_pending(store: Store) -> int:
+    """(kept task, mode) pairs with no variant row yet (the pipeline's completeness check)."""
+    if not store.path.exists():
+        return 0
+    ids = [
+        variant_id(t.task_id, mode, 0) for t in select_kept_original_tasks(store) for mode in MODES
+    ]
+    return len(unfinished_ids(store, Task, ids))
 
 
 class DiversifyRun:

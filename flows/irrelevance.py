@@ -37,6 +37,11 @@ def select_todo(store: Store) -> list[Task]:
     return [t for t in kept if irrelevant_task_id(t.task_id, 0) not in done]
 
 
+def count_pending(store: Store) -> int:
+    """Kept tasks without their irrelevant pair yet (the pipeline's completeness check)."""
+    return len(select_todo(store)) if store.path.exists() else 0
+
+
 def record_rows(ctx: RunContext, rows: list[Task], summary: IrrelevanceSummary) -> None:
     summary.created += ctx.write(rows)  # type: ignore[arg-type]
     for row in rows:
