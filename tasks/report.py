@@ -75,8 +75,7 @@ class ReportFrames:
 
 
 def load_report_frames(store: Store) -> ReportFrames:
-    """Every frame the report draws, read in one pass over the store."""
-    store.ensure_schema()
+    """Every frame the report draws, read-only (safe beside a running stage)."""
     return ReportFrames(**{name: store.frame(sql) for name, sql in QUERIES.items()})
 
 

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import json
 
+import yaml
 from typer.testing import CliRunner
 
 from flows.irrelevance import count_pending
 from tests.export.seeding import seed_pipeline
+from tests.fake_llm import FakeLlm
+from tests.trajectories.conftest import quiet_litellm_typeddict_warning
+from tests.trajectories.helpers import (
+    FAKE_KEY_ENV,
+    kept_task,
+    seed_store,
+    server_row,
+    tiny_spec,
+)
 from toucan.cli import app
 from toucan.records import Task
 from toucan.store import Store
+
+__all__ = ["quiet_litellm_typeddict_warning"]
 
 
 def test_the_irrelevance_command_runs_its_flow_and_reports_json(prefect_harness, tmp_path):
@@ -34,3 +46,61 @@ def test_an_unknown_multi_turn_method_is_refused(tmp_path):
     )
     assert result.exit_code == 2
     assert "telepathy" in result.output
+
+
+def write_config(path, base_url: str) -> None:
+    def deployment(name: str) -> dict:
+        return {
+            "name": name,
+            "model": f"openai/{name}",
+            "api_base": base_url,
+            "api_key_env": FAKE_KEY_ENV,
+            "max_retries": 1,
+            "timeout_s": 30,
+        }
+
+    models = {
+        "generators": [deployment("Gen")],
+        "teachers": [deployment("Teacher-A")],
+        "judge": [deployment("Judge")],
+        "route_to_local": False,
+    }
+    path.write_text(yaml.safe_dump({"models": models, "extensions": {"diversify_variants": 1}}))
+
+
+def test_diversify_and_multi_turn_commands_run_their_prefect_flows(prefect_harness, tmp_path):
+    from tests.extensions.test_diversify import seed_kept_task, variations
+    from tests.extensions.test_multi_turn import fake_model
+
+    def model(request: dict) -> object:
+        prompt = str(request["messages"][-1].get("content"))
+        return variations(request) if "variations" in prompt else fake_model(request)
+
+    log = tmp_path / "calls.log"
+    server = server_row(tiny_spec(log))
+    task, rating = kept_task(
+        "Echo hello, then add 2 and 3.", [server], [(server, "echo"), (server, "add")]
+    )
+    store = Store(tmp_path / "toucan.duckdb")
+    seed_store(store, [server], [(task, rating)])
+    seed_kept_task(store)
+    with FakeLlm(default=model) as fake:
+        config = tmp_path / "toucan.yaml"
+        write_config(config, fake.base_url)
+        common = [
+            "--store",
+            str(store.path),
+            "--config",
+            str(config),
+            "--profile",
+            "cloud",
+            "--json",
+        ]
+        diversified = CliRunner().invoke(app, ["diversify", *common])
+        assert diversified.exit_code == 0, diversified.output
+        assert json.loads(diversified.stdout)["variants_written"] == 4  # 2 tasks x 2 modes
+        multi = CliRunner().invoke(app, ["multi-turn", "--method", "split", *common])
+        assert multi.exit_code == 0, multi.output
+    summary = json.loads(multi.stdout)
+    assert summary["by_method"] == {"split": 1}  # the lyon task's servers are not in the store
+    assert (summary["requested_turns"], summary["completed_turns"]) == (2, 2)
