@@ -84,6 +84,14 @@ def price_per_token(deployment: ModelDeployment, model: str) -> tuple[float, flo
     return float(input_cost), float(output_cost)
 
 
+def to_llama_cpp_format(response_format: dict[str, Any]) -> dict[str, Any]:
+    """llama-cpp's server takes a schema as {"type": "json_object", "schema": ...} only."""
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if response_format.get("type") == "json_schema" and schema:
+        return {"type": "json_object", "schema": schema}
+    return response_format
+
+
 def backoff_delay(attempt: int) -> float:
     """Full-jitter exponential backoff."""
     return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))
@@ -280,7 +288,11 @@ class LlmRouter:
         if tools:
             request["tools"] = tools
         if response_format:
-            request["response_format"] = response_format
+            request["response_format"] = (
+                to_llama_cpp_format(response_format)
+                if self.models.route_to_local
+                else response_format
+            )
         started = time.perf_counter()
         try:
             response = await self.send_with_retries(name, request)

@@ -57,13 +57,16 @@ async def complete_structured(
     meta: CallMeta | None = None,
     repair_attempts: int = REPAIR_ATTEMPTS,
     use_cache: bool = True,
+    response_format: dict[str, Any] | None = None,
 ) -> tuple[T, LlmReply]:
     """The reply parsed into `schema`, and the reply it came from.
 
+    `response_format` overrides the one derived from `schema` (e.g. a per-item JSON schema
+    with enums for constrained decoding, while parsing stays with the static `schema`).
     Raises UnparseableReply (with `.raw`) after the repair attempts, or the router's LlmError.
     """
     meta = meta or CallMeta()
-    response_format = response_format_for(schema)
+    response_format = response_format or response_format_for(schema)
     request = (messages, None, response_format, params)
     if use_cache and (cached := router.find_cached(target, *request, meta=meta)) is not None:
         record, _ = try_parse(cached, schema)

@@ -1,0 +1,122 @@
+"""Structured output (repair, unparseable) and the response cache, over real HTTP and DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from tests.fake_llm import FakeLlm, Rule, models_config_for
+from toucan.errors import UnparseableReply
+from toucan.llm.cache import LlmCache
+from toucan.llm.parsing import find_json_value
+from toucan.llm.replies import CallMeta
+from toucan.llm.router import LlmRouter
+from toucan.records import Event, LlmCacheEntry
+from toucan.store import Store
+
+pytestmark = pytest.mark.anyio
+META = CallMeta(run_id="run_test", stage="filter_tasks", item_id="task_1")
+
+
+class Scores(BaseModel):
+    reasoning: str
+    quality: int
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def test_json_is_found_in_fences_and_prose() -> None:
+    assert find_json_value('```json\n{"a": 1}\n```') == {"a": 1}
+    assert find_json_value('Here it is: {"a": {"b": [1, 2]}} hope it helps') == {"a": {"b": [1, 2]}}
+    with pytest.raises(ValueError):
+        find_json_value("no json here {oops")
+
+
+async def test_prose_gets_one_repair_then_raises_unparseable_with_the_raw_text(
+    fake_llm: FakeLlm,
+) -> None:
+    fake_llm.script([Rule(text="The task looks fine to me, I would rate it highly.")])
+    router = LlmRouter(models_config_for(fake_llm), cache=LlmCache())
+
+    with pytest.raises(UnparseableReply) as caught:
+        await router.complete_structured("judge", ask("rate this"), Scores, meta=META)
+
+    assert caught.value.reason == "unparseable_reply"
+    assert caught.value.raw == "The task looks fine to me, I would rate it highly."
+    assert fake_llm.calls.total == 2  # the ask and one repair
+    repair = fake_llm.requests[1]["messages"]
+    assert repair[-2] == {"role": "assistant", "content": caught.value.raw}
+    assert "not valid JSON" in repair[-1]["content"]
+    assert router.cache is not None and router.cache.drain_new() == []  # failures not cached
+
+
+async def test_json_missing_fields_is_repaired_when_the_model_fixes_it(fake_llm: FakeLlm) -> None:
+    fake_llm.script([Rule(times=1, answer={"quality": 4})])
+    router = LlmRouter(models_config_for(fake_llm), cache=LlmCache())
+
+    scores, _ = await router.complete_structured("judge", ask("rate this"), Scores, meta=META)
+
+    assert scores == Scores(reasoning="x", quality=1)  # the fake's schema-following default
+    assert "reasoning" in fake_llm.requests[1]["messages"][-1]["content"]
+    assert [event.status for event in router.drain_events()] == ["ok", "ok"]
+    # the repaired reply answers the original request next time, for free
+    again, cached = await router.complete_structured("judge", ask("rate this"), Scores, meta=META)
+    assert again == scores and cached.cached and fake_llm.calls.total == 2
+
+
+async def test_json_missing_fields_twice_raises_unparseable(fake_llm: FakeLlm) -> None:
+    fake_llm.script([Rule(answer={"quality": 4})])
+    router = LlmRouter(models_config_for(fake_llm))
+
+    with pytest.raises(UnparseableReply) as caught:
+        await router.complete_structured("judge", ask("rate this"), Scores, meta=META)
+
+    assert caught.value.raw == '{"quality": 4}'
+
+
+async def test_a_stored_reply_is_served_on_the_rerun_without_a_model_call(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "toucan.duckdb")
+    models = models_config_for(fake_llm)
+    first = LlmRouter(models, cache=LlmCache.load(store, run_id="run_1"))
+    scores, _ = await first.complete_structured("generator", ask("rate this"), Scores, meta=META)
+    assert first.cache is not None
+    store.insert([*first.cache.drain_new(), *first.drain_events()])
+    assert store.count(LlmCacheEntry) == 1 and fake_llm.calls.total == 1
+
+    rerun = LlmRouter(models, cache=LlmCache.load(store, run_id="run_2"))
+    meta = META.model_copy(update={"run_id": "run_2"})
+    again, reply = await rerun.complete_structured("generator", ask("rate this"), Scores, meta=meta)
+    plain = await rerun.complete("generator", ask("something new"), meta=meta)
+    plain_again = await rerun.complete("generator", ask("something new"), meta=meta)
+
+    assert again == scores and reply.cached
+    assert not plain.cached and plain_again.cached
+    assert fake_llm.calls.total == 2  # only "something new", once
+    events = rerun.drain_events()
+    assert [event.status for event in events] == ["cached", "ok", "cached"]
+    assert events[0].tokens_in == 0 and events[0].cost_usd == 0
+    store.insert(events)
+    assert store.count(Event, "status = 'cached'") == 2
+
+
+async def test_the_fake_server_counts_by_rule_and_serves_its_counts_over_http(
+    fake_llm: FakeLlm,
+) -> None:
+    import httpx
+
+    fake_llm.script([Rule(on_calls={1}, text="second"), Rule(model="gen-b", text="b")])
+    router = LlmRouter(models_config_for(fake_llm))
+
+    replies = [await router.complete(name, ask("hi")) for name in ("gen-a", "gen-a", "gen-b")]
+
+    assert [reply.text for reply in replies] == ["ok", "second", "b"]
+    async with httpx.AsyncClient() as client:
+        counts = (await client.get(fake_llm.base_url.removesuffix("/v1") + "/_fake/calls")).json()
+    assert counts["total"] == 3 and counts["by_rule"] == {"0": 1, "1": 1}
+    assert counts["by_model"] == {"gen-a": 2, "gen-b": 1}
