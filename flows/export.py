@@ -102,7 +102,10 @@ def select_export_sources(store: Store) -> tuple[list[ExportSource], Counter[str
             excluded["task_missing"] += 1
             rejected[trajectory.trajectory_id] = "task_missing"
             continue
-        task_rating = task_ratings.get(task.task_id) or task_ratings.get(task.parent_id or "")
+        # an irrelevant task keeps its question, so the original's assessment is the one
+        # that describes it; other kinds are judged themselves (falling back to the parent)
+        own, parent = task_ratings.get(task.task_id), task_ratings.get(task.parent_id or "")
+        task_rating = (parent or own) if task.kind == "irrelevant" else (own or parent)
         sources.append(
             ExportSource(
                 trajectory=trajectory,
