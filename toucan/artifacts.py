@@ -13,10 +13,10 @@ throttled to one per second.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -108,7 +108,12 @@ def publish_run_tables(status: RunStatus, *, prefix: str | None = None) -> list[
 
 
 class ProgressArtifact(logging.Handler):
-    """Moves a Prefect progress artifact from `report_progress` records of one stage."""
+    """Moves a Prefect progress artifact from `report_progress` records of one stage.
+
+    `emit` only records the share done: it runs on whatever thread reported, often a batch's
+    event loop, which must not wait on the API. A daemon thread pushes the latest value at
+    most once per second, and once more at the end.
+    """
 
     def __init__(self, stage: str, run_id: str) -> None:
         super().__init__(level=logging.INFO)
@@ -116,8 +121,9 @@ class ProgressArtifact(logging.Handler):
         self.run_id = run_id
         self.artifact_id: UUID | None = None
         self.percent = 0.0
-        self._last_push = 0.0
-        self._lock = threading.Lock()
+        self._pushed = 0.0
+        self._stop = threading.Event()
+        self._pusher: threading.Thread | None = None
 
     def open(self) -> None:
         if not in_flow_run():
@@ -131,29 +137,41 @@ class ProgressArtifact(logging.Handler):
             description=f"{self.stage}: share of items finished (run {self.run_id})",
             _sync=True,
         )
+        context = contextvars.copy_context()  # the Prefect settings/client of this flow run
+        self._pusher = threading.Thread(
+            target=context.run, args=(self._push_periodically,), daemon=True
+        )
+        self._pusher.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         update = getattr(record, "progress", None)
         if not isinstance(update, ProgressUpdate) or update.stage != self.stage:
             return
-        percent = 100.0 if update.total <= 0 else min(100.0, 100.0 * update.done / update.total)
-        with self._lock:
-            self.percent = round(percent, 2)
-            now = time.monotonic()
-            if percent < 100.0 and now - self._last_push < PROGRESS_EVERY_S:
-                return
-            self._last_push = now
+        done = 100.0 if update.total <= 0 else min(100.0, 100.0 * update.done / update.total)
+        self.percent = round(done, 2)
+
+    def _push_periodically(self) -> None:
+        while not self._stop.wait(PROGRESS_EVERY_S):
+            self.push()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._pusher is not None:
+            self._pusher.join(timeout=10)
         self.push()
+        super().close()
 
     def push(self) -> None:
-        if self.artifact_id is None:
+        percent = self.percent
+        if self.artifact_id is None or percent == self._pushed:
             return
         from prefect.artifacts import update_progress_artifact
 
         try:
             update_progress_artifact(  # type: ignore[call-arg]
-                artifact_id=self.artifact_id, progress=self.percent, _sync=True
+                artifact_id=self.artifact_id, progress=percent, _sync=True
             )
+            self._pushed = percent
         except Exception:  # a progress bar must never fail the stage
             logger.warning("could not update the progress artifact", exc_info=True)
 
@@ -177,7 +195,7 @@ def stage_artifacts(ctx: RunContext) -> Iterator[None]:
         PROGRESS_LOGGER.removeHandler(handler)
         PROGRESS_LOGGER.setLevel(level)
         PROGRESS_LOGGER.propagate = propagate
-        handler.push()
+        handler.close()
         publish_stage_tables(ctx)
 
 

@@ -23,7 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "servers" / "tiny_server.py"
-START_TIMEOUT_S = 240.0
+START_TIMEOUT_S = 600.0  # a cold server migrates its SQLite database first; slow on a loaded host
 RUN_TIMEOUT_S = 240.0
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
