@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import litellm
 import openai
+from litellm._internal_context import is_internal_call
 from pydantic import BaseModel
 
 from toucan.config import ModelDeployment, ModelsConfig
@@ -319,6 +320,9 @@ class LlmRouter:
             await limiter.acquire()
             tokens = 0
             error: BaseException | None = None
+            # LiteLLM's own success logging and pricing run in a thread per call and cost ~30%
+            # of the client CPU; we record events and price calls ourselves, so skip them.
+            internal = is_internal_call.set(True)
             try:
                 async with asyncio.timeout(deployment.timeout_s + TIMEOUT_GRACE_S):
                     response = await self.router.acompletion(model=name, **request)
@@ -328,6 +332,7 @@ class LlmRouter:
             except (openai.OpenAIError, TimeoutError) as caught:
                 error = caught
             finally:
+                is_internal_call.reset(internal)
                 limiter.release(succeeded=error is None, tokens=tokens)
             if is_rate_limit(error):
                 limiter.on_rate_limited(read_retry_after(error))
