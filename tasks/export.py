@@ -34,6 +34,11 @@ SUBSET_BY_KIND = {
     "multi_turn": "multi-turn",
 }
 SUBSETS = tuple(SUBSET_BY_KIND.values())
+# our rating's tool accuracy keys -> Toucan-1.5M's response_quality_assessment names
+TOOL_ACCURACY_NAMES = {
+    "desired_tools_used": "desired_tools_used_percentage",
+    "order_correct": "order_correctness",
+}
 EXPORT_COLUMNS = (
     "uuid",
     "subset_name",
@@ -191,7 +196,7 @@ def response_assessment(rating: TrajectoryRating) -> dict[str, Any]:
     }
     assessment["overall_score"] = rating.overall
     for key, value in rating.tool_accuracy.items():
-        assessment[key] = value
+        assessment[TOOL_ACCURACY_NAMES.get(key, key)] = value
     assessment["flags"] = {name: fired for name, fired in rating.flags.items() if fired}
     assessment["judge"] = rating.judge
     return assessment

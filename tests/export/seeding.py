@@ -125,7 +125,7 @@ def trajectory_rating(trajectory_id: str, keep: bool = True) -> TrajectoryRating
             "conciseness": Score(reasoning="concise", score=4),
         },
         overall=4.5 if keep else 1.0,
-        tool_accuracy={"desired_tools_used_percentage": 1.0, "order_correctness": 1.0},
+        tool_accuracy={"desired_tools_used": 1.0, "order_correct": 1.0},
         keep=keep,
     )
 

@@ -15,18 +15,18 @@ import pyarrow.parquet as pq
 from flows.diversify import run_diversify
 from flows.export import export_dataset
 from flows.filter_tasks import run_filter_tasks
+from flows.filter_trajectories import run_filter_trajectories
 from flows.irrelevance import run_irrelevance
 from flows.multi_turn import run_multi_turn
 from flows.trajectories import run_trajectories
 from mcp_env.specs import StdioSpec
-from tasks.irrelevance import judge_irrelevant_trajectory
 from tasks.scrub import find_secrets
 from tests.extensions.fleet_server import SEEDED_SECRETS
 from tests.fake_llm import FakeLlm, Rule
 from tests.synthesize.seed import judge_with
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
 from tests.trajectories.helpers import fake_settings, kept_task, seed_store, server_row
-from toucan.ids import make_id
+from toucan.config import FilterTrajectoriesConfig
 from toucan.records import Trajectory, TrajectoryRating
 from toucan.store import Store
 
@@ -46,7 +46,7 @@ def agent(request: dict[str, Any]) -> Rule:
         return Rule(text="None of my tools can look that up, so I cannot do this for you.")
     if messages[-1]["role"] == "tool":
         return Rule(text=f"Here is what I found: {messages[-1]['content'][:120]}")
-    return Rule(tool_calls=[("lookup", {"key": f"db{len(messages)}"})])
+    return Rule(tool_calls=[("lookup", {"key": f"db{len(messages)}"}), ("add", {"a": 2, "b": 3})])
 
 
 def fake_model(request: dict[str, Any]) -> Any:
@@ -78,30 +78,6 @@ def fake_model(request: dict[str, Any]) -> Any:
     raise AssertionError(f"unexpected request: {prompt[:200]}")
 
 
-def rate_new_trajectories(store: Store) -> None:
-    """Stands in for the trajectory filter stage: irrelevant rows by their own rule set (a
-    tool call fails them), the others kept when they reached a final answer."""
-    rated = {r.trajectory_id for r in store.select(TrajectoryRating)}
-    ratings = []
-    for row in store.select(Trajectory, "status = 'ok'"):
-        if row.trajectory_id in rated:
-            continue
-        keep = (
-            judge_irrelevant_trajectory(row).keep
-            if row.kind == "irrelevant"
-            else row.stop_reason == "final_answer"
-        )
-        ratings.append(
-            TrajectoryRating(
-                rating_id=make_id("jr", row.trajectory_id),
-                trajectory_id=row.trajectory_id,
-                judge="Judge",
-                keep=keep,
-            )
-        )
-    store.insert(ratings)
-
-
 def test_every_subset_is_exported_without_the_fleets_secrets(tmp_path):
     vault, arcade = (
         fleet_server("vault", "Security & Authentication"),
@@ -115,17 +91,31 @@ def test_every_subset_is_exported_without_the_fleets_secrets(tmp_path):
     store = Store(tmp_path / "toucan.duckdb")
     seed_store(store, [vault, arcade], [(task, rating)])
     with FakeLlm(default=fake_model) as fake:
-        settings = fake_settings(fake.base_url, store.path, extensions={"diversify_variants": 1})
+        # the export must scrub whatever the filter lets through, so the leak rule is off here
+        drop = [f for f in FilterTrajectoriesConfig().drop_flags if f != "local_path_or_secret"]
+        settings = fake_settings(
+            fake.base_url,
+            store.path,
+            extensions={"diversify_variants": 1},
+            filter_trajectories={"drop_flags": drop},
+        )
         run_irrelevance(store, settings)
         asyncio.run(run_diversify(settings, store))
         asyncio.run(run_filter_tasks(settings, store))
         asyncio.run(run_trajectories(settings, store))
-        rate_new_trajectories(store)
+        asyncio.run(run_filter_trajectories(settings, store))
         multi = asyncio.run(run_multi_turn(settings, store, follow_ups=1))
-        rate_new_trajectories(store)
+        asyncio.run(run_filter_trajectories(settings, store))
     assert multi.by_method == {"split": 1, "extend": 1}
     kinds = {r.kind: r for r in store.select(Trajectory, "status = 'ok'")}
     assert kinds["irrelevant"].tool_calls == 0
+    kept = {r.trajectory_id for r in store.select(TrajectoryRating, "keep")}
+    assert {kind for kind, row in kinds.items() if row.trajectory_id in kept} == {
+        "original",
+        "irrelevant",
+        "diversified",
+        "multi_turn",
+    }
 
     out = tmp_path / "dataset"
     summary = export_dataset(store, settings, out, ["parquet", "sharegpt"])
@@ -152,4 +142,6 @@ def test_every_subset_is_exported_without_the_fleets_secrets(tmp_path):
                 )
     for path in out.rglob("*.jsonl"):
         assert not [s for s in SEEDED_SECRETS if s in path.read_text()]
+    quality = json.loads(rows[0]["response_quality_assessment"])
+    assert {"completeness", "desired_tools_used_percentage", "order_correctness"} <= set(quality)
     assert summary.scrubbed["openai_key"] >= 1 and summary.scrubbed["private_key"] >= 1
