@@ -5,8 +5,8 @@ come from a seeded shuffle per task; a server is a candidate only when none of i
 (primary or secondary) meets the domains of the task's own servers, and a server without a
 domain label is never a candidate (we cannot show it is unrelated). No model is needed.
 
-`judge_irrelevant_trajectory` is the rule set trajectory filtering applies to these rows: any
-tool call is the failure.
+Trajectory filtering applies its own rule to these rows (`tool_called_on_irrelevant` in
+tasks/trajectory_rules.py): any tool call is the failure.
 """
 
 from __future__ import annotations
@@ -16,19 +16,11 @@ from collections.abc import Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
 
 from toucan.ids import content_hash, make_id
-from toucan.records import Server, Task, Trajectory
+from toucan.records import Server, Task
 
 STAGE = "irrelevance"
-
-
-class Verdict(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    keep: bool
-    reason: str | None = None
 
 
 def server_domains(server: Server) -> set[str]:
@@ -124,24 +116,3 @@ def pair_tasks_batch(
         row.model_copy(update={"run_id": run_id})
         for row in pair_tasks(tasks, servers, per_task, seed)
     ]
-
-
-def judge_irrelevant_trajectory(trajectory: Trajectory) -> Verdict:
-    """Rules for `kind=irrelevant` rows: a tool call is the failure; so is saying nothing."""
-    if trajectory.tool_calls > 0 or any(
-        m.get("tool_calls") for m in trajectory.messages if m.get("role") == "assistant"
-    ):
-        return Verdict(keep=False, reason="called_tool_on_irrelevant_task")
-    final = next((m for m in reversed(trajectory.messages) if m.get("role") == "assistant"), None)
-    if final is None or not str(final.get("content") or "").strip():
-        return Verdict(keep=False, reason="empty_final_answer")
-    return Verdict(keep=True)
-
-
-def irrelevance_flags(trajectory: Trajectory) -> dict[str, bool]:
-    """The same rules as `TrajectoryRating.flags` (True = the rule fired)."""
-    verdict = judge_irrelevant_trajectory(trajectory)
-    return {
-        "called_tool_on_irrelevant_task": verdict.reason == "called_tool_on_irrelevant_task",
-        "empty_final_answer": verdict.reason == "empty_final_answer",
-    }

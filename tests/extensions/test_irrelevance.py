@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from flows.irrelevance import run_irrelevance
-from tasks.irrelevance import judge_irrelevant_trajectory, pair_task
+from tasks.irrelevance import pair_task
+from tasks.trajectory_rules import evaluate_rules
 from toucan.config import load_settings
 from toucan.ids import make_id
 from toucan.records import Server, TargetTool, Task, TaskRating, Trajectory
@@ -98,15 +99,19 @@ def test_the_flow_writes_pairs_once_for_kept_tasks_only(tmp_path):
     assert row.parent_id == "task_kept" and row.run_id == first.run_id
 
 
-def test_a_tool_call_on_an_irrelevant_task_is_the_failure():
+def test_the_trajectory_filter_fails_a_tool_call_on_an_irrelevant_pair():
+    fleet = servers()
+    (pair,) = pair_task(weather_task(), fleet, 1, 0)
+
     def trajectory(messages, calls):
         return Trajectory(
             trajectory_id="t",
-            task_id="x",
+            task_id=pair.task_id,
             kind="irrelevant",
             teacher="T",
             messages=messages,
             tool_calls=calls,
+            stop_reason="final_answer",
         )
 
     declined = [
@@ -123,8 +128,7 @@ def test_a_tool_call_on_an_irrelevant_task_is_the_failure():
         {"role": "tool", "tool_call_id": "c", "content": "ok"},
         {"role": "assistant", "content": "Done."},
     ]
-    assert judge_irrelevant_trajectory(trajectory(declined, 0)).keep
-    verdict = judge_irrelevant_trajectory(trajectory(called, 1))
-    assert (verdict.keep, verdict.reason) == (False, "called_tool_on_irrelevant_task")
-    silent = [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]
-    assert judge_irrelevant_trajectory(trajectory(silent, 0)).reason == "empty_final_answer"
+    flags, _ = evaluate_rules(trajectory(declined, 0), pair, markers=[], secrets=[])
+    assert not flags["tool_called_on_irrelevant"] and not flags["no_tool_call"]
+    flags, _ = evaluate_rules(trajectory(called, 1), pair, markers=[], secrets=[])
+    assert flags["tool_called_on_irrelevant"]
