@@ -1,8 +1,9 @@
 """One-time, cached build of llama-cpp-python for the embedded `local` model profile.
 
-llama-cpp-python ships no wheel on PyPI; compiling it takes about 5 minutes on 2 cores. We build
-the wheel once into `.cache/wheels/` (gitignored) and install from there ever after, so a fresh
-venv or a CI cache hit costs seconds. Run it with `python -m toucan.llm.local_build`.
+llama-cpp-python ships no wheel on PyPI; compiling it takes about 5 minutes on 2 idle cores (59
+minutes measured on a 2-core box at load 12). We build the wheel once into `.cache/wheels/`
+(gitignored) and install from there ever after (8 s), so a fresh venv or a CI cache hit costs
+seconds. Run it with `python -m toucan.llm.local_build`; the build log is `.cache/wheels/build.log`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,100 @@
+"""From the config's model groups to LiteLLM deployments, prices and normalised replies."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import litellm
+
+from toucan.config import ModelDeployment, ModelsConfig
+from toucan.errors import ConfigError
+from toucan.llm.replies import LlmReply, ToolCall, Usage
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 20.0
+LOCAL_API_KEY = "local"  # llama-cpp's server wants no key; LiteLLM's openai client wants one
+NO_API_KEY = "no-key"
+
+litellm.suppress_debug_info = True
+litellm.drop_params = True  # a provider without response_format still answers; we parse leniently
+
+
+def build_model_list(models: ModelsConfig, local_base_url: str | None) -> list[dict[str, Any]]:
+    """LiteLLM Router `model_list`: one entry per deployment, named by its paper name."""
+    model_list = []
+    for deployment in unique_deployments(models):
+        params: dict[str, Any] = {"model": deployment.model}
+        if models.route_to_local:
+            if local_base_url is None:
+                raise ConfigError("profile `local` needs the embedded model server's url")
+            params.update(model=f"openai/{deployment.name}", api_base=local_base_url)
+            params["api_key"] = LOCAL_API_KEY
+        else:
+            if deployment.api_base:
+                params["api_base"] = deployment.api_base
+            if deployment.api_key():
+                params["api_key"] = deployment.api_key()
+            elif deployment.api_base:
+                params["api_key"] = NO_API_KEY  # self-hosted OpenAI-compatible server
+        params["timeout"] = deployment.timeout_s
+        model_list.append({"model_name": deployment.name, "litellm_params": params})
+    return model_list
+
+
+def unique_deployments(models: ModelsConfig) -> list[ModelDeployment]:
+    by_name: dict[str, ModelDeployment] = {}
+    for deployment in models.all():
+        by_name.setdefault(deployment.name, deployment)
+    return list(by_name.values())
+
+
+def price_per_token(deployment: ModelDeployment, model: str) -> tuple[float, float]:
+    """($ per input token, $ per output token): the config's, else LiteLLM's price map, else 0."""
+    if deployment.input_cost_per_token is not None or deployment.output_cost_per_token is not None:
+        return deployment.input_cost_per_token or 0.0, deployment.output_cost_per_token or 0.0
+    try:
+        input_cost, _ = litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=0)
+        _, output_cost = litellm.cost_per_token(model=model, prompt_tokens=0, completion_tokens=1)
+    except Exception:  # a model LiteLLM has no price for: cost is unknown, recorded as 0
+        return 0.0, 0.0
+    return float(input_cost), float(output_cost)
+
+
+def to_llama_cpp_format(response_format: dict[str, Any]) -> dict[str, Any]:
+    """llama-cpp's server takes a schema as {"type": "json_object", "schema": ...} only."""
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if response_format.get("type") == "json_schema" and schema:
+        return {"type": "json_object", "schema": schema}
+    return response_format
+
+
+def backoff_delay(attempt: int) -> float:
+    """Full-jitter exponential backoff."""
+    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))
+
+
+def to_reply(response: Any, deployment: str, model: str, latency_ms: float) -> LlmReply:
+    choice = response.choices[0]
+    message = choice.message
+    tool_calls = [
+        ToolCall(
+            id=call.id or f"call_{index}",
+            name=call.function.name or "",
+            arguments=call.function.arguments or "{}",
+        )
+        for index, call in enumerate(message.tool_calls or [])
+    ]
+    usage = getattr(response, "usage", None)
+    return LlmReply(
+        text=message.content or "",
+        tool_calls=tool_calls,
+        finish_reason=choice.finish_reason,
+        usage=Usage(
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        ),
+        latency_ms=latency_ms,
+        deployment=deployment,
+        model=model,
+    )
