@@ -54,17 +54,27 @@ class FilterTrajectoriesSummary(BaseModel):
     cost_usd: float = 0.0
 
 
-def select_unrated(store: Store, judges: list[str], limit: int | None
-                   ) -> tuple[list[RatingItem], int]:
+def select_unrated(
+    store: Store, judges: list[str], limit: int | None
+) -> tuple[list[RatingItem], int]:
     """Trajectories without a final rating (with their tasks), and how many are rated."""
     rows = store.select(Trajectory, "true ORDER BY started_at, trajectory_id")
     by_rating = {make_rating_id(r.trajectory_id, judges): r for r in rows}
     todo_ids = unfinished_ids(store, TrajectoryRating, list(by_rating))
     todo = [row for rating_id, row in by_rating.items() if rating_id in todo_ids]
-    tasks = {t.task_id: t for t in store.select(
-        Task, "list_contains(?, task_id)", [sorted({r.task_id for r in todo})])} if todo else {}
-    items = [RatingItem(trajectory=row, task=tasks[row.task_id]) for row in todo
-             if row.task_id in tasks]
+    tasks = (
+        {
+            t.task_id: t
+            for t in store.select(
+                Task, "list_contains(?, task_id)", [sorted({r.task_id for r in todo})]
+            )
+        }
+        if todo
+        else {}
+    )
+    items = [
+        RatingItem(trajectory=row, task=tasks[row.task_id]) for row in todo if row.task_id in tasks
+    ]
     return (items[:limit] if limit is not None else items), len(rows) - len(todo)
 
 
@@ -99,9 +109,11 @@ class FilterRun:
         self.ratings.extend(output.records)
 
     def finish(self) -> FilterTrajectoriesSummary:
-        summary = FilterTrajectoriesSummary(run_id=self.ctx.run_id,
-                                            candidates=len(self.items) + self.already,
-                                            already_rated=self.already)
+        summary = FilterTrajectoriesSummary(
+            run_id=self.ctx.run_id,
+            candidates=len(self.items) + self.already,
+            already_rated=self.already,
+        )
         flags: Counter[str] = Counter()
         for rating in self.ratings:
             row = self.items[rating.trajectory_id].trajectory
@@ -120,15 +132,15 @@ class FilterRun:
         tokens = self.ctx.store.query(
             "SELECT coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), "
             "coalesce(sum(cost_usd), 0) FROM events WHERE run_id = ? AND kind = 'llm_call'",
-            [self.ctx.run_id])[0]
+            [self.ctx.run_id],
+        )[0]
         summary.tokens_in, summary.tokens_out = int(tokens[0]), int(tokens[1])
         summary.cost_usd = round(float(tokens[2]), 6)
         self.ctx.summary = summary.model_dump(mode="json")
         return summary
 
 
-@flow(name="filter_trajectories", log_prints=False, persist_result=False,
-      validate_parameters=False)
+@flow(name="filter_trajectories", log_prints=False, persist_result=False, validate_parameters=False)
 def filter_trajectories_flow(
     store: str | None = None,
     config: str | None = None,
@@ -141,8 +153,13 @@ def filter_trajectories_flow(
         job = FilterRun(ctx, limit)
         if job.batches:
             with model_endpoint(settings) as base_url:
-                fan_out(filter_trajectories_batch, job.batches, PARALLEL_BATCHES, job.write,
-                        **job.batch_kwargs(base_url))
+                fan_out(
+                    filter_trajectories_batch,
+                    job.batches,
+                    PARALLEL_BATCHES,
+                    job.write,
+                    **job.batch_kwargs(base_url),
+                )
         return job.finish()
 
 
@@ -154,6 +171,11 @@ async def run_filter_trajectories(
         job = FilterRun(ctx, limit)
         if job.batches:
             with model_endpoint(settings) as base_url:
-                await fan_out_async(filter_trajectories_batch.fn, job.batches, PARALLEL_BATCHES,
-                                    job.write, **job.batch_kwargs(base_url))
+                await fan_out_async(
+                    filter_trajectories_batch.fn,
+                    job.batches,
+                    PARALLEL_BATCHES,
+                    job.write,
+                    **job.batch_kwargs(base_url),
+                )
         return job.finish()

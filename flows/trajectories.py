@@ -97,28 +97,41 @@ def resolve_teachers(settings: Settings, requested: list[str] | None) -> list[st
     chosen = requested or settings.trajectories.teachers or configured
     unknown = [name for name in chosen if name not in configured]
     if unknown:
-        raise ConfigError(f"unknown teacher(s) {', '.join(unknown)}; configured: "
-                          f"{', '.join(configured)}", reason="unknown_teacher")
+        raise ConfigError(
+            f"unknown teacher(s) {', '.join(unknown)}; configured: {', '.join(configured)}",
+            reason="unknown_teacher",
+        )
     return list(dict.fromkeys(chosen))
 
 
-def plan_work(store: Store, settings: Settings, teachers: list[str], styles: list[str],
-              limit: int | None) -> Plan:
+def plan_work(
+    store: Store, settings: Settings, teachers: list[str], styles: list[str], limit: int | None
+) -> Plan:
     """The items still to do (no finished row), batched by server group."""
     servers = {
         s.server_id: ServerEntry(server_id=s.server_id, name=s.name, spec=s.spec)
         for s in store.select(Server, "status = 'ok'")
     }
-    tasks = [t for t in select_kept_tasks(store) if t.server_ids
-             and all(sid in servers for sid in t.server_ids)]
+    tasks = [
+        t
+        for t in select_kept_tasks(store)
+        if t.server_ids and all(sid in servers for sid in t.server_ids)
+    ]
     items = plan_items(tasks, teachers, styles)
     finished = set()
     if items:
-        finished = {
-            r[0] for r in store.query(
-                "SELECT trajectory_id FROM trajectories WHERE status = 'ok' "
-                "AND list_contains(?, trajectory_id)", [[i.trajectory_id for i in items]])
-        } if store.count(Trajectory) else set()
+        finished = (
+            {
+                r[0]
+                for r in store.query(
+                    "SELECT trajectory_id FROM trajectories WHERE status = 'ok' "
+                    "AND list_contains(?, trajectory_id)",
+                    [[i.trajectory_id for i in items]],
+                )
+            }
+            if store.count(Trajectory)
+            else set()
+        )
     pending = [i for i in items if i.trajectory_id not in finished]
     if limit is not None:
         pending = pending[: max(0, limit)]
@@ -126,8 +139,13 @@ def plan_work(store: Store, settings: Settings, teachers: list[str], styles: lis
     batch_items = max(MIN_BATCH_ITEMS, concurrency)
     batches = group_into_batches(pending, batch_items)
     running = max(1, min(MAX_PARALLEL_BATCHES, len(batches)))
-    return Plan(items=pending, batches=batches, servers=servers, already_done=len(finished),
-                per_batch_concurrency=max(1, math.ceil(concurrency / running)))
+    return Plan(
+        items=pending,
+        batches=batches,
+        servers=servers,
+        already_done=len(finished),
+        per_batch_concurrency=max(1, math.ceil(concurrency / running)),
+    )
 
 
 def ingest_journals(store: Store) -> int:
@@ -153,7 +171,9 @@ def load_replay(store: Store, trajectory_ids: list[str]) -> dict[str, dict[str, 
     return replay
 
 
-def load_cache_entries(store: Store, settings: Settings, teachers: list[str]) -> list[LlmCacheEntry]:
+def load_cache_entries(
+    store: Store, settings: Settings, teachers: list[str]
+) -> list[LlmCacheEntry]:
     if not store.count(LlmCacheEntry):
         return []
     names = [d.name for d in settings.models.teachers if d.name in teachers]
@@ -180,16 +200,22 @@ def batch_options(ctx: RunContext, plan: Plan, local_base_url: str | None) -> Ba
     )
 
 
-def batch_replay(batch: TrajectoryBatch, replay: dict[str, dict[str, dict[str, Any]]]
-                 ) -> dict[str, dict[str, Any]]:
+def batch_replay(
+    batch: TrajectoryBatch, replay: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for item in batch.items:
         merged.update(replay.get(item.trajectory_id, {}))
     return merged
 
 
-def write_result(ctx: RunContext, result: BatchResult, options: BatchOptions,
-                 summary: TrajectoriesSummary, plan: Plan) -> None:
+def write_result(
+    ctx: RunContext,
+    result: BatchResult,
+    options: BatchOptions,
+    summary: TrajectoriesSummary,
+    plan: Plan,
+) -> None:
     """Store one finished batch, fold it into the summary, drop its crash journal."""
     ctx.store.upsert(result.trajectories)  # an error row from an earlier run is replaced
     ctx.store.insert([*result.tool_calls, *result.cache_entries, *result.events])
@@ -204,8 +230,11 @@ def write_result(ctx: RunContext, result: BatchResult, options: BatchOptions,
         summary.stop_reasons[row.stop_reason] = summary.stop_reasons.get(row.stop_reason, 0) + 1
         summary.replayed_tool_calls += int(row.metadata.get("replayed_tool_calls", 0))
     summary.paused_servers.update(
-        {plan.servers[sid].name if sid in plan.servers else sid: why
-         for sid, why in result.paused.items()})
+        {
+            plan.servers[sid].name if sid in plan.servers else sid: why
+            for sid, why in result.paused.items()
+        }
+    )
     report_progress(STAGE, summary.total.done + summary.total.failed, len(plan.items))
 
 
@@ -214,14 +243,17 @@ def paused_ids(summary_paused: dict[str, dict[str, str]], plan: Plan) -> dict[st
     return {by_name.get(name, name): why for name, why in summary_paused.items()}
 
 
-def start_run(ctx: RunContext, teachers: list[str] | None, styles: list[str] | None,
-              limit: int | None) -> tuple[Plan, TrajectoriesSummary, list[str]]:
+def start_run(
+    ctx: RunContext, teachers: list[str] | None, styles: list[str] | None, limit: int | None
+) -> tuple[Plan, TrajectoriesSummary, list[str]]:
     ingest_journals(ctx.store)
     chosen = resolve_teachers(ctx.settings, teachers)
-    plan = plan_work(ctx.store, ctx.settings, chosen,
-                     styles or list(ctx.settings.trajectories.styles), limit)
-    summary = TrajectoriesSummary(run_id=ctx.run_id, planned=len(plan.items),
-                                  already_done=plan.already_done)
+    plan = plan_work(
+        ctx.store, ctx.settings, chosen, styles or list(ctx.settings.trajectories.styles), limit
+    )
+    summary = TrajectoriesSummary(
+        run_id=ctx.run_id, planned=len(plan.items), already_done=plan.already_done
+    )
     report_progress(STAGE, 0, len(plan.items))
     return plan, summary, chosen
 
@@ -251,8 +283,13 @@ def trajectories_flow(
                 while queue and len(running) < MAX_PARALLEL_BATCHES:
                     batch = queue.pop(0)
                     future = generate_trajectory_batch.submit(
-                        batch, plan.servers, options, batch_replay(batch, replay),
-                        paused_ids(summary.paused_servers, plan), cache)
+                        batch,
+                        plan.servers,
+                        options,
+                        batch_replay(batch, replay),
+                        paused_ids(summary.paused_servers, plan),
+                        cache,
+                    )
                     running[future] = batch
                 future = next(as_completed(list(running)))  # the first batch to finish
                 running.pop(future)
@@ -262,8 +299,13 @@ def trajectories_flow(
 
 
 async def run_trajectories(
-    settings: Settings, store: Store, *, teachers: list[str] | None = None,
-    styles: list[str] | None = None, limit: int | None = None, local_base_url: str | None = None,
+    settings: Settings,
+    store: Store,
+    *,
+    teachers: list[str] | None = None,
+    styles: list[str] | None = None,
+    limit: int | None = None,
+    local_base_url: str | None = None,
 ) -> TrajectoriesSummary:
     """The same stage without Prefect (one event loop): for benchmarks and embedding."""
     params = {"teachers": teachers, "styles": styles, "limit": limit, "prefect": False}
@@ -277,8 +319,13 @@ async def run_trajectories(
         async def run_batch(batch: TrajectoryBatch) -> None:
             async with gate:
                 result = await generate_batch(
-                    batch, plan.servers, options, replay=batch_replay(batch, replay),
-                    paused=paused_ids(summary.paused_servers, plan), cache_entries=cache)
+                    batch,
+                    plan.servers,
+                    options,
+                    replay=batch_replay(batch, replay),
+                    paused=paused_ids(summary.paused_servers, plan),
+                    cache_entries=cache,
+                )
             await asyncio.to_thread(write_result, ctx, result, options, summary, plan)
 
         await asyncio.gather(*(run_batch(batch) for batch in plan.batches))

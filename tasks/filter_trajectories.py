@@ -63,8 +63,9 @@ def shorten(text: str, limit: int) -> str:
     return text[:limit] + f"\n...[cut for review: {len(text)} characters in total]"
 
 
-def build_transcript(row: Trajectory, result_chars: int = JUDGE_RESULT_CHARS
-                     ) -> list[dict[str, str]]:
+def build_transcript(
+    row: Trajectory, result_chars: int = JUDGE_RESULT_CHARS
+) -> list[dict[str, str]]:
     """The judge's view: assistant text, each call with its full arguments, each result."""
     steps = []
     names = {}
@@ -76,16 +77,25 @@ def build_transcript(row: Trajectory, result_chars: int = JUDGE_RESULT_CHARS
             for call in message.get("tool_calls") or []:
                 function = call.get("function", {})
                 names[call.get("id")] = function.get("name")
-                steps.append({"heading": f"Tool call {function.get('name')} [{call.get('id')}]",
-                              "body": f"arguments: {function.get('arguments')}"})
+                steps.append(
+                    {
+                        "heading": f"Tool call {function.get('name')} [{call.get('id')}]",
+                        "body": f"arguments: {function.get('arguments')}",
+                    }
+                )
         elif role == "tool":
             call_id = message.get("tool_call_id")
             name = names.get(call_id, message.get("name", ""))
-            steps.append({"heading": f"Tool result {name} [{call_id}]",
-                          "body": shorten(str(message.get("content") or ""), result_chars)})
+            steps.append(
+                {
+                    "heading": f"Tool result {name} [{call_id}]",
+                    "body": shorten(str(message.get("content") or ""), result_chars),
+                }
+            )
     if row.stop_reason != "final_answer":
-        steps.append({"heading": "Note", "body": f"the run ended without a final answer "
-                                                 f"({row.stop_reason})"})
+        steps.append(
+            {"heading": "Note", "body": f"the run ended without a final answer ({row.stop_reason})"}
+        )
     return steps
 
 
@@ -94,13 +104,15 @@ def render_judge_prompt(row: Trajectory, task_row: Task) -> RenderedPrompt:
         f"{STAGE}/judge",
         question=task_row.question or row.metadata.get("question", ""),
         target_tools=[t.model_dump() for t in task_row.target_tools]
-        if task_row.kind != "irrelevant" else [],
+        if task_row.kind != "irrelevant"
+        else [],
         transcript=build_transcript(row),
     )
 
 
-def decide_keep(flags: dict[str, bool], scores: dict[str, Score],
-                section: FilterTrajectoriesConfig) -> str | None:
+def decide_keep(
+    flags: dict[str, bool], scores: dict[str, Score], section: FilterTrajectoriesConfig
+) -> str | None:
     """None when kept, else the first reason: a fired drop flag, then a low score."""
     for flag in section.drop_flags:
         if flags.get(flag):
@@ -112,8 +124,9 @@ def decide_keep(flags: dict[str, bool], scores: dict[str, Score],
     return None
 
 
-def base_rating(row: Trajectory, task_row: Task, judges: list[str], run_id: str
-                ) -> TrajectoryRating:
+def base_rating(
+    row: Trajectory, task_row: Task, judges: list[str], run_id: str
+) -> TrajectoryRating:
     flags, details = evaluate_rules(row, task_row)
     return TrajectoryRating(
         rating_id=make_rating_id(row.trajectory_id, judges),
@@ -127,7 +140,10 @@ def base_rating(row: Trajectory, task_row: Task, judges: list[str], run_id: str
 
 
 async def rate_trajectory(
-    row: Trajectory, task_row: Task, router: LlmRouter, section: FilterTrajectoriesConfig,
+    row: Trajectory,
+    task_row: Task,
+    router: LlmRouter,
+    section: FilterTrajectoriesConfig,
     run_id: str,
 ) -> TrajectoryRating:
     """One trajectory -> one TrajectoryRating (kept or not, with every flag and score)."""
@@ -139,27 +155,44 @@ async def rate_trajectory(
     meta = CallMeta(run_id=run_id, stage=STAGE, item_id=row.trajectory_id)
     try:
         parsed, reply = await router.complete_structured(
-            JUDGE_GROUP, prompt.messages, TrajectoryJudgeReply, meta=meta)
+            JUDGE_GROUP, prompt.messages, TrajectoryJudgeReply, meta=meta
+        )
     except Exception as error:  # the stage edge: one broken item must not stop the batch
         if not isinstance(error, LlmError):
             logger.exception("rating %s failed", row.trajectory_id)
         reason = error.reason if isinstance(error, LlmError) else "internal_error"
         raw = error.raw if isinstance(error, UnparseableReply) else None
         return rating.model_copy(update={"status": "error", "reason": reason, "raw_reply": raw})
-    scores = {name: Score(reasoning=getattr(parsed, name).reasoning,
-                          score=getattr(parsed, name).score) for name in DIMENSIONS}
+    scores = {
+        name: Score(reasoning=getattr(parsed, name).reasoning, score=getattr(parsed, name).score)
+        for name in DIMENSIONS
+    }
     update: dict[str, Any] = {"judge": reply.deployment, "scores": scores}
     if any(not MIN_SCORE <= s.score <= MAX_SCORE for s in scores.values()):
-        return rating.model_copy(update={**update, "status": "error",
-                                         "reason": "score_out_of_range", "raw_reply": reply.text})
+        return rating.model_copy(
+            update={
+                **update,
+                "status": "error",
+                "reason": "score_out_of_range",
+                "raw_reply": reply.text,
+            }
+        )
     reason = decide_keep(rating.flags, scores, section)
-    update.update(overall=round(sum(s.score for s in scores.values()) / len(scores), 4),
-                  keep=reason is None, reason=reason)
+    update.update(
+        overall=round(sum(s.score for s in scores.values()) / len(scores), 4),
+        keep=reason is None,
+        reason=reason,
+    )
     return rating.model_copy(update=update)
 
 
-@task(name="filter-trajectories-batch", retries=1, retry_delay_seconds=2, persist_result=False,
-      cache_policy=NO_CACHE)
+@task(
+    name="filter-trajectories-batch",
+    retries=1,
+    retry_delay_seconds=2,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 async def filter_trajectories_batch(
     items: list[RatingItem],
     models: ModelsConfig,
@@ -176,8 +209,12 @@ async def filter_trajectories_batch(
 
     def finish(rating: TrajectoryRating) -> None:
         status = "error" if rating.status == "error" else ("ok" if rating.keep else "rejected")
-        events.record(item_id=rating.trajectory_id, model=rating.judge, status=status,
-                      error_class=rating.reason)
+        events.record(
+            item_id=rating.trajectory_id,
+            model=rating.judge,
+            status=status,
+            error_class=rating.reason,
+        )
         if progress is not None:
             progress.advance(rating.reason or "kept", status)
 

@@ -1,6 +1,6 @@
 """Stage 4, trajectories: kept task x teacher x style -> one agent trajectory with real tools.
 
-Pure functions plan the work and build the rows; `generate_trajectory` is the unit of work
+The records and pure functions live in tasks/trajectory_records.py; `generate_trajectory` is the unit of work
 (one trajectory, plain async); `generate_batch` runs one server group's items concurrently on
 its own session pool and model router; `generate_trajectory_batch` is its Prefect task.
 """
@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
-from pydantic import BaseModel, Field
 
 from mcp_env.pool import SessionPool
 from mcp_env.specs import parse_server_spec
 from tasks.agent import (
-    AgentBudget,
-    AgentRun,
     CallJournal,
     CircuitBreaker,
     ServerPaused,
@@ -31,168 +26,46 @@ from tasks.agent import (
     Toolbox,
     ToolCaller,
     expose_tools,
-    name_map,
     run_agent,
 )
 from tasks.agent.naming import ExposedTool
-from toucan.config import McpConfig, ModelsConfig
+from tasks.trajectory_records import (
+    STAGE,
+    BatchOptions,
+    BatchResult,
+    ServerEntry,
+    TrajectoryBatch,
+    TrajectoryItem,
+    build_trajectory,
+    failed_trajectory,
+    group_into_batches,
+    make_trajectory_id,
+    plan_items,
+)
+from toucan.config import ModelsConfig
 from toucan.errors import McpError
 from toucan.events import EventSink
-from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter, build_model_list, price_per_token
-from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory, utc_now
+from toucan.records import LlmCacheEntry, ToolCallRecord, Trajectory, utc_now
 
 logger = logging.getLogger(__name__)
-STAGE = "trajectories"
-TRAJECTORY_KIND = {"irrelevant": "irrelevant", "diversified": "diversified"}
 
-
-class TrajectoryItem(BaseModel):
-    trajectory_id: str
-    task: Task
-    teacher: str
-    style: str
-
-
-class ServerEntry(BaseModel):
-    server_id: str
-    name: str
-    spec: dict[str, Any]
-
-
-class TrajectoryBatch(BaseModel):
-    """One server group's items: they share a session pool."""
-
-    batch_id: str
-    server_ids: list[str]
-    items: list[TrajectoryItem]
-
-
-class BatchOptions(BaseModel):
-    budget: AgentBudget = Field(default_factory=AgentBudget)
-    token_budget: int = 2_000
-    concurrency: int = 32
-    breaker_failures: int = 5
-    mcp: McpConfig = Field(default_factory=McpConfig)
-    models: ModelsConfig
-    local_base_url: str | None = None
-    run_id: str = "adhoc"
-    journal_dir: str | None = None
-
-
-class BatchResult(BaseModel):
-    batch_id: str
-    trajectories: list[Trajectory] = Field(default_factory=list)
-    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
-    cache_entries: list[LlmCacheEntry] = Field(default_factory=list)
-    events: list[Event] = Field(default_factory=list)
-    paused: dict[str, dict[str, str]] = Field(default_factory=dict)  # server_id -> reason
-
-
-def make_trajectory_id(task_id: str, teacher: str, style: str) -> str:
-    return make_id("traj", task_id, teacher, style)
-
-
-def plan_items(
-    tasks: Sequence[Task], teachers: Sequence[str], styles: Sequence[str]
-) -> list[TrajectoryItem]:
-    """Every (task, teacher, style) combination, in a stable order."""
-    return [
-        TrajectoryItem(trajectory_id=make_trajectory_id(t.task_id, teacher, style), task=t,
-                       teacher=teacher, style=style)
-        for t in sorted(tasks, key=lambda t: t.task_id)
-        for teacher in teachers
-        for style in styles
-    ]
-
-
-def group_into_batches(items: Sequence[TrajectoryItem], batch_size: int) -> list[TrajectoryBatch]:
-    """Items grouped by their exact server set, then cut into chunks of `batch_size`."""
-    groups: dict[tuple[str, ...], list[TrajectoryItem]] = {}
-    for item in items:
-        groups.setdefault(tuple(sorted(set(item.task.server_ids))), []).append(item)
-    batches = []
-    for server_ids, group in sorted(groups.items()):
-        for start in range(0, len(group), max(1, batch_size)):
-            chunk = group[start : start + batch_size]
-            batch_id = make_id("batch", server_ids, [i.trajectory_id for i in chunk])
-            batches.append(TrajectoryBatch(batch_id=batch_id, server_ids=list(server_ids),
-                                           items=chunk))
-    return batches
-
-
-def build_trajectory(
-    item: TrajectoryItem, run: AgentRun, toolbox: Toolbox, started_at: datetime, run_id: str
-) -> Trajectory:
-    """The row: everything the teacher saw and did, and how it ended."""
-    failed = run.stop_reason in ("model_error", "server_unavailable")
-    return Trajectory(
-        trajectory_id=item.trajectory_id,
-        task_id=item.task.task_id,
-        kind=TRAJECTORY_KIND.get(item.task.kind, "original"),  # type: ignore[arg-type]
-        teacher=item.teacher,
-        model=run.model,
-        style=item.style,  # type: ignore[arg-type]
-        messages=run.messages,
-        tools=run.tools,
-        tool_name_map=name_map(toolbox.exposed),
-        schema_hashes={tool.name: tool.schema_hash for tool in toolbox.exposed},
-        turns=run.turns,
-        tool_calls=len(toolbox.log),
-        tool_errors=toolbox.errors,
-        tool_call_log=[entry.model_dump(mode="json") for entry in toolbox.log],
-        usage={
-            "prompt_tokens": run.prompt_tokens,
-            "completion_tokens": run.completion_tokens,
-            "total_tokens": run.prompt_tokens + run.completion_tokens,
-        },
-        cost_usd=run.cost_usd,
-        stop_reason=run.stop_reason,
-        status="error" if failed else "ok",
-        reason=(run.error_reason or run.stop_reason) if failed else None,
-        prompt_hash=run.prompt_hash,
-        metadata=trajectory_metadata(item, run, toolbox),
-        run_id=run_id,
-        started_at=started_at,
-        finished_at=utc_now(),
-    )
-
-
-def trajectory_metadata(item: TrajectoryItem, run: AgentRun, toolbox: Toolbox) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "question": item.task.question,
-        "final_answer": run.final_answer,
-        "tools_channel": "api" if item.style != "react" else "system_prompt",
-        "replayed_tool_calls": sum(1 for entry in toolbox.log if entry.replayed),
-        "wall_clock_s": round(max(0.0, time.monotonic() - run.started), 3),
-    }
-    if run.wire_messages is not None:
-        metadata["wire_messages"] = run.wire_messages
-    if run.error_detail:
-        metadata["error"] = run.error_detail[:2000]
-    if toolbox.paused is not None:
-        metadata["paused_server"] = {"server_id": toolbox.paused.server_id,
-                                     "reason": toolbox.paused.reason}
-    return metadata
-
-
-def failed_trajectory(item: TrajectoryItem, reason: str, detail: str, run_id: str) -> Trajectory:
-    """A row for an item that could not run at all (its server is down, ...)."""
-    return Trajectory(
-        trajectory_id=item.trajectory_id,
-        task_id=item.task.task_id,
-        kind=TRAJECTORY_KIND.get(item.task.kind, "original"),  # type: ignore[arg-type]
-        teacher=item.teacher,
-        style=item.style,  # type: ignore[arg-type]
-        messages=[{"role": "user", "content": item.task.question}],
-        stop_reason="not_started",
-        status="error",
-        reason=reason,
-        metadata={"question": item.task.question, "error": detail[:2000]},
-        run_id=run_id,
-    )
+__all__ = [
+    "STAGE",
+    "BatchOptions",
+    "BatchResult",
+    "ServerEntry",
+    "TrajectoryBatch",
+    "TrajectoryItem",
+    "generate_batch",
+    "generate_trajectory",
+    "generate_trajectory_batch",
+    "group_into_batches",
+    "make_trajectory_id",
+    "plan_items",
+]
 
 
 async def list_exposed_tools(
@@ -221,14 +94,32 @@ async def generate_trajectory(
     """One trajectory, start to stop reason. Model and tool failures end up on the row."""
     started_at = utc_now()
     toolbox = Toolbox(
-        item.trajectory_id, exposed, caller,
-        token_budget=options.token_budget, call_timeout=options.mcp.call_timeout_s,
-        replay=replay, journal=journal, breaker=breaker, run_id=options.run_id,
+        item.trajectory_id,
+        exposed,
+        caller,
+        token_budget=options.token_budget,
+        call_timeout=options.mcp.call_timeout_s,
+        replay=replay,
+        journal=journal,
+        breaker=breaker,
+        run_id=options.run_id,
     )
-    meta = CallMeta(run_id=options.run_id, stage=STAGE, item_id=item.trajectory_id,
-                    server_id=",".join(sorted(set(item.task.server_ids))))
-    run = await run_agent(item.style, item.task.question, toolbox, teacher, item.teacher,
-                          options.budget, meta, langchain_model=langchain_model)
+    meta = CallMeta(
+        run_id=options.run_id,
+        stage=STAGE,
+        item_id=item.trajectory_id,
+        server_id=",".join(sorted(set(item.task.server_ids))),
+    )
+    run = await run_agent(
+        item.style,
+        item.task.question,
+        toolbox,
+        teacher,
+        item.teacher,
+        options.budget,
+        meta,
+        langchain_model=langchain_model,
+    )
     return build_trajectory(item, run, toolbox, started_at, options.run_id), toolbox.records
 
 
@@ -240,8 +131,9 @@ class JournalingTeacher:
         self.journal = journal
         self.new_entries: list[LlmCacheEntry] = []
 
-    async def complete(self, target: str, messages: list[dict[str, Any]], **options: Any
-                       ) -> LlmReply:
+    async def complete(
+        self, target: str, messages: list[dict[str, Any]], **options: Any
+    ) -> LlmReply:
         reply = await self.router.complete(target, messages, **options)
         if self.router.cache is not None:
             fresh = self.router.cache.drain_new()
@@ -252,15 +144,17 @@ class JournalingTeacher:
         return reply
 
 
-def langchain_params(models: ModelsConfig, local_base_url: str | None, teacher: str
-                     ) -> dict[str, Any]:
+def langchain_params(
+    models: ModelsConfig, local_base_url: str | None, teacher: str
+) -> dict[str, Any]:
     """The LiteLLM parameters (and prices) LangChain's own model client needs."""
     deployment = next(d for d in models.teachers if d.name == teacher)
     for entry in build_model_list(models, local_base_url):
         if entry["model_name"] == teacher:
             params = dict(entry["litellm_params"])
             params["input_cost"], params["output_cost"] = price_per_token(
-                deployment, params["model"])
+                deployment, params["model"]
+            )
             return params
     return {}
 
@@ -280,8 +174,11 @@ async def generate_batch(
         breaker.pause(ServerPaused(server_id, why.get("reason", "paused"), why.get("detail", "")))
     journal = open_journal(options, batch.batch_id)
     sink = EventSink(options.run_id, STAGE)
-    router = LlmRouter(options.models, local_base_url=options.local_base_url,
-                       cache=LlmCache(cache_entries, run_id=options.run_id))
+    router = LlmRouter(
+        options.models,
+        local_base_url=options.local_base_url,
+        cache=LlmCache(cache_entries, run_id=options.run_id),
+    )
     teacher = JournalingTeacher(router, journal)
     result = BatchResult(batch_id=batch.batch_id)
     limit = asyncio.Semaphore(max(1, options.concurrency))
@@ -301,8 +198,18 @@ async def generate_batch(
 
             async def run_item(item: TrajectoryItem) -> None:
                 async with limit:
-                    row, calls = await run_one(item, batch, servers, pool, teacher, options,
-                                               breaker, replay or {}, journal, sink)
+                    row, calls = await run_one(
+                        item,
+                        batch,
+                        servers,
+                        pool,
+                        teacher,
+                        options,
+                        breaker,
+                        replay or {},
+                        journal,
+                        sink,
+                    )
                 result.trajectories.append(row)
                 result.tool_calls.extend(calls)
                 if journal is not None and row.status == "ok":
@@ -342,15 +249,26 @@ async def run_one(
     """One item at the stage edge: any failure becomes an error row and an event."""
     server_names = ",".join(servers[s].name for s in batch.server_ids)
     with sink.timed(item_id=item.trajectory_id, server=server_names, model=item.teacher) as out:
-        row, calls = await attempt_one(item, batch, servers, pool, teacher, options, breaker,
-                                       replay, journal)
-        out.update(status="ok" if row.status == "ok" else "error", error_class=row.reason,
-                   tokens_in=row.usage.get("prompt_tokens", 0),
-                   tokens_out=row.usage.get("completion_tokens", 0), cost_usd=row.cost_usd)
+        row, calls = await attempt_one(
+            item, batch, servers, pool, teacher, options, breaker, replay, journal
+        )
+        out.update(
+            status="ok" if row.status == "ok" else "error",
+            error_class=row.reason,
+            tokens_in=row.usage.get("prompt_tokens", 0),
+            tokens_out=row.usage.get("completion_tokens", 0),
+            cost_usd=row.cost_usd,
+        )
     for entry in row.tool_call_log:
-        sink.record(kind="tool_call", item_id=item.trajectory_id, server=entry.get("server"),
-                    model=item.teacher, status="error" if entry["is_error"] else "ok",
-                    error_class=entry.get("error_reason"), latency_ms=entry["latency_ms"])
+        sink.record(
+            kind="tool_call",
+            item_id=item.trajectory_id,
+            server=entry.get("server"),
+            model=item.teacher,
+            status="error" if entry["is_error"] else "ok",
+            error_class=entry.get("error_reason"),
+            latency_ms=entry["latency_ms"],
+        )
     return row, calls
 
 
@@ -367,8 +285,12 @@ async def attempt_one(
 ) -> tuple[Trajectory, list[ToolCallRecord]]:
     for server_id in batch.server_ids:
         if why := breaker.paused(server_id):
-            return failed_trajectory(item, "server_paused", f"{servers[server_id].name}: "
-                                     f"{why.reason}: {why.detail}", options.run_id), []
+            return failed_trajectory(
+                item,
+                "server_paused",
+                f"{servers[server_id].name}: {why.reason}: {why.detail}",
+                options.run_id,
+            ), []
     try:
         exposed = await list_exposed_tools(pool, servers, batch.server_ids)
     except McpError as error:
@@ -380,8 +302,17 @@ async def attempt_one(
         params = None
         if item.style == "langchain":
             params = langchain_params(options.models, options.local_base_url, item.teacher)
-        return await generate_trajectory(item, exposed, pool, teacher, options, breaker=breaker,
-                                         replay=replay, journal=journal, langchain_model=params)
+        return await generate_trajectory(
+            item,
+            exposed,
+            pool,
+            teacher,
+            options,
+            breaker=breaker,
+            replay=replay,
+            journal=journal,
+            langchain_model=params,
+        )
     except Exception as error:  # the stage edge: one broken item must not sink the batch
         logger.exception("trajectory %s failed", item.trajectory_id)
         return failed_trajectory(item, "internal_error", repr(error), options.run_id), []
@@ -397,5 +328,6 @@ async def generate_trajectory_batch(
     cache_entries: list[LlmCacheEntry] | None = None,
 ) -> BatchResult:
     """Prefect task over one server group's batch; returns records, never writes the store."""
-    return await generate_batch(batch, servers, options, replay=replay, paused=paused,
-                                cache_entries=cache_entries)
+    return await generate_batch(
+        batch, servers, options, replay=replay, paused=paused, cache_entries=cache_entries
+    )

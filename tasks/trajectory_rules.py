@@ -57,8 +57,11 @@ def result_is_error(text: str, entry: dict[str, Any]) -> bool:
 
 
 def tool_results(row: Trajectory) -> dict[str, str]:
-    return {m.get("tool_call_id", ""): str(m.get("content") or "")
-            for m in row.messages if m.get("role") == "tool"}
+    return {
+        m.get("tool_call_id", ""): str(m.get("content") or "")
+        for m in row.messages
+        if m.get("role") == "tool"
+    }
 
 
 def final_answer(row: Trajectory) -> str:
@@ -80,13 +83,17 @@ def local_markers() -> list[str]:
 
 def secret_values() -> list[str]:
     """Values of this process's secret-looking environment variables."""
-    return [value for name, value in os.environ.items()
-            if SECRET_ENV_NAME.search(name) and len(value) >= MIN_SECRET_CHARS]
+    return [
+        value
+        for name, value in os.environ.items()
+        if SECRET_ENV_NAME.search(name) and len(value) >= MIN_SECRET_CHARS
+    ]
 
 
 def leaks(text: str, markers: list[str], secrets: list[str]) -> list[str]:
-    found = [name for name, pattern, _ in SECRET_PATTERNS if name != "email"
-             and pattern.search(text)]
+    found = [
+        name for name, pattern, _ in SECRET_PATTERNS if name != "email" and pattern.search(text)
+    ]
     found += ["machine_path" for marker in markers if marker in text][:1]
     found += ["environment_secret" for value in secrets if value in text][:1]
     return found
@@ -106,8 +113,9 @@ def is_junk(text: str) -> bool:
 
 
 def called_pairs(row: Trajectory) -> list[tuple[str, str]]:
-    return [(e.get("server_id") or "", e.get("tool") or "") for e in row.tool_call_log
-            if e.get("tool")]
+    return [
+        (e.get("server_id") or "", e.get("tool") or "") for e in row.tool_call_log if e.get("tool")
+    ]
 
 
 def tool_accuracy(row: Trajectory, task: Task) -> dict[str, float]:
@@ -122,22 +130,36 @@ def tool_accuracy(row: Trajectory, task: Task) -> dict[str, float]:
     for call in calls:
         if position < len(targets) and call == targets[position]:
             position += 1
-    return {"desired_tools_used": round(used / len(targets), 4),
-            "order_correct": 1.0 if position == len(targets) else 0.0}
+    return {
+        "desired_tools_used": round(used / len(targets), 4),
+        "order_correct": 1.0 if position == len(targets) else 0.0,
+    }
 
 
-def evaluate_rules(row: Trajectory, task: Task, *, markers: list[str] | None = None,
-                   secrets: list[str] | None = None) -> tuple[dict[str, bool], dict[str, Any]]:
+def evaluate_rules(
+    row: Trajectory,
+    task: Task,
+    *,
+    markers: list[str] | None = None,
+    secrets: list[str] | None = None,
+) -> tuple[dict[str, bool], dict[str, Any]]:
     """(flag per rule, details: which calls failed, what leaked)."""
     irrelevant = task.kind == IRRELEVANT
     results = tool_results(row)
-    failed = [e.get("call_id") for e in row.tool_call_log
-              if result_is_error(results.get(e.get("call_id", ""), ""), e)]
-    found = leaks(all_text(row), local_markers() if markers is None else markers,
-                  secret_values() if secrets is None else secrets)
+    failed = [
+        e.get("call_id")
+        for e in row.tool_call_log
+        if result_is_error(results.get(e.get("call_id", ""), ""), e)
+    ]
+    found = leaks(
+        all_text(row),
+        local_markers() if markers is None else markers,
+        secret_values() if secrets is None else secrets,
+    )
     accuracy = tool_accuracy(row, task)
-    assistant_text = "\n".join(str(m.get("content") or "") for m in row.messages
-                               if m.get("role") == "assistant")
+    assistant_text = "\n".join(
+        str(m.get("content") or "") for m in row.messages if m.get("role") == "assistant"
+    )
     flags = {
         "no_tool_call": not irrelevant and row.tool_calls == 0,
         "tool_called_on_irrelevant": irrelevant and row.tool_calls > 0,

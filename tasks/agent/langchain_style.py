@@ -28,8 +28,9 @@ def import_langchain() -> tuple[Any, Any, Any, Any]:
         from langchain_core.tools import StructuredTool
         from langchain_litellm import ChatLiteLLM
     except ImportError as error:
-        raise ConfigError("the langchain style needs `pip install toucan[langchain]`",
-                          reason="langchain_missing") from error
+        raise ConfigError(
+            "the langchain style needs `pip install toucan[langchain]`", reason="langchain_missing"
+        ) from error
     return create_agent, convert_to_openai_messages, StructuredTool, ChatLiteLLM
 
 
@@ -42,10 +43,14 @@ def bind_tools(toolbox: Toolbox, structured_tool: Any) -> list[Any]:
         async def call(_name: str = exposed.name, **arguments: Any) -> str:
             return await toolbox.call(f"lc_{len(toolbox.log)}", _name, json.dumps(arguments))
 
-        tools.append(structured_tool.from_function(
-            coroutine=call, name=exposed.name, description=exposed.description or exposed.name,
-            args_schema=schema["parameters"],
-        ))
+        tools.append(
+            structured_tool.from_function(
+                coroutine=call,
+                name=exposed.name,
+                description=exposed.description or exposed.name,
+                args_schema=schema["parameters"],
+            )
+        )
     return tools
 
 
@@ -69,26 +74,35 @@ async def run_langchain(
     create_agent, to_openai, structured_tool, chat_litellm = import_langchain()
     prompt = render("trajectories/function_calling", question=question)
     system = next(m["content"] for m in prompt.messages if m["role"] == "system")
-    chat = chat_litellm(model=model["model"], api_base=model.get("api_base"),
-                        api_key=model.get("api_key"), request_timeout=model.get("timeout"),
-                        max_retries=1)
+    chat = chat_litellm(
+        model=model["model"],
+        api_base=model.get("api_base"),
+        api_key=model.get("api_key"),
+        request_timeout=model.get("timeout"),
+        max_retries=1,
+    )
     agent = create_agent(chat, bind_tools(toolbox, structured_tool), system_prompt=system)
-    run = AgentRun(messages=list(prompt.messages),
-                   tools=[tool.openai_schema() for tool in toolbox.exposed],
-                   prompt_hash=prompt.template_hash, model=model["model"])
+    run = AgentRun(
+        messages=list(prompt.messages),
+        tools=[tool.openai_schema() for tool in toolbox.exposed],
+        prompt_hash=prompt.template_hash,
+        model=model["model"],
+    )
     state_messages: list[Any] = []
     deadline = time.monotonic() + budget.wall_clock_s
     history: list[str] = []
-    run.stop_reason = await drive_agent(agent, question, budget, deadline, state_messages,
-                                        history, toolbox, run)
+    run.stop_reason = await drive_agent(
+        agent, question, budget, deadline, state_messages, history, toolbox, run
+    )
     ai_messages = [m for m in state_messages if getattr(m, "type", "") == "ai"]
     run.turns = len(ai_messages)
     for message in ai_messages:
         usage = getattr(message, "usage_metadata", None) or {}
         run.prompt_tokens += usage.get("input_tokens", 0)
         run.completion_tokens += usage.get("output_tokens", 0)
-    run.cost_usd = (run.prompt_tokens * model.get("input_cost", 0.0)
-                    + run.completion_tokens * model.get("output_cost", 0.0))
+    run.cost_usd = run.prompt_tokens * model.get(
+        "input_cost", 0.0
+    ) + run.completion_tokens * model.get("output_cost", 0.0)
     converted = to_openai(state_messages)
     run.messages = [*[m for m in prompt.messages if m["role"] == "system"], *converted]
     match_call_ids(run.messages, toolbox)
@@ -101,8 +115,14 @@ async def run_langchain(
 
 
 async def drive_agent(
-    agent: Any, question: str, budget: AgentBudget, deadline: float, state_messages: list[Any],
-    history: list[str], toolbox: Toolbox, run: AgentRun,
+    agent: Any,
+    question: str,
+    budget: AgentBudget,
+    deadline: float,
+    state_messages: list[Any],
+    history: list[str],
+    toolbox: Toolbox,
+    run: AgentRun,
 ) -> str:
     """Stream LangChain's loop, keeping the latest state; returns the stop reason."""
     from langgraph.errors import GraphRecursionError
@@ -110,14 +130,22 @@ async def drive_agent(
     config = {"recursion_limit": 2 * budget.max_turns + 1}
     try:
         async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-            async for state in agent.astream({"messages": [{"role": "user", "content": question}]},
-                                             config=config, stream_mode="values"):
+            async for state in agent.astream(
+                {"messages": [{"role": "user", "content": question}]},
+                config=config,
+                stream_mode="values",
+            ):
                 state_messages[:] = state["messages"]
                 last = state_messages[-1]
                 if getattr(last, "type", "") == "ai" and last.tool_calls:
-                    history.append(json.dumps(sorted(
-                        (c["name"], json.dumps(c["args"], sort_keys=True))
-                        for c in last.tool_calls)))
+                    history.append(
+                        json.dumps(
+                            sorted(
+                                (c["name"], json.dumps(c["args"], sort_keys=True))
+                                for c in last.tool_calls
+                            )
+                        )
+                    )
                     if is_looping(history, budget.loop_limit):
                         return "repeated_tool_call"
                 if getattr(last, "type", "") == "tool" and toolbox.paused is not None:

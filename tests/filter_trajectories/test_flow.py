@@ -21,8 +21,10 @@ CLEAN = [("calculate", {"expression": "6*7"}, "42", False)]
 def judge_reply(request: dict[str, Any]) -> dict[str, Any]:
     prompt = request["messages"][-1]["content"]
     completeness = 2 if "half-done" in prompt else 5
-    return {"completeness": {"reasoning": "checked the answer", "score": completeness},
-            "conciseness": {"reasoning": "no redundant calls", "score": 4}}
+    return {
+        "completeness": {"reasoning": "checked the answer", "score": completeness},
+        "conciseness": {"reasoning": "no redundant calls", "score": 4},
+    }
 
 
 def test_filter_trajectories_stores_every_flag_and_score_and_keeps_by_the_rule(
@@ -42,8 +44,16 @@ def test_filter_trajectories_stores_every_flag_and_score_and_keeps_by_the_rule(
     store.insert([task, other, irrelevant, *rows])
     config = write_config(tmp_path / "toucan.yaml", fake_llm.base_url)
     runner = CliRunner()
-    arguments = ["filter-trajectories", "--store", str(store.path), "--config", str(config),
-                 "--profile", "cloud", "--json"]
+    arguments = [
+        "filter-trajectories",
+        "--store",
+        str(store.path),
+        "--config",
+        str(config),
+        "--profile",
+        "cloud",
+        "--json",
+    ]
 
     result = runner.invoke(app, arguments)
 
@@ -51,8 +61,11 @@ def test_filter_trajectories_stores_every_flag_and_score_and_keeps_by_the_rule(
     summary = json.loads(result.stdout)
     assert summary["total"]["rated"] == 5 and summary["total"]["kept"] == 2
     assert summary["per_teacher"]["Teacher-A"]["keep_rate"] == 0.5
-    assert summary["by_reason"] == {"low_completeness": 1, "no_tool_call": 1,
-                                    "trajectory_failed": 1}
+    assert summary["by_reason"] == {
+        "low_completeness": 1,
+        "no_tool_call": 1,
+        "trajectory_failed": 1,
+    }
     ratings = {r.trajectory_id: r for r in store.select(TrajectoryRating)}
     kept = ratings[rows[0].trajectory_id]
     assert kept.keep and kept.scores["completeness"].score == 5
@@ -71,5 +84,8 @@ def test_filter_trajectories_stores_every_flag_and_score_and_keeps_by_the_rule(
     assert len([r for r in fake_llm.requests if r["model"] == "Judge"]) == 4
 
     shown = runner.invoke(app, ["show", rows[0].trajectory_id[:12], "--store", str(store.path)])
-    assert shown.exit_code == 0 and "calculate" in shown.output and "checked the answer" in (
-        shown.output)
+    assert (
+        shown.exit_code == 0
+        and "calculate" in shown.output
+        and "checked the answer" in (shown.output)
+    )

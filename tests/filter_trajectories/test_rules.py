@@ -12,8 +12,9 @@ CLEAN = [("calculate", {"expression": "6*7"}, "42", False)]
 
 
 def flags_of(trajectory, task, **kwargs):
-    flags, _ = evaluate_rules(trajectory, task, markers=["/work/main"], secrets=["s3cr3t-value"],
-                              **kwargs)
+    flags, _ = evaluate_rules(
+        trajectory, task, markers=["/work/main"], secrets=["s3cr3t-value"], **kwargs
+    )
     return {name for name, fired in flags.items() if fired}
 
 
@@ -49,15 +50,19 @@ def test_empty_final_answer_and_repeated_junk_fire() -> None:
     assert "empty_final_answer" in flags_of(make_trajectory(task, CLEAN, answer="  "), task)
     junk = "The answer is 42. " * 6
     assert "repeated_junk" in flags_of(make_trajectory(task, CLEAN, answer=junk), task)
-    assert "repeated_junk" in flags_of(make_trajectory(task, CLEAN, answer="42!!!!!!!!!!!!!"),
-                                       task)
+    assert "repeated_junk" in flags_of(make_trajectory(task, CLEAN, answer="42!!!!!!!!!!!!!"), task)
 
 
 def test_local_paths_and_secrets_anywhere_in_the_content_fire() -> None:
     task = make_task()
-    for leak in ("/work/main/data/x.db", "/home/alice/notes.txt", "key sk-abcdefghijklmnop1234",
-                 "-----BEGIN RSA PRIVATE KEY-----\nMIIE", "AKIAABCDEFGHIJKLMNOP",
-                 "token s3cr3t-value here"):
+    for leak in (
+        "/work/main/data/x.db",
+        "/home/alice/notes.txt",
+        "key sk-abcdefghijklmnop1234",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIE",
+        "AKIAABCDEFGHIJKLMNOP",
+        "token s3cr3t-value here",
+    ):
         row = make_trajectory(task, [("calculate", {"expression": leak}, "42", False)])
         assert "local_path_or_secret" in flags_of(row, task), leak
         row = make_trajectory(task, CLEAN, answer=f"Done: {leak}")
@@ -69,8 +74,9 @@ def test_target_tools_are_matched_exactly_and_in_order() -> None:
     calls = [("sum", {}, "3", False), ("calculate", {}, "42", False)]
     row = make_trajectory(task, calls)
     assert tool_accuracy(row, task) == {"desired_tools_used": 1.0, "order_correct": 0.0}
-    only_one = make_trajectory(task, [("calculate_extra", {}, "1", False),
-                                      ("calculate", {}, "1", False)])
+    only_one = make_trajectory(
+        task, [("calculate_extra", {}, "1", False), ("calculate", {}, "1", False)]
+    )
     assert tool_accuracy(only_one, task)["desired_tools_used"] == 0.5
     assert "target_tool_not_called" in flags_of(only_one, task)
 
@@ -78,8 +84,9 @@ def test_target_tools_are_matched_exactly_and_in_order() -> None:
 def test_the_judge_sees_full_arguments_and_long_results_cut_with_a_marker() -> None:
     task = make_task()
     long_result = "row " * 2000
-    row = make_trajectory(task, [("calculate", {"expression": "6*7", "precision": 3},
-                                  long_result, False)])
+    row = make_trajectory(
+        task, [("calculate", {"expression": "6*7", "precision": 3}, long_result, False)]
+    )
     steps = build_transcript(row, result_chars=100)
     call = next(s for s in steps if s["heading"].startswith("Tool call"))
     assert '"precision": 3' in call["body"]
@@ -89,8 +96,10 @@ def test_the_judge_sees_full_arguments_and_long_results_cut_with_a_marker() -> N
 
 def test_the_keep_rule_names_the_first_failing_check() -> None:
     section = FilterTrajectoriesConfig()
-    good = {"completeness": Score(reasoning="r", score=5),
-            "conciseness": Score(reasoning="r", score=4)}
+    good = {
+        "completeness": Score(reasoning="r", score=5),
+        "conciseness": Score(reasoning="r", score=4),
+    }
     assert decide_keep({}, good, section) is None
     assert decide_keep({"no_tool_call": True}, good, section) == "no_tool_call"
     low = {**good, "completeness": Score(reasoning="r", score=2)}

@@ -15,6 +15,7 @@ def quiet_litellm_typeddict_warning() -> Iterator[None]:
     """LiteLLM 1.110's Router declares a TypedDict with `ReadOnly` items; pydantic warns about
     it when the Router is first built. Third-party and harmless; everything else still fails."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*using the `ReadOnly` qualifier",
-                                category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*using the `ReadOnly` qualifier", category=UserWarning
+        )
         yield

@@ -22,12 +22,20 @@ os.environ.setdefault(FAKE_KEY_ENV, "sk-fake")
 
 
 def deployment(name: str, base_url: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "model": f"openai/{name}", "api_base": base_url,
-            "api_key_env": FAKE_KEY_ENV, "max_retries": 1, "timeout_s": 30, **extra}
+    return {
+        "name": name,
+        "model": f"openai/{name}",
+        "api_base": base_url,
+        "api_key_env": FAKE_KEY_ENV,
+        "max_retries": 1,
+        "timeout_s": 30,
+        **extra,
+    }
 
 
-def fake_settings(base_url: str, store: Path, *, teachers: tuple[str, ...] = ("Teacher-A",),
-                  **sections: Any) -> Settings:
+def fake_settings(
+    base_url: str, store: Path, *, teachers: tuple[str, ...] = ("Teacher-A",), **sections: Any
+) -> Settings:
     models = {
         "generators": [deployment("Gen", base_url)],
         "teachers": [deployment(name, base_url) for name in teachers],
@@ -46,27 +54,46 @@ def fleet_dir() -> Path:
 
 
 def tiny_spec(log: Path, name: str = "tiny", mode: str = "good") -> StdioSpec:
-    return StdioSpec(name=name, command=sys.executable,
-                     args=[str(TINY_SERVER), "--mode", mode, "--log", str(log)])
+    return StdioSpec(
+        name=name,
+        command=sys.executable,
+        args=[str(TINY_SERVER), "--mode", mode, "--log", str(log)],
+    )
 
 
 def server_row(spec: Any) -> Server:
-    return Server(server_id=spec.server_id, name=spec.name, source=spec.source,
-                  transport=spec.transport, status="ok", spec=spec.model_dump(mode="json"))
+    return Server(
+        server_id=spec.server_id,
+        name=spec.name,
+        source=spec.source,
+        transport=spec.transport,
+        status="ok",
+        spec=spec.model_dump(mode="json"),
+    )
 
 
-def kept_task(question: str, servers: list[Server], targets: list[tuple[Server, str]],
-              *, kind: str = "original", seed: int = 0) -> tuple[Task, TaskRating]:
+def kept_task(
+    question: str,
+    servers: list[Server],
+    targets: list[tuple[Server, str]],
+    *,
+    kind: str = "original",
+    seed: int = 0,
+) -> tuple[Task, TaskRating]:
     task_id = make_id("task", question, [s.server_id for s in servers], seed, kind)
     task = Task(
-        task_id=task_id, kind=kind, strategy="single_server" if len(servers) == 1 else
-        "multi_server", question=question,
-        target_tools=[TargetTool(server_id=s.server_id, server=s.name, tool=t)
-                      for s, t in targets],
-        server_ids=[s.server_id for s in servers], generator="Gen", seed=seed,
+        task_id=task_id,
+        kind=kind,
+        strategy="single_server" if len(servers) == 1 else "multi_server",
+        question=question,
+        target_tools=[TargetTool(server_id=s.server_id, server=s.name, tool=t) for s, t in targets],
+        server_ids=[s.server_id for s in servers],
+        generator="Gen",
+        seed=seed,
     )
-    rating = TaskRating(rating_id=make_id("rating", task_id), task_id=task_id, judge="Judge",
-                        keep=True, overall=4.0)
+    rating = TaskRating(
+        rating_id=make_id("rating", task_id), task_id=task_id, judge="Judge", keep=True, overall=4.0
+    )
     return task, rating
 
 
@@ -79,8 +106,9 @@ def tool_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in request["messages"] if m.get("role") == "tool"]
 
 
-def agent_script(calls_per_turn: list[list[tuple[str, dict[str, Any]]]],
-                 answer: str = "Here is the answer.") -> Rule:
+def agent_script(
+    calls_per_turn: list[list[tuple[str, dict[str, Any]]]], answer: str = "Here is the answer."
+) -> Rule:
     """A stateless script: turn n (counted by assistant messages so far) makes the calls of
     `calls_per_turn[n]`, then the model answers with `answer`."""
 
@@ -93,8 +121,9 @@ def agent_script(calls_per_turn: list[list[tuple[str, dict[str, Any]]]],
     return Rule(respond=respond)
 
 
-def react_script(calls_per_turn: list[list[tuple[str, dict[str, Any]]]],
-                 answer: str = "Here is the answer.") -> Rule:
+def react_script(
+    calls_per_turn: list[list[tuple[str, dict[str, Any]]]], answer: str = "Here is the answer."
+) -> Rule:
     """The same script in the ReAct text protocol."""
 
     def respond(request: dict[str, Any]) -> Rule:
@@ -119,8 +148,11 @@ def write_config(path: Path, base_url: str, **sections: Any) -> Path:
         "judge": [deployment("Judge", base_url, params={"temperature": 0})],
         "fallbacks": {},
     }
-    document = {"models": models, "mcp": {"fleet_dir": str(fleet_dir()),
-                                          **sections.pop("mcp", {})}, **sections}
+    document = {
+        "models": models,
+        "mcp": {"fleet_dir": str(fleet_dir()), **sections.pop("mcp", {})},
+        **sections,
+    }
     path.write_text(yaml.safe_dump(document))
     return path
 
@@ -129,8 +161,10 @@ def first_user_text(request: dict[str, Any]) -> str:
     return next(str(m.get("content")) for m in request["messages"] if m.get("role") == "user")
 
 
-def dispatch_script(calls_by_marker: dict[str, list[list[tuple[str, dict[str, Any]]]]],
-                    answer: str = "Here is the answer.") -> Rule:
+def dispatch_script(
+    calls_by_marker: dict[str, list[list[tuple[str, dict[str, Any]]]]],
+    answer: str = "Here is the answer.",
+) -> Rule:
     """One rule for many tasks and all styles: the question's marker picks the calls; a request
     without `tools` (react) is answered in the text protocol."""
 

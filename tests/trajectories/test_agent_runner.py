@@ -27,9 +27,15 @@ from toucan.records import Trajectory
 
 
 def run_tiny(
-    fake_llm: FakeLlm, tmp_path: Path, rule: Rule | list[Rule], *,
-    style: str = "function-calling", budget: AgentBudget | None = None,
-    call_timeout: float = 20.0, questions: list[str] | None = None, per_server: int = 4,
+    fake_llm: FakeLlm,
+    tmp_path: Path,
+    rule: Rule | list[Rule],
+    *,
+    style: str = "function-calling",
+    budget: AgentBudget | None = None,
+    call_timeout: float = 20.0,
+    questions: list[str] | None = None,
+    per_server: int = 4,
 ) -> tuple[list[Trajectory], Path, Any]:
     """One batch of trajectories (one per question) on a tiny server; returns rows in
     question order, the server's call log and the batch result."""
@@ -37,18 +43,28 @@ def run_tiny(
     spec = tiny_spec(log)
     server = server_row(spec)
     fake_llm.script(rule if isinstance(rule, list) else [rule])
-    settings = fake_settings(fake_llm.base_url, tmp_path / "t.duckdb",
-                             mcp={"call_timeout_s": call_timeout,
-                                  "per_server_concurrency": per_server})
+    settings = fake_settings(
+        fake_llm.base_url,
+        tmp_path / "t.duckdb",
+        mcp={"call_timeout_s": call_timeout, "per_server_concurrency": per_server},
+    )
     questions = questions or ["question 0"]
     tasks = [kept_task(q, [server], [(server, "echo")])[0] for q in questions]
     items = plan_items(tasks, ["Teacher-A"], [style])
     batch = TrajectoryBatch(batch_id="b", server_ids=[server.server_id], items=items)
-    options = BatchOptions(budget=budget or AgentBudget(max_turns=5, wall_clock_s=60),
-                           token_budget=500, concurrency=8, mcp=settings.mcp,
-                           models=settings.models, run_id="run_test")
-    servers = {server.server_id: ServerEntry(server_id=server.server_id, name=server.name,
-                                             spec=server.spec)}
+    options = BatchOptions(
+        budget=budget or AgentBudget(max_turns=5, wall_clock_s=60),
+        token_budget=500,
+        concurrency=8,
+        mcp=settings.mcp,
+        models=settings.models,
+        run_id="run_test",
+    )
+    servers = {
+        server.server_id: ServerEntry(
+            server_id=server.server_id, name=server.name, spec=server.spec
+        )
+    }
     result = asyncio.run(generate_batch(batch, servers, options))
     by_question = {row.metadata["question"]: row for row in result.trajectories}
     return [by_question[q] for q in questions], log, result
@@ -67,7 +83,9 @@ def test_function_calling_runs_parallel_calls_concurrently_and_records_real_resu
     slow = [e["latency_ms"] for e in row.tool_call_log if e["tool"] == "slow"]
     assert sum(slow) > 1900
     turn = row.tool_call_log
-    wall_ms = max(e["started_ms"] + e["latency_ms"] for e in turn) - min(e["started_ms"] for e in turn)
+    wall_ms = max(e["started_ms"] + e["latency_ms"] for e in turn) - min(
+        e["started_ms"] for e in turn
+    )
     assert wall_ms < sum(slow), "parallel calls must overlap"
     lines = log.read_text().split()
     assert lines.count("slow-start") == 2 and lines.count("add") == 1
@@ -103,10 +121,19 @@ def test_langchain_style_runs_langchains_loop_and_produces_the_same_record(
     roles = [m["role"] for m in row.messages]
     assert roles == ["system", "user", "assistant", "tool", "tool", "assistant"]
     assert sorted(m["content"] for m in row.messages if m["role"] == "tool") == [
-        "9", "from langchain"]
+        "9",
+        "from langchain",
+    ]
     call_ids = {c["id"] for c in row.messages[2]["tool_calls"]}
     assert {e["call_id"] for e in row.tool_call_log} == call_ids
     assert row.turns == 2 and row.tool_calls == 2
-    assert fake_llm.requests[0]["tools"][0]["function"]["name"] in {"echo", "add", "slow", "big",
-                                                                    "boom", "die", "picture",
-                                                                    "whoami"}
+    assert fake_llm.requests[0]["tools"][0]["function"]["name"] in {
+        "echo",
+        "add",
+        "slow",
+        "big",
+        "boom",
+        "die",
+        "picture",
+        "whoami",
+    }

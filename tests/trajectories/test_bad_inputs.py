@@ -34,8 +34,16 @@ def test_bad_tool_calls_and_bad_models_end_with_clear_stop_reasons(
     rules = [
         scripted("schema", agent_script([[("add", {"a": "not a number", "b": 2})]])),
         scripted("unknown", agent_script([[("no_such_tool", {"x": 1})]])),
-        scripted("badjson", Rule(respond=lambda r: Rule(text="gave up") if len(r["messages"]) > 2
-                                 else Rule(tool_calls=[("echo", "not-an-object")]))),  # type: ignore[list-item]
+        scripted(
+            "badjson",
+            Rule(
+                respond=lambda r: (
+                    Rule(text="gave up")
+                    if len(r["messages"]) > 2
+                    else Rule(tool_calls=[("echo", "not-an-object")])
+                )
+            ),
+        ),  # type: ignore[list-item]
         scripted("big", agent_script([[("big", {})]])),
         scripted("hang", agent_script([[("slow", {"seconds": 60})]])),
         scripted("loop", agent_script([[("echo", {"text": "same"})]] * 10)),
@@ -44,8 +52,13 @@ def test_bad_tool_calls_and_bad_models_end_with_clear_stop_reasons(
     ]
     questions = ["schema", "unknown", "badjson", "big", "hang", "loop", "never", "silent"]
     rows, _log, _ = run_tiny(
-        fake_llm, tmp_path, rules, questions=questions, call_timeout=1.5,
-        budget=AgentBudget(max_turns=4, wall_clock_s=5.0), per_server=8,
+        fake_llm,
+        tmp_path,
+        rules,
+        questions=questions,
+        call_timeout=1.5,
+        budget=AgentBudget(max_turns=4, wall_clock_s=5.0),
+        per_server=8,
     )
     by = dict(zip(questions, rows, strict=True))
 

@@ -26,8 +26,10 @@ from toucan.records import ToolCallRecord, Trajectory
 from toucan.store import Store
 
 FLEET_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
-    "mcp-server-time": ("convert_time", {"source_timezone": "UTC", "time": "12:00",
-                                         "target_timezone": "Asia/Tokyo"}),
+    "mcp-server-time": (
+        "convert_time",
+        {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"},
+    ),
     "calculator": ("calculate", {"expression": "6*7"}),
     "math": ("sum", {"numbers": [1, 2, 3.5]}),
     "sqlite": ("list_tables", {}),
@@ -35,13 +37,17 @@ FLEET_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 STYLES = ["function-calling", "react", "langchain"]
 
-pytestmark = pytest.mark.skipif(not (fleet_dir() / "venvs").exists(),
-                                reason="the fleet is not installed (toucan fleet install)")
+pytestmark = pytest.mark.skipif(
+    not (fleet_dir() / "venvs").exists(), reason="the fleet is not installed (toucan fleet install)"
+)
 
 
 def fleet_specs() -> dict[str, Any]:
-    return {s["name"]: parse_server_spec(s) for s in load_fleet_catalog(fleet_dir())
-            if s["name"] in FLEET_CALLS}
+    return {
+        s["name"]: parse_server_spec(s)
+        for s in load_fleet_catalog(fleet_dir())
+        if s["name"] in FLEET_CALLS
+    }
 
 
 async def direct_results(specs: dict[str, Any]) -> dict[str, str]:
@@ -60,18 +66,27 @@ def test_trajectories_over_five_fleet_servers_hold_real_results_in_all_styles(
 ) -> None:
     specs = fleet_specs()
     rows = {name: server_row(spec) for name, spec in specs.items()}
-    tasks = [kept_task(f"[{name}] please help", [rows[name]], [(rows[name], FLEET_CALLS[name][0])])
-             for name in specs]
+    tasks = [
+        kept_task(f"[{name}] please help", [rows[name]], [(rows[name], FLEET_CALLS[name][0])])
+        for name in specs
+    ]
     pair = [rows["calculator"], rows["math"]]
     tasks.append(kept_task("[pair] compute both", pair, [(pair[0], "calculate"), (pair[1], "sum")]))
     script = {f"[{name}]": [[FLEET_CALLS[name]]] for name in specs}
-    script["[pair]"] = [[("calculator__calculate", FLEET_CALLS["calculator"][1]),
-                         ("math__sum", FLEET_CALLS["math"][1])]]
+    script["[pair]"] = [
+        [
+            ("calculator__calculate", FLEET_CALLS["calculator"][1]),
+            ("math__sum", FLEET_CALLS["math"][1]),
+        ]
+    ]
     fake_llm.script([dispatch_script(script)])
     store = Store(tmp_path / "t.duckdb")
     seed_store(store, list(rows.values()), tasks)
-    config = write_config(tmp_path / "toucan.yaml", fake_llm.base_url,
-                          trajectories={"concurrency": 8, "styles": STYLES})
+    config = write_config(
+        tmp_path / "toucan.yaml",
+        fake_llm.base_url,
+        trajectories={"concurrency": 8, "styles": STYLES},
+    )
 
     summary = trajectories_flow(store=str(store.path), config=str(config), profile="cloud")
 
@@ -111,13 +126,21 @@ def test_a_dead_server_fails_only_its_items_and_is_paused_with_its_reason(
     dead = server_row(tiny_spec(tmp_path / "dead.log", name="tiny-dead", mode="crash"))
     tasks = [kept_task(f"[good] q{n}", [good], [(good, "echo")]) for n in range(3)]
     tasks += [kept_task(f"[dead] q{n}", [dead], [(dead, "echo")]) for n in range(4)]
-    fake_llm.script([dispatch_script({"[good]": [[("echo", {"text": "hi"})]],
-                                      "[dead]": [[("echo", {"text": "hi"})]]})])
+    fake_llm.script(
+        [
+            dispatch_script(
+                {"[good]": [[("echo", {"text": "hi"})]], "[dead]": [[("echo", {"text": "hi"})]]}
+            )
+        ]
+    )
     store = Store(tmp_path / "t.duckdb")
     seed_store(store, [good, dead], tasks)
-    config = write_config(tmp_path / "toucan.yaml", fake_llm.base_url,
-                          trajectories={"concurrency": 1},
-                          mcp={"circuit_breaker_failures": 2})
+    config = write_config(
+        tmp_path / "toucan.yaml",
+        fake_llm.base_url,
+        trajectories={"concurrency": 1},
+        mcp={"circuit_breaker_failures": 2},
+    )
 
     summary = trajectories_flow(store=str(store.path), config=str(config), profile="cloud")
 
@@ -125,5 +148,9 @@ def test_a_dead_server_fails_only_its_items_and_is_paused_with_its_reason(
     assert summary.paused_servers["tiny-dead"]["reason"] == "crashed_at_start"
     failed = store.select(Trajectory, "status = 'error'")
     assert sorted(t.reason for t in failed) == [
-        "crashed_at_start", "crashed_at_start", "server_paused", "server_paused"]
+        "crashed_at_start",
+        "crashed_at_start",
+        "server_paused",
+        "server_paused",
+    ]
     assert all("[dead]" in t.metadata["question"] for t in failed)

@@ -27,7 +27,7 @@ from toucan.store import Store
 TASKS = 10
 
 
-def wait_for(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -61,18 +61,33 @@ def test_a_killed_run_resumes_without_duplicates_or_repeated_tool_calls(
 
     log = tmp_path / "calls.log"
     server = server_row(tiny_spec(log))
-    seed_store(Store(tmp_path / "t.duckdb"), [server],
-               [kept_task(f"question {n}", [server], [(server, "echo")]) for n in range(TASKS)])
+    seed_store(
+        Store(tmp_path / "t.duckdb"),
+        [server],
+        [kept_task(f"question {n}", [server], [(server, "echo")]) for n in range(TASKS)],
+    )
     fake_llm.script([Rule(respond=slow_answer)])
-    config = write_config(tmp_path / "toucan.yaml", fake_llm.base_url,
-                          trajectories={"concurrency": 2})
+    config = write_config(
+        tmp_path / "toucan.yaml", fake_llm.base_url, trajectories={"concurrency": 2}
+    )
     store = Store(tmp_path / "t.duckdb")
     toucan = Path(sys.executable).parent / "toucan"
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     flow_process = subprocess.Popen(
-        [str(toucan), "trajectories", "--store", str(store.path), "--config", str(config),
-         "--profile", "cloud", "--json"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(toucan),
+            "trajectories",
+            "--store",
+            str(store.path),
+            "--config",
+            str(config),
+            "--profile",
+            "cloud",
+            "--json",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for(lambda: echo_calls(log) >= 5, 240, "five tool calls")

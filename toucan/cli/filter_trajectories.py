@@ -42,8 +42,14 @@ def filter_trajectories(
         table.add_column(column)
     for kind, tallies in (("teacher", summary.per_teacher), ("server", summary.per_server)):
         for name, tally in sorted(tallies.items()):
-            table.add_row(kind, name, str(tally.rated), str(tally.kept), str(tally.errors),
-                          f"{tally.keep_rate:.0%}")
+            table.add_row(
+                kind,
+                name,
+                str(tally.rated),
+                str(tally.kept),
+                str(tally.errors),
+                f"{tally.keep_rate:.0%}",
+            )
     console.print(table)
     console.print(
         f"{summary.total.kept}/{summary.total.rated} kept ({summary.already_rated} already "

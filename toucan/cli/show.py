@@ -35,8 +35,12 @@ def show(
     row = rows[0]
     ratings = target.select(TrajectoryRating, "trajectory_id = ?", [row.trajectory_id])
     if as_json:
-        print_json({"trajectory": row.model_dump(mode="json"),
-                    "ratings": [r.model_dump(mode="json") for r in ratings]})
+        print_json(
+            {
+                "trajectory": row.model_dump(mode="json"),
+                "ratings": [r.model_dump(mode="json") for r in ratings],
+            }
+        )
         return
     console.print(header_table(row))
     for index, message in enumerate(row.messages):
@@ -48,12 +52,18 @@ def show(
 def header_table(row: Trajectory) -> Table:
     table = Table(show_header=False, title=row.trajectory_id)
     for key, value in (
-        ("task", row.task_id), ("kind", row.kind), ("teacher", f"{row.teacher} ({row.model})"),
-        ("style", row.style), ("status", f"{row.status} {row.reason or ''}"),
-        ("stop reason", row.stop_reason), ("turns", row.turns),
+        ("task", row.task_id),
+        ("kind", row.kind),
+        ("teacher", f"{row.teacher} ({row.model})"),
+        ("style", row.style),
+        ("status", f"{row.status} {row.reason or ''}"),
+        ("stop reason", row.stop_reason),
+        ("turns", row.turns),
         ("tool calls", f"{row.tool_calls} ({row.tool_errors} errors)"),
-        ("tokens", row.usage.get("total_tokens", 0)), ("cost $", f"{row.cost_usd:.5f}"),
-        ("tools offered", len(row.tools)), ("started", row.started_at),
+        ("tokens", row.usage.get("total_tokens", 0)),
+        ("cost $", f"{row.cost_usd:.5f}"),
+        ("tools offered", len(row.tools)),
+        ("started", row.started_at),
         ("finished", row.finished_at),
     ):
         table.add_row(key, str(value))
@@ -75,8 +85,12 @@ def message_panel(index: int, message: dict[str, Any], full: bool) -> Panel:
     title = f"{index} {role}"
     if role == "tool":
         title += f" {message.get('name', '')} [{message.get('tool_call_id', '')}]"
-    return Panel("\n".join(p for p in parts if p), title=title, title_align="left",
-                 border_style=ROLE_STYLE.get(role, "white"))
+    return Panel(
+        "\n".join(p for p in parts if p),
+        title=title,
+        title_align="left",
+        border_style=ROLE_STYLE.get(role, "white"),
+    )
 
 
 def rating_table(rating: TrajectoryRating) -> Table:

@@ -20,7 +20,9 @@ def trajectories(
         list[str] | None, typer.Option("--teacher", help="Teacher name (repeatable; default all).")
     ] = None,
     style: Annotated[list[str] | None, typer.Option("--style", help=STYLE_HELP)] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="At most N new trajectories.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="At most N new trajectories.")
+    ] = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
@@ -60,6 +62,14 @@ def print_tallies(title: str, per_teacher: dict, per_server: dict) -> None:  # t
         table.add_column(column, overflow="fold")
     for kind, tallies in (("teacher", per_teacher), ("server", per_server)):
         for name, tally in sorted(tallies.items()):
-            table.add_row(kind, name, str(tally.done), str(tally.failed), str(tally.tool_calls),
-                          str(tally.tool_errors), str(tally.tokens), f"{tally.cost_usd:.4f}")
+            table.add_row(
+                kind,
+                name,
+                str(tally.done),
+                str(tally.failed),
+                str(tally.tool_calls),
+                str(tally.tool_errors),
+                str(tally.tokens),
+                f"{tally.cost_usd:.4f}",
+            )
     console.print(table)

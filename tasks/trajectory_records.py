@@ -1,0 +1,172 @@
+"""Stage 4's records and pure functions: the work items, batches, options, and the rows built
+from an agent run (everything the teacher saw and did, and how it ended)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tasks.agent import AgentBudget, AgentRun, Toolbox, name_map
+from toucan.config import McpConfig, ModelsConfig
+from toucan.ids import make_id
+from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory, utc_now
+
+STAGE = "trajectories"
+TRAJECTORY_KIND = {"irrelevant": "irrelevant", "diversified": "diversified"}
+
+
+class TrajectoryItem(BaseModel):
+    trajectory_id: str
+    task: Task
+    teacher: str
+    style: str
+
+
+class ServerEntry(BaseModel):
+    server_id: str
+    name: str
+    spec: dict[str, Any]
+
+
+class TrajectoryBatch(BaseModel):
+    """One server group's items: they share a session pool."""
+
+    batch_id: str
+    server_ids: list[str]
+    items: list[TrajectoryItem]
+
+
+class BatchOptions(BaseModel):
+    budget: AgentBudget = Field(default_factory=AgentBudget)
+    token_budget: int = 2_000
+    concurrency: int = 32
+    breaker_failures: int = 5
+    mcp: McpConfig = Field(default_factory=McpConfig)
+    models: ModelsConfig
+    local_base_url: str | None = None
+    run_id: str = "adhoc"
+    journal_dir: str | None = None
+
+
+class BatchResult(BaseModel):
+    batch_id: str
+    trajectories: list[Trajectory] = Field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    cache_entries: list[LlmCacheEntry] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list)
+    paused: dict[str, dict[str, str]] = Field(default_factory=dict)  # server_id -> reason
+
+
+def make_trajectory_id(task_id: str, teacher: str, style: str) -> str:
+    return make_id("traj", task_id, teacher, style)
+
+
+def plan_items(
+    tasks: Sequence[Task], teachers: Sequence[str], styles: Sequence[str]
+) -> list[TrajectoryItem]:
+    """Every (task, teacher, style) combination, in a stable order."""
+    return [
+        TrajectoryItem(
+            trajectory_id=make_trajectory_id(t.task_id, teacher, style),
+            task=t,
+            teacher=teacher,
+            style=style,
+        )
+        for t in sorted(tasks, key=lambda t: t.task_id)
+        for teacher in teachers
+        for style in styles
+    ]
+
+
+def group_into_batches(items: Sequence[TrajectoryItem], batch_size: int) -> list[TrajectoryBatch]:
+    """Items grouped by their exact server set, then cut into chunks of `batch_size`."""
+    groups: dict[tuple[str, ...], list[TrajectoryItem]] = {}
+    for item in items:
+        groups.setdefault(tuple(sorted(set(item.task.server_ids))), []).append(item)
+    batches = []
+    for server_ids, group in sorted(groups.items()):
+        for start in range(0, len(group), max(1, batch_size)):
+            chunk = group[start : start + batch_size]
+            batch_id = make_id("batch", server_ids, [i.trajectory_id for i in chunk])
+            batches.append(
+                TrajectoryBatch(batch_id=batch_id, server_ids=list(server_ids), items=chunk)
+            )
+    return batches
+
+
+def build_trajectory(
+    item: TrajectoryItem, run: AgentRun, toolbox: Toolbox, started_at: datetime, run_id: str
+) -> Trajectory:
+    """The row: everything the teacher saw and did, and how it ended."""
+    failed = run.stop_reason in ("model_error", "server_unavailable")
+    return Trajectory(
+        trajectory_id=item.trajectory_id,
+        task_id=item.task.task_id,
+        kind=TRAJECTORY_KIND.get(item.task.kind, "original"),  # type: ignore[arg-type]
+        teacher=item.teacher,
+        model=run.model,
+        style=item.style,  # type: ignore[arg-type]
+        messages=run.messages,
+        tools=run.tools,
+        tool_name_map=name_map(toolbox.exposed),
+        schema_hashes={tool.name: tool.schema_hash for tool in toolbox.exposed},
+        turns=run.turns,
+        tool_calls=len(toolbox.log),
+        tool_errors=toolbox.errors,
+        tool_call_log=[entry.model_dump(mode="json") for entry in toolbox.log],
+        usage={
+            "prompt_tokens": run.prompt_tokens,
+            "completion_tokens": run.completion_tokens,
+            "total_tokens": run.prompt_tokens + run.completion_tokens,
+        },
+        cost_usd=run.cost_usd,
+        stop_reason=run.stop_reason,
+        status="error" if failed else "ok",
+        reason=(run.error_reason or run.stop_reason) if failed else None,
+        prompt_hash=run.prompt_hash,
+        metadata=trajectory_metadata(item, run, toolbox),
+        run_id=run_id,
+        started_at=started_at,
+        finished_at=utc_now(),
+    )
+
+
+def trajectory_metadata(item: TrajectoryItem, run: AgentRun, toolbox: Toolbox) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "question": item.task.question,
+        "final_answer": run.final_answer,
+        "tools_channel": "api" if item.style != "react" else "system_prompt",
+        "replayed_tool_calls": sum(1 for entry in toolbox.log if entry.replayed),
+        "wall_clock_s": round(max(0.0, time.monotonic() - run.started), 3),
+    }
+    if run.wire_messages is not None:
+        metadata["wire_messages"] = run.wire_messages
+    if run.error_detail:
+        metadata["error"] = run.error_detail[:2000]
+    if toolbox.paused is not None:
+        metadata["paused_server"] = {
+            "server_id": toolbox.paused.server_id,
+            "reason": toolbox.paused.reason,
+        }
+    return metadata
+
+
+def failed_trajectory(item: TrajectoryItem, reason: str, detail: str, run_id: str) -> Trajectory:
+    """A row for an item that could not run at all (its server is down, ...)."""
+    return Trajectory(
+        trajectory_id=item.trajectory_id,
+        task_id=item.task.task_id,
+        kind=TRAJECTORY_KIND.get(item.task.kind, "original"),  # type: ignore[arg-type]
+        teacher=item.teacher,
+        style=item.style,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": item.task.question}],
+        stop_reason="not_started",
+        status="error",
+        reason=reason,
+        metadata={"question": item.task.question, "error": detail[:2000]},
+        run_id=run_id,
+    )
