@@ -72,6 +72,9 @@ class ModelDeployment(Section):
     output_cost_per_token: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)  # temperature, max_tokens, ...
     supports_tools: bool = True
+    # auto = post /chat/completions directly (one aiohttp session) for OpenAI-compatible
+    # providers and api_base deployments; litellm = always through LiteLLM's Router
+    transport: Literal["auto", "litellm", "direct"] = "auto"
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

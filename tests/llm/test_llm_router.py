@@ -27,10 +27,12 @@ def ask(text: str) -> list[dict[str, str]]:
 
 
 async def test_a_json_answer_is_parsed_and_its_call_recorded_with_tokens_and_cost(
-    fake_llm: FakeLlm,
+    fake_llm: FakeLlm, transport: str
 ) -> None:
     fake_llm.script([Rule(contains="capital", answer={"city": "Paris", "population": 2100000})])
-    models = models_config_for(fake_llm, input_cost_per_token=1e-6, output_cost_per_token=2e-6)
+    models = models_config_for(
+        fake_llm, input_cost_per_token=1e-6, output_cost_per_token=2e-6, transport=transport
+    )
     router = LlmRouter(models)
 
     city, reply = await router.complete_structured(
@@ -60,11 +62,11 @@ async def test_a_json_answer_is_parsed_and_its_call_recorded_with_tokens_and_cos
     assert request["response_format"]["json_schema"]["schema"]["required"] == ["city", "population"]
 
 
-async def test_parallel_tool_calls_come_back_in_order(fake_llm: FakeLlm) -> None:
+async def test_parallel_tool_calls_come_back_in_order(fake_llm: FakeLlm, transport: str) -> None:
     fake_llm.script(
         [Rule(has_tools=True, tool_calls=[("get_weather", {"city": "Oslo"}), ("get_time", {})])]
     )
-    router = LlmRouter(models_config_for(fake_llm))
+    router = LlmRouter(models_config_for(fake_llm, transport=transport))
     tools = [
         {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
         for name in ("get_weather", "get_time")
@@ -78,10 +80,10 @@ async def test_parallel_tool_calls_come_back_in_order(fake_llm: FakeLlm) -> None
 
 
 async def test_a_storm_of_429s_slows_the_deployment_down_and_every_call_completes(
-    fake_llm: FakeLlm,
+    fake_llm: FakeLlm, transport: str
 ) -> None:
     fake_llm.script([Rule(on_calls=set(range(0, 40, 2)), status=429, retry_after=0.1)])
-    router = LlmRouter(models_config_for(fake_llm, max_concurrency=16))
+    router = LlmRouter(models_config_for(fake_llm, max_concurrency=16, transport=transport))
 
     replies = await asyncio.gather(
         *(router.complete("gen-a", ask(f"task {index}"), meta=META) for index in range(40))
@@ -108,9 +110,9 @@ async def test_429s_beyond_the_patience_budget_raise_rate_limited(fake_llm: Fake
     assert (event.status, event.error_class) == ("error", "rate_limited")
 
 
-async def test_a_500_is_retried_until_it_succeeds(fake_llm: FakeLlm) -> None:
+async def test_a_500_is_retried_until_it_succeeds(fake_llm: FakeLlm, transport: str) -> None:
     fake_llm.script([Rule(times=2, status=500)])
-    router = LlmRouter(models_config_for(fake_llm, max_retries=3))
+    router = LlmRouter(models_config_for(fake_llm, max_retries=3, transport=transport))
 
     reply = await router.complete("gen-a", ask("hello"), meta=META)
 
@@ -119,10 +121,11 @@ async def test_a_500_is_retried_until_it_succeeds(fake_llm: FakeLlm) -> None:
 
 
 async def test_a_model_that_does_not_answer_in_time_raises_model_timeout(
-    fake_llm: FakeLlm,
+    fake_llm: FakeLlm, transport: str
 ) -> None:
     fake_llm.script([Rule(delay=30.0, answer={"late": True})])
-    router = LlmRouter(models_config_for(fake_llm, timeout_s=0.5, max_retries=0))
+    models = models_config_for(fake_llm, timeout_s=0.5, max_retries=0, transport=transport)
+    router = LlmRouter(models)
 
     with pytest.raises(ModelTimeout) as caught:
         await router.complete("gen-a", ask("hello"), meta=META)
@@ -144,9 +147,9 @@ async def test_a_failing_deployment_falls_back_to_the_configured_one(fake_llm: F
     assert [event.status for event in router.drain_events()] == ["error", "ok"]
 
 
-async def test_a_rejected_request_is_not_retried(fake_llm: FakeLlm) -> None:
+async def test_a_rejected_request_is_not_retried(fake_llm: FakeLlm, transport: str) -> None:
     fake_llm.script([Rule(status=400)])
-    router = LlmRouter(models_config_for(fake_llm, max_retries=3))
+    router = LlmRouter(models_config_for(fake_llm, max_retries=3, transport=transport))
 
     with pytest.raises(LlmError) as caught:
         await router.complete("gen-a", ask("hello"), meta=META)

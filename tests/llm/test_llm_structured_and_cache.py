@@ -79,10 +79,10 @@ async def test_json_missing_fields_twice_raises_unparseable(fake_llm: FakeLlm) -
 
 
 async def test_a_stored_reply_is_served_on_the_rerun_without_a_model_call(
-    fake_llm: FakeLlm, tmp_path: Path
+    fake_llm: FakeLlm, tmp_path: Path, transport: str
 ) -> None:
     store = Store(tmp_path / "toucan.duckdb")
-    models = models_config_for(fake_llm)
+    models = models_config_for(fake_llm, transport=transport)
     first = LlmRouter(models, cache=LlmCache.load(store, run_id="run_1"))
     scores, _ = await first.complete_structured("generator", ask("rate this"), Scores, meta=META)
     assert first.cache is not None

@@ -20,6 +20,8 @@ import openai
 from toucan.errors import LlmError, ModelTimeout, RateLimited, UnparseableReply
 
 __all__ = [
+    "ConnectionTrouble",
+    "HttpStatusError",
     "LlmError",
     "ModelTimeout",
     "RateLimited",
@@ -29,6 +31,20 @@ __all__ = [
     "read_retry_after",
     "to_llm_error",
 ]
+
+
+class HttpStatusError(Exception):
+    """The direct transport's non-2xx reply (status, body excerpt, response headers)."""
+
+    def __init__(self, status_code: int, body: str, headers: dict[str, str]) -> None:
+        super().__init__(f"HTTP {status_code}: {body}")
+        self.status_code = status_code
+        self.headers = {key.lower(): value for key, value in headers.items()}
+
+
+class ConnectionTrouble(Exception):
+    """The direct transport could not get a usable reply (connection, payload): retried."""
+
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -43,7 +59,7 @@ def is_timeout(error: BaseException) -> bool:
 
 def is_retryable(error: BaseException) -> bool:
     """Transient: timeouts, connection trouble, 5xx (429s have their own path)."""
-    if is_timeout(error) or isinstance(error, openai.APIConnectionError):
+    if is_timeout(error) or isinstance(error, openai.APIConnectionError | ConnectionTrouble):
         return True
     status = getattr(error, "status_code", None)
     return status in RETRYABLE_STATUS or (isinstance(status, int) and status >= 500)
@@ -51,7 +67,9 @@ def is_retryable(error: BaseException) -> bool:
 
 def read_retry_after(error: BaseException) -> float | None:
     """Seconds the server asked us to wait (retry-after / retry-after-ms headers), if any."""
-    headers: Any = getattr(error, "litellm_response_headers", None)
+    headers: Any = getattr(error, "litellm_response_headers", None) or getattr(
+        error, "headers", None
+    )
     response = getattr(error, "response", None)
     if headers is None and response is not None:
         headers = getattr(response, "headers", None)

@@ -32,7 +32,15 @@ from toucan.llm.deployments import (
     to_reply,
     unique_deployments,
 )
-from toucan.llm.errors import is_rate_limit, is_retryable, read_retry_after, to_llm_error
+from toucan.llm.direct import DirectTransport, plan_endpoint, to_reply_from_json
+from toucan.llm.errors import (
+    ConnectionTrouble,
+    HttpStatusError,
+    is_rate_limit,
+    is_retryable,
+    read_retry_after,
+    to_llm_error,
+)
 from toucan.llm.limiter import AdaptiveLimiter
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.structured import complete_structured
@@ -62,6 +70,14 @@ class LlmRouter:
         self.groups = {group: [d.name for d in models.group(group)] for group in GROUPS}
         model_list = build_model_list(models, local_base_url)
         self.model_strings = {m["model_name"]: m["litellm_params"]["model"] for m in model_list}
+        # OpenAI-compatible deployments skip LiteLLM: one aiohttp session, ~10x less client CPU.
+        self.endpoints = {
+            m["model_name"]: plan_endpoint(
+                self.deployments[m["model_name"]], m["litellm_params"], models.route_to_local
+            )
+            for m in model_list
+        }
+        self.transport = DirectTransport()
         self.prices = {name: price_per_token(d, d.model) for name, d in self.deployments.items()}
         self.limiters = {
             name: AdaptiveLimiter(d.max_concurrency, rpm=d.rpm, tpm=d.tpm)
@@ -222,7 +238,11 @@ class LlmRouter:
             self.record_event(meta, name, status="error", error=error, latency_ms=latency_ms)
             raise
         latency_ms = (time.perf_counter() - started) * 1000
-        reply = to_reply(response, name, self.model_strings[name], latency_ms)
+        model = self.model_strings[name]
+        if isinstance(response, dict):
+            reply = to_reply_from_json(response, name, model, latency_ms)
+        else:
+            reply = to_reply(response, name, model, latency_ms)
         input_price, output_price = self.prices[name]
         reply.cost_usd = (
             reply.usage.prompt_tokens * input_price + reply.usage.completion_tokens * output_price
@@ -233,6 +253,7 @@ class LlmRouter:
     async def send_with_retries(self, name: str, request: dict[str, Any]) -> Any:
         """One deployment: limiter admission, 429 pauses, backoff retries on transient errors."""
         deployment = self.deployments[name]
+        endpoint = self.endpoints[name]
         limiter = self.limiters[name]
         rate_limit_deadline = time.monotonic() + self.rate_limit_patience_s
         attempt = 0
@@ -245,11 +266,15 @@ class LlmRouter:
             internal = is_internal_call.set(True)
             try:
                 async with asyncio.timeout(deployment.timeout_s + TIMEOUT_GRACE_S):
+                    if endpoint is not None:
+                        response = await self.transport.post(endpoint, request)
+                        tokens = (response.get("usage") or {}).get("total_tokens") or 0
+                        return response
                     response = await self.router.acompletion(model=name, **request)
                 usage = getattr(response, "usage", None)
                 tokens = getattr(usage, "total_tokens", 0) or 0
                 return response
-            except (openai.OpenAIError, TimeoutError) as caught:
+            except (openai.OpenAIError, TimeoutError, HttpStatusError, ConnectionTrouble) as caught:
                 error = caught
             finally:
                 is_internal_call.reset(internal)
@@ -281,6 +306,10 @@ class LlmRouter:
         return await complete_structured(
             self, target, messages, schema, params=params, meta=meta, use_cache=use_cache
         )
+
+    async def aclose(self) -> None:
+        """Close the direct transport's session on this loop (else closed with the loop)."""
+        await self.transport.aclose()
 
     # -- events -----------------------------------------------------------------------
 
