@@ -13,7 +13,6 @@ from prefect.futures import PrefectFuture, as_completed
 
 from tasks.llm_batch import BatchOutput
 from toucan.config import Settings
-from toucan.errors import ConfigError
 from toucan.records import Record
 from toucan.runs import RunContext
 from toucan.store import Store
@@ -36,15 +35,10 @@ def model_endpoint(settings: Settings) -> Iterator[str | None]:
     if not settings.models.route_to_local:
         yield None
         return
-    try:
-        from toucan.llm.local_server import local_model_server
-    except ImportError as exc:
-        raise ConfigError(
-            "profile `local` needs the embedded model: run `python -m toucan.llm.local_build`",
-            reason="local_model_missing",
-        ) from exc
-    with local_model_server(settings.models.local) as base_url:
-        yield base_url
+    from toucan.llm.local_server import LocalModelServer
+
+    with LocalModelServer(settings.models.local) as server:
+        yield server.base_url
 
 
 def unfinished_ids(store: Store, model: type[Record], ids: Sequence[str]) -> set[str]:

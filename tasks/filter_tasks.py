@@ -23,8 +23,10 @@ from toucan.errors import ConfigError, LlmError, UnparseableReply
 from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
+from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
+from toucan.llm.structured import complete_structured
 from toucan.prompts import RenderedPrompt, render
 from toucan.records import Score, Task, TaskRating
 
@@ -57,6 +59,9 @@ JudgeReply: type[BaseModel] = create_model(
     __config__=ConfigDict(extra="ignore"),
     **{dimension: (JudgedScore, ...) for dimension in DIMENSIONS},  # type: ignore[call-overload]
 )
+
+
+JUDGE_RESPONSE_FORMAT = response_format_for(JudgeReply)  # built once: schemas cost ms each
 
 
 def check_thresholds(thresholds: Mapping[str, int]) -> dict[str, int]:
@@ -145,8 +150,13 @@ async def rate_task(
         run_id=run_id, stage=STAGE, server_id=shown[0].server_id, item_id=task_row.task_id
     )
     try:
-        parsed, reply = await router.complete_structured(
-            JUDGE_GROUP, prompt.messages, JudgeReply, meta=meta
+        parsed, reply = await complete_structured(
+            router,
+            JUDGE_GROUP,
+            prompt.messages,
+            JudgeReply,
+            meta=meta,
+            response_format=JUDGE_RESPONSE_FORMAT,
         )
     except Exception as error:  # the stage edge: one broken item must not stop the batch
         if not isinstance(error, LlmError):

@@ -7,13 +7,14 @@ runs a batch of slots concurrently and returns rows and events for the flow to w
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict
 
 from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
 from tasks.sampling import ServerView, TaskSlot
@@ -23,6 +24,7 @@ from toucan.events import EventSink
 from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
+from toucan.llm.structured import complete_structured
 from toucan.prompts import RenderedPrompt, render
 from toucan.records import TargetTool, Task
 
@@ -65,6 +67,9 @@ class SynthesisReply(BaseModel):
     question: str
 
 
+SYNTHESIS_SCHEMA = SynthesisReply.model_json_schema()
+
+
 def server_payload(view: ServerView) -> dict[str, Any]:
     """What a template sees of a server: names and descriptions, no schemas."""
     return {
@@ -82,9 +87,11 @@ def render_synthesis_prompt(slot: TaskSlot, views: Sequence[ServerView]) -> Rend
     )
 
 
-def reply_schema_for(slot: TaskSlot, views: Sequence[ServerView]) -> type[SynthesisReply]:
-    """SynthesisReply whose JSON schema lists only real (server, tool) pairs, for constrained
-    decoders; validation stays lenient so a wrong name becomes `target_tool_not_found`."""
+def reply_format_for(slot: TaskSlot, views: Sequence[ServerView]) -> dict[str, Any]:
+    """The `response_format` of a slot: SynthesisReply's JSON schema narrowed to the real
+    (server, tool) pairs and the exact tool count, for constrained decoders. Parsing stays
+    with the lenient SynthesisReply, so a wrong name becomes `target_tool_not_found`.
+    Built as a plain dict: a pydantic model per slot would cost milliseconds each."""
     pairs = [
         {
             "type": "object",
@@ -97,20 +104,13 @@ def reply_schema_for(slot: TaskSlot, views: Sequence[ServerView]) -> type[Synthe
         for view in views
         if view.tools
     ]
-
-    def only_real_pairs(schema: dict[str, Any]) -> None:
-        schema.clear()
-        schema.update({"anyOf": pairs})
-
-    class TargetToolChoice(ToolChoice):
-        model_config = ConfigDict(extra="ignore", json_schema_extra=only_real_pairs)
-
-    count = {"minItems": slot.num_tools, "maxItems": slot.num_tools}
-    return create_model(
-        "SynthesisReply",
-        __base__=SynthesisReply,
-        target_tools=(list[TargetToolChoice], Field(json_schema_extra=count)),
-    )
+    schema = copy.deepcopy(SYNTHESIS_SCHEMA)
+    schema["$defs"]["ToolChoice"] = {"anyOf": pairs}
+    schema["properties"]["target_tools"].update(minItems=slot.num_tools, maxItems=slot.num_tools)
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "SynthesisReply", "schema": schema, "strict": False},
+    }
 
 
 def clean_question(question: str) -> str:
@@ -253,12 +253,14 @@ async def synthesize_task(
     prompt = render_synthesis_prompt(slot, shown)
     meta = CallMeta(run_id=run_id, stage=STAGE, server_id=slot.server_ids[0], item_id=slot.task_id)
     try:
-        parsed, reply = await router.complete_structured(
+        parsed, reply = await complete_structured(
+            router,
             slot.generator,
             prompt.messages,
-            reply_schema_for(slot, shown),
+            SynthesisReply,
             params={"seed": sampling_seed(slot)},
             meta=meta,
+            response_format=reply_format_for(slot, shown),
         )
     except LlmError as error:
         return error_task(slot, prompt, error)

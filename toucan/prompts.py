@@ -41,6 +41,7 @@ class RenderedPrompt(BaseModel):
     prompt_hash: str  # hash of the rendered messages
 
 
+@functools.cache
 def prompts_dir() -> Path:
     """The `prompts/` package directory (works from a checkout and from an installed wheel)."""
     return Path(str(resources.files("prompts")))

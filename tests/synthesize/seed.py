@@ -231,7 +231,7 @@ def good_question(request: dict[str, Any]) -> str:
 def competent_generator(request: dict[str, Any]) -> dict[str, Any]:
     """Picks existing (server, tool) pairs from the request's schema, spread over the servers."""
     schema = schema_of(request)
-    pairs = schema["$defs"]["TargetToolChoice"]["anyOf"]
+    pairs = schema["$defs"]["ToolChoice"]["anyOf"]
     count = schema["properties"]["target_tools"]["minItems"]
     targets = []
     for index in range(count):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tasks.dedup import find_near_duplicates, mark_near_duplicates
 from tasks.sampling import ServerView, TaskSlot
-from tasks.synthesize import SynthesisReply, ToolChoice, judge_reply, reply_schema_for
+from tasks.synthesize import SynthesisReply, ToolChoice, judge_reply, reply_format_for
 from toucan.records import Server, Task, Tool
 
 
@@ -45,9 +45,9 @@ def reply(*pairs: tuple[str, str], question: str = "How much is 17 plus 25 in to
 
 
 def test_the_reply_schema_offers_only_real_pairs_and_the_exact_count() -> None:
-    schema = reply_schema_for(slot("multi_server", 2, (CALC, NOTES)), [CALC, NOTES])
-    json_schema = schema.model_json_schema()
-    pairs = json_schema["$defs"]["TargetToolChoice"]["anyOf"]
+    response_format = reply_format_for(slot("multi_server", 2, (CALC, NOTES)), [CALC, NOTES])
+    json_schema = response_format["json_schema"]["schema"]
+    pairs = json_schema["$defs"]["ToolChoice"]["anyOf"]
     assert [
         (p["properties"]["server"]["const"], p["properties"]["tool"]["enum"]) for p in pairs
     ] == [("Calculator", ["add", "multiply"]), ("Notes", ["create_note"])]

@@ -1,0 +1,197 @@
+"""Throughput of stage 2 (synthesize) and stage 3 (filter-tasks) against the fake model server.
+
+    .venv/bin/python bench/bench_synthesize.py [--levels 16 64 256] [--repeats 1] [--factor 8]
+
+The fake server runs in its own process with a fixed latency (1 s). For each level C of items
+in flight, in the same run: a bare aiohttp and a bare httpx client (each under a Semaphore(C),
+from bench_llm.py) give the ideal = min(C / latency, faster bare client), as defined in
+shared/research/benchmarks.md; then the whole stage (plan or selection, prompt rendering, the
+model layer, parsing, checks, DuckDB writes, events, dedup) runs over factor x C items on a
+fresh store, timed from the call to its return. Items/min are medians over the repeats.
+The stages run on plain asyncio (`run_synthesize` / `run_filter_tasks`): the same code the
+Prefect flows fan out, without the orchestrator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_llm import measure_aiohttp, measure_httpx  # noqa: E402
+
+from flows.filter_tasks import run_filter_tasks  # noqa: E402
+from flows.synthesize import plan_request, run_synthesize  # noqa: E402
+from tests.fake_llm import run_fake_llm_process  # noqa: E402
+from toucan.config import load_settings  # noqa: E402
+from toucan.ids import make_id, schema_hash  # noqa: E402
+from toucan.records import Server, TargetTool, Task, Tool  # noqa: E402
+from toucan.store import Store  # noqa: E402
+
+GENERATORS = [
+    "Llama-3-70B-Instruct",
+    "Qwen2-72B-Instruct",
+    "Command-R+",
+    "Gemma-2-27B-IT",
+    "Mistral-Large",
+]
+DOMAINS = ["Weather", "Finance", "Education", "Gaming"]
+SERVERS = 24
+TOOLS_PER_SERVER = 4
+
+
+def seed_catalog(store: Store) -> list[tuple[Server, list[Tool]]]:
+    catalog = []
+    for index in range(SERVERS):
+        server = Server(
+            server_id=make_id("server", "bench", index),
+            name=f"Bench Server {index}",
+            source="fleet",
+            transport="stdio",
+            status="ok",
+            domain=DOMAINS[index % len(DOMAINS)],
+            description="A server for the benchmark.",
+            tool_count=TOOLS_PER_SERVER,
+            featured=index < 8,
+            usage_count=index,
+        )
+        tools = []
+        for number in range(TOOLS_PER_SERVER):
+            input_schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+            digest = schema_hash(input_schema)
+            tools.append(
+                Tool(
+                    tool_id=make_id("tool", server.server_id, f"tool_{number}", digest),
+                    server_id=server.server_id,
+                    name=f"tool_{number}",
+                    description=f"Tool number {number}.",
+                    input_schema=input_schema,
+                    schema_hash=digest,
+                )
+            )
+        catalog.append((server, tools))
+        store.insert([server, *tools])
+    return catalog
+
+
+def seed_tasks(store: Store, catalog: list[tuple[Server, list[Tool]]], count: int) -> None:
+    """`count` ok tasks for the judge to rate (unique questions, real targets)."""
+    rows = []
+    for index in range(count):
+        server, tools = catalog[index % len(catalog)]
+        rows.append(
+            Task(
+                task_id=make_id("task", "bench", index),
+                strategy="single_server",
+                question=f"Benchmark question number {index}: what does tool 0 say about {index}?",
+                target_tools=[
+                    TargetTool(server_id=server.server_id, server=server.name, tool=tools[0].name)
+                ],
+                server_ids=[server.server_id],
+                generator=GENERATORS[index % len(GENERATORS)],
+            )
+        )
+    store.insert(rows)
+
+
+def bench_settings(base_url: str, in_flight: int):
+    def deployment(name: str) -> dict:
+        return {
+            "name": name,
+            "model": f"openai/{name}",
+            "api_base": base_url,
+            "api_key_env": "BENCH_FAKE_KEY",
+            "timeout_s": 60,
+            "max_concurrency": in_flight,
+        }
+
+    os.environ["BENCH_FAKE_KEY"] = "sk-bench"
+    return load_settings(
+        profile="cloud",
+        overrides={
+            "max_in_flight": in_flight,
+            "models": {
+                "generators": [deployment(n) for n in GENERATORS],
+                "teachers": [deployment("teacher")],
+                "judge": [deployment("judge")],
+            },
+            "synthesize": {"concurrency": in_flight},
+            "filter_tasks": {"concurrency": in_flight},
+        },
+    )
+
+
+async def time_synthesize(base_url: str, in_flight: int, count: int) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "bench.duckdb")
+        seed_catalog(store)
+        settings = bench_settings(base_url, in_flight)
+        request = plan_request(settings, None, None, count, seed=int(time.time()))
+        started = time.perf_counter()
+        summary = await run_synthesize(settings, store, request)
+        elapsed = time.perf_counter() - started
+    assert summary.attempted == count, summary
+    return elapsed
+
+
+async def time_filter(base_url: str, in_flight: int, count: int) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "bench.duckdb")
+        seed_tasks(store, seed_catalog(store), count)
+        settings = bench_settings(base_url, in_flight)
+        started = time.perf_counter()
+        summary = await run_filter_tasks(settings, store)
+        elapsed = time.perf_counter() - started
+    assert summary.rated == count, summary
+    return elapsed
+
+
+async def bench_level(base_url: str, in_flight: int, count: int, repeats: int) -> dict[str, float]:
+    rates: dict[str, list[float]] = {"aiohttp": [], "httpx": [], "synthesize": [], "filter": []}
+    for _ in range(repeats):
+        rates["aiohttp"].append(count / await measure_aiohttp(base_url, count, in_flight))
+        rates["httpx"].append(count / await measure_httpx(base_url, count, in_flight))
+        rates["synthesize"].append(count / await time_synthesize(base_url, in_flight, count))
+        rates["filter"].append(count / await time_filter(base_url, in_flight, count))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+async def main(levels: list[int], repeats: int, latency: float, factor: int) -> None:
+    with run_fake_llm_process(latency=latency) as base_url:
+        await time_synthesize(base_url, 16, 16)  # warm-up: lazy imports inside LiteLLM
+        print(f"fake server latency {latency:.2f} s; items/min (ratio = stage / ideal)")
+        print(
+            f"{'C':>5} {'items':>6} {'C/lat':>8} {'aiohttp':>8} {'httpx':>8} {'ideal':>8} "
+            f"{'synth':>8} {'ratio':>6} {'judge':>8} {'ratio':>6}"
+        )
+        for in_flight in levels:
+            count = factor * in_flight
+            rates = await bench_level(base_url, in_flight, count, repeats)
+            ideal = min(in_flight / latency, max(rates["aiohttp"], rates["httpx"]))
+            print(
+                f"{in_flight:>5} {count:>6} {in_flight / latency * 60:>8.0f} "
+                f"{rates['aiohttp'] * 60:>8.0f} {rates['httpx'] * 60:>8.0f} {ideal * 60:>8.0f} "
+                f"{rates['synthesize'] * 60:>8.0f} {rates['synthesize'] / ideal:>6.2f} "
+                f"{rates['filter'] * 60:>8.0f} {rates['filter'] / ideal:>6.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--factor", type=int, default=8, help="items per level = factor * C")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.levels, arguments.repeats, arguments.latency, arguments.factor))
