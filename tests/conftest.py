@@ -18,5 +18,5 @@ def prefect_harness() -> Iterator[None]:
     """A temporary Prefect API for flow tests; started once, only if a test asks for it."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=600):
         yield
