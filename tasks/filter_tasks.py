@@ -51,7 +51,15 @@ class JudgedScore(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     reasoning: str
-    score: int = Field(json_schema_extra={"minimum": MIN_SCORE, "maximum": MAX_SCORE})
+    # The enum is for constrained decoders (llama.cpp's grammar ignores minimum/maximum);
+    # parsing accepts any integer so that 0 or 7 becomes `score_out_of_range`, not a parse error.
+    score: int = Field(
+        json_schema_extra={
+            "minimum": MIN_SCORE,
+            "maximum": MAX_SCORE,
+            "enum": list(range(MIN_SCORE, MAX_SCORE + 1)),
+        }
+    )
 
 
 JudgeReply: type[BaseModel] = create_model(
