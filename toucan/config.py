@@ -89,6 +89,7 @@ class LocalModelConfig(Section):
     n_ctx: int = 8192
     n_threads: int = 2
     chat_format: str = "chatml-function-calling"
+    max_tokens: int = 512  # per reply, unless the deployment's params set one
     startup_timeout_s: float = 120.0
 
 

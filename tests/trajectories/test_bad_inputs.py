@@ -3,10 +3,12 @@ never crashes the batch, and leaves no process behind."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from tasks.agent import AgentBudget
 from tests.fake_llm import FakeLlm, Rule
@@ -24,8 +26,22 @@ def scripted(question: str, rule: Rule) -> Rule:
     return rule
 
 
+TEST_STARTED: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def note_test_start() -> None:
+    TEST_STARTED["at"] = time.time() - 1.0
+
+
 def child_processes() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    """Children this test started (the shared Prefect harness and others predate it)."""
+    since = TEST_STARTED.get("at", 0.0)
+    return [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.is_running() and p.create_time() >= since
+    ]
 
 
 def test_bad_tool_calls_and_bad_models_end_with_clear_stop_reasons(

@@ -222,6 +222,9 @@ class LlmRouter:
         """One deployment, no cache: the call, its retries and its event."""
         request: dict[str, Any] = {"messages": messages}
         request.update({**self.deployments[name].params, **(params or {})})
+        if self.models.route_to_local:
+            # a small constrained model can ramble until its context is full: cap each reply
+            request.setdefault("max_tokens", self.models.local.max_tokens)
         if tools:
             request["tools"] = tools
         if response_format:
