@@ -6,16 +6,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from toucan.uv import find_uv
+
+__all__ = ["find_python", "find_uv"]
+
 PYENV_VERSIONS = Path("/root/.pyenv/versions")
-
-
-def find_uv() -> str | None:
-    """uv next to the running interpreter (the project venv), else on PATH, else /tmp/uvv."""
-    candidates = [Path(sys.executable).parent / "uv", Path("/tmp/uvv/bin/uv")]
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate)
-    return shutil.which("uv")
 
 
 def find_python(version: str) -> Path:

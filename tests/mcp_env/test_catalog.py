@@ -9,7 +9,7 @@ from pathlib import Path
 from mcp_env.catalog import load_catalog, parse_usage_count
 from mcp_env.specs import HttpSpec, StdioSpec
 
-SMITHERY = Path("/work/shared/data/smithery/servers.jsonl")
+SMITHERY = Path(__file__).resolve().parents[2] / "catalogs" / "smithery" / "servers.jsonl"
 
 
 def test_yaml_catalog_with_bad_entries(tmp_path):

