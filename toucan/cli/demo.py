@@ -48,8 +48,11 @@ def demo(
 ) -> None:
     """Run the whole pipeline offline with the embedded defaults and say where results are."""
     from flows.pipeline import pipeline
+    from toucan.config import load_settings
 
     params = demo_stage_params(store, out)
+    # one teacher keeps the offline demo short; real runs use every configured teacher
+    teachers = [load_settings(profile="local").models.teachers[0].name]
     console.print(
         "[bold]toucan demo[/]: onboard -> synthesize -> filter-tasks -> trajectories -> "
         "filter-trajectories -> irrelevance, diversify, multi-turn -> export -> report, "
@@ -62,6 +65,7 @@ def demo(
                     store=str(store),
                     profile="local",
                     limits=DEMO_LIMITS,  # type: ignore[arg-type]
+                    teachers=teachers,
                     stage_params=params,
                     force=True,
                 )
@@ -72,6 +76,7 @@ def demo(
                     store=str(store),
                     profile="local",  # type: ignore[arg-type]
                     limits=DEMO_LIMITS,
+                    teachers=teachers,
                     stage_params=params,
                     force=True,
                 )
