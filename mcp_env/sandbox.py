@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import psutil
@@ -30,6 +31,8 @@ from toucan.errors import ServerStartError
 logger = logging.getLogger(__name__)
 
 # a server gets this long to exit by itself once its stdin closes (MCP shutdown sequence)
+T = TypeVar("T")
+
 STDIN_CLOSE_GRACE_S = 2.0
 # after SIGTERM to the group, survivors get this long before SIGKILL
 SIGTERM_GRACE_S = 2.0
@@ -59,11 +62,18 @@ def find_free_port() -> int:
         return probe.getsockname()[1]
 
 
-def fill_placeholders(text: str, values: dict[str, str]) -> str:
-    """Replace `{sandbox}`, `{port}`, `{seed}`, `{fleet}`; other braces (JSON) stay as they are."""
-    for key, value in values.items():
-        text = text.replace("{" + key + "}", value)
-    return text
+def substitute_vars(value: T, values: dict[str, str]) -> T:
+    """Replace `{sandbox}`, `{port}`, `{seed}`, `{fleet}` in a string or in every string of a
+    nested dict/list; other braces (JSON) and names not given stay as they are."""
+    if isinstance(value, str):
+        for key, replacement in values.items():
+            value = value.replace("{" + key + "}", replacement)  # type: ignore[assignment]
+        return value
+    if isinstance(value, dict):
+        return {key: substitute_vars(item, values) for key, item in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [substitute_vars(item, values) for item in value]  # type: ignore[return-value]
+    return value
 
 
 def make_placeholders(
@@ -98,7 +108,7 @@ def build_environment(spec: StdioSpec, sandbox_dir: Path, values: dict[str, str]
         path.mkdir(parents=True, exist_ok=True)
         env[key] = str(path)
     env.update(QUIET_ENV)
-    env.update({key: fill_placeholders(value, values) for key, value in spec.env.items()})
+    env.update({key: substitute_vars(value, values) for key, value in spec.env.items()})
     for field in spec.config:
         value = spec.config_values.get(field.name)
         if field.env and value:
@@ -183,13 +193,13 @@ def prepare_launch(
         values = make_placeholders(sandbox_dir, port, seed_dir, fleet_dir)
         copy_seed(spec.sandbox.seed, seed_dir, sandbox_dir)
         env = build_environment(spec, sandbox_dir, values)
-        argv = [fill_placeholders(part, values) for part in [spec.command, *spec.args]]
+        argv = [substitute_vars(part, values) for part in [spec.command, *spec.args]]
         if shutil.which(argv[0], path=env["PATH"]) is None:
             raise ServerStartError(f"{argv[0]} not found on PATH", reason="command_not_found")
         if spec.sandbox.isolate:
             chosen = isolation if isolation is not None else detect_isolation()
             argv = wrap_isolated(argv, sandbox_dir, fleet_dir, spec.sandbox.network, chosen)
-        cwd = fill_placeholders(spec.cwd, values) if spec.cwd else str(sandbox_dir)
+        cwd = substitute_vars(spec.cwd, values) if spec.cwd else str(sandbox_dir)
         return Launch(argv=argv, env=env, cwd=cwd, sandbox_dir=str(sandbox_dir), port=port)
     except BaseException:
         remove_sandbox(sandbox_dir)

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from mcp_env.remote import make_http_client, read_tail, remove_sandbox_log, start_launch
 from mcp_env.results import ListedTool, ToolResult, make_listed_tool, make_tool_result
-from mcp_env.sandbox import fill_placeholders, prepare_launch, remove_sandbox
+from mcp_env.sandbox import prepare_launch, remove_sandbox, substitute_vars
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec
 from mcp_env.transport import ProcessTransport
 from toucan.errors import McpError, ServerCrashed, ServerStartError, ToolListError, ToolTimeout
@@ -72,7 +72,7 @@ class McpSession:
         if launch is None:
             return arguments
         values = {"sandbox": launch.sandbox_dir, "port": str(launch.port)}
-        return fill_nested(arguments, values)
+        return substitute_vars(arguments, values)
 
     @property
     def pid(self) -> int | None:
@@ -161,16 +161,6 @@ class McpSession:
             latency_ms=latency_ms,
             error_reason=reason,
         )
-
-
-def fill_nested(value: Any, values: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        return fill_placeholders(value, values)
-    if isinstance(value, dict):
-        return {key: fill_nested(item, values) for key, item in value.items()}
-    if isinstance(value, list):
-        return [fill_nested(item, values) for item in value]
-    return value
 
 
 @contextlib.asynccontextmanager

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_env.sandbox import substitute_vars
 from mcp_env.specs import parse_server_spec
 from toucan.errors import CatalogError
 
@@ -71,19 +71,11 @@ def list_install_units(path: Path = CATALOG_PATH) -> list[InstallUnit]:
     return units
 
 
-def fill_placeholders(value: Any, fills: dict[str, str]) -> Any:
-    """Replace {fleet}/{seed} in every string; other placeholders are left for launch time."""
-    text = json.dumps(value)
-    for key, replacement in fills.items():
-        text = text.replace("{" + key + "}", json.dumps(replacement)[1:-1])
-    return json.loads(text)
-
-
 def load_fleet_catalog(fleet_dir: Path, path: Path = CATALOG_PATH) -> list[dict[str, Any]]:
     """Server spec dicts with {fleet} and {seed} filled; each one passes parse_server_spec."""
     fleet_dir = Path(fleet_dir).resolve()
     fills = {"fleet": str(fleet_dir), "seed": str(fleet_dir / "seed")}
-    specs = [fill_placeholders(server, fills) for server in read_catalog_file(path)["servers"]]
+    specs = [substitute_vars(server, fills) for server in read_catalog_file(path)["servers"]]
     for spec in specs:
         parse_server_spec(spec)
     return specs

@@ -28,7 +28,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from pydantic import BaseModel, Field
 
-from mcp_env.fleet.catalog import fill_placeholders, load_fleet_catalog
+from mcp_env.fleet.catalog import load_fleet_catalog
+from mcp_env.sandbox import substitute_vars
 from mcp_env.specs import HttpSpec, StdioSpec, parse_server_spec
 
 START_TIMEOUT_S = 60.0  # a cold Python server can take ~15 s before its .pyc files exist
@@ -73,7 +74,7 @@ def prepare_sandbox(spec: dict[str, Any], seed_dir: Path, sandbox: Path) -> dict
             shutil.copytree(source, target, symlinks=True)
         else:
             shutil.copyfile(source, target)
-    return fill_placeholders(spec, {"sandbox": str(sandbox), "port": str(pick_free_port())})
+    return substitute_vars(spec, {"sandbox": str(sandbox), "port": str(pick_free_port())})
 
 
 def build_environment(launch: StdioSpec, sandbox: Path) -> dict[str, str]:
