@@ -20,13 +20,16 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
-from toucan.config import ModelsConfig
+from tasks.prompt_budget import capped_response_format, cut_text, with_item_count
+from toucan.config import ModelsConfig, PromptBudget
 from toucan.errors import ConfigError, LlmError, UnparseableReply
 from toucan.events import EventSink
 from toucan.ids import content_hash, make_id
 from toucan.llm.cache import LlmCache
+from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
+from toucan.llm.structured import complete_structured
 from toucan.prompts import RenderedPrompt, render
 from toucan.records import Task
 
@@ -60,6 +63,9 @@ class VariationsReply(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     variations: list[Variation] = Field(default_factory=list)
+
+
+REPLY_FORMAT = response_format_for(VariationsReply)
 
 
 class DiversifyUnit(BaseModel):
@@ -125,12 +131,16 @@ def plan_units(
     ]
 
 
-def render_diversify_prompt(unit: DiversifyUnit) -> RenderedPrompt:
+def render_diversify_prompt(
+    unit: DiversifyUnit, description_chars: int | None = None
+) -> RenderedPrompt:
     tools = [
         {
             "server": t.server,
             "tool": t.tool,
-            "description": unit.tool_descriptions.get(f"{t.server}/{t.tool}", ""),
+            "description": cut_text(
+                unit.tool_descriptions.get(f"{t.server}/{t.tool}", ""), description_chars
+            ),
         }
         for t in unit.task.target_tools
     ]
@@ -238,9 +248,13 @@ def error_row(unit: DiversifyUnit, prompt: RenderedPrompt, error: Exception) -> 
     )
 
 
-async def diversify_task(unit: DiversifyUnit, router: LlmRouter, run_id: str) -> list[Task]:
-    """One (task, mode) -> its variant rows (or one rejected/error row)."""
-    prompt = render_diversify_prompt(unit)
+async def diversify_task(
+    unit: DiversifyUnit, router: LlmRouter, run_id: str, budget: PromptBudget | None = None
+) -> list[Task]:
+    """One (task, mode) -> its variant rows (or one rejected/error row). `budget` cuts the
+    tool descriptions shown and caps the length of each variation's text."""
+    budget = budget or PromptBudget()
+    prompt = render_diversify_prompt(unit, budget.description_chars)
     meta = CallMeta(
         run_id=run_id,
         stage=STAGE,
@@ -248,8 +262,15 @@ async def diversify_task(unit: DiversifyUnit, router: LlmRouter, run_id: str) ->
         server_id=unit.task.server_ids[0] if unit.task.server_ids else None,
     )
     try:
-        parsed, reply = await router.complete_structured(
-            "generator", prompt.messages, VariationsReply, meta=meta
+        parsed, reply = await complete_structured(
+            router,
+            "generator",
+            prompt.messages,
+            VariationsReply,
+            meta=meta,
+            response_format=capped_response_format(
+                with_item_count(REPLY_FORMAT, "variations", unit.variants, unit.variants), budget
+            ),
         )
     except Exception as error:  # the stage edge: a broken item must not stop the batch
         if not isinstance(error, LlmError):
@@ -279,7 +300,7 @@ async def diversify_batch(
     events = EventSink(run_id, STAGE)
 
     async def work(unit: DiversifyUnit) -> list[Task]:
-        rows = await diversify_task(unit, router, run_id)
+        rows = await diversify_task(unit, router, run_id, models.prompt_budget)
         return [row.model_copy(update={"run_id": run_id}) for row in rows]
 
     def finish(rows: list[Task]) -> None:

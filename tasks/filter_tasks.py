@@ -16,9 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.prompt_budget import budget_view, capped_response_format
 from tasks.sampling import ServerView
 from tasks.synthesize import server_payload
-from toucan.config import ModelsConfig
+from toucan.config import ModelsConfig, PromptBudget
 from toucan.errors import ConfigError, LlmError, UnparseableReply
 from toucan.events import EventSink
 from toucan.ids import make_id
@@ -86,6 +87,22 @@ def make_rating_id(task_id: str, judges: Sequence[str]) -> str:
     return make_id("task_rating", task_id, sorted(judges))
 
 
+def judged_views(
+    task_row: Task, views: Mapping[str, ServerView], budget: PromptBudget
+) -> list[ServerView]:
+    """The task's servers as the judge sees them: the target tools always among those shown."""
+    return [
+        budget_view(
+            views[server_id],
+            budget,
+            task_row.task_id,
+            keep={t.tool for t in task_row.target_tools if t.server_id == server_id},
+        )
+        for server_id in task_row.server_ids
+        if server_id in views
+    ]
+
+
 def render_judge_prompt(task_row: Task, views: Sequence[ServerView]) -> RenderedPrompt:
     return render(
         f"{STAGE}/judge",
@@ -140,8 +157,11 @@ async def rate_task(
     router: LlmRouter,
     thresholds: Mapping[str, int],
     run_id: str,
+    budget: PromptBudget | None = None,
 ) -> TaskRating:
-    """One task -> one TaskRating: kept or not by the thresholds, or an error with its reason."""
+    """One task -> one TaskRating: kept or not by the thresholds, or an error with its reason.
+    `budget` cuts the tools shown and caps each reasoning's length."""
+    budget = budget or PromptBudget()
     judges = router.groups[JUDGE_GROUP]
     rating = TaskRating(
         rating_id=make_rating_id(task_row.task_id, judges),
@@ -149,7 +169,7 @@ async def rate_task(
         judge=judges[0] if judges else "",
         run_id=run_id,
     )
-    shown = [views[s] for s in task_row.server_ids if s in views]
+    shown = judged_views(task_row, views, budget)
     if not shown:
         return rating.model_copy(update={"status": "error", "reason": "server_missing"})
     prompt = render_judge_prompt(task_row, shown)
@@ -164,7 +184,7 @@ async def rate_task(
             prompt.messages,
             JudgeReply,
             meta=meta,
-            response_format=JUDGE_RESPONSE_FORMAT,
+            response_format=capped_response_format(JUDGE_RESPONSE_FORMAT, budget),
         )
     except Exception as error:  # the stage edge: one broken item must not stop the batch
         if not isinstance(error, LlmError):
@@ -206,7 +226,7 @@ async def filter_tasks_batch(
             progress.advance(rating.reason or "kept", status)
 
     async def work(task_row: Task) -> TaskRating:
-        return await rate_task(task_row, views, router, thresholds, run_id)
+        return await rate_task(task_row, views, router, thresholds, run_id, models.prompt_budget)
 
     ratings = await run_bounded(tasks, work, concurrency, finish)
     return collect_output(ratings, events.drain(), router)

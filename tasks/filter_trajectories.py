@@ -14,14 +14,17 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.prompt_budget import capped_response_format
 from tasks.trajectory_rules import evaluate_rules, tool_accuracy
-from toucan.config import FilterTrajectoriesConfig, ModelsConfig
+from toucan.config import FilterTrajectoriesConfig, ModelsConfig, PromptBudget
 from toucan.errors import LlmError, UnparseableReply
 from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
+from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
+from toucan.llm.structured import complete_structured
 from toucan.prompts import RenderedPrompt, render
 from toucan.records import Score, Task, Trajectory, TrajectoryRating
 
@@ -38,7 +41,14 @@ class JudgedScore(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     reasoning: str
-    score: int = Field(json_schema_extra={"minimum": MIN_SCORE, "maximum": MAX_SCORE})
+    # the enum keeps constrained decoders (llama.cpp ignores minimum/maximum) in 1-5
+    score: int = Field(
+        json_schema_extra={
+            "minimum": MIN_SCORE,
+            "maximum": MAX_SCORE,
+            "enum": list(range(MIN_SCORE, MAX_SCORE + 1)),
+        }
+    )
 
 
 class TrajectoryJudgeReply(BaseModel):
@@ -46,6 +56,9 @@ class TrajectoryJudgeReply(BaseModel):
 
     completeness: JudgedScore
     conciseness: JudgedScore
+
+
+JUDGE_RESPONSE_FORMAT = response_format_for(TrajectoryJudgeReply)
 
 
 class RatingItem(BaseModel):
@@ -145,8 +158,10 @@ async def rate_trajectory(
     router: LlmRouter,
     section: FilterTrajectoriesConfig,
     run_id: str,
+    budget: PromptBudget | None = None,
 ) -> TrajectoryRating:
-    """One trajectory -> one TrajectoryRating (kept or not, with every flag and score)."""
+    """One trajectory -> one TrajectoryRating (kept or not, with every flag and score).
+    `budget` caps the length of each reasoning the judge writes."""
     rating = base_rating(row, task_row, router.groups[JUDGE_GROUP], run_id)
     if row.status != "ok":
         return rating.model_copy(update={"reason": "trajectory_failed"})
@@ -154,8 +169,13 @@ async def rate_trajectory(
     rating = rating.model_copy(update={"prompt_hash": prompt.template_hash})
     meta = CallMeta(run_id=run_id, stage=STAGE, item_id=row.trajectory_id)
     try:
-        parsed, reply = await router.complete_structured(
-            JUDGE_GROUP, prompt.messages, TrajectoryJudgeReply, meta=meta
+        parsed, reply = await complete_structured(
+            router,
+            JUDGE_GROUP,
+            prompt.messages,
+            TrajectoryJudgeReply,
+            meta=meta,
+            response_format=capped_response_format(JUDGE_RESPONSE_FORMAT, budget or PromptBudget()),
         )
     except Exception as error:  # the stage edge: one broken item must not stop the batch
         if not isinstance(error, LlmError):
@@ -219,7 +239,9 @@ async def filter_trajectories_batch(
             progress.advance(rating.reason or "kept", status)
 
     async def work(item: RatingItem) -> TrajectoryRating:
-        return await rate_trajectory(item.trajectory, item.task, router, section, run_id)
+        return await rate_trajectory(
+            item.trajectory, item.task, router, section, run_id, models.prompt_budget
+        )
 
     ratings = await run_bounded(items, work, concurrency, finish)
     return collect_output(ratings, events.drain(), router)

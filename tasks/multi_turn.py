@@ -15,10 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.agent import AgentBudget, AgentRun, Teacher, Toolbox, name_map
 from tasks.agent.naming import ExposedTool
 from tasks.conversation import Conversation, PinnedSessions, replay_prefix, run_user_turn
+from tasks.prompt_budget import capped_response_format, with_item_count
+from toucan.config import PromptBudget
 from toucan.errors import LlmError
 from toucan.ids import make_id
+from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
+from toucan.llm.structured import complete_structured
 from toucan.prompts import render
 from toucan.records import Task, Trajectory, utc_now
 
@@ -38,6 +42,10 @@ class FollowUp(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     question: str
+
+
+SPLIT_FORMAT = response_format_for(SplitReply)
+FOLLOW_UP_FORMAT = response_format_for(FollowUp)
 
 
 class MultiTurnItem(BaseModel):
@@ -85,23 +93,46 @@ def valid_sub_questions(reply: SplitReply, wanted: int) -> list[str] | None:
     return questions
 
 
-async def ask_split(item: MultiTurnItem, router: LlmRouter, meta: CallMeta) -> list[str] | None:
+async def ask_split(
+    item: MultiTurnItem, router: LlmRouter, meta: CallMeta, budget: PromptBudget | None = None
+) -> list[str] | None:
+    count = len(item.task.target_tools)
     prompt = render(
         f"{STAGE}/split",
         question=item.task.question,
         tools=[t.model_dump() for t in item.task.target_tools],
-        count=len(item.task.target_tools),
+        count=count,
     )
-    reply, _ = await router.complete_structured("generator", prompt.messages, SplitReply, meta=meta)
+    reply, _ = await complete_structured(
+        router,
+        "generator",
+        prompt.messages,
+        SplitReply,
+        meta=meta,
+        response_format=capped_response_format(
+            with_item_count(SPLIT_FORMAT, "sub_questions", 2, max(2, count)),
+            budget or PromptBudget(),
+        ),
+    )
     return valid_sub_questions(reply, len(item.task.target_tools))
 
 
 async def ask_follow_up(
-    messages: list[dict[str, Any]], router: LlmRouter, meta: CallMeta
+    messages: list[dict[str, Any]],
+    router: LlmRouter,
+    meta: CallMeta,
+    budget: PromptBudget | None = None,
 ) -> str | None:
     """The simulated user's next message, or None when it is empty or a repeat."""
     prompt = render(f"{STAGE}/user_simulator", history=condensed_history(messages))
-    reply, _ = await router.complete_structured("generator", prompt.messages, FollowUp, meta=meta)
+    reply, _ = await complete_structured(
+        router,
+        "generator",
+        prompt.messages,
+        FollowUp,
+        meta=meta,
+        response_format=capped_response_format(FOLLOW_UP_FORMAT, budget or PromptBudget()),
+    )
     question = reply.question.strip()
     earlier = {str(m.get("content") or "").strip() for m in messages if m.get("role") == "user"}
     if len(question) < MIN_QUESTION_CHARS or question in earlier:
@@ -162,7 +193,7 @@ async def converse(
     }
     if item.method == "split":
         try:
-            questions = await ask_split(item, router, meta)
+            questions = await ask_split(item, router, meta, options.models.prompt_budget)
         except LlmError as error:
             questions, details["split_error"] = None, error.reason
         if questions is None:
@@ -184,7 +215,9 @@ async def converse(
         )
         for _ in range(item.follow_ups):
             try:
-                question = await ask_follow_up(conversation.run.messages, router, meta)
+                question = await ask_follow_up(
+                    conversation.run.messages, router, meta, options.models.prompt_budget
+                )
             except LlmError as error:
                 conversation.failed_reason = f"user_simulator_{error.reason}"
                 break

@@ -18,8 +18,10 @@ from pydantic import BaseModel
 
 from mcp_env.pool import SessionPool
 from mcp_env.specs import parse_server_spec
+from tasks.agent.naming import ExposedTool
 from tasks.conversation import PinnedSessions
 from tasks.multi_turn import STAGE, MultiTurnItem, MultiTurnResult, converse
+from tasks.prompt_budget import offer_tools
 from tasks.trajectories import BatchOptions, ServerEntry, list_exposed_tools
 from toucan.errors import McpError
 from toucan.events import EventSink
@@ -72,6 +74,21 @@ def failed_row(item: MultiTurnItem, reason: str, detail: str, requested: int) ->
     )
 
 
+def offered_tools(
+    item: MultiTurnItem, exposed: list[ExposedTool], options: BatchOptions
+) -> list[ExposedTool]:
+    """The tools the teacher is offered: an extension keeps its base trajectory's offer
+    (when the base row recorded one), anything else gets the budget's offer."""
+    only = set(item.base.tool_name_map) if item.base is not None else set()
+    return offer_tools(
+        exposed,
+        item.task.target_tools,
+        options.models.prompt_budget,
+        item.trajectory_id,
+        only or None,
+    )
+
+
 async def run_item(
     item: MultiTurnItem,
     batch: MultiTurnBatch,
@@ -82,7 +99,9 @@ async def run_item(
 ) -> tuple[Trajectory, list]:
     requested = 1 + item.follow_ups if item.method == "extend" else len(item.task.target_tools)
     try:
-        exposed = await list_exposed_tools(pool, servers, batch.server_ids)
+        exposed = offered_tools(
+            item, await list_exposed_tools(pool, servers, batch.server_ids), options
+        )
         async with pin_sessions(pool, batch.server_ids) as pinned:
             row, conversation = await converse(item, exposed, pinned, router, router, options)
     except McpError as error:

@@ -17,8 +17,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.prompt_budget import budget_view, capped_response_format, shown_tools
 from tasks.sampling import ServerView, TaskSlot
-from toucan.config import ModelsConfig
+from toucan.config import ModelsConfig, PromptBudget
 from toucan.errors import LlmError, UnparseableReply
 from toucan.events import EventSink
 from toucan.llm.cache import LlmCache
@@ -246,10 +247,19 @@ def error_task(slot: TaskSlot, prompt: RenderedPrompt, error: Exception) -> Task
 
 
 async def synthesize_task(
-    slot: TaskSlot, views: Mapping[str, ServerView], router: LlmRouter, run_id: str
+    slot: TaskSlot,
+    views: Mapping[str, ServerView],
+    router: LlmRouter,
+    run_id: str,
+    budget: PromptBudget | None = None,
 ) -> Task:
-    """One slot -> one Task row: ok, rejected (with reason) or error (with reason, raw reply)."""
-    shown = [views[server_id] for server_id in slot.server_ids]
+    """One slot -> one Task row: ok, rejected (with reason) or error (with reason, raw reply).
+    `budget` cuts the tools shown per server (seeded by the slot) and caps the reply's text."""
+    budget = budget or PromptBudget()
+    shown = [
+        budget_view(views[server_id], budget, slot.task_id, at_least=slot.num_tools)
+        for server_id in slot.server_ids
+    ]
     prompt = render_synthesis_prompt(slot, shown)
     meta = CallMeta(run_id=run_id, stage=STAGE, server_id=slot.server_ids[0], item_id=slot.task_id)
     try:
@@ -260,14 +270,17 @@ async def synthesize_task(
             SynthesisReply,
             params={"seed": sampling_seed(slot)},
             meta=meta,
-            response_format=reply_format_for(slot, shown),
+            response_format=capped_response_format(reply_format_for(slot, shown), budget),
         )
     except LlmError as error:
         return error_task(slot, prompt, error)
     except Exception as error:  # the stage edge: one broken item must not stop the batch
         logger.exception("synthesizing %s failed", slot.task_id)
         return error_task(slot, prompt, error)
-    return task_from_reply(slot, shown, prompt, parsed, reply)
+    task_row = task_from_reply(slot, shown, prompt, parsed, reply)
+    if cut := shown_tools(shown, views):
+        task_row.metadata.update(cut)
+    return task_row
 
 
 def record_task_event(events: EventSink, task: Task) -> None:
@@ -312,7 +325,7 @@ async def synthesize_batch(
             progress.advance(task.strategy, task.status)
 
     async def work(slot: TaskSlot) -> Task:
-        task_row = await synthesize_task(slot, views, router, run_id)
+        task_row = await synthesize_task(slot, views, router, run_id, models.prompt_budget)
         return task_row.model_copy(update={"run_id": run_id})
 
     tasks = await run_bounded(slots, work, concurrency, finish)

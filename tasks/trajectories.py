@@ -29,6 +29,7 @@ from tasks.agent import (
     run_agent,
 )
 from tasks.agent.naming import ExposedTool
+from tasks.prompt_budget import offer_tools
 from tasks.trajectory_records import (
     STAGE,
     BatchOptions,
@@ -298,6 +299,10 @@ async def attempt_one(
             if pool.dead_reason(server_id) is not None or len(batch.server_ids) == 1:
                 breaker.record_failure(server_id, error.reason, str(error))
         return failed_trajectory(item, error.reason, str(error), options.run_id), []
+    # the budget's offer (targets + a few others) is what the model sees and the row records
+    exposed = offer_tools(
+        exposed, item.task.target_tools, options.models.prompt_budget, item.trajectory_id
+    )
     try:
         params = None
         if item.style == "langchain":

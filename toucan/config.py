@@ -88,9 +88,27 @@ class LocalModelConfig(Section):
     port: int = 0  # 0 = pick a free port
     n_ctx: int = 8192
     n_threads: int = 2
-    chat_format: str = "chatml-function-calling"
+    n_threads_batch: int | None = None  # threads reading the prompt; None = n_threads
+    chat_format: str = "toucan-function-calling"  # toucan/llm/local_chat.py
     max_tokens: int = 512  # per reply, unless the deployment's params set one
     startup_timeout_s: float = 120.0
+
+
+class PromptBudget(Section):
+    """How much of the tool catalog a prompt carries and how long a reply's free text may run.
+
+    None = no limit (the default, what real providers get). The `local` profile sets small
+    values: the embedded model reads ~50-100 prompt tokens/s on one CPU core, so prompt size
+    is its main cost. It sits on `models` because it is a property of the models' speed and
+    context, and travels with them to every stage's batch.
+    """
+
+    tools_per_server: int | None = None  # synthesis and task-judge prompts: tools per server
+    description_chars: int | None = None  # tool/server/parameter descriptions cut to this
+    offered_tools: int | None = None  # trajectories: target tools plus others up to this many
+    reasoning_chars: int | None = None  # maxLength of reasoning/analysis fields in replies
+    question_chars: int | None = None  # maxLength of question fields in replies
+    question_min_chars: int | None = None  # minLength: a constrained decoder cannot skip it
 
 
 class ModelsConfig(Section):
@@ -101,6 +119,7 @@ class ModelsConfig(Section):
     route_to_local: bool = False  # send every deployment to the embedded local model
     rate_limit_patience_s: float = 600.0  # per call: wait out 429s this long, then give up
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
+    prompt_budget: PromptBudget = Field(default_factory=PromptBudget)
 
     def group(self, name: Literal["generator", "teacher", "judge"]) -> list[ModelDeployment]:
         return {"generator": self.generators, "teacher": self.teachers, "judge": self.judge}[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,9 +13,10 @@ from rich.table import Table
 from toucan.cli.app import app, console, fail
 from toucan.cli.progress_view import progress_bars
 from toucan.errors import ToucanError
+from toucan.stages import STAGES
 
 DEMO_STORE = Path("data/demo.duckdb")
-# Small on purpose: the embedded 135M model writes ~10 tokens/s on a shared 2-core machine.
+# Small on purpose: the embedded 135M model reads ~50-100 prompt tokens/s on one shared core.
 DEMO_LIMITS = {"synthesize": 4, "filter_tasks": 40, "trajectories": 6, "filter_trajectories": 60}
 # Extensions make new tasks; the second pass judges them and gives them trajectories.
 SECOND_PASS = [
@@ -25,6 +27,8 @@ SECOND_PASS = [
     "export",
     "report",
 ]
+PASSES = ((1, list(STAGES)), (2, SECOND_PASS))
+SUMMARY_KEYS = 6  # summary entries shown per stage
 
 
 def demo_stage_params(store: Path, out: Path) -> dict[str, dict[str, Any]]:
@@ -39,6 +43,66 @@ def demo_stage_params(store: Path, out: Path) -> dict[str, dict[str, Any]]:
     }
 
 
+def brief_summary(summary: dict[str, Any]) -> str:
+    """The first few summary entries, scalars and small dicts, on one line."""
+    shown = [(k, v) for k, v in summary.items() if k != "run_id"][:SUMMARY_KEYS]
+    return ", ".join(f"{key}={value}" for key, value in shown)
+
+
+async def run_demo_stages(
+    store: Path, out: Path, teachers: list[str]
+) -> list[tuple[int, Any, float]]:
+    """Each stage of both passes as its own `pipeline` run, with a line as it starts and ends;
+    returns (pass, StageOutcome, seconds) per stage. Stops at the first failed stage."""
+    from flows.pipeline import StageFailed, pipeline
+
+    params = demo_stage_params(store, out)
+    results: list[tuple[int, Any, float]] = []
+    demo_started = time.monotonic()
+    for number, stages in PASSES:
+        for stage in stages:
+            console.print(f"[pass {number}] {stage}: started", markup=False, highlight=False)
+            started = time.monotonic()
+            try:
+                report = await pipeline(
+                    stages=[stage],  # type: ignore[list-item]
+                    store=str(store),
+                    profile="local",
+                    limits=DEMO_LIMITS,  # type: ignore[arg-type]
+                    teachers=teachers,
+                    stage_params=params,  # type: ignore[arg-type]
+                    force=True,
+                )
+            except StageFailed as error:
+                raise ToucanError(f"pass {number}: {error}") from error
+            outcome = report.outcomes[0]
+            seconds = time.monotonic() - started
+            results.append((number, outcome, seconds))
+            console.print(
+                f"[pass {number}] {stage}: {outcome.outcome} in {seconds:.1f}s "
+                f"(total {time.monotonic() - demo_started:.0f}s): {brief_summary(outcome.summary)}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    return results
+
+
+def print_results(results: list[tuple[int, Any, float]], store: Path, out: Path) -> None:
+    table = Table(title="demo pipeline")
+    for column in ("pass", "stage", "outcome", "seconds", "summary"):
+        table.add_column(column, overflow="fold")
+    for number, outcome, seconds in results:
+        summary = brief_summary(outcome.summary)
+        table.add_row(str(number), outcome.stage, outcome.outcome, f"{seconds:.1f}", summary)
+    console.print(table)
+    total = sum(seconds for _, _, seconds in results)
+    console.print(f"wall time: {total:.0f}s over {len(results)} stage runs")
+    console.print(f"store:   {store}")
+    console.print(f"dataset: {out / 'dataset'}  (parquet, JSONL, OpenAI and ShareGPT chat files)")
+    console.print(f"report:  {out / 'report.html'}")
+
+
 @app.command()
 def demo(
     store: Annotated[Path, typer.Option("--store", help="Store for the demo run.")] = DEMO_STORE,
@@ -47,51 +111,27 @@ def demo(
     ),
 ) -> None:
     """Run the whole pipeline offline with the embedded defaults and say where results are."""
-    from flows.pipeline import pipeline
     from toucan.config import load_settings
 
-    params = demo_stage_params(store, out)
+    settings = load_settings(profile="local")
     # one teacher keeps the offline demo short; real runs use every configured teacher
-    teachers = [load_settings(profile="local").models.teachers[0].name]
+    teachers = [settings.models.teachers[0].name]
+    budget = settings.models.prompt_budget
     console.print(
         "[bold]toucan demo[/]: onboard -> synthesize -> filter-tasks -> trajectories -> "
         "filter-trajectories -> irrelevance, diversify, multi-turn -> export -> report, "
         "offline, profile `local` (embedded model)."
     )
+    console.print(
+        f"local profile budgets: {budget.tools_per_server} tools per server in task prompts, "
+        f"{budget.offered_tools} tools offered per trajectory, descriptions cut to "
+        f"{budget.description_chars} chars; limits {DEMO_LIMITS}",
+        highlight=False,
+    )
     try:
         with progress_bars():
-            first = asyncio.run(
-                pipeline(
-                    store=str(store),
-                    profile="local",
-                    limits=DEMO_LIMITS,  # type: ignore[arg-type]
-                    teachers=teachers,
-                    stage_params=params,
-                    force=True,
-                )
-            )
-            second = asyncio.run(
-                pipeline(
-                    stages=SECOND_PASS,
-                    store=str(store),
-                    profile="local",  # type: ignore[arg-type]
-                    limits=DEMO_LIMITS,
-                    teachers=teachers,
-                    stage_params=params,
-                    force=True,
-                )
-            )
+            results = asyncio.run(run_demo_stages(store, out, teachers))
     except ToucanError as exc:
         fail(str(exc))
         return
-    table = Table(title="demo pipeline")
-    for column in ("pass", "stage", "outcome", "summary"):
-        table.add_column(column, overflow="fold")
-    for number, report in ((1, first), (2, second)):
-        for outcome in report.outcomes:
-            brief = ", ".join(f"{k}={v}" for k, v in list(outcome.summary.items())[:6])
-            table.add_row(str(number), outcome.stage, outcome.outcome, brief)
-    console.print(table)
-    console.print(f"store:   {store}")
-    console.print(f"dataset: {out / 'dataset'}  (parquet, JSONL, OpenAI and ShareGPT chat files)")
-    console.print(f"report:  {out / 'report.html'}")
+    print_results(results, store, out)

@@ -1,8 +1,10 @@
-"""A rich progress bar on stderr fed by `toucan.progress` log records."""
+"""Progress on stderr fed by `toucan.progress` log records: a rich bar per stage on a terminal,
+plain timestamped lines elsewhere (a log file or CI, where a live bar would show nothing)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from toucan.cli.app import console
 from toucan.progress import PROGRESS_LOGGER, ProgressUpdate
+
+LINE_EVERY_S = 15.0  # at most one line per stage this often, besides its first and last
 
 
 class _BarHandler(logging.Handler):
@@ -30,11 +34,61 @@ class _BarHandler(logging.Handler):
         )
 
 
+class LineHandler(logging.Handler):
+    """One line per update worth telling: a stage's first, its last, and one every
+    `every_s` seconds in between, each with the seconds since the stage's first update."""
+
+    def __init__(self, every_s: float = LINE_EVERY_S) -> None:
+        super().__init__(logging.INFO)
+        self.every_s = every_s
+        self.started: dict[str, float] = {}
+        self.last_line: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        update: ProgressUpdate | None = getattr(record, "progress", None)
+        if update is None:
+            return
+        now = time.monotonic()
+        if update.done == 0 or update.stage not in self.started:
+            self.started[update.stage] = now
+            self.last_line.pop(update.stage, None)
+        finished = update.done >= update.total
+        due = now - self.last_line.get(update.stage, -self.every_s) >= self.every_s
+        if not (finished or due):
+            return
+        self.last_line[update.stage] = now
+        elapsed = now - self.started[update.stage]
+        parts = " ".join(part for part in (update.item, update.status) if part)
+        detail = f" ({parts})" if parts else ""
+        console.print(
+            f"  {update.stage} {update.done}/{update.total}{detail} {elapsed:.0f}s",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@contextmanager
+def _attached(handler: logging.Handler) -> Iterator[None]:
+    PROGRESS_LOGGER.addHandler(handler)
+    PROGRESS_LOGGER.setLevel(logging.INFO)
+    PROGRESS_LOGGER.propagate = False
+    try:
+        yield
+    finally:
+        PROGRESS_LOGGER.removeHandler(handler)
+
+
 @contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[None]:
-    """Show a bar per stage while the block runs (disabled for --json or non-terminals)."""
+    """Show a bar per stage while the block runs (disabled for --json); progress lines
+    instead when the console is not a terminal."""
     if not enabled:
         yield
+        return
+    if not console.is_terminal:
+        with _attached(LineHandler()):
+            yield
         return
     progress = Progress(
         TextColumn("{task.description:<48}"),
@@ -44,12 +98,5 @@ def progress_bars(enabled: bool = True) -> Iterator[None]:
         console=console,
         transient=False,
     )
-    handler = _BarHandler(progress)
-    PROGRESS_LOGGER.addHandler(handler)
-    PROGRESS_LOGGER.setLevel(logging.INFO)
-    PROGRESS_LOGGER.propagate = False
-    try:
-        with progress:
-            yield
-    finally:
-        PROGRESS_LOGGER.removeHandler(handler)
+    with _attached(_BarHandler(progress)), progress:
+        yield

@@ -1,0 +1,19 @@
+"""The embedded model server's command line: the flags that make prompt reading fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toucan.config import LocalModelConfig
+from toucan.llm.local_server import LocalModelServer
+
+
+def test_the_local_server_reads_prompts_on_its_own_threads_without_keeping_all_logits(
+    tmp_path: Path,
+) -> None:
+    command = LocalModelServer(LocalModelConfig(n_threads=1)).build_command(tmp_path / "m.gguf")
+    assert command[command.index("--n_threads_batch") + 1] == "1"
+    assert command[command.index("--logits_all") + 1] == "false"
+    wider = LocalModelConfig(n_threads=1, n_threads_batch=2)
+    command = LocalModelServer(wider).build_command(tmp_path / "m.gguf")
+    assert command[command.index("--n_threads_batch") + 1] == "2"
