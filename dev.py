@@ -55,7 +55,19 @@ def ensure_venv() -> None:
     started = time.monotonic()
     extras = [arg for extra in EXTRAS for arg in ("--extra", extra)]
     run(
-        [str(uv), "sync", "--frozen", "--inexact", "--quiet", "--python", str(VENV_PY), *extras],
+        # --compile-bytecode: the sandbox sets PYTHONDONTWRITEBYTECODE, so without .pyc files
+        # every process (tests, servers, workers) compiled LiteLLM and Prefect from source
+        [
+            str(uv),
+            "sync",
+            "--frozen",
+            "--inexact",
+            "--quiet",
+            "--compile-bytecode",
+            "--python",
+            str(VENV_PY),
+            *extras,
+        ],
         env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(VENV)},
     )
     say(f"locked dependencies in place ({time.monotonic() - started:.1f}s)")

@@ -111,6 +111,20 @@ class SessionPool:
             self._slots[server_id] = _ServerSlot(spec, self.max_concurrency)
         return server_id
 
+    def prestart(self, server_id: str) -> None:
+        """Start a server in the background now instead of at its first call: an agent's first
+        model turn takes about as long as a server's start, so the two overlap. A failure is
+        kept on the slot and reported by the first call, with its reason."""
+        if self._task_group is None:
+            raise RuntimeError("SessionPool must be entered with `async with` before use")
+        self._task_group.start_soon(self._prestart, self._slots[server_id])
+
+    async def _prestart(self, slot: _ServerSlot) -> None:
+        try:
+            await self._ensure_session(slot)
+        except Exception as error:  # the pool's task group must outlive one bad server
+            logger.info("pre-starting %s failed: %s", slot.spec.name, error)
+
     def dead_reason(self, server_id: str) -> str | None:
         return self._slots[server_id].dead_reason
 

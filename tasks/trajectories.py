@@ -196,6 +196,8 @@ async def generate_batch(
         ) as pool:
             for server_id in batch.server_ids:
                 pool.register(parse_server_spec(servers[server_id].spec))
+                if breaker.paused(server_id) is None:
+                    pool.prestart(server_id)
 
             async def run_item(item: TrajectoryItem) -> None:
                 async with limit:

@@ -11,13 +11,28 @@ import json
 import uuid
 from typing import Any
 
+import orjson
+
 ID_HEX_CHARS = 20  # 80 bits: collision odds at 10M rows are about 4e-11
 TOUCAN_NAMESPACE = uuid.UUID("6f1c2a9e-3b7d-5c4e-9a8b-0d1e2f3a4b5c")
 
 
+# Datetimes and dataclasses go through `default=str` as they do with the json module, so the
+# text (and every id hashed from it) is the same whichever encoder wrote it.
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_CANONICAL |= orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces, so equal values hash equally."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """JSON with sorted keys and no spaces, so equal values hash equally. orjson: the agent
+    loop hashes the whole conversation every turn, and the json module made that a fifth of
+    the client's CPU."""
+    try:
+        return orjson.dumps(value, default=str, option=_CANONICAL).decode()
+    except TypeError:  # what orjson refuses (integers beyond 64 bits): the reference encoder
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        )
 
 
 def content_hash(value: Any, length: int = 64) -> str:

@@ -60,7 +60,7 @@ def stage_run(
         pid=os.getpid(),
         prefect_flow_run_id=_current_flow_run_id(),
     )
-    with store.writer_lock(run_id):
+    with store.writer_lock(run_id), store.holding():
         store.upsert([run])
         ctx = RunContext(run=run, store=store, settings=settings, events=EventSink(run_id, stage))
         status = "failed"

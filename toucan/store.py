@@ -1,18 +1,20 @@
 """The DuckDB store: one file, schema derived from the records, versioned migrations.
 
-DuckDB allows one process to hold a file open for writing. Connections are therefore short:
-each read or batch write opens the file, does its work and closes it, so `toucan status` in
-another process can read between batches. Who may write at all is decided by a separate
-writer lock (`<store>.lock`, flock): a second run on the same store refuses with StoreLocked
-instead of interleaving its writes with the first.
+DuckDB allows one process to hold a file open for writing. Connections are therefore short,
+so `toucan status` in another process can read between batches. Opening and closing the file
+costs 25-50 ms (the close checkpoints), several times a small batch write, so a writing run
+holds one connection for its reads and writes (`Store.holding`) and lets go of it whenever it
+has been idle for HOLD_IDLE_S or open for HOLD_MAX_S: readers elsewhere wait at most that long.
+Who may write at all is decided by a separate writer lock (`<store>.lock`, flock): a second run
+on the same store refuses with StoreLocked instead of interleaving its writes with the first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
+import threading
 import time
 import types
 import typing
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import orjson
 import polars as pl
 from pydantic import BaseModel
 
@@ -32,6 +35,8 @@ R = TypeVar("R", bound=Record)
 
 DEFAULT_STORE = Path("data/toucan.duckdb")
 LOCK_WAIT_S = 30.0  # a reader holds the file for milliseconds; 30 s means something is stuck
+HOLD_IDLE_S = 0.25  # a held connection unused this long is closed: readers elsewhere get in
+HOLD_MAX_S = 2.0  # and closed after its next use once it has been open this long
 
 
 def resolve_store_path(cli_value: str | Path | None = None) -> Path:
@@ -90,20 +95,16 @@ def _to_cell(value: Any, column_type: str) -> Any:
     if value is None:
         return None
     if column_type == "JSON":
-        if isinstance(value, BaseModel):
-            value = value.model_dump(mode="json")
-        return json.dumps(_jsonable(value), ensure_ascii=False, default=str)
+        # orjson: trajectories carry whole conversations, and json.dumps was most of a write
+        return orjson.dumps(value, default=_jsonable, option=orjson.OPT_NON_STR_KEYS).decode()
     return value
 
 
 def _jsonable(value: Any) -> Any:
+    """What orjson cannot encode by itself: nested records, then anything as its str()."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
+    return str(value)
 
 
 def _from_row(model: type[R], columns: list[str], row: tuple[Any, ...]) -> R:
@@ -113,9 +114,83 @@ def _from_row(model: type[R], columns: list[str], row: tuple[Any, ...]) -> R:
         if col not in types_by_col:
             continue
         if types_by_col[col] == "JSON" and isinstance(cell, str):
-            cell = json.loads(cell)
+            cell = orjson.loads(cell)
         values[col] = cell
     return model.model_validate(values)
+
+
+def _open(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting while another process holds it briefly."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise StoreError(f"cannot open store {path}: {exc}") from exc
+            time.sleep(0.05)
+
+
+class _HeldConnection:
+    """The one read-write connection this process keeps to a file while a run writes to it.
+
+    Every Store on the same path in the process shares it (DuckDB refuses a read-only and a
+    read-write connection to one file in one process). Uses are serialized by a lock; a reaper
+    thread closes the connection once idle, so the file is free between bursts of work."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self.holders = 0
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._opened = 0.0
+        self._last_used = 0.0
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.lock:
+            if self._con is None:
+                self._con = _open(self.path, read_only=False)
+                self._opened = time.monotonic()
+            cursor = self._con.cursor()  # its own results: a use never sees another's leftovers
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+                self._last_used = time.monotonic()
+                if self._last_used - self._opened > HOLD_MAX_S:
+                    self._close()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._reaper = threading.Thread(
+            target=self._reap, name=f"store-reaper:{self.path.name}", daemon=True
+        )
+        self._reaper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._reaper is not None:
+            self._reaper.join()
+        with self.lock:
+            self._close()
+
+    def _reap(self) -> None:
+        while not self._stop.wait(HOLD_IDLE_S / 2):
+            with self.lock:
+                if self._con is not None and time.monotonic() - self._last_used > HOLD_IDLE_S:
+                    self._close()
+
+    def _close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+_HELD: dict[Path, _HeldConnection] = {}
+_HELD_LOCK = threading.Lock()
 
 
 class Store:
@@ -129,25 +204,45 @@ class Store:
 
     @contextlib.contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; waits while another process holds the file briefly."""
+        """A short-lived connection, or the held one while this process runs a writer."""
         if read_only and not self.path.exists():
             raise StoreError(f"no store at {self.path}: run `toucan onboard` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-                time.sleep(0.05)
+        held = _HELD.get(self.path.resolve())
+        if held is not None:
+            with held.use() as con:
+                if not self._migrated:
+                    self._migrate(con)
+                yield con
+            return
+        con = _open(self.path, read_only=read_only)
         try:
             if not read_only and not self._migrated:
                 self._migrate(con)
             yield con
         finally:
             con.close()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Keep one connection open across this block's reads and writes (released when idle);
+        for a run that writes many small batches. Nests, and is shared by every Store on the
+        same path in this process."""
+        key = self.path.resolve()
+        with _HELD_LOCK:
+            held = _HELD.get(key)
+            if held is None:
+                held = _HELD[key] = _HeldConnection(key)
+                held.start()
+            held.holders += 1
+        try:
+            yield
+        finally:
+            with _HELD_LOCK:
+                held.holders -= 1
+                if held.holders == 0:
+                    del _HELD[key]
+                    held.stop()
 
     def ensure_schema(self) -> None:
         with self.connect():

@@ -14,6 +14,8 @@ import json
 import threading
 from pathlib import Path
 
+import orjson
+
 from toucan.records import LlmCacheEntry, Record, ToolCallRecord, Trajectory
 
 JOURNALED: dict[str, type[Record]] = {
@@ -36,7 +38,7 @@ class CallJournal:
 
     def append(self, record: Record) -> None:
         entry = {"table": record.__table__, "record": record.model_dump(mode="json")}
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        line = orjson.dumps(entry).decode() + "\n"
         with self._lock:
             self._handle.write(line)
             self._handle.flush()  # in the kernel now: survives a SIGKILL of this process

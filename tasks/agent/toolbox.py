@@ -9,6 +9,7 @@ run's circuit breaker, which pauses a server after N consecutive ones.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
@@ -80,15 +81,26 @@ def decode_arguments(text: str) -> tuple[dict[str, Any] | None, str | None]:
     return value, None
 
 
+@functools.lru_cache(maxsize=4096)
+def _validator(schema_text: str) -> Any:
+    """A checked validator per distinct schema: checking the schema itself on every call
+    cost more than the tool call's own client work. None when the schema is broken."""
+    schema = json.loads(schema_text)
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError:
+        return None
+    return cls(schema)
+
+
 def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
     """The first schema violation, or None. Used to label a call, not to block it."""
-    try:
-        jsonschema.validate(arguments, schema)
-    except jsonschema.ValidationError as error:
-        return error.message[:300]
-    except jsonschema.SchemaError:
+    validator = _validator(canonical_json(schema))
+    if validator is None:
         return None  # the server's schema itself is broken; nothing to judge against
-    return None
+    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    return error.message[:300] if error is not None else None
 
 
 def error_result(text: str, reason: str, latency_ms: float = 0.0) -> ToolResult:

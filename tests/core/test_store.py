@@ -129,3 +129,30 @@ def test_store_path_comes_from_flag_then_env_then_default(monkeypatch: pytest.Mo
     assert resolve_store_path(None) == Path("/tmp/env.duckdb")
     monkeypatch.delenv("TOUCAN_STORE")
     assert resolve_store_path(None) == Path("data/toucan.duckdb")
+
+
+def _count_servers(path: str, out: multiprocessing.Queue[int]) -> None:
+    out.put(Store(path).count(Server))
+
+
+def test_a_holding_writer_shares_one_connection_and_lets_readers_in(tmp_path: Path) -> None:
+    """While a run holds its connection, this process sees its own writes at once, and a
+    reader in another process gets the file as soon as the writer pauses."""
+    path = str(tmp_path / "s.duckdb")
+    store = Store(path)
+    ctx = multiprocessing.get_context("spawn")
+    with store.holding():
+        store.insert([make_server(1)])
+        with store.connect() as outer, Store(path).connect(read_only=True) as inner:
+            # a second Store on the same path, read-only, nested: the same held file
+            assert inner.execute("SELECT count(*) FROM servers").fetchone() == (1,)
+            outer.execute("SELECT 1")
+        assert Store(path).count(Server) == 1
+        store.insert([make_server(2)])
+        results: multiprocessing.Queue[int] = ctx.Queue()
+        reader = ctx.Process(target=_count_servers, args=(path, results))
+        reader.start()
+        assert results.get(timeout=60) == 2  # the idle writer released the file
+        reader.join(30)
+        store.insert([make_server(3)])  # and takes it back for the next write
+    assert Store(path).count(Server) == 3

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import litellm
+import orjson
 
 from toucan.config import ModelDeployment
 from toucan.llm.errors import ConnectionTrouble, HttpStatusError
@@ -119,7 +119,7 @@ class DirectTransport:
         except aiohttp.ClientError as error:
             raise ConnectionTrouble(f"{type(error).__name__}: {error}") from error
         try:
-            return json.loads(raw)
+            return orjson.loads(raw)
         except ValueError as error:
             raise ConnectionTrouble(f"reply is not JSON: {raw[:200]!r}") from error
 
@@ -147,7 +147,8 @@ def start_keeper(keeper: AsyncIterator[None]) -> None:
 
 
 def dump_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Request bodies: orjson, as the request is re-encoded on every turn of a conversation."""
+    return orjson.dumps(value).decode()
 
 
 def to_reply_from_json(
