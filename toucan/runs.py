@@ -68,8 +68,10 @@ def stage_run(
             with stage_artifacts(ctx):  # Prefect progress bar + per-server/model tables
                 yield ctx
             status = "completed"
-        except KeyboardInterrupt:
-            status = "interrupted"
+        except BaseException as stop:
+            # Ctrl-C, SIGTERM (Prefect raises its own TerminationSignal for it), cancellation
+            if not isinstance(stop, Exception):
+                status = "interrupted"
             raise
         finally:
             ctx.flush_events()

@@ -29,6 +29,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from toucan.errors import StoreError, StoreLocked
+from toucan.interrupts import uninterrupted
 from toucan.records import TABLES, Record, utc_now
 
 R = TypeVar("R", bound=Record)
@@ -315,14 +316,15 @@ class Store:
         for record in records:
             by_type.setdefault(type(record), []).append(record)
         written = 0
-        with self.connect() as con:
+        with self.connect() as con, uninterrupted():
             con.execute("BEGIN TRANSACTION")
             try:
                 for model, rows in by_type.items():
                     written += self._write_batch(con, model, rows, statement)
                 con.execute("COMMIT")
             except Exception:
-                con.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # already ended: keep the first error
+                    con.execute("ROLLBACK")
                 raise
         return written
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from toucan.interrupts import handle_signals
 from toucan.prefect_env import configure_quiet_prefect
 
 configure_quiet_prefect()
@@ -23,6 +24,12 @@ app = typer.Typer(
 )
 
 console = Console(stderr=True)  # progress and tables; stdout stays clean for --json
+
+
+@app.callback()
+def _main() -> None:
+    handle_signals()
+
 
 StoreOpt = Annotated[
     Path | None, typer.Option("--store", help="DuckDB file (env TOUCAN_STORE).", show_default=False)
