@@ -13,7 +13,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.kept import select_kept_original_tasks
-from flows.llm_fanout import fan_out, fan_out_async, model_endpoint, unfinished_ids, write_output
+from flows.llm_fanout import run_job, run_job_async, unfinished_ids, write_output
 from tasks.diversify import (
     MODES,
     STAGE,
@@ -23,7 +23,7 @@ from tasks.diversify import (
     plan_units,
     variant_id,
 )
-from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
+from tasks.llm_batch import BatchOutput, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
 from toucan.llm.cache import LlmCache
 from toucan.records import Task, Tool
@@ -124,15 +124,7 @@ def diversify_flow(
     params = {"variants": variants, "seed": seed}
     with stage_run(Store(store or settings.store), settings, STAGE, params) as ctx:
         job = DiversifyRun(ctx, variants, seed)
-        if job.todo:
-            with model_endpoint(settings) as base_url:
-                fan_out(
-                    diversify_batch,
-                    job.batches,
-                    PARALLEL_BATCHES,
-                    job.write,
-                    **job.batch_kwargs(base_url),
-                )
+        run_job(job, diversify_batch, settings)
         return job.finish()
 
 
@@ -142,15 +134,7 @@ async def run_diversify(
     """Extension 2 without Prefect: the same units, batches and writes on plain asyncio."""
     with stage_run(store, settings, STAGE, {"variants": variants, "seed": seed}) as ctx:
         job = DiversifyRun(ctx, variants, seed)
-        if job.todo:
-            with model_endpoint(settings) as base_url:
-                await fan_out_async(
-                    diversify_batch.fn,
-                    job.batches,
-                    PARALLEL_BATCHES,
-                    job.write,
-                    **job.batch_kwargs(base_url),
-                )
+        await run_job_async(job, diversify_batch, settings)
         return job.finish()
 
 

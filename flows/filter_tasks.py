@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.llm_fanout import fan_out, fan_out_async, model_endpoint, unfinished_ids, write_output
+from flows.llm_fanout import run_job, run_job_async, unfinished_ids, write_output
 from flows.synthesize import load_server_views
 from tasks.filter_tasks import (
     DIMENSIONS,
@@ -19,7 +19,7 @@ from tasks.filter_tasks import (
     filter_tasks_batch,
     make_rating_id,
 )
-from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
+from tasks.llm_batch import BatchOutput, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
 from toucan.llm.cache import LlmCache
 from toucan.progress import report_progress
@@ -154,15 +154,7 @@ def filter_tasks_flow(
     settings = load_settings(config, profile=profile)
     with stage_run(Store(store or settings.store), settings, STAGE, {"limit": limit}) as ctx:
         job = FilterRun(ctx, limit)
-        if job.batches:
-            with model_endpoint(settings) as base_url:
-                fan_out(
-                    filter_tasks_batch,
-                    job.batches,
-                    PARALLEL_BATCHES,
-                    job.write,
-                    **job.batch_kwargs(base_url),
-                )
+        run_job(job, filter_tasks_batch, settings)
         return job.finish()
 
 
@@ -172,13 +164,5 @@ async def run_filter_tasks(
     """Stage 3 without Prefect: the same selection, batches and writes on plain asyncio."""
     with stage_run(store, settings, STAGE, {"limit": limit}) as ctx:
         job = FilterRun(ctx, limit)
-        if job.batches:
-            with model_endpoint(settings) as base_url:
-                await fan_out_async(
-                    filter_tasks_batch.fn,
-                    job.batches,
-                    PARALLEL_BATCHES,
-                    job.write,
-                    **job.batch_kwargs(base_url),
-                )
+        await run_job_async(job, filter_tasks_batch, settings)
         return job.finish()

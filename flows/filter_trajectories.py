@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.llm_fanout import fan_out, fan_out_async, model_endpoint, unfinished_ids, write_output
+from flows.llm_fanout import run_job, run_job_async, unfinished_ids, write_output
 from tasks.filter_trajectories import (
     JUDGE_GROUP,
     STAGE,
@@ -17,7 +17,7 @@ from tasks.filter_trajectories import (
     filter_trajectories_batch,
     make_rating_id,
 )
-from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
+from tasks.llm_batch import BatchOutput, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
 from toucan.llm.cache import LlmCache
 from toucan.progress import report_progress
@@ -151,15 +151,7 @@ def filter_trajectories_flow(
     settings = load_settings(config, profile=profile)
     with stage_run(Store(store or settings.store), settings, STAGE, {"limit": limit}) as ctx:
         job = FilterRun(ctx, limit)
-        if job.batches:
-            with model_endpoint(settings) as base_url:
-                fan_out(
-                    filter_trajectories_batch,
-                    job.batches,
-                    PARALLEL_BATCHES,
-                    job.write,
-                    **job.batch_kwargs(base_url),
-                )
+        run_job(job, filter_trajectories_batch, settings)
         return job.finish()
 
 
@@ -169,13 +161,5 @@ async def run_filter_trajectories(
     """Stage 5 without Prefect: the same selection, batches and writes on plain asyncio."""
     with stage_run(store, settings, STAGE, {"limit": limit}) as ctx:
         job = FilterRun(ctx, limit)
-        if job.batches:
-            with model_endpoint(settings) as base_url:
-                await fan_out_async(
-                    filter_trajectories_batch.fn,
-                    job.batches,
-                    PARALLEL_BATCHES,
-                    job.write,
-                    **job.batch_kwargs(base_url),
-                )
+        await run_job_async(job, filter_trajectories_batch, settings)
         return job.finish()

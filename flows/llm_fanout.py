@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from prefect.futures import PrefectFuture, as_completed
 
-from tasks.llm_batch import BatchOutput
+from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput
 from toucan.config import Settings
 from toucan.records import Record
 from toucan.runs import RunContext
@@ -102,3 +102,32 @@ async def fan_out_async(
         write(output)
 
     await asyncio.gather(*(run_one(batch) for batch in batches))
+
+
+class BatchedJob(Protocol):
+    """What a stage's job object offers the runners below: its batches, the keyword arguments
+    of its batch task, and how to store one batch's output."""
+
+    batches: Sequence[Any]
+
+    def batch_kwargs(self, local_base_url: str | None) -> dict[str, Any]: ...
+
+    def write(self, output: BatchOutput) -> None: ...
+
+
+def run_job(job: BatchedJob, batch_task: Any, settings: Settings) -> None:
+    """Run the job's batches as Prefect tasks, with the embedded model up while they run."""
+    if not job.batches:
+        return
+    with model_endpoint(settings) as base_url:
+        fan_out(batch_task, job.batches, PARALLEL_BATCHES, job.write, **job.batch_kwargs(base_url))
+
+
+async def run_job_async(job: BatchedJob, batch_task: Any, settings: Settings) -> None:
+    """The same on plain asyncio, calling the Prefect task's undecorated function."""
+    if not job.batches:
+        return
+    with model_endpoint(settings) as base_url:
+        await fan_out_async(
+            batch_task.fn, job.batches, PARALLEL_BATCHES, job.write, **job.batch_kwargs(base_url)
+        )

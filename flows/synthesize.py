@@ -13,9 +13,9 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.llm_fanout import fan_out, fan_out_async, model_endpoint, unfinished_ids, write_output
+from flows.llm_fanout import run_job, run_job_async, unfinished_ids, write_output
 from tasks.dedup import find_near_duplicates, mark_near_duplicates
-from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
+from tasks.llm_batch import BatchOutput, ProgressCounter, split_batches
 from tasks.sampling import PlanRequest, ServerView, TaskSlot, plan_slots
 from tasks.synthesize import STAGE, synthesize_batch
 from toucan.config import Settings, load_settings
@@ -178,15 +178,7 @@ def synthesize_flow(
     params = request.model_dump(mode="json")
     with stage_run(Store(store or settings.store), settings, STAGE, params) as ctx:
         job = SynthesisRun(ctx, request)
-        if job.todo:
-            with model_endpoint(settings) as base_url:
-                fan_out(
-                    synthesize_batch,
-                    job.batches,
-                    PARALLEL_BATCHES,
-                    job.write,
-                    **job.batch_kwargs(base_url),
-                )
+        run_job(job, synthesize_batch, settings)
         return job.finish()
 
 
@@ -196,13 +188,5 @@ async def run_synthesize(
     """Stage 2 without Prefect: the same plan, batches, writes and dedup on plain asyncio."""
     with stage_run(store, settings, STAGE, request.model_dump(mode="json")) as ctx:
         job = SynthesisRun(ctx, request)
-        if job.todo:
-            with model_endpoint(settings) as base_url:
-                await fan_out_async(
-                    synthesize_batch.fn,
-                    job.batches,
-                    PARALLEL_BATCHES,
-                    job.write,
-                    **job.batch_kwargs(base_url),
-                )
+        await run_job_async(job, synthesize_batch, settings)
         return job.finish()
