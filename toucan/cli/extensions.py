@@ -7,17 +7,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail, print_json
-from toucan.cli.progress_view import progress_bars
-from toucan.errors import ToucanError
+from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail
+from toucan.cli.running import run_stage_flow
 
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed (default synthesize.seed).")]
 
 
-def show(title: str, summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(summary)
-        return
+def show(title: str, summary: dict[str, Any]) -> None:
     table = Table(title=title)
     table.add_column("field")
     table.add_column("value", overflow="fold")
@@ -37,18 +33,16 @@ def irrelevance(
     """Pair kept tasks with servers that cannot solve them (new `irrelevant` tasks)."""
     from flows.irrelevance import irrelevance_flow
 
-    try:
-        with progress_bars(enabled=not as_json):
-            summary = irrelevance_flow(
-                store=str(store) if store else None,
-                config=str(config) if config else None,
-                profile=profile,
-                seed=seed,
-            )
-    except ToucanError as exc:
-        fail(str(exc))
-        return
-    show("irrelevance", summary.model_dump(mode="json"), as_json)
+    summary = run_stage_flow(
+        irrelevance_flow,
+        as_json=as_json,
+        store=store,
+        config=config,
+        profile=profile,
+        seed=seed,
+    )
+    if summary is not None:
+        show("irrelevance", summary.model_dump(mode="json"))
 
 
 @app.command()
@@ -65,19 +59,17 @@ def diversify(
     """Rewrite kept tasks for other personas and with added constraints."""
     from flows.diversify import diversify_flow
 
-    try:
-        with progress_bars(enabled=not as_json):
-            summary = diversify_flow(
-                store=str(store) if store else None,
-                config=str(config) if config else None,
-                profile=profile,
-                variants=variants,
-                seed=seed,
-            )
-    except ToucanError as exc:
-        fail(str(exc))
-        return
-    show("diversify", summary.model_dump(mode="json"), as_json)
+    summary = run_stage_flow(
+        diversify_flow,
+        as_json=as_json,
+        store=store,
+        config=config,
+        profile=profile,
+        variants=variants,
+        seed=seed,
+    )
+    if summary is not None:
+        show("diversify", summary.model_dump(mode="json"))
 
 
 @app.command("multi-turn")
@@ -98,16 +90,14 @@ def multi_turn(
 
     if method and (bad := sorted(set(method) - set(METHODS))):
         fail(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
-    try:
-        with progress_bars(enabled=not as_json):
-            summary = multi_turn_flow(
-                store=str(store) if store else None,
-                config=str(config) if config else None,
-                profile=profile,
-                methods=method,
-                follow_ups=follow_ups,
-            )
-    except ToucanError as exc:
-        fail(str(exc))
-        return
-    show("multi-turn", summary.model_dump(mode="json"), as_json)
+    summary = run_stage_flow(
+        multi_turn_flow,
+        as_json=as_json,
+        store=store,
+        config=config,
+        profile=profile,
+        methods=method,
+        follow_ups=follow_ups,
+    )
+    if summary is not None:
+        show("multi-turn", summary.model_dump(mode="json"))

@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail, print_json
-from toucan.cli.progress_view import progress_bars
-from toucan.errors import ToucanError
+from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console
+from toucan.cli.running import run_stage_flow
 
 
 def outcome_table(title: str, rows: dict[str, dict[str, int]]) -> Table:
@@ -34,19 +33,15 @@ def filter_tasks(
     """Judge the synthesized tasks on six 1-5 scores; keep those above the thresholds."""
     from flows.filter_tasks import filter_tasks_flow
 
-    try:
-        with progress_bars(enabled=not as_json):
-            summary = filter_tasks_flow(
-                store=str(store) if store else None,
-                config=str(config) if config else None,
-                profile=profile,
-                limit=limit,
-            )
-    except ToucanError as exc:
-        fail(str(exc))
-        return
-    if as_json:
-        print_json(summary.model_dump(mode="json"))
+    summary = run_stage_flow(
+        filter_tasks_flow,
+        as_json=as_json,
+        store=store,
+        config=config,
+        profile=profile,
+        limit=limit,
+    )
+    if summary is None:
         return
     console.print(outcome_table("per strategy", summary.by_strategy))
     console.print(outcome_table("per generator", summary.by_generator))

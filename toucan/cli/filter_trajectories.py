@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail, print_json
-from toucan.cli.progress_view import progress_bars
-from toucan.errors import ToucanError
+from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console
+from toucan.cli.running import run_stage_flow
 
 
 @app.command("filter-trajectories")
@@ -23,19 +22,15 @@ def filter_trajectories(
     """Flag and judge each unrated trajectory; keep by the configured rule (resumable)."""
     from flows.filter_trajectories import filter_trajectories_flow
 
-    try:
-        with progress_bars(enabled=not as_json):
-            summary = filter_trajectories_flow(
-                store=str(store) if store else None,
-                config=str(config) if config else None,
-                profile=profile,
-                limit=limit,
-            )
-    except ToucanError as exc:
-        fail(str(exc))
-        return
-    if as_json:
-        print_json(summary.model_dump(mode="json"))
+    summary = run_stage_flow(
+        filter_trajectories_flow,
+        as_json=as_json,
+        store=store,
+        config=config,
+        profile=profile,
+        limit=limit,
+    )
+    if summary is None:
         return
     table = Table(title=f"filter-trajectories run {summary.run_id}")
     for column in ("", "name", "rated", "kept", "errors", "keep rate"):

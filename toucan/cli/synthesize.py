@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail, print_json
-from toucan.cli.progress_view import progress_bars
-from toucan.errors import ToucanError
+from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail
+from toucan.cli.running import run_stage_flow
 
 STRATEGY_NAMES = ("single_server", "multi_server", "featured")
 
@@ -51,22 +50,18 @@ def synthesize(
         fail(f"unknown strategy {', '.join(bad)}; choose from {', '.join(STRATEGY_NAMES)}")
     if per_server is not None and limit is not None:
         fail("give --per-server or --limit, not both")
-    try:
-        with progress_bars(enabled=not as_json):
-            summary = synthesize_flow(
-                store=str(store) if store else None,
-                config=str(config) if config else None,
-                profile=profile,
-                strategies=strategy,
-                per_server=per_server,
-                limit=limit,
-                seed=seed,
-            )
-    except ToucanError as exc:
-        fail(str(exc))
-        return
-    if as_json:
-        print_json(summary.model_dump(mode="json"))
+    summary = run_stage_flow(
+        synthesize_flow,
+        as_json=as_json,
+        store=store,
+        config=config,
+        profile=profile,
+        strategies=strategy,
+        per_server=per_server,
+        limit=limit,
+        seed=seed,
+    )
+    if summary is None:
         return
     console.print(count_table("ok tasks per strategy", summary.by_strategy))
     console.print(count_table("ok tasks per generator", summary.by_generator))

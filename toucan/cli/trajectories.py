@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail, print_json
-from toucan.cli.progress_view import progress_bars
-from toucan.errors import ToucanError
+from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console
+from toucan.cli.running import run_stage_flow
 
 STYLE_HELP = "Agent style: function-calling, react or langchain (repeatable; default: config)."
 
@@ -31,21 +30,17 @@ def trajectories(
     """Run each kept task with each teacher on its live MCP servers (resumable)."""
     from flows.trajectories import trajectories_flow
 
-    try:
-        with progress_bars(enabled=not as_json):
-            summary = trajectories_flow(
-                store=str(store) if store else None,
-                config=str(config) if config else None,
-                profile=profile,
-                teachers=teacher or None,
-                styles=style or None,
-                limit=limit,
-            )
-    except ToucanError as exc:
-        fail(str(exc))
-        return
-    if as_json:
-        print_json(summary.model_dump(mode="json"))
+    summary = run_stage_flow(
+        trajectories_flow,
+        as_json=as_json,
+        store=store,
+        config=config,
+        profile=profile,
+        teachers=teacher or None,
+        styles=style or None,
+        limit=limit,
+    )
+    if summary is None:
         return
     print_tallies(f"trajectories run {summary.run_id}", summary.per_teacher, summary.per_server)
     console.print(
