@@ -68,6 +68,9 @@ class _SpecBase(BaseModel):
     featured: bool = False
     read_only_tools: list[str] = Field(default_factory=list)  # safe to call in the health check
     probe: dict[str, Any] | None = None  # {"tool": name, "arguments": {...}} for the health check
+    # shared: one process serves every trajectory of a batch (stateless servers); per_trajectory:
+    # each trajectory gets its own process and sandbox, so no trajectory sees another's writes
+    isolation: Literal["shared", "per_trajectory"] = "shared"
 
     @property
     def server_id(self) -> str:

@@ -28,6 +28,7 @@ from tasks.agent import (
     expose_tools,
     run_agent,
 )
+from tasks.agent.episode import EpisodeTools, isolated_specs, open_episode_tools
 from tasks.agent.naming import ExposedTool
 from tasks.prompt_budget import offer_tools
 from tasks.trajectory_records import (
@@ -70,7 +71,7 @@ __all__ = [
 
 
 async def list_exposed_tools(
-    pool: SessionPool, servers: dict[str, ServerEntry], server_ids: Sequence[str]
+    pool: SessionPool | EpisodeTools, servers: dict[str, ServerEntry], server_ids: Sequence[str]
 ) -> list[ExposedTool]:
     """The live tools of the task's servers, with names the model may see."""
     listed = [
@@ -91,6 +92,7 @@ async def generate_trajectory(
     replay: dict[str, dict[str, Any]] | None = None,
     journal: CallJournal | None = None,
     langchain_model: dict[str, Any] | None = None,
+    restate_servers: frozenset[str] = frozenset(),
 ) -> tuple[Trajectory, list[ToolCallRecord]]:
     """One trajectory, start to stop reason. Model and tool failures end up on the row."""
     started_at = utc_now()
@@ -104,6 +106,7 @@ async def generate_trajectory(
         journal=journal,
         breaker=breaker,
         run_id=options.run_id,
+        restate_servers=restate_servers,
     )
     meta = CallMeta(
         run_id=options.run_id,
@@ -169,7 +172,9 @@ async def generate_batch(
     paused: dict[str, dict[str, str]] | None = None,
     cache_entries: list[LlmCacheEntry] | None = None,
 ) -> BatchResult:
-    """Run one batch on its own pool and router (both bound to this event loop)."""
+    """Run one batch on its own pool and router (both bound to this event loop). Servers
+    marked `isolation: per_trajectory` also get a short-lived pool per item (tasks/agent/episode.py):
+    the batch pool only lists their tools."""
     breaker = CircuitBreaker(threshold=options.breaker_failures)
     for server_id, why in (paused or {}).items():
         breaker.pause(ServerPaused(server_id, why.get("reason", "paused"), why.get("detail", "")))
@@ -184,35 +189,32 @@ async def generate_batch(
     result = BatchResult(batch_id=batch.batch_id)
     limit = asyncio.Semaphore(max(1, options.concurrency))
     try:
-        async with SessionPool(
-            sandbox_root=Path(options.mcp.sandbox_root) if options.mcp.sandbox_root else None,
-            fleet_dir=Path(options.mcp.fleet_dir).resolve(),
-            seed_dir=(Path(options.mcp.fleet_dir) / "seed").resolve(),
-            max_concurrency=options.mcp.per_server_concurrency,
-            max_restarts=options.mcp.max_restarts,
-            connect_timeout=options.mcp.connect_timeout_s,
-            call_timeout=options.mcp.call_timeout_s,
-            max_result_chars=options.mcp.max_result_chars,
-        ) as pool:
-            for server_id in batch.server_ids:
-                pool.register(parse_server_spec(servers[server_id].spec))
-                if breaker.paused(server_id) is None:
-                    pool.prestart(server_id)
+        async with make_pool(options) as pool:
+            specs = [parse_server_spec(servers[server_id].spec) for server_id in batch.server_ids]
+            for spec in specs:
+                pool.register(spec)
+                if breaker.paused(spec.server_id) is None:
+                    pool.prestart(spec.server_id)
 
             async def run_item(item: TrajectoryItem) -> None:
                 async with limit:
-                    row, calls = await run_one(
-                        item,
-                        batch,
-                        servers,
-                        pool,
-                        teacher,
-                        options,
-                        breaker,
-                        replay or {},
-                        journal,
-                        sink,
-                    )
+                    paused_any = any(breaker.paused(s) for s in batch.server_ids)
+                    own_specs = [] if paused_any else isolated_specs(specs)
+                    async with open_episode_tools(
+                        pool, own_specs, lambda: make_pool(options)
+                    ) as tools:
+                        row, calls = await run_one(
+                            item,
+                            batch,
+                            servers,
+                            tools,
+                            teacher,
+                            options,
+                            breaker,
+                            replay or {},
+                            journal,
+                            sink,
+                        )
                 result.trajectories.append(row)
                 result.tool_calls.extend(calls)
                 if journal is not None and row.status == "ok":
@@ -231,6 +233,20 @@ async def generate_batch(
     return result
 
 
+def make_pool(options: BatchOptions) -> SessionPool:
+    """A session pool with the run's MCP settings (not yet entered)."""
+    return SessionPool(
+        sandbox_root=Path(options.mcp.sandbox_root) if options.mcp.sandbox_root else None,
+        fleet_dir=Path(options.mcp.fleet_dir).resolve(),
+        seed_dir=(Path(options.mcp.fleet_dir) / "seed").resolve(),
+        max_concurrency=options.mcp.per_server_concurrency,
+        max_restarts=options.mcp.max_restarts,
+        connect_timeout=options.mcp.connect_timeout_s,
+        call_timeout=options.mcp.call_timeout_s,
+        max_result_chars=options.mcp.max_result_chars,
+    )
+
+
 def open_journal(options: BatchOptions, batch_id: str) -> CallJournal | None:
     if options.journal_dir is None:
         return None
@@ -241,7 +257,7 @@ async def run_one(
     item: TrajectoryItem,
     batch: TrajectoryBatch,
     servers: dict[str, ServerEntry],
-    pool: SessionPool,
+    tools: EpisodeTools,
     teacher: JournalingTeacher,
     options: BatchOptions,
     breaker: CircuitBreaker,
@@ -253,7 +269,7 @@ async def run_one(
     server_names = ",".join(servers[s].name for s in batch.server_ids)
     with sink.timed(item_id=item.trajectory_id, server=server_names, model=item.teacher) as out:
         row, calls = await attempt_one(
-            item, batch, servers, pool, teacher, options, breaker, replay, journal
+            item, batch, servers, tools, teacher, options, breaker, replay, journal
         )
         out.update(
             status="ok" if row.status == "ok" else "error",
@@ -279,7 +295,7 @@ async def attempt_one(
     item: TrajectoryItem,
     batch: TrajectoryBatch,
     servers: dict[str, ServerEntry],
-    pool: SessionPool,
+    tools: EpisodeTools,
     teacher: JournalingTeacher,
     options: BatchOptions,
     breaker: CircuitBreaker,
@@ -295,10 +311,10 @@ async def attempt_one(
                 options.run_id,
             ), []
     try:
-        exposed = await list_exposed_tools(pool, servers, batch.server_ids)
+        exposed = await list_exposed_tools(tools, servers, batch.server_ids)
     except McpError as error:
         for server_id in batch.server_ids:
-            if pool.dead_reason(server_id) is not None or len(batch.server_ids) == 1:
+            if tools.dead_reason(server_id) is not None or len(batch.server_ids) == 1:
                 breaker.record_failure(server_id, error.reason, str(error))
         return failed_trajectory(item, error.reason, str(error), options.run_id), []
     # the budget's offer (targets + a few others) is what the model sees and the row records
@@ -312,13 +328,14 @@ async def attempt_one(
         return await generate_trajectory(
             item,
             exposed,
-            pool,
+            tools,
             teacher,
             options,
             breaker=breaker,
             replay=replay,
             journal=journal,
             langchain_model=params,
+            restate_servers=tools.own_ids,
         )
     except Exception as error:  # the stage edge: one broken item must not sink the batch
         logger.exception("trajectory %s failed", item.trajectory_id)

@@ -9,6 +9,7 @@ run's circuit breaker, which pauses a server after N consecutive ones.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -129,6 +130,7 @@ class Toolbox:
         journal: CallJournal | None = None,
         breaker: CircuitBreaker | None = None,
         run_id: str | None = None,
+        restate_servers: frozenset[str] = frozenset(),
     ) -> None:
         self.trajectory_id = trajectory_id
         self.exposed = exposed
@@ -140,6 +142,9 @@ class Toolbox:
         self.journal = journal
         self.breaker = breaker
         self.run_id = run_id
+        # per-trajectory servers start empty on resume: their replayed calls run again (the
+        # recorded result is still what the model sees) so later live calls find their state
+        self.restate_servers = restate_servers
         self.log: list[CallLog] = []
         self.records: list[ToolCallRecord] = []
         self.paused: ServerPaused | None = None
@@ -185,6 +190,8 @@ class Toolbox:
             occurrence,
         )
         if key in self.replay:
+            if exposed.server_id in self.restate_servers:
+                await self._restate(exposed, arguments)
             return ToolResult.model_validate(self.replay[key]), True, key
         if self.breaker is not None and (paused := self.breaker.paused(exposed.server_id)):
             self.paused = paused
@@ -208,6 +215,15 @@ class Toolbox:
             self.breaker.record_success(exposed.server_id)
         self._remember(key, exposed, arguments, result)
         return result, False, key
+
+    async def _restate(self, exposed: ExposedTool, arguments: dict[str, Any]) -> None:
+        """Re-run a replayed call for its effect on the server; its result is not used."""
+        if self.breaker is not None and self.breaker.paused(exposed.server_id):
+            return
+        with contextlib.suppress(McpError):
+            await self.caller.call_tool(
+                exposed.server_id, exposed.tool, arguments, timeout=self.call_timeout
+            )
 
     def _remember(
         self, key: str, exposed: ExposedTool, arguments: dict[str, Any], result: ToolResult

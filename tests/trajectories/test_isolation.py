@@ -1,0 +1,142 @@
+"""One episode = one session: a stateful fleet server (the knowledge-graph memory) is isolated
+per trajectory, and shared across a batch only when its spec says `shared`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from mcp_env.fleet.catalog import load_fleet_catalog
+from mcp_env.specs import StdioSpec, parse_server_spec
+from tasks.agent import AgentBudget
+from tasks.trajectories import (
+    BatchOptions,
+    BatchResult,
+    ServerEntry,
+    TrajectoryBatch,
+    generate_batch,
+    plan_items,
+)
+from tests.fake_llm import FakeLlm
+from tests.trajectories.helpers import (
+    dispatch_script,
+    fake_settings,
+    fleet_dir,
+    kept_task,
+    server_row,
+)
+from toucan.records import Trajectory
+
+ENTITY = {"name": "Zephyrine", "entityType": "person", "observations": ["likes kites"]}
+WRITE = ("create_entities", {"entities": [ENTITY]})
+READ = ("read_graph", {})
+STARTED: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def note_test_start() -> None:
+    STARTED["at"] = time.time() - 1.0
+
+
+def memory_spec(isolation: str) -> StdioSpec:
+    if not (fleet_dir() / "npm" / "memory").is_dir():
+        pytest.skip("the bundled fleet is not installed (toucan fleet install)")
+    raw = next(s for s in load_fleet_catalog(fleet_dir()) if s["name"] == "memory")
+    spec = parse_server_spec({**raw, "isolation": isolation})
+    assert isinstance(spec, StdioSpec)
+    return spec
+
+
+def run_batch(
+    fake_llm: FakeLlm,
+    tmp_path: Path,
+    isolation: str,
+    plans: dict[str, list[list[tuple[str, dict[str, Any]]]]],
+    *,
+    replay: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, Trajectory], BatchResult]:
+    """One batch, one trajectory per plan, run one after another in the plans' order."""
+    spec = memory_spec(isolation)
+    server = server_row(spec)
+    assert server.spec["isolation"] == isolation  # the stored spec carries the flag
+    fake_llm.script([dispatch_script(plans, answer="done")])
+    settings = fake_settings(
+        fake_llm.base_url, tmp_path / "t.duckdb", mcp={"sandbox_root": str(tmp_path / "sbx")}
+    )
+    targets = [(server, WRITE[0]), (server, READ[0])]
+    items = [
+        plan_items([kept_task(f"{marker}: use the memory", [server], targets)[0]],
+                   ["Teacher-A"], ["function-calling"])[0]
+        for marker in plans
+    ]  # fmt: skip
+    batch = TrajectoryBatch(batch_id="iso", server_ids=[server.server_id], items=items)
+    options = BatchOptions(
+        budget=AgentBudget(max_turns=4, wall_clock_s=30),
+        token_budget=2000,
+        concurrency=1,  # in order: the reader starts after the writer has finished
+        mcp=settings.mcp,
+        models=settings.models,
+        run_id="run_iso",
+    )
+    servers = {server.server_id: ServerEntry(server_id=server.server_id, name=spec.name,
+                                             spec=server.spec)}  # fmt: skip
+    result = asyncio.run(generate_batch(batch, servers, options, replay=replay))
+    rows = {row.metadata["question"].split(":")[0]: row for row in result.trajectories}
+    assert all(row.status == "ok" for row in rows.values()), [r.reason for r in rows.values()]
+    return rows, result
+
+
+def tool_texts(row: Trajectory) -> list[str]:
+    return [str(m["content"]) for m in row.messages if m["role"] == "tool"]
+
+
+def leftover_processes() -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.is_running() and p.create_time() >= STARTED["at"]
+        and p.status() != psutil.STATUS_ZOMBIE
+    ]  # fmt: skip
+
+
+def test_a_per_trajectory_server_does_not_show_one_trajectorys_writes_to_the_next(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    rows, _ = run_batch(
+        fake_llm, tmp_path, "per_trajectory", {"writer": [[WRITE]], "reader": [[READ]]}
+    )
+    assert "Zephyrine" in tool_texts(rows["writer"])[0]
+    [graph] = tool_texts(rows["reader"])
+    assert "entities" in graph and "Zephyrine" not in graph
+    assert leftover_processes() == []
+    assert list((tmp_path / "sbx").iterdir()) == []  # every sandbox removed
+
+
+def test_a_shared_server_lets_the_next_trajectory_see_the_writes(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    rows, _ = run_batch(fake_llm, tmp_path, "shared", {"writer": [[WRITE]], "reader": [[READ]]})
+    [graph] = tool_texts(rows["reader"])
+    assert "Zephyrine" in graph
+    assert leftover_processes() == []
+
+
+def test_a_resumed_trajectory_rebuilds_its_servers_state_from_the_replayed_calls(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    plans = {"both": [[WRITE], [READ]]}
+    first, result = run_batch(fake_llm, tmp_path, "per_trajectory", plans)
+    assert "Zephyrine" in tool_texts(first["both"])[1]
+    # a crash after the write: only the write was journaled
+    [write_call] = [c for c in result.tool_calls if c.tool == WRITE[0]]
+    replay = {write_call.call_key: write_call.result}
+    resumed, _ = run_batch(fake_llm, tmp_path, "per_trajectory", plans, replay=replay)
+    log = resumed["both"].tool_call_log
+    assert [entry["replayed"] for entry in log] == [True, False]
+    assert "Zephyrine" in tool_texts(resumed["both"])[1]  # the fresh server got the write again
+    assert leftover_processes() == []
