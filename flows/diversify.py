@@ -23,7 +23,7 @@ from tasks.diversify import (
     plan_units,
     variant_id,
 )
-from tasks.llm_batch import BatchOutput, ProgressCounter, split_batches
+from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
 from toucan.llm.cache import LlmCache
 from toucan.records import Task, Tool
@@ -83,7 +83,7 @@ class DiversifyRun:
 
     def batch_kwargs(self, local_base_url: str | None) -> dict[str, Any]:
         return {
-            "models": self.ctx.settings.models,
+            "models": self.ctx.settings.models.shared_by(min(PARALLEL_BATCHES, len(self.batches))),
             "run_id": self.ctx.run_id,
             "concurrency": self.per_batch,
             "local_base_url": local_base_url,

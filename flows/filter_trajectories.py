@@ -17,7 +17,7 @@ from tasks.filter_trajectories import (
     filter_trajectories_batch,
     make_rating_id,
 )
-from tasks.llm_batch import BatchOutput, ProgressCounter, split_batches
+from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
 from toucan.llm.cache import LlmCache
 from toucan.progress import report_progress
@@ -95,7 +95,7 @@ class FilterRun:
 
     def batch_kwargs(self, local_base_url: str | None) -> dict[str, Any]:
         return {
-            "models": self.ctx.settings.models,
+            "models": self.ctx.settings.models.shared_by(min(PARALLEL_BATCHES, len(self.batches))),
             "section": self.ctx.settings.filter_trajectories,
             "run_id": self.ctx.run_id,
             "concurrency": self.per_batch,

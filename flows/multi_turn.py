@@ -113,7 +113,7 @@ class MultiTurnRun:
             token_budget=section.tool_result_token_budget,
             concurrency=max(1, section.concurrency // max(1, min(2, len(self.batches)))),
             mcp=self.ctx.settings.mcp,
-            models=self.ctx.settings.models,
+            models=self.ctx.settings.models.shared_by(len(self.batches)),  # all run at once
             local_base_url=local_base_url,
             run_id=self.ctx.run_id,
         )

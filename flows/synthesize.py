@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from flows.llm_fanout import run_job, run_job_async, unfinished_ids, write_output
 from tasks.dedup import find_near_duplicates, mark_near_duplicates
-from tasks.llm_batch import BatchOutput, ProgressCounter, split_batches
+from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
 from tasks.sampling import PlanRequest, ServerView, TaskSlot, plan_slots
 from tasks.synthesize import STAGE, synthesize_batch
 from toucan.config import Settings, load_settings
@@ -137,7 +137,7 @@ class SynthesisRun:
         cache = LlmCache.load(self.ctx.store, self.ctx.run_id) if self.todo else None
         return {
             "views": self.views,
-            "models": self.ctx.settings.models,
+            "models": self.ctx.settings.models.shared_by(min(PARALLEL_BATCHES, len(self.batches))),
             "run_id": self.ctx.run_id,
             "concurrency": self.per_batch,
             "local_base_url": local_base_url,

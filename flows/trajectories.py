@@ -193,7 +193,7 @@ def batch_options(ctx: RunContext, plan: Plan, local_base_url: str | None) -> Ba
         concurrency=plan.per_batch_concurrency,
         breaker_failures=settings.mcp.circuit_breaker_failures,
         mcp=settings.mcp,
-        models=settings.models,
+        models=settings.models.shared_by(min(MAX_PARALLEL_BATCHES, len(plan.batches))),
         local_base_url=local_base_url,
         run_id=ctx.run_id,
         journal_dir=str(journal_dir(ctx.store.path)),

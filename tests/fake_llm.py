@@ -111,10 +111,13 @@ class CallCounts:
     by_model: Counter[str] = field(default_factory=Counter)
     by_rule: Counter[int] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
+    in_flight: int = 0  # requests being answered now
+    peak_in_flight: int = 0  # the most at once: what a client's concurrency limits allowed
 
     def to_json(self) -> dict[str, Any]:
         return {
             "total": self.total,
+            "peak_in_flight": self.peak_in_flight,
             "by_model": dict(self.by_model),
             "by_rule": {str(index): count for index, count in self.by_rule.items()},
             "by_status": {str(status): count for status, count in self.by_status.items()},
@@ -310,8 +313,15 @@ class FakeLlm:
         if rule.respond is not None:
             rule = rule_from_reply(rule.respond(body))
         wait = self.latency + rule.delay
-        if wait > 0:
-            await asyncio.sleep(wait)
+        with self._lock:
+            self.calls.in_flight += 1
+            self.calls.peak_in_flight = max(self.calls.peak_in_flight, self.calls.in_flight)
+        try:
+            if wait > 0:
+                await asyncio.sleep(wait)
+        finally:
+            with self._lock:
+                self.calls.in_flight -= 1
         with self._lock:
             self.calls.by_status[rule.status] += 1
         if rule.status != 200:

@@ -127,6 +127,36 @@ class ModelsConfig(Section):
     def all(self) -> list[ModelDeployment]:
         return [*self.generators, *self.teachers, *self.judge]
 
+    def shared_by(self, parts: int) -> ModelsConfig:
+        """The limits of one of `parts` batches running at once, each with its own router
+        (routers cannot cross threads or processes): rpm, tpm and max_concurrency divided, so
+        that together they stay within what the provider allows (never below 1 each)."""
+        if parts <= 1:
+            return self
+
+        def share(value: int | None) -> int | None:
+            return None if value is None else max(1, value // parts)
+
+        def split(deployments: list[ModelDeployment]) -> list[ModelDeployment]:
+            return [
+                d.model_copy(
+                    update={
+                        "rpm": share(d.rpm),
+                        "tpm": share(d.tpm),
+                        "max_concurrency": share(d.max_concurrency),
+                    }
+                )
+                for d in deployments
+            ]
+
+        return self.model_copy(
+            update={
+                "generators": split(self.generators),
+                "teachers": split(self.teachers),
+                "judge": split(self.judge),
+            }
+        )
+
 
 class McpConfig(Section):
     fleet_dir: str = ".fleet"
