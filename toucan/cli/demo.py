@@ -12,12 +12,13 @@ from rich.table import Table
 
 from toucan.cli.app import app, console, fail
 from toucan.cli.progress_view import progress_bars
+from toucan.config import FilterTrajectoriesConfig
 from toucan.errors import ToucanError
 from toucan.stages import STAGES
 
 DEMO_STORE = Path("data/demo.duckdb")
 # Small on purpose: the embedded 135M model reads ~50-100 prompt tokens/s on one shared core.
-DEMO_LIMITS = {"synthesize": 4, "filter_tasks": 40, "trajectories": 6, "filter_trajectories": 60}
+DEMO_LIMITS = {"synthesize": 4, "filter_tasks": 40, "trajectories": 5, "filter_trajectories": 60}
 # Extensions make new tasks; the second pass judges them and gives them trajectories.
 SECOND_PASS = [
     "filter_tasks",
@@ -41,6 +42,26 @@ def demo_stage_params(store: Path, out: Path) -> dict[str, dict[str, Any]]:
         },
         "report": {"out": str(out / "report.html")},
     }
+
+
+def describe_local_profile(settings: Any) -> list[str]:
+    """What the `local` profile shrinks and loosens, said before the run starts."""
+    budget = settings.models.prompt_budget
+    trajectories = settings.filter_trajectories
+    lowest = min(settings.filter_tasks.thresholds.values())
+    default_flags = FilterTrajectoriesConfig().drop_flags
+    kept_anyway = [flag for flag in default_flags if flag not in trajectories.drop_flags]
+    return [
+        f"local profile: {budget.tools_per_server} tools per server in task prompts, "
+        f"{budget.offered_tools} tools offered per trajectory, descriptions cut to "
+        f"{budget.description_chars} chars, replies capped at "
+        f"{settings.models.local.max_tokens} tokens; demo limits {DEMO_LIMITS}",
+        f"local profile keep thresholds loosened for the 135M judge: task scores >= {lowest}, "
+        f"trajectory completeness >= {trajectories.min_completeness} and conciseness >= "
+        f"{trajectories.min_conciseness}; the trajectory rules still drop "
+        f"{', '.join(trajectories.drop_flags)}"
+        + (f" (not: {', '.join(kept_anyway)})" if kept_anyway else ""),
+    ]
 
 
 def brief_summary(summary: dict[str, Any]) -> str:
@@ -116,18 +137,13 @@ def demo(
     settings = load_settings(profile="local")
     # one teacher keeps the offline demo short; real runs use every configured teacher
     teachers = [settings.models.teachers[0].name]
-    budget = settings.models.prompt_budget
     console.print(
         "[bold]toucan demo[/]: onboard -> synthesize -> filter-tasks -> trajectories -> "
         "filter-trajectories -> irrelevance, diversify, multi-turn -> export -> report, "
         "offline, profile `local` (embedded model)."
     )
-    console.print(
-        f"local profile budgets: {budget.tools_per_server} tools per server in task prompts, "
-        f"{budget.offered_tools} tools offered per trajectory, descriptions cut to "
-        f"{budget.description_chars} chars; limits {DEMO_LIMITS}",
-        highlight=False,
-    )
+    for line in describe_local_profile(settings):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     try:
         with progress_bars():
             results = asyncio.run(run_demo_stages(store, out, teachers))

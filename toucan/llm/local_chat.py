@@ -7,8 +7,11 @@ mode its text answers come back empty, it drops `tool` messages from the prompt,
 rejects an assistant message whose content is null (what OpenAI clients send with tool calls).
 `toucan-function-calling` renders ChatML with the tools in the system prompt, the assistant's
 tool calls and the tool results; a grammar makes the model choose between a message and one
-tool call, whose arguments are then written under the tool's JSON schema. Both the message and
-the arguments are bounded by the request's max_tokens. Imports only llama_cpp and the stdlib.
+tool call, whose arguments are then written under the tool's JSON schema (open strings and
+lists bounded). Each offered tool is called at most once per user message, and a call that
+repeats an answered one becomes the message: a 135M model otherwise repeats its last call until
+the turn budget runs out. Both the message and the arguments are bounded by the request's
+max_tokens. Imports only llama_cpp and the stdlib.
 """
 
 from __future__ import annotations
@@ -19,6 +22,18 @@ import uuid
 from typing import Any
 
 HANDLER_NAME = "toucan-function-calling"
+SAMPLING_KEYS = (
+    "top_p",
+    "top_k",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+)
+ARGUMENT_STRING_CHARS = 120  # bounds on tool-call arguments, see `bounded_schema`
+ARGUMENT_ARRAY_ITEMS = 4
 DECISION_TOKENS = 32  # "functions.<name>:" is at most a few tokens; the grammar ends it
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 TOOLS_INTRO = (
@@ -98,6 +113,22 @@ def chat_response(
     }
 
 
+def bounded_schema(schema: Any) -> Any:
+    """A copy of a tool's parameter schema with every unbounded string and array bounded, for
+    the arguments grammar only (the tool still validates against its own schema): a small
+    model otherwise fills an open list or string until max_tokens cuts the JSON."""
+    if isinstance(schema, list):
+        return [bounded_schema(value) for value in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: bounded_schema(value) for key, value in schema.items()}
+    if bounded.get("type") == "string" and "enum" not in bounded:
+        bounded.setdefault("maxLength", ARGUMENT_STRING_CHARS)
+    if bounded.get("type") == "array":
+        bounded.setdefault("maxItems", ARGUMENT_ARRAY_ITEMS)
+    return bounded
+
+
 def schema_grammar(llama_grammar: Any, schema: Any, verbose: bool) -> Any:
     try:
         return llama_grammar.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=verbose)
@@ -127,9 +158,11 @@ def toucan_function_calling(
     seed: int | None = None,
     response_format: dict[str, Any] | None = None,
     stream: bool = False,
-    **_: Any,
+    **sampling: Any,
 ) -> dict[str, Any]:
-    """A llama-cpp-python chat completion handler (non-streaming)."""
+    """A llama-cpp-python chat completion handler (non-streaming). The request's sampling
+    settings (repeat_penalty, top_p, ...) apply to every generation step; without the
+    server's repeat penalty the model loops ("1.1.1.1...") until a field or reply is full."""
     from llama_cpp import llama_grammar
 
     if stream:
@@ -138,6 +171,7 @@ def toucan_function_calling(
     prompt = render_prompt(messages, shown)
     model = str(getattr(llama, "model_path", "local"))
     options: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+    options.update({key: sampling[key] for key in SAMPLING_KEYS if sampling.get(key) is not None})
     stops = [IM_END, *([stop] if isinstance(stop, str) else (stop or []))]
     if not shown:
         grammar = None
@@ -153,13 +187,16 @@ def toucan_function_calling(
         message = {"role": "assistant", "content": text}
         return chat_response(model, message, done["choices"][0]["finish_reason"], usage_of(done))
     names = [tool["function"]["name"] for tool in shown]
+    # each tool at most once per user message: a small model otherwise calls the same tool
+    # turn after turn and never answers
+    uncalled = [name for name in names if name not in called_names(messages)]
     steps = []
-    if forced is None:
+    if forced is None and uncalled:
         decided = llama.create_completion(
             prompt=prompt,
             temperature=0.0,
             max_tokens=DECISION_TOKENS,
-            grammar=llama_grammar.LlamaGrammar.from_string(decision_grammar(names)),
+            grammar=llama_grammar.LlamaGrammar.from_string(decision_grammar(uncalled)),
         )
         steps.append(decided)
         choice = decided["choices"][0]["text"].strip()
@@ -170,7 +207,8 @@ def toucan_function_calling(
         message = {"role": "assistant", "content": done["choices"][0]["text"].strip()}
         return chat_response(model, message, done["choices"][0]["finish_reason"], usage_of(*steps))
     tool = next(t for t in shown if t["function"]["name"] == forced)
-    grammar = schema_grammar(llama_grammar, tool["function"].get("parameters") or {}, False)
+    parameters = bounded_schema(tool["function"].get("parameters") or {})
+    grammar = schema_grammar(llama_grammar, parameters, False)
     done = llama.create_completion(
         prompt=f"{prompt}functions.{forced}:\n", stop=stops, grammar=grammar, **options
     )
@@ -198,18 +236,27 @@ def call_key(name: str, arguments: str) -> str:
         return name + arguments.strip()
 
 
-def answered_calls(messages: list[dict[str, Any]]) -> set[str]:
-    """The calls made since the user's last message (their results are in the prompt)."""
-    since_user = []
+def calls_since_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `function` parts of the calls made since the user's last message."""
+    since_user: list[dict[str, Any]] = []
     for message in messages:
         since_user = [] if message.get("role") == "user" else [*since_user, message]
-    return {
-        call_key(
-            call.get("function", {}).get("name", ""),
-            call.get("function", {}).get("arguments") or "{}",
-        )
+    return [
+        call.get("function", {})
         for message in since_user
         for call in message.get("tool_calls") or []
+    ]
+
+
+def called_names(messages: list[dict[str, Any]]) -> set[str]:
+    return {function.get("name", "") for function in calls_since_user(messages)}
+
+
+def answered_calls(messages: list[dict[str, Any]]) -> set[str]:
+    """The calls made since the user's last message (their results are in the prompt)."""
+    return {
+        call_key(function.get("name", ""), function.get("arguments") or "{}")
+        for function in calls_since_user(messages)
     }
 
 

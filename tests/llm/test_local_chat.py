@@ -1,0 +1,116 @@
+"""toucan's chat handler for the embedded model: the prompt it renders, the calls it will not
+repeat, the request fix; and, with the model, a tool call followed by an answer."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from toucan.config import LocalModelConfig
+from toucan.llm.local_chat import (
+    answered_calls,
+    bounded_schema,
+    call_key,
+    decision_grammar,
+    fix_null_content,
+    render_prompt,
+)
+from toucan.llm.local_server import LocalModelServer
+
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+QUESTION = [
+    {"role": "system", "content": "You are a helpful assistant with access to tools."},
+    {"role": "user", "content": "What is 17 plus 25?"},
+]
+CALLED = [
+    *QUESTION,
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "add", "arguments": '{"a":17,"b":25}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "c1", "name": "add", "content": "42"},
+]
+
+
+def test_the_prompt_shows_tools_calls_and_results_and_ends_with_the_assistant_turn() -> None:
+    prompt = render_prompt(CALLED, [ADD])
+    assert "- add: Add two integers." in prompt and '"required":["a","b"]' in prompt
+    assert 'functions.add:\n{"a":17,"b":25}' in prompt
+    assert "<|im_start|>tool\nadd returned:\n42<|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert "functions" not in render_prompt(QUESTION, [])
+
+
+def test_the_decision_grammar_allows_a_message_or_one_of_the_tools() -> None:
+    assert decision_grammar(["add", "echo"]) == (
+        'root ::= "message:" | "functions.add:" | "functions.echo:"\n'
+    )
+
+
+def test_calls_answered_since_the_last_user_message_are_known_whatever_their_spacing() -> None:
+    assert answered_calls(CALLED) == {call_key("add", '{ "b": 25, "a": 17 }')}
+    assert answered_calls([*CALLED, {"role": "user", "content": "And 1 plus 1?"}]) == set()
+
+
+def test_argument_grammars_bound_open_strings_and_lists_but_keep_enums_and_set_bounds() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"type": "string"}},
+            "mode": {"type": "string", "enum": ["a", "b"]},
+            "name": {"type": "string", "maxLength": 10},
+        },
+    }
+    bounded = bounded_schema(schema)["properties"]
+    assert bounded["items"]["maxItems"] == 4 and bounded["items"]["items"]["maxLength"] == 120
+    assert "maxLength" not in bounded["mode"] and bounded["name"]["maxLength"] == 10
+    assert "maxItems" not in schema["properties"]["items"]  # the tool's own schema is untouched
+
+
+def test_null_content_is_dropped_from_requests_and_other_bodies_pass_unchanged() -> None:
+    fixed = json.loads(fix_null_content(json.dumps({"messages": CALLED}).encode()))
+    assert "content" not in fixed["messages"][2]
+    assert fixed["messages"][3]["content"] == "42"
+    assert fix_null_content(b"not json") == b"not json"
+
+
+@pytest.mark.model
+def test_the_embedded_model_calls_a_tool_then_answers_from_its_result() -> None:
+    pytest.importorskip("llama_cpp")
+    config = LocalModelConfig(n_threads=1, n_ctx=2048)
+    with (
+        LocalModelServer(config) as server,
+        httpx.Client(base_url=server.base_url, timeout=120) as client,
+    ):
+        first = client.post(
+            "/chat/completions", json={"messages": QUESTION, "tools": [ADD], "max_tokens": 64}
+        ).json()["choices"][0]["message"]
+        [call] = first["tool_calls"]
+        assert call["function"]["name"] == "add"
+        assert set(json.loads(call["function"]["arguments"])) == {"a", "b"}
+        second = client.post(
+            "/chat/completions", json={"messages": CALLED, "tools": [ADD], "max_tokens": 64}
+        )
+    assert second.status_code == 200  # the null content of the earlier call is accepted
+    message = second.json()["choices"][0]["message"]
+    assert message["content"] and not message.get("tool_calls")  # no repeat of the same call
