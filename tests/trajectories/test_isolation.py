@@ -11,9 +11,11 @@ from typing import Any
 import psutil
 import pytest
 
-from mcp_env.fleet.catalog import load_fleet_catalog
+from mcp_env.catalog import load_catalog, parse_catalog_entries
+from mcp_env.fleet.catalog import CATALOG_PATH, load_fleet_catalog
 from mcp_env.specs import StdioSpec, parse_server_spec
 from tasks.agent import AgentBudget
+from tasks.onboard import spec_summary
 from tasks.trajectories import (
     BatchOptions,
     BatchResult,
@@ -111,6 +113,8 @@ def test_a_per_trajectory_server_does_not_show_one_trajectorys_writes_to_the_nex
         fake_llm, tmp_path, "per_trajectory", {"writer": [[WRITE]], "reader": [[READ]]}
     )
     assert "Zephyrine" in tool_texts(rows["writer"])[0]
+    memory_id = rows["reader"].tool_call_log[0]["server_id"]
+    assert rows["reader"].metadata["isolated_servers"] == [memory_id]
     [graph] = tool_texts(rows["reader"])
     assert "entities" in graph and "Zephyrine" not in graph
     assert leftover_processes() == []
@@ -122,6 +126,7 @@ def test_a_shared_server_lets_the_next_trajectory_see_the_writes(
 ) -> None:
     rows, _ = run_batch(fake_llm, tmp_path, "shared", {"writer": [[WRITE]], "reader": [[READ]]})
     [graph] = tool_texts(rows["reader"])
+    assert "isolated_servers" not in rows["reader"].metadata
     assert "Zephyrine" in graph
     assert leftover_processes() == []
 
@@ -140,3 +145,17 @@ def test_a_resumed_trajectory_rebuilds_its_servers_state_from_the_replayed_calls
     assert [entry["replayed"] for entry in log] == [True, False]
     assert "Zephyrine" in tool_texts(resumed["both"])[1]  # the fresh server got the write again
     assert leftover_processes() == []
+
+
+def test_onboarding_stores_the_fleets_isolation_and_smithery_specs_stay_shared() -> None:
+    specs, rejections = parse_catalog_entries(
+        load_fleet_catalog(fleet_dir()), source=str(CATALOG_PATH)
+    )
+    assert rejections == []
+    stored = {spec.name: spec_summary(spec)["isolation"] for spec in specs}
+    shared = {name for name, isolation in stored.items() if isolation == "shared"}
+    assert shared == {"mcp-server-time", "time-mcp", "calculator", "math", "markitdown"}
+    assert set(stored.values()) == {"shared", "per_trajectory"}
+    smithery = Path(__file__).resolve().parents[2] / "catalogs" / "smithery" / "servers.jsonl"
+    loaded = load_catalog(smithery)
+    assert loaded.specs and {spec.isolation for spec in loaded.specs} == {"shared"}
