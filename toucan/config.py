@@ -90,6 +90,9 @@ class LocalModelConfig(Section):
     n_threads: int = 2
     n_threads_batch: int | None = None  # threads reading the prompt; None = n_threads
     chat_format: str = "toucan-function-calling"  # toucan/llm/local_chat.py
+    # llama.cpp states of recent prompts kept in RAM (0 = off): interleaved conversations
+    # then resume from their own last turn instead of re-reading the whole prompt
+    prompt_cache_mb: int = 512
     max_tokens: int = 512  # per reply, unless the deployment's params set one
     startup_timeout_s: float = 120.0
 

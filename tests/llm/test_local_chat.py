@@ -13,6 +13,7 @@ from toucan.llm.local_chat import (
     answered_calls,
     bounded_schema,
     call_key,
+    called_names,
     decision_grammar,
     fix_null_content,
     render_prompt,
@@ -85,6 +86,11 @@ def test_argument_grammars_bound_open_strings_and_lists_but_keep_enums_and_set_b
     assert bounded["items"]["maxItems"] == 4 and bounded["items"]["items"]["maxLength"] == 120
     assert "maxLength" not in bounded["mode"] and bounded["name"]["maxLength"] == 10
     assert "maxItems" not in schema["properties"]["items"]  # the tool's own schema is untouched
+
+
+def test_a_tool_called_since_the_last_user_message_is_not_offered_again() -> None:
+    assert called_names(CALLED) == {"add"}
+    assert called_names([*CALLED, {"role": "user", "content": "Once more?"}]) == set()
 
 
 def test_null_content_is_dropped_from_requests_and_other_bodies_pass_unchanged() -> None:

@@ -83,6 +83,11 @@ class LocalModelServer:
         # its default keeps the logits of every prompt token (tokens x 49k floats copied per
         # batch, ~12 s on a 3K-token prompt); only logprobs need them, and we never ask
         command += ["--logits_all", "false"]
+        if self.config.prompt_cache_mb > 0:
+            # measured: the follow-up turn of one of two interleaved 700-token conversations
+            # took 30 s without it, 1.5 s with it
+            command += ["--cache", "true", "--cache_type", "ram"]
+            command += ["--cache_size", str(self.config.prompt_cache_mb << 20)]
         if self.config.chat_format:
             command += ["--chat_format", self.config.chat_format]
         return command
