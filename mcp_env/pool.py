@@ -57,6 +57,7 @@ class _ServerSlot:
         self.list_lock = asyncio.Lock()
         self.calls = asyncio.Semaphore(max_concurrency)
         self.tools: list[ListedTool] | None = None
+        self.kept_tools: list[ListedTool] | None = None  # see list_tools_then_stop
         self.starts = 0
         self.dead_reason: str | None = None
         self.dead_detail = ""
@@ -140,6 +141,19 @@ class SessionPool:
             if slot.tools is None:
                 slot.tools = await self._guard_crash(slot, session, session.list_tools())
             return slot.tools
+
+    async def list_tools_then_stop(self, server_id: str) -> list[ListedTool]:
+        """The server's tools, listed once and kept after its session is stopped (in the
+        background): for servers whose calls run on sessions elsewhere, e.g. one per
+        trajectory, so that no idle process stays up just to have been listed."""
+        slot = self._slots[server_id]
+        async with slot.list_lock:
+            if slot.kept_tools is None:
+                session = await self._ensure_session(slot)
+                slot.kept_tools = await self._guard_crash(slot, session, session.list_tools())
+                assert self._task_group is not None
+                self._task_group.start_soon(self._stop_session, slot, session)
+            return slot.kept_tools
 
     async def call_tool(
         self,

@@ -6,8 +6,8 @@ overlaps the first model turn, shut down when the trajectory ends. Every other s
 on the batch's shared pool. Without this, a trajectory's tool results would depend on what
 unrelated trajectories wrote, and a replay after a crash would not be faithful.
 
-Tool lists come from the shared pool (one listing per batch), so a trajectory never waits
-for its own sessions before its first model turn.
+Tool lists come from the shared pool (one listing per batch, on a process stopped right
+after), so a trajectory never waits for its own sessions before its first model turn.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class EpisodeTools:
         return self.shared
 
     async def list_tools(self, server_id: str) -> list[ListedTool]:
+        if server_id in self.own_ids:  # listed once per batch; that process is not kept
+            return await self.shared.list_tools_then_stop(server_id)
         return await self.shared.list_tools(server_id)
 
     async def call_tool(

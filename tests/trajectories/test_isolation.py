@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psutil
 import pytest
 
 from mcp_env.catalog import load_catalog, parse_catalog_entries
 from mcp_env.fleet.catalog import CATALOG_PATH, load_fleet_catalog
+from mcp_env.pool import SessionPool
 from mcp_env.specs import StdioSpec, parse_server_spec
 from tasks.agent import AgentBudget
 from tasks.onboard import spec_summary
@@ -31,6 +33,7 @@ from tests.trajectories.helpers import (
     fleet_dir,
     kept_task,
     server_row,
+    tiny_spec,
 )
 from toucan.records import Trajectory
 
@@ -61,8 +64,9 @@ def run_batch(
     plans: dict[str, list[list[tuple[str, dict[str, Any]]]]],
     *,
     replay: dict[str, dict[str, Any]] | None = None,
+    concurrency: int = 1,
 ) -> tuple[dict[str, Trajectory], BatchResult]:
-    """One batch, one trajectory per plan, run one after another in the plans' order."""
+    """One batch, one trajectory per plan; with concurrency 1 they run in the plans' order."""
     spec = memory_spec(isolation)
     server = server_row(spec)
     assert server.spec["isolation"] == isolation  # the stored spec carries the flag
@@ -80,7 +84,7 @@ def run_batch(
     options = BatchOptions(
         budget=AgentBudget(max_turns=4, wall_clock_s=30),
         token_budget=2000,
-        concurrency=1,  # in order: the reader starts after the writer has finished
+        concurrency=concurrency,
         mcp=settings.mcp,
         models=settings.models,
         run_id="run_iso",
@@ -119,6 +123,38 @@ def test_a_per_trajectory_server_does_not_show_one_trajectorys_writes_to_the_nex
     assert "entities" in graph and "Zephyrine" not in graph
     assert leftover_processes() == []
     assert list((tmp_path / "sbx").iterdir()) == []  # every sandbox removed
+
+
+def test_concurrent_trajectories_each_see_only_their_own_writes(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    names = ["alpha", "beta", "gamma", "delta"]
+    plans = {
+        name: [[("create_entities", {"entities": [{**ENTITY, "name": f"Ent-{name}"}]})], [READ]]
+        for name in names
+    }
+    rows, _ = run_batch(fake_llm, tmp_path, "per_trajectory", plans, concurrency=4)
+    for name in names:
+        graph = tool_texts(rows[name])[1]
+        assert [other for other in names if f"Ent-{other}" in graph] == [name]
+    assert leftover_processes() == []
+    assert list((tmp_path / "sbx").iterdir()) == []
+
+
+def test_a_pool_lists_a_server_once_then_stops_it_and_keeps_the_list(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with SessionPool() as pool:
+            server_id = pool.register(tiny_spec(tmp_path / "calls.log"))
+            first = await pool.list_tools_then_stop(server_id)
+            with anyio.fail_after(10):
+                while pool.server_pid(server_id) is not None:
+                    await anyio.sleep(0.02)
+            assert await pool.list_tools_then_stop(server_id) == first
+            assert pool.server_pid(server_id) is None  # the cached list started nothing
+            assert {tool.name for tool in first} >= {"echo", "add"}
+
+    asyncio.run(scenario())
+    assert leftover_processes() == []
 
 
 def test_a_shared_server_lets_the_next_trajectory_see_the_writes(
