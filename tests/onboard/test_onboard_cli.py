@@ -20,19 +20,25 @@ TOUCAN = [sys.executable, "-m", "toucan"]
 SMITHERY = ROOT / "catalogs" / "smithery" / "servers.jsonl"
 
 
-def run_toucan(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_toucan(
+    *args: str, timeout: float = 600, sandbox_root: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCAN_")}
+    if sandbox_root is not None:  # the servers' working dirs: how the test finds its processes
+        env["TOUCAN_MCP__SANDBOX_ROOT"] = str(sandbox_root)
     return subprocess.run(
         [*TOUCAN, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
-def child_server_processes() -> list[psutil.Process]:
-    fleet = str(ROOT / ".fleet")
+def child_server_processes(sandbox_root: Path) -> list[psutil.Process]:
+    """Servers started under this test's sandbox root (other runs on the machine have their
+    own fleet servers, which are none of this test's business)."""
+    root = str(sandbox_root)
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
         cmdline = " ".join(proc.info.get("cmdline") or [])
-        if fleet in cmdline and "pytest" not in cmdline:
+        if root in cmdline or (proc.info.get("cwd") or "").startswith(root):
             found.append(proc)
     return found
 
@@ -41,7 +47,8 @@ def test_onboarding_the_bundled_fleet_meets_the_bar_and_a_rerun_adds_no_rows(
     tmp_path: Path,
 ) -> None:
     store_path = tmp_path / "fleet.duckdb"
-    first = run_toucan("onboard", "--store", str(store_path), "--json")
+    sandboxes = tmp_path / "sandboxes"
+    first = run_toucan("onboard", "--store", str(store_path), "--json", sandbox_root=sandboxes)
     assert first.returncode == 0, first.stderr[-3000:]
     payload = json.loads(first.stdout)
     summary = payload["summary"]
@@ -54,13 +61,14 @@ def test_onboarding_the_bundled_fleet_meets_the_bar_and_a_rerun_adds_no_rows(
     store = Store(store_path)
     counts = (store.count(Server), store.count(Tool))
 
-    second = run_toucan("onboard", "--store", str(store_path), "--json")
+    second = run_toucan("onboard", "--store", str(store_path), "--json", sandbox_root=sandboxes)
     assert second.returncode == 0, second.stderr[-3000:]
     assert (store.count(Server), store.count(Tool)) == counts
+    assert sandboxes.is_dir()  # the servers ran under this root (their own dirs are gone)
     deadline = time.monotonic() + 10
-    while child_server_processes() and time.monotonic() < deadline:
+    while child_server_processes(sandboxes) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert child_server_processes() == []
+    assert child_server_processes(sandboxes) == []
 
 
 def test_specs_only_accounts_for_every_smithery_entry_quickly(tmp_path: Path) -> None:
