@@ -167,7 +167,9 @@ def test_a_prefect_server_stopped_mid_run_leaves_a_sound_store_that_a_rerun_comp
     seed_servers(store)
     fast = write_config(tmp_path / "fast.yaml", fake_llm.base_url, synthesize={"concurrency": 64})
     log = tmp_path / "run.log"
-    env = {**child_env(), "PREFECT_API_URL": api}
+    # Prefect's client retries a lost API 5 times with backoff per request (minutes in all);
+    # what this test is about is the store and the rerun, so let the run give up sooner.
+    env = {**child_env(), "PREFECT_API_URL": api, "PREFECT_CLIENT_MAX_RETRIES": "1"}
     with log.open("ab") as sink:
         run = subprocess.Popen(
             [sys.executable, "-m", "toucan", "synthesize", "--store", str(store.path), "--config",
