@@ -52,9 +52,6 @@ class EpisodeTools:
     def dead_reason(self, server_id: str) -> str | None:
         return self.pool_of(server_id).dead_reason(server_id) or self.shared.dead_reason(server_id)
 
-    def server_pid(self, server_id: str) -> int | None:
-        return self.pool_of(server_id).server_pid(server_id)
-
 
 def isolated_specs(specs: Sequence[AnySpec]) -> list[AnySpec]:
     """The specs that need a session of their own per trajectory."""
