@@ -95,11 +95,13 @@ async def fan_out_async(
 ) -> None:
     """The same fan-out without Prefect: batches as asyncio tasks on this loop."""
     semaphore = asyncio.Semaphore(max(1, parallel))
+    writing = asyncio.Lock()  # one write at a time, off the loop the other batches run on
 
     async def run_one(batch: Any) -> None:
         async with semaphore:
             output = await batch_fn(batch, **kwargs)
-        write(output)
+        async with writing:
+            await asyncio.to_thread(write, output)
 
     await asyncio.gather(*(run_one(batch) for batch in batches))
 

@@ -20,7 +20,8 @@ from toucan.records import Event, LlmCacheEntry
 T = TypeVar("T")
 R = TypeVar("R")
 
-BATCH_ITEMS = 512  # items per Prefect task: a crash loses at most the batches in flight
+BATCH_ITEMS = 512  # items per Prefect task at least: a crash loses at most the batches in flight
+MAX_BATCH_ITEMS = 1024  # and at most; in between, the work is split evenly over the lanes
 PARALLEL_BATCHES = 2  # batches running at once; two overlap one batch's tail with the next's start
 
 
@@ -55,7 +56,10 @@ def split_batches(items: Sequence[T], concurrency: int) -> tuple[list[list[T]], 
     `concurrency` items in flight together."""
     if not items:
         return [], max(1, concurrency)
-    batches = [list(items[i : i + BATCH_ITEMS]) for i in range(0, len(items), BATCH_ITEMS)]
+    # Each batch ends with a tail in which its share of `concurrency` runs dry; fewer, even
+    # batches (one per lane when the work allows) leave less of that idle capacity.
+    size = min(MAX_BATCH_ITEMS, max(BATCH_ITEMS, math.ceil(len(items) / PARALLEL_BATCHES)))
+    batches = [list(items[i : i + size]) for i in range(0, len(items), size)]
     running = min(PARALLEL_BATCHES, len(batches))
     return batches, max(1, math.ceil(concurrency / running))
 
