@@ -9,7 +9,6 @@ killed run by ingesting its crash journals and replaying their tool results.
 from __future__ import annotations
 
 import asyncio
-import math
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +79,7 @@ class Plan(BaseModel):
     servers: dict[str, ServerEntry]
     already_done: int
     per_batch_concurrency: int
+    parallel_batches: int  # batches running at once: never more than `concurrency` items
 
 
 def select_kept_tasks(store: Store) -> list[Task]:
@@ -138,13 +138,14 @@ def plan_work(
     concurrency = settings.trajectories.concurrency
     batch_items = max(MIN_BATCH_ITEMS, concurrency)
     batches = group_into_batches(pending, batch_items)
-    running = max(1, min(MAX_PARALLEL_BATCHES, len(batches)))
+    running = max(1, min(MAX_PARALLEL_BATCHES, len(batches), concurrency))
     return Plan(
         items=pending,
         batches=batches,
         servers=servers,
         already_done=len(finished),
-        per_batch_concurrency=max(1, math.ceil(concurrency / running)),
+        per_batch_concurrency=max(1, concurrency // running),
+        parallel_batches=running,
     )
 
 
@@ -193,7 +194,7 @@ def batch_options(ctx: RunContext, plan: Plan, local_base_url: str | None) -> Ba
         concurrency=plan.per_batch_concurrency,
         breaker_failures=settings.mcp.circuit_breaker_failures,
         mcp=settings.mcp,
-        models=settings.models.shared_by(min(MAX_PARALLEL_BATCHES, len(plan.batches))),
+        models=settings.models.shared_by(plan.parallel_batches),
         local_base_url=local_base_url,
         run_id=ctx.run_id,
         journal_dir=str(journal_dir(ctx.store.path)),
@@ -280,7 +281,7 @@ def trajectories_flow(
             queue = list(plan.batches)
             running: dict[Any, TrajectoryBatch] = {}
             while queue or running:
-                while queue and len(running) < MAX_PARALLEL_BATCHES:
+                while queue and len(running) < plan.parallel_batches:
                     batch = queue.pop(0)
                     future = generate_trajectory_batch.submit(
                         batch,
@@ -314,7 +315,7 @@ async def run_trajectories(
         replay = load_replay(ctx.store, [i.trajectory_id for i in plan.items])
         cache = load_cache_entries(ctx.store, settings, chosen)
         options = batch_options(ctx, plan, local_base_url)
-        gate = asyncio.Semaphore(MAX_PARALLEL_BATCHES)
+        gate = asyncio.Semaphore(plan.parallel_batches)
 
         async def run_batch(batch: TrajectoryBatch) -> None:
             async with gate:
