@@ -49,8 +49,8 @@ def note_test_start() -> None:
 
 
 def memory_spec(isolation: str) -> StdioSpec:
-    if not (fleet_dir() / "npm" / "memory").is_dir():
-        pytest.skip("the bundled fleet is not installed (toucan fleet install)")
+    # `python3 dev.py test` installs the fleet first; without it this is a set-up error
+    assert (fleet_dir() / "npm" / "memory").is_dir(), "run `toucan fleet install` first"
     raw = next(s for s in load_fleet_catalog(fleet_dir()) if s["name"] == "memory")
     spec = parse_server_spec({**raw, "isolation": isolation})
     assert isinstance(spec, StdioSpec)
