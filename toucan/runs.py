@@ -6,6 +6,7 @@ parameters and how it ended; `toucan status` and resume read it.
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 from collections.abc import Iterator
@@ -21,6 +22,10 @@ from toucan.records import Record, Run, utc_now
 from toucan.store import Store
 
 FLUSH_EVERY = 200  # events buffered before a write; a crash loses at most this many
+# A run allocates millions of short-lived objects (messages, records, events); with Python's
+# default thresholds (700, 10, 10) the cyclic collector took ~12% of the event loop at 256
+# items in flight (measured: 11.5 s -> 10.1 s for 2,048 synthesize items).
+RUN_GC_THRESHOLDS = (50_000, 50, 1_000)
 
 
 @dataclass
@@ -60,7 +65,7 @@ def stage_run(
         pid=os.getpid(),
         prefect_flow_run_id=_current_flow_run_id(),
     )
-    with store.writer_lock(run_id), store.holding():
+    with store.writer_lock(run_id), store.holding(), _fewer_collections():
         store.upsert([run])
         ctx = RunContext(run=run, store=store, settings=settings, events=EventSink(run_id, stage))
         status = "failed"
@@ -82,6 +87,16 @@ def stage_run(
                     )
                 ]
             )
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    previous = gc.get_threshold()
+    gc.set_threshold(*RUN_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 def _current_flow_run_id() -> str | None:
