@@ -38,13 +38,8 @@ from toucan.ids import make_id, schema_hash  # noqa: E402
 from toucan.records import Server, TargetTool, Task, Tool  # noqa: E402
 from toucan.store import Store  # noqa: E402
 
-GENERATORS = [
-    "Llama-3-70B-Instruct",
-    "Qwen2-72B-Instruct",
-    "Command-R+",
-    "Gemma-2-27B-IT",
-    "Mistral-Large",
-]
+# the five generator deployments of the shipped config (the paper's names)
+GENERATORS = [d.name for d in load_settings(profile="cloud").models.generators]
 DOMAINS = ["Weather", "Finance", "Education", "Gaming"]
 SERVERS = 24
 TOOLS_PER_SERVER = 4

@@ -17,13 +17,8 @@ from toucan.records import Server, Tool
 from toucan.store import Store
 
 FAKE_KEY_ENV = "TOUCAN_TEST_FAKE_LLM_KEY"
-GENERATORS = [
-    "Llama-3-70B-Instruct",
-    "Qwen2-72B-Instruct",
-    "Command-R+",
-    "Gemma-2-27B-IT",
-    "Mistral-Large",
-]
+# the five generator deployments of the shipped config (the paper's names)
+GENERATORS = [d.name for d in load_settings(profile="cloud").models.generators]
 JUDGE = "GPT-4o-mini"
 TEACHER = "GPT-4.5-Turbo"
 
