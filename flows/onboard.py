@@ -94,6 +94,10 @@ def store_outcomes(ctx: RunContext, outcomes: list[OnboardOutcome]) -> int:
         )
         new_tools.extend(rows)
         superseded.extend((server_id, n) for n in names)
+        # a tool that was usable in an earlier run and is rejected now must not be synthesized
+        usable = {tool.name for tool in outcome.tools}
+        rejected = {t.name for t in outcome.server.rejected_tools if t.name not in usable}
+        superseded.extend((server_id, name) for name in sorted(rejected))
     if superseded:
         with ctx.store.connect() as con:
             con.executemany(
@@ -139,6 +143,9 @@ def server_row_view(server: Server) -> dict[str, object]:
         "reason": server.reason,
         "detail": server.detail,
         "tools": server.tool_count,
+        "transport_used": server.transport_used,
+        "notes": server.notes,
+        "rejected_tools": [t.model_dump() for t in server.rejected_tools],
         "domain": server.domain,
         "domain_source": server.domain_source,
         "latency_ms": None

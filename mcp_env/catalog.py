@@ -116,7 +116,7 @@ def parse_entry(entry: Any, *, source: str, index: int) -> AnySpec | CatalogReje
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             return reject("invalid_smithery_entry", f"{type(error).__name__}: {error}")
     raw = dict(entry)
-    transport = raw.setdefault("transport", "stdio" if "url" not in raw else "streamable-http")
+    transport = raw.get("transport") or ("stdio" if "url" not in raw else "streamable-http")
     if transport == "stdio" and not raw.get("command"):
         return reject("missing_command", "a stdio server needs `command`")
     if transport in ("streamable-http", "sse") and not raw.get("url"):
@@ -147,6 +147,7 @@ def smithery_to_spec(record: dict[str, Any]) -> HttpSpec:
         secondary.append(primary)
     tools = remote.get("tools") or info.get("tools") or []
     return HttpSpec(
+        transport_declared=False,  # the registry gives a URL, not its transport
         name=_smithery_name(record),
         title=info.get("name") or metadata.get("server_name"),
         url=url,

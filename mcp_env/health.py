@@ -10,13 +10,14 @@ import logging
 import time
 from typing import Any, Literal
 
-import jsonschema
 from pydantic import BaseModel, Field
 
 from mcp_env.pool import SessionPool
-from mcp_env.results import ListedTool, ToolResult
+from mcp_env.remote import transport_notes
+from mcp_env.results import ListedTool, ToolListing, ToolResult
 from mcp_env.session import AnySpec, McpSession
 from toucan.errors import McpError
+from toucan.records import ToolRejection
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,10 @@ class ServerCheck(BaseModel):
     reason: str | None = None  # snake_case token when rejected (or a note when ok)
     detail: str = ""
     connect_latency_ms: float | None = None
-    tools: list[ListedTool] = Field(default_factory=list)
+    transport_used: str | None = None  # None when the connection never came up
+    notes: list[str] = Field(default_factory=list)  # e.g. wrong_transport, stuck_cursor
+    tools: list[ListedTool] = Field(default_factory=list)  # usable tools only
+    rejected_tools: list[ToolRejection] = Field(default_factory=list)
     probe_tool: str | None = None
     probe_result: str | None = None  # first characters of the probe's answer
     probe_is_error: bool | None = None
@@ -53,22 +57,6 @@ def pick_probe(spec: AnySpec, tools: list[ListedTool]) -> tuple[str, dict[str, A
     return None
 
 
-def find_invalid_schemas(tools: list[ListedTool]) -> list[str]:
-    """Names (with the error) of tools whose input_schema is not a valid JSON schema."""
-    problems = []
-    for tool in tools:
-        validator = jsonschema.validators.validator_for(
-            tool.input_schema, jsonschema.Draft7Validator
-        )
-        try:
-            validator.check_schema(tool.input_schema)
-        except jsonschema.SchemaError as error:
-            problems.append(f"{tool.name}: {error.message}")
-        if tool.input_schema.get("type", "object") != "object":
-            problems.append(f"{tool.name}: input_schema type is not object")
-    return problems
-
-
 async def check_server(
     spec: AnySpec,
     pool_or_session: SessionPool | McpSession,
@@ -83,11 +71,15 @@ async def check_server(
     try:
         if isinstance(pool_or_session, SessionPool):
             started = time.perf_counter()
-            async with pool_or_session.session_for(pool_or_session.register(spec)):
+            async with pool_or_session.session_for(pool_or_session.register(spec)) as session:
                 verdict.connect_latency_ms = (time.perf_counter() - started) * 1000
-        verdict.tools = await list_tools_of(pool_or_session, spec)
+        else:
+            session = pool_or_session
+        verdict.transport_used = session.transport_used
+        verdict = with_listing(verdict, spec, await listing_of(pool_or_session, spec))
         if not verdict.tools:
-            return verdict.model_copy(update={"reason": "no_tools"})
+            reason = "no_usable_tools" if verdict.rejected_tools else "no_tools"
+            return verdict.model_copy(update={"reason": reason})
         probe = pick_probe(spec, verdict.tools)
         if probe is None:
             return check_schemas_only(verdict)
@@ -99,19 +91,35 @@ async def check_server(
         return verdict.model_copy(update={"reason": "unexpected_error", "detail": repr(error)})
 
 
-async def list_tools_of(target: SessionPool | McpSession, spec: AnySpec) -> list[ListedTool]:
+async def listing_of(target: SessionPool | McpSession, spec: AnySpec) -> ToolListing:
     if isinstance(target, McpSession):
-        return await target.list_tools()
-    return await target.list_tools(spec.server_id)
+        return await target.read_tool_listing()
+    return await target.tool_listing(spec.server_id)
+
+
+def with_listing(verdict: ServerCheck, spec: AnySpec, listing: ToolListing) -> ServerCheck:
+    """The verdict with the listing's tools, rejections and notes, and the transport notes;
+    `detail` puts the notes in words (a later failure's detail replaces it)."""
+    used = verdict.transport_used or spec.transport
+    notes = [*transport_notes(spec, used), *listing.notes]
+    words = [f"declared {spec.transport}, speaks {used}"] if "wrong_transport" in notes else []
+    words += [f"{len(listing.rejected)} tool(s) rejected"] if listing.rejected else []
+    words += listing.notes
+    return verdict.model_copy(
+        update={
+            "notes": notes,
+            "tools": listing.tools,
+            "rejected_tools": listing.rejected,
+            "detail": "; ".join(words),
+        }
+    )
 
 
 def check_schemas_only(verdict: ServerCheck) -> ServerCheck:
-    problems = find_invalid_schemas(verdict.tools)
-    update: dict[str, Any] = {"schemas_checked": len(verdict.tools)}
-    if problems:
-        update |= {"reason": "invalid_tool_schema", "detail": "; ".join(problems)[:2000]}
-    else:
-        update |= {"status": "ok", "reason": "schemas_only"}
+    """No safe call to make: the listing already checked every schema (mcp_env/listing.py)
+    and left out the tools whose schemas are unusable."""
+    checked = len(verdict.tools) + len(verdict.rejected_tools)
+    update = {"schemas_checked": checked, "status": "ok", "reason": "schemas_only"}
     return verdict.model_copy(update=update)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from mcp_env.results import ListedTool, ToolResult, truncate_result
+from mcp_env.results import ListedTool, ToolListing, ToolResult, truncate_result
 from mcp_env.sandbox import detect_isolation
 from mcp_env.session import (
     CALL_TIMEOUT_S,
@@ -56,8 +56,8 @@ class _ServerSlot:
         self.connect_lock = asyncio.Lock()
         self.list_lock = asyncio.Lock()
         self.calls = asyncio.Semaphore(max_concurrency)
-        self.tools: list[ListedTool] | None = None
-        self.kept_tools: list[ListedTool] | None = None  # see list_tools_then_stop
+        self.listing: ToolListing | None = None
+        self.kept_listing: ToolListing | None = None  # see list_tools_then_stop
         self.starts = 0
         self.dead_reason: str | None = None
         self.dead_detail = ""
@@ -134,13 +134,19 @@ class SessionPool:
         return session.pid if session is not None else None
 
     async def list_tools(self, server_id: str) -> list[ListedTool]:
-        """The server's tools, listed once per session and shared by concurrent callers."""
+        """The server's usable tools, listed once per session and shared by concurrent
+        callers; tools the listing rejected are never among them."""
+        return (await self.tool_listing(server_id)).tools
+
+    async def tool_listing(self, server_id: str) -> ToolListing:
+        """The server's whole listing (usable tools, rejected tools, notes), once per session."""
         slot = self._slots[server_id]
         async with slot.list_lock:
             session = await self._ensure_session(slot)
-            if slot.tools is None:
-                slot.tools = await self._guard_crash(slot, session, session.list_tools())
-            return slot.tools
+            if slot.listing is None:
+                listing = session.read_tool_listing()
+                slot.listing = await self._guard_crash(slot, session, listing)
+            return slot.listing
 
     async def list_tools_then_stop(self, server_id: str) -> list[ListedTool]:
         """The server's tools, listed once and kept after its session is stopped (in the
@@ -148,12 +154,13 @@ class SessionPool:
         trajectory, so that no idle process stays up just to have been listed."""
         slot = self._slots[server_id]
         async with slot.list_lock:
-            if slot.kept_tools is None:
+            if slot.kept_listing is None:
                 session = await self._ensure_session(slot)
-                slot.kept_tools = await self._guard_crash(slot, session, session.list_tools())
+                listing = session.read_tool_listing()
+                slot.kept_listing = await self._guard_crash(slot, session, listing)
                 assert self._task_group is not None
                 self._task_group.start_soon(self._stop_session, slot, session)
-            return slot.kept_tools
+            return slot.kept_listing.tools
 
     async def call_tool(
         self,
@@ -225,7 +232,7 @@ class SessionPool:
             self._isolation_known = True
         slot.close_event = anyio.Event()
         slot.closed_event = anyio.Event()
-        slot.tools = None
+        slot.listing = None
         return await self._task_group.start(self._own_session, slot)
 
     async def _own_session(self, slot: _ServerSlot, *, task_status: TaskStatus) -> None:
@@ -261,7 +268,7 @@ class SessionPool:
             return
         close_event, closed_event = slot.close_event, slot.closed_event
         slot.session = None
-        slot.tools = None
+        slot.listing = None
         if close_event is not None and closed_event is not None:
             close_event.set()
             await closed_event.wait()

@@ -7,22 +7,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from toucan.ids import canonical_json, schema_hash
+from mcp_env.tool_schemas import check_instance
+from toucan.ids import canonical_json
+from toucan.records import ToolRejection, protocol_annotations
 
 # how many characters of a non-text block (image data, blob) a marker may quote
 MARKER_PREVIEW_CHARS = 80
 
 
 class ListedTool(BaseModel):
-    """A tool as a live server lists it."""
+    """A usable tool as a server lists it, after repair (see mcp_env/listing.py).
+
+    `annotations` keep their MCP protocol names (`readOnlyHint`, ...); `output_schema` is None
+    when the tool declared none or declared one that was dropped (`repairs` says so)."""
 
     name: str
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    output_schema: dict[str, Any] | None = None
     annotations: dict[str, Any] = Field(default_factory=dict)
     schema_hash: str = ""
+    repairs: list[str] = Field(default_factory=list)  # tokens, e.g. missing_root_type
+    repair_detail: str = ""
+
+    _protocol_annotations = field_validator("annotations", mode="before")(protocol_annotations)
+
+
+class ToolListing(BaseModel):
+    """A server's whole `tools/list`: the usable tools (each name once), the tools left out
+    with their reasons, and notes on the listing itself (tokens: stuck_cursor,
+    duplicate_tool_names, invalid_cursor, page_limit)."""
+
+    tools: list[ListedTool] = Field(default_factory=list)
+    rejected: list[ToolRejection] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def output_schemas(self) -> dict[str, dict[str, Any] | None]:
+        return {tool.name: tool.output_schema for tool in self.tools}
 
 
 class ToolResult(BaseModel):
@@ -35,22 +59,8 @@ class ToolResult(BaseModel):
     original_chars: int = 0
     latency_ms: float = 0.0
     error_reason: str | None = None  # snake_case token when is_error, e.g. "tool_error"
-
-
-def make_listed_tool(
-    name: str,
-    description: str | None,
-    input_schema: dict[str, Any] | None,
-    annotations: dict[str, Any] | None,
-) -> ListedTool:
-    schema = input_schema if isinstance(input_schema, dict) else {"type": "object"}
-    return ListedTool(
-        name=name,
-        description=description or "",
-        input_schema=schema,
-        annotations=annotations or {},
-        schema_hash=schema_hash(schema),
-    )
+    # a result kept although something about it is off, e.g. "output_schema_mismatch"
+    note: str | None = None
 
 
 def describe_block(block: Any) -> tuple[str, str]:
@@ -75,9 +85,15 @@ def describe_block(block: Any) -> tuple[str, str]:
 
 
 def make_tool_result(
-    content: list[Any], structured: Any, is_error: bool, latency_ms: float
+    content: list[Any],
+    structured: Any,
+    is_error: bool,
+    latency_ms: float,
+    output_schema: dict[str, Any] | None = None,
 ) -> ToolResult:
-    """Flatten an SDK CallToolResult's parts into our record (blocks joined by newlines)."""
+    """Flatten an SDK CallToolResult's parts into our record (blocks joined by newlines).
+    A successful result is checked against the tool's `outputSchema`, if any: one that
+    misses it is kept, text and all, with a `note` (see `check_structured_content`)."""
     types_and_texts = [describe_block(block) for block in content]
     texts = [text for _, text in types_and_texts]
     if not texts and structured is not None:
@@ -90,7 +106,21 @@ def make_tool_result(
         original_chars=len(text),
         latency_ms=latency_ms,
         error_reason="tool_error" if is_error else None,
+        note=None if is_error else check_structured_content(output_schema, structured),
     )
+
+
+def check_structured_content(output_schema: dict[str, Any] | None, structured: Any) -> str | None:
+    """The note for a result that breaks its tool's `outputSchema` promise, or None. MCP spec
+    2025-06-18 server/tools ("Output Schema"): a tool that declares one MUST return
+    conforming `structuredContent`; the SDK raises where this returns
+    `structured_content_missing` or `output_schema_mismatch`."""
+    if output_schema is None:
+        return None
+    if structured is None:
+        return "structured_content_missing"
+    checked, violation = check_instance(output_schema, structured)
+    return "output_schema_mismatch" if checked and violation is not None else None
 
 
 def truncate_result(result: ToolResult, max_chars: int) -> ToolResult:

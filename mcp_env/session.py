@@ -18,21 +18,23 @@ import anyio
 import httpx2
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp_types import (
-    CONNECTION_CLOSED,
-    INVALID_PARAMS,
-    METHOD_NOT_FOUND,
-    REQUEST_TIMEOUT,
-    PaginatedRequestParams,
-)
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 from pydantic import ValidationError
 
-from mcp_env.remote import make_http_client, read_tail, remove_sandbox_log, start_launch
-from mcp_env.results import ListedTool, ToolResult, make_listed_tool, make_tool_result
+from mcp_env.handshake import connect_client, unwrap_group
+from mcp_env.listing import build_listing, next_cursor, page_tools
+from mcp_env.remote import connect_remote, remove_sandbox_log, start_launch
+from mcp_env.results import (
+    ListedTool,
+    ToolListing,
+    ToolResult,
+    make_tool_result,
+)
 from mcp_env.sandbox import prepare_launch, remove_sandbox, substitute_vars
+from mcp_env.sdk_seams import request_tools_page, take_over_output_checks
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec
 from mcp_env.transport import ProcessTransport
-from toucan.errors import McpError, ServerCrashed, ServerStartError, ToolListError, ToolTimeout
+from toucan.errors import ServerCrashed, ToolListError, ToolTimeout
 
 # spawn + handshake: typical Python servers take 0.5-1.2 s, basic-memory up to 6 s
 CONNECT_TIMEOUT_S = 30.0
@@ -52,12 +54,24 @@ AnySpec = StdioSpec | HttpSpec | SseSpec
 class McpSession:
     """A live connection to one server. Obtain it from `open_session` or the pool."""
 
-    def __init__(self, spec: AnySpec, client: Client, process_probe: Any = None) -> None:
+    def __init__(
+        self,
+        spec: AnySpec,
+        client: Client,
+        process_probe: Any = None,
+        *,
+        transport_used: str | None = None,
+    ) -> None:
         self.spec = spec
         self.server_id = spec.server_id
+        # what the connection speaks; differs from spec.transport after a fallback
+        self.transport_used = transport_used or spec.transport
         self._client = client
         self._process_probe = process_probe  # object with .process (ours) or None (remote)
         self._connection_lost = False
+        self._listing: ToolListing | None = None  # this session's last listing
+        self._listing_failed = False
+        self._listing_lock = anyio.Lock()
 
     @property
     def sandbox_dir(self) -> str | None:
@@ -86,41 +100,52 @@ class McpSession:
         return not (self._connection_lost or exited)
 
     async def list_tools(self, *, timeout: float = LIST_TOOLS_TIMEOUT_S) -> list[ListedTool]:
-        """Every tool, all pages. Raises ToolListError (malformed/timeout) or ServerCrashed."""
-        tools: list[ListedTool] = []
-        cursor: str | None = None
+        """The usable tools, all pages (see `read_tool_listing`)."""
+        return (await self.read_tool_listing(timeout=timeout)).tools
+
+    async def read_tool_listing(self, *, timeout: float = LIST_TOOLS_TIMEOUT_S) -> ToolListing:
+        """Every page of `tools/list`, each tool judged alone (mcp_env/listing.py): usable
+        tools, rejected tools with reasons, notes. Raises ToolListError (a page that is not a
+        tool list: malformed_tool_list; list_tools_timeout; list_tools_failed) or
+        ServerCrashed."""
+        pages: list[list[Any]] = []
+        notes: list[str] = []
         try:
             with anyio.fail_after(timeout):
-                for _ in range(MAX_TOOL_PAGES):
-                    page = await self._client.session.list_tools(
-                        params=PaginatedRequestParams(cursor=cursor) if cursor else None
-                    )
-                    tools += [self._to_listed_tool(tool) for tool in page.tools]
-                    cursor = page.next_cursor
-                    if not cursor:
-                        break
+                await self._read_pages(pages, notes, timeout)
         except TimeoutError as error:
             raise ToolListError("tools/list timed out", reason="list_tools_timeout") from error
-        except ValidationError as error:
-            raise ToolListError(str(error)[:500], reason="malformed_tool_list") from error
         except MCPError as error:
             self._raise_if_crashed(error)
             raise ToolListError(str(error), reason="list_tools_failed") from error
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.HTTPError) as error:
             self._connection_lost = True
             raise ServerCrashed(str(error) or type(error).__name__) from error
-        return tools
+        listing = build_listing(pages, notes)
+        take_over_output_checks(self._client, _names(pages))
+        self._listing = listing
+        return listing
 
-    @staticmethod
-    def _to_listed_tool(tool: Any) -> ListedTool:
-        annotations = tool.annotations.model_dump(exclude_none=True) if tool.annotations else {}
-        return make_listed_tool(tool.name, tool.description, tool.input_schema, annotations)
+    async def _read_pages(self, pages: list[list[Any]], notes: list[str], timeout: float) -> None:
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_TOOL_PAGES):
+            page = await request_tools_page(self._client, cursor, timeout)
+            pages.append(page_tools(page))
+            cursor, note = next_cursor(page, seen)
+            if note is not None:
+                notes.append(note)
+            if cursor is None:
+                return
+        notes.append("page_limit")
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any] | None = None, *, timeout: float = CALL_TIMEOUT_S
     ) -> ToolResult:
-        """Call one tool. Tool failures come back as ToolResult(is_error=True); raises only
-        ToolTimeout (the session stays usable) or ServerCrashed (it does not)."""
+        """Call one tool. Tool failures come back as ToolResult(is_error=True); a result that
+        misses the tool's `outputSchema` is kept with a `note`. Raises only ToolTimeout (the
+        session stays usable) or ServerCrashed (it does not)."""
+        output_schema = await self._output_schema_of(name, timeout)
         started = time.perf_counter()
         try:
             with anyio.fail_after(timeout + CALL_TIMEOUT_SLACK_S):
@@ -133,6 +158,8 @@ class McpSession:
             return self._error_result(
                 f"malformed tool result: {error}", "malformed_result", started
             )
+        except RuntimeError as error:  # the SDK's output-schema check; taken over, a backstop
+            return self._error_result(str(error), "result_rejected_by_sdk", started)
         except MCPError as error:
             self._raise_if_crashed(error)
             if error.code == REQUEST_TIMEOUT:
@@ -143,7 +170,21 @@ class McpSession:
             self._connection_lost = True
             raise ServerCrashed(str(error) or type(error).__name__) from error
         latency_ms = (time.perf_counter() - started) * 1000
-        return make_tool_result(raw.content, raw.structured_content, raw.is_error, latency_ms)
+        return make_tool_result(
+            raw.content, raw.structured_content, raw.is_error, latency_ms, output_schema
+        )
+
+    async def _output_schema_of(self, name: str, timeout: float) -> dict[str, Any] | None:
+        """The tool's kept `outputSchema`, listing once on a session that has not listed yet
+        (as the SDK itself would before its result check, but tolerantly)."""
+        async with self._listing_lock:
+            if self._listing is None and not self._listing_failed:
+                try:
+                    await self.read_tool_listing(timeout=min(timeout, LIST_TOOLS_TIMEOUT_S))
+                except ToolListError:
+                    self._listing_failed = True  # the call goes ahead, unchecked
+        take_over_output_checks(self._client, [name])
+        return self._listing.output_schemas.get(name) if self._listing else None
 
     def _raise_if_crashed(self, error: MCPError) -> None:
         if error.code == CONNECTION_CLOSED or not self.is_alive():
@@ -189,16 +230,6 @@ async def open_session(
         raise unwrap_group(group) from None
 
 
-def unwrap_group(group: BaseExceptionGroup) -> BaseException:
-    """The one meaningful exception in a group (ignoring cancellations), else the group."""
-    leaves = [
-        leaf
-        for leaf in flatten_exceptions(group)
-        if not isinstance(leaf, anyio.get_cancelled_exc_class())
-    ]
-    return leaves[0] if len(leaves) == 1 else group
-
-
 @contextlib.asynccontextmanager
 async def _connect(
     spec: AnySpec, sandbox_options: dict[str, Any], connect_timeout: float
@@ -210,49 +241,19 @@ async def _connect(
             probe = ProcessTransport(launch, Path(launch.sandbox_dir + ".stderr.log"))
             stack.callback(remove_sandbox_log, probe.stderr_path)
             client = Client(probe, mode="legacy", cache=None, read_timeout_seconds=connect_timeout)
+            await connect_client(client, stack, probe, connect_timeout, spec.name)
+            transport_used = spec.transport
         else:
             probe, url = await start_launch(spec, stack, sandbox_options, connect_timeout)
-            client = await make_http_client(spec, url, stack, connect_timeout)
-        await connect_client(client, stack, probe, connect_timeout, spec.name)
-        yield McpSession(spec, client, probe)
+            client, transport_used = await connect_remote(spec, url, stack, connect_timeout, probe)
+        yield McpSession(spec, client, probe, transport_used=transport_used)
 
 
-async def connect_client(
-    client: Client,
-    stack: contextlib.AsyncExitStack,
-    probe: Any,
-    connect_timeout: float,
-    server_name: str,
-) -> None:
-    """Run the handshake under a deadline, translating every failure to ServerStartError."""
-    # no fail_after here: the client enters task groups, which must not straddle a cancel
-    # scope; the deadline is the client's read timeout on the initialize request instead
-    try:
-        await stack.enter_async_context(client)
-    except Exception as error:  # SDK/transport faults arrive as groups of assorted types
-        leaves = list(flatten_exceptions(error))
-        for leaf in leaves:
-            if isinstance(leaf, ServerStartError):
-                raise leaf from error
-        reason = "connect_failed"
-        if any(isinstance(leaf, MCPError) and leaf.code == REQUEST_TIMEOUT for leaf in leaves):
-            reason = "initialize_timeout"
-        elif any(isinstance(leaf, (httpx2.HTTPError, OSError)) for leaf in leaves):
-            reason = "connection_refused"
-        raise start_error(probe, server_name, reason, error) from error
-
-
-def start_error(probe: Any, server_name: str, reason: str, error: BaseException) -> McpError:
-    if getattr(probe, "exited_before_stop", False):
-        reason = "crashed_at_start"
-    tail = read_tail(probe.stderr_path) if probe is not None else ""
-    leaf = next(iter(flatten_exceptions(error)), error)
-    return ServerStartError(f"{server_name}: {reason}: {leaf!r} {tail}".strip(), reason=reason)
-
-
-def flatten_exceptions(error: BaseException):
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from flatten_exceptions(inner)
-    else:
-        yield error
+def _names(pages: list[list[Any]]) -> list[str]:
+    """Every name a listing carried, rejected tools included: the SDK must not re-list for any."""
+    return [
+        raw["name"]
+        for page in pages
+        for raw in page
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str)
+    ]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from toucan.ids import make_id
+from toucan.records import protocol_annotations
 
 
 class ConfigField(BaseModel):
@@ -27,7 +28,8 @@ class ConfigField(BaseModel):
 
 
 class ToolSpec(BaseModel):
-    """A tool as a catalog declares it (used by --specs-only, where nothing is connected)."""
+    """A tool as a catalog declares it (used by --specs-only, where nothing is connected).
+    Onboarding judges it like a listed tool (mcp_env/listing.py)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -35,6 +37,17 @@ class ToolSpec(BaseModel):
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     annotations: dict[str, Any] = Field(default_factory=dict)
+
+    _protocol_annotations = field_validator("annotations", mode="before")(protocol_annotations)
+
+    def as_listed(self) -> dict[str, Any]:
+        """The tool as a server would send it in `tools/list` (camelCase keys)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": self.input_schema,
+            "annotations": self.annotations,
+        }
 
 
 class SandboxSpec(BaseModel):
@@ -92,6 +105,9 @@ class StdioSpec(_SpecBase):
 
 class HttpSpec(_SpecBase):
     transport: Literal["streamable-http"] = "streamable-http"
+    # False for a bare `url` (and every Smithery record): the transport was our guess, so a
+    # server that answers on SSE instead is no fault of the catalog
+    transport_declared: bool = True
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     # a local process that serves `url` (e.g. a stdio server behind a gateway); None = remote
@@ -100,6 +116,7 @@ class HttpSpec(_SpecBase):
 
 class SseSpec(_SpecBase):
     transport: Literal["sse"] = "sse"
+    transport_declared: bool = True
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     launch: StdioSpec | None = None
@@ -112,11 +129,12 @@ SERVER_SPEC_ADAPTER: TypeAdapter[StdioSpec | HttpSpec | SseSpec] = TypeAdapter(S
 def parse_server_spec(raw: dict[str, Any]) -> StdioSpec | HttpSpec | SseSpec:
     """Validate one spec dict; raises pydantic.ValidationError with a readable message.
 
-    A spec without `transport` is stdio when it has a command, streamable HTTP when it has a URL.
+    A spec without `transport` is stdio when it has a command, streamable HTTP when it has a
+    URL (`transport_declared=False`: connecting falls back to SSE without complaint).
     """
     if "transport" not in raw:
         if "command" in raw:
             raw = {**raw, "transport": "stdio"}
         elif "url" in raw:
-            raw = {**raw, "transport": "streamable-http"}
+            raw = {**raw, "transport": "streamable-http", "transport_declared": False}
     return SERVER_SPEC_ADAPTER.validate_python(raw)

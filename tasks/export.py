@@ -11,20 +11,19 @@ learn the invalid call either way.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 from collections import Counter
 from typing import Any
 
-import jsonschema
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_env.tool_schemas import check_instance
 from tasks.chat_formats import iter_tool_calls, parse_arguments
 from tasks.scrub import Scrubber
-from toucan.ids import canonical_json, export_uuid
+from toucan.ids import export_uuid
 from toucan.records import Server, Task, TaskRating, Trajectory, TrajectoryRating
 
 SUBSET_BY_KIND = {
@@ -147,19 +146,6 @@ def tool_parameters(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return found
 
 
-@functools.lru_cache(maxsize=4096)
-def schema_validator(schema_text: str) -> Any | None:
-    """A validator for a tool schema (canonical JSON text), None when the schema is invalid.
-    Checking a schema costs milliseconds; a dataset repeats the same few thousand schemas."""
-    schema = json.loads(schema_text)
-    validator_class = jsonschema.validators.validator_for(schema)
-    try:
-        validator_class.check_schema(schema)
-    except jsonschema.SchemaError:
-        return None
-    return validator_class(schema)
-
-
 def check_tool_calls(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
     """Raise ExportRejected unless every call names an available tool with valid arguments."""
     schemas = tool_parameters(tools)
@@ -171,12 +157,11 @@ def check_tool_calls(messages: list[dict[str, Any]], tools: list[dict[str, Any]]
             arguments = parse_arguments(call.get("arguments"))
         except json.JSONDecodeError as exc:
             raise ExportRejected("unparseable_tool_arguments", name) from exc
-        validator = schema_validator(canonical_json(schemas[name]))
-        if validator is None:
-            raise ExportRejected("invalid_tool_schema", name)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
-        if error is not None:
-            raise ExportRejected("invalid_tool_arguments", f"{name}: {error.message[:200]}")
+        checked, problem = check_instance(schemas[name], arguments)
+        if not checked:
+            raise ExportRejected("invalid_tool_schema", f"{name}: {problem}")
+        if problem is not None:
+            raise ExportRejected("invalid_tool_arguments", f"{name}: {problem[:200]}")
 
 
 def question_assessment(rating: TaskRating | None) -> dict[str, Any]:

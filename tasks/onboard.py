@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 
 from mcp_env.catalog import CatalogRejection
 from mcp_env.health import ServerCheck
-from mcp_env.results import ListedTool
+from mcp_env.listing import build_listing
+from mcp_env.results import ListedTool, ToolListing
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec, ToolSpec
 from tasks.domains import label_by_keywords, normalize_category
 from toucan.ids import make_id, schema_hash
@@ -83,32 +84,28 @@ def base_server_record(
     )
 
 
-def listed_from_specs(tools: Sequence[ToolSpec]) -> list[ListedTool]:
-    return [
-        ListedTool(
-            name=t.name,
-            description=t.description,
-            input_schema=t.input_schema,
-            annotations=t.annotations,
-            schema_hash=schema_hash(t.input_schema),
-        )
-        for t in tools
-    ]
+def listing_from_specs(tools: Sequence[ToolSpec]) -> ToolListing:
+    """Declared tools judged as if a server had listed them (repaired, or rejected alone)."""
+    return build_listing([[tool.as_listed() for tool in tools]])
 
 
 def onboard_from_specs(spec: AnySpec, categories: Sequence[str]) -> OnboardOutcome:
     """--specs-only: store what the catalog declares, without connecting."""
-    tools = listed_from_specs(spec.tools)
+    listing = listing_from_specs(spec.tools)
+    tools = listing.tools
     server = base_server_record(spec, categories, _tool_texts(tools))
+    update: dict[str, Any] = {
+        "tool_count": len(tools),
+        "notes": listing.notes,
+        "rejected_tools": listing.rejected,
+    }
     if not tools:
-        server = server.model_copy(
-            update={
-                "status": "rejected",
-                "reason": "no_tools_declared",
-                "detail": "the catalog entry lists no tools",
-            }
-        )
-    return OnboardOutcome(server=server.model_copy(update={"tool_count": len(tools)}), tools=tools)
+        update |= {
+            "status": "rejected",
+            "reason": "no_usable_tools" if listing.rejected else "no_tools_declared",
+            "detail": "the catalog entry lists no usable tools",
+        }
+    return OnboardOutcome(server=server.model_copy(update=update), tools=tools)
 
 
 def onboard_from_check(
@@ -123,6 +120,9 @@ def onboard_from_check(
             "detail": check.detail,
             "tool_count": len(check.tools),
             "connect_latency_ms": check.connect_latency_ms,
+            "transport_used": check.transport_used,
+            "notes": check.notes,
+            "rejected_tools": check.rejected_tools,
         }
     )
     return OnboardOutcome(server=server, tools=check.tools if check.status == "ok" else [])
@@ -130,7 +130,7 @@ def onboard_from_check(
 
 def needs_credentials_outcome(spec: AnySpec, categories: Sequence[str]) -> OnboardOutcome:
     missing = spec.missing_config()
-    server = base_server_record(spec, categories, _tool_texts(listed_from_specs(spec.tools)))
+    server = base_server_record(spec, categories, _tool_texts(listing_from_specs(spec.tools).tools))
     server = server.model_copy(
         update={
             "status": "rejected",
@@ -181,8 +181,9 @@ def tool_records(
                 annotations=tool.annotations,
                 schema_hash=digest,
                 version=max(seen.values(), default=0) + 1,
-                read_only=bool(tool.annotations.get("readOnlyHint")),
                 first_seen_run=run_id,
+                repairs=tool.repairs,
+                repair_detail=tool.repair_detail,
             )
         )
     superseded_names = [t.name for t in new_rows if t.version > 1]

@@ -7,14 +7,32 @@ a no-op.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SNAKE_KEY = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def protocol_annotations(annotations: Any) -> dict[str, Any]:
+    """Tool annotations under their MCP protocol names (`readOnlyHint`, `destructiveHint`,
+    `idempotentHint`, `openWorldHint`, `title`; MCP spec 2025-06-18, server/tools,
+    ToolAnnotations). Stores written before this fix hold the SDK's Python names
+    (`read_only_hint`); those are renamed here, on read. Anything but a mapping gives {}."""
+    if not isinstance(annotations, dict):
+        return {}
+    renamed = {key: value for key, value in annotations.items() if not SNAKE_KEY.match(key)}
+    for key, value in annotations.items():
+        if SNAKE_KEY.match(key):
+            head, *rest = key.split("_")
+            renamed.setdefault(head + "".join(part.title() for part in rest), value)
+    return renamed
 
 
 class Record(BaseModel):
@@ -43,6 +61,16 @@ class Run(Record):
     pid: int | None = None
 
 
+class ToolRejection(BaseModel):
+    """A tool a server listed that cannot be used; it is never offered to a model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    reason: str  # snake_case token, e.g. invalid_input_schema
+    detail: str = ""
+
+
 class Server(Record):
     __table__ = "servers"
     __key__ = ("server_id",)
@@ -68,6 +96,11 @@ class Server(Record):
     catalog_path: str | None = None
     run_id: str | None = None
     onboarded_at: datetime = Field(default_factory=utc_now)
+    # the transport the connection was made on (a URL-only or mis-declared spec may differ
+    # from `transport`); None when not connected
+    transport_used: str | None = None
+    notes: list[str] = Field(default_factory=list)  # tokens, e.g. wrong_transport, stuck_cursor
+    rejected_tools: list[ToolRejection] = Field(default_factory=list)  # listed, not usable
 
 
 class Tool(Record):
@@ -86,6 +119,16 @@ class Tool(Record):
     current: bool = True  # False once a newer schema version of the same tool was seen
     first_seen_run: str | None = None
     first_seen_at: datetime = Field(default_factory=utc_now)
+    repairs: list[str] = Field(default_factory=list)  # tokens, e.g. missing_root_type
+    repair_detail: str = ""
+
+    _protocol_annotations = field_validator("annotations", mode="before")(protocol_annotations)
+
+    @model_validator(mode="after")
+    def _read_only_from_annotations(self) -> Tool:
+        # rows written before annotations kept their protocol names have read_only false
+        self.read_only = self.read_only or self.annotations.get("readOnlyHint") is True
+        return self
 
 
 class TargetTool(BaseModel):

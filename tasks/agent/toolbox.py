@@ -10,16 +10,15 @@ run's circuit breaker, which pauses a server after N consecutive ones.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import time
 from collections import Counter
 from typing import Any, Protocol
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_env.results import ToolResult
+from mcp_env.tool_schemas import check_instance
 from tasks.agent.breaker import CircuitBreaker, ServerPaused
 from tasks.agent.journal import CallJournal
 from tasks.agent.naming import ExposedTool
@@ -57,6 +56,9 @@ class CallLog(BaseModel):
     original_chars: int = 0
     replayed: bool = False
     call_key: str | None = None
+    # tokens for a call that went through with something off: arguments_unchecked (the
+    # schema could not be checked), or the result's note (e.g. output_schema_mismatch)
+    notes: list[str] = Field(default_factory=list)
 
 
 def call_key(
@@ -82,26 +84,12 @@ def decode_arguments(text: str) -> tuple[dict[str, Any] | None, str | None]:
     return value, None
 
 
-@functools.lru_cache(maxsize=4096)
-def _validator(schema_text: str) -> Any:
-    """A checked validator per distinct schema: checking the schema itself on every call
-    cost more than the tool call's own client work. None when the schema is broken."""
-    schema = json.loads(schema_text)
-    cls = jsonschema.validators.validator_for(schema)
-    try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError:
-        return None
-    return cls(schema)
-
-
-def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
-    """The first schema violation, or None. Used to label a call, not to block it."""
-    validator = _validator(canonical_json(schema))
-    if validator is None:
-        return None  # the server's schema itself is broken; nothing to judge against
-    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
-    return error.message[:300] if error is not None else None
+def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> tuple[str | None, bool]:
+    """(first schema violation or None, whether the check ran). Used to label a call, never
+    to block it: a schema that cannot be checked (invalid, or a `$ref` to nothing) leaves the
+    call unlabelled, and the server's own answer says what was wrong."""
+    checked, message = check_instance(schema, arguments)
+    return (message if checked else None), checked
 
 
 def error_result(text: str, reason: str, latency_ms: float = 0.0) -> ToolResult:
@@ -169,10 +157,11 @@ class Toolbox:
         if arguments is None:
             result = error_result(f"Error: {problem}", "bad_arguments")
             return self._log(call_id, name, exposed, {}, result, started)
-        violation = check_arguments(exposed.input_schema, arguments)
+        violation, checked = check_arguments(exposed.input_schema, arguments)
         result, replayed, key = await self._execute(exposed, arguments)
+        notes = [] if checked else ["arguments_unchecked"]
         return self._log(
-            call_id, name, exposed, arguments, result, started, violation, replayed, key
+            call_id, name, exposed, arguments, result, started, violation, replayed, key, notes
         )
 
     async def _execute(
@@ -253,8 +242,10 @@ class Toolbox:
         violation: str | None = None,
         replayed: bool = False,
         key: str | None = None,
+        notes: list[str] | None = None,
     ) -> str:
         shown = truncate_to_budget(result, self.token_budget)
+        notes = [*(notes or []), *([result.note] if result.note else [])]
         self.log.append(
             CallLog(
                 call_id=call_id,
@@ -272,6 +263,7 @@ class Toolbox:
                 original_chars=shown.original_chars,
                 replayed=replayed,
                 call_key=key,
+                notes=notes,
             )
         )
         return shown.text

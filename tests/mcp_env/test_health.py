@@ -5,9 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mcp_env.health import check_server, find_invalid_schemas
+from mcp_env.health import check_server
 from mcp_env.pool import SessionPool
-from mcp_env.results import make_listed_tool
 from mcp_env.session import open_session
 from tests.mcp_env.conftest import CONNECT_TIMEOUT_S, tiny_spec
 
@@ -44,17 +43,9 @@ async def test_verdicts_for_each_kind_of_server():
         "probe_failed",
     )
     assert (checks["crash"].status, checks["crash"].reason) == ("rejected", "crashed_at_start")
-    assert checks["malformed"].reason == "malformed_tool_list"
-
-
-def test_invalid_schemas_are_found():
-    good = make_listed_tool(
-        "good", "", {"type": "object", "properties": {"a": {"type": "string"}}}, {}
-    )
-    bad = make_listed_tool("bad", "", {"type": "object", "properties": {"a": {"type": 5}}}, {})
-    not_object = make_listed_tool("array", "", {"type": "array"}, {})
-    problems = find_invalid_schemas([good, bad, not_object])
-    assert [problem.split(":")[0] for problem in problems] == ["bad", "array"]
+    # its only tool has no name: rejected alone, which leaves the server nothing to offer
+    assert checks["malformed"].reason == "no_usable_tools"
+    assert [t.reason for t in checks["malformed"].rejected_tools] == ["missing_name"]
 
 
 async def test_check_works_on_an_open_session():

@@ -16,7 +16,7 @@ from tests.mcp_env.conftest import (
     read_log,
     tiny_spec,
 )
-from toucan.errors import ServerCrashed, ServerStartError, ToolListError, ToolTimeout
+from toucan.errors import ServerCrashed, ServerStartError, ToolTimeout
 
 pytestmark = pytest.mark.anyio
 
@@ -70,11 +70,11 @@ async def test_missing_command_is_reported():
     assert caught.value.reason == "command_not_found"
 
 
-async def test_malformed_tool_list_is_a_tool_list_error():
+async def test_a_listed_tool_without_a_name_is_rejected_alone():
     async with open_session(tiny_spec(mode="malformed"), connect_timeout=CONNECT_TIMEOUT_S) as s:
-        with pytest.raises(ToolListError) as caught:
-            await s.list_tools()
-    assert caught.value.reason == "malformed_tool_list"
+        listing = await s.read_tool_listing()
+    assert listing.tools == []
+    assert [(t.name, t.reason) for t in listing.rejected] == [("#1", "missing_name")]
 
 
 async def test_non_json_stdout_lines_are_skipped():

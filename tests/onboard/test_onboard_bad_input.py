@@ -75,7 +75,7 @@ def test_each_bad_server_gets_its_own_reason_while_the_good_ones_are_onboarded(
     expected_rejections = {
         "crashes-at-start": {"crashed_at_start", "server_start_failed"},
         "hangs-on-initialize": {"initialize_timeout"},
-        "malformed-tool-list": {"malformed_tool_list"},
+        "malformed-tool-list": {"no_usable_tools"},  # its one tool has no name
         "tool-call-raises": {"probe_failed", "tool_error"},
         "needs-key": {"needs_credentials"},
     }

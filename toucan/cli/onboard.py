@@ -52,16 +52,18 @@ def onboard(
         print_json({"run_id": result.run_id, "servers": result.servers, "summary": result.summary})
         return
     table = Table(title=f"onboarding run {result.run_id}")
-    for column in ("server", "transport", "status", "reason", "tools", "domain", "latency ms"):
+    columns = ("server", "transport", "status", "reason", "tools", "notes", "domain", "latency ms")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for row in result.servers:
         style = "green" if row["status"] in ("ok", "specs_only") else "red"
         table.add_row(
             str(row["name"]),
-            str(row["transport"]),
+            str(row["transport_used"] or row["transport"]),
             f"[{style}]{row['status']}[/]",
             str(row["reason"] or ""),
             str(row["tools"]),
+            describe_notes(row["notes"], len(row["rejected_tools"])),  # type: ignore[arg-type]
             str(row["domain"] or ""),
             "" if row["latency_ms"] is None else str(row["latency_ms"]),
         )
@@ -81,19 +83,25 @@ def servers(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt =
         print_json([r.model_dump(mode="json", exclude={"spec"}) for r in rows])
         return
     table = Table(title=f"{len(rows)} servers")
-    for column in ("server", "source", "transport", "status", "reason", "tools", "domain"):
+    for column in ("server", "source", "transport", "status", "reason", "tools", "notes", "domain"):
         table.add_column(column, overflow="fold")
     for r in rows:
         table.add_row(
             r.name,
             r.source,
-            r.transport,
+            r.transport_used or r.transport,
             r.status,
             r.reason or "",
             str(r.tool_count),
+            describe_notes(r.notes, len(r.rejected_tools)),
             r.domain or "",
         )
     console.print(table)
+
+
+def describe_notes(notes: list[str], rejected: int) -> str:
+    """A server's notes for a table cell, with how many of its tools were rejected."""
+    return ", ".join([*notes, *([f"{rejected} tool(s) rejected"] if rejected else [])])
 
 
 @app.command()
@@ -106,27 +114,42 @@ def tools(
 ) -> None:
     """List the tools in the store (current schema versions unless --all-versions)."""
     target = Store(store or load_settings(config).store)
-    names = {s.server_id: s.name for s in target.select(Server)}
+    servers_by_id = {s.server_id: s for s in target.select(Server)}
+    names = {server_id: s.name for server_id, s in servers_by_id.items()}
     where = "true" if all_versions else "current"
     rows = [
         t
         for t in target.select(Tool, where + " ORDER BY server_id, name")
         if server is None or names.get(t.server_id) == server
     ]
+    rejected = [
+        (s.name, rejection)
+        for s in sorted(servers_by_id.values(), key=lambda s: s.name)
+        for rejection in s.rejected_tools
+        if server is None or s.name == server
+    ]
     if as_json:
-        print_json([{**t.model_dump(mode="json"), "server": names.get(t.server_id)} for t in rows])
+        print_json(
+            [{**t.model_dump(mode="json"), "server": names.get(t.server_id)} for t in rows]
+            + [{"server": name, "status": "rejected", **r.model_dump()} for name, r in rejected]
+        )
         return
-    table = Table(title=f"{len(rows)} tools")
-    for column in ("server", "tool", "version", "schema", "description"):
+    table = Table(title=f"{len(rows)} tools, {len(rejected)} rejected")
+    for column in ("server", "tool", "version", "status", "schema", "description"):
         table.add_column(column, overflow="fold")
     for t in rows:
+        status = "repaired: " + ", ".join(t.repairs) if t.repairs else "ok"
         table.add_row(
             names.get(t.server_id, t.server_id),
             t.name,
             str(t.version),
+            status,
             t.schema_hash,
             t.description[:80],
         )
+    for name, rejection in rejected:
+        status = f"[red]rejected: {rejection.reason}[/]"
+        table.add_row(name, rejection.name, "", status, "", rejection.detail[:80])
     console.print(table)
 
 
