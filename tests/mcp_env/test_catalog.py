@@ -34,6 +34,32 @@ servers:
         (5, None, "invalid_spec"),
     ]
     assert "comand" in loaded.rejections[2].detail
+    assert loaded.specs[1].transport_declared is False  # a bare url: our guess, not theirs
+
+
+def test_a_declared_transport_is_marked_declared_and_smithery_urls_are_not(tmp_path):
+    path = tmp_path / "servers.yaml"
+    path.write_text(
+        """
+servers:
+  - {name: a, transport: streamable-http, url: "https://example.org/mcp"}
+  - {name: b, transport: sse, url: "https://example.org/sse"}
+"""
+    )
+    assert [spec.transport_declared for spec in load_catalog(path).specs] == [True, True]
+    sample = Path(__file__).resolve().parents[1] / "data" / "smithery_sample.jsonl"
+    smithery = load_catalog(sample).specs
+    assert smithery and all(spec.transport_declared is False for spec in smithery)
+
+
+def test_declared_annotations_keep_protocol_names(tmp_path):
+    path = tmp_path / "servers.yaml"
+    tool = {"name": "t", "annotations": {"read_only_hint": True, "openWorldHint": False}}
+    path.write_text(
+        json.dumps({"servers": [{"name": "a", "url": "http://x/mcp", "tools": [tool]}]})
+    )
+    [spec] = load_catalog(path).specs
+    assert spec.tools[0].annotations == {"readOnlyHint": True, "openWorldHint": False}
 
 
 def test_files_that_do_not_parse_are_one_rejection(tmp_path):
