@@ -90,6 +90,26 @@ def test_a_column_added_to_a_record_is_migrated_into_an_old_store(tmp_path: Path
     assert Store(path).select(Server)[0].featured is False
 
 
+def test_tools_stored_with_python_annotation_names_read_back_under_protocol_names(
+    tmp_path: Path,
+) -> None:
+    """Stores written before annotations kept their MCP names hold `read_only_hint` and
+    read_only = false; reading them must give `readOnlyHint` and read_only = true."""
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    tool = Tool(tool_id="tool_1", server_id="srv_1", name="status", schema_hash="h")
+    store.insert([tool])
+    store.execute(
+        "UPDATE tools SET read_only = false, annotations = ?",
+        ['{"read_only_hint": true, "open_world_hint": false, "title": "Status"}'],
+    )
+    for column in ("repairs", "repair_detail"):
+        store.execute(f"ALTER TABLE tools DROP COLUMN {column}")  # the older schema
+    [read] = Store(path).select(Tool)
+    assert read.annotations == {"readOnlyHint": True, "openWorldHint": False, "title": "Status"}
+    assert read.read_only is True and read.repairs == []
+
+
 def test_existing_ids_is_the_resume_anti_join(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb")
     servers = [make_server(i) for i in range(5)]

@@ -64,3 +64,30 @@ def test_a_specs_only_entry_without_tools_is_rejected_with_a_reason() -> None:
     spec = parse_server_spec({"name": "empty", "transport": "sse", "url": "http://x/sse"})
     outcome = onboard_from_specs(spec, CATS)
     assert (outcome.server.status, outcome.server.reason) == ("rejected", "no_tools_declared")
+
+
+def test_declared_tools_get_the_same_verdicts_as_listed_ones() -> None:
+    tools = [
+        {"name": "fine", "input_schema": {"type": "object", "properties": {}}},
+        {"name": "untyped", "input_schema": {"properties": {}}},
+        {"name": "array", "input_schema": {"type": "array"}},
+        {"name": "fine", "input_schema": {"type": "object", "properties": {"x": {}}}},
+    ]
+    spec = parse_server_spec({"name": "declared", "url": "http://x/mcp", "tools": tools})
+    outcome = onboard_from_specs(spec, CATS)
+    assert {t.name: t.repairs for t in outcome.tools} == {
+        "fine": [],
+        "untyped": ["missing_root_type"],
+    }
+    rejected = [(t.name, t.reason) for t in outcome.server.rejected_tools]
+    assert rejected == [("array", "input_schema_not_object"), ("fine", "duplicate_name")]
+    assert (outcome.server.status, outcome.server.tool_count) == ("specs_only", 2)
+    rows, _ = tool_records("srv_1", outcome.tools, ToolVersions(), "run")
+    assert [row.repairs for row in rows] == [[], ["missing_root_type"]]
+
+
+def test_a_specs_only_entry_whose_tools_are_all_unusable_is_rejected() -> None:
+    tools = [{"name": "array", "input_schema": {"type": "array"}}]
+    spec = parse_server_spec({"name": "bad", "url": "http://x/mcp", "tools": tools})
+    outcome = onboard_from_specs(spec, CATS)
+    assert (outcome.server.status, outcome.server.reason) == ("rejected", "no_usable_tools")
