@@ -158,7 +158,7 @@ class McpSession:
             return self._error_result(
                 f"malformed tool result: {error}", "malformed_result", started
             )
-        except RuntimeError as error:  # the SDK's output-schema check; taken over, a backstop
+        except RuntimeError as error:  # SDK result checks (output schema: taken over) backstop
             return self._error_result(str(error), "result_rejected_by_sdk", started)
         except MCPError as error:
             self._raise_if_crashed(error)
