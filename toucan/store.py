@@ -101,6 +101,16 @@ def _to_cell(value: Any, column_type: str) -> Any:
     return value
 
 
+def _default_for_existing_rows(model: type[Record], name: str, column_type: str) -> Any:
+    """What the rows already in a table get in a column added for a new field: the field's
+    default, so a field that cannot be None (a list, say) reads back; NULL would fail
+    validation. None for fields without a fixed default (timestamps made at creation)."""
+    default = model.model_fields[name].get_default(call_default_factory=True)
+    if default is None or isinstance(default, datetime):
+        return None
+    return _to_cell(default, column_type)
+
+
 def _jsonable(value: Any) -> Any:
     """What orjson cannot encode by itself: nested records, then anything as its str()."""
     if isinstance(value, BaseModel):
@@ -287,6 +297,9 @@ class Store:
                     + 1
                 )
                 con.execute(f'ALTER TABLE {model.__table__} ADD COLUMN "{name}" {col_type}')
+                fill = _default_for_existing_rows(model, name, col_type)
+                if fill is not None:
+                    con.execute(f'UPDATE {model.__table__} SET "{name}" = ?', [fill])
                 con.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)",
                     [version, f"add column {model.__table__}.{name}", utc_now()],

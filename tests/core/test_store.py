@@ -108,6 +108,11 @@ def test_tools_stored_with_python_annotation_names_read_back_under_protocol_name
     [read] = Store(path).select(Tool)
     assert read.annotations == {"readOnlyHint": True, "openWorldHint": False, "title": "Status"}
     assert read.read_only is True and read.repairs == []
+    # the next write adds the columns; the old row gets the fields' defaults, not NULL
+    Store(path).insert([tool.model_copy(update={"tool_id": "tool_2", "repairs": ["x"]})])
+    by_id = {t.tool_id: t for t in Store(path).select(Tool)}
+    assert (by_id["tool_1"].repairs, by_id["tool_1"].repair_detail) == ([], "")
+    assert by_id["tool_2"].repairs == ["x"]
 
 
 def test_existing_ids_is_the_resume_anti_join(tmp_path: Path) -> None:

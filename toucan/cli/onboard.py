@@ -12,7 +12,7 @@ from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, consol
 from toucan.cli.progress_view import progress_bars
 from toucan.config import load_settings
 from toucan.errors import ToucanError
-from toucan.records import Server, Tool
+from toucan.records import Server, Tool, ToolRejection
 from toucan.store import Store
 
 fleet_app = typer.Typer(help="The bundled offline fleet of real MCP servers.", no_args_is_help=True)
@@ -51,11 +51,21 @@ def onboard(
     if as_json:
         print_json({"run_id": result.run_id, "servers": result.servers, "summary": result.summary})
         return
-    table = Table(title=f"onboarding run {result.run_id}")
+    console.print(onboarding_table(result.run_id, result.servers))
+    s = result.summary
+    console.print(
+        f"{s['total']} servers: {s['ok']} ok, {s['rejected']} rejected; "
+        f"{s['tools']} tools over {s['domains']} domains."
+    )
+
+
+def onboarding_table(run_id: str, server_rows: list[dict[str, object]]) -> Table:
+    """One line per onboarded server; the transport shown is the one that worked."""
+    table = Table(title=f"onboarding run {run_id}")
     columns = ("server", "transport", "status", "reason", "tools", "notes", "domain", "latency ms")
     for column in columns:
         table.add_column(column, overflow="fold")
-    for row in result.servers:
+    for row in server_rows:
         style = "green" if row["status"] in ("ok", "specs_only") else "red"
         table.add_row(
             str(row["name"]),
@@ -67,12 +77,7 @@ def onboard(
             str(row["domain"] or ""),
             "" if row["latency_ms"] is None else str(row["latency_ms"]),
         )
-    console.print(table)
-    s = result.summary
-    console.print(
-        f"{s['total']} servers: {s['ok']} ok, {s['rejected']} rejected; "
-        f"{s['tools']} tools over {s['domains']} domains."
-    )
+    return table
 
 
 @app.command()
@@ -134,6 +139,13 @@ def tools(
             + [{"server": name, "status": "rejected", **r.model_dump()} for name, r in rejected]
         )
         return
+    console.print(tools_table(rows, rejected, names))
+
+
+def tools_table(
+    rows: list[Tool], rejected: list[tuple[str, ToolRejection]], names: dict[str, str]
+) -> Table:
+    """Usable tools (ok, or repaired with the repair tokens), then the rejected ones."""
     table = Table(title=f"{len(rows)} tools, {len(rejected)} rejected")
     for column in ("server", "tool", "version", "status", "schema", "description"):
         table.add_column(column, overflow="fold")
@@ -150,7 +162,7 @@ def tools(
     for name, rejection in rejected:
         status = f"[red]rejected: {rejection.reason}[/]"
         table.add_row(name, rejection.name, "", status, "", rejection.detail[:80])
-    console.print(table)
+    return table
 
 
 @fleet_app.command("install")
