@@ -86,8 +86,14 @@ def port_accepts(port: int) -> bool:
 
 
 async def make_http_client(
-    spec: HttpSpec | SseSpec, url: str, stack: contextlib.AsyncExitStack, connect_timeout: float
+    spec: HttpSpec | SseSpec,
+    url: str,
+    stack: contextlib.AsyncExitStack,
+    connect_timeout: float,
+    **client_options: Any,
 ) -> Client:
+    """A legacy-mode client over the spec's transport; `client_options` (the session's
+    callbacks) go to `mcp.Client` as they are."""
     values = {field: value for field, value in spec.config_values.items() if value}
     url = fill_config(url, values)
     headers = {key: fill_config(value, values) for key, value in spec.headers.items()}
@@ -96,7 +102,13 @@ async def make_http_client(
     else:
         http_client = await stack.enter_async_context(create_mcp_http_client(headers=headers))
         transport = streamable_http_client(url, http_client=http_client)
-    return Client(transport, mode="legacy", cache=None, read_timeout_seconds=connect_timeout)
+    return Client(
+        transport,
+        mode="legacy",
+        cache=None,
+        read_timeout_seconds=connect_timeout,
+        **client_options,
+    )
 
 
 def fill_config(text: str, values: dict[str, str]) -> str:

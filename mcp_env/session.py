@@ -9,6 +9,7 @@ crash on it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,9 +28,16 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
+from mcp_env.client_callbacks import (
+    SessionCallbacks,
+    announces_tool_changes,
+    call_with_progress,
+    ping_settles,
+)
 from mcp_env.remote import make_http_client, read_tail, remove_sandbox_log, start_launch
 from mcp_env.results import ListedTool, ToolResult, make_listed_tool, make_tool_result
 from mcp_env.sandbox import prepare_launch, remove_sandbox, substitute_vars
+from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec
 from mcp_env.transport import ProcessTransport
 from toucan.errors import McpError, ServerCrashed, ServerStartError, ToolListError, ToolTimeout
@@ -48,16 +56,31 @@ ERROR_REASONS = {INVALID_PARAMS: "invalid_params", METHOD_NOT_FOUND: "method_not
 
 AnySpec = StdioSpec | HttpSpec | SseSpec
 
+logger = logging.getLogger(__name__)
+
 
 class McpSession:
     """A live connection to one server. Obtain it from `open_session` or the pool."""
 
-    def __init__(self, spec: AnySpec, client: Client, process_probe: Any = None) -> None:
+    def __init__(
+        self,
+        spec: AnySpec,
+        client: Client,
+        process_probe: Any = None,
+        callbacks: SessionCallbacks | None = None,
+    ) -> None:
         self.spec = spec
         self.server_id = spec.server_id
         self._client = client
         self._process_probe = process_probe  # object with .process (ours) or None (remote)
+        self._callbacks = callbacks or SessionCallbacks(spec.server_id, spec.name)
         self._connection_lost = False
+        self._settle_by_ping = announces_tool_changes(client)
+
+    @property
+    def tools_generation(self) -> int:
+        """How many `notifications/tools/list_changed` this session has received."""
+        return self._callbacks.tools_generation
 
     @property
     def sandbox_dir(self) -> str | None:
@@ -117,18 +140,29 @@ class McpSession:
         return make_listed_tool(tool.name, tool.description, tool.input_schema, annotations)
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any] | None = None, *, timeout: float = CALL_TIMEOUT_S
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        timeout: float = CALL_TIMEOUT_S,
+        timeout_max: float | None = None,
+        handler: ServerRequestHandler | None = None,
     ) -> ToolResult:
         """Call one tool. Tool failures come back as ToolResult(is_error=True); raises only
-        ToolTimeout (the session stays usable) or ServerCrashed (it does not)."""
+        ToolTimeout (the session stays usable) or ServerCrashed (it does not).
+
+        Every call carries a progress token (spec 2025-06-18, "Utilities > Progress"): the
+        call times out after `timeout` seconds without an answer, a progress notification or
+        a request of the server's, and after `timeout_max` seconds (default `timeout`) in
+        all. Sampling and elicitation requests made meanwhile go to `handler` (else the
+        session's fallback)."""
         started = time.perf_counter()
+        cap = max(timeout, timeout_max or timeout)
         try:
-            with anyio.fail_after(timeout + CALL_TIMEOUT_SLACK_S):
-                raw = await self._client.call_tool(
-                    name, self.fill_arguments(arguments or {}), read_timeout_seconds=timeout
-                )
+            with anyio.fail_after(cap + CALL_TIMEOUT_SLACK_S):
+                raw = await self._call_with_progress(name, arguments, timeout, cap, handler)
         except TimeoutError as error:
-            raise ToolTimeout(f"{name} took longer than {timeout}s") from error
+            raise ToolTimeout(f"{name} took longer than {cap}s") from error
         except ValidationError as error:
             return self._error_result(
                 f"malformed tool result: {error}", "malformed_result", started
@@ -144,6 +178,28 @@ class McpSession:
             raise ServerCrashed(str(error) or type(error).__name__) from error
         latency_ms = (time.perf_counter() - started) * 1000
         return make_tool_result(raw.content, raw.structured_content, raw.is_error, latency_ms)
+
+    async def _call_with_progress(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        timeout: float,
+        cap: float,
+        handler: ServerRequestHandler | None,
+    ) -> Any:
+        raw = await call_with_progress(
+            self._client,
+            self._callbacks,
+            name,
+            self.fill_arguments(arguments or {}),
+            timeout=timeout,
+            cap=cap,
+            handler=handler,
+        )
+        if self._settle_by_ping and not await ping_settles(self._client):
+            self._settle_by_ping = False  # a server that cannot ping is not asked again
+            logger.info("%s did not answer a ping; its tool changes may show late", self.spec.name)
+        return raw
 
     def _raise_if_crashed(self, error: MCPError) -> None:
         if error.code == CONNECTION_CLOSED or not self.is_alive():
@@ -172,9 +228,15 @@ async def open_session(
     fleet_dir: Path | None = None,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     isolation: str | None = None,
+    server_requests: ServerRequestHandler | None = None,
 ) -> AsyncIterator[McpSession]:
     """Start (stdio, or an HTTP spec's `launch`) and connect; on exit shut everything down
-    and remove the sandbox. Raises ServerStartError with a reason token when it cannot."""
+    and remove the sandbox. Raises ServerStartError with a reason token when it cannot.
+
+    The session advertises sampling and elicitation; `server_requests` answers them when no
+    tool call with a handler of its own is in flight (default: `PolicyHandler()`, which
+    refuses sampling and declines elicitation)."""
+    callbacks = SessionCallbacks(spec.server_id, spec.name, server_requests)
     sandbox_options = {
         "sandbox_root": sandbox_root,
         "seed_dir": seed_dir,
@@ -182,7 +244,7 @@ async def open_session(
         "isolation": isolation,
     }
     try:
-        async with _connect(spec, sandbox_options, connect_timeout) as session:
+        async with _connect(spec, sandbox_options, connect_timeout, callbacks) as session:
             yield session
     except BaseExceptionGroup as group:
         # task groups inside the SDK wrap what our caller raised in the body; unwrap it
@@ -201,7 +263,10 @@ def unwrap_group(group: BaseExceptionGroup) -> BaseException:
 
 @contextlib.asynccontextmanager
 async def _connect(
-    spec: AnySpec, sandbox_options: dict[str, Any], connect_timeout: float
+    spec: AnySpec,
+    sandbox_options: dict[str, Any],
+    connect_timeout: float,
+    callbacks: SessionCallbacks,
 ) -> AsyncIterator[McpSession]:
     async with contextlib.AsyncExitStack() as stack:
         if isinstance(spec, StdioSpec):
@@ -209,12 +274,20 @@ async def _connect(
             stack.callback(remove_sandbox, launch.sandbox_dir)
             probe = ProcessTransport(launch, Path(launch.sandbox_dir + ".stderr.log"))
             stack.callback(remove_sandbox_log, probe.stderr_path)
-            client = Client(probe, mode="legacy", cache=None, read_timeout_seconds=connect_timeout)
+            client = Client(
+                probe,
+                mode="legacy",
+                cache=None,
+                read_timeout_seconds=connect_timeout,
+                **callbacks.client_options(),
+            )
         else:
             probe, url = await start_launch(spec, stack, sandbox_options, connect_timeout)
-            client = await make_http_client(spec, url, stack, connect_timeout)
+            client = await make_http_client(
+                spec, url, stack, connect_timeout, **callbacks.client_options()
+            )
         await connect_client(client, stack, probe, connect_timeout, spec.name)
-        yield McpSession(spec, client, probe)
+        yield McpSession(spec, client, probe, callbacks)
 
 
 async def connect_client(
