@@ -4,9 +4,12 @@ elicitation answered and recorded, progress extending a call's timeout, list_cha
 from __future__ import annotations
 
 import anyio
+import mcp_types as types
 import pytest
 
+from mcp_env.client_callbacks import to_sampling_request
 from mcp_env.environment import make_pool
+from mcp_env.health import check_server
 from mcp_env.server_requests import (
     ElicitationReply,
     ElicitationRequest,
@@ -170,3 +173,40 @@ async def test_the_pools_fallback_answers_elicitation_by_the_configured_policy()
         with anyio.fail_after(25):
             elicited = await pool.call_tool(server_id, "confirm_delete", {})
     assert '"action": "accept"' in elicited.text
+
+
+def test_a_sampling_request_becomes_chat_messages_with_markers_for_non_text_blocks():
+    params = types.CreateMessageRequestParams.model_validate(
+        {
+            "systemPrompt": "Be brief.",
+            "messages": [
+                {"role": "user", "content": {"type": "text", "text": "What is this?"}},
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "data": "aGk=", "mimeType": "image/png"}],
+                },
+                {"role": "assistant", "content": {"type": "text", "text": "A picture."}},
+            ],
+            "maxTokens": 20,
+            "temperature": 0.2,
+            "stopSequences": ["\n\n"],
+            "modelPreferences": {"hints": [{"name": "opus"}, {}]},
+        }
+    )
+    request = to_sampling_request(params)
+    assert [m["role"] for m in request.messages] == ["system", "user", "user", "assistant"]
+    assert request.messages[0]["content"] == "Be brief."
+    assert request.messages[2]["content"].startswith("[image: image/png")
+    assert (request.max_tokens, request.temperature, request.stop) == (20, 0.2, ["\n\n"])
+    assert request.model_hints == ["opus"]
+
+
+async def test_a_health_check_probe_that_samples_gets_a_refusal_not_a_hang():
+    spec = quirk_spec("sampling_elicitation.json").model_copy(
+        update={"probe": {"tool": "summarise_with_llm", "arguments": {}}}
+    )
+    async with make_pool(McpConfig(connect_timeout_s=CONNECT_TIMEOUT_S)) as pool:
+        # the server gives up on us after 30 s; the probe's own timeout is below that
+        check = await check_server(spec, pool, probe_timeout=20)
+    assert check.status == "ok" and check.probe_tool == "summarise_with_llm"
+    assert "sampling_unavailable" in (check.probe_result or "")

@@ -7,12 +7,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
 
 from flows.onboard import store_tool_versions
 from flows.trajectories import run_trajectories
+from mcp_env.client_callbacks import to_sampling_request
+from mcp_env.server_requests import SamplingReply
 from mcp_env.session import open_session
 from tasks.agent import AgentBudget
+from tasks.agent.server_requests import TrajectoryResponder
 from tasks.trajectories import (
     BatchOptions,
     BatchResult,
@@ -30,6 +34,8 @@ from tests.trajectories.helpers import (
     seed_store,
     server_row,
 )
+from toucan.llm.replies import CallMeta
+from toucan.llm.router import LlmRouter
 from toucan.records import Tool, Trajectory
 from toucan.store import Store
 
@@ -235,3 +241,62 @@ def test_a_resumed_trajectory_keeps_the_sampling_exchange_of_its_replayed_call(
     assert exchange["call_id"] == resumed.tool_call_log[0]["call_id"]
     assert resumed.tool_call_log[0]["replayed"]
     assert not [e for e in again.events if e.kind == "sampling"]
+
+
+def test_a_sampling_model_that_fails_is_an_error_for_the_server_and_on_the_row(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    rules = [
+        Rule(contains="Summarise: hello", status=400),
+        agent_script([[("summarise_with_llm", {})]]),
+    ]
+    row, result = run_quirk(
+        fake_llm, tmp_path, "sampling_elicitation.json", rules, ["summarise_with_llm"]
+    )
+    assert row.status == "ok" and row.stop_reason == "final_answer"
+    [exchange] = row.metadata["server_requests"]
+    assert exchange["error_reason"].startswith("sampling_") and exchange["response"] is None
+    [tool_message] = [m for m in row.messages if m["role"] == "tool"]
+    assert (
+        '"error"' in tool_message["content"] and exchange["error_reason"] in tool_message["content"]
+    )
+    assert [e.status for e in result.events if e.kind == "sampling"] == ["error"]
+
+
+def test_a_simulated_user_reply_that_breaks_the_form_is_sent_as_cancel(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    rules = [
+        Rule(contains="Please confirm", answer={"action": "accept", "content": {"ok": "yes"}}),
+        agent_script([[("confirm_delete", {})]]),
+    ]
+    row, _ = run_quirk(fake_llm, tmp_path, "sampling_elicitation.json", rules, ["confirm_delete"])
+    [exchange] = row.metadata["server_requests"]
+    assert exchange["response"] == {"action": "cancel"}
+    assert exchange["error_reason"] == "invalid_user_reply"
+
+
+def test_a_model_hint_picks_the_teacher_it_names(fake_llm: FakeLlm, tmp_path: Path) -> None:
+    hinted = {
+        "messages": [{"role": "user", "content": {"type": "text", "text": "Summarise: hello"}}],
+        "maxTokens": 50,
+        "modelPreferences": {"hints": [{"name": "teacher-b"}]},
+    }
+    settings = fake_settings(
+        fake_llm.base_url, tmp_path / "t.duckdb", teachers=("Teacher-A", "Teacher-B")
+    )
+    router = LlmRouter(settings.models)
+    responder = TrajectoryResponder(router, "Teacher-A", CallMeta(), settings.mcp, "question")
+    request = to_sampling_request(types.CreateMessageRequestParams.model_validate(hinted))
+    fake_llm.script([Rule(model="Teacher-B", text=SAMPLED)])
+
+    async def sample() -> SamplingReply:
+        try:
+            return await responder.sample(request)
+        finally:
+            await router.aclose()
+
+    reply = asyncio.run(sample())
+    unhinted = request.model_copy(update={"model_hints": ["gpt-9"]})
+    assert responder.sampling_target(unhinted.model_hints) == "Teacher-A"
+    assert (reply.answered_by, reply.text) == ("Teacher-B", SAMPLED)
