@@ -16,7 +16,9 @@ from pydantic import BaseModel, Field
 
 from flows.kept import select_kept_original_tasks, select_kept_trajectories
 from flows.llm_fanout import model_endpoint, unfinished_ids
+from flows.onboard import store_tool_versions
 from tasks.agent import AgentBudget
+from tasks.agent.tool_changes import new_tool_versions
 from tasks.multi_turn import STAGE, MultiTurnItem, MultiTurnResult, extend_item_id, split_item_id
 from tasks.multi_turn_batch import (
     MultiTurnBatch,
@@ -125,6 +127,7 @@ class MultiTurnRun:
         store = self.ctx.store
         store.upsert(result.trajectories)  # an error row from an earlier run is replaced
         store.insert([*result.tool_calls, *result.cache_entries, *result.events])
+        store_tool_versions(store, new_tool_versions(result.trajectories), self.ctx.run_id)
         self.ctx.flush_events()
         rows = result.trajectories
         summary = self.summary

@@ -18,6 +18,7 @@ from mcp_env.catalog import CatalogRejection, load_catalog, parse_catalog_entrie
 from mcp_env.environment import make_pool
 from mcp_env.fleet.catalog import CATALOG_PATH, load_fleet_catalog
 from mcp_env.health import ServerCheck, check_server
+from mcp_env.results import ListedTool
 from mcp_env.specs import parse_server_spec
 from tasks.onboard import (
     TRANSIENT_REASONS,
@@ -84,14 +85,28 @@ def load_entries(
 def store_outcomes(ctx: RunContext, outcomes: list[OnboardOutcome]) -> int:
     """Upsert server rows, insert new tool versions, mark superseded versions not current."""
     servers = [o.server.model_copy(update={"run_id": ctx.run_id}) for o in outcomes]
-    known = known_tool_versions(ctx.store, [o.server.server_id for o in outcomes])
+    ctx.store.upsert(servers)
+    listings: dict[str, list[ListedTool]] = {}
+    for outcome in outcomes:
+        listings.setdefault(outcome.server.server_id, []).extend(outcome.tools)
+    added = store_tool_versions(ctx.store, listings, ctx.run_id)
+    ctx.flush_events()
+    return added
+
+
+def store_tool_versions(
+    store: Store, listings: dict[str, list[ListedTool]], run_id: str | None
+) -> int:
+    """Insert the schemas not stored yet as the next version of their tool and mark the
+    versions they supersede not current; returns the rows added. Onboarding writes every
+    listing; trajectory stages write the schemas a server switched to mid-run."""
+    if not listings:
+        return 0
+    known = known_tool_versions(store, list(listings))
     new_tools: list[Tool] = []
     superseded: list[tuple[str, str]] = []
-    for outcome in outcomes:
-        server_id = outcome.server.server_id
-        rows, names = tool_records(
-            server_id, outcome.tools, known.get(server_id, ToolVersions()), ctx.run_id
-        )
+    for server_id, tools in listings.items():
+        rows, names = tool_records(server_id, tools, known.get(server_id, ToolVersions()), run_id)
         new_tools.extend(rows)
         superseded.extend((server_id, n) for n in names)
         # a tool that was usable in an earlier run and is rejected now must not be synthesized
@@ -99,14 +114,11 @@ def store_outcomes(ctx: RunContext, outcomes: list[OnboardOutcome]) -> int:
         rejected = {t.name for t in outcome.server.rejected_tools if t.name not in usable}
         superseded.extend((server_id, name) for name in sorted(rejected))
     if superseded:
-        with ctx.store.connect() as con:
+        with store.connect() as con:
             con.executemany(
                 "UPDATE tools SET current = false WHERE server_id = ? AND name = ?", superseded
             )
-    ctx.store.upsert(servers)
-    added = ctx.store.insert(new_tools)
-    ctx.flush_events()
-    return added
+    return store.insert(new_tools)
 
 
 def known_tool_versions(store: Store, server_ids: list[str]) -> dict[str, ToolVersions]:

@@ -17,8 +17,10 @@ from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 
 from flows.llm_fanout import model_endpoint
+from flows.onboard import store_tool_versions
 from tasks.agent import AgentBudget, journal_dir, read_journals
 from tasks.agent.journal import read_journal
+from tasks.agent.tool_changes import new_tool_versions
 from tasks.trajectories import (
     STAGE,
     BatchOptions,
@@ -220,6 +222,7 @@ def write_result(
     """Store one finished batch, fold it into the summary, drop its crash journal."""
     ctx.store.upsert(result.trajectories)  # an error row from an earlier run is replaced
     ctx.store.insert([*result.tool_calls, *result.cache_entries, *result.events])
+    store_tool_versions(ctx.store, new_tool_versions(result.trajectories), ctx.run_id)
     if options.journal_dir:
         path = Path(options.journal_dir) / f"{options.run_id}-{result.batch_id}.jsonl"
         path.unlink(missing_ok=True)

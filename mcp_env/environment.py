@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mcp_env.pool import SessionPool
+from mcp_env.server_requests import PolicyHandler
 from toucan.config import McpConfig
 
 
@@ -16,7 +17,9 @@ def fleet_paths(mcp: McpConfig) -> tuple[Path, Path]:
 
 
 def make_pool(mcp: McpConfig, *, max_concurrency: int | None = None) -> SessionPool:
-    """A session pool configured by the `mcp` settings section; use it as `async with`."""
+    """A session pool configured by the `mcp` settings section; use it as `async with`.
+    Outside a trajectory its sessions refuse sampling and answer elicitation by the
+    configured policy without a model (`PolicyHandler`)."""
     fleet_dir, seed_dir = fleet_paths(mcp)
     return SessionPool(
         sandbox_root=Path(mcp.sandbox_root) if mcp.sandbox_root else None,
@@ -26,5 +29,7 @@ def make_pool(mcp: McpConfig, *, max_concurrency: int | None = None) -> SessionP
         max_restarts=mcp.max_restarts,
         connect_timeout=mcp.connect_timeout_s,
         call_timeout=mcp.call_timeout_s,
+        call_timeout_max=mcp.call_timeout_max_s,
         max_result_chars=mcp.max_result_chars,
+        server_requests=PolicyHandler(mcp.elicitation.policy),
     )

@@ -11,6 +11,9 @@ Contract:
   session. After `max_restarts` restarts (or a failed start) the server is dead: every later
   call raises ServerStartError with reason from `dead_reason(server_id)`.
 - Results longer than `max_result_chars` are cut with a visible marker.
+- A call times out after `call_timeout` seconds without progress, `call_timeout_max` in all;
+  server requests during a call go to the call's `handler`, else to `server_requests`.
+- A server's tools are listed again once it sent `notifications/tools/list_changed`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from mcp_env.results import ListedTool, ToolListing, ToolResult, truncate_result
 from mcp_env.sandbox import detect_isolation
+from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.session import (
     CALL_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
@@ -57,6 +61,7 @@ class _ServerSlot:
         self.list_lock = asyncio.Lock()
         self.calls = asyncio.Semaphore(max_concurrency)
         self.listing: ToolListing | None = None
+        self.listing_generation = 0  # the session's list_changed count when it was listed
         self.kept_listing: ToolListing | None = None  # see list_tools_then_stop
         self.starts = 0
         self.dead_reason: str | None = None
@@ -76,7 +81,9 @@ class SessionPool:
         max_restarts: int = DEFAULT_MAX_RESTARTS,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         call_timeout: float = CALL_TIMEOUT_S,
+        call_timeout_max: float | None = None,
         max_result_chars: int = MAX_RESULT_CHARS,
+        server_requests: ServerRequestHandler | None = None,
     ) -> None:
         self.sandbox_root = sandbox_root
         self.seed_dir = seed_dir
@@ -85,7 +92,9 @@ class SessionPool:
         self.max_restarts = max_restarts
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
+        self.call_timeout_max = call_timeout_max
         self.max_result_chars = max_result_chars
+        self.server_requests = server_requests
         self._slots: dict[str, _ServerSlot] = {}
         self._task_group: TaskGroup | None = None
         self._isolation: str | None = None
@@ -134,19 +143,28 @@ class SessionPool:
         return session.pid if session is not None else None
 
     async def list_tools(self, server_id: str) -> list[ListedTool]:
-        """The server's usable tools, listed once per session and shared by concurrent
-        callers; tools the listing rejected are never among them."""
+        """The server's usable tools, listed once per session (and again after the server
+        announced a change) and shared by concurrent callers; tools the listing rejected are
+        never among them."""
         return (await self.tool_listing(server_id)).tools
 
     async def tool_listing(self, server_id: str) -> ToolListing:
-        """The server's whole listing (usable tools, rejected tools, notes), once per session."""
+        """The server's whole listing (usable tools, rejected tools, notes), once per session
+        and again after each `notifications/tools/list_changed`."""
         slot = self._slots[server_id]
         async with slot.list_lock:
             session = await self._ensure_session(slot)
-            if slot.listing is None:
+            if slot.listing is None or slot.listing_generation != session.tools_generation:
+                generation = session.tools_generation
                 listing = session.read_tool_listing()
                 slot.listing = await self._guard_crash(slot, session, listing)
+                slot.listing_generation = generation
             return slot.listing
+
+    def tools_generation(self, server_id: str) -> int:
+        """How often the server's live session announced a tool-list change (0 if none)."""
+        session = self._slots[server_id].session
+        return session.tools_generation if session is not None else 0
 
     async def list_tools_then_stop(self, server_id: str) -> list[ListedTool]:
         """The server's tools, listed once and kept after its session is stopped (in the
@@ -169,12 +187,19 @@ class SessionPool:
         arguments: dict[str, Any] | None = None,
         *,
         timeout: float | None = None,
+        handler: ServerRequestHandler | None = None,
     ) -> ToolResult:
         """One tool call on the server's pooled session; see the module docstring."""
         slot = self._slots[server_id]
         async with slot.calls:
             session = await self._ensure_session(slot)
-            call = session.call_tool(name, arguments, timeout=timeout or self.call_timeout)
+            call = session.call_tool(
+                name,
+                arguments,
+                timeout=timeout or self.call_timeout,
+                timeout_max=self.call_timeout_max,
+                handler=handler,
+            )
             result = await self._guard_crash(slot, session, call)
         return truncate_result(result, self.max_result_chars)
 
@@ -248,6 +273,7 @@ class SessionPool:
                 fleet_dir=self.fleet_dir,
                 connect_timeout=self.connect_timeout,
                 isolation=self._isolation,
+                server_requests=self.server_requests,
             ) as session:
                 task_status.started(session)
                 started = True

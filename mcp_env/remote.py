@@ -128,22 +128,25 @@ async def connect_remote(
     stack: contextlib.AsyncExitStack,
     connect_timeout: float,
     probe: Any,
+    client_options: dict[str, Any] | None = None,
 ) -> tuple[Client, str]:
     """A connected client and the transport it speaks. The spec's transport first; on a
     status in FALLBACK_STATUSES (reason `wrong_transport`), the other one. Raises
     ServerStartError naming the real cause: connection_refused (nothing listening),
     auth_failed (401/403), http_error (another status), no_mcp_endpoint (neither transport
-    answers at this URL), initialize_timeout, connect_failed."""
+    answers at this URL), initialize_timeout, connect_failed. `client_options` (the
+    session's callbacks) go to `mcp.Client` as they are."""
+    options = client_options or {}
     first = spec.transport
     try:
-        return await _attempt(spec, url, first, stack, connect_timeout, probe), first
+        return await _attempt(spec, url, first, stack, connect_timeout, probe, options), first
     except ServerStartError as error:
         if error.reason != "wrong_transport":
             raise
         first_error = error
     second = OTHER_TRANSPORT[first]
     try:
-        return await _attempt(spec, url, second, stack, connect_timeout, probe), second
+        return await _attempt(spec, url, second, stack, connect_timeout, probe, options), second
     except ServerStartError as error:
         reason = "no_mcp_endpoint" if error.reason == "wrong_transport" else error.reason
         raise ServerStartError(f"{first_error}; then {error}", reason=reason) from error
@@ -156,12 +159,19 @@ async def _attempt(
     stack: contextlib.AsyncExitStack,
     connect_timeout: float,
     probe: Any,
+    client_options: dict[str, Any],
 ) -> Client:
     """One handshake on one transport; its resources join `stack` only if it succeeds."""
     first_status = FirstStatus()
     async with contextlib.AsyncExitStack() as attempt:
         client = await make_http_client(
-            spec, url, attempt, connect_timeout, transport=transport, first_status=first_status
+            spec,
+            url,
+            attempt,
+            connect_timeout,
+            transport=transport,
+            first_status=first_status,
+            **client_options,
         )
         try:
             await connect_client(client, attempt, probe, connect_timeout, spec.name)
@@ -200,8 +210,10 @@ async def make_http_client(
     *,
     transport: str | None = None,
     first_status: FirstStatus | None = None,
+    **client_options: Any,
 ) -> Client:
-    """A not yet connected client for `url` on `transport` (default: the spec's)."""
+    """A not yet connected client for `url` on `transport` (default: the spec's);
+    `client_options` (the session's callbacks) go to `mcp.Client` as they are."""
     values = {field: value for field, value in spec.config_values.items() if value}
     url = fill_config(url, values)
     headers = {key: fill_config(value, values) for key, value in spec.headers.items()}
@@ -213,7 +225,13 @@ async def make_http_client(
     else:
         http_client = await stack.enter_async_context(factory(headers=headers))
         transport = streamable_http_client(url, http_client=http_client)
-    return Client(transport, mode="legacy", cache=None, read_timeout_seconds=connect_timeout)
+    return Client(
+        transport,
+        mode="legacy",
+        cache=None,
+        read_timeout_seconds=connect_timeout,
+        **client_options,
+    )
 
 
 def fill_config(text: str, values: dict[str, str]) -> str:

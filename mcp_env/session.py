@@ -9,6 +9,7 @@ crash on it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,12 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 from pydantic import ValidationError
 
+from mcp_env.client_callbacks import (
+    SessionCallbacks,
+    announces_tool_changes,
+    call_with_progress,
+    ping_settles,
+)
 from mcp_env.handshake import connect_client, unwrap_group
 from mcp_env.listing import build_listing, next_cursor, page_tools
 from mcp_env.remote import connect_remote, remove_sandbox_log, start_launch
@@ -32,6 +39,7 @@ from mcp_env.results import (
 )
 from mcp_env.sandbox import prepare_launch, remove_sandbox, substitute_vars
 from mcp_env.sdk_seams import request_tools_page, take_over_output_checks
+from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec
 from mcp_env.transport import ProcessTransport
 from toucan.errors import ServerCrashed, ToolListError, ToolTimeout
@@ -61,6 +69,7 @@ class McpSession:
         process_probe: Any = None,
         *,
         transport_used: str | None = None,
+        callbacks: SessionCallbacks | None = None,
     ) -> None:
         self.spec = spec
         self.server_id = spec.server_id
@@ -68,10 +77,17 @@ class McpSession:
         self.transport_used = transport_used or spec.transport
         self._client = client
         self._process_probe = process_probe  # object with .process (ours) or None (remote)
+        self._callbacks = callbacks or SessionCallbacks(spec.server_id, spec.name)
         self._connection_lost = False
+        self._settle_by_ping = announces_tool_changes(client)
         self._listing: ToolListing | None = None  # this session's last listing
         self._listing_failed = False
         self._listing_lock = anyio.Lock()
+
+    @property
+    def tools_generation(self) -> int:
+        """How many `notifications/tools/list_changed` this session has received."""
+        return self._callbacks.tools_generation
 
     @property
     def sandbox_dir(self) -> str | None:
@@ -140,20 +156,31 @@ class McpSession:
         notes.append("page_limit")
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any] | None = None, *, timeout: float = CALL_TIMEOUT_S
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        timeout: float = CALL_TIMEOUT_S,
+        timeout_max: float | None = None,
+        handler: ServerRequestHandler | None = None,
     ) -> ToolResult:
         """Call one tool. Tool failures come back as ToolResult(is_error=True); a result that
         misses the tool's `outputSchema` is kept with a `note`. Raises only ToolTimeout (the
-        session stays usable) or ServerCrashed (it does not)."""
+        session stays usable) or ServerCrashed (it does not).
+
+        Every call carries a progress token (spec 2025-06-18, "Utilities > Progress"): the
+        call times out after `timeout` seconds without an answer, a progress notification or
+        a request of the server's, and after `timeout_max` seconds (default `timeout`) in
+        all. Sampling and elicitation requests made meanwhile go to `handler` (else the
+        session's fallback)."""
         output_schema = await self._output_schema_of(name, timeout)
         started = time.perf_counter()
+        cap = max(timeout, timeout_max or timeout)
         try:
-            with anyio.fail_after(timeout + CALL_TIMEOUT_SLACK_S):
-                raw = await self._client.call_tool(
-                    name, self.fill_arguments(arguments or {}), read_timeout_seconds=timeout
-                )
+            with anyio.fail_after(cap + CALL_TIMEOUT_SLACK_S):
+                raw = await self._call_with_progress(name, arguments, timeout, cap, handler)
         except TimeoutError as error:
-            raise ToolTimeout(f"{name} took longer than {timeout}s") from error
+            raise ToolTimeout(f"{name} took longer than {cap}s") from error
         except ValidationError as error:
             return self._error_result(
                 f"malformed tool result: {error}", "malformed_result", started
@@ -186,6 +213,28 @@ class McpSession:
         take_over_output_checks(self._client, [name])
         return self._listing.output_schemas.get(name) if self._listing else None
 
+    async def _call_with_progress(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        timeout: float,
+        cap: float,
+        handler: ServerRequestHandler | None,
+    ) -> Any:
+        raw = await call_with_progress(
+            self._client,
+            self._callbacks,
+            name,
+            self.fill_arguments(arguments or {}),
+            timeout=timeout,
+            cap=cap,
+            handler=handler,
+        )
+        if self._settle_by_ping and not await ping_settles(self._client):
+            self._settle_by_ping = False  # a server that cannot ping is not asked again
+            logger.info("%s did not answer a ping; its tool changes may show late", self.spec.name)
+        return raw
+
     def _raise_if_crashed(self, error: MCPError) -> None:
         if error.code == CONNECTION_CLOSED or not self.is_alive():
             self._connection_lost = True
@@ -213,9 +262,15 @@ async def open_session(
     fleet_dir: Path | None = None,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     isolation: str | None = None,
+    server_requests: ServerRequestHandler | None = None,
 ) -> AsyncIterator[McpSession]:
     """Start (stdio, or an HTTP spec's `launch`) and connect; on exit shut everything down
-    and remove the sandbox. Raises ServerStartError with a reason token when it cannot."""
+    and remove the sandbox. Raises ServerStartError with a reason token when it cannot.
+
+    The session advertises sampling and elicitation; `server_requests` answers them when no
+    tool call with a handler of its own is in flight (default: `PolicyHandler()`, which
+    refuses sampling and declines elicitation)."""
+    callbacks = SessionCallbacks(spec.server_id, spec.name, server_requests)
     sandbox_options = {
         "sandbox_root": sandbox_root,
         "seed_dir": seed_dir,
@@ -223,7 +278,7 @@ async def open_session(
         "isolation": isolation,
     }
     try:
-        async with _connect(spec, sandbox_options, connect_timeout) as session:
+        async with _connect(spec, sandbox_options, connect_timeout, callbacks) as session:
             yield session
     except BaseExceptionGroup as group:
         # task groups inside the SDK wrap what our caller raised in the body; unwrap it
@@ -232,7 +287,10 @@ async def open_session(
 
 @contextlib.asynccontextmanager
 async def _connect(
-    spec: AnySpec, sandbox_options: dict[str, Any], connect_timeout: float
+    spec: AnySpec,
+    sandbox_options: dict[str, Any],
+    connect_timeout: float,
+    callbacks: SessionCallbacks,
 ) -> AsyncIterator[McpSession]:
     async with contextlib.AsyncExitStack() as stack:
         if isinstance(spec, StdioSpec):
@@ -240,13 +298,21 @@ async def _connect(
             stack.callback(remove_sandbox, launch.sandbox_dir)
             probe = ProcessTransport(launch, Path(launch.sandbox_dir + ".stderr.log"))
             stack.callback(remove_sandbox_log, probe.stderr_path)
-            client = Client(probe, mode="legacy", cache=None, read_timeout_seconds=connect_timeout)
+            client = Client(
+                probe,
+                mode="legacy",
+                cache=None,
+                read_timeout_seconds=connect_timeout,
+                **callbacks.client_options(),
+            )
             await connect_client(client, stack, probe, connect_timeout, spec.name)
             transport_used = spec.transport
         else:
             probe, url = await start_launch(spec, stack, sandbox_options, connect_timeout)
-            client, transport_used = await connect_remote(spec, url, stack, connect_timeout, probe)
-        yield McpSession(spec, client, probe, transport_used=transport_used)
+            client, transport_used = await connect_remote(
+                spec, url, stack, connect_timeout, probe, callbacks.client_options()
+            )
+        yield McpSession(spec, client, probe, transport_used=transport_used, callbacks=callbacks)
 
 
 def _names(pages: list[list[Any]]) -> list[str]:

@@ -14,7 +14,8 @@ from typing import Any
 
 import psutil
 
-from mcp_env.results import ToolResult
+from mcp_env.results import ListedTool, ToolResult
+from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.session import McpSession
 from tasks.agent.loop import (
     AgentBudget,
@@ -23,6 +24,7 @@ from tasks.agent.loop import (
     Teacher,
     ask_model,
     assistant_message,
+    offer_for_turn,
     run_calls,
     stop_after_calls,
     unique_call_ids,
@@ -52,20 +54,28 @@ class PinnedSessions:
     """A ToolCaller over fixed sessions: calls go to the session the conversation began on."""
 
     sessions: dict[str, McpSession]
+    timeout_max: float | None = None  # a call's cap however much progress it reports
 
     def dead_servers(self) -> list[str]:
         return [sid for sid, session in self.sessions.items() if not session_alive(session)]
 
     async def call_tool(
-        self, server_id: str, tool: str, arguments: dict[str, Any], *, timeout: float
+        self, server_id: str, tool: str, arguments: dict[str, Any], **options: Any
     ) -> ToolResult:
+        """`options` as ToolCaller.call_tool's (timeout, handler)."""
         session = self.sessions[server_id]
         if not session_alive(session):
             raise ServerCrashed(
                 f"{session.spec.name} died during the conversation; its state is gone",
                 reason="server_died",
             )
-        return await session.call_tool(tool, arguments, timeout=timeout)
+        return await session.call_tool(tool, arguments, timeout_max=self.timeout_max, **options)
+
+    def tools_generation(self, server_id: str) -> int:
+        return self.sessions[server_id].tools_generation
+
+    async def relist_tools(self, server_id: str) -> list[ListedTool]:
+        return await self.sessions[server_id].list_tools()
 
 
 @dataclass
@@ -99,6 +109,9 @@ async def run_user_turn(
     deadline = time.monotonic() + budget.wall_clock_s
     history: list[str] = []
     for _ in range(budget.max_turns):
+        conversation.tools = await offer_for_turn(
+            toolbox, run, conversation.model_turns, conversation.tools
+        )
         reply = await ask_model(
             teacher, target, run.messages, run, deadline, meta, tools=conversation.tools or None
         )
@@ -135,16 +148,26 @@ async def run_user_turn(
     return False
 
 
-async def replay_prefix(pinned: PinnedSessions, calls: list[dict[str, Any]], timeout: float) -> int:
+async def replay_prefix(
+    pinned: PinnedSessions,
+    calls: list[dict[str, Any]],
+    timeout: float,
+    handler: ServerRequestHandler | None = None,
+) -> int:
     """Re-run an earlier trajectory's successful calls on the new sessions so server state
-    matches the transcript; returns how many failed (recorded, not fatal)."""
+    matches the transcript; returns how many failed (recorded, not fatal). `handler` answers
+    what the servers ask meanwhile (else the sessions' fallback refuses sampling)."""
     failures = 0
     for entry in calls:
         if entry.get("is_error") or entry.get("server_id") not in pinned.sessions:
             continue
         try:
             result = await pinned.call_tool(
-                entry["server_id"], entry["tool"], entry.get("arguments") or {}, timeout=timeout
+                entry["server_id"],
+                entry["tool"],
+                entry.get("arguments") or {},
+                timeout=timeout,
+                handler=handler,
             )
         except Exception:  # any failure here only means the state may differ; counted
             failures += 1

@@ -14,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.agent import AgentBudget, AgentRun, Teacher, Toolbox, name_map
 from tasks.agent.naming import ExposedTool
+from tasks.agent.server_requests import TrajectoryResponder
+from tasks.agent.tool_changes import ToolWatch
 from tasks.conversation import Conversation, PinnedSessions, replay_prefix, run_user_turn
 from tasks.prompt_budget import capped_response_format, with_item_count
+from tasks.trajectory_records import client_metadata, offered_ever, run_usage, server_exchanges
 from toucan.config import PromptBudget
 from toucan.errors import LlmError
 from toucan.ids import make_id
@@ -141,9 +144,15 @@ async def ask_follow_up(
 
 
 def start_conversation(
-    item: MultiTurnItem, exposed: list[ExposedTool], pinned: PinnedSessions, options: Any
+    item: MultiTurnItem,
+    exposed: list[ExposedTool],
+    pinned: PinnedSessions,
+    options: Any,
+    responder: TrajectoryResponder | None = None,
+    catalog: list[ExposedTool] | None = None,
 ) -> Conversation:
-    """A transcript to continue: the base trajectory's, or a fresh system prompt."""
+    """A transcript to continue: the base trajectory's, or a fresh system prompt. `catalog`
+    (default: `exposed`) is every tool listed, for following tool-list changes."""
     toolbox = Toolbox(
         item.trajectory_id,
         exposed,
@@ -151,6 +160,8 @@ def start_conversation(
         token_budget=options.token_budget,
         call_timeout=options.mcp.call_timeout_s,
         run_id=options.run_id,
+        responder=responder,
+        watch=ToolWatch(pinned, catalog or exposed, namespaced=len(set(item.task.server_ids)) > 1),
     )
     tools = [tool.openai_schema() for tool in exposed]
     if item.base is not None:
@@ -175,8 +186,11 @@ async def converse(
     teacher: Teacher,
     router: LlmRouter,
     options: Any,
+    catalog: list[ExposedTool] | None = None,
 ) -> tuple[Trajectory, Conversation]:
-    """Build one multi-turn conversation; every failure ends up on the row."""
+    """Build one multi-turn conversation; every failure ends up on the row. `catalog`: every
+    tool listed (default: `exposed`); server requests during calls are answered as in
+    trajectories (tasks/agent/server_requests.py)."""
     started_at = utc_now()
     meta = CallMeta(
         run_id=options.run_id,
@@ -185,7 +199,10 @@ async def converse(
         server_id=",".join(sorted(set(item.task.server_ids))),
     )
     budget: AgentBudget = options.budget
-    conversation = start_conversation(item, exposed, pinned, options)
+    responder = TrajectoryResponder(
+        router, item.teacher, meta, options.mcp, item.task.question, teacher=teacher
+    )
+    conversation = start_conversation(item, exposed, pinned, options, responder, catalog)
     details: dict[str, Any] = {
         "method": item.method,
         "agent_model": item.teacher,
@@ -211,7 +228,10 @@ async def converse(
         requested = 1 + item.follow_ups
         assert item.base is not None
         details["replay_failures"] = await replay_prefix(
-            pinned, item.base.tool_call_log, options.mcp.call_timeout_s
+            pinned,
+            item.base.tool_call_log,
+            options.mcp.call_timeout_s,
+            responder.for_call(None, keep=False),  # the base row already shows its exchanges
         )
         for _ in range(item.follow_ups):
             try:
@@ -255,19 +275,15 @@ def build_row(
         model=run.model or (item.base.model if item.base is not None else ""),
         style="function-calling",
         messages=run.messages,
-        tools=conversation.tools,
-        tool_name_map=name_map(toolbox.exposed),
-        schema_hashes={tool.name: tool.schema_hash for tool in toolbox.exposed},
+        tools=run.tools,
+        tool_name_map=name_map(offered_ever(toolbox)),
+        schema_hashes={tool.name: tool.schema_hash for tool in offered_ever(toolbox)},
         turns=run.turns + (item.base.turns if item.base is not None else 0),
         tool_calls=calls,
         tool_errors=toolbox.errors + (item.base.tool_errors if item.base is not None else 0),
         tool_call_log=[*base_log, *(e.model_dump(mode="json") for e in toolbox.log)],
-        usage={
-            "prompt_tokens": run.prompt_tokens,
-            "completion_tokens": run.completion_tokens,
-            "total_tokens": run.prompt_tokens + run.completion_tokens,
-        },
-        cost_usd=run.cost_usd,
+        usage=run_usage(run, toolbox),
+        cost_usd=run.cost_usd + sum(e.cost_usd for e in server_exchanges(toolbox)),
         stop_reason=run.stop_reason or (conversation.failed_reason or ""),
         status="ok" if ok else "error",
         reason=reason if not ok else None,
@@ -282,7 +298,8 @@ def build_row(
                 "completed_turns": completed,
                 "failed_turn_reason": reason,
             },
-        },
+        }
+        | client_metadata(toolbox, item.base.metadata if item.base is not None else None),
         run_id=None,
         started_at=started_at,
         finished_at=utc_now(),

@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
+from mcp_env.environment import make_pool
 from mcp_env.pool import SessionPool
 from mcp_env.specs import parse_server_spec
 from tasks.agent.naming import ExposedTool
@@ -23,6 +23,7 @@ from tasks.conversation import PinnedSessions
 from tasks.multi_turn import STAGE, MultiTurnItem, MultiTurnResult, converse
 from tasks.prompt_budget import offer_tools
 from tasks.trajectories import BatchOptions, ServerEntry, list_exposed_tools
+from toucan.config import McpConfig
 from toucan.errors import McpError
 from toucan.events import EventSink
 from toucan.ids import make_id
@@ -99,11 +100,12 @@ async def run_item(
 ) -> tuple[Trajectory, list]:
     requested = 1 + item.follow_ups if item.method == "extend" else len(item.task.target_tools)
     try:
-        exposed = offered_tools(
-            item, await list_exposed_tools(pool, servers, batch.server_ids), options
-        )
-        async with pin_sessions(pool, batch.server_ids) as pinned:
-            row, conversation = await converse(item, exposed, pinned, router, router, options)
+        catalog = await list_exposed_tools(pool, servers, batch.server_ids)
+        exposed = offered_tools(item, catalog, options)
+        async with pin_sessions(pool, batch.server_ids, options.mcp) as pinned:
+            row, conversation = await converse(
+                item, exposed, pinned, router, router, options, catalog
+            )
     except McpError as error:
         return failed_row(item, error.reason, str(error), requested), []
     except Exception as error:  # the stage edge: one broken item must not sink the batch
@@ -113,13 +115,15 @@ async def run_item(
 
 
 @contextlib.asynccontextmanager
-async def pin_sessions(pool: SessionPool, server_ids: list[str]) -> AsyncIterator[PinnedSessions]:
+async def pin_sessions(
+    pool: SessionPool, server_ids: list[str], mcp: McpConfig
+) -> AsyncIterator[PinnedSessions]:
     """Hold the live session of every server of the batch for one whole conversation."""
     async with contextlib.AsyncExitStack() as stack:
         sessions = {
             sid: await stack.enter_async_context(pool.session_for(sid)) for sid in server_ids
         }
-        yield PinnedSessions(sessions)
+        yield PinnedSessions(sessions, timeout_max=mcp.call_timeout_max_s)
 
 
 async def run_multi_turn_batch(
@@ -134,17 +138,7 @@ async def run_multi_turn_batch(
     router = LlmRouter(options.models, local_base_url=options.local_base_url, cache=cache)
     result = MultiTurnResult()
     limit = asyncio.Semaphore(max(1, options.concurrency))
-    mcp = options.mcp
-    async with SessionPool(
-        sandbox_root=Path(mcp.sandbox_root) if mcp.sandbox_root else None,
-        fleet_dir=Path(mcp.fleet_dir).resolve(),
-        seed_dir=(Path(mcp.fleet_dir) / "seed").resolve(),
-        max_concurrency=mcp.per_server_concurrency,
-        max_restarts=mcp.max_restarts,
-        connect_timeout=mcp.connect_timeout_s,
-        call_timeout=mcp.call_timeout_s,
-        max_result_chars=mcp.max_result_chars,
-    ) as pool:
+    async with make_pool(options.mcp) as pool:
         for server_id in batch.server_ids:
             pool.register(parse_server_spec(servers[server_id].spec))
         names = ",".join(servers[s].name for s in batch.server_ids)

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from mcp_env.environment import make_pool
 from mcp_env.pool import SessionPool
 from mcp_env.specs import parse_server_spec
 from tasks.agent import (
@@ -31,6 +32,8 @@ from tasks.agent import (
 )
 from tasks.agent.episode import EpisodeTools, isolated_specs, open_episode_tools
 from tasks.agent.naming import ExposedTool
+from tasks.agent.server_requests import TrajectoryResponder
+from tasks.agent.tool_changes import ToolWatch
 from tasks.prompt_budget import offer_tools
 from tasks.trajectory_records import (
     STAGE,
@@ -94,10 +97,26 @@ async def generate_trajectory(
     journal: CallJournal | None = None,
     langchain_model: dict[str, Any] | None = None,
     isolated_servers: frozenset[str] = frozenset(),
+    catalog: list[ExposedTool] | None = None,
+    router: LlmRouter | None = None,
 ) -> tuple[Trajectory, list[ToolCallRecord]]:
     """One trajectory, start to stop reason. Model and tool failures end up on the row.
-    `isolated_servers` ran on sessions of this trajectory's own (noted on the row)."""
+    `isolated_servers` ran on sessions of this trajectory's own (noted on the row).
+    `catalog` is every tool listed (default: `exposed`, the offer), for following tool-list
+    changes; with a `router`, the servers' sampling and elicitation requests are answered
+    (tasks/agent/server_requests.py), else refused by the sessions' fallback."""
     started_at = utc_now()
+    meta = CallMeta(
+        run_id=options.run_id,
+        stage=STAGE,
+        item_id=item.trajectory_id,
+        server_id=",".join(sorted(set(item.task.server_ids))),
+    )
+    responder = None
+    if router is not None:
+        responder = TrajectoryResponder(
+            router, item.teacher, meta, options.mcp, item.task.question, teacher=teacher
+        )
     toolbox = Toolbox(
         item.trajectory_id,
         exposed,
@@ -109,12 +128,8 @@ async def generate_trajectory(
         breaker=breaker,
         run_id=options.run_id,
         restate_servers=isolated_servers,
-    )
-    meta = CallMeta(
-        run_id=options.run_id,
-        stage=STAGE,
-        item_id=item.trajectory_id,
-        server_id=",".join(sorted(set(item.task.server_ids))),
+        responder=responder,
+        watch=ToolWatch(caller, catalog or exposed, namespaced=len(set(item.task.server_ids)) > 1),
     )
     run = await run_agent(
         item.style,
@@ -194,7 +209,7 @@ async def generate_batch(
     result = BatchResult(batch_id=batch.batch_id)
     limit = asyncio.Semaphore(max(1, options.concurrency))
     try:
-        async with make_pool(options) as pool:
+        async with make_pool(options.mcp) as pool:
             specs = [parse_server_spec(servers[server_id].spec) for server_id in batch.server_ids]
             for spec in specs:
                 pool.register(spec)
@@ -208,7 +223,7 @@ async def generate_batch(
                     paused_any = any(breaker.paused(s) for s in batch.server_ids)
                     own_specs = [] if paused_any else isolated_specs(specs)
                     tools = await own_sessions.enter_async_context(
-                        open_episode_tools(pool, own_specs, lambda: make_pool(options))
+                        open_episode_tools(pool, own_specs, lambda: make_pool(options.mcp))
                     )
                     row, calls = await run_one(
                         item,
@@ -238,20 +253,6 @@ async def generate_batch(
         for server_id, why in breaker.opened.items()
     }
     return result
-
-
-def make_pool(options: BatchOptions) -> SessionPool:
-    """A session pool with the run's MCP settings (not yet entered)."""
-    return SessionPool(
-        sandbox_root=Path(options.mcp.sandbox_root) if options.mcp.sandbox_root else None,
-        fleet_dir=Path(options.mcp.fleet_dir).resolve(),
-        seed_dir=(Path(options.mcp.fleet_dir) / "seed").resolve(),
-        max_concurrency=options.mcp.per_server_concurrency,
-        max_restarts=options.mcp.max_restarts,
-        connect_timeout=options.mcp.connect_timeout_s,
-        call_timeout=options.mcp.call_timeout_s,
-        max_result_chars=options.mcp.max_result_chars,
-    )
 
 
 def open_journal(options: BatchOptions, batch_id: str) -> CallJournal | None:
@@ -295,7 +296,27 @@ async def run_one(
             error_class=entry.get("error_reason"),
             latency_ms=entry["latency_ms"],
         )
+    record_server_requests(sink, item.trajectory_id, row)
     return row, calls
+
+
+def record_server_requests(sink: EventSink, item_id: str, row: Trajectory) -> None:
+    """One `sampling` / `elicitation` event per server request the row answered anew."""
+    for exchange in row.metadata.get("server_requests") or []:
+        if exchange.get("replayed"):
+            continue
+        sink.record(
+            kind=exchange["kind"],
+            item_id=item_id,
+            server=exchange.get("server"),
+            model=exchange.get("answered_by"),
+            status="error" if exchange.get("error_reason") else "ok",
+            error_class=exchange.get("error_reason"),
+            latency_ms=exchange.get("latency_ms", 0.0),
+            tokens_in=exchange.get("prompt_tokens", 0),
+            tokens_out=exchange.get("completion_tokens", 0),
+            cost_usd=exchange.get("cost_usd", 0.0),
+        )
 
 
 async def attempt_one(
@@ -325,7 +346,7 @@ async def attempt_one(
                 breaker.record_failure(server_id, error.reason, str(error))
         return failed_trajectory(item, error.reason, str(error), options.run_id), []
     # the budget's offer (targets + a few others) is what the model sees and the row records
-    exposed = offer_tools(
+    offer = offer_tools(
         exposed, item.task.target_tools, options.models.prompt_budget, item.trajectory_id
     )
     try:
@@ -334,7 +355,7 @@ async def attempt_one(
             params = langchain_params(options.models, options.local_base_url, item.teacher)
         return await generate_trajectory(
             item,
-            exposed,
+            offer,
             tools,
             teacher,
             options,
@@ -343,6 +364,8 @@ async def attempt_one(
             journal=journal,
             langchain_model=params,
             isolated_servers=tools.own_ids,
+            catalog=exposed,
+            router=teacher.router,
         )
     except Exception as error:  # the stage edge: one broken item must not sink the batch
         logger.exception("trajectory %s failed", item.trajectory_id)

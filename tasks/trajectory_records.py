@@ -10,7 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from mcp_env.server_requests import ServerExchange
 from tasks.agent import AgentBudget, AgentRun, Toolbox, name_map
+from tasks.agent.naming import ExposedTool
 from toucan.config import McpConfig, ModelsConfig
 from toucan.ids import make_id
 from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory, utc_now
@@ -112,18 +114,14 @@ def build_trajectory(
         style=item.style,  # type: ignore[arg-type]
         messages=run.messages,
         tools=run.tools,
-        tool_name_map=name_map(toolbox.exposed),
-        schema_hashes={tool.name: tool.schema_hash for tool in toolbox.exposed},
+        tool_name_map=name_map(offered_ever(toolbox)),
+        schema_hashes={tool.name: tool.schema_hash for tool in offered_ever(toolbox)},
         turns=run.turns,
         tool_calls=len(toolbox.log),
         tool_errors=toolbox.errors,
         tool_call_log=[entry.model_dump(mode="json") for entry in toolbox.log],
-        usage={
-            "prompt_tokens": run.prompt_tokens,
-            "completion_tokens": run.completion_tokens,
-            "total_tokens": run.prompt_tokens + run.completion_tokens,
-        },
-        cost_usd=run.cost_usd,
+        usage=run_usage(run, toolbox),
+        cost_usd=run.cost_usd + sum(e.cost_usd for e in server_exchanges(toolbox)),
         stop_reason=run.stop_reason,
         status="error" if failed else "ok",
         reason=(run.error_reason or run.stop_reason) if failed else None,
@@ -152,7 +150,46 @@ def trajectory_metadata(item: TrajectoryItem, run: AgentRun, toolbox: Toolbox) -
             "server_id": toolbox.paused.server_id,
             "reason": toolbox.paused.reason,
         }
+    return metadata | client_metadata(toolbox)
+
+
+def offered_ever(toolbox: Toolbox) -> list[ExposedTool]:
+    """Every tool the run offered (a server's tool-list change adds to it), latest schemas."""
+    return list(toolbox.ever_exposed.values())
+
+
+def server_exchanges(toolbox: Toolbox) -> list[ServerExchange]:
+    return toolbox.responder.exchanges if toolbox.responder is not None else []
+
+
+def client_metadata(toolbox: Toolbox, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the servers did besides answering calls, for the row's metadata (only what
+    happened): `server_requests`, each sampling/elicitation exchange with the call id it
+    came with; `tool_list_changes`, each announced tool-list change (ToolListChange).
+    `earlier` is the metadata of a base row the run continues (multi-turn)."""
+    earlier = earlier or {}
+    metadata: dict[str, Any] = {}
+    exchanges = [e.model_dump(mode="json") for e in server_exchanges(toolbox)]
+    if exchanges or earlier.get("server_requests"):
+        metadata["server_requests"] = [*earlier.get("server_requests", []), *exchanges]
+    changes = [c.model_dump(mode="json") for c in toolbox.watch.changes] if toolbox.watch else []
+    if changes or earlier.get("tool_list_changes"):
+        metadata["tool_list_changes"] = [*earlier.get("tool_list_changes", []), *changes]
     return metadata
+
+
+def run_usage(run: AgentRun, toolbox: Toolbox) -> dict[str, int]:
+    """The row's token counts; what answering the servers' sampling and elicitation cost is
+    counted apart (`server_request_tokens`), as those tokens are not the teacher's turns."""
+    usage = {
+        "prompt_tokens": run.prompt_tokens,
+        "completion_tokens": run.completion_tokens,
+        "total_tokens": run.prompt_tokens + run.completion_tokens,
+    }
+    spent = sum(e.prompt_tokens + e.completion_tokens for e in server_exchanges(toolbox))
+    if spent:
+        usage["server_request_tokens"] = spent
+    return usage
 
 
 def failed_trajectory(item: TrajectoryItem, reason: str, detail: str, run_id: str) -> Trajectory:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from toucan.errors import ConfigError
@@ -161,15 +161,48 @@ class ModelsConfig(Section):
         )
 
 
+class SamplingConfig(Section):
+    """Who answers a server's `sampling/createMessage` during a trajectory."""
+
+    # None = the trajectory's teacher; else a model group (generator, teacher, judge) or a
+    # deployment name. The request's modelPreferences.hints may pick another deployment of
+    # that group (a hint is a substring of a deployment's name or model string).
+    model_group: str | None = None
+
+
+class ElicitationConfig(Section):
+    """How a server's `elicitation/create` is answered during a trajectory."""
+
+    # simulated_user: a model plays the user who asked the task (form mode only);
+    # accept_defaults: accept with the schema's defaults (decline when a required field has
+    # none); decline: always decline. Outside a trajectory simulated_user declines.
+    policy: Literal["simulated_user", "accept_defaults", "decline"] = "simulated_user"
+    model_group: str = "generator"  # plays the user, as in multi-turn's user simulator
+
+
 class McpConfig(Section):
     fleet_dir: str = ".fleet"
     sandbox_root: str | None = None  # None = the system temp dir
     connect_timeout_s: float = 30.0
+    # a call that sends no progress is hung after this long; each progress notification
+    # restarts the clock, up to call_timeout_max_s in all
     call_timeout_s: float = 60.0
+    call_timeout_max_s: float = 600.0
     max_result_chars: int = 20_000
     per_server_concurrency: int = 4
     max_restarts: int = 3
     circuit_breaker_failures: int = 5
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    elicitation: ElicitationConfig = Field(default_factory=ElicitationConfig)
+
+    @model_validator(mode="after")
+    def _cap_covers_timeout(self) -> McpConfig:
+        if self.call_timeout_max_s < self.call_timeout_s:
+            raise ValueError(
+                f"mcp.call_timeout_max_s ({self.call_timeout_max_s}) is below "
+                f"mcp.call_timeout_s ({self.call_timeout_s})"
+            )
+        return self
 
 
 class OnboardConfig(Section):
@@ -289,6 +322,18 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (env_settings, init_settings)  # env beats the merged YAML
+
+    @model_validator(mode="after")
+    def _model_groups_exist(self) -> Settings:
+        """The MCP client's model groups name a group or a configured deployment."""
+        known = {"generator", "teacher", "judge", *(d.name for d in self.models.all())}
+        for key, value in (
+            ("mcp.sampling.model_group", self.mcp.sampling.model_group),
+            ("mcp.elicitation.model_group", self.mcp.elicitation.model_group),
+        ):
+            if value is not None and value not in known:
+                raise ValueError(f"{key} {value!r} is no model group or deployment")
+        return self
 
     def fingerprint(self) -> str:
         return content_hash(self.model_dump(mode="json"), 16)

@@ -248,7 +248,8 @@ class Event(Record):
     event_id: str
     run_id: str
     stage: str
-    kind: Literal["item", "llm_call", "tool_call", "connect"] = "item"
+    # sampling / elicitation: a server's request answered during a tool call
+    kind: Literal["item", "llm_call", "tool_call", "connect", "sampling", "elicitation"] = "item"
     item_id: str | None = None
     server: str | None = None
     model: str | None = None

@@ -45,9 +45,18 @@ class EpisodeTools:
         return await self.shared.list_tools(server_id)
 
     async def call_tool(
-        self, server_id: str, tool: str, arguments: dict[str, Any], *, timeout: float
+        self, server_id: str, tool: str, arguments: dict[str, Any], **options: Any
     ) -> ToolResult:
-        return await self.pool_of(server_id).call_tool(server_id, tool, arguments, timeout=timeout)
+        """`options` as ToolCaller.call_tool's (timeout, handler)."""
+        return await self.pool_of(server_id).call_tool(server_id, tool, arguments, **options)
+
+    def tools_generation(self, server_id: str) -> int:
+        return self.pool_of(server_id).tools_generation(server_id)
+
+    async def relist_tools(self, server_id: str) -> list[ListedTool]:
+        """The tools of the session the calls go to (the trajectory's own, if it has one),
+        after that server announced a change."""
+        return await self.pool_of(server_id).list_tools(server_id)
 
     def dead_reason(self, server_id: str) -> str | None:
         return self.pool_of(server_id).dead_reason(server_id) or self.shared.dead_reason(server_id)

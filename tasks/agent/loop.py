@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from tasks.agent.react import STOP_SEQUENCES, parse_react_reply
+from tasks.agent.tool_changes import merge_tool_schemas
 from tasks.agent.toolbox import Toolbox
 from toucan.errors import LlmError
 from toucan.llm.replies import CallMeta, LlmReply
@@ -157,6 +158,18 @@ async def run_calls(
     return texts, bool(pending)
 
 
+async def offer_for_turn(
+    toolbox: Toolbox, run: AgentRun, turn: int, offered: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The tools to offer this model turn: `offered`, or the current tools once a server
+    announced a change (the row's `tools` then lists both, every tool the run offered)."""
+    if not await toolbox.refresh_tools(turn):
+        return offered
+    current = [tool.openai_schema() for tool in toolbox.exposed]
+    run.tools = merge_tool_schemas(run.tools, current)
+    return current
+
+
 def call_signature(calls: list[PendingCall]) -> str:
     return json.dumps(sorted((c.name, c.arguments) for c in calls))
 
@@ -181,6 +194,7 @@ async def run_function_calling(
     used_ids: set[str] = set()
     history: list[str] = []
     for turn in range(budget.max_turns):
+        tools = await offer_for_turn(toolbox, run, turn, tools)
         reply = await ask_model(
             teacher, target, run.messages, run, deadline, meta, tools=tools or None
         )

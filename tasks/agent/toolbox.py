@@ -5,6 +5,10 @@ A tool error is real data: it goes back to the model as the tool's answer and is
 unknown tool, arguments that are not JSON, a hung tool and a crashed server all become such
 results (with a reason token) instead of exceptions. Infrastructure failures also feed the
 run's circuit breaker, which pauses a server after N consecutive ones.
+
+Sampling and elicitation requests a server makes during a call are answered by the
+trajectory's responder (tasks/agent/server_requests.py) and counted on the call's log entry;
+`refresh_tools` follows the servers' tool-list changes (tasks/agent/tool_changes.py).
 """
 
 from __future__ import annotations
@@ -13,26 +17,37 @@ import contextlib
 import json
 import time
 from collections import Counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_env.results import ToolResult
 from mcp_env.tool_schemas import check_instance
+from mcp_env.server_requests import ServerRequestHandler
 from tasks.agent.breaker import CircuitBreaker, ServerPaused
 from tasks.agent.journal import CallJournal
 from tasks.agent.naming import ExposedTool
+from tasks.agent.tool_changes import ToolWatch
 from tasks.agent.truncation import truncate_to_budget
 from toucan.errors import McpError
 from toucan.ids import canonical_json, make_id
 from toucan.records import ToolCallRecord
+
+if TYPE_CHECKING:
+    from tasks.agent.server_requests import TrajectoryResponder
 
 
 class ToolCaller(Protocol):
     """What the toolbox needs from the MCP layer (the session pool provides it)."""
 
     async def call_tool(
-        self, server_id: str, tool: str, arguments: dict[str, Any], *, timeout: float
+        self,
+        server_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        timeout: float,
+        handler: ServerRequestHandler | None = None,
     ) -> ToolResult: ...
 
 
@@ -59,6 +74,7 @@ class CallLog(BaseModel):
     # tokens for a call that went through with something off: arguments_unchecked (the
     # schema could not be checked), or the result's note (e.g. output_schema_mismatch)
     notes: list[str] = Field(default_factory=list)
+    server_requests: int = 0  # sampling/elicitation requests answered during the call
 
 
 def call_key(
@@ -119,6 +135,8 @@ class Toolbox:
         breaker: CircuitBreaker | None = None,
         run_id: str | None = None,
         restate_servers: frozenset[str] = frozenset(),
+        responder: TrajectoryResponder | None = None,
+        watch: ToolWatch | None = None,
     ) -> None:
         self.trajectory_id = trajectory_id
         self.exposed = exposed
@@ -133,6 +151,9 @@ class Toolbox:
         # per-trajectory servers start empty on resume: their replayed calls run again (the
         # recorded result is still what the model sees) so later live calls find their state
         self.restate_servers = restate_servers
+        self.responder = responder
+        self.watch = watch
+        self.ever_exposed = dict(self.by_name)  # every tool offered in the run, latest schema
         self.log: list[CallLog] = []
         self.records: list[ToolCallRecord] = []
         self.paused: ServerPaused | None = None
@@ -143,6 +164,16 @@ class Toolbox:
     def errors(self) -> int:
         return sum(1 for entry in self.log if entry.is_error)
 
+    async def refresh_tools(self, turn: int) -> bool:
+        """Re-list servers that announced a tool-list change; True when the offer changed."""
+        offer = await self.watch.refresh(self.exposed, turn) if self.watch is not None else None
+        if offer is None:
+            return False
+        self.exposed = offer
+        self.by_name = {tool.name: tool for tool in offer}
+        self.ever_exposed.update(self.by_name)
+        return True
+
     async def call(self, call_id: str, name: str, arguments_text: str) -> str:
         """Run one call the model asked for; returns the text the model will see."""
         started = time.perf_counter()
@@ -150,22 +181,24 @@ class Toolbox:
         arguments, problem = decode_arguments(arguments_text)
         if exposed is None:
             known = ", ".join(sorted(self.by_name)) or "none"
-            result = error_result(
-                f"Error: unknown tool {name!r}. Available tools: {known}.", "unknown_tool"
-            )
+            if self.watch is not None and name in self.watch.removed:
+                text, reason = f"Error: the server removed the tool {name!r}.", "tool_removed"
+            else:
+                text, reason = f"Error: unknown tool {name!r}.", "unknown_tool"
+            result = error_result(f"{text} Available tools: {known}.", reason)
             return self._log(call_id, name, None, arguments or {}, result, started)
         if arguments is None:
             result = error_result(f"Error: {problem}", "bad_arguments")
             return self._log(call_id, name, exposed, {}, result, started)
         violation, checked = check_arguments(exposed.input_schema, arguments)
-        result, replayed, key = await self._execute(exposed, arguments)
+        result, replayed, key = await self._execute(exposed, arguments, call_id)
         notes = [] if checked else ["arguments_unchecked"]
         return self._log(
             call_id, name, exposed, arguments, result, started, violation, replayed, key, notes
         )
 
     async def _execute(
-        self, exposed: ExposedTool, arguments: dict[str, Any]
+        self, exposed: ExposedTool, arguments: dict[str, Any], call_id: str
     ) -> tuple[ToolResult, bool, str]:
         identity = canonical_json([exposed.server_id, exposed.tool, arguments])
         occurrence = self._occurrences[identity]
@@ -181,6 +214,8 @@ class Toolbox:
         if key in self.replay:
             if exposed.server_id in self.restate_servers:
                 await self._restate(exposed, arguments)
+            if self.responder is not None:
+                self.responder.restore(call_id, self.replay[key].get("server_requests") or [])
             return ToolResult.model_validate(self.replay[key]), True, key
         if self.breaker is not None and (paused := self.breaker.paused(exposed.server_id)):
             self.paused = paused
@@ -192,9 +227,14 @@ class Toolbox:
                 False,
                 key,
             )
+        handler = self.responder.for_call(call_id) if self.responder is not None else None
         try:
             result = await self.caller.call_tool(
-                exposed.server_id, exposed.tool, arguments, timeout=self.call_timeout
+                exposed.server_id,
+                exposed.tool,
+                arguments,
+                timeout=self.call_timeout,
+                handler=handler,
             )
         except McpError as error:
             if self.breaker is not None:
@@ -202,28 +242,41 @@ class Toolbox:
             return error_result(f"Error: {error.reason}: {error}"[:2000], error.reason), False, key
         if self.breaker is not None:
             self.breaker.record_success(exposed.server_id)
-        self._remember(key, exposed, arguments, result)
+        self._remember(key, exposed, arguments, result, handler.exchanges if handler else [])
         return result, False, key
 
     async def _restate(self, exposed: ExposedTool, arguments: dict[str, Any]) -> None:
         """Re-run a replayed call for its effect on the server; its result is not used."""
         if self.breaker is not None and self.breaker.paused(exposed.server_id):
             return
+        handler = self.responder.for_call(None, keep=False) if self.responder else None
         with contextlib.suppress(McpError):
             await self.caller.call_tool(
-                exposed.server_id, exposed.tool, arguments, timeout=self.call_timeout
+                exposed.server_id,
+                exposed.tool,
+                arguments,
+                timeout=self.call_timeout,
+                handler=handler,
             )
 
     def _remember(
-        self, key: str, exposed: ExposedTool, arguments: dict[str, Any], result: ToolResult
+        self,
+        key: str,
+        exposed: ExposedTool,
+        arguments: dict[str, Any],
+        result: ToolResult,
+        exchanges: list[Any],
     ) -> None:
+        stored = result.model_dump(mode="json")
+        if exchanges:  # replayed with the result on resume, so the row still shows them
+            stored["server_requests"] = [e.model_dump(mode="json") for e in exchanges]
         record = ToolCallRecord(
             call_key=key,
             server_id=exposed.server_id,
             tool=exposed.tool,
             schema_hash=exposed.schema_hash,
             arguments=arguments,
-            result=result.model_dump(mode="json"),
+            result=stored,
             trajectory_id=self.trajectory_id,
             run_id=self.run_id,
         )
@@ -264,6 +317,7 @@ class Toolbox:
                 replayed=replayed,
                 call_key=key,
                 notes=notes,
+                server_requests=self.responder.count(call_id) if self.responder else 0,
             )
         )
         return shown.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -14,6 +15,8 @@ import pytest
 from mcp_env.specs import StdioSpec
 
 TINY_SERVER = Path(__file__).resolve().parents[1] / "servers" / "tiny_server.py"
+# servers reproducing real-world faults: rawserver.py driven by one JSON file each
+QUIRKS = Path(__file__).resolve().parents[1] / "servers" / "quirks"
 PYTHON = sys.executable
 # the machine is shared and slow to import the mcp package: allow a generous start
 CONNECT_TIMEOUT_S = 60.0
@@ -34,6 +37,20 @@ def tiny_spec(
     if log is not None:
         args += ["--log", str(log)]
     return StdioSpec(name=name, command=PYTHON, args=args, **fields)
+
+
+def quirk_spec(config: str, log: Path | None = None) -> StdioSpec:
+    """A rawserver.py spec for tests/servers/quirks/<config>; `log` records what it received."""
+    env = {"RAW_LOG": str(log)} if log is not None else {}
+    args = [str(QUIRKS / "rawserver.py"), str(QUIRKS / config)]
+    return StdioSpec(name=f"quirk-{Path(config).stem}", command=PYTHON, args=args, env=env)
+
+
+def read_raw_log(log: Path) -> list[dict]:
+    """What a rawserver received, one JSON object a line (see rawserver.py's `log`)."""
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
 def list_tiny_processes() -> list[psutil.Process]:
