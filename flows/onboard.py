@@ -87,19 +87,29 @@ def store_outcomes(ctx: RunContext, outcomes: list[OnboardOutcome]) -> int:
     servers = [o.server.model_copy(update={"run_id": ctx.run_id}) for o in outcomes]
     ctx.store.upsert(servers)
     listings: dict[str, list[ListedTool]] = {}
+    rejected: dict[str, set[str]] = {}
     for outcome in outcomes:
         listings.setdefault(outcome.server.server_id, []).extend(outcome.tools)
-    added = store_tool_versions(ctx.store, listings, ctx.run_id)
+        # a tool that was usable in an earlier run and is rejected now must not be synthesized
+        usable = {tool.name for tool in outcome.tools}
+        rejected.setdefault(outcome.server.server_id, set()).update(
+            t.name for t in outcome.server.rejected_tools if t.name not in usable
+        )
+    added = store_tool_versions(ctx.store, listings, ctx.run_id, rejected)
     ctx.flush_events()
     return added
 
 
 def store_tool_versions(
-    store: Store, listings: dict[str, list[ListedTool]], run_id: str | None
+    store: Store,
+    listings: dict[str, list[ListedTool]],
+    run_id: str | None,
+    rejected: dict[str, set[str]] | None = None,
 ) -> int:
     """Insert the schemas not stored yet as the next version of their tool and mark the
-    versions they supersede not current; returns the rows added. Onboarding writes every
-    listing; trajectory stages write the schemas a server switched to mid-run."""
+    versions they supersede (and the `rejected` tool names per server) not current; returns
+    the rows added. Onboarding writes every listing; trajectory stages write the schemas a
+    server switched to mid-run."""
     if not listings:
         return 0
     known = known_tool_versions(store, list(listings))
@@ -109,10 +119,7 @@ def store_tool_versions(
         rows, names = tool_records(server_id, tools, known.get(server_id, ToolVersions()), run_id)
         new_tools.extend(rows)
         superseded.extend((server_id, n) for n in names)
-        # a tool that was usable in an earlier run and is rejected now must not be synthesized
-        usable = {tool.name for tool in outcome.tools}
-        rejected = {t.name for t in outcome.server.rejected_tools if t.name not in usable}
-        superseded.extend((server_id, name) for name in sorted(rejected))
+        superseded.extend((server_id, name) for name in sorted((rejected or {}).get(server_id, ())))
     if superseded:
         with store.connect() as con:
             con.executemany(

@@ -58,6 +58,8 @@ ERROR_REASONS = {INVALID_PARAMS: "invalid_params", METHOD_NOT_FOUND: "method_not
 
 AnySpec = StdioSpec | HttpSpec | SseSpec
 
+logger = logging.getLogger(__name__)
+
 
 class McpSession:
     """A live connection to one server. Obtain it from `open_session` or the pool."""

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_env.results import ToolResult
-from mcp_env.tool_schemas import check_instance
 from mcp_env.server_requests import ServerRequestHandler
+from mcp_env.tool_schemas import check_instance
 from tasks.agent.breaker import CircuitBreaker, ServerPaused
 from tasks.agent.journal import CallJournal
 from tasks.agent.naming import ExposedTool
