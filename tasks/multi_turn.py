@@ -16,6 +16,7 @@ from tasks.agent import AgentBudget, AgentRun, Teacher, Toolbox, name_map
 from tasks.agent.naming import ExposedTool
 from tasks.conversation import Conversation, PinnedSessions, replay_prefix, run_user_turn
 from tasks.prompt_budget import capped_response_format, with_item_count
+from tasks.tool_offer import original_tools
 from toucan.config import PromptBudget
 from toucan.errors import LlmError
 from toucan.ids import make_id
@@ -256,6 +257,7 @@ def build_row(
         style="function-calling",
         messages=run.messages,
         tools=conversation.tools,
+        original_tools=original_tools(toolbox.exposed),
         tool_name_map=name_map(toolbox.exposed),
         schema_hashes={tool.name: tool.schema_hash for tool in toolbox.exposed},
         turns=run.turns + (item.base.turns if item.base is not None else 0),

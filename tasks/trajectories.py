@@ -31,7 +31,7 @@ from tasks.agent import (
 )
 from tasks.agent.episode import EpisodeTools, isolated_specs, open_episode_tools
 from tasks.agent.naming import ExposedTool
-from tasks.prompt_budget import offer_tools
+from tasks.tool_offer import ToolOffer, offer_tools
 from tasks.trajectory_records import (
     STAGE,
     BatchOptions,
@@ -51,6 +51,7 @@ from toucan.events import EventSink
 from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter, build_model_list, price_per_token
+from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules, rules_for
 from toucan.records import LlmCacheEntry, ToolCallRecord, Trajectory, utc_now
 
 logger = logging.getLogger(__name__)
@@ -72,19 +73,22 @@ __all__ = [
 
 
 async def list_exposed_tools(
-    pool: SessionPool | EpisodeTools, servers: dict[str, ServerEntry], server_ids: Sequence[str]
+    pool: SessionPool | EpisodeTools,
+    servers: dict[str, ServerEntry],
+    server_ids: Sequence[str],
+    rules: ToolRules = DEFAULT_RULES,
 ) -> list[ExposedTool]:
-    """The live tools of the task's servers, with names the model may see."""
+    """The live tools of the task's servers, with names the model's provider accepts."""
     listed = [
         (server_id, servers[server_id].name, await pool.list_tools(server_id))
         for server_id in sorted(set(server_ids))
     ]
-    return expose_tools(listed)
+    return expose_tools(listed, rules=rules)
 
 
 async def generate_trajectory(
     item: TrajectoryItem,
-    exposed: list[ExposedTool],
+    offer: ToolOffer,
     caller: ToolCaller,
     teacher: Teacher,
     options: BatchOptions,
@@ -95,12 +99,13 @@ async def generate_trajectory(
     langchain_model: dict[str, Any] | None = None,
     isolated_servers: frozenset[str] = frozenset(),
 ) -> tuple[Trajectory, list[ToolCallRecord]]:
-    """One trajectory, start to stop reason. Model and tool failures end up on the row.
-    `isolated_servers` ran on sessions of this trajectory's own (noted on the row)."""
+    """One trajectory, start to stop reason, with the tools of `offer`. Model and tool
+    failures end up on the row. `isolated_servers` ran on sessions of this trajectory's own
+    (noted on the row)."""
     started_at = utc_now()
     toolbox = Toolbox(
         item.trajectory_id,
-        exposed,
+        offer.tools,
         caller,
         token_budget=options.token_budget,
         call_timeout=options.mcp.call_timeout_s,
@@ -127,6 +132,7 @@ async def generate_trajectory(
         langchain_model=langchain_model,
     )
     row = build_trajectory(item, run, toolbox, started_at, options.run_id)
+    row.metadata["tool_offer"] = offer.record
     if isolated_servers:
         row.metadata["isolated_servers"] = sorted(isolated_servers)
     return row, toolbox.records
@@ -317,16 +323,18 @@ async def attempt_one(
                 f"{servers[server_id].name}: {why.reason}: {why.detail}",
                 options.run_id,
             ), []
+    rules = rules_for(options.models, item.teacher)
     try:
-        exposed = await list_exposed_tools(tools, servers, batch.server_ids)
+        exposed = await list_exposed_tools(tools, servers, batch.server_ids, rules)
     except McpError as error:
         for server_id in batch.server_ids:
             if tools.dead_reason(server_id) is not None or len(batch.server_ids) == 1:
                 breaker.record_failure(server_id, error.reason, str(error))
         return failed_trajectory(item, error.reason, str(error), options.run_id), []
-    # the budget's offer (targets + a few others) is what the model sees and the row records
-    exposed = offer_tools(
-        exposed, item.task.target_tools, options.models.prompt_budget, item.trajectory_id
+    # the offer (targets + others, within the provider's rules and the budget) is what the
+    # model sees and the row records
+    offer = offer_tools(
+        exposed, item.task.target_tools, options.models.prompt_budget, item.trajectory_id, rules
     )
     try:
         params = None
@@ -334,7 +342,7 @@ async def attempt_one(
             params = langchain_params(options.models, options.local_base_url, item.teacher)
         return await generate_trajectory(
             item,
-            exposed,
+            offer,
             tools,
             teacher,
             options,

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tasks.agent import AgentBudget, AgentRun, Toolbox, name_map
+from tasks.tool_offer import original_tools
 from toucan.config import McpConfig, ModelsConfig
 from toucan.ids import make_id
 from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory, utc_now
@@ -112,6 +113,7 @@ def build_trajectory(
         style=item.style,  # type: ignore[arg-type]
         messages=run.messages,
         tools=run.tools,
+        original_tools=original_tools(toolbox.exposed),
         tool_name_map=name_map(toolbox.exposed),
         schema_hashes={tool.name: tool.schema_hash for tool in toolbox.exposed},
         turns=run.turns,

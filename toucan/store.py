@@ -287,6 +287,13 @@ class Store:
                     + 1
                 )
                 con.execute(f'ALTER TABLE {model.__table__} ADD COLUMN "{name}" {col_type}')
+                # old rows get the field's default, else a non-optional field reads back NULL
+                # and the row no longer validates
+                default = model.model_fields[name].get_default(call_default_factory=True)
+                if default is not None:
+                    con.execute(
+                        f'UPDATE {model.__table__} SET "{name}" = ?', [_to_cell(default, col_type)]
+                    )
                 con.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)",
                     [version, f"add column {model.__table__}.{name}", utc_now()],

@@ -7,7 +7,7 @@ import pytest
 
 from toucan.errors import StoreLocked
 from toucan.ids import make_id
-from toucan.records import Score, Server, TaskRating, Tool
+from toucan.records import Score, Server, TaskRating, Tool, Trajectory
 from toucan.store import Store, resolve_store_path, table_columns
 
 
@@ -88,6 +88,17 @@ def test_a_column_added_to_a_record_is_migrated_into_an_old_store(tmp_path: Path
     Store(path).insert([make_server(3)])
     assert Store(path).schema_version() == before + 1
     assert Store(path).select(Server)[0].featured is False
+
+
+def test_rows_older_than_an_added_column_read_back_with_its_default(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    Store(path).insert([make_server(1), Trajectory(trajectory_id="t", task_id="k", teacher="T")])
+    store = Store(path)
+    store.execute("ALTER TABLE servers DROP COLUMN featured")  # rows from an older schema
+    store.execute("ALTER TABLE trajectories DROP COLUMN original_tools")
+    Store(path).ensure_schema()
+    assert Store(path).select(Server)[0].featured is False
+    assert Store(path).select(Trajectory)[0].original_tools == {}
 
 
 def test_existing_ids_is_the_resume_anti_join(tmp_path: Path) -> None:
