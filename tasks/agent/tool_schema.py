@@ -223,13 +223,14 @@ def apply_keyword_rules(
 def function_description(
     description: str, sentence: str, chars: int | None, notes: set[str]
 ) -> str:
-    """The tool's description cut to `chars` so that `sentence` (the lifted alternatives)
-    still fits after it."""
-    room = None if chars is None else max(0, chars - len(sentence) - 1) if sentence else chars
-    cut = cut_text(description, room)
-    if cut != description:
+    """The tool's description cut so that `sentence` (the lifted alternatives) still fits
+    after it within `chars`; the whole is never longer than `chars`."""
+    room = None if chars is None or not sentence else max(0, chars - len(sentence) - 1)
+    cut = cut_text(description, room if sentence else chars)
+    whole = cut_text(f"{cut} {sentence}".strip(), chars)
+    if len(whole) < len(f"{description} {sentence}".strip()):
         notes.add("description_cut")
-    return f"{cut} {sentence}".strip() if sentence else cut
+    return whole
 
 
 def provider_definition(

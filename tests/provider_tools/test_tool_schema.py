@@ -217,3 +217,14 @@ def test_names_are_made_legal_for_each_provider(family: str, name: str) -> None:
     legal = legal_name(name, f"srv/{name}", TOOL_RULES[family])  # type: ignore[index]
     assert DOCUMENTED[family]["name"].match(legal)
     assert (legal == name) == bool(DOCUMENTED[family]["name"].match(name))  # legal names stay
+
+
+def test_the_lifted_alternatives_stay_in_a_cut_description_and_the_whole_fits_the_limit() -> None:
+    [union] = [t for t in quirk_tools("root_combinators") if t["name"] == "union_root"]
+    rules = TOOL_RULES["openai"]
+    definition, notes = provider_definition("u", "word " * 400, union["inputSchema"], rules)
+    description = definition["function"]["description"]
+    assert len(description) <= 1024 and description.endswith("(1) city; (2) lat, lon.")
+    assert "description_cut" in notes
+    tight, _ = provider_definition("u", "Find it.", union["inputSchema"], rules, 20)
+    assert len(tight["function"]["description"]) <= 20
