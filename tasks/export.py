@@ -108,6 +108,7 @@ def parse_trajectory_cells(cells: dict[str, Any]) -> Trajectory:
     for column in (
         "messages",
         "tools",
+        "original_tools",
         "tool_name_map",
         "schema_hashes",
         "tool_call_log",

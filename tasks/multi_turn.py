@@ -18,6 +18,7 @@ from tasks.agent.server_requests import TrajectoryResponder
 from tasks.agent.tool_changes import ToolWatch
 from tasks.conversation import Conversation, PinnedSessions, replay_prefix, run_user_turn
 from tasks.prompt_budget import capped_response_format, with_item_count
+from tasks.tool_offer import define_tool, original_tools
 from tasks.trajectory_records import client_metadata, offered_ever, run_usage, server_exchanges
 from toucan.config import PromptBudget
 from toucan.errors import LlmError
@@ -26,6 +27,7 @@ from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
+from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules
 from toucan.prompts import render
 from toucan.records import Task, Trajectory, utc_now
 
@@ -150,9 +152,11 @@ def start_conversation(
     options: Any,
     responder: TrajectoryResponder | None = None,
     catalog: list[ExposedTool] | None = None,
+    rules: ToolRules = DEFAULT_RULES,
 ) -> Conversation:
     """A transcript to continue: the base trajectory's, or a fresh system prompt. `catalog`
-    (default: `exposed`) is every tool listed, for following tool-list changes."""
+    (default: `exposed`) is every tool listed, for following tool-list changes; tools that
+    join the offer are defined for `rules` like the first ones."""
     toolbox = Toolbox(
         item.trajectory_id,
         exposed,
@@ -161,7 +165,15 @@ def start_conversation(
         call_timeout=options.mcp.call_timeout_s,
         run_id=options.run_id,
         responder=responder,
-        watch=ToolWatch(pinned, catalog or exposed, namespaced=len(set(item.task.server_ids)) > 1),
+        watch=ToolWatch(
+            pinned,
+            catalog or exposed,
+            namespaced=len(set(item.task.server_ids)) > 1,
+            rules=rules,
+            define=lambda tool: define_tool(
+                tool, rules, options.models.prompt_budget.description_chars
+            ),
+        ),
     )
     tools = [tool.openai_schema() for tool in exposed]
     if item.base is not None:
@@ -187,6 +199,7 @@ async def converse(
     router: LlmRouter,
     options: Any,
     catalog: list[ExposedTool] | None = None,
+    rules: ToolRules = DEFAULT_RULES,
 ) -> tuple[Trajectory, Conversation]:
     """Build one multi-turn conversation; every failure ends up on the row. `catalog`: every
     tool listed (default: `exposed`); server requests during calls are answered as in
@@ -202,7 +215,7 @@ async def converse(
     responder = TrajectoryResponder(
         router, item.teacher, meta, options.mcp, item.task.question, teacher=teacher
     )
-    conversation = start_conversation(item, exposed, pinned, options, responder, catalog)
+    conversation = start_conversation(item, exposed, pinned, options, responder, catalog, rules)
     details: dict[str, Any] = {
         "method": item.method,
         "agent_model": item.teacher,
@@ -276,6 +289,7 @@ def build_row(
         style="function-calling",
         messages=run.messages,
         tools=run.tools,
+        original_tools=original_tools(offered_ever(toolbox)),
         tool_name_map=name_map(offered_ever(toolbox)),
         schema_hashes={tool.name: tool.schema_hash for tool in offered_ever(toolbox)},
         turns=run.turns + (item.base.turns if item.base is not None else 0),

@@ -21,7 +21,7 @@ from mcp_env.specs import parse_server_spec
 from tasks.agent.naming import ExposedTool
 from tasks.conversation import PinnedSessions
 from tasks.multi_turn import STAGE, MultiTurnItem, MultiTurnResult, converse
-from tasks.prompt_budget import offer_tools
+from tasks.tool_offer import ToolOffer, offer_tools
 from tasks.trajectories import BatchOptions, ServerEntry, list_exposed_tools
 from toucan.config import McpConfig
 from toucan.errors import McpError
@@ -29,6 +29,7 @@ from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
 from toucan.llm.router import LlmRouter
+from toucan.llm.tool_rules import ToolRules, rules_for
 from toucan.records import LlmCacheEntry, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -76,16 +77,18 @@ def failed_row(item: MultiTurnItem, reason: str, detail: str, requested: int) ->
 
 
 def offered_tools(
-    item: MultiTurnItem, exposed: list[ExposedTool], options: BatchOptions
-) -> list[ExposedTool]:
+    item: MultiTurnItem, exposed: list[ExposedTool], options: BatchOptions, rules: ToolRules
+) -> ToolOffer:
     """The tools the teacher is offered: an extension keeps its base trajectory's offer
-    (when the base row recorded one), anything else gets the budget's offer."""
+    (when the base row recorded one), anything else gets a new offer within the provider's
+    rules and the budget."""
     only = set(item.base.tool_name_map) if item.base is not None else set()
     return offer_tools(
         exposed,
         item.task.target_tools,
         options.models.prompt_budget,
         item.trajectory_id,
+        rules,
         only or None,
     )
 
@@ -99,13 +102,15 @@ async def run_item(
     options: BatchOptions,
 ) -> tuple[Trajectory, list]:
     requested = 1 + item.follow_ups if item.method == "extend" else len(item.task.target_tools)
+    rules = rules_for(options.models, item.teacher)
     try:
-        catalog = await list_exposed_tools(pool, servers, batch.server_ids)
-        exposed = offered_tools(item, catalog, options)
+        catalog = await list_exposed_tools(pool, servers, batch.server_ids, rules)
+        offer = offered_tools(item, catalog, options, rules)
         async with pin_sessions(pool, batch.server_ids, options.mcp) as pinned:
             row, conversation = await converse(
-                item, exposed, pinned, router, router, options, catalog
+                item, offer.tools, pinned, router, router, options, catalog, rules
             )
+        row.metadata["tool_offer"] = offer.record
     except McpError as error:
         return failed_row(item, error.reason, str(error), requested), []
     except Exception as error:  # the stage edge: one broken item must not sink the batch

@@ -14,12 +14,12 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from tasks.agent.naming import ExposedTool
+from tasks.agent.tool_schema import cut_text
 from tasks.sampling import ServerView
 from toucan.config import PromptBudget
 from toucan.ids import content_hash
-from toucan.records import TargetTool, Tool
+from toucan.records import Tool
 
-ELLIPSIS = "..."
 # Free-text fields of structured replies, by the cap that bounds them.
 REASONING_FIELDS = frozenset(
     {"reasoning", "server_analysis", "cross_server_workflow", "constraints", "context", "persona"}
@@ -27,13 +27,6 @@ REASONING_FIELDS = frozenset(
 QUESTION_FIELDS = frozenset({"question", "sub_questions"})
 
 T = TypeVar("T", Tool, ExposedTool)
-
-
-def cut_text(text: str, chars: int | None) -> str:
-    """`text` if it fits in `chars`, else its start with an ellipsis, `chars` long in all."""
-    if chars is None or len(text) <= chars:
-        return text
-    return text[: max(0, chars - len(ELLIPSIS))].rstrip() + ELLIPSIS
 
 
 def pick_tools(tools: Sequence[T], keep: Collection[str], limit: int | None, seed: str) -> list[T]:
@@ -48,22 +41,6 @@ def pick_tools(tools: Sequence[T], keep: Collection[str], limit: int | None, see
     )
     chosen = {id(tool) for tool in [*kept, *others][: max(limit, len(kept))]}
     return [tool for tool in tools if id(tool) in chosen]
-
-
-def cut_schema_descriptions(schema: Any, chars: int | None) -> Any:
-    """A copy of a JSON schema with every `description` string cut to `chars`."""
-    if chars is None:
-        return schema
-    if isinstance(schema, dict):
-        return {
-            key: cut_text(value, chars)
-            if key == "description" and isinstance(value, str)
-            else cut_schema_descriptions(value, chars)
-            for key, value in schema.items()
-        }
-    if isinstance(schema, list):
-        return [cut_schema_descriptions(value, chars) for value in schema]
-    return schema
 
 
 def budget_view(
@@ -102,36 +79,6 @@ def shown_tools(views: Sequence[ServerView], originals: Mapping[str, ServerView]
         if len(view.tools) < len(originals[view.server_id].tools)
     }
     return {"shown_tools": cut} if cut else {}
-
-
-def offer_tools(
-    exposed: Sequence[ExposedTool],
-    targets: Sequence[TargetTool],
-    budget: PromptBudget,
-    seed: str,
-    only: Collection[str] | None = None,
-) -> list[ExposedTool]:
-    """The tools a teacher is offered: the task's target tools plus others up to
-    `offered_tools` (seeded), descriptions cut to `description_chars`. `only` (exposed names)
-    replays an earlier offer exactly, e.g. a multi-turn extension of a trajectory."""
-    wanted = {(target.server_id, target.tool) for target in targets}
-    keep = {tool.name for tool in exposed if (tool.server_id, tool.tool) in wanted}
-    if only is not None:
-        offered = [tool for tool in exposed if tool.name in only]
-    else:
-        offered = pick_tools(exposed, keep, budget.offered_tools, seed)
-    chars = budget.description_chars
-    if chars is None:
-        return offered
-    return [
-        tool.model_copy(
-            update={
-                "description": cut_text(tool.description, chars),
-                "input_schema": cut_schema_descriptions(tool.input_schema, chars),
-            }
-        )
-        for tool in offered
-    ]
 
 
 def reply_caps(budget: PromptBudget) -> dict[str, dict[str, int]]:

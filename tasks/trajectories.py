@@ -34,7 +34,7 @@ from tasks.agent.episode import EpisodeTools, isolated_specs, open_episode_tools
 from tasks.agent.naming import ExposedTool
 from tasks.agent.server_requests import TrajectoryResponder
 from tasks.agent.tool_changes import ToolWatch
-from tasks.prompt_budget import offer_tools
+from tasks.tool_offer import ToolOffer, define_tool, offer_tools
 from tasks.trajectory_records import (
     STAGE,
     BatchOptions,
@@ -54,6 +54,7 @@ from toucan.events import EventSink
 from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter, build_model_list, price_per_token
+from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules, rules_for
 from toucan.records import LlmCacheEntry, ToolCallRecord, Trajectory, utc_now
 
 logger = logging.getLogger(__name__)
@@ -75,19 +76,22 @@ __all__ = [
 
 
 async def list_exposed_tools(
-    pool: SessionPool | EpisodeTools, servers: dict[str, ServerEntry], server_ids: Sequence[str]
+    pool: SessionPool | EpisodeTools,
+    servers: dict[str, ServerEntry],
+    server_ids: Sequence[str],
+    rules: ToolRules = DEFAULT_RULES,
 ) -> list[ExposedTool]:
-    """The live tools of the task's servers, with names the model may see."""
+    """The live tools of the task's servers, with names the model's provider accepts."""
     listed = [
         (server_id, servers[server_id].name, await pool.list_tools(server_id))
         for server_id in sorted(set(server_ids))
     ]
-    return expose_tools(listed)
+    return expose_tools(listed, rules=rules)
 
 
 async def generate_trajectory(
     item: TrajectoryItem,
-    exposed: list[ExposedTool],
+    offer: ToolOffer,
     caller: ToolCaller,
     teacher: Teacher,
     options: BatchOptions,
@@ -99,11 +103,13 @@ async def generate_trajectory(
     isolated_servers: frozenset[str] = frozenset(),
     catalog: list[ExposedTool] | None = None,
     router: LlmRouter | None = None,
+    rules: ToolRules = DEFAULT_RULES,
 ) -> tuple[Trajectory, list[ToolCallRecord]]:
-    """One trajectory, start to stop reason. Model and tool failures end up on the row.
-    `isolated_servers` ran on sessions of this trajectory's own (noted on the row).
-    `catalog` is every tool listed (default: `exposed`, the offer), for following tool-list
-    changes; with a `router`, the servers' sampling and elicitation requests are answered
+    """One trajectory, start to stop reason, with the tools of `offer`. Model and tool
+    failures end up on the row. `isolated_servers` ran on sessions of this trajectory's own
+    (noted on the row). `catalog` is every tool listed (default: the offer's), for following
+    tool-list changes (new tools are defined for `rules` like the first offer); with a
+    `router`, the servers' sampling and elicitation requests are answered
     (tasks/agent/server_requests.py), else refused by the sessions' fallback."""
     started_at = utc_now()
     meta = CallMeta(
@@ -119,7 +125,7 @@ async def generate_trajectory(
         )
     toolbox = Toolbox(
         item.trajectory_id,
-        exposed,
+        offer.tools,
         caller,
         token_budget=options.token_budget,
         call_timeout=options.mcp.call_timeout_s,
@@ -129,7 +135,15 @@ async def generate_trajectory(
         run_id=options.run_id,
         restate_servers=isolated_servers,
         responder=responder,
-        watch=ToolWatch(caller, catalog or exposed, namespaced=len(set(item.task.server_ids)) > 1),
+        watch=ToolWatch(
+            caller,
+            catalog or offer.tools,
+            namespaced=len(set(item.task.server_ids)) > 1,
+            rules=rules,
+            define=lambda tool: define_tool(
+                tool, rules, options.models.prompt_budget.description_chars
+            ),
+        ),
     )
     run = await run_agent(
         item.style,
@@ -142,6 +156,7 @@ async def generate_trajectory(
         langchain_model=langchain_model,
     )
     row = build_trajectory(item, run, toolbox, started_at, options.run_id)
+    row.metadata["tool_offer"] = offer.record
     if isolated_servers:
         row.metadata["isolated_servers"] = sorted(isolated_servers)
     return row, toolbox.records
@@ -338,16 +353,18 @@ async def attempt_one(
                 f"{servers[server_id].name}: {why.reason}: {why.detail}",
                 options.run_id,
             ), []
+    rules = rules_for(options.models, item.teacher)
     try:
-        exposed = await list_exposed_tools(tools, servers, batch.server_ids)
+        exposed = await list_exposed_tools(tools, servers, batch.server_ids, rules)
     except McpError as error:
         for server_id in batch.server_ids:
             if tools.dead_reason(server_id) is not None or len(batch.server_ids) == 1:
                 breaker.record_failure(server_id, error.reason, str(error))
         return failed_trajectory(item, error.reason, str(error), options.run_id), []
-    # the budget's offer (targets + a few others) is what the model sees and the row records
+    # the offer (targets + others, within the provider's rules and the budget) is what the
+    # model sees and the row records
     offer = offer_tools(
-        exposed, item.task.target_tools, options.models.prompt_budget, item.trajectory_id
+        exposed, item.task.target_tools, options.models.prompt_budget, item.trajectory_id, rules
     )
     try:
         params = None

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from mcp_env.server_requests import ServerExchange
 from tasks.agent import AgentBudget, AgentRun, Toolbox, name_map
 from tasks.agent.naming import ExposedTool
+from tasks.tool_offer import original_tools
 from toucan.config import McpConfig, ModelsConfig
 from toucan.ids import make_id
 from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory, utc_now
@@ -114,6 +115,7 @@ def build_trajectory(
         style=item.style,  # type: ignore[arg-type]
         messages=run.messages,
         tools=run.tools,
+        original_tools=original_tools(offered_ever(toolbox)),
         tool_name_map=name_map(offered_ever(toolbox)),
         schema_hashes={tool.name: tool.schema_hash for tool in offered_ever(toolbox)},
         turns=run.turns,

@@ -75,6 +75,9 @@ class ModelDeployment(Section):
     # auto = post /chat/completions directly (one aiohttp session) for OpenAI-compatible
     # providers and api_base deployments; litellm = always through LiteLLM's Router
     transport: Literal["auto", "litellm", "direct"] = "auto"
+    # whose rules the tool definitions meet (toucan/llm/tool_rules.py); None = from `model`
+    tool_rules: Literal["openai", "anthropic", "gemini", "openai_compatible"] | None = None
+    strict_tools: bool = False  # OpenAI strict mode for tool calls (closed, all-required)
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

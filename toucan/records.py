@@ -199,6 +199,9 @@ class Trajectory(Record):
     style: Literal["function-calling", "react", "langchain"] = "function-calling"
     messages: list[dict[str, Any]] = Field(default_factory=list)  # OpenAI chat format
     tools: list[dict[str, Any]] = Field(default_factory=list)  # exactly as the model saw them
+    # exposed name -> the server's own {name, description, inputSchema} of each offered tool
+    # (`tools` holds them as made for the teacher's provider); empty on rows made before it
+    original_tools: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tool_name_map: dict[str, dict[str, str]] = Field(default_factory=dict)  # exposed -> server/tool
     schema_hashes: dict[str, str] = Field(default_factory=dict)
     turns: int = 0

@@ -47,7 +47,7 @@ def bind_tools(toolbox: Toolbox, structured_tool: Any) -> list[Any]:
             structured_tool.from_function(
                 coroutine=call,
                 name=exposed.name,
-                description=exposed.description or exposed.name,
+                description=schema["description"] or exposed.name,
                 args_schema=schema["parameters"],
             )
         )

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from tasks.agent.react import STOP_SEQUENCES, parse_react_reply
+from tasks.agent.strict_schema import drop_added_nulls
 from tasks.agent.tool_changes import merge_tool_schemas
 from tasks.agent.toolbox import Toolbox
 from toucan.errors import LlmError
@@ -139,12 +140,30 @@ async def ask_model(
     return reply
 
 
+def server_arguments(toolbox: Toolbox, call: PendingCall) -> str:
+    """The arguments text the server gets: the model's, without the nulls a strict-mode
+    model must send for optional properties (tasks/agent/strict_schema.py)."""
+    tool = toolbox.by_name.get(call.name)
+    if tool is None or not (tool.definition or {}).get("function", {}).get("strict"):
+        return call.arguments
+    try:
+        arguments = json.loads(call.arguments)
+    except json.JSONDecodeError:
+        return call.arguments  # the toolbox reports it to the model
+    if not isinstance(arguments, dict):
+        return call.arguments
+    return json.dumps(drop_added_nulls(arguments, tool.input_schema))
+
+
 async def run_calls(
     toolbox: Toolbox, calls: list[PendingCall], deadline: float
 ) -> tuple[list[str], bool]:
     """Execute a turn's calls concurrently; (result texts, ran out of time)."""
     remaining = max(0.001, deadline - time.monotonic())
-    tasks = [asyncio.ensure_future(toolbox.call(c.id, c.name, c.arguments)) for c in calls]
+    tasks = [
+        asyncio.ensure_future(toolbox.call(c.id, c.name, server_arguments(toolbox, c)))
+        for c in calls
+    ]
     done, pending = await asyncio.wait(tasks, timeout=remaining)
     for task in pending:
         task.cancel()

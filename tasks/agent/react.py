@@ -12,7 +12,7 @@ import re
 
 from pydantic import BaseModel
 
-from tasks.agent.naming import ExposedTool, normalise_parameters
+from tasks.agent.naming import ExposedTool
 
 ACTION = re.compile(
     r"^\s*Action\s*:\s*(?P<name>[^\n]+?)\s*\n+\s*Action\s+Input\s*:\s*(?P<input>.*?)"
@@ -62,14 +62,16 @@ def clean_arguments(raw: str) -> str:
 
 
 def describe_tools(exposed: list[ExposedTool]) -> list[dict[str, str]]:
-    """Template variables for the tool list in the ReAct system prompt."""
+    """Template variables for the tool list in the ReAct system prompt: the offered
+    definitions, as the native tools API would have carried them."""
+    functions = [tool.openai_schema()["function"] for tool in exposed]
     return [
         {
-            "name": tool.name,
-            "description": tool.description,
+            "name": function["name"],
+            "description": function["description"],
             "parameters_json": json.dumps(
-                normalise_parameters(tool.input_schema), ensure_ascii=False, sort_keys=True
+                function["parameters"], ensure_ascii=False, sort_keys=True
             ),
         }
-        for tool in exposed
+        for function in functions
     ]

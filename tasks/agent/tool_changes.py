@@ -13,7 +13,7 @@ Each change is a `ToolListChange` on the row; its `new_versions` carry the schem
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from mcp_env.results import ListedTool
 from tasks.agent.naming import ExposedTool, expose_tools
 from toucan.errors import McpError
+from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,20 @@ def new_tool_versions(rows: Iterable[Any]) -> dict[str, list[ListedTool]]:
 class ToolWatch:
     """The live offer of one trajectory's tools; see the module docstring."""
 
-    def __init__(self, lister: ToolLister, catalog: list[ExposedTool], *, namespaced: bool):
+    def __init__(
+        self,
+        lister: ToolLister,
+        catalog: list[ExposedTool],
+        *,
+        namespaced: bool,
+        rules: ToolRules = DEFAULT_RULES,
+        define: Callable[[ExposedTool], ExposedTool] | None = None,
+    ) -> None:
+        """`rules` names new tools as the provider accepts them; `define` gives each tool that
+        joins the offer the provider definition the first offer's tools got."""
         self.lister = lister
+        self.rules = rules
+        self.define = define
         self.catalog = list(catalog)  # every tool listed, offered or not
         self.namespaced = namespaced
         self.servers = {tool.server_id: tool.server for tool in catalog}
@@ -103,7 +116,11 @@ class ToolWatch:
         listed: list[ListedTool],
         turn: int,
     ) -> list[ExposedTool]:
-        fresh = expose_tools([(server_id, server, listed)], namespace=self.namespaced)
+        fresh = expose_tools(
+            [(server_id, server, listed)], namespace=self.namespaced, rules=self.rules
+        )
+        if self.define is not None:
+            fresh = [self.define(tool) for tool in fresh]
         known = {
             tool.tool: tool.schema_hash for tool in self.catalog if tool.server_id == server_id
         }

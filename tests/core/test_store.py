@@ -7,7 +7,7 @@ import pytest
 
 from toucan.errors import StoreLocked
 from toucan.ids import make_id
-from toucan.records import Score, Server, TaskRating, Tool
+from toucan.records import Score, Server, TaskRating, Tool, Trajectory
 from toucan.store import Store, resolve_store_path, table_columns
 
 
@@ -113,6 +113,17 @@ def test_tools_stored_with_python_annotation_names_read_back_under_protocol_name
     by_id = {t.tool_id: t for t in Store(path).select(Tool)}
     assert (by_id["tool_1"].repairs, by_id["tool_1"].repair_detail) == ([], "")
     assert by_id["tool_2"].repairs == ["x"]
+
+
+def test_rows_older_than_an_added_column_read_back_with_its_default(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    Store(path).insert([make_server(1), Trajectory(trajectory_id="t", task_id="k", teacher="T")])
+    store = Store(path)
+    store.execute("ALTER TABLE servers DROP COLUMN featured")  # rows from an older schema
+    store.execute("ALTER TABLE trajectories DROP COLUMN original_tools")
+    Store(path).ensure_schema()
+    assert Store(path).select(Server)[0].featured is False
+    assert Store(path).select(Trajectory)[0].original_tools == {}
 
 
 def test_existing_ids_is_the_resume_anti_join(tmp_path: Path) -> None:

@@ -1,27 +1,24 @@
-"""Prompt budgets as pure functions: which tools a prompt shows, what a teacher is offered, and
-the maxLength caps a constrained decoder stops at."""
+"""Prompt budgets as pure functions: which tools a prompt shows and the maxLength caps a
+constrained decoder stops at (what a teacher is offered: tests/provider_tools/)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.agent.naming import ExposedTool
 from tasks.diversify import REPLY_FORMAT as DIVERSIFY_FORMAT
 from tasks.filter_tasks import JUDGE_RESPONSE_FORMAT
 from tasks.multi_turn import SPLIT_FORMAT
 from tasks.prompt_budget import (
     budget_view,
     capped_response_format,
-    cut_schema_descriptions,
     cut_text,
-    offer_tools,
     pick_tools,
     shown_tools,
 )
 from tasks.sampling import ServerView
 from toucan.config import PromptBudget, load_settings
 from toucan.errors import ConfigError
-from toucan.records import Server, TargetTool, Tool
+from toucan.records import Server, Tool
 
 LONG = "word " * 100
 
@@ -48,26 +45,6 @@ def make_view(tools: int = 12, server_id: str = "srv_1") -> ServerView:
             for i in range(tools)
         ),
     )
-
-
-def make_exposed(count: int = 10) -> list[ExposedTool]:
-    schema = {
-        "type": "object",
-        "properties": {"path": {"type": "string", "description": LONG}},
-        "description": LONG,
-    }
-    return [
-        ExposedTool(
-            name=f"tool_{i:02d}",
-            server_id="srv_1",
-            server="Files",
-            tool=f"tool_{i:02d}",
-            description=LONG,
-            input_schema=schema,
-            schema_hash=f"h{i}",
-        )
-        for i in range(count)
-    ]
 
 
 def test_cut_text_keeps_short_text_and_cuts_long_text_to_the_limit_with_an_ellipsis() -> None:
@@ -111,35 +88,6 @@ def test_budget_view_cuts_tools_and_descriptions_and_an_empty_budget_changes_not
 def test_budget_view_shows_at_least_as_many_tools_as_the_task_needs() -> None:
     view = make_view(12)
     assert len(budget_view(view, PromptBudget(tools_per_server=2), "s", at_least=3).tools) == 3
-
-
-def test_offer_tools_always_offers_the_targets_and_cuts_schema_descriptions() -> None:
-    exposed = make_exposed(10)
-    targets = [TargetTool(server_id="srv_1", server="Files", tool="tool_09")]
-    budget = PromptBudget(offered_tools=3, description_chars=25)
-    offered = offer_tools(exposed, targets, budget, seed="traj_1")
-    assert len(offered) == 3 and "tool_09" in {t.name for t in offered}
-    for tool in offered:
-        assert len(tool.description) <= 25
-        assert len(tool.input_schema["description"]) <= 25
-        assert len(tool.input_schema["properties"]["path"]["description"]) <= 25
-        assert tool.input_schema["properties"]["path"]["type"] == "string"
-    assert offer_tools(exposed, targets, PromptBudget(), seed="traj_1") == exposed
-
-
-def test_offer_tools_with_only_replays_an_earlier_offer_exactly() -> None:
-    exposed = make_exposed(10)
-    budget = PromptBudget(offered_tools=3, description_chars=25)
-    first = offer_tools(exposed, [], budget, seed="base")
-    again = offer_tools(exposed, [], budget, seed="other", only={t.name for t in first})
-    assert again == first
-
-
-def test_cut_schema_descriptions_leaves_a_parameter_named_description_alone() -> None:
-    schema = {"properties": {"description": {"type": "string", "description": LONG}}}
-    cut = cut_schema_descriptions(schema, 10)
-    assert cut["properties"]["description"]["type"] == "string"
-    assert len(cut["properties"]["description"]["description"]) <= 10
 
 
 def test_reply_caps_reach_nested_reasoning_fields_and_question_lists() -> None:
