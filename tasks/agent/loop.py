@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from tasks.agent.react import STOP_SEQUENCES, parse_react_reply
 from tasks.agent.toolbox import Toolbox
 from toucan.errors import LlmError
-from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.replies import CallMeta, LlmReply, any_embedded, join_names
 from toucan.prompts import render
 
 
@@ -57,6 +57,9 @@ class AgentRun:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     model: str = ""
+    deployment: str | None = None  # provenance of the replies, see Trajectory.deployment
+    served_by: str | None = None
+    served_by_embedded: bool | None = None
     turns: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -72,6 +75,9 @@ class AgentRun:
     def add_usage(self, reply: LlmReply) -> None:
         self.turns += 1
         self.model = reply.model
+        self.deployment = join_names(self.deployment, reply.deployment)
+        self.served_by = join_names(self.served_by, reply.served_by)
+        self.served_by_embedded = any_embedded(self.served_by_embedded, reply.served_by_embedded)
         self.prompt_tokens += reply.usage.prompt_tokens
         self.completion_tokens += reply.usage.completion_tokens
         self.cost_usd += reply.cost_usd
