@@ -38,7 +38,7 @@ def test_a_local_profile_export_names_the_embedded_model_in_its_rows_and_card(
     settings = load_settings(
         None,
         profile="local",
-        overrides={"store": str(store.path), "mcp": {"fleet_dir": fleet_dir()}},
+        overrides={"store": str(store.path), "mcp": {"fleet_dir": str(fleet_dir())}},
     )
 
     with model_endpoint(settings) as base_url:

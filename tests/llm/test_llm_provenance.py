@@ -125,3 +125,14 @@ def test_names_of_several_replies_are_joined_once_each_in_order_of_first_use() -
     assert any_embedded(None, False) is False
     assert any_embedded(False, True) is True
     assert any_embedded(None) is None
+
+
+async def test_a_provider_that_names_no_model_leaves_the_served_model_unknown(
+    transport: str,
+) -> None:
+    with FakeLlm(served_model=lambda name: "") as server:
+        router = LlmRouter(models_config_for(server, transport=transport))
+        reply = await router.complete("gen-a", ask("hi"), meta=META)
+
+    assert reply.served_by is None  # not the deployment's name, which would be a guess
+    assert [event.served_by for event in router.drain_events()] == [None]

@@ -4,7 +4,8 @@ LiteLLM's Router holds the deployments (the paper's model names, each mapped to 
 string, api base and key variable). Around it this class owns what a long synthesis run needs:
 an adaptive limiter per deployment (429 -> pause for retry-after and halve the window), retries
 with jittered backoff for transient errors, configured fallbacks, the response cache, and one
-`llm_call` event per call (tokens, latency, cost, the model that served it) collected in memory for the flow to write.
+`llm_call` event per call (tokens, latency, cost, the model that served it) collected in memory
+for the flow to write.
 """
 
 from __future__ import annotations
