@@ -179,6 +179,7 @@ def variant_rows(
             base_variant(unit, len(rows), prompt).model_copy(
                 update={
                     "question": question,
+                    **reply.provenance(),
                     "metadata": {
                         **variant_metadata(unit, prompt, reply),
                         "variant_index": len(rows),
@@ -199,6 +200,7 @@ def variant_rows(
                 "status": "rejected",
                 "reason": reason,
                 "raw_reply": reply.text,
+                **reply.provenance(),
                 "metadata": variant_metadata(unit, prompt, reply),
             }
         )
@@ -311,6 +313,7 @@ async def diversify_batch(
             error_class=first.reason,
             server=first.server_ids[0] if first.server_ids else None,
             model=str(first.metadata.get("deployment") or "generator"),
+            served_by=first.served_by,
         )
         if progress is not None:
             progress.advance(str(first.metadata.get("mode", "")), first.status)

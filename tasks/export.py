@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_env.tool_schemas import check_instance
 from tasks.chat_formats import iter_tool_calls, parse_arguments
+from tasks.export_provenance import provenance_metadata
 from tasks.scrub import Scrubber
 from toucan.ids import export_uuid
 from toucan.records import Server, Task, TaskRating, Trajectory, TrajectoryRating
@@ -199,7 +200,7 @@ def row_metadata(source: ExportSource) -> dict[str, Any]:
         "strategy": task.strategy,
         "generator": task.generator,
         "teacher": trajectory.teacher,
-        "model": trajectory.model,
+        **provenance_metadata(task, trajectory, source.trajectory_rating, source.task_rating),
         "style": trajectory.style,
         "mcp_servers": [
             {

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from tasks.chat_formats import to_openai_chat, to_sharegpt_hermes
 from tasks.export import EXPORT_COLUMNS, SUBSETS, ExportRow
+from tasks.export_provenance import ServedSummary, embedded_notice, served_rows, summarize_served
 
 FORMATS = ("parquet", "jsonl", "openai", "sharegpt")
 ARROW_SCHEMA = pa.schema([(name, pa.string()) for name in EXPORT_COLUMNS])
@@ -37,6 +38,7 @@ class ExportSummary(BaseModel):
     teachers: dict[str, int] = Field(default_factory=dict)
     generators: dict[str, int] = Field(default_factory=dict)
     judges: list[str] = Field(default_factory=list)
+    served: ServedSummary = Field(default_factory=ServedSummary)  # what actually served them
     servers: list[dict[str, Any]] = Field(default_factory=list)
     filters: dict[str, Any] = Field(default_factory=dict)
     message: str = ""
@@ -137,7 +139,12 @@ def describe_rows(rows: list[ExportRow], summary: ExportSummary) -> None:
             entry["rows"] += 1
     summary.teachers = dict(teachers.most_common())
     summary.generators = dict(generators.most_common())
+    summary.served = summarize_served([json.loads(row.metadata) for row in rows])
     summary.servers = sorted(servers.values(), key=lambda s: (-s["rows"], s["name"]))
+
+
+def deployment_names(summary: ExportSummary) -> list[str]:
+    return list(dict.fromkeys([*summary.teachers, *summary.generators, *summary.judges]))
 
 
 def table(header: list[str], body: list[list[Any]]) -> str:
@@ -175,6 +182,7 @@ def render_dataset_card(summary: ExportSummary) -> str:
         "`question_quality_assessment`, `response_quality_assessment`, `metadata` (all strings; "
         "structured columns are JSON).",
         f"{summary.message}" if summary.message else "",
+        embedded_notice(summary.served, summary.rows, deployment_names(summary)),
         "## Counts",
         f"Rows: **{summary.rows}** of {summary.candidates} kept trajectories "
         f"(mix: `{summary.mix}`).",
@@ -188,9 +196,14 @@ def render_dataset_card(summary: ExportSummary) -> str:
         f"Secrets and PII were replaced before writing; {summary.rows_scrubbed} rows changed.",
         table(["pattern", "replacements"], [[k, v] for k, v in sorted(summary.scrubbed.items())]),
         "## Models",
-        table(["teacher", "rows"], [[k, v] for k, v in summary.teachers.items()]),
-        table(["task generator", "rows"], [[k, v] for k, v in summary.generators.items()]),
-        "Judges: " + (", ".join(summary.judges) or "none"),
+        "The models that served each role, as their servers named them in their replies:",
+        table(["role", "served by", "rows"], served_rows(summary.served)),
+        "The configured deployments that were asked:",
+        table(["teacher deployment", "rows"], [[k, v] for k, v in summary.teachers.items()]),
+        table(
+            ["task generator deployment", "rows"], [[k, v] for k, v in summary.generators.items()]
+        ),
+        "Judge deployments: " + (", ".join(summary.judges) or "none"),
         "## Servers",
         f"Server licences: {', '.join(licences) or 'none'}. Each row's tool results come from "
         "these servers; check their licences before redistribution.",

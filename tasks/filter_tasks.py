@@ -137,7 +137,7 @@ def rating_from_reply(
     rating: TaskRating, parsed: BaseModel, reply: LlmReply, thresholds: Mapping[str, int]
 ) -> TaskRating:
     scores = scores_from_reply(parsed)
-    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores}
+    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.provenance()}
     bad = out_of_range(scores)
     if bad:
         update.update(status="error", reason="score_out_of_range", raw_reply=reply.text)
@@ -220,7 +220,11 @@ async def filter_tasks_batch(
     def finish(rating: TaskRating) -> None:
         status = "error" if rating.status == "error" else ("ok" if rating.keep else "rejected")
         events.record(
-            item_id=rating.task_id, model=rating.judge, status=status, error_class=rating.reason
+            item_id=rating.task_id,
+            model=rating.judge,
+            served_by=rating.served_by,
+            status=status,
+            error_class=rating.reason,
         )
         if progress is not None:
             progress.advance(rating.reason or "kept", status)

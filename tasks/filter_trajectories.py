@@ -187,7 +187,7 @@ async def rate_trajectory(
         name: Score(reasoning=getattr(parsed, name).reasoning, score=getattr(parsed, name).score)
         for name in DIMENSIONS
     }
-    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores}
+    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.provenance()}
     if any(not MIN_SCORE <= s.score <= MAX_SCORE for s in scores.values()):
         return rating.model_copy(
             update={
@@ -232,6 +232,7 @@ async def filter_trajectories_batch(
         events.record(
             item_id=rating.trajectory_id,
             model=rating.judge,
+            served_by=rating.served_by,
             status=status,
             error_class=rating.reason,
         )

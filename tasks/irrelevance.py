@@ -73,6 +73,9 @@ def pair_task(task: Task, servers: dict[str, Server], per_task: int, seed: int) 
             target_tools=task.target_tools,  # what the question needs; not what is offered
             server_ids=[server.server_id],
             generator=task.generator,
+            # the question is the original's, so is who wrote it
+            served_by=task.served_by,
+            served_by_embedded=task.served_by_embedded,
             prompt_hash=task.prompt_hash,
             seed=seed,
             metadata={

@@ -176,9 +176,15 @@ def start_conversation(
         ),
     )
     tools = [tool.openai_schema() for tool in exposed]
-    if item.base is not None:
+    if (base := item.base) is not None:
         run = AgentRun(
-            messages=list(item.base.messages), tools=tools, prompt_hash=item.base.prompt_hash
+            messages=list(base.messages),
+            tools=tools,
+            prompt_hash=base.prompt_hash,
+            # the base's turns stay in the transcript: so does who answered them
+            deployment=base.deployment,
+            served_by=base.served_by,
+            served_by_embedded=base.served_by_embedded,
         )
         conversation = Conversation(run=run, toolbox=toolbox, tools=tools, completed_turns=1)
         conversation.used_call_ids |= {
@@ -286,6 +292,9 @@ def build_row(
         parent_id=item.base.trajectory_id if item.base is not None else None,
         teacher=item.teacher,
         model=run.model or (item.base.model if item.base is not None else ""),
+        deployment=run.deployment,
+        served_by=run.served_by,
+        served_by_embedded=run.served_by_embedded,
         style="function-calling",
         messages=run.messages,
         tools=run.tools,

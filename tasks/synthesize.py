@@ -216,6 +216,7 @@ def task_from_reply(
             "status": "rejected" if reason else "ok",
             "reason": reason,
             "raw_reply": reply.text if reason else None,
+            **reply.provenance(),
             "metadata": {
                 **task.metadata,
                 **details,
@@ -289,6 +290,7 @@ def record_task_event(events: EventSink, task: Task) -> None:
         item_id=task.task_id,
         server=task.server_ids[0] if task.server_ids else None,
         model=str(metadata.get("deployment") or task.generator),
+        served_by=task.served_by,
         status=task.status,
         error_class=task.reason,
         error=metadata.get("error"),

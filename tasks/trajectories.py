@@ -186,7 +186,8 @@ class JournalingTeacher:
 def langchain_params(
     models: ModelsConfig, local_base_url: str | None, teacher: str
 ) -> dict[str, Any]:
-    """The LiteLLM parameters (and prices) LangChain's own model client needs."""
+    """The LiteLLM parameters (and prices, and the row's provenance) LangChain's own model
+    client needs."""
     deployment = next(d for d in models.teachers if d.name == teacher)
     for entry in build_model_list(models, local_base_url):
         if entry["model_name"] == teacher:
@@ -194,6 +195,8 @@ def langchain_params(
             params["input_cost"], params["output_cost"] = price_per_token(
                 deployment, params["model"]
             )
+            params["deployment"] = teacher
+            params["served_by_embedded"] = models.route_to_local
             return params
     return {}
 

@@ -112,6 +112,9 @@ def build_trajectory(
         kind=TRAJECTORY_KIND.get(item.task.kind, "original"),  # type: ignore[arg-type]
         teacher=item.teacher,
         model=run.model,
+        deployment=run.deployment,
+        served_by=run.served_by,
+        served_by_embedded=run.served_by_embedded,
         style=item.style,  # type: ignore[arg-type]
         messages=run.messages,
         tools=run.tools,

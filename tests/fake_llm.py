@@ -41,6 +41,11 @@ optional `retry_after` seconds, `delay` (seconds before answering, on top of `la
 `respond` (callable as for `default`). Usage tokens are reported (about 4 characters a token).
 `stream=true` gets a short SSE stream of the same reply.
 
+Served model: like real providers, a reply's `model` names the snapshot that answered, not the
+alias asked for (OpenAI answers a call to `gpt-4o-mini` as `gpt-4o-mini-2024-07-18`). By default
+the fake appends `SNAPSHOT_SUFFIX` to the requested name; pass `served_model=` (a function of the
+requested name) to change it.
+
 HTTP control endpoints: GET `/_fake/calls` (counts), POST `/_fake/reset`, POST `/_fake/script`
 (a JSON list of rules without callables). For benchmarks run it in its own process so its CPU
 does not share the client's GIL: `with run_fake_llm_process(latency=1.0) as base_url: ...`, or
@@ -73,6 +78,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 ReplyFn = Callable[[dict[str, Any]], Any]
+SNAPSHOT_SUFFIX = "-2024-07-18"
 START_TIMEOUT_S = 20.0  # a cold interpreter importing starlette/uvicorn on a busy 2-core box
 
 
@@ -178,7 +184,12 @@ def count_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def build_completion(request: dict[str, Any], rule: Rule) -> dict[str, Any]:
+def dated_snapshot(requested: str) -> str:
+    """The name a provider answers with: the requested alias pinned to a dated snapshot."""
+    return f"{requested}{SNAPSHOT_SUFFIX}"
+
+
+def build_completion(request: dict[str, Any], rule: Rule, served_model: str) -> dict[str, Any]:
     content: str | None
     if rule.tool_calls is not None or rule.text is not None:
         content = rule.text
@@ -204,7 +215,7 @@ def build_completion(request: dict[str, Any], rule: Rule) -> dict[str, Any]:
         "id": f"chatcmpl-fake-{int(time.time() * 1000)}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": request.get("model", "fake"),
+        "model": served_model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -251,11 +262,13 @@ class FakeLlm:
         rules: list[Rule] | None = None,
         *,
         default: ReplyFn = answer_from_schema,
+        served_model: Callable[[str], str] = dated_snapshot,
         latency: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.default = default
+        self.served_model = served_model
         self.latency = latency
         self.host = host
         self.port = port
@@ -328,7 +341,7 @@ class FakeLlm:
             headers = {} if rule.retry_after is None else {"retry-after": str(rule.retry_after)}
             error = {"message": f"fake error {rule.status}", "type": "fake", "code": rule.status}
             return JSONResponse({"error": error}, status_code=rule.status, headers=headers)
-        completion = build_completion(body, rule)
+        completion = build_completion(body, rule, self.served_model(str(body.get("model", "fake"))))
         if body.get("stream"):
             return StreamingResponse(stream_completion(completion), media_type="text/event-stream")
         return JSONResponse(completion)

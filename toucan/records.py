@@ -3,6 +3,14 @@
 Structured fields (lists, dicts, nested models) are stored as JSON columns. Every record has a
 deterministic primary key built with `toucan.ids.make_id`, so inserting the same record twice is
 a no-op.
+
+Provenance of model-made rows (tasks, ratings, trajectories, `llm_call` events): `served_by` is
+the model that actually answered, as the provider's response names it (`gpt-4o-mini-2024-07-18`
+for a call to `gpt-4o-mini`; for the embedded model, the GGUF its server loaded, e.g.
+`SmolLM2-135M-Instruct`), whatever the deployment is called in the config; `served_by_embedded`
+is True when the embedded local model (profile `local`) answered. A reply served from the cache
+keeps the provenance of the call that produced it. Both are None on rows written before they
+were recorded (the columns are added to old stores as NULL), or made without a model.
 """
 
 from __future__ import annotations
@@ -151,6 +159,8 @@ class Task(Record):
     target_tools: list[TargetTool] = Field(default_factory=list)
     server_ids: list[str] = Field(default_factory=list)
     generator: str = ""
+    served_by: str | None = None  # provenance of the generator's reply (module docstring)
+    served_by_embedded: bool | None = None
     prompt_hash: str = ""
     seed: int = 0
     status: Literal["ok", "rejected", "error"] = "ok"
@@ -174,7 +184,9 @@ class TaskRating(Record):
 
     rating_id: str
     task_id: str
-    judge: str
+    judge: str  # the judge deployment that answered
+    served_by: str | None = None  # provenance of the judge's reply (module docstring)
+    served_by_embedded: bool | None = None
     scores: dict[str, Score] = Field(default_factory=dict)  # the six dimensions
     overall: float | None = None
     keep: bool = False
@@ -194,8 +206,13 @@ class Trajectory(Record):
     task_id: str
     kind: Literal["original", "irrelevant", "diversified", "multi_turn"] = "original"
     parent_id: str | None = None
-    teacher: str
+    teacher: str  # the teacher deployment planned for this row
     model: str = ""  # the LiteLLM model string actually called
+    # the deployment(s) that answered and the model(s) that served them (module docstring);
+    # several, joined by ", " in order of first use, when a fallback answered some turns
+    deployment: str | None = None
+    served_by: str | None = None
+    served_by_embedded: bool | None = None
     style: Literal["function-calling", "react", "langchain"] = "function-calling"
     messages: list[dict[str, Any]] = Field(default_factory=list)  # OpenAI chat format
     tools: list[dict[str, Any]] = Field(default_factory=list)  # exactly as the model saw them
@@ -228,7 +245,9 @@ class TrajectoryRating(Record):
 
     rating_id: str
     trajectory_id: str
-    judge: str
+    judge: str  # the judge deployment that answered
+    served_by: str | None = None  # provenance of the judge's reply (module docstring)
+    served_by_embedded: bool | None = None
     flags: dict[str, bool] = Field(default_factory=dict)  # one per rule; True = rule fired
     scores: dict[str, Score] = Field(default_factory=dict)  # completeness, conciseness
     overall: float | None = None
@@ -255,7 +274,8 @@ class Event(Record):
     kind: Literal["item", "llm_call", "tool_call", "connect", "sampling", "elicitation"] = "item"
     item_id: str | None = None
     server: str | None = None
-    model: str | None = None
+    model: str | None = None  # the deployment name
+    served_by: str | None = None  # llm_call: the model that served it (module docstring)
     status: str = "ok"  # ok | error | rejected | cached | skipped
     error_class: str | None = None
     error: str | None = None

@@ -87,6 +87,10 @@ async def run_langchain(
         tools=[tool.openai_schema() for tool in toolbox.exposed],
         prompt_hash=prompt.template_hash,
         model=model["model"],
+        # LangChain's LiteLLM client reports the model it asked for, not the response's
+        # `model`, so what served the turns stays unknown (None) in this style
+        deployment=model.get("deployment"),
+        served_by_embedded=model.get("served_by_embedded"),
     )
     state_messages: list[Any] = []
     deadline = time.monotonic() + budget.wall_clock_s

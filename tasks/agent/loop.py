@@ -28,7 +28,7 @@ from tasks.agent.strict_schema import drop_added_nulls
 from tasks.agent.tool_changes import merge_tool_schemas
 from tasks.agent.toolbox import Toolbox
 from toucan.errors import LlmError
-from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.replies import CallMeta, LlmReply, any_embedded, join_names
 from toucan.prompts import render
 
 
@@ -59,6 +59,9 @@ class AgentRun:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     model: str = ""
+    deployment: str | None = None  # provenance of the replies, see Trajectory.deployment
+    served_by: str | None = None
+    served_by_embedded: bool | None = None
     turns: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -74,6 +77,9 @@ class AgentRun:
     def add_usage(self, reply: LlmReply) -> None:
         self.turns += 1
         self.model = reply.model
+        self.deployment = join_names(self.deployment, reply.deployment)
+        self.served_by = join_names(self.served_by, reply.served_by)
+        self.served_by_embedded = any_embedded(self.served_by_embedded, reply.served_by_embedded)
         self.prompt_tokens += reply.usage.prompt_tokens
         self.completion_tokens += reply.usage.completion_tokens
         self.cost_usd += reply.cost_usd

@@ -22,12 +22,12 @@ from flows.trajectories import run_trajectories
 from mcp_env.specs import StdioSpec
 from tasks.scrub import find_secrets
 from tests.extensions.fleet_server import SEEDED_SECRETS
-from tests.fake_llm import FakeLlm, Rule
+from tests.fake_llm import SNAPSHOT_SUFFIX, FakeLlm, Rule
 from tests.synthesize.seed import judge_with
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
 from tests.trajectories.helpers import fake_settings, kept_task, seed_store, server_row
 from toucan.config import FilterTrajectoriesConfig
-from toucan.records import Trajectory, TrajectoryRating
+from toucan.records import Task, Trajectory, TrajectoryRating
 from toucan.store import Store
 
 __all__ = ["quiet_litellm_typeddict_warning"]
@@ -107,6 +107,14 @@ def test_every_subset_is_exported_without_the_fleets_secrets(tmp_path):
         multi = asyncio.run(run_multi_turn(settings, store, follow_ups=1))
         asyncio.run(run_filter_trajectories(settings, store))
     assert multi.by_method == {"split": 1, "extend": 1}
+    # who wrote what: the diversifying generator, and the teacher over every trajectory (the
+    # extended conversation keeps its base's provenance); the fake answers as a snapshot
+    diversified = store.select(Task, "kind = 'diversified' AND status = 'ok'")
+    assert {t.served_by for t in diversified} == {"Gen" + SNAPSHOT_SUFFIX}
+    trajectories = store.select(Trajectory, "status = 'ok'")
+    assert {(t.deployment, t.served_by) for t in trajectories} == {
+        ("Teacher-A", "Teacher-A" + SNAPSHOT_SUFFIX)
+    }
     kinds = {r.kind: r for r in store.select(Trajectory, "status = 'ok'")}
     assert kinds["irrelevant"].tool_calls == 0
     kept = {r.trajectory_id for r in store.select(TrajectoryRating, "keep")}

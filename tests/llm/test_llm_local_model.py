@@ -37,4 +37,7 @@ async def test_the_embedded_model_answers_with_schema_constrained_json() -> None
         assert process is not None and process.poll() is None
     assert isinstance(draft, TaskDraft) and draft.question
     assert reply.usage.completion_tokens > 0
+    # the deployment is a config label; the reply names what the server loaded
+    assert reply.deployment in {d.name for d in models.group("generator")}
+    assert reply.served_by == "SmolLM2-135M-Instruct" and reply.served_by_embedded is True
     assert process.poll() is not None  # stopped with the context

@@ -17,6 +17,7 @@ from toucan.llm.local_chat import (
     decision_grammar,
     fix_null_content,
     render_prompt,
+    served_model_name,
 )
 from toucan.llm.local_server import LocalModelServer
 
@@ -60,6 +61,15 @@ def test_the_prompt_shows_tools_calls_and_results_and_ends_with_the_assistant_tu
     assert "<|im_start|>tool\nadd returned:\n42<|im_end|>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
     assert "functions" not in render_prompt(QUESTION, [])
+
+
+def test_the_served_model_is_named_from_the_gguf_file_without_its_quantization() -> None:
+    assert served_model_name("/x/SmolLM2-135M-Instruct.Q4_1.gguf") == "SmolLM2-135M-Instruct"
+    assert served_model_name("Qwen2.5-0.5B-Instruct-Q4_K_M.gguf") == "Qwen2.5-0.5B-Instruct"
+    assert served_model_name("Llama-3.2-1B-Instruct-IQ3_XXS.gguf") == "Llama-3.2-1B-Instruct"
+    assert served_model_name("tiny-f16.gguf") == "tiny"
+    assert served_model_name("model.gguf") == "model"  # nothing to strip
+    assert served_model_name("Q4_1.gguf") == "Q4_1"  # never an empty name
 
 
 def test_the_decision_grammar_allows_a_message_or_one_of_the_tools() -> None:

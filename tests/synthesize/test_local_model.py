@@ -19,6 +19,7 @@ pytestmark = [
     pytest.mark.timeout(1800),
     pytest.mark.usefixtures("prefect_harness"),
 ]
+EMBEDDED = "SmolLM2-135M-Instruct"  # what the llama server loaded (the GGUF's name)
 
 
 def run_cli(*args: str) -> dict:
@@ -41,6 +42,8 @@ def test_the_local_model_synthesizes_five_tasks_and_scores_them(tmp_path: Path) 
     ]
     ok = [t for t in tasks if t.status == "ok"]
     assert ok, [t.reason for t in tasks]
+    # whatever the generator deployments are called, the embedded model wrote them
+    assert {(t.served_by, t.served_by_embedded) for t in tasks} == {(EMBEDDED, True)}
 
     rated = run_cli("filter-tasks", *common)
     assert rated["rated"] == len(ok)
@@ -49,3 +52,4 @@ def test_the_local_model_synthesizes_five_tasks_and_scores_them(tmp_path: Path) 
     scored = [r for r in ratings if r.status == "ok"]
     assert scored, [(r.reason, r.raw_reply) for r in ratings]
     assert all(len(r.scores) == 6 for r in scored)
+    assert {(r.served_by, r.served_by_embedded) for r in scored} == {(EMBEDDED, True)}

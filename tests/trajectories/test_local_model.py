@@ -63,3 +63,5 @@ def test_the_local_model_produces_three_trajectories_with_stop_reasons(tmp_path:
     assert len(rows) == 3
     assert all(r.stop_reason in STOP_REASONS for r in rows), [r.stop_reason for r in rows]
     assert all(r.turns >= 1 for r in rows), [(r.reason, r.metadata.get("error")) for r in rows]
+    # the teacher deployment is a config label; the row names what served it
+    assert {(r.served_by, r.served_by_embedded) for r in rows} == {("SmolLM2-135M-Instruct", True)}

@@ -75,6 +75,7 @@ def backoff_delay(attempt: int) -> float:
 
 
 def to_reply(response: Any, deployment: str, model: str, latency_ms: float) -> LlmReply:
+    """A LiteLLM ModelResponse as our LlmReply; `served_by` is the response's `model`."""
     choice = response.choices[0]
     message = choice.message
     tool_calls = [
@@ -97,4 +98,5 @@ def to_reply(response: Any, deployment: str, model: str, latency_ms: float) -> L
         latency_ms=latency_ms,
         deployment=deployment,
         model=model,
+        served_by=str(getattr(response, "model", None) or "") or None,
     )

@@ -154,7 +154,9 @@ def dump_json(value: Any) -> str:
 def to_reply_from_json(
     data: dict[str, Any], deployment: str, model: str, latency_ms: float
 ) -> LlmReply:
-    """An OpenAI-format chat completion as our LlmReply."""
+    """An OpenAI-format chat completion as our LlmReply. `served_by` is the completion's
+    `model` (OpenAI API reference, chat completion object: "the model used for the chat
+    completion"), which names the snapshot that answered, not the alias asked for."""
     choices = data.get("choices") or []
     if not choices:
         raise ConnectionTrouble(f"reply has no choices: {str(data)[:200]}")
@@ -180,4 +182,5 @@ def to_reply_from_json(
         latency_ms=latency_ms,
         deployment=deployment,
         model=model,
+        served_by=str(data.get("model") or "") or None,
     )

@@ -17,8 +17,10 @@ max_tokens. Imports only llama_cpp and the stdlib.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
+from pathlib import PurePath
 from typing import Any
 
 HANDLER_NAME = "toucan-function-calling"
@@ -36,11 +38,25 @@ ARGUMENT_STRING_CHARS = 120  # bounds on tool-call arguments, see `bounded_schem
 ARGUMENT_ARRAY_ITEMS = 4
 DECISION_TOKENS = 32  # "functions.<name>:" is at most a few tokens; the grammar ends it
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+# a GGUF file is named <model>[.-]<quantization>.gguf (llama.cpp's quantization types, e.g.
+# Q4_1, Q4_K_M, IQ3_XXS, F16, BF16)
+QUANTIZATION_SUFFIX = re.compile(r"[.-](?:I?Q\d\w*|B?F16|F32)$", re.IGNORECASE)
 TOOLS_INTRO = (
     "You can call these tools. To call one, reply with `functions.<name>:` and its JSON "
     "arguments on the next line. Once the tools have returned what you need, reply with "
     "`message:` and your answer to the user, using what they returned."
 )
+
+
+def served_model_name(model_path: str) -> str:
+    """The model a GGUF file holds, from its file name: `.../SmolLM2-135M-Instruct.Q4_1.gguf`
+    -> `SmolLM2-135M-Instruct`. Its `general.name` metadata is no help: the SmolLM2 file says
+    "Smollm2 135M 8k Lc100K Mix1 Ep2". Replies name this model, so rows record what served them
+    rather than the deployment name the client asked for."""
+    stem = PurePath(model_path).name
+    if stem.lower().endswith(".gguf"):
+        stem = stem[: -len(".gguf")]
+    return QUANTIZATION_SUFFIX.sub("", stem) or stem
 
 
 def render_tools(tools: list[dict[str, Any]]) -> str:
@@ -169,7 +185,7 @@ def toucan_function_calling(
         raise ValueError(f"{HANDLER_NAME} does not stream")
     shown, forced = chosen_tool(tools, tool_choice)
     prompt = render_prompt(messages, shown)
-    model = str(getattr(llama, "model_path", "local"))
+    model = served_model_name(str(getattr(llama, "model_path", "local")))
     options: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
     options.update({key: sampling[key] for key in SAMPLING_KEYS if sampling.get(key) is not None})
     stops = [IM_END, *([stop] if isinstance(stop, str) else (stop or []))]

@@ -52,5 +52,31 @@ class LlmReply(BaseModel):
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     deployment: str  # the configured deployment name, e.g. "Qwen2-72B-Instruct"
-    model: str  # the LiteLLM model string it was served by
+    model: str  # the LiteLLM model string asked for, e.g. "openai/gpt-4o-mini"
+    # what actually answered: the `model` the provider put in its response (for the embedded
+    # model, the name of the GGUF its server loaded); None = not reported, or a reply cached
+    # before provenance was recorded. A cached reply keeps the provenance of its first call.
+    served_by: str | None = None
+    served_by_embedded: bool | None = None  # True = the embedded local model (profile `local`)
     cached: bool = False
+
+    def provenance(self) -> dict[str, Any]:
+        """{"served_by", "served_by_embedded"}: the fields a row copies from the reply that
+        made it (the same names on Task, TaskRating, Trajectory and TrajectoryRating)."""
+        return {"served_by": self.served_by, "served_by_embedded": self.served_by_embedded}
+
+
+def join_names(*names: str | None) -> str | None:
+    """Distinct names in order of first use, joined by ", " (each argument may itself be such
+    a join); None when there are none. A row made by several replies records every deployment
+    and served model this way, e.g. after a fallback answered some turns."""
+    seen = dict.fromkeys(
+        part for name in names if name for part in name.split(", ") if part.strip()
+    )
+    return ", ".join(seen) or None
+
+
+def any_embedded(*flags: bool | None) -> bool | None:
+    """True when any reply came from the embedded model, None when none says either way."""
+    known = [flag for flag in flags if flag is not None]
+    return any(known) if known else None

@@ -4,7 +4,8 @@ LiteLLM's Router holds the deployments (the paper's model names, each mapped to 
 string, api base and key variable). Around it this class owns what a long synthesis run needs:
 an adaptive limiter per deployment (429 -> pause for retry-after and halve the window), retries
 with jittered backoff for transient errors, configured fallbacks, the response cache, and one
-`llm_call` event per call (tokens, latency, cost) collected in memory for the flow to write.
+`llm_call` event per call (tokens, latency, cost, the model that served it) collected in memory
+for the flow to write.
 """
 
 from __future__ import annotations
@@ -246,6 +247,9 @@ class LlmRouter:
             reply = to_reply_from_json(response, name, model, latency_ms)
         else:
             reply = to_reply(response, name, model, latency_ms)
+        # every deployment of the local profile is answered by the embedded model, whatever the
+        # deployment is called; the row must say so, not echo the configured name
+        reply.served_by_embedded = self.models.route_to_local
         input_price, output_price = self.prices[name]
         reply.cost_usd = (
             reply.usage.prompt_tokens * input_price + reply.usage.completion_tokens * output_price
@@ -337,6 +341,7 @@ class LlmRouter:
             item_id=meta.item_id,
             server=meta.server_id,
             model=name,
+            served_by=reply.served_by if reply is not None else None,
             status=status,
             error_class=error.reason if error is not None else None,
             error=str(error) if error is not None else None,
