@@ -44,7 +44,7 @@ _WIN_COMPONENT = r"(?:[^\\/:*?\"<>|\s]+(?: [^\\/:*?\"<>|\s]+)*(?=\\)|[^\\/:*?\"<
 WINDOWS_PATH = re.compile(
     rf"(?<![\w\\])(?P<drive>[A-Za-z]:)(?P<sep>\\{{1,2}})(?P<c1>{_WIN_COMPONENT})"
 )
-UNC_PATH = re.compile(r"(?<![\w\\])(?P<lead>(?:\\\\){1,2})(?P<server>[\w.$-]+)\\{1,2}[\w.$-]+")
+UNC_PATH = re.compile(r"(?<![\w\\:])(?P<lead>(?:\\\\){1,2})(?P<server>[\w.$-]+)\\{1,2}[\w.$-]+")
 HOME_PATH = re.compile(rf"(?<![\w.~/:\\-])~[\w.-]*(?=/{_COMPONENT})")
 NEXT_POSIX = re.compile(rf"/({_COMPONENT})")
 NEXT_WINDOWS = re.compile(rf"\\{{1,2}}({_WIN_COMPONENT})")
