@@ -6,7 +6,7 @@ the path kept so the value is still a path and the same path always maps to the 
 | form | local when | the part replaced |
 |---|---|---|
 | POSIX `/a/b...` (2+ components) | its root `a` is not a system root (`SYSTEM_ROOTS`) | see below |
-| Windows `C:\\a\\b...` | `a` is not `Windows` or `Program Files*` | as POSIX, drive kept |
+| Windows `C:\\a\\b...` | `a` is not `Windows`, `Program Files*` or `path` | as POSIX, drive kept |
 | UNC `\\\\server\\share...` | always | server and share |
 | home `~/a`, `~user/a` | always | `~` / `~user` |
 
@@ -16,9 +16,10 @@ component for any other root when a third component follows (`/tmp/sbx-1/data/a.
 `/workspace/x`, `/root/notes.md` -> `/workspace/notes.md`).
 
 Kept: system locations an ordinary answer names (`/usr/bin/python`, `/etc/hosts`,
-`/dev/null`, `/proc/cpuinfo`), single-component paths (`/help`, `/s`), URL paths (the slash
-follows a host), and a route after an HTTP method (`GET /repos/x`). Other routes such as
-`/api/v1/users` are rewritten like any path: their shape stays, so a schema still accepts them.
+`/dev/null`, `/proc/cpuinfo`), the documentation placeholder `/path/to/...`, single-component
+paths (`/help`, `/s`), URL paths (the slash follows a host; `file:///home/x` is a path), and a
+route after an HTTP method (`GET /repos/x`). Other routes such as `/api/v1/users` are
+rewritten like any path: their shape stays, so a schema still accepts them.
 Separators are kept as written, so JSON-escaped Windows paths (`C:\\\\Users\\\\bob`) work too.
 """
 
@@ -29,16 +30,21 @@ from typing import NamedTuple
 
 PLACEHOLDER_ROOT = "workspace"
 KIND = "local_path"
-# system locations whose paths say nothing about the machine's owner or layout
+# system locations whose paths say nothing about the machine's owner or layout, the
+# documentation placeholder (`/path/to/file`) and our own placeholder
 SYSTEM_ROOTS = frozenset({"bin", "sbin", "usr", "lib", "lib32", "lib64", "etc", "dev", "proc",
-                          "sys", PLACEHOLDER_ROOT})  # fmt: skip
-WINDOWS_SYSTEM_ROOTS = ("windows", "program files", PLACEHOLDER_ROOT)
+                          "sys", "path", PLACEHOLDER_ROOT})  # fmt: skip
+WINDOWS_SYSTEM_ROOTS = frozenset({"path", PLACEHOLDER_ROOT})
+WINDOWS_SYSTEM_PREFIXES = ("windows", "program files")  # also `Program Files (x86)`
 USER_CONTAINERS = frozenset({"home", "users"})  # the next component is a user name
 HOME_ROOTS = frozenset({"root"})  # already a home: only the root goes
 HTTP_METHOD_BEFORE = re.compile(r"(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\s+$")
 
 _COMPONENT = r"[^/\\\s\"'`<>|,;()\[\]{}]+"
-POSIX_PATH = re.compile(rf"(?<![\w.~/:\\@-])/(?P<c1>{_COMPONENT})(?=/{_COMPONENT})")
+# a slash after a host or a word is a URL path or a fraction; after `file://` it is a path
+POSIX_PATH = re.compile(
+    rf"(?:(?<![\w.~/:\\@+-])|(?<=file://))/(?P<c1>{_COMPONENT})(?=/{_COMPONENT})"
+)
 # a Windows directory may hold single spaces (`Program Files`) when a separator follows it
 _WIN_COMPONENT = r"(?:[^\\/:*?\"<>|\s]+(?: [^\\/:*?\"<>|\s]+)*(?=\\)|[^\\/:*?\"<>|\s,;()]+)"
 WINDOWS_PATH = re.compile(
@@ -89,7 +95,7 @@ def windows_spans(text: str) -> list[PathSpan]:
     spans = []
     for match in WINDOWS_PATH.finditer(text):
         root = match.group("c1")
-        if root.lower().startswith(WINDOWS_SYSTEM_ROOTS):
+        if root.lower() in WINDOWS_SYSTEM_ROOTS or root.lower().startswith(WINDOWS_SYSTEM_PREFIXES):
             continue
         end = consumed_end(text, match.end(), root, NEXT_WINDOWS)
         replacement = match.group("drive") + match.group("sep") + PLACEHOLDER_ROOT

@@ -107,6 +107,8 @@ ORDINARY_TOOL_OUTPUT = [
     "/usr/bin/python3 -m venv /usr/local/venv; cat /etc/hosts > /dev/null",
     "GET /repos/acme/widgets/issues returns 200",
     "see /help, type /s, 3/4 of km/h and/or TCP/IP",
+    "usage: tool --in /path/to/input.csv (or C:\\path\\to\\input.csv)",
+    '{"gif": "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==", "b64": "q+/a9/Zk+/b"}',
     '{"max_tokens": 384, "tokens_in": 12345, "token_expires_at": "2025-06-01T14:03:22Z"}',
     '{"password": "********", "secret_santa": true, "api_key": null, "token": "${API_TOKEN}"}',
     "The password: strong enough. A secret: Pineapple.",

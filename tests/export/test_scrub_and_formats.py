@@ -74,6 +74,7 @@ def test_every_seeded_leak_is_one_finding_of_its_kind_and_leaves_nothing(leak):
         ('"C:\\\\Users\\\\bob\\\\a.txt"', '"C:\\\\workspace\\\\a.txt"'),
         ("\\\\nas01\\media\\film.mkv", "\\\\workspace\\film.mkv"),
         ("cat ~/.aws/credentials", "cat /workspace/.aws/credentials"),
+        ("[resource file:///home/alice/a.txt]", "[resource file:///workspace/a.txt]"),
     ],
 )
 def test_local_paths_lose_their_private_prefix_and_keep_their_tail(text, expected):
