@@ -25,7 +25,7 @@ from detect_secrets.filters.heuristic import (
 )
 from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
 from detect_secrets.plugins.jwt import JwtTokenDetector
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.local_paths import KIND as LOCAL_PATH
 from tasks.local_paths import find_local_paths
@@ -65,6 +65,14 @@ class SecretRule(BaseModel):
     plugin: str | None = None  # "module.Class" under detect_secrets.plugins
     patterns: list[int] | None = None  # indexes into the plugin's denylist; None = all
 
+    @model_validator(mode="after")
+    def one_source(self) -> SecretRule:
+        if (self.regex is None) == (self.plugin is None):
+            raise ValueError(f"rule {self.kind!r} needs exactly one of `regex` and `plugin`")
+        if any(k != k.lower() for k in self.keywords):
+            raise ValueError(f"rule {self.kind!r}: keywords are matched in lower case")
+        return self
+
 
 class Finding(NamedTuple):
     """One secret in a text: [start, end) of kind `kind`, to become `replacement`.
@@ -103,7 +111,7 @@ def compile_rule(rule: SecretRule) -> CompiledRule:
     if rule.plugin:
         return CompiledRule(rule, plugin_patterns(rule), widen=rule.group == 0)
     try:
-        return CompiledRule(rule, (re.compile(rule.regex or ""),), widen=False)
+        return CompiledRule(rule, (re.compile(rule.regex or "(?!)"),), widen=False)
     except re.error as exc:
         raise ConfigError(f"{rule.kind}: bad regex: {exc}", reason="bad_secret_rules") from exc
 
@@ -156,7 +164,8 @@ class SecretDetector:
     """Finds secrets, e-mails and local paths in text: non-overlapping `Finding`s, by start.
 
     `literals` adds values to find verbatim, by kind (`environment_secret`, `machine_path`):
-    this process's secret environment values, this machine's folders."""
+    this process's secret environment values, this machine's folders. Raises ConfigError for
+    a rule that does not compile or an unknown literal kind."""
 
     def __init__(
         self,
@@ -164,6 +173,10 @@ class SecretDetector:
         literals: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.rules = [compile_rule(rule) for rule in rules]
+        if unknown := sorted(set(literals or {}) - set(LITERAL_REPLACEMENTS)):
+            raise ConfigError(
+                f"no replacement for literal kinds {unknown}", reason="bad_secret_rules"
+            )
         self.literals = {
             kind: [v for v in values if v] for kind, values in (literals or {}).items()
         }
@@ -190,7 +203,7 @@ class SecretDetector:
             for match in pattern.finditer(text):
                 group = rule.group if rule.group <= (pattern.groups or 0) else 0
                 start, end = match.span(group)
-                if start < 0:
+                if end <= start:  # an optional group that did not take part
                     continue
                 if compiled.widen:
                     end = token_end(text, end)
@@ -216,9 +229,14 @@ class SecretDetector:
     def redact(self, text: str) -> tuple[str, tuple[Finding, ...]]:
         """`text` with every finding replaced, and the findings."""
         findings = self.find(text)
-        for finding in reversed(findings):
-            text = text[: finding.start] + finding.replacement + text[finding.end :]
-        return text, findings
+        if not findings:
+            return text, findings
+        parts, last = [], 0
+        for finding in findings:
+            parts += [text[last : finding.start], finding.replacement]
+            last = finding.end
+        parts.append(text[last:])
+        return "".join(parts), findings
 
 
 def drop_overlaps(candidates: list[Finding]) -> list[Finding]:

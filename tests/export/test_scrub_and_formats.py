@@ -10,7 +10,7 @@ import pytest
 
 from tasks.chat_formats import to_openai_chat, to_sharegpt_hermes
 from tasks.export import ExportRejected, check_tool_calls, plan_mix
-from tasks.scrub import Scrubber, find_secrets
+from tasks.scrub import Scrubber, environment_secrets, find_secrets
 from tasks.secrets import SecretDetector, load_rules
 from tests.export.seeding import (
     FORECAST_SCHEMA,
@@ -121,6 +121,8 @@ def test_scrubbed_tool_arguments_keep_their_shape_and_still_validate():
         '[[rules]]\nkind = "x"\nplugin = "nope.Missing"\nreplacement = "r"',
         '[[rules]]\nkind = "x"\nregex = "a"\nreplacement = "r"\ntypo = 1',
         "[[rules]\nkind =",
+        '[[rules]]\nkind = "x"\nreplacement = "r"',
+        '[[rules]]\nkind = "x"\nregex = "a"\nreplacement = "r"\nkeywords = ["Key"]',
     ],
 )
 def test_a_broken_rules_file_is_a_config_error(entry, tmp_path):
@@ -187,3 +189,17 @@ def test_mix_plan_takes_the_scarcest_subset_whole_and_skips_missing_ones():
     }
     assert plan_mix({"a": 10, "b": 0, "c": 0, "d": 0}, weights) == {"a": 10, "b": 0, "c": 0, "d": 0}
     assert plan_mix({}, weights) == {}
+
+
+def test_secret_environment_values_are_found_verbatim_whatever_their_format(monkeypatch):
+    monkeypatch.setenv("ACME_SERVICE_TOKEN", "plain words 42")
+    monkeypatch.setenv("ACME_REGION", "eu-west-1 plain")
+    secrets = environment_secrets()
+    assert "plain words 42" in secrets and "eu-west-1 plain" not in secrets
+    detector = SecretDetector(load_rules(), literals={"environment_secret": secrets})
+    scrubber = Scrubber(detector=detector)
+    assert scrubber.scrub_text("got plain words 42 back") == "got [REDACTED_SECRET] back"
+    assert dict(scrubber.counts) == {"environment_secret": 1}
+    with pytest.raises(ConfigError) as caught:
+        SecretDetector(load_rules(), literals={"passwords": ["x"]})
+    assert caught.value.reason == "bad_secret_rules"
