@@ -49,7 +49,7 @@ SCRUB_NOTE = (
     "tokens (detect-secrets' patterns and toucan's), JWTs, private keys, NAME=value secrets "
     "(by length and entropy), e-mails and local paths. Keys and tokens became `[REDACTED_...]` "
     "markers, e-mails `user@example.com`, and a local path's private prefix `/workspace` "
-    "(system paths such as `/usr/bin` stay). {rows} rows changed."
+    "(system paths such as `/usr/bin` stay). Rows changed: {rows}."
 )
 
 
