@@ -156,11 +156,13 @@ def run_export(
     chunks = [sources[i : i + BATCH_SIZE] for i in range(0, len(sources), BATCH_SIZE)]
     rows: list[ExportRow] = []
     scrubbed: Counter[str] = Counter()
+    scrubbed_rows: Counter[str] = Counter()
     for batch in build_rows(chunks):
         rows += batch.rows
         excluded.update(batch.excluded)
         rejected.update(batch.rejected)
         scrubbed.update(batch.scrubbed)
+        scrubbed_rows.update(batch.scrubbed_rows)
         summary.rows_scrubbed += batch.rows_scrubbed
     for trajectory_id, reason in sorted(rejected.items()):
         ctx.events.record(item_id=trajectory_id, status="rejected", error_class=reason)
@@ -175,6 +177,7 @@ def run_export(
     rows.sort(key=lambda r: (SUBSETS.index(r.subset_name), r.uuid))
     summary.excluded = dict(excluded)
     summary.scrubbed = dict(scrubbed)
+    summary.scrubbed_rows = dict(scrubbed_rows)
     summary.judges = sorted({s.trajectory_rating.judge for s in sources})
     summary.filters = describe_filters(settings)
     summary.message = EMPTY_MESSAGE if not rows else ""
@@ -182,8 +185,10 @@ def run_export(
     files = write_formats(rows, out_dir, formats, settings.export.shard_rows)
     summary.files = [str(p.relative_to(out_dir)) for p in files] + ["README.md"]
     (out_dir / "README.md").write_text(render_dataset_card(summary), encoding="utf-8")
+    # the file travels with the dataset: it names its folder, not where this machine keeps it
+    shipped = summary.model_copy(update={"out_dir": out_dir.name})
     (out_dir / "export_summary.json").write_text(
-        json.dumps(summary.model_dump(mode="json"), indent=2), encoding="utf-8"
+        json.dumps(shipped.model_dump(mode="json"), indent=2), encoding="utf-8"
     )
     ctx.summary.update(summary.model_dump(mode="json", exclude={"servers", "filters"}))
     return summary

@@ -47,6 +47,7 @@ class FilterTrajectoriesSummary(BaseModel):
     per_teacher: dict[str, KeepTally] = Field(default_factory=dict)
     per_server: dict[str, KeepTally] = Field(default_factory=dict)
     flags_fired: dict[str, int] = Field(default_factory=dict)
+    leaks_by_kind: dict[str, int] = Field(default_factory=dict)  # kind -> trajectories
     by_reason: dict[str, int] = Field(default_factory=dict)
     mean_scores: dict[str, float] = Field(default_factory=dict)
     tokens_in: int = 0
@@ -115,6 +116,7 @@ class FilterRun:
             already_rated=self.already,
         )
         flags: Counter[str] = Counter()
+        leaks: Counter[str] = Counter()
         for rating in self.ratings:
             row = self.items[rating.trajectory_id].trajectory
             summary.total.add(rating)
@@ -122,7 +124,9 @@ class FilterRun:
             for server in {e["server"] for e in row.tool_name_map.values()} or {"(none)"}:
                 summary.per_server.setdefault(server, KeepTally()).add(rating)
             flags.update(name for name, fired in rating.flags.items() if fired)
+            leaks.update(rating.leaks.keys())
         summary.flags_fired = dict(flags)
+        summary.leaks_by_kind = dict(leaks)
         summary.by_reason = dict(Counter(r.reason for r in self.ratings if r.reason))
         scored = [r for r in self.ratings if r.scores]
         for name in ("completeness", "conciseness"):

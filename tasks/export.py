@@ -92,7 +92,8 @@ class ExportBatch(BaseModel):
     rows: list[ExportRow] = Field(default_factory=list)
     excluded: dict[str, int] = Field(default_factory=dict)  # reason -> rows
     rejected: dict[str, str] = Field(default_factory=dict)  # trajectory_id -> reason
-    scrubbed: dict[str, int] = Field(default_factory=dict)  # pattern -> replacements
+    scrubbed: dict[str, int] = Field(default_factory=dict)  # kind -> replacements
+    scrubbed_rows: dict[str, int] = Field(default_factory=dict)  # kind -> rows it was in
     rows_scrubbed: int = 0
 
 
@@ -258,6 +259,7 @@ def build_export_rows(sources: list[ExportSource]) -> ExportBatch:
     batch = ExportBatch()
     excluded: Counter[str] = Counter()
     scrubbed: Counter[str] = Counter()
+    scrubbed_rows: Counter[str] = Counter()
     for source in sources:
         scrubber = Scrubber()
         try:
@@ -269,8 +271,10 @@ def build_export_rows(sources: list[ExportSource]) -> ExportBatch:
         if scrubber.counts:
             batch.rows_scrubbed += 1
             scrubbed.update(scrubber.counts)
+            scrubbed_rows.update(scrubber.counts.keys())
     batch.excluded = dict(excluded)
     batch.scrubbed = dict(scrubbed)
+    batch.scrubbed_rows = dict(scrubbed_rows)
     return batch
 
 

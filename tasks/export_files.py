@@ -32,7 +32,8 @@ class ExportSummary(BaseModel):
     by_subset: dict[str, int] = Field(default_factory=dict)
     mix_plan: dict[str, int] = Field(default_factory=dict)
     excluded: dict[str, int] = Field(default_factory=dict)
-    scrubbed: dict[str, int] = Field(default_factory=dict)
+    scrubbed: dict[str, int] = Field(default_factory=dict)  # kind -> replacements
+    scrubbed_rows: dict[str, int] = Field(default_factory=dict)  # kind -> rows it was in
     rows_scrubbed: int = 0
     files: list[str] = Field(default_factory=list)
     teachers: dict[str, int] = Field(default_factory=dict)
@@ -42,6 +43,16 @@ class ExportSummary(BaseModel):
     servers: list[dict[str, Any]] = Field(default_factory=list)
     filters: dict[str, Any] = Field(default_factory=dict)
     message: str = ""
+
+
+SCRUB_NOTE = (
+    "Every string of every row (messages, tool calls and results, tools, assessments, "
+    "metadata) went through toucan's secret detector before writing: provider keys and "
+    "tokens (detect-secrets' patterns and toucan's), JWTs, private keys, NAME=value secrets "
+    "(by length and entropy), e-mails and local paths. Keys and tokens became `[REDACTED_...]` "
+    "markers, e-mails `user@example.com`, and a local path's private prefix `/workspace` "
+    "(system paths such as `/usr/bin` stay). Rows changed: {rows}."
+)
 
 
 def prepare_out_dir(out_dir: Path, *, overwrite: bool) -> None:
@@ -193,8 +204,14 @@ def render_dataset_card(summary: ExportSummary) -> str:
         "## Excluded rows",
         table(["reason", "rows"], [[k, v] for k, v in sorted(summary.excluded.items())]),
         "## Scrubbing",
-        f"Secrets and PII were replaced before writing; {summary.rows_scrubbed} rows changed.",
-        table(["pattern", "replacements"], [[k, v] for k, v in sorted(summary.scrubbed.items())]),
+        SCRUB_NOTE.format(rows=summary.rows_scrubbed),
+        table(
+            ["kind", "replacements", "rows"],
+            [
+                [k, v, summary.scrubbed_rows.get(k, "-")]
+                for k, v in sorted(summary.scrubbed.items())
+            ],
+        ),
         "## Models",
         "The models that served each role, as their servers named them in their replies:",
         table(["role", "served by", "rows"], served_rows(summary.served)),

@@ -147,6 +147,7 @@ def base_rating(
         judge=judges[0] if judges else "",
         flags=flags,
         tool_accuracy=tool_accuracy(row, task_row),
+        leaks=details["leaks"],
         raw_reply=json.dumps(details) if any(details.values()) else None,
         run_id=run_id,
     )

@@ -8,13 +8,15 @@ clean result does not excuse the failed ones.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tasks.scrub import SECRET_PATTERNS
+from tasks.scrub import environment_secrets
+from tasks.secrets import SecretDetector, load_rules
 from toucan.records import Task, Trajectory
 
 RULES = (
@@ -38,8 +40,9 @@ JUNK = (
     re.compile(r"!{12,}"),  # the reference's degenerate-generation check
     re.compile(r"(.{8,200}?)(?:\s*\1){3,}", re.DOTALL),  # a phrase 4+ times in a row
 )
-SECRET_ENV_NAME = re.compile(r"(?i)(key|token|secret|password|passwd|credential)")
-MIN_SECRET_CHARS = 8
+# kinds the export rewrites but that are no reason to drop a trajectory: a task may well be
+# about writing to someone, and the export turns the address into user@example.com
+NOT_A_LEAK = frozenset({"email"})
 IRRELEVANT = "irrelevant"
 
 
@@ -74,29 +77,25 @@ def final_answer(row: Trajectory) -> str:
 
 
 def local_markers() -> list[str]:
-    """Strings that would reveal this machine: its home and project directories (temp and
-    sandbox paths are caught by the `local_path` pattern)."""
+    """Strings that would reveal this machine: its home and project directories (other local
+    paths are caught by the detector's path rule)."""
     here = Path(__file__).resolve().parents[1]
     candidates = {str(Path.home()), str(here)}
     return sorted(c for c in candidates if len(c) > 4)
 
 
-def secret_values() -> list[str]:
-    """Values of this process's secret-looking environment variables."""
-    return [
-        value
-        for name, value in os.environ.items()
-        if SECRET_ENV_NAME.search(name) and len(value) >= MIN_SECRET_CHARS
-    ]
+@functools.lru_cache(maxsize=8)
+def leak_detector(markers: tuple[str, ...], secrets: tuple[str, ...]) -> SecretDetector:
+    """The export's detector (tasks/secrets.py) plus this machine's folders and secrets."""
+    return SecretDetector(
+        load_rules(), literals={"machine_path": markers, "environment_secret": secrets}
+    )
 
 
-def leaks(text: str, markers: list[str], secrets: list[str]) -> list[str]:
-    found = [
-        name for name, pattern, _ in SECRET_PATTERNS if name != "email" and pattern.search(text)
-    ]
-    found += ["machine_path" for marker in markers if marker in text][:1]
-    found += ["environment_secret" for value in secrets if value in text][:1]
-    return found
+def leaks(text: str, markers: list[str], secrets: list[str]) -> dict[str, int]:
+    """Secrets and local paths in `text`: occurrences by kind (e-mails are not leaks)."""
+    findings = leak_detector(tuple(markers), tuple(secrets)).find(text)
+    return dict(Counter(f.kind for f in findings if f.kind not in NOT_A_LEAK))
 
 
 def all_text(row: Trajectory) -> str:
@@ -143,7 +142,7 @@ def evaluate_rules(
     markers: list[str] | None = None,
     secrets: list[str] | None = None,
 ) -> tuple[dict[str, bool], dict[str, Any]]:
-    """(flag per rule, details: which calls failed, what leaked)."""
+    """(flag per rule, details: which calls failed, what leaked by kind)."""
     irrelevant = task.kind == IRRELEVANT
     results = tool_results(row)
     failed = [
@@ -154,7 +153,7 @@ def evaluate_rules(
     found = leaks(
         all_text(row),
         local_markers() if markers is None else markers,
-        secret_values() if secrets is None else secrets,
+        environment_secrets() if secrets is None else secrets,
     )
     accuracy = tool_accuracy(row, task)
     assistant_text = "\n".join(
@@ -169,4 +168,4 @@ def evaluate_rules(
         "target_tool_not_called": bool(accuracy) and accuracy["desired_tools_used"] < 1.0,
         "repeated_junk": is_junk(assistant_text),
     }
-    return flags, {"failed_calls": failed, "leaks": sorted(set(found))}
+    return flags, {"failed_calls": failed, "leaks": found}

@@ -252,6 +252,8 @@ class TrajectoryRating(Record):
     scores: dict[str, Score] = Field(default_factory=dict)  # completeness, conciseness
     overall: float | None = None
     tool_accuracy: dict[str, float] = Field(default_factory=dict)
+    # what fired `local_path_or_secret`: occurrences by kind (tasks/secret_rules.toml)
+    leaks: dict[str, int] = Field(default_factory=dict)
     keep: bool = False
     status: Literal["ok", "error"] = "ok"
     reason: str | None = None

@@ -1,15 +1,15 @@
 """Pipeline records seeded straight into a store, for the export and report tests.
 
 One kept trajectory per subset, plus rows that must not be exported: a rejected one, one with
-schema-invalid tool arguments. A tool result carries secrets (SEEDED_SECRETS) that the export
-must remove.
+schema-invalid tool arguments. A tool result carries one secret of every kind (LEAKS) that the
+export must remove.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from toucan.ids import make_id, schema_hash
 from toucan.records import (
@@ -26,16 +26,96 @@ from toucan.records import (
 )
 from toucan.store import Store
 
-SEEDED_SECRETS = (
-    "sk-proj-Abc123Def456Ghi789Jkl012",
-    "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
-    "AKIAIOSFODNN7EXAMPLE",
-    "xoxb-123456789012-abcdefghijkl",
-    "ops.lead@acme-corp.io",
-    "/root/.config/secret.json",
-    "/home/alice/projects/notes.txt",
-    "-----BEGIN RSA PRIVATE KEY-----",
+
+class Leak(NamedTuple):
+    """One secret seeded into a tool result: the kind it is counted as, how it appears, and
+    the parts of it that no exported file may contain."""
+
+    kind: str
+    text: str
+    needles: tuple[str, ...]
+
+
+LEAKS = (
+    Leak(
+        "openai_key", "key=sk-proj-Abc123Def456Ghi789Jkl012", ("sk-proj-Abc123Def456Ghi789Jkl012",)
+    ),
+    Leak(
+        "github_token",
+        "token ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
+        ("ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",),
+    ),
+    Leak("aws_access_key", "aws AKIAIOSFODNN7EXAMPLE", ("AKIAIOSFODNN7EXAMPLE",)),
+    Leak(
+        "slack_token", "slack xoxb-123456789012-abcdefghijkl", ("xoxb-123456789012-abcdefghijkl",)
+    ),
+    Leak("email", "contact ops.lead@acme-corp.io", ("ops.lead@acme-corp.io",)),
+    Leak("local_path", "cfg /root/.config/secret.json", ("/root/.config",)),
+    Leak("local_path", "file /home/alice/projects/notes.txt", ("/home/alice", "alice")),
+    Leak(
+        "bearer_token", "Authorization: Bearer abcdefghijklmnop123456", ("abcdefghijklmnop123456",)
+    ),
+    # the kinds the export used to write verbatim
+    Leak(
+        "aws_secret_key",
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ3vPq8Rt2",
+        ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ3vPq8Rt2",),
+    ),
+    Leak(
+        "stripe_key", "stripe sk_live_4eC39HqLyjWDarjtT1zdp7dcXyZ9", ("4eC39HqLyjWDarjtT1zdp7dc",)
+    ),
+    Leak(
+        "huggingface_token",
+        "hub hf_aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH",
+        ("hf_aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH",),
+    ),
+    Leak(
+        "google_api_key",
+        "maps AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+        ("AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",),
+    ),
+    Leak(
+        "jwt",
+        "session eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6Ik"
+        "pvaG4ifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        ("eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ", "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV"),
+    ),
+    Leak("generic_secret", "DB_PASSWORD=Tr0ub4dor", ("Tr0ub4dor",)),
+    Leak("generic_secret", "APP_SECRET=Zq8xK2mN7pL4", ("Zq8xK2mN7pL4",)),
+    Leak("openai_key", "short sk-Ab3dE5fG7hJ9", ("sk-Ab3dE5fG7hJ9",)),
+    Leak("local_path", "db /var/lib/toucan-seed/state.db", ("/var/lib",)),
+    Leak("local_path", "site /srv/acme-www/index.html", ("/srv/", "acme-www")),
+    Leak("local_path", "doc C:\\Users\\bob\\Documents\\plan.docx", ("C:\\Users", "\\bob")),
+    Leak("local_path", "share \\\\fileserver\\team\\plan.docx", ("fileserver", "team")),
+    Leak("local_path", "keys in ~/.ssh/id_rsa", ("~/.ssh",)),
+    Leak(
+        "private_key",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+        ("-----BEGIN RSA PRIVATE KEY-----", "MIIEpAIBAAKCAQEA"),
+    ),
 )
+SEEDED_SECRETS = tuple(needle for leak in LEAKS for needle in leak.needles)
+# what tools answer every day and the detector must leave alone
+ORDINARY_TOOL_OUTPUT = [
+    "commit 3f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39 (HEAD -> main)",
+    "id 550e8400-e29b-41d4-a716-446655440000, parent 6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+    "[image: image/png, 48212 base64 chars]",
+    "[resource file:///workspace/report.pdf: 2048 base64 chars]",
+    "https://api.example.com/v1/users?page=2&sort=desc and https://example.com/tmp/x",
+    "http://localhost:8080/home/index.html",
+    "2025-06-01T14:03:22+02:00, 2024-01-31, 14:05:09.123Z",
+    "/usr/bin/python3 -m venv /usr/local/venv; cat /etc/hosts > /dev/null",
+    "GET /repos/acme/widgets/issues returns 200",
+    "see /help, type /s, 3/4 of km/h and/or TCP/IP",
+    "usage: tool --in /path/to/input.csv (or C:\\path\\to\\input.csv)",
+    '{"gif": "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==", "b64": "q+/a9/Zk+/b"}',
+    '{"max_tokens": 384, "tokens_in": 12345, "token_expires_at": "2025-06-01T14:03:22Z"}',
+    '{"password": "********", "secret_santa": true, "api_key": null, "token": "${API_TOKEN}"}',
+    "The password: strong enough. A secret: Pineapple.",
+    "next_page_token: CAEQAA; sk-learn-model; desk-organizer; task-sk-1",
+    "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "user@example.com wrote C:\\Windows\\System32\\drivers and C:\\Program Files\\Git\\bin",
+]
 FORECAST_SCHEMA = {
     "type": "object",
     "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
@@ -90,17 +170,8 @@ def tool_use_messages(question: str, arguments: dict[str, Any], result: str) -> 
 
 
 def secret_result() -> str:
-    return json.dumps(
-        {
-            "forecast": "sunny, 21 C",
-            "debug": (
-                f"key={SEEDED_SECRETS[0]} token {SEEDED_SECRETS[1]} aws {SEEDED_SECRETS[2]} "
-                f"slack {SEEDED_SECRETS[3]} contact {SEEDED_SECRETS[4]} cfg {SEEDED_SECRETS[5]} "
-                f"file {SEEDED_SECRETS[6]} Authorization: Bearer abcdefghijklmnop123456\n"
-                f"{SEEDED_SECRETS[7]}\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"
-            ),
-        }
-    )
+    """A tool result (JSON text, as servers send it) with one of every LEAKS in it."""
+    return json.dumps({"forecast": "sunny, 21 C", "debug": "\n".join(leak.text for leak in LEAKS)})
 
 
 def task_rating(task_id: str, score: int = 4) -> TaskRating:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pyarrow.parquet as pq
@@ -12,8 +14,9 @@ import pytest
 
 from flows.export import export_dataset
 from tasks.export import EXPORT_COLUMNS, SUBSETS
+from tasks.export_files import FORMATS
 from tasks.scrub import find_secrets
-from tests.export.seeding import SEEDED_SECRETS, seed_pipeline
+from tests.export.seeding import LEAKS, seed_pipeline
 from toucan.config import load_settings
 from toucan.ids import export_uuid
 from toucan.store import Store
@@ -109,31 +112,61 @@ def test_every_exported_tool_call_validates_against_its_tool_schema(seeded, sett
     assert checked == 4  # original, diversified, and two in the multi-turn row
 
 
-def test_secrets_in_tool_results_are_removed_and_counted(seeded, settings, tmp_path):
+def escaped_forms(text: str) -> set[str]:
+    """`text` as a file may hold it: raw, JSON-escaped once (a string in a JSONL line) or twice
+    (a tool result that is JSON text, inside a JSON string)."""
+    once = json.dumps(text)[1:-1]
+    return {text, once, json.dumps(once)[1:-1]}
+
+
+def exported_texts(out: Path) -> dict[str, str]:
+    """Every file the export wrote, by relative path, as text (a parquet file: its cells)."""
+    texts = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            rows = pq.read_table(path).to_pylist()
+            text = "\n".join(value for row in rows for value in row.values())
+        else:
+            text = path.read_text(encoding="utf-8")
+        texts[str(path.relative_to(out))] = text
+    return texts
+
+
+def json_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [k, *json_strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in json_strings(v)]
+    return []
+
+
+def test_one_secret_of_every_kind_is_removed_from_every_file_and_counted_by_kind(
+    seeded, settings, tmp_path
+):
     store, _ = seeded
     out = tmp_path / "out"
-    summary = export_dataset(store, settings, out, ["parquet", "jsonl", "openai", "sharegpt"])
-    for path in out.rglob("*"):
-        if path.suffix in (".jsonl", ".md", ".json"):
-            text = path.read_text()
-            assert not [s for s in SEEDED_SECRETS if s in text], path
-    for row in read_parquet_rows(out):
-        for column, value in row.items():
-            assert not [s for s in SEEDED_SECRETS if s in value], column
-            assert find_secrets(value) == [], (column, find_secrets(value))
-    for pattern in (
-        "openai_key",
-        "github_token",
-        "aws_access_key",
-        "slack_token",
-        "email",
-        "local_path",
-        "bearer_token",
-        "private_key",
-    ):
-        assert summary.scrubbed.get(pattern, 0) >= 1, pattern
+    summary = export_dataset(store, settings, out, list(FORMATS))
+    texts = exported_texts(out)
+    assert {name.split("/")[0] for name in texts} >= {"data", "openai", "sharegpt"}
+    assert {Path(name).suffix for name in texts} >= {".parquet", ".jsonl", ".md", ".json"}
+    needles = {form for leak in LEAKS for needle in leak.needles for form in escaped_forms(needle)}
+    for name, text in texts.items():
+        assert not [needle for needle in needles if needle in text], name
+        assert str(tmp_path) not in text, name
+    for column_value in (v for row in read_parquet_rows(out) for v in row.values()):
+        assert find_secrets(column_value) == []
+    kinds = {leak.kind for leak in LEAKS}
+    assert {kind for kind, n in summary.scrubbed.items() if n} == kinds
+    assert summary.scrubbed_rows == dict.fromkeys(kinds, 1)
     assert summary.rows_scrubbed == 1
-    assert "private_key" in (out / "README.md").read_text()
+    card = texts["README.md"]
+    assert all(kind in card for kind in kinds)
+    shipped = json.loads(texts["export_summary.json"])
+    assert shipped["out_dir"] == "out" and shipped["scrubbed_rows"] == summary.scrubbed_rows
+    absolute = re.compile(r"^(?:/|[A-Za-z]:\\|\\\\)")
+    assert not [s for s in json_strings(shipped) if absolute.match(s)]
 
 
 def test_an_empty_store_gives_a_clear_message_and_a_valid_empty_export(settings, tmp_path):

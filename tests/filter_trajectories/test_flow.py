@@ -16,6 +16,14 @@ from toucan.records import TrajectoryRating
 from toucan.store import Store
 
 CLEAN = [("calculate", {"expression": "6*7"}, "42", False)]
+LEAKY = [
+    (
+        "calculate",
+        {"expression": "6*7"},
+        "42 (hf_aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH, cache /srv/calc/x.db, /srv/calc/y.db)",
+        False,
+    )
+]
 
 
 def judge_reply(request: dict[str, Any]) -> dict[str, Any]:
@@ -39,6 +47,7 @@ def test_filter_trajectories_stores_every_flag_and_score_and_keeps_by_the_rule(
         make_trajectory(other, []),  # no tool call
         make_trajectory(irrelevant, [], answer="Roses are red."),  # kept: no tool was right
         make_trajectory(task, CLEAN, answer="", stop_reason="model_error", status="error"),
+        make_trajectory(task, LEAKY, teacher="Teacher-C"),  # a token in a tool result
     ]
     store = Store(tmp_path / "t.duckdb")
     store.insert([task, other, irrelevant, *rows])
@@ -59,13 +68,15 @@ def test_filter_trajectories_stores_every_flag_and_score_and_keeps_by_the_rule(
 
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["total"]["rated"] == 5 and summary["total"]["kept"] == 2
+    assert summary["total"]["rated"] == 6 and summary["total"]["kept"] == 2
     assert summary["per_teacher"]["Teacher-A"]["keep_rate"] == 0.5
     assert summary["by_reason"] == {
         "low_completeness": 1,
         "no_tool_call": 1,
         "trajectory_failed": 1,
+        "local_path_or_secret": 1,
     }
+    assert summary["leaks_by_kind"] == {"huggingface_token": 1, "local_path": 1}
     ratings = {r.trajectory_id: r for r in store.select(TrajectoryRating)}
     kept = ratings[rows[0].trajectory_id]
     assert kept.keep and kept.scores["completeness"].score == 5
@@ -75,13 +86,15 @@ def test_filter_trajectories_stores_every_flag_and_score_and_keeps_by_the_rule(
     assert ratings[rows[2].trajectory_id].flags["no_tool_call"] is True
     assert ratings[rows[2].trajectory_id].scores  # judged all the same: every score stored
     assert ratings[rows[3].trajectory_id].keep
+    assert kept.leaks == {}
+    assert ratings[rows[5].trajectory_id].leaks == {"huggingface_token": 1, "local_path": 2}
     judged = [r for r in fake_llm.requests if r["model"] == "Judge"]
-    assert len(judged) == 4
+    assert len(judged) == 5
     assert any('arguments: {"expression": "6*7"}' in r["messages"][-1]["content"] for r in judged)
 
     again = runner.invoke(app, arguments)
     assert json.loads(again.stdout)["total"]["rated"] == 0
-    assert len([r for r in fake_llm.requests if r["model"] == "Judge"]) == 4
+    assert len([r for r in fake_llm.requests if r["model"] == "Judge"]) == 5
 
     shown = runner.invoke(app, ["show", rows[0].trajectory_id[:12], "--store", str(store.path)])
     assert (

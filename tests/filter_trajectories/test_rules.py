@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tasks.filter_trajectories import build_transcript, decide_keep
-from tasks.trajectory_rules import evaluate_rules, result_is_error, tool_accuracy
+from tasks.trajectory_rules import NOT_A_LEAK, evaluate_rules, result_is_error, tool_accuracy
+from tests.export.seeding import LEAKS, ORDINARY_TOOL_OUTPUT
 from tests.filter_trajectories.samples import make_task, make_trajectory
 from toucan.config import FilterTrajectoriesConfig
 from toucan.records import Score
@@ -67,6 +70,32 @@ def test_local_paths_and_secrets_anywhere_in_the_content_fire() -> None:
         assert "local_path_or_secret" in flags_of(row, task), leak
         row = make_trajectory(task, CLEAN, answer=f"Done: {leak}")
         assert "local_path_or_secret" in flags_of(row, task), leak
+
+
+def leaks_of(trajectory, task) -> dict[str, int]:
+    _, details = evaluate_rules(trajectory, task, markers=["/work/main"], secrets=[])
+    return details["leaks"]
+
+
+@pytest.mark.parametrize("leak", LEAKS, ids=lambda leak: f"{leak.kind}:{leak.text[:24]}")
+def test_every_kind_the_export_scrubs_fires_the_rule_and_is_counted_by_kind(leak) -> None:
+    task = make_task()
+    in_arguments = make_trajectory(task, [("calculate", {"expression": leak.text}, "42", False)])
+    in_result = make_trajectory(task, [("calculate", {"expression": "6*7"}, leak.text, False)])
+    for row in (in_arguments, in_result):
+        if leak.kind in NOT_A_LEAK:
+            assert "local_path_or_secret" not in flags_of(row, task)
+            assert leaks_of(row, task) == {}
+        else:
+            assert "local_path_or_secret" in flags_of(row, task)
+            assert leaks_of(row, task) == {leak.kind: 1}
+
+
+@pytest.mark.parametrize("text", ORDINARY_TOOL_OUTPUT)
+def test_ordinary_tool_output_does_not_fire_the_leak_rule(text) -> None:
+    task = make_task()
+    row = make_trajectory(task, [("calculate", {"expression": "6*7"}, text, False)])
+    assert "local_path_or_secret" not in flags_of(row, task)
 
 
 def test_target_tools_are_matched_exactly_and_in_order() -> None:
