@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_env.results import make_listed_tool
+from mcp_env.results import ListedTool
 from tasks.agent.naming import ExposedTool, expose_tools
 from tasks.tool_offer import ToolOffer, offer_tools, original_tools
 from tests.provider_tools.documented_rules import (
@@ -15,6 +15,7 @@ from tests.provider_tools.documented_rules import (
     request_violations,
 )
 from toucan.config import PromptBudget
+from toucan.ids import schema_hash
 from toucan.llm.tool_rules import OPENAI_STRICT, TOOL_RULES, ToolRules
 from toucan.records import TargetTool
 
@@ -22,8 +23,14 @@ RULES = {**TOOL_RULES, "openai_strict": OPENAI_STRICT}
 
 
 def exposed_fixture(fixture: str, rules: ToolRules) -> list[ExposedTool]:
+    # the servers' raw schemas, not the listing's repairs: the normaliser must cope alone
     listed = [
-        make_listed_tool(t["name"], t.get("description"), t.get("inputSchema"), None)
+        ListedTool(
+            name=t["name"],
+            description=t.get("description") or "",
+            input_schema=t["inputSchema"] if isinstance(t.get("inputSchema"), dict) else {},
+            schema_hash=schema_hash(t.get("inputSchema")),
+        )
         for t in quirk_tools(fixture)
     ]
     return expose_tools([("srv_quirks", "quirks", listed)], rules=rules)
