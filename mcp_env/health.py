@@ -32,6 +32,7 @@ class ServerCheck(BaseModel):
     reason: str | None = None  # snake_case token when rejected (or a note when ok)
     detail: str = ""
     connect_latency_ms: float | None = None
+    sandbox_mode: str | None = None  # McpSession.sandbox_mode of the checked session
     tools: list[ListedTool] = Field(default_factory=list)
     probe_tool: str | None = None
     probe_result: str | None = None  # first characters of the probe's answer
@@ -83,8 +84,11 @@ async def check_server(
     try:
         if isinstance(pool_or_session, SessionPool):
             started = time.perf_counter()
-            async with pool_or_session.session_for(pool_or_session.register(spec)):
+            async with pool_or_session.session_for(pool_or_session.register(spec)) as session:
                 verdict.connect_latency_ms = (time.perf_counter() - started) * 1000
+                verdict.sandbox_mode = session.sandbox_mode
+        else:
+            verdict.sandbox_mode = pool_or_session.sandbox_mode
         verdict.tools = await list_tools_of(pool_or_session, spec)
         if not verdict.tools:
             return verdict.model_copy(update={"reason": "no_tools"})

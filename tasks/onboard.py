@@ -123,6 +123,7 @@ def onboard_from_check(
             "detail": check.detail,
             "tool_count": len(check.tools),
             "connect_latency_ms": check.connect_latency_ms,
+            "sandbox": check.sandbox_mode,
         }
     )
     return OnboardOutcome(server=server, tools=check.tools if check.status == "ok" else [])

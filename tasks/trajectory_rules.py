@@ -16,6 +16,7 @@ from typing import Any
 
 from tasks.scrub import SECRET_PATTERNS
 from toucan.records import Task, Trajectory
+from toucan.secrets import is_secret_name
 
 RULES = (
     "no_tool_call",
@@ -38,7 +39,6 @@ JUNK = (
     re.compile(r"!{12,}"),  # the reference's degenerate-generation check
     re.compile(r"(.{8,200}?)(?:\s*\1){3,}", re.DOTALL),  # a phrase 4+ times in a row
 )
-SECRET_ENV_NAME = re.compile(r"(?i)(key|token|secret|password|passwd|credential)")
 MIN_SECRET_CHARS = 8
 IRRELEVANT = "irrelevant"
 
@@ -86,7 +86,7 @@ def secret_values() -> list[str]:
     return [
         value
         for name, value in os.environ.items()
-        if SECRET_ENV_NAME.search(name) and len(value) >= MIN_SECRET_CHARS
+        if is_secret_name(name) and len(value) >= MIN_SECRET_CHARS
     ]
 
 

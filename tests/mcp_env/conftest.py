@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mcp_env.specs import StdioSpec
+from mcp_env.specs import SandboxSpec, StdioSpec
 
 TINY_SERVER = Path(__file__).resolve().parents[1] / "servers" / "tiny_server.py"
 PYTHON = sys.executable
@@ -33,14 +33,26 @@ def tiny_spec(
     args = [str(TINY_SERVER), "--tag", RUN_TAG, "--mode", mode]
     if log is not None:
         args += ["--log", str(log)]
+        fields["sandbox"] = with_writable_log(log, fields.get("sandbox"))
     return StdioSpec(name=name, command=PYTHON, args=args, **fields)
 
 
+def with_writable_log(log: Path, sandbox: SandboxSpec | None = None) -> SandboxSpec:
+    """The spec's sandbox plus the test's call log, which the server must be able to append
+    to from inside its sandbox (created here: a sandbox path must exist)."""
+    log.touch()
+    sandbox = sandbox or SandboxSpec()
+    return sandbox.model_copy(update={"writable_paths": [*sandbox.writable_paths, str(log)]})
+
+
 def list_tiny_processes() -> list[psutil.Process]:
+    """This run's tiny servers (the Python processes, not the sandbox wrappers around them)."""
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        mine = "tiny_server.py" in cmdline and RUN_TAG in cmdline
+        argv = process.info["cmdline"] or [""]
+        cmdline = " ".join(argv)
+        server = Path(argv[0]).name.startswith("python")
+        mine = server and "tiny_server.py" in cmdline and RUN_TAG in cmdline
         if mine and process.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(process)
     return found
