@@ -118,8 +118,9 @@ def confine(
     view = base_view(sandbox.has_network)
     for path in program_paths(argv, env["PATH"]):
         view.add(path)
-    if seed_dir is not None and seed_dir.is_dir() and not sandbox.isolate:
-        view.add(seed_dir)
+    if not sandbox.isolate:
+        for path in named_files(argv, seed_dir):
+            view.add(path)
     for path in read_only:
         view.add(path)
     for path in [*writable, box]:
@@ -128,6 +129,14 @@ def confine(
         view.add(cwd)
     view.files.update(write_identity(Path(f"{box}.etc"), env["HOME"]))
     return wrap_bwrap(argv, view, sandbox.has_network, cwd)
+
+
+def named_files(argv: list[str], seed_dir: Path | None) -> list[str]:
+    """What a server that is not isolated may also read: the fleet's seed dir and the
+    existing files its command line names (a config file the catalog points it at); never
+    a directory, which the spec must name in `read_only_paths`."""
+    files = [arg for arg in argv[1:] if os.path.isabs(arg) and os.path.isfile(arg)]
+    return [*files, *([str(seed_dir)] if seed_dir is not None and seed_dir.is_dir() else [])]
 
 
 def wrap_bwrap(argv: list[str], view: View, network: bool, cwd: str) -> list[str]:

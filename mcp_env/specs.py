@@ -41,8 +41,9 @@ class SandboxSpec(BaseModel):
     """How a stdio server (or an HTTP spec's `launch`) is confined (mcp_env/confine.py).
 
     Every server runs in a sandbox that shows it only the system runtime, its own program and
-    its sandbox dir. `isolate` makes that stricter: no network unless `network` says
-    otherwise, and not even the fleet's seed dir (only the copies in its sandbox)."""
+    its sandbox dir (and, unless isolated, the seed dir and the files its command line names).
+    `isolate` makes that stricter: no network unless `network` says otherwise, and nothing
+    of the host beyond its program and the paths named here."""
 
     model_config = ConfigDict(extra="forbid")
 

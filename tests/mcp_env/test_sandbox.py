@@ -94,6 +94,23 @@ def test_network_follows_isolation_unless_the_spec_says_otherwise():
 
 
 @needs_bwrap
+def test_files_named_on_the_command_line_are_readable_only_when_not_isolated(tmp_path):
+    config = tmp_path / "server.json"
+    config.write_text("{}")
+    binds = {}
+    for isolate in (False, True):
+        spec = tiny_spec(sandbox=SandboxSpec(isolate=isolate))
+        spec = spec.model_copy(update={"args": [*spec.args, "--config", str(config)]})
+        launch = prepare_launch(
+            spec, sandbox_root=tmp_path, seed_dir=None, fleet_dir=None, isolation="bwrap"
+        )
+        remove_sandbox(launch.sandbox_dir)
+        binds[isolate] = launch.argv[: launch.argv.index("--")]
+    assert str(config) in binds[False] and str(config) not in binds[True]
+    assert str(tmp_path) not in binds[False]  # the file, not its directory
+
+
+@needs_bwrap
 def test_a_bwrap_launch_binds_only_the_program_and_its_sandbox(tmp_path):
     spec = tiny_spec(sandbox=SandboxSpec(isolate=True))
     launch = prepare_launch(
