@@ -149,7 +149,7 @@ def prepare_launch(
 
     `isolation` is 'bwrap' or 'helper' (`detect_isolation()`'s answer; pass it to avoid
     probing per server). Raises ServerStartError (`command_not_found`, `missing_seed`,
-    `sandbox_path_missing`, `sandbox_unavailable`); on failure the sandbox dir is removed
+    `cwd_not_found`, `sandbox_path_missing`, `sandbox_unavailable`); on failure the sandbox dir is removed
     again before the error propagates.
     """
     sandbox_dir = make_sandbox_dir(sandbox_root)
@@ -162,6 +162,8 @@ def prepare_launch(
         if shutil.which(argv[0], path=env["PATH"]) is None:
             raise ServerStartError(f"{argv[0]} not found on PATH", reason="command_not_found")
         cwd = substitute_vars(spec.cwd, values) if spec.cwd else str(sandbox_dir)
+        if not os.path.isdir(cwd):
+            raise ServerStartError(f"working dir {cwd} does not exist", reason="cwd_not_found")
         mode = isolation or detect_isolation()
         named = (
             substitute_vars(spec.sandbox.read_only_paths, values),

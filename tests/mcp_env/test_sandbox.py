@@ -87,6 +87,14 @@ def test_a_named_sandbox_path_that_does_not_exist_is_refused(tmp_path):
     assert not list(tmp_path.glob("mcp-sbx-*"))
 
 
+def test_a_working_dir_that_does_not_exist_is_refused_by_name(tmp_path):
+    spec = StdioSpec(name="s", command=PYTHON, cwd="{sandbox}/absent")
+    with pytest.raises(ServerStartError) as caught:
+        prepare_launch(spec, sandbox_root=tmp_path, seed_dir=None, fleet_dir=None)
+    assert caught.value.reason == "cwd_not_found"
+    assert not list(tmp_path.glob("mcp-sbx-*"))
+
+
 def test_network_follows_isolation_unless_the_spec_says_otherwise():
     assert SandboxSpec().has_network and not SandboxSpec(isolate=True).has_network
     assert SandboxSpec(isolate=True, network=True).has_network
