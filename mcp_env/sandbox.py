@@ -149,8 +149,8 @@ def prepare_launch(
 
     `isolation` is 'bwrap' or 'helper' (`detect_isolation()`'s answer; pass it to avoid
     probing per server). Raises ServerStartError (`command_not_found`, `missing_seed`,
-    `cwd_not_found`, `sandbox_path_missing`, `sandbox_unavailable`); on failure the sandbox dir is removed
-    again before the error propagates.
+    `cwd_not_found`, `sandbox_path_missing`, `sandbox_unavailable`); on failure the sandbox
+    dir is removed again before the error propagates.
     """
     sandbox_dir = make_sandbox_dir(sandbox_root)
     try:

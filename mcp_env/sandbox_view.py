@@ -138,14 +138,17 @@ def resolve_links(path: Path) -> list[tuple[Path, str, Path]]:
 
 def install_roots(path: Path) -> list[Path]:
     """What a program needs besides its file: its venv (and the base interpreter the venv
-    names), the npm prefix holding it, or its `bin` dir with the sibling `lib` (a pyenv or
-    nvm prefix); a lone binary or script needs only itself."""
+    names), the node_modules tree holding it (Node resolves packages there, never above),
+    or its `bin` dir with the sibling `lib` (a pyenv or nvm prefix); a lone binary or
+    script needs only itself."""
     for parent in path.parents:
         if (parent / "pyvenv.cfg").is_file():
             return [parent, *venv_base(parent)]
-    for parent in reversed(path.parents):  # the outermost node_modules is the prefix's
+    # the outermost node_modules (packages nest theirs), not the prefix around it: after
+    # `npm install` in ~ that prefix is the home directory
+    for parent in reversed(path.parents):
         if parent.name == "node_modules":
-            return [parent.parent]
+            return [parent]
     if path.parent.name == "bin":
         return prefix_dirs(path.parent)
     return [path]
@@ -211,4 +214,5 @@ def program_paths(argv: list[str], search_path: str) -> list[Path]:
     script = script_argument(argv)
     if script is not None and any(INTERPRETER_NAME.match(name) for name in names):
         paths.append(script)
-    return paths
+    too_wide = {Path("/"), Path.home(), *Path.home().parents}  # a program never brings these
+    return [path for path in paths if Path(os.path.normpath(path)) not in too_wide]
