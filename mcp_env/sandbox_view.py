@@ -3,8 +3,8 @@
 Nothing of the host is visible unless it is listed: the system runtime (/usr and the /bin,
 /lib* links into it), the /etc files a runtime reads (dynamic linker, CA certificates, time
 zone; name resolution only when the server has network), a minimal passwd/group, the server's
-own program (its venv or npm prefix and the interpreter behind it, every symlink on the way
-recreated), the paths its spec names, and its sandbox dir. So the user's home, the project
+own program (its venv or node_modules tree and the interpreter behind it, every symlink on
+the way recreated), the paths its spec names, and its sandbox dir. So the user's home, the project
 directory (its `.env`), the store and other servers' sandboxes stay out of sight.
 """
 
