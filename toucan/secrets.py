@@ -5,8 +5,9 @@ environment the parent was *started* with: deleting a key from `os.environ` chan
 there. So toucan, at start, blanks secret-looking variables in that start-time copy (they stay
 in `os.environ`, the copy toucan itself reads its keys from: `DeploymentConfig.api_key`), and
 what it starts gets an environment without them: MCP servers an allow-list
-(`mcp_env.sandbox.build_environment`), the embedded model server and Prefect's API server
-this process's environment minus secrets. Only what calls a provider holds a key.
+(`mcp_env.sandbox.build_environment`), the embedded model server, Prefect's API server and the
+installers (uv, npm: third-party build and install scripts run there) this process's
+environment minus secrets. Only what calls a provider holds a key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 SECRET_ENV_NAME = re.compile(r"(?i)(key|token|secret|password|passwd|credential)")
+# what package installers read their registry credentials from (uv, pip, npm)
+REGISTRY_PREFIXES = ("UV_", "PIP_", "NPM_", "npm_config_")
 # /proc/<pid>/stat fields 50 and 51 (1-based, Linux >= 3.5): where the start-time
 # environment lies in the process's memory (proc(5))
 ENV_START_FIELD, ENV_END_FIELD = 50, 51
@@ -32,9 +35,17 @@ def is_secret_name(name: str) -> bool:
     return bool(SECRET_ENV_NAME.search(name))
 
 
-def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
-    """A copy of `environ` for a child that needs no secret."""
-    return {name: value for name, value in environ.items() if not is_secret_name(name)}
+def without_secrets(
+    environ: Mapping[str, str], keep_prefixes: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """A copy of `environ` for a child that needs no secret, except the variables named
+    with one of `keep_prefixes` (an installer keeps REGISTRY_PREFIXES: a private index's
+    credentials; its packages' build and install scripts get no provider key)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if not is_secret_name(name) or name.startswith(keep_prefixes)
+    }
 
 
 @contextlib.contextmanager

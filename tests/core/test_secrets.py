@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from toucan.secrets import is_secret_name, without_secrets
+from toucan.secrets import REGISTRY_PREFIXES, is_secret_name, without_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_SECRETS = {"OPENAI_API_KEY": "sk-test-core-3e5a7c9b", "PGPASSWORD": "pg-test-1b3d5f7a"}
@@ -56,8 +56,10 @@ def run_with_secrets(code: str, **extra_env: str) -> dict:
 def test_secret_names_are_recognised():
     assert all(is_secret_name(n) for n in ("OPENAI_API_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD"))
     assert not any(is_secret_name(n) for n in ("PATH", "HOME", "LANG", "PREFECT_API_URL"))
-    kept = without_secrets({"PATH": "/usr/bin", "HF_TOKEN": "hf_x", "DB_PASSWD": "y"})
-    assert kept == {"PATH": "/usr/bin"}
+    environ = {"PATH": "/usr/bin", "HF_TOKEN": "hf_x", "UV_INDEX_PRIVATE_PASSWORD": "p"}
+    assert without_secrets(environ) == {"PATH": "/usr/bin"}
+    installer = without_secrets(environ, keep_prefixes=REGISTRY_PREFIXES)
+    assert installer == {"PATH": "/usr/bin", "UV_INDEX_PRIVATE_PASSWORD": "p"}
 
 
 def test_the_start_time_environment_no_longer_shows_secrets_but_the_process_keeps_them():
