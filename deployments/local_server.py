@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from toucan.secrets import without_secrets
+
 SERVER_START_TIMEOUT_S = 180.0  # first start runs the SQLite migrations; slow on a busy host
 STOP_GRACE_S = 15.0  # time a child gets after SIGTERM before SIGKILL
 
@@ -124,7 +126,7 @@ def serve(
                 prefect_command(
                     "server", "start", "--host", config.host, "--port", str(config.port)
                 ),
-                env,
+                without_secrets(env),  # only the worker runs flows that call providers
                 config.workdir,
             )
             wait_healthy(config.api_url, SERVER_START_TIMEOUT_S, lambda: server.poll() is None)

@@ -35,6 +35,7 @@ class ServerCheck(BaseModel):
     connect_latency_ms: float | None = None
     transport_used: str | None = None  # None when the connection never came up
     notes: list[str] = Field(default_factory=list)  # e.g. wrong_transport, stuck_cursor
+    sandbox_mode: str | None = None  # McpSession.sandbox_mode of the checked session
     tools: list[ListedTool] = Field(default_factory=list)  # usable tools only
     rejected_tools: list[ToolRejection] = Field(default_factory=list)
     probe_tool: str | None = None
@@ -73,8 +74,10 @@ async def check_server(
             started = time.perf_counter()
             async with pool_or_session.session_for(pool_or_session.register(spec)) as session:
                 verdict.connect_latency_ms = (time.perf_counter() - started) * 1000
+                verdict.sandbox_mode = session.sandbox_mode
         else:
             session = pool_or_session
+            verdict.sandbox_mode = session.sandbox_mode
         verdict.transport_used = session.transport_used
         verdict = with_listing(verdict, spec, await listing_of(pool_or_session, spec))
         if not verdict.tools:

@@ -29,7 +29,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from mcp_env.results import ListedTool, ToolListing, ToolResult, truncate_result
-from mcp_env.sandbox import detect_isolation
+from mcp_env.sandbox import prepare_sandboxes
 from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.session import (
     CALL_TIMEOUT_S,
@@ -253,7 +253,7 @@ class SessionPool:
         if self._task_group is None:
             raise RuntimeError("SessionPool must be entered with `async with` before use")
         if not self._isolation_known:
-            self._isolation = await anyio.to_thread.run_sync(detect_isolation)
+            self._isolation = await anyio.to_thread.run_sync(prepare_sandboxes, self.sandbox_root)
             self._isolation_known = True
         slot.close_event = anyio.Event()
         slot.closed_event = anyio.Event()

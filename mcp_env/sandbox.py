@@ -1,7 +1,8 @@
-"""Per-server sandboxes: a private working dir, an allow-listed environment, optional bwrap.
+"""Per-server sandboxes: a private working dir, an allow-listed environment, confinement.
 
-A `Launch` is everything needed to start one server process: the final argv (possibly
-wrapped in bubblewrap), its environment, its working dir and the port it may serve on.
+A `Launch` is everything needed to start one server process: the final argv (wrapped in
+bubblewrap, or in the weaker helper where bubblewrap cannot run: mcp_env/confine.py), its
+environment, its working dir and the port it may serve on.
 `start_process` / `stop_process_tree` start it in its own session and take the whole tree
 down again (close stdin, wait, SIGTERM the group, SIGKILL survivors).
 """
@@ -15,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import TypeVar
@@ -25,6 +25,8 @@ import psutil
 from anyio.abc import Process
 from pydantic import BaseModel
 
+from mcp_env.confine import SandboxMode, confine, detect_isolation
+from mcp_env.sandbox_dirs import make_sandbox_dir, remove_sandbox, remove_stale_sandboxes
 from mcp_env.specs import StdioSpec
 from toucan.errors import ServerStartError
 
@@ -54,6 +56,7 @@ class Launch(BaseModel):
     cwd: str
     sandbox_dir: str
     port: int
+    sandbox_mode: SandboxMode  # helper = weaker: host files and processes stay visible
 
 
 def find_free_port() -> int:
@@ -133,44 +136,6 @@ def copy_seed(seed_names: list[str], seed_dir: Path | None, sandbox_dir: Path) -
             raise ServerStartError(f"seed {name!r} not found in {seed_dir}", reason="missing_seed")
 
 
-def detect_isolation() -> str | None:
-    """'bwrap', 'unshare' or None: which way of cutting a server off is usable here."""
-    if shutil.which("bwrap") and _runs(["bwrap", "--ro-bind", "/", "/", "--", "true"]):
-        return "bwrap"
-    if shutil.which("unshare") and _runs(["unshare", "-n", "true"]):
-        return "unshare"
-    return None
-
-
-def _runs(argv: list[str]) -> bool:
-    try:
-        return subprocess.run(argv, capture_output=True, timeout=10, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def wrap_isolated(
-    argv: list[str], sandbox_dir: Path, fleet_dir: Path | None, network: bool, isolation: str | None
-) -> list[str]:
-    """bwrap: read-only root, private /tmp, one writable sandbox, no network (unless asked)."""
-    if isolation == "bwrap":
-        wrapped = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        wrapped += ["--tmpfs", "/tmp"]
-        if fleet_dir is not None and Path(fleet_dir).resolve().is_relative_to("/tmp"):
-            wrapped += ["--ro-bind", str(fleet_dir), str(fleet_dir)]
-        wrapped += ["--bind", str(sandbox_dir), str(sandbox_dir), "--chdir", str(sandbox_dir)]
-        if not network:
-            wrapped.append("--unshare-net")
-        wrapped += ["--unshare-pid", "--die-with-parent", "--"]
-        return wrapped + argv
-    if isolation == "unshare":
-        return argv if network else ["unshare", "-n", "--", *argv]
-    raise ServerStartError(
-        "sandbox.isolate is set but neither bwrap nor unshare works here",
-        reason="sandbox_unavailable",
-    )
-
-
 def prepare_launch(
     spec: StdioSpec,
     *,
@@ -178,16 +143,16 @@ def prepare_launch(
     seed_dir: Path | None,
     fleet_dir: Path | None,
     port: int | None = None,
-    isolation: str | None = None,
+    isolation: SandboxMode | None = None,
 ) -> Launch:
-    """Create the sandbox dir, copy seeds, fill placeholders, build env and argv.
+    """Create the sandbox dir, copy seeds, fill placeholders, build env and the confined argv.
 
-    `isolation` is the result of `detect_isolation()` (pass it to avoid probing per server).
-    On failure the sandbox dir is removed again before the error propagates.
+    `isolation` is 'bwrap' or 'helper' (`detect_isolation()`'s answer; pass it to avoid
+    probing per server). Raises ServerStartError (`command_not_found`, `missing_seed`,
+    `cwd_not_found`, `sandbox_path_missing`, `sandbox_unavailable`); on failure the sandbox
+    dir is removed again before the error propagates.
     """
-    if sandbox_root is not None:
-        Path(sandbox_root).mkdir(parents=True, exist_ok=True)
-    sandbox_dir = Path(tempfile.mkdtemp(prefix="mcp-sbx-", dir=sandbox_root)).resolve()
+    sandbox_dir = make_sandbox_dir(sandbox_root)
     try:
         port = port or find_free_port()
         values = make_placeholders(sandbox_dir, port, seed_dir, fleet_dir)
@@ -196,18 +161,42 @@ def prepare_launch(
         argv = [substitute_vars(part, values) for part in [spec.command, *spec.args]]
         if shutil.which(argv[0], path=env["PATH"]) is None:
             raise ServerStartError(f"{argv[0]} not found on PATH", reason="command_not_found")
-        if spec.sandbox.isolate:
-            chosen = isolation if isolation is not None else detect_isolation()
-            argv = wrap_isolated(argv, sandbox_dir, fleet_dir, spec.sandbox.network, chosen)
         cwd = substitute_vars(spec.cwd, values) if spec.cwd else str(sandbox_dir)
-        return Launch(argv=argv, env=env, cwd=cwd, sandbox_dir=str(sandbox_dir), port=port)
+        if not os.path.isdir(cwd):
+            raise ServerStartError(f"working dir {cwd} does not exist", reason="cwd_not_found")
+        mode = isolation or detect_isolation()
+        named = (
+            substitute_vars(spec.sandbox.read_only_paths, values),
+            substitute_vars(spec.sandbox.writable_paths, values),
+        )
+        argv = confine(
+            argv,
+            spec.sandbox,
+            mode=mode,
+            box=sandbox_dir,
+            cwd=cwd,
+            env=env,
+            seed_dir=seed_dir,
+            named_paths=named,
+        )
+        return Launch(
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            sandbox_dir=str(sandbox_dir),
+            port=port,
+            sandbox_mode=mode,
+        )
     except BaseException:
         remove_sandbox(sandbox_dir)
         raise
 
 
-def remove_sandbox(sandbox_dir: str | Path) -> None:
-    shutil.rmtree(sandbox_dir, ignore_errors=True)
+def prepare_sandboxes(sandbox_root: Path | None) -> SandboxMode:
+    """Once per pool, before its first start: remove what killed runs left under the
+    sandbox root (fault: their dirs stayed on disk) and pick the sandbox mode."""
+    remove_stale_sandboxes(sandbox_root)
+    return detect_isolation()
 
 
 def with_parent_death_signal(argv: list[str]) -> list[str]:

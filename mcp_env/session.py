@@ -97,6 +97,13 @@ class McpSession:
         launch = getattr(self._process_probe, "launch", None)
         return launch.sandbox_dir if launch is not None else None
 
+    @property
+    def sandbox_mode(self) -> str | None:
+        """How the server process is confined: bwrap, or helper (weaker; see
+        mcp_env/confine.py); None for a remote server."""
+        launch = getattr(self._process_probe, "launch", None)
+        return launch.sandbox_mode if launch is not None else None
+
     def fill_arguments(self, arguments: Any) -> Any:
         """Replace `{sandbox}` (and `{port}`) in string arguments, at any depth, so catalog
         probes and seeded tasks can name files inside this session's sandbox."""

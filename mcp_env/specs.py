@@ -51,14 +51,26 @@ class ToolSpec(BaseModel):
 
 
 class SandboxSpec(BaseModel):
-    """How a stdio server is confined. `isolate` runs it under bubblewrap with no network."""
+    """How a stdio server (or an HTTP spec's `launch`) is confined (mcp_env/confine.py).
+
+    Every server runs in a sandbox that shows it only the system runtime, its own program and
+    its sandbox dir (and, unless isolated, the seed dir and the files its command line names).
+    `isolate` makes that stricter: no network unless `network` says otherwise, and nothing
+    of the host beyond its program and the paths named here."""
 
     model_config = ConfigDict(extra="forbid")
 
     isolate: bool = False
-    network: bool = False
+    network: bool | None = None  # None: on for a server that is not isolated, off for one that is
     # files and folders copied from the fleet's seed data into the server's working dir
     seed: list[str] = Field(default_factory=list)
+    # host paths the server may read (or also write); {sandbox}, {seed}, {fleet} are filled
+    read_only_paths: list[str] = Field(default_factory=list)
+    writable_paths: list[str] = Field(default_factory=list)
+
+    @property
+    def has_network(self) -> bool:
+        return self.network if self.network is not None else not self.isolate
 
 
 class _SpecBase(BaseModel):

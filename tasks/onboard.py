@@ -123,6 +123,7 @@ def onboard_from_check(
             "transport_used": check.transport_used,
             "notes": check.notes,
             "rejected_tools": check.rejected_tools,
+            "sandbox": check.sandbox_mode,
         }
     )
     return OnboardOutcome(server=server, tools=check.tools if check.status == "ok" else [])

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.secrets import SecretDetector, default_detector, load_rules
+from toucan.secrets import is_secret_name
 
-SECRET_ENV_NAME = re.compile(r"(?i)(key|token|secret|password|passwd|credential)")
 MIN_SECRET_CHARS = 8  # shorter environment values would match ordinary words
 
 
@@ -28,7 +27,7 @@ def environment_secrets() -> list[str]:
     return [
         value
         for name, value in os.environ.items()
-        if SECRET_ENV_NAME.search(name) and len(value) >= MIN_SECRET_CHARS
+        if is_secret_name(name) and len(value) >= MIN_SECRET_CHARS
     ]
 
 

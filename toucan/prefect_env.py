@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 
+from toucan.secrets import secrets_withheld
+
 QUIET_DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_LOGGING_LOG_PRINTS": "false",
@@ -35,3 +37,17 @@ def configure_quiet_prefect(verbose: bool = False) -> None:
     # Events flushed after shutdown print CancelledError tracebacks; they are not user errors.
     logging.getLogger("prefect.server.services.task_run_recorder").setLevel(logging.CRITICAL)
     logging.getLogger("prefect.server.events").setLevel(logging.CRITICAL)
+
+
+def start_ephemeral_api() -> None:
+    """Start Prefect's ephemeral API server now (it would start with the first flow), with
+    secrets withheld from the copy of our environment Prefect hands it: it needs none, and
+    any process of ours could read it. No-op when PREFECT_API_URL names a server."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    with secrets_withheld():
+        SubprocessASGIServer().start()

@@ -97,6 +97,9 @@ class Server(Record):
     spec: dict[str, Any] = Field(default_factory=dict)
     tool_count: int = 0
     connect_latency_ms: float | None = None
+    # how its process was confined when onboarded: bwrap, or helper (weaker: host files and
+    # processes visible; mcp_env/confine.py); None when nothing of ours ran (remote, specs only)
+    sandbox: str | None = None
     needs_credentials: list[str] = Field(default_factory=list)
     license: str | None = None
     usage_count: int = 0

@@ -24,6 +24,7 @@ from mcp_env.fleet.catalog import InstallUnit, list_install_units, load_fleet_ca
 from mcp_env.fleet.seed import build_seed
 from mcp_env.fleet.tools import find_python, find_uv
 from toucan.errors import CatalogError
+from toucan.secrets import REGISTRY_PREFIXES, without_secrets
 
 __all__ = ["FleetInstallReport", "UnitResult", "install_fleet", "load_fleet_catalog", "main"]
 
@@ -81,7 +82,9 @@ def run_quietly(
     env: dict[str, str] | None = None,
     check: bool = True,
 ) -> None:
-    """Run a step; on failure raise with the tail of its output (unless check=False)."""
+    """Run a step; on failure raise with the tail of its output (unless check=False). The
+    step runs third-party install scripts: it gets our environment minus provider keys."""
+    env = without_secrets(os.environ if env is None else env, keep_prefixes=REGISTRY_PREFIXES)
     completed = subprocess.run(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -22,10 +22,11 @@ def render_fleet_table(specs: list[dict[str, Any]], checks: list[ServerCheck]) -
         if check is None:
             continue
         launch = spec.get("launch") or spec
-        isolated = "bwrap" if (launch.get("sandbox") or {}).get("isolate") else "-"
+        isolated = " (isolated)" if (launch.get("sandbox") or {}).get("isolate") else ""
         rows.append(
             f"| {spec['name']} | `{spec['package']}` | {spec['domain']} | "
-            f"{len(check.tools) if check.ok else 'FAILED'} | {spec['transport']} | {isolated} | "
+            f"{len(check.tools) if check.ok else 'FAILED'} | {spec['transport']} | "
+            f"{check.sandbox_mode or '-'}{isolated} | "
             f"{check.start_ms} | {'ok' if check.probe_ok else 'FAILED'} |"
         )
     working = [check for check in checks if check.ok]

@@ -35,6 +35,17 @@ def logged_calls(log: Path) -> list[tuple[int, str]]:
     return [(int(f[0]), f[1]) for f in fields if len(f) >= 2]
 
 
+def newest_server_pid(log: Path) -> int:
+    """The pid (ours, not its sandbox's) of the latest tiny server writing to this log."""
+    servers = [
+        process
+        for process in psutil.process_iter(["cmdline", "create_time"])
+        if str(log) in (process.info["cmdline"] or [])
+        and Path(process.info["cmdline"][0]).name.startswith("python")
+    ]
+    return max(servers, key=lambda process: process.info["create_time"]).pid
+
+
 def agent(request: dict[str, Any]) -> Rule:
     """Calls `add` once per user turn (a + 1), then answers with the last tool result."""
     messages = request["messages"]
@@ -172,7 +183,7 @@ def test_a_server_that_died_between_turns_ends_the_conversation_honestly(fake, s
     def kill_then_ask(request: dict[str, Any]) -> Any:
         if SIMULATOR_MARK not in str(request["messages"][-1].get("content")):
             return fake_model(request)
-        pid = logged_calls(log)[-1][0]  # the server that ran the replayed prefix
+        pid = newest_server_pid(log)  # the server that ran the replayed prefix
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

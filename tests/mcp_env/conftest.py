@@ -8,11 +8,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from mcp_env.specs import StdioSpec
+from mcp_env.specs import SandboxSpec, StdioSpec
 
 TINY_SERVER = Path(__file__).resolve().parents[1] / "servers" / "tiny_server.py"
 # servers reproducing real-world faults: rawserver.py driven by one JSON file each
@@ -36,14 +37,20 @@ def tiny_spec(
     args = [str(TINY_SERVER), "--tag", RUN_TAG, "--mode", mode]
     if log is not None:
         args += ["--log", str(log)]
+        fields["sandbox"] = with_writable_log(log, fields.get("sandbox"))
     return StdioSpec(name=name, command=PYTHON, args=args, **fields)
 
 
-def quirk_spec(config: str, log: Path | None = None) -> StdioSpec:
-    """A rawserver.py spec for tests/servers/quirks/<config>; `log` records what it received."""
+def quirk_spec(config: str, log: Path | None = None, **fields: Any) -> StdioSpec:
+    """A rawserver.py spec for tests/servers/quirks/<config>[.json]; `log` records what it
+    received (made writable from inside the server's sandbox)."""
     env = {"RAW_LOG": str(log)} if log is not None else {}
-    args = [str(QUIRKS / "rawserver.py"), str(QUIRKS / config)]
-    return StdioSpec(name=f"quirk-{Path(config).stem}", command=PYTHON, args=args, env=env)
+    if log is not None:
+        fields["sandbox"] = with_writable_log(log, fields.get("sandbox"))
+    file_name = config if config.endswith(".json") else f"{config}.json"
+    args = [str(QUIRKS / "rawserver.py"), str(QUIRKS / file_name)]
+    name = fields.pop("name", f"quirk-{Path(file_name).stem}".replace("_", "-"))
+    return StdioSpec(name=name, command=PYTHON, args=args, env=env, **fields)
 
 
 def read_raw_log(log: Path) -> list[dict]:
@@ -53,11 +60,22 @@ def read_raw_log(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
+def with_writable_log(log: Path, sandbox: SandboxSpec | None = None) -> SandboxSpec:
+    """The spec's sandbox plus the test's call log, which the server must be able to append
+    to from inside its sandbox (created here: a sandbox path must exist)."""
+    log.touch()
+    sandbox = sandbox or SandboxSpec()
+    return sandbox.model_copy(update={"writable_paths": [*sandbox.writable_paths, str(log)]})
+
+
 def list_tiny_processes() -> list[psutil.Process]:
+    """This run's tiny servers (the Python processes, not the sandbox wrappers around them)."""
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        mine = "tiny_server.py" in cmdline and RUN_TAG in cmdline
+        argv = process.info["cmdline"] or [""]
+        cmdline = " ".join(argv)
+        server = Path(argv[0]).name.startswith("python")
+        mine = server and "tiny_server.py" in cmdline and RUN_TAG in cmdline
         if mine and process.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(process)
     return found

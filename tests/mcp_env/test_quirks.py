@@ -12,7 +12,8 @@ from mcp_env.health import check_server
 from mcp_env.pool import SessionPool
 from mcp_env.session import open_session
 from mcp_env.specs import StdioSpec
-from tests.mcp_env.conftest import CONNECT_TIMEOUT_S, PYTHON
+from tests.mcp_env.conftest import CONNECT_TIMEOUT_S
+from tests.mcp_env.conftest import quirk_spec as shared_quirk_spec
 from toucan.errors import ToolListError
 
 pytestmark = pytest.mark.anyio
@@ -21,9 +22,7 @@ QUIRKS = Path(__file__).resolve().parents[1] / "servers" / "quirks"
 
 
 def quirk_spec(config: str, log: Path | None = None, **fields: object) -> StdioSpec:
-    env = {"RAW_LOG": str(log)} if log is not None else {}
-    args = [str(QUIRKS / "rawserver.py"), str(QUIRKS / f"{config}.json")]
-    return StdioSpec(name=config.replace("_", "-"), command=PYTHON, args=args, env=env, **fields)
+    return shared_quirk_spec(config, log, name=config.replace("_", "-"), **fields)
 
 
 def sent_methods(log: Path) -> list[str]:

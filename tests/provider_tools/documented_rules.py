@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 import jsonschema
 from litellm.types.llms.vertex_ai import Schema
 
-QUIRKS = Path(__file__).resolve().parents[1] / "data" / "quirks"
+QUIRKS = Path(__file__).resolve().parents[1] / "servers" / "quirks"
 PORTABLE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 DOCUMENTED: dict[str, dict[str, Any]] = {
     "openai": {"name": PORTABLE_NAME, "max_tools": 128, "description": 1024},
@@ -42,7 +42,12 @@ def quirk_tools(fixture: str) -> list[dict[str, Any]]:
 
 
 def fixtures() -> list[str]:
-    return sorted(path.stem for path in QUIRKS.glob("*.json"))
+    """Every quirk fixture that lists tools (not_a_tool_list only sends a broken page)."""
+    return sorted(
+        path.stem
+        for path in QUIRKS.glob("*.json")
+        if json.loads(path.read_text()).get("tools")
+    )
 
 
 def schema_nodes(schema: Any) -> Iterator[dict[str, Any]]:

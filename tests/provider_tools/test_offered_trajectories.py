@@ -30,7 +30,7 @@ from toucan.records import Trajectory, TrajectoryRating
 from toucan.store import Store
 
 __all__ = ["fake_llm"]
-RAW_SERVER = Path(__file__).resolve().parents[1] / "servers" / "rawserver.py"
+RAW_SERVER = QUIRKS / "rawserver.py"
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """Tiny real MCP servers for the mcp_env tests; `--mode` picks the behaviour.
 
 good (default)   tools echo, add, slow, boom (raises), big (5 MB text), die (exits), picture,
-                 whoami (env/files seen by the process); every call is appended to --log
+                 whoami (env/files seen by the process); every call is appended to --log as
+                 "<instance id> <event>" (the id is per process, not its pid)
 crash            exits with status 3 before reading anything
 hang             reads requests and never answers (not even initialize)
 malformed        answers initialize, then returns a tools/list result that is not a tool list
@@ -13,18 +14,22 @@ Transports: `--transport stdio|streamable-http|sse --port N` (HTTP ones serve on
 import argparse
 import json
 import os
+import random
 import socket
 import sys
 import time
 from pathlib import Path
 
 BIG_RESULT_CHARS = 5 * 1024 * 1024
+# names this process in the log: in a sandbox's PID namespace every server is pid 2, so the pid
+# cannot tell two servers apart; above any pid (pid_max <= 2**22), so never taken for one
+INSTANCE_ID = random.randrange(10**9, 2 * 10**9)
 
 
 def append_log(log_path: str | None, line: str) -> None:
     if log_path:
         with open(log_path, "a", encoding="utf-8") as log_file:
-            log_file.write(f"{os.getpid()} {line}\n")
+            log_file.write(f"{INSTANCE_ID} {line}\n")
 
 
 def build_good_server(log_path: str | None):

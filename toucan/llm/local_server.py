@@ -24,6 +24,7 @@ import httpx
 
 from toucan.config import LocalModelConfig
 from toucan.errors import ConfigError, LlmError
+from toucan.secrets import without_secrets
 
 STOP_GRACE_S = 5.0  # a llama-cpp server exits in well under a second on SIGTERM
 PR_SET_PDEATHSIG = 1
@@ -106,6 +107,7 @@ class LocalModelServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                env=without_secrets(os.environ),  # it serves a local file: no key needed
                 start_new_session=True,
                 preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
