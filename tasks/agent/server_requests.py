@@ -183,7 +183,8 @@ class TrajectoryResponder:
         if answer.action != "accept":
             return ElicitationReply(action=answer.action, **usage)
         content = answer.content or {}
-        if check_arguments(request.requested_schema, content) is not None:
+        violation, _checked = check_arguments(request.requested_schema, content)
+        if violation is not None:
             return ElicitationReply(action="cancel", error_reason="invalid_user_reply", **usage)
         return ElicitationReply(action="accept", content=content, **usage)
 
