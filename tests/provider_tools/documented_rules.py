@@ -44,9 +44,7 @@ def quirk_tools(fixture: str) -> list[dict[str, Any]]:
 def fixtures() -> list[str]:
     """Every quirk fixture that lists tools (not_a_tool_list only sends a broken page)."""
     return sorted(
-        path.stem
-        for path in QUIRKS.glob("*.json")
-        if json.loads(path.read_text()).get("tools")
+        path.stem for path in QUIRKS.glob("*.json") if json.loads(path.read_text()).get("tools")
     )
 
 
