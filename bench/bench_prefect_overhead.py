@@ -1,5 +1,5 @@
 """What Prefect costs on a real stage: stage 2 (synthesize) on the same items, once as the plain
-async function (`run_synthesize`) and once as the Prefect flow (`synthesize_flow`, batches
+runner on asyncio (`run_stage_async`) and once as the Prefect flow (`synthesize_flow`, batches
 fanned out as Prefect tasks on the default runner).
 
     .venv/bin/python bench/bench_prefect_overhead.py [--items 128] [--in-flight 32]
@@ -32,14 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from toucan.prefect_env import configure_quiet_prefect  # noqa: E402
+from cli.prefect_env import configure_quiet_prefect  # noqa: E402
 
 configure_quiet_prefect()
 
 from bench_synthesize import GENERATORS, seed_catalog  # noqa: E402
 from prefect import flow  # noqa: E402
 
-from flows.synthesize import plan_request, run_synthesize, synthesize_flow  # noqa: E402
+from flows.runner import run_stage_async  # noqa: E402
+from flows.synthesize import synthesize_flow  # noqa: E402
 from tests.fake_llm import run_fake_llm_process  # noqa: E402
 from toucan.config import load_settings  # noqa: E402
 from toucan.store import Store  # noqa: E402
@@ -78,9 +79,8 @@ def fresh_store(folder: Path, name: str) -> Store:
 def time_plain(folder: Path, config: Path, items: int, run: int) -> float:
     store = fresh_store(folder, f"plain-{run}")
     settings = load_settings(config, profile="cloud")
-    request = plan_request(settings, None, None, items, SEED)
     started = time.perf_counter()
-    summary = asyncio.run(run_synthesize(settings, store, request))
+    summary = asyncio.run(run_stage_async("synthesize", settings, store, limit=items, seed=SEED))
     elapsed = time.perf_counter() - started
     assert summary.attempted == items, summary
     return elapsed

@@ -8,8 +8,8 @@ from bench_llm.py) give the ideal = min(C / latency, faster bare client), as def
 shared/research/benchmarks.md; then the whole stage (plan or selection, prompt rendering, the
 model layer, parsing, checks, DuckDB writes, events, dedup) runs over factor x C items on a
 fresh store, timed from the call to its return. Items/min are medians over the repeats.
-The stages run on plain asyncio (`run_synthesize` / `run_filter_tasks`): the same code the
-Prefect flows fan out, without the orchestrator.
+The stages run on plain asyncio (`run_stage_async`): the same runner the Prefect flows use,
+with the asyncio executor instead of Prefect tasks.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_llm import measure_aiohttp, measure_httpx  # noqa: E402
 
-from flows.filter_tasks import run_filter_tasks  # noqa: E402
-from flows.synthesize import plan_request, run_synthesize  # noqa: E402
+from flows.runner import run_stage_async  # noqa: E402
 from tests.fake_llm import run_fake_llm_process  # noqa: E402
 from toucan.config import load_settings  # noqa: E402
 from toucan.ids import make_id, schema_hash  # noqa: E402
@@ -131,9 +130,9 @@ async def time_synthesize(base_url: str, in_flight: int, count: int) -> float:
         store = Store(Path(folder) / "bench.duckdb")
         seed_catalog(store)
         settings = bench_settings(base_url, in_flight)
-        request = plan_request(settings, None, None, count, seed=int(time.time()))
+        seed = int(time.time())
         started = time.perf_counter()
-        summary = await run_synthesize(settings, store, request)
+        summary = await run_stage_async("synthesize", settings, store, limit=count, seed=seed)
         elapsed = time.perf_counter() - started
     assert summary.attempted == count, summary
     return elapsed
@@ -145,7 +144,7 @@ async def time_filter(base_url: str, in_flight: int, count: int) -> float:
         seed_tasks(store, seed_catalog(store), count)
         settings = bench_settings(base_url, in_flight)
         started = time.perf_counter()
-        summary = await run_filter_tasks(settings, store)
+        summary = await run_stage_async("filter_tasks", settings, store)
         elapsed = time.perf_counter() - started
     assert summary.rated == count, summary
     return elapsed

@@ -128,7 +128,7 @@ def seed(store_path: Path, count: int) -> Any:
 async def pipeline_rate(
     base_url: str, in_flight: int, trajectories: int, style: str
 ) -> tuple[float, dict[str, Any]]:
-    from flows.trajectories import run_trajectories
+    from flows.runner import run_stage_async
     from tests.trajectories.helpers import fake_settings
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +145,7 @@ async def pipeline_rate(
             mcp={"per_server_concurrency": 16},
         )
         started = time.perf_counter()
-        summary = await run_trajectories(settings, store)
+        summary = await run_stage_async("trajectories", settings, store)
         elapsed = time.perf_counter() - started
         first, last = store.query("SELECT min(started_at), max(finished_at) FROM trajectories")[0]
     span = (last - first).total_seconds()  # the agent phase, without server start-up

@@ -1,4 +1,4 @@
-"""The Prefect deployments of toucan: one per stage flow that exists, plus `pipeline`.
+"""The Prefect deployments of toucan: one per stage of the registry, plus `pipeline`.
 
 Deployments point at the flows by module path (`flows.pipeline.pipeline`), so a worker runs
 them from the installed project: the venv on one machine, the image in docker-compose. The
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from toucan.stages import STAGES, load_stage_flow
+from flows.registry import STAGES, StageDef, stage
 
 WORK_POOL = "toucan"
 WORK_POOL_TYPE = "process"
@@ -41,8 +41,8 @@ SCHEDULES: dict[str, tuple[tuple[str, Any], ...]] = {
 }
 
 
-def deployment_specs(stages: tuple[str, ...] = STAGES) -> list[DeploymentSpec]:
-    """The pipeline plus every stage whose flow exists in this tree."""
+def deployment_specs(stages: tuple[StageDef, ...] = STAGES) -> list[DeploymentSpec]:
+    """The pipeline plus one deployment per stage, named by its command."""
     specs = [
         DeploymentSpec(
             flow_name="pipeline",
@@ -51,16 +51,13 @@ def deployment_specs(stages: tuple[str, ...] = STAGES) -> list[DeploymentSpec]:
             schedules=SCHEDULES["pipeline"],
         )
     ]
-    for stage in stages:
-        stage_flow = load_stage_flow(stage)
-        if stage_flow is None:
-            continue
+    for entry in stages:
         specs.append(
             DeploymentSpec(
-                flow_name=stage,
-                name=stage.replace("_", "-"),
-                description=(stage_flow.description or f"Stage {stage}.").strip(),
-                schedules=SCHEDULES.get(stage, ()),
+                flow_name=entry.name,
+                name=entry.command,
+                description=entry.description,
+                schedules=SCHEDULES.get(entry.name, ()),
             )
         )
     return specs
@@ -83,7 +80,7 @@ def flow_for(spec: DeploymentSpec) -> Any:
         from flows.pipeline import pipeline
 
         return pipeline
-    return load_stage_flow(spec.flow_name)
+    return stage(spec.flow_name).flow
 
 
 def ensure_work_pool(name: str = WORK_POOL) -> None:

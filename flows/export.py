@@ -1,27 +1,33 @@
-"""Export flow: kept trajectories from the store -> a dataset folder (shards + card).
+"""Export: kept trajectories from the store -> a dataset folder (shards + card).
 
-`export_dataset` runs the stage without Prefect; `export_flow` is the same stage as a Prefect
-flow, building rows in batches with `.submit()`. Both read the store here and write files via
-`tasks.export_files`; the only store write is the run row and its events.
+The flow reads the store; the batches build scrubbed rows (tasks/export.py); the summary step
+samples the mix and writes the files (tasks/export_files.py). The only store write is the run
+row and its events.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from pydantic import BaseModel
 
+from flows.queries import (
+    KEPT_TRAJECTORY_IDS,
+    LATEST_TASK_RATING_IDS,
+    select_kept_trajectory_ratings,
+)
+from flows.run_context import RunContext
+from flows.runner import StageJob, StagePlan, StageTally, run_stage_flow
 from tasks.export import (
     SUBSETS,
     ExportBatch,
     ExportRejected,
     ExportRow,
     ExportSource,
-    build_export_batch,
     build_export_rows,
     parse_trajectory_cells,
     plan_mix,
@@ -35,10 +41,8 @@ from tasks.export_files import (
     render_dataset_card,
     write_formats,
 )
-from toucan.config import Settings, load_settings
-from toucan.progress import report_progress
-from toucan.records import Server, Task, TaskRating, TrajectoryRating
-from toucan.runs import RunContext, stage_run
+from toucan.config import Settings
+from toucan.records import Server, Task, TaskRating
 from toucan.store import Store
 
 BATCH_SIZE = 500
@@ -46,36 +50,18 @@ EMPTY_MESSAGE = (
     "No kept trajectories in the store: run `toucan trajectories` and "
     "`toucan filter-trajectories` first. The export is valid but empty."
 )
-LATEST_TRAJECTORY_RATING = """
-    SELECT rating_id FROM (
-        SELECT rating_id, keep, row_number() OVER (
-            PARTITION BY trajectory_id ORDER BY created_at DESC, rating_id) AS rn
-        FROM trajectory_ratings WHERE status = 'ok')
-    WHERE rn = 1 AND keep"""
-LATEST_TASK_RATING = """
-    SELECT rating_id FROM (
-        SELECT rating_id, row_number() OVER (
-            PARTITION BY task_id ORDER BY created_at DESC, rating_id) AS rn
-        FROM task_ratings WHERE status = 'ok')
-    WHERE rn = 1"""
-
-BuildRows = Callable[[list[list[ExportSource]]], list[ExportBatch]]
 
 
 def select_export_sources(store: Store) -> tuple[list[ExportSource], Counter[str], dict[str, str]]:
     """Kept trajectories with their task, ratings and servers; unreadable rows by reason."""
-    ratings = {
-        r.trajectory_id: r
-        for r in store.select(TrajectoryRating, f"rating_id IN ({LATEST_TRAJECTORY_RATING})")
-    }
+    ratings = {r.trajectory_id: r for r in select_kept_trajectory_ratings(store)}
     excluded: Counter[str] = Counter()
     rejected: dict[str, str] = {}
     if not ratings:
         return [], excluded, rejected
     frame = store.frame(
         "SELECT * FROM trajectories WHERE status = 'ok' AND trajectory_id IN "
-        f"(SELECT trajectory_id FROM trajectory_ratings WHERE rating_id IN "
-        f"({LATEST_TRAJECTORY_RATING})) ORDER BY trajectory_id"
+        f"({KEPT_TRAJECTORY_IDS}) ORDER BY trajectory_id"
     )
     tasks = {
         t.task_id: t
@@ -86,7 +72,7 @@ def select_export_sources(store: Store) -> tuple[list[ExportSource], Counter[str
         )
     }
     task_ratings = {
-        r.task_id: r for r in store.select(TaskRating, f"rating_id IN ({LATEST_TASK_RATING})")
+        r.task_id: r for r in store.select(TaskRating, f"rating_id IN ({LATEST_TASK_RATING_IDS})")
     }
     servers = {s.server_id: s for s in store.select(Server)}
     sources = []
@@ -134,55 +120,12 @@ def describe_filters(settings: Settings) -> dict[str, Any]:
     }
 
 
-def run_export(
-    ctx: RunContext,
-    out_dir: Path,
-    formats: list[str],
-    *,
-    mix: str,
-    overwrite: bool,
-    seed: int,
-    build_rows: BuildRows,
-) -> ExportSummary:
-    """The export stage body shared by the flow and the plain function."""
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; known: {', '.join(FORMATS)}")
-    prepare_out_dir(out_dir, overwrite=overwrite)
-    settings = ctx.settings
-    sources, excluded, rejected = select_export_sources(ctx.store)
-    summary = ExportSummary(out_dir=str(out_dir), formats=formats, mix=mix)
-    summary.candidates = len(sources) + sum(excluded.values())
-    chunks = [sources[i : i + BATCH_SIZE] for i in range(0, len(sources), BATCH_SIZE)]
-    rows: list[ExportRow] = []
-    scrubbed: Counter[str] = Counter()
-    scrubbed_rows: Counter[str] = Counter()
-    for batch in build_rows(chunks):
-        rows += batch.rows
-        excluded.update(batch.excluded)
-        rejected.update(batch.rejected)
-        scrubbed.update(batch.scrubbed)
-        scrubbed_rows.update(batch.scrubbed_rows)
-        summary.rows_scrubbed += batch.rows_scrubbed
-    for trajectory_id, reason in sorted(rejected.items()):
-        ctx.events.record(item_id=trajectory_id, status="rejected", error_class=reason)
-    if mix == "paper":
-        weights = settings.export.mix
-        summary.mix_plan = plan_mix(
-            {s: sum(r.subset_name == s for r in rows) for s in weights}, weights
-        )
-        rows = sample_mix(rows, weights, seed)
-    elif mix != "none":
-        raise ValueError(f"unknown mix {mix!r}; use 'paper' or 'none'")
-    rows.sort(key=lambda r: (SUBSETS.index(r.subset_name), r.uuid))
-    summary.excluded = dict(excluded)
-    summary.scrubbed = dict(scrubbed)
-    summary.scrubbed_rows = dict(scrubbed_rows)
-    summary.judges = sorted({s.trajectory_rating.judge for s in sources})
-    summary.filters = describe_filters(settings)
-    summary.message = EMPTY_MESSAGE if not rows else ""
+def write_dataset(
+    out_dir: Path, rows: list[ExportRow], summary: ExportSummary, settings: Settings
+) -> None:
+    """The shards of every format, the dataset card and `export_summary.json`."""
     describe_rows(rows, summary)
-    files = write_formats(rows, out_dir, formats, settings.export.shard_rows)
+    files = write_formats(rows, out_dir, summary.formats, settings.export.shard_rows)
     summary.files = [str(p.relative_to(out_dir)) for p in files] + ["README.md"]
     (out_dir / "README.md").write_text(render_dataset_card(summary), encoding="utf-8")
     # the file travels with the dataset: it names its folder, not where this machine keeps it
@@ -190,66 +133,101 @@ def run_export(
     (out_dir / "export_summary.json").write_text(
         json.dumps(shipped.model_dump(mode="json"), indent=2), encoding="utf-8"
     )
-    ctx.summary.update(summary.model_dump(mode="json", exclude={"servers", "filters"}))
-    return summary
 
 
-def export_dataset(
-    store: Store,
-    settings: Settings,
-    out_dir: Path,
-    formats: list[str],
-    *,
-    mix: str = "none",
-    overwrite: bool = False,
-    seed: int = 0,
-) -> ExportSummary:
-    """The export stage without Prefect."""
-    params = {"out": str(out_dir), "formats": formats, "mix": mix, "seed": seed}
-    with stage_run(store, settings, "export", params) as ctx:
-        return run_export(
-            ctx,
-            out_dir,
-            formats,
-            mix=mix,
-            overwrite=overwrite,
-            seed=seed,
-            build_rows=lambda chunks: [build_export_rows(c) for c in chunks],
-        )
+class ExportJob(StageJob[list[ExportSource]]):
+    """Builds scrubbed rows in batches, then samples the mix and writes the dataset."""
+
+    name = "export"
+    batch_fn = build_export_rows
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        out_dir: str | Path = "out/dataset",
+        formats: list[str] | None = None,
+        mix: str = "none",
+        overwrite: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.out_dir, self.formats = Path(out_dir), formats or ["parquet"]
+        self.mix, self.overwrite, self.seed = mix, overwrite, seed
+        params = {"out": str(out_dir), "formats": self.formats, "mix": mix, "seed": seed}
+        super().__init__(settings, params)
+        self.rows: list[ExportRow] = []  # the dataset is written whole at the end
+
+    def plan(self, ctx: RunContext) -> StagePlan[list[ExportSource]]:
+        if unknown := sorted(set(self.formats) - set(FORMATS)):
+            raise ValueError(f"unknown export format(s) {unknown}; known: {', '.join(FORMATS)}")
+        if self.mix not in ("paper", "none"):
+            raise ValueError(f"unknown mix {self.mix!r}; use 'paper' or 'none'")
+        prepare_out_dir(self.out_dir, overwrite=self.overwrite)
+        sources, excluded, self.rejected = select_export_sources(ctx.store)
+        for reason, count in excluded.items():
+            ctx.tally.add("excluded", reason, count)
+        self.judges = sorted({s.trajectory_rating.judge for s in sources})
+        chunks = [sources[i : i + BATCH_SIZE] for i in range(0, len(sources), BATCH_SIZE)]
+        return StagePlan(len(sources), sum(excluded.values()), chunks)
+
+    def write(self, ctx: RunContext, output: ExportBatch, tally: StageTally) -> None:
+        self.rows += output.rows
+        self.rejected.update(output.rejected)
+        for name in ("excluded", "scrubbed", "scrubbed_rows"):
+            for key, count in getattr(output, name).items():
+                tally.add(name, key, count)
+        tally.add("rows_scrubbed", "", output.rows_scrubbed)
+        for _ in output.rows:
+            tally.item("ok")
+        for reason in output.rejected.values():
+            tally.item("rejected", reason)
+
+    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+        for trajectory_id, reason in sorted(self.rejected.items()):
+            ctx.events.record(item_id=trajectory_id, status="rejected", error_class=reason)
+        summary = ExportSummary(out_dir=str(self.out_dir), formats=self.formats, mix=self.mix)
+        summary.candidates = plan.planned + plan.already_done
+        rows = self.rows
+        if self.mix == "paper":
+            weights = self.settings.export.mix
+            available = {s: sum(r.subset_name == s for r in rows) for s in weights}
+            summary.mix_plan = plan_mix(available, weights)
+            rows = sample_mix(rows, weights, self.seed)
+        rows.sort(key=lambda r: (SUBSETS.index(r.subset_name), r.uuid))
+        summary.excluded = tally.counts("excluded")
+        summary.scrubbed = tally.counts("scrubbed")
+        summary.scrubbed_rows = tally.counts("scrubbed_rows")
+        summary.rows_scrubbed = tally.total("rows_scrubbed")
+        summary.judges = self.judges
+        summary.filters = describe_filters(self.settings)
+        summary.message = EMPTY_MESSAGE if not rows else ""
+        write_dataset(self.out_dir, rows, summary, self.settings)
+        return summary
+
+    def run_summary(self, summary: BaseModel) -> dict[str, Any]:
+        return summary.model_dump(mode="json", exclude={"servers", "filters"})
 
 
-def submit_batches(chunks: list[list[ExportSource]]) -> list[ExportBatch]:
-    futures = [build_export_batch.submit(chunk) for chunk in chunks]
-    batches = []
-    for done, future in enumerate(futures, start=1):
-        batches.append(future.result())
-        report_progress("export", done, len(futures))
-    return batches
-
-
-@flow(name="export", log_prints=False)
+@flow(name="export", log_prints=False, persist_result=False, validate_parameters=False)
 def export_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
     out_dir: str = "out/dataset",
     formats: list[str] | None = None,
     mix: str = "none",
     overwrite: bool = False,
     seed: int = 0,
-    store_path: str | None = None,
-    config: str | None = None,
-    profile: str | None = None,
-) -> dict[str, Any]:
-    settings = load_settings(config, profile=profile)
-    store = Store(store_path or settings.store)
-    formats = formats or ["parquet"]
-    params = {"out": out_dir, "formats": formats, "mix": mix, "seed": seed}
-    with stage_run(store, settings, "export", params) as ctx:
-        summary = run_export(
-            ctx,
-            Path(out_dir),
-            formats,
-            mix=mix,
-            overwrite=overwrite,
-            seed=seed,
-            build_rows=submit_batches,
-        )
-    return summary.model_dump(mode="json")
+) -> ExportSummary:
+    """Export the kept trajectories as a dataset folder (shards, chat files, card)."""
+    return run_stage_flow(
+        ExportJob,
+        store=store,
+        config=config,
+        profile=profile,
+        out_dir=out_dir,
+        formats=formats,
+        mix=mix,
+        overwrite=overwrite,
+        seed=seed,
+    )

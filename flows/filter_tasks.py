@@ -1,16 +1,24 @@
-"""Stage 3 flow: the judge rates every ok task that has no final rating yet; thresholds decide
-which are kept. `run_filter_tasks` is the same stage on plain asyncio, without Prefect."""
+"""Stage 3: the judge rates every ok task that has no final rating yet; thresholds decide which
+are kept."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.llm_fanout import run_job, run_job_async, unfinished_ids, write_output
-from flows.synthesize import load_server_views
+from flows.queries import load_server_views, run_llm_usage, unfinished_ids
+from flows.run_context import RunContext
+from flows.runner import (
+    FanOutEnv,
+    StageJob,
+    StagePlan,
+    StageTally,
+    llm_lane,
+    plan_llm_batches,
+    run_stage_flow,
+)
 from tasks.filter_tasks import (
     DIMENSIONS,
     JUDGE_GROUP,
@@ -19,12 +27,9 @@ from tasks.filter_tasks import (
     filter_tasks_batch,
     make_rating_id,
 )
-from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
-from toucan.config import Settings, load_settings
-from toucan.llm.cache import LlmCache
-from toucan.progress import report_progress
+from tasks.llm_batch import BatchOutput
+from toucan.config import Settings
 from toucan.records import Task, TaskRating
-from toucan.runs import RunContext, stage_run
 from toucan.store import Store
 
 
@@ -60,87 +65,61 @@ def outcome_of(rating: TaskRating) -> str:
     return "error" if rating.status == "error" else ("kept" if rating.keep else "rejected")
 
 
-def summarize(
-    ctx: RunContext,
-    tasks: dict[str, Task],
-    ratings: list[TaskRating],
-    already: int,
-    thresholds: dict[str, int],
-) -> FilterTasksSummary:
-    outcomes = Counter(outcome_of(r) for r in ratings)
-    by_strategy: dict[str, Counter[str]] = {}
-    by_generator: dict[str, Counter[str]] = {}
-    for rating in ratings:
-        task_row = tasks[rating.task_id]
-        by_strategy.setdefault(task_row.strategy, Counter())[outcome_of(rating)] += 1
-        by_generator.setdefault(task_row.generator, Counter())[outcome_of(rating)] += 1
-    scored = [r for r in ratings if r.status == "ok"]
-    means = (
-        {d: round(sum(r.scores[d].score for r in scored) / len(scored), 3) for d in DIMENSIONS}
-        if scored
-        else {}
-    )
-    tokens = ctx.store.query(
-        "SELECT coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), "
-        "coalesce(sum(cost_usd), 0) FROM events WHERE run_id = ? AND kind = 'llm_call'",
-        [ctx.run_id],
-    )[0]
-    return FilterTasksSummary(
-        run_id=ctx.run_id,
-        candidates=len(tasks) + already,
-        already_rated=already,
-        rated=len(ratings),
-        kept=outcomes["kept"],
-        rejected=outcomes["rejected"],
-        errors=outcomes["error"],
-        by_reason=dict(Counter(r.reason for r in ratings if r.reason)),
-        by_strategy={k: dict(v) for k, v in by_strategy.items()},
-        by_generator={k: dict(v) for k, v in by_generator.items()},
-        mean_scores=means,
-        thresholds=thresholds,
-        tokens_in=int(tokens[0]),
-        tokens_out=int(tokens[1]),
-        cost_usd=round(float(tokens[2]), 6),
-    )
+class FilterTasksJob(StageJob[list[Task]]):
+    """Rates the unrated ok tasks, in lanes of judge calls."""
 
+    name = STAGE
+    batch_fn = filter_tasks_batch
+    needs_model = True
+    item_progress = True
 
-class FilterRun:
-    """The steps both entry points share, around one stage_run context."""
+    def __init__(self, settings: Settings, *, limit: int | None = None) -> None:
+        super().__init__(settings, {"limit": limit})
+        self.limit = limit
+        self.thresholds: dict[str, int] = {}
+        self.tasks: dict[str, Task] = {}
 
-    def __init__(self, ctx: RunContext, limit: int | None) -> None:
-        self.ctx = ctx
-        settings = ctx.settings
-        self.thresholds = check_thresholds(settings.filter_tasks.thresholds)
-        judges = [d.name for d in settings.models.group(JUDGE_GROUP)]
-        todo, self.already = select_unrated(ctx.store, judges, limit)
+    def plan(self, ctx: RunContext) -> StagePlan[list[Task]]:
+        self.thresholds = check_thresholds(self.settings.filter_tasks.thresholds)
+        judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
+        todo, already = select_unrated(ctx.store, judges, self.limit)
         self.tasks = {t.task_id: t for t in todo}
-        self.views = {v.server_id: v for v in load_server_views(ctx.store)}
-        concurrency = min(settings.filter_tasks.concurrency, settings.max_in_flight)
-        self.batches, self.per_batch = split_batches(todo, concurrency)
-        self.ratings: list[TaskRating] = []
-        self.progress = ProgressCounter(STAGE, len(todo))
-        report_progress(STAGE, 0, len(todo))
+        section = self.settings.filter_tasks
+        return plan_llm_batches(
+            todo, min(section.concurrency, self.settings.max_in_flight), already
+        )
 
-    def batch_kwargs(self, local_base_url: str | None) -> dict[str, Any]:
-        return {
-            "views": self.views,
-            "models": self.ctx.settings.models.shared_by(min(PARALLEL_BATCHES, len(self.batches))),
-            "thresholds": self.thresholds,
-            "run_id": self.ctx.run_id,
-            "concurrency": self.per_batch,
-            "local_base_url": local_base_url,
-            "cache": LlmCache.load(self.ctx.store, self.ctx.run_id),
-            "progress": self.progress,
-        }
+    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+        views = {v.server_id: v for v in load_server_views(ctx.store)}
+        return {"lane": llm_lane(ctx, plan, env), "views": views, "thresholds": self.thresholds}
 
-    def write(self, output: BatchOutput) -> None:
-        write_output(self.ctx, output)
-        self.ratings.extend(output.records)
+    def write(self, ctx: RunContext, output: BatchOutput, tally: StageTally) -> None:
+        super().write(ctx, output, tally)
+        for rating in output.records:
+            task_row = self.tasks[rating.task_id]
+            tally.add("outcome", outcome_of(rating))
+            tally.add("by_strategy", (task_row.strategy, outcome_of(rating)))
+            tally.add("by_generator", (task_row.generator, outcome_of(rating)))
+            for name, score in rating.scores.items() if rating.status == "ok" else ():
+                tally.sample("scores", name, score.score)
 
-    def finish(self) -> FilterTasksSummary:
-        summary = summarize(self.ctx, self.tasks, self.ratings, self.already, self.thresholds)
-        self.ctx.summary = summary.model_dump(mode="json")
-        return summary
+    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+        outcomes = tally.counts("outcome")
+        return FilterTasksSummary(
+            run_id=ctx.run_id,
+            candidates=plan.planned + plan.already_done,
+            already_rated=plan.already_done,
+            rated=tally.finished,
+            kept=outcomes.get("kept", 0),
+            rejected=outcomes.get("rejected", 0),
+            errors=outcomes.get("error", 0),
+            by_reason=tally.counts("reason"),
+            by_strategy=tally.table("by_strategy"),
+            by_generator=tally.table("by_generator"),
+            mean_scores=tally.means("scores", DIMENSIONS),
+            thresholds=self.thresholds,
+            **run_llm_usage(ctx.store, ctx.run_id),
+        )
 
 
 @flow(name="filter_tasks", log_prints=False, persist_result=False, validate_parameters=False)
@@ -151,18 +130,4 @@ def filter_tasks_flow(
     limit: int | None = None,
 ) -> FilterTasksSummary:
     """Rate the synthesized tasks that have no rating yet; a re-run finishes what is missing."""
-    settings = load_settings(config, profile=profile)
-    with stage_run(Store(store or settings.store), settings, STAGE, {"limit": limit}) as ctx:
-        job = FilterRun(ctx, limit)
-        run_job(job, filter_tasks_batch, settings)
-        return job.finish()
-
-
-async def run_filter_tasks(
-    settings: Settings, store: Store, limit: int | None = None
-) -> FilterTasksSummary:
-    """Stage 3 without Prefect: the same selection, batches and writes on plain asyncio."""
-    with stage_run(store, settings, STAGE, {"limit": limit}) as ctx:
-        job = FilterRun(ctx, limit)
-        await run_job_async(job, filter_tasks_batch, settings)
-        return job.finish()
+    return run_stage_flow(FilterTasksJob, store=store, config=config, profile=profile, limit=limit)

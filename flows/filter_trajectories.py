@@ -1,28 +1,35 @@
-"""Stage 5 flow: rate every trajectory that has no final rating yet (rules + judge), keep by
-the configured rule. `run_filter_trajectories` is the same stage on plain asyncio."""
+"""Stage 5: rate every trajectory that has no final rating yet (rules + judge), keep by the
+configured rule."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.llm_fanout import run_job, run_job_async, unfinished_ids, write_output
+from flows.queries import run_llm_usage, unfinished_ids
+from flows.run_context import RunContext
+from flows.runner import (
+    FanOutEnv,
+    StageJob,
+    StagePlan,
+    StageTally,
+    llm_lane,
+    plan_llm_batches,
+    run_stage_flow,
+)
 from tasks.filter_trajectories import (
+    DIMENSIONS,
     JUDGE_GROUP,
     STAGE,
     RatingItem,
     filter_trajectories_batch,
     make_rating_id,
 )
-from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
-from toucan.config import Settings, load_settings
-from toucan.llm.cache import LlmCache
-from toucan.progress import report_progress
+from tasks.llm_batch import BatchOutput
+from toucan.config import Settings
 from toucan.records import Task, Trajectory, TrajectoryRating
-from toucan.runs import RunContext, stage_run
 from toucan.store import Store
 
 
@@ -32,11 +39,12 @@ class KeepTally(BaseModel):
     errors: int = 0
     keep_rate: float = 0.0
 
-    def add(self, rating: TrajectoryRating) -> None:
-        self.rated += 1
-        self.kept += int(rating.keep)
-        self.errors += int(rating.status == "error")
-        self.keep_rate = round(self.kept / self.rated, 4)
+    @classmethod
+    def of(cls, cells: dict[str, int]) -> KeepTally:
+        rated = cells.get("rated", 0)
+        kept = cells.get("kept", 0)
+        rate = round(kept / rated, 4) if rated else 0.0
+        return cls(rated=rated, kept=kept, errors=cells.get("errors", 0), keep_rate=rate)
 
 
 class FilterTrajectoriesSummary(BaseModel):
@@ -63,13 +71,9 @@ def select_unrated(
     by_rating = {make_rating_id(r.trajectory_id, judges): r for r in rows}
     todo_ids = unfinished_ids(store, TrajectoryRating, list(by_rating))
     todo = [row for rating_id, row in by_rating.items() if rating_id in todo_ids]
+    task_ids = sorted({r.task_id for r in todo})
     tasks = (
-        {
-            t.task_id: t
-            for t in store.select(
-                Task, "list_contains(?, task_id)", [sorted({r.task_id for r in todo})]
-            )
-        }
+        {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
         if todo
         else {}
     )
@@ -79,69 +83,66 @@ def select_unrated(
     return (items[:limit] if limit is not None else items), len(rows) - len(todo)
 
 
-class FilterRun:
-    """The steps both entry points share, around one stage_run context."""
+def rated_servers(row: Trajectory) -> set[str]:
+    """The servers a rating counts for: those whose tools the trajectory was offered."""
+    return {e["server"] for e in row.tool_name_map.values()} or {"(none)"}
 
-    def __init__(self, ctx: RunContext, limit: int | None) -> None:
-        self.ctx = ctx
-        settings = ctx.settings
-        judges = [d.name for d in settings.models.group(JUDGE_GROUP)]
-        todo, self.already = select_unrated(ctx.store, judges, limit)
-        self.items = {i.trajectory.trajectory_id: i for i in todo}
-        concurrency = min(settings.filter_trajectories.concurrency, settings.max_in_flight)
-        self.batches, self.per_batch = split_batches(todo, concurrency)
-        self.ratings: list[TrajectoryRating] = []
-        self.progress = ProgressCounter(STAGE, len(todo))
-        report_progress(STAGE, 0, len(todo))
 
-    def batch_kwargs(self, local_base_url: str | None) -> dict[str, Any]:
-        return {
-            "models": self.ctx.settings.models.shared_by(min(PARALLEL_BATCHES, len(self.batches))),
-            "section": self.ctx.settings.filter_trajectories,
-            "run_id": self.ctx.run_id,
-            "concurrency": self.per_batch,
-            "local_base_url": local_base_url,
-            "cache": LlmCache.load(self.ctx.store, self.ctx.run_id),
-            "progress": self.progress,
-        }
+class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
+    """Rates the unrated trajectories, in lanes of judge calls."""
 
-    def write(self, output: BatchOutput) -> None:
-        write_output(self.ctx, output)
-        self.ratings.extend(output.records)
+    name = STAGE
+    batch_fn = filter_trajectories_batch
+    needs_model = True
+    item_progress = True
 
-    def finish(self) -> FilterTrajectoriesSummary:
-        summary = FilterTrajectoriesSummary(
-            run_id=self.ctx.run_id,
-            candidates=len(self.items) + self.already,
-            already_rated=self.already,
+    def __init__(self, settings: Settings, *, limit: int | None = None) -> None:
+        super().__init__(settings, {"limit": limit})
+        self.limit = limit
+        self.rows: dict[str, Trajectory] = {}
+
+    def plan(self, ctx: RunContext) -> StagePlan[list[RatingItem]]:
+        judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
+        todo, already = select_unrated(ctx.store, judges, self.limit)
+        self.rows = {i.trajectory.trajectory_id: i.trajectory for i in todo}
+        concurrency = min(
+            self.settings.filter_trajectories.concurrency, self.settings.max_in_flight
         )
-        flags: Counter[str] = Counter()
-        leaks: Counter[str] = Counter()
-        for rating in self.ratings:
-            row = self.items[rating.trajectory_id].trajectory
-            summary.total.add(rating)
-            summary.per_teacher.setdefault(row.teacher, KeepTally()).add(rating)
-            for server in {e["server"] for e in row.tool_name_map.values()} or {"(none)"}:
-                summary.per_server.setdefault(server, KeepTally()).add(rating)
-            flags.update(name for name, fired in rating.flags.items() if fired)
-            leaks.update(rating.leaks.keys())
-        summary.flags_fired = dict(flags)
-        summary.leaks_by_kind = dict(leaks)
-        summary.by_reason = dict(Counter(r.reason for r in self.ratings if r.reason))
-        scored = [r for r in self.ratings if r.scores]
-        for name in ("completeness", "conciseness"):
-            values = [r.scores[name].score for r in scored if name in r.scores]
-            if values:
-                summary.mean_scores[name] = round(sum(values) / len(values), 3)
-        tokens = self.ctx.store.query(
-            "SELECT coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), "
-            "coalesce(sum(cost_usd), 0) FROM events WHERE run_id = ? AND kind = 'llm_call'",
-            [self.ctx.run_id],
-        )[0]
-        summary.tokens_in, summary.tokens_out = int(tokens[0]), int(tokens[1])
-        summary.cost_usd = round(float(tokens[2]), 6)
-        self.ctx.summary = summary.model_dump(mode="json")
-        return summary
+        return plan_llm_batches(todo, concurrency, already)
+
+    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+        return {"lane": llm_lane(ctx, plan, env), "section": self.settings.filter_trajectories}
+
+    def write(self, ctx: RunContext, output: BatchOutput, tally: StageTally) -> None:
+        super().write(ctx, output, tally)
+        for rating in output.records:
+            row = self.rows[rating.trajectory_id]
+            scopes = [("total", ""), ("teacher", row.teacher)]
+            scopes += [("server", server) for server in rated_servers(row)]
+            cells = {"rated": 1, "kept": int(rating.keep), "errors": int(rating.status == "error")}
+            for table, key in scopes:
+                tally.add_cells(table, key, cells)
+            for flag in (name for name, fired in rating.flags.items() if fired):
+                tally.add("flags", flag)
+            for kind in rating.leaks:
+                tally.add("leaks", kind)
+            for name, score in rating.scores.items():
+                tally.sample("scores", name, score.score)
+
+    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+        return FilterTrajectoriesSummary(
+            run_id=ctx.run_id,
+            candidates=plan.planned + plan.already_done,
+            already_rated=plan.already_done,
+            total=KeepTally.of(tally.table("total").get("", {})),
+            per_teacher={k: KeepTally.of(v) for k, v in tally.table("teacher").items()},
+            per_server={k: KeepTally.of(v) for k, v in tally.table("server").items()},
+            flags_fired=tally.counts("flags"),
+            leaks_by_kind=tally.counts("leaks"),
+            by_reason=tally.counts("reason"),
+            mean_scores=tally.means("scores", DIMENSIONS),
+            **run_llm_usage(ctx.store, ctx.run_id),
+        )
 
 
 @flow(name="filter_trajectories", log_prints=False, persist_result=False, validate_parameters=False)
@@ -152,18 +153,6 @@ def filter_trajectories_flow(
     limit: int | None = None,
 ) -> FilterTrajectoriesSummary:
     """Rate the trajectories that have no rating yet; a re-run finishes what is missing."""
-    settings = load_settings(config, profile=profile)
-    with stage_run(Store(store or settings.store), settings, STAGE, {"limit": limit}) as ctx:
-        job = FilterRun(ctx, limit)
-        run_job(job, filter_trajectories_batch, settings)
-        return job.finish()
-
-
-async def run_filter_trajectories(
-    settings: Settings, store: Store, limit: int | None = None
-) -> FilterTrajectoriesSummary:
-    """Stage 5 without Prefect: the same selection, batches and writes on plain asyncio."""
-    with stage_run(store, settings, STAGE, {"limit": limit}) as ctx:
-        job = FilterRun(ctx, limit)
-        await run_job_async(job, filter_trajectories_batch, settings)
-        return job.finish()
+    return run_stage_flow(
+        FilterTrajectoriesJob, store=store, config=config, profile=profile, limit=limit
+    )

@@ -1,23 +1,20 @@
-"""Extension 1 flow: pair kept tasks with servers that cannot solve them (new `irrelevant`
-Task rows); the trajectories stage then runs them like any task.
-
-`irrelevance_flow` fans batches out as Prefect tasks; `run_irrelevance` is the same stage
-without Prefect. Re-running adds nothing: the pair ids are deterministic in (seed, task).
-"""
+"""Extension 1: pair kept tasks with servers that cannot solve them (new `irrelevant` Task
+rows); the trajectories stage then runs them like any task. Re-running adds nothing: the pair
+ids are deterministic in (seed, task)."""
 
 from __future__ import annotations
 
-from collections import Counter
+from typing import Any
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.kept import select_kept_original_tasks
-from tasks.irrelevance import STAGE, irrelevant_task_id, pair_tasks, pair_tasks_batch
-from toucan.config import Settings, load_settings
+from flows.queries import select_kept_original_tasks, unfinished_ids
+from flows.run_context import RunContext
+from flows.runner import FanOutEnv, StageJob, StagePlan, StageTally, run_stage_flow
+from tasks.irrelevance import STAGE, irrelevant_task_id, pair_tasks_batch
+from toucan.config import Settings
 from toucan.records import Server, Task
-from toucan.runs import RunContext, stage_run
-from toucan.store import Store
 
 BATCH_TASKS = 500
 
@@ -31,40 +28,54 @@ class IrrelevanceSummary(BaseModel):
     by_reason: dict[str, int] = Field(default_factory=dict)
 
 
-def select_todo(store: Store) -> list[Task]:
-    kept = select_kept_original_tasks(store)
-    done = store.existing_ids(Task, [irrelevant_task_id(t.task_id, 0) for t in kept])
-    return [t for t in kept if irrelevant_task_id(t.task_id, 0) not in done]
+class IrrelevanceJob(StageJob[list[Task]]):
+    """Pairs each kept original task without its irrelevant row; no model is needed."""
 
+    name = STAGE
+    batch_fn = pair_tasks_batch
 
-def count_pending(store: Store) -> int:
-    """Kept tasks without their irrelevant pair yet (the pipeline's completeness check)."""
-    return len(select_todo(store)) if store.path.exists() else 0
+    def __init__(self, settings: Settings, *, seed: int | None = None) -> None:
+        self.seed = settings.synthesize.seed if seed is None else seed
+        self.per_task = settings.extensions.irrelevance_per_task
+        super().__init__(settings, {"seed": self.seed, "per_task": self.per_task})
 
+    def plan(self, ctx: RunContext) -> StagePlan[list[Task]]:
+        kept = select_kept_original_tasks(ctx.store)
+        todo_ids = unfinished_ids(ctx.store, Task, [irrelevant_task_id(t.task_id, 0) for t in kept])
+        todo = [t for t in kept if irrelevant_task_id(t.task_id, 0) in todo_ids]
+        batches = [todo[i : i + BATCH_TASKS] for i in range(0, len(todo), BATCH_TASKS)]
+        return StagePlan(len(todo), len(kept) - len(todo), batches)
 
-def record_rows(ctx: RunContext, rows: list[Task], summary: IrrelevanceSummary) -> None:
-    summary.created += ctx.write(rows)  # type: ignore[arg-type]
-    for row in rows:
-        ctx.events.record(
-            item_id=row.task_id,
-            server=",".join(row.server_ids) or None,
-            status=row.status,
-            error_class=row.reason,
+    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+        servers = {s.server_id: s for s in ctx.store.select(Server)}
+        return {
+            "servers": servers,
+            "per_task": self.per_task,
+            "seed": self.seed,
+            "run_id": ctx.run_id,
+        }
+
+    def write(self, ctx: RunContext, output: list[Task], tally: StageTally) -> None:
+        tally.add("created", "", ctx.store.insert(output))
+        for row in output:
+            tally.item(row.status, row.reason)
+            ctx.events.record(
+                item_id=row.task_id,
+                server=",".join(row.server_ids) or None,
+                status=row.status,
+                error_class=row.reason,
+            )
+        ctx.flush_events()
+
+    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+        return IrrelevanceSummary(
+            run_id=ctx.run_id,
+            kept_tasks=plan.planned + plan.already_done,
+            already_done=plan.already_done,
+            created=tally.total("created"),
+            by_status=tally.counts("status"),
+            by_reason=tally.counts("reason"),
         )
-    ctx.flush_events()
-    by_status = Counter(summary.by_status) + Counter(r.status for r in rows)
-    by_reason = Counter(summary.by_reason) + Counter(r.reason for r in rows if r.reason)
-    summary.by_status, summary.by_reason = dict(by_status), dict(by_reason)
-
-
-def start(ctx: RunContext) -> tuple[list[Task], dict[str, Server], IrrelevanceSummary]:
-    kept_count = len(select_kept_original_tasks(ctx.store))
-    todo = select_todo(ctx.store)
-    servers = {s.server_id: s for s in ctx.store.select(Server)}
-    summary = IrrelevanceSummary(
-        run_id=ctx.run_id, kept_tasks=kept_count, already_done=kept_count - len(todo)
-    )
-    return todo, servers, summary
 
 
 @flow(name="irrelevance", log_prints=False, persist_result=False, validate_parameters=False)
@@ -74,38 +85,5 @@ def irrelevance_flow(
     profile: str | None = None,
     seed: int | None = None,
 ) -> IrrelevanceSummary:
-    settings = load_settings(config, profile=profile)
-    return run_irrelevance_stage(Store(store or settings.store), settings, seed, use_prefect=True)
-
-
-def run_irrelevance_stage(
-    store: Store, settings: Settings, seed: int | None = None, *, use_prefect: bool = False
-) -> IrrelevanceSummary:
-    """The stage body; Prefect tasks when `use_prefect`, plain calls otherwise."""
-    chosen_seed = settings.synthesize.seed if seed is None else seed
-    per_task = settings.extensions.irrelevance_per_task
-    with stage_run(store, settings, STAGE, {"seed": chosen_seed, "per_task": per_task}) as ctx:
-        todo, servers, summary = start(ctx)
-        chunks = [todo[i : i + BATCH_TASKS] for i in range(0, len(todo), BATCH_TASKS)]
-        if use_prefect:
-            futures = [
-                pair_tasks_batch.submit(chunk, servers, per_task, chosen_seed, ctx.run_id)
-                for chunk in chunks
-            ]
-            for future in futures:
-                record_rows(ctx, future.result(), summary)
-        else:
-            for chunk in chunks:
-                rows = pair_tasks(chunk, servers, per_task, chosen_seed)
-                record_rows(
-                    ctx, [r.model_copy(update={"run_id": ctx.run_id}) for r in rows], summary
-                )
-        ctx.summary = summary.model_dump(mode="json")
-        return summary
-
-
-def run_irrelevance(
-    store: Store, settings: Settings, seed: int | None = None
-) -> IrrelevanceSummary:
-    """Extension 1 without Prefect."""
-    return run_irrelevance_stage(store, settings, seed)
+    """Pair kept tasks with servers that cannot solve them; a re-run adds nothing new."""
+    return run_stage_flow(IrrelevanceJob, store=store, config=config, profile=profile, seed=seed)

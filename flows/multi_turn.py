@@ -1,36 +1,24 @@
-"""Extension 3 flow: multi-turn conversations by splitting kept multi-tool tasks and by
-extending kept trajectories with simulated follow-ups, on live MCP sessions.
-
-`multi_turn_flow` fans server-group batches out as Prefect tasks; `run_multi_turn` runs the
-same stage on plain asyncio. Ids are deterministic, so a re-run only does what is missing.
-"""
+"""Extension 3: multi-turn conversations by splitting kept multi-tool tasks and by extending
+kept trajectories with simulated follow-ups, on live MCP sessions. Ids are deterministic, so
+a re-run only does what is missing."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from typing import Any
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.kept import select_kept_original_tasks, select_kept_trajectories
-from flows.llm_fanout import model_endpoint, unfinished_ids
-from flows.onboard import store_tool_versions
-from tasks.agent import AgentBudget
-from tasks.agent.tool_changes import new_tool_versions
+from flows.queries import select_kept_original_tasks, select_kept_trajectories, unfinished_ids
+from flows.run_context import RunContext
+from flows.runner import FanOutEnv, StageJob, StagePlan, StageTally, run_stage_flow
+from flows.trajectories import agent_options
+from flows.writes import write_agent_output
 from tasks.multi_turn import STAGE, MultiTurnItem, MultiTurnResult, extend_item_id, split_item_id
-from tasks.multi_turn_batch import (
-    MultiTurnBatch,
-    group_items,
-    multi_turn_batch,
-    run_multi_turn_batch,
-)
-from tasks.trajectories import BatchOptions, ServerEntry
-from toucan.config import Settings, load_settings
-from toucan.progress import report_progress
+from tasks.multi_turn_batch import MultiTurnBatch, group_items, run_multi_turn_batch
+from tasks.trajectories import ServerEntry
+from toucan.config import Settings
 from toucan.records import LlmCacheEntry, Server, Task, Trajectory
-from toucan.runs import RunContext, stage_run
 from toucan.store import Store
 
 METHODS = ("split", "extend")
@@ -90,67 +78,58 @@ def plan_items(
     return usable, servers
 
 
-class MultiTurnRun:
-    """The steps both entry points share, around one stage_run context."""
+class MultiTurnJob(StageJob[MultiTurnBatch]):
+    """Runs the missing conversations, one batch per server group, all batches at once."""
 
-    def __init__(self, ctx: RunContext, methods: list[str] | None, follow_ups: int | None) -> None:
-        self.ctx = ctx
-        settings = ctx.settings
-        chosen = methods or list(METHODS)
-        turns = settings.extensions.multi_turn_user_turns if follow_ups is None else follow_ups
-        items, self.servers = plan_items(ctx.store, settings, chosen, turns)
-        todo = unfinished_ids(ctx.store, Trajectory, [i.trajectory_id for i in items])
-        self.todo = [i for i in items if i.trajectory_id in todo]
-        self.batches = group_items(self.todo, BATCH_ITEMS)
-        self.summary = MultiTurnSummary(
-            run_id=ctx.run_id, planned=len(items), already_done=len(items) - len(self.todo)
+    name = STAGE
+    batch_fn = run_multi_turn_batch
+    needs_model = True
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        methods: list[str] | None = None,
+        follow_ups: int | None = None,
+    ) -> None:
+        super().__init__(settings, {"methods": methods, "follow_ups": follow_ups})
+        self.methods = methods or list(METHODS)
+        turns = settings.extensions.multi_turn_user_turns
+        self.follow_ups = turns if follow_ups is None else follow_ups
+
+    def plan(self, ctx: RunContext) -> StagePlan[MultiTurnBatch]:
+        items, self.servers = plan_items(ctx.store, self.settings, self.methods, self.follow_ups)
+        todo_ids = unfinished_ids(ctx.store, Trajectory, [i.trajectory_id for i in items])
+        todo = [i for i in items if i.trajectory_id in todo_ids]
+        batches = group_items(todo, BATCH_ITEMS)
+        return StagePlan(len(todo), len(items) - len(todo), batches, parallel=len(batches))
+
+    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+        concurrency = self.settings.trajectories.concurrency // min(2, plan.running)
+        options = agent_options(ctx, max(1, concurrency), plan.running, env.local_base_url)
+        cached = ctx.store.select(LlmCacheEntry)
+        return {"servers": self.servers, "options": options, "cache_entries": cached}
+
+    def write(self, ctx: RunContext, output: MultiTurnResult, tally: StageTally) -> None:
+        write_agent_output(ctx, output)
+        for row in output.trajectories:
+            tally.item(row.status, row.reason)
+            if row.status == "ok":
+                tally.add("by_method", row.metadata.get("multi_turn_generation", {}).get("method"))
+            tally.add("requested_turns", "", row.requested_turns)
+            tally.add("completed_turns", "", row.completed_turns)
+
+    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+        return MultiTurnSummary(
+            run_id=ctx.run_id,
+            planned=plan.planned + plan.already_done,
+            already_done=plan.already_done,
+            by_method=tally.counts("by_method"),
+            by_status=tally.counts("status"),
+            by_reason=tally.counts("reason"),
+            requested_turns=tally.total("requested_turns"),
+            completed_turns=tally.total("completed_turns"),
         )
-        self.done = 0
-        report_progress(STAGE, 0, len(self.todo))
-
-    def options(self, local_base_url: str | None) -> BatchOptions:
-        section = self.ctx.settings.trajectories
-        return BatchOptions(
-            budget=AgentBudget(max_turns=section.max_turns, wall_clock_s=section.wall_clock_s),
-            token_budget=section.tool_result_token_budget,
-            concurrency=max(1, section.concurrency // max(1, min(2, len(self.batches)))),
-            mcp=self.ctx.settings.mcp,
-            models=self.ctx.settings.models.shared_by(len(self.batches)),  # all run at once
-            local_base_url=local_base_url,
-            run_id=self.ctx.run_id,
-        )
-
-    def cache_entries(self) -> list[LlmCacheEntry]:
-        return self.ctx.store.select(LlmCacheEntry) if self.todo else []
-
-    def write(self, result: MultiTurnResult) -> None:
-        store = self.ctx.store
-        store.upsert(result.trajectories)  # an error row from an earlier run is replaced
-        store.insert([*result.tool_calls, *result.cache_entries, *result.events])
-        store_tool_versions(store, new_tool_versions(result.trajectories), self.ctx.run_id)
-        self.ctx.flush_events()
-        rows = result.trajectories
-        summary = self.summary
-        summary.by_status = dict(Counter(summary.by_status) + Counter(r.status for r in rows))
-        summary.by_reason = dict(
-            Counter(summary.by_reason) + Counter(r.reason for r in rows if r.reason)
-        )
-        summary.by_method = dict(
-            Counter(summary.by_method)
-            + Counter(
-                r.metadata.get("multi_turn_generation", {}).get("method")
-                for r in rows
-                if r.status == "ok"
-            )
-        )
-        summary.requested_turns += sum(r.requested_turns for r in rows)
-        summary.completed_turns += sum(r.completed_turns for r in rows)
-        self.done += len(rows)
-        report_progress(STAGE, self.done, len(self.todo))
-
-    def finish(self) -> MultiTurnSummary:
-        self.ctx.summary = self.summary.model_dump(mode="json")
-        return self.summary
 
 
 @flow(name="multi-turn", log_prints=False, persist_result=False, validate_parameters=False)
@@ -162,39 +141,11 @@ def multi_turn_flow(
     follow_ups: int | None = None,
 ) -> MultiTurnSummary:
     """Split kept tasks and extend kept trajectories into multi-turn conversations."""
-    settings = load_settings(config, profile=profile)
-    params = {"methods": methods, "follow_ups": follow_ups}
-    with stage_run(Store(store or settings.store), settings, STAGE, params) as ctx:
-        job = MultiTurnRun(ctx, methods, follow_ups)
-        if job.todo:
-            with model_endpoint(settings) as base_url:
-                options, cached = job.options(base_url), job.cache_entries()
-                futures = [
-                    multi_turn_batch.submit(b, job.servers, options, cached) for b in job.batches
-                ]
-                for future in futures:
-                    job.write(future.result())
-        return job.finish()
-
-
-async def run_multi_turn(
-    settings: Settings,
-    store: Store,
-    methods: list[str] | None = None,
-    follow_ups: int | None = None,
-) -> MultiTurnSummary:
-    """Extension 3 without Prefect: the same batches on plain asyncio."""
-    with stage_run(store, settings, STAGE, {"methods": methods, "follow_ups": follow_ups}) as ctx:
-        job = MultiTurnRun(ctx, methods, follow_ups)
-        if job.todo:
-            with model_endpoint(settings) as base_url:
-                options, cached = job.options(base_url), job.cache_entries()
-                results = await asyncio.gather(
-                    *(run_multi_turn_batch(b, job.servers, options, cached) for b in job.batches)
-                )
-                for result in results:
-                    job.write(result)
-        return job.finish()
-
-
-__all__ = ["Any", "MultiTurnBatch", "MultiTurnSummary", "multi_turn_flow", "run_multi_turn"]
+    return run_stage_flow(
+        MultiTurnJob,
+        store=store,
+        config=config,
+        profile=profile,
+        methods=methods,
+        follow_ups=follow_ups,
+    )

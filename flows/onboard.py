@@ -1,41 +1,37 @@
-"""Stage 1 flow: onboard every catalog entry into `servers` and `tools`.
+"""Stage 1: onboard every catalog entry into `servers` and `tools`.
 
-Live onboarding fans out one Prefect task per server (with Prefect retries for a server that
-failed in a way worth retrying); `--specs-only` ingests declared tools without connecting.
-The flow run is the only writer: tasks return outcomes, the flow stores them as they finish.
+Live onboarding runs one batch per server (tasks/onboard.py tries a transient failure again);
+`--specs-only` ingests declared tools without connecting. Entries that did not parse and
+servers that lack credentials are written before the fan-out, each live server as it ends.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from prefect import flow, task
-from prefect.futures import as_completed
-from prefect.runtime import task_run
+from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows.run_context import RunContext
+from flows.runner import FanOutEnv, StageJob, StagePlan, StageTally, run_stage_flow
+from flows.writes import store_tool_versions
 from mcp_env.catalog import CatalogRejection, load_catalog, parse_catalog_entries
-from mcp_env.environment import make_pool
 from mcp_env.fleet.catalog import CATALOG_PATH, load_fleet_catalog
-from mcp_env.health import ServerCheck, check_server
 from mcp_env.results import ListedTool
 from mcp_env.specs import parse_server_spec
 from tasks.onboard import (
-    TRANSIENT_REASONS,
     AnySpec,
     OnboardOutcome,
-    ToolVersions,
+    failed_check,
     needs_credentials_outcome,
     onboard_from_check,
     onboard_from_specs,
+    onboard_server,
     rejection_outcome,
-    tool_records,
 )
-from toucan.config import McpConfig, Settings, load_settings
-from toucan.progress import report_progress
-from toucan.records import Server, Tool
-from toucan.runs import RunContext, stage_run
-from toucan.store import Store
+from toucan.config import Settings
+from toucan.records import Server
 
 STAGE = "onboard"
 
@@ -44,25 +40,6 @@ class OnboardSummary(BaseModel):
     run_id: str
     servers: list[dict[str, object]] = Field(default_factory=list)
     summary: dict[str, int] = Field(default_factory=dict)
-
-
-class ServerAttemptFailed(Exception):
-    """Raised inside the task so Prefect retries a server that failed transiently."""
-
-
-@task(name="onboard-server", retries=1, retry_delay_seconds=2, persist_result=False)
-async def onboard_server_task(
-    spec_data: dict[str, object], mcp: dict[str, object], categories: list[str], retries: int
-) -> OnboardOutcome:
-    spec = parse_server_spec(spec_data)
-    mcp_config = McpConfig.model_validate(mcp)
-    async with make_pool(mcp_config) as pool:
-        check = await check_server(spec, pool)
-    outcome = onboard_from_check(spec, check, categories)
-    attempt = task_run.run_count or 1
-    if outcome.server.status != "ok" and check.reason in TRANSIENT_REASONS and attempt <= retries:
-        raise ServerAttemptFailed(f"{spec.name}: {check.reason} ({check.detail})")
-    return outcome
 
 
 def load_entries(
@@ -100,59 +77,6 @@ def store_outcomes(ctx: RunContext, outcomes: list[OnboardOutcome]) -> int:
     return added
 
 
-def store_tool_versions(
-    store: Store,
-    listings: dict[str, list[ListedTool]],
-    run_id: str | None,
-    rejected: dict[str, set[str]] | None = None,
-) -> int:
-    """Insert the schemas not stored yet as the next version of their tool and mark the
-    versions they supersede (and the `rejected` tool names per server) not current; returns
-    the rows added. Onboarding writes every listing; trajectory stages write the schemas a
-    server switched to mid-run."""
-    if not listings:
-        return 0
-    known = known_tool_versions(store, list(listings))
-    new_tools: list[Tool] = []
-    superseded: list[tuple[str, str]] = []
-    for server_id, tools in listings.items():
-        rows, names = tool_records(server_id, tools, known.get(server_id, ToolVersions()), run_id)
-        new_tools.extend(rows)
-        superseded.extend((server_id, n) for n in names)
-        superseded.extend((server_id, name) for name in sorted((rejected or {}).get(server_id, ())))
-    if superseded:
-        with store.connect() as con:
-            con.executemany(
-                "UPDATE tools SET current = false WHERE server_id = ? AND name = ?", superseded
-            )
-    return store.insert(new_tools)
-
-
-def known_tool_versions(store: Store, server_ids: list[str]) -> dict[str, ToolVersions]:
-    """name -> {schema_hash: version} per server, for the servers about to be written."""
-    if not server_ids or not store.path.exists():
-        return {}
-    rows = store.query(
-        "SELECT server_id, name, schema_hash, version FROM tools WHERE list_contains(?, server_id)",
-        [server_ids],
-    )
-    known: dict[str, ToolVersions] = {}
-    for server_id, name, digest, version in rows:
-        known.setdefault(server_id, ToolVersions()).by_name.setdefault(name, {})[digest] = version
-    return known
-
-
-def summarize(outcomes: list[OnboardOutcome]) -> dict[str, int]:
-    ok = [o for o in outcomes if o.server.status in ("ok", "specs_only")]
-    return {
-        "total": len(outcomes),
-        "ok": len(ok),
-        "rejected": len(outcomes) - len(ok),
-        "tools": sum(o.server.tool_count for o in ok),
-        "domains": len({o.server.domain for o in ok if o.server.domain}),
-    }
-
-
 def server_row_view(server: Server) -> dict[str, object]:
     return {
         "server_id": server.server_id,
@@ -174,57 +98,89 @@ def server_row_view(server: Server) -> dict[str, object]:
     }
 
 
-def onboard_live(ctx: RunContext, specs: list[AnySpec], outcomes: list[OnboardOutcome]) -> None:
-    settings = ctx.settings
-    categories = list(settings.categories)
-    total = len(specs) + len(outcomes)
-    runnable = []
-    for spec in specs:
-        if spec.missing_config():
-            outcomes.append(needs_credentials_outcome(spec, categories))
-        else:
-            runnable.append(spec)
-    store_outcomes(ctx, outcomes)
-    report_progress(STAGE, len(outcomes), total)
-    retries = settings.onboard.retries
-    server_task = onboard_server_task.with_options(retries=retries)
-    futures = {
-        server_task.submit(
-            spec.model_dump(mode="json"), settings.mcp.model_dump(mode="json"), categories, retries
-        ): spec
-        for spec in runnable
-    }
-    for future in as_completed(list(futures)):
-        spec = futures[future]
-        try:
-            outcome = future.result()
-        except Exception as exc:  # the stage edge: a server that failed every attempt
-            outcome = onboard_from_check(spec, failed_check(spec, exc), categories)
-        ctx.events.record(
-            item_id=outcome.server.server_id,
-            server=outcome.server.name,
-            status="ok" if outcome.server.status == "ok" else "rejected",
-            error_class=outcome.server.reason,
-            error=outcome.server.detail,
-            latency_ms=outcome.server.connect_latency_ms or 0.0,
-        )
-        outcomes.append(outcome)
-        store_outcomes(ctx, [outcome])
-        report_progress(STAGE, len(outcomes), total, spec.name, outcome.server.status)
+class OnboardJob(StageJob[dict[str, Any]]):
+    """One batch per server to connect (its spec as JSON, so it crosses to a Dask worker);
+    entries decided without connecting are written first."""
 
+    name = STAGE
+    batch_fn = onboard_server
 
-def failed_check(spec: AnySpec, exc: BaseException) -> ServerCheck:
-    """A task that raised on its last attempt, as a rejected check with the best reason known."""
-    reason = getattr(exc, "reason", None) or "onboard_failed"
-    if isinstance(exc, ServerAttemptFailed):
-        reason = str(exc).split(": ", 1)[-1].split(" ", 1)[0]
-    return ServerCheck(
-        server_id=spec.server_id,
-        name=spec.name,
-        status="rejected",
-        reason=reason,
-        detail=str(exc)[:2000],
-    )
+    def __init__(
+        self, settings: Settings, *, catalogs: list[str] | None = None, specs_only: bool = False
+    ) -> None:
+        super().__init__(settings, {"catalogs": catalogs, "specs_only": specs_only})
+        self.specs, self.rejections = load_entries(catalogs, settings)
+        self.specs_only = specs_only
+        self.views: list[dict[str, object]] = []
+
+    def plan(self, ctx: RunContext) -> StagePlan[dict[str, Any]]:
+        categories = self.settings.categories
+        decided = [rejection_outcome(r) for r in self.rejections]
+        runnable = []
+        for spec in self.specs:
+            if self.specs_only:
+                decided.append(onboard_from_specs(spec, categories))
+            elif spec.missing_config():
+                decided.append(needs_credentials_outcome(spec, categories))
+            else:
+                runnable.append(spec.model_dump(mode="json"))
+        # live runs record events for the servers they connect to; specs-only for every entry
+        self.count(ctx, decided, events=self.specs_only)
+        store_outcomes(ctx, decided)
+        # every server is one batch; the task runner bounds how many connect at once
+        total = len(decided) + len(runnable)
+        return StagePlan(total, 0, runnable, parallel=max(1, len(runnable)))
+
+    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+        settings = self.settings
+        return {
+            "mcp": settings.mcp.model_dump(mode="json"),
+            "categories": list(settings.categories),
+            "retries": settings.onboard.retries,
+        }
+
+    def batch_failed(self, batch: dict[str, Any], error: Exception) -> OnboardOutcome:
+        """A server whose batch raised (e.g. its worker died): rejected with the reason."""
+        spec = parse_server_spec(batch)
+        return onboard_from_check(spec, failed_check(spec, error), self.settings.categories)
+
+    def write(self, ctx: RunContext, output: OnboardOutcome, tally: StageTally) -> None:
+        self.count(ctx, [output], events=True)
+        store_outcomes(ctx, [output])
+
+    def count(self, ctx: RunContext, outcomes: list[OnboardOutcome], *, events: bool) -> None:
+        for outcome in outcomes:
+            server = outcome.server
+            usable = server.status in ("ok", "specs_only")
+            if events:
+                ctx.events.record(
+                    item_id=server.server_id,
+                    server=server.name,
+                    status="ok" if usable else "rejected",
+                    error_class=server.reason,
+                    latency_ms=server.connect_latency_ms or 0.0,
+                )
+            ctx.tally.item(server.status, server.reason)
+            ctx.tally.add("usable", "", int(usable))
+            ctx.tally.add("tools", "", server.tool_count if usable else 0)
+            if usable and server.domain:
+                ctx.tally.add("domains", server.domain)
+            self.views.append(server_row_view(server))
+
+    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+        ok = tally.total("usable")
+        summary = {
+            "total": tally.finished,
+            "ok": ok,
+            "rejected": tally.finished - ok,
+            "tools": tally.total("tools"),
+            "domains": len(tally.counts("domains")),
+        }
+        views = sorted(self.views, key=lambda v: str(v["name"]))
+        return OnboardSummary(run_id=ctx.run_id, servers=views, summary=summary)
+
+    def run_summary(self, summary: BaseModel) -> dict[str, Any]:
+        return dict(summary.summary)  # type: ignore[attr-defined]
 
 
 @flow(name="onboard", log_prints=False, persist_result=False)
@@ -236,25 +192,11 @@ def onboard_flow(
     profile: str | None = None,
 ) -> OnboardSummary:
     """Onboard the given catalogs (default: the bundled fleet) into the store."""
-    settings = load_settings(config, profile=profile)
-    target = Store(store or settings.store)
-    specs, rejections = load_entries(catalogs, settings)
-    params = {"catalogs": catalogs, "specs_only": specs_only}
-    with stage_run(target, settings, STAGE, params) as ctx:
-        outcomes = [rejection_outcome(r) for r in rejections]
-        if specs_only:
-            outcomes.extend(onboard_from_specs(s, settings.categories) for s in specs)
-            for outcome in outcomes:
-                ctx.events.record(
-                    item_id=outcome.server.server_id,
-                    server=outcome.server.name,
-                    status="ok" if outcome.server.status != "rejected" else "rejected",
-                    error_class=outcome.server.reason,
-                )
-            store_outcomes(ctx, outcomes)
-            report_progress(STAGE, len(outcomes), len(outcomes))
-        else:
-            onboard_live(ctx, specs, outcomes)
-        ctx.summary = summarize(outcomes)
-        views = sorted((server_row_view(o.server) for o in outcomes), key=lambda v: str(v["name"]))
-        return OnboardSummary(run_id=ctx.run_id, servers=views, summary=ctx.summary)
+    return run_stage_flow(
+        OnboardJob,
+        store=store,
+        config=config,
+        profile=profile,
+        catalogs=catalogs,
+        specs_only=specs_only,
+    )

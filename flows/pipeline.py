@@ -1,10 +1,9 @@
 """The `pipeline` flow: every stage in order, each as a subflow, skipping the complete ones.
 
-It starts at the first stage that is not complete on the store (see toucan.stages) and runs
-that stage and every stage after it. A stage whose flow module does not exist yet is reported
-as `skipped_missing`, so the pipeline works while the tree grows. A failed stage stops the
-pipeline (later stages depend on it) and fails the flow run; retrying it from the Prefect UI
-resumes, because each stage skips the items it already finished.
+It starts at the first stage that is not complete on the store (see flows/completion.py) and
+runs that stage and every stage after it, in the registry's order (flows/registry.py). A
+failed stage stops the pipeline (later stages depend on it) and fails the flow run; retrying
+it from the Prefect UI resumes, because each stage skips the items it already finished.
 """
 
 from __future__ import annotations
@@ -16,24 +15,19 @@ from typing import Any, Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from toucan.artifacts import artifact_key, publish_table, server_table
+from flows.artifacts import artifact_key, publish_table, server_table
+from flows.completion import explain_incomplete, latest_runs, stage_kwargs
+from flows.registry import STAGE_NAMES, StageName, normalize_stage
+from flows.registry import stage as stage_def
+from flows.task_runners import RunnerChoice, runner_from_choice
+from toucan.config import Settings, load_settings
 from toucan.records import Run
-from toucan.runners import RunnerChoice, runner_from_choice
-from toucan.stages import (
-    STAGES,
-    StageName,
-    explain_incomplete,
-    latest_runs,
-    load_stage_flow,
-    normalize_stage,
-    stage_kwargs,
-)
 from toucan.status import read_run_status
 from toucan.store import Store, resolve_store_path
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["ran", "failed", "skipped_complete", "skipped_missing", "not_reached"]
+Outcome = Literal["ran", "failed", "skipped_complete", "not_reached"]
 
 
 class StageOutcome(BaseModel):
@@ -62,11 +56,13 @@ class StageFailed(RuntimeError):
 
 
 def plan_stages(
-    store: Store, wanted: list[str], force: bool = False
+    store: Store, wanted: list[str], force: bool = False, settings: Settings | None = None
 ) -> tuple[list[str], dict[str, str | None]]:
     """Which of the wanted stages to run: from the first incomplete one on (all if force)."""
     runs = latest_runs(store) if store.path.exists() else {}
-    reasons = {s: ("forced" if force else explain_incomplete(store, s, runs)) for s in wanted}
+    reasons = {
+        s: ("forced" if force else explain_incomplete(store, s, runs, settings)) for s in wanted
+    }
     first = next((i for i, s in enumerate(wanted) if reasons[s] is not None), len(wanted))
     return wanted[first:], reasons
 
@@ -103,6 +99,22 @@ async def run_stage(stage_flow: Any, kwargs: dict[str, Any], runner: Any) -> Any
     call = stage_flow.with_options(task_runner=runner)
     state = call(**kwargs, return_state=True)
     return await state if inspect.isawaitable(state) else state
+
+
+async def run_stage_outcome(
+    store: Store, name: str, kwargs: dict[str, Any], choice: RunnerChoice, reason: str | None
+) -> StageOutcome:
+    """Run one stage's flow as a subflow and say how it went (with its run's summary)."""
+    state = await run_stage(stage_def(name).flow, kwargs, runner_from_choice(choice))
+    run = _run_of(store, name, str(state.state_details.flow_run_id))
+    run_id = run.run_id if run else None
+    if state.is_completed():
+        summary = run.summary if run else {}
+        return StageOutcome(
+            stage=name, outcome="ran", reason=reason, run_id=run_id, summary=summary
+        )
+    failure = state.message or state.type.value
+    return StageOutcome(stage=name, outcome="failed", reason=failure, run_id=run_id)
 
 
 def publish_pipeline_artifacts(store: Store, report: PipelineReport) -> None:
@@ -142,11 +154,13 @@ async def pipeline(
     `stage_params` passes a stage its own parameters (e.g. onboard: {catalogs: [...]})."""
     store_path = str(resolve_store_path(store))
     handle = Store(store_path)
-    wanted = [normalize_stage(s) for s in (stages or STAGES)]
-    wanted = [s for s in STAGES if s in wanted]  # pipeline order, whatever the order given
+    chosen = {stage_def(s).name for s in (stages or STAGE_NAMES)}
+    wanted = [s for s in STAGE_NAMES if s in chosen]  # pipeline order, whatever the order given
     choice = task_runner or RunnerChoice()
     outcomes: list[StageOutcome] = []
-    to_run, reasons = plan_stages(handle, wanted, force)
+    settings = load_settings(config, profile=profile)
+    to_run, reasons = plan_stages(handle, wanted, force, settings)
+    stage_params = stage_params or {}
     for stage in wanted:
         if stage not in to_run:
             outcomes.append(StageOutcome(stage=stage, outcome="skipped_complete"))
@@ -154,36 +168,11 @@ async def pipeline(
         if any(o.outcome == "failed" for o in outcomes):
             outcomes.append(StageOutcome(stage=stage, outcome="not_reached"))
             continue
-        stage_flow = load_stage_flow(stage)
-        if stage_flow is None:
-            outcomes.append(StageOutcome(stage=stage, outcome="skipped_missing"))
-            logger.warning("stage %s has no flow yet: skipped", stage)
-            continue
         offered = _offered_parameters(
             store_path, config, profile, (limits or {}).get(stage, limit), seed, teachers, choice
         )
-        kwargs = {**stage_kwargs(stage_flow, offered), **(stage_params or {}).get(stage, {})}
-        state = await run_stage(stage_flow, kwargs, runner_from_choice(choice))
-        run = _run_of(handle, stage, str(state.state_details.flow_run_id))
-        if state.is_completed():
-            outcomes.append(
-                StageOutcome(
-                    stage=stage,
-                    outcome="ran",
-                    reason=reasons[stage],
-                    run_id=run.run_id if run else None,
-                    summary=run.summary if run else {},
-                )
-            )
-        else:
-            outcomes.append(
-                StageOutcome(
-                    stage=stage,
-                    outcome="failed",
-                    reason=state.message or state.type.value,
-                    run_id=run.run_id if run else None,
-                )
-            )
+        kwargs = {**stage_kwargs(stage_def(stage).flow, offered), **stage_params.get(stage, {})}
+        outcomes.append(await run_stage_outcome(handle, stage, kwargs, choice, reasons[stage]))
     report = PipelineReport(store=store_path, outcomes=outcomes)
     publish_pipeline_artifacts(handle, report)
     if report.failed:

@@ -1,21 +1,95 @@
-"""The `report` stage: one self-contained HTML page over the store (see tasks/report.py)."""
+"""The `report` stage: one self-contained HTML page over the store. The flow reads the store
+(read-only: no run row, no writer lock, so it runs beside a writing stage); the one batch
+renders the page (tasks/report.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
+from pydantic import BaseModel
 
-from tasks.report import write_report
-from toucan.config import load_settings
-from toucan.store import Store
+from flows.run_context import RunContext
+from flows.runner import FanOutEnv, StageJob, StagePlan, StageTally, run_stage_flow
+from tasks.report import TASK_SCORES, TRAJECTORY_SCORES, ReportFrames, write_report
+from toucan.config import Settings
+
+QUERIES = {
+    "servers": "SELECT name, coalesce(domain, 'unlabelled') AS domain, status FROM servers",
+    "tasks": """SELECT task_id, kind, status, json_array_length(target_tools) AS tools,
+                json_array_length(server_ids) AS servers FROM tasks""",
+    "task_scores": "SELECT task_id, keep, "
+    + ", ".join(f"CAST(json_extract(scores, '$.{d}.score') AS INTEGER) AS {d}" for d in TASK_SCORES)
+    + " FROM task_ratings WHERE status = 'ok'",
+    "trajectories": """SELECT t.trajectory_id, t.kind, t.turns, t.tool_calls, t.status,
+                coalesce(bool_or(r.keep), false) AS kept
+                FROM trajectories t LEFT JOIN trajectory_ratings r USING (trajectory_id)
+                GROUP BY ALL""",
+    "trajectory_scores": "SELECT trajectory_id, "
+    + ", ".join(
+        f"CAST(json_extract(scores, '$.{d}.score') AS INTEGER) AS {d}" for d in TRAJECTORY_SCORES
+    )
+    + " FROM trajectory_ratings WHERE status = 'ok'",
+    "server_yield": """SELECT s.name AS server, count(DISTINCT t.trajectory_id) AS trajectories,
+                count(DISTINCT CASE WHEN r.keep THEN t.trajectory_id END) AS kept
+                FROM trajectories t JOIN tasks k USING (task_id)
+                CROSS JOIN unnest(CAST(k.server_ids AS VARCHAR[])) AS u(server_id)
+                JOIN servers s ON s.server_id = u.server_id
+                LEFT JOIN trajectory_ratings r ON r.trajectory_id = t.trajectory_id
+                GROUP BY s.name ORDER BY s.name""",
+    "server_throughput": """SELECT server, count(*) AS items,
+                CAST(sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS BIGINT) AS ok,
+                greatest(epoch(max(ended_at)) - epoch(min(started_at)), 1) AS span_s
+                FROM events WHERE server IS NOT NULL GROUP BY server ORDER BY server""",
+    "models": """SELECT model, CAST(sum(tokens_in) AS BIGINT) AS tokens_in,
+                CAST(sum(tokens_out) AS BIGINT) AS tokens_out,
+                sum(cost_usd) AS cost_usd, count(*) AS calls
+                FROM events WHERE model IS NOT NULL GROUP BY model ORDER BY model""",
+}
+
+
+class ReportSummary(BaseModel):
+    out: str
+    servers: int = 0
+    tasks: int = 0
+    trajectories: int = 0
+    charts: int = 0
+
+
+class ReportJob(StageJob[ReportFrames]):
+    """Reads every frame the report draws, then renders them as one batch."""
+
+    name = "report"
+    batch_fn = write_report
+    records_run = False
+
+    def __init__(self, settings: Settings, *, out: str | Path = "out/report.html") -> None:
+        super().__init__(settings, {"out": str(out)})
+        self.out = Path(out)
+        self.counts: dict[str, int] = {}
+
+    def plan(self, ctx: RunContext) -> StagePlan[ReportFrames]:
+        frames = ReportFrames(**{name: ctx.store.frame(sql) for name, sql in QUERIES.items()})
+        return StagePlan(1, 0, [frames])
+
+    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+        return {"out_file": self.out, "store_label": str(ctx.store.path)}
+
+    def write(self, ctx: RunContext, output: dict[str, int], tally: StageTally) -> None:
+        self.counts = output
+        tally.item("ok")
+
+    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+        return ReportSummary(out=str(self.out), **self.counts)
 
 
 @flow(name="report", log_prints=False, persist_result=False, validate_parameters=False)
 def report_flow(
-    store: str | None = None, config: str | None = None, out: str = "out/report.html"
-) -> dict[str, int | str]:
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    out: str = "out/report.html",
+) -> ReportSummary:
     """Write the HTML report; returns where it is and what it covers."""
-    target = Store(store or load_settings(config).store)
-    counts = write_report(target, Path(out))
-    return {"out": out, **counts}
+    return run_stage_flow(ReportJob, store=store, config=config, profile=profile, out=out)

@@ -1,29 +1,30 @@
-"""Stage 2 flow: plan task slots from the seed, synthesize the unfinished ones, drop
-near-duplicates (keep one of each pair), summarise.
-
-`synthesize_flow` fans batches out as Prefect tasks; `run_synthesize` runs the same stage on
-plain asyncio (the Prefect-overhead benchmark compares the two). Both share every step.
-"""
+"""Stage 2: plan task slots from the seed, synthesize the unfinished ones, drop near-duplicates
+(keep one of each pair), summarise."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.llm_fanout import run_job, run_job_async, unfinished_ids, write_output
+from flows.queries import load_server_views, unfinished_ids
+from flows.run_context import RunContext
+from flows.runner import (
+    FanOutEnv,
+    StageJob,
+    StagePlan,
+    StageTally,
+    llm_lane,
+    plan_llm_batches,
+    run_stage_flow,
+)
 from tasks.dedup import find_near_duplicates, mark_near_duplicates
-from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
-from tasks.sampling import PlanRequest, ServerView, TaskSlot, plan_slots
+from tasks.llm_batch import BatchOutput
+from tasks.sampling import PlanRequest, TaskSlot, plan_slots
 from tasks.synthesize import STAGE, synthesize_batch
-from toucan.config import Settings, load_settings
-from toucan.llm.cache import LlmCache
-from toucan.progress import report_progress
-from toucan.records import Run, Server, Task, Tool
-from toucan.runs import RunContext, stage_run
-from toucan.store import Store
+from toucan.config import Settings
+from toucan.records import Run, Task
 
 
 class SynthesizeSummary(BaseModel):
@@ -39,15 +40,6 @@ class SynthesizeSummary(BaseModel):
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
-
-
-def load_server_views(store: Store) -> list[ServerView]:
-    """Servers usable for synthesis (ok, or specs_only from a catalog) with current tools."""
-    servers = store.select(Server, "status IN ('ok', 'specs_only') ORDER BY server_id")
-    tools: dict[str, list[Tool]] = {}
-    for tool in store.select(Tool, "current ORDER BY server_id, name"):
-        tools.setdefault(tool.server_id, []).append(tool)
-    return [ServerView(server=s, tools=tuple(tools.get(s.server_id, ()))) for s in servers]
 
 
 def plan_request(
@@ -71,11 +63,6 @@ def plan_request(
     )
 
 
-def select_todo(store: Store, slots: list[TaskSlot]) -> list[TaskSlot]:
-    todo = unfinished_ids(store, Task, [slot.task_id for slot in slots])
-    return [slot for slot in slots if slot.task_id in todo]
-
-
 def drop_near_duplicates(ctx: RunContext) -> dict[str, str]:
     """Keep-one dedup over every ok task: earlier runs first, then plan order. Idempotent."""
     tasks = ctx.store.select(Task, "status = 'ok' AND kind = 'original'")
@@ -93,73 +80,83 @@ def drop_near_duplicates(ctx: RunContext) -> dict[str, str]:
     return dropped
 
 
-def summarize(
-    run_id: str, planned: int, todo: int, tasks: list[Task], near_dups: int
-) -> SynthesizeSummary:
-    ok = [t for t in tasks if t.status == "ok"]
-    return SynthesizeSummary(
-        run_id=run_id,
-        planned=planned,
-        already_done=planned - todo,
-        attempted=len(tasks),
-        by_status=dict(Counter(t.status for t in tasks)),
-        by_reason=dict(Counter(t.reason for t in tasks if t.reason)),
-        by_strategy=dict(Counter(t.strategy for t in ok)),
-        by_generator=dict(Counter(t.generator for t in ok)),
-        near_duplicates=near_dups,
-        tokens_in=sum(
-            int(t.metadata.get("tokens_in", 0)) for t in tasks if not t.metadata.get("cached")
-        ),
-        tokens_out=sum(
-            int(t.metadata.get("tokens_out", 0)) for t in tasks if not t.metadata.get("cached")
-        ),
-        cost_usd=round(sum(float(t.metadata.get("cost_usd", 0.0)) for t in tasks), 6),
-    )
+def count_ok_task(tally: StageTally, strategy: str, generator: str, amount: int = 1) -> None:
+    tally.add("by_strategy", strategy, amount)
+    tally.add("by_generator", generator, amount)
 
 
-class SynthesisRun:
-    """The steps both entry points share, around one stage_run context."""
+class SynthesizeJob(StageJob[list[TaskSlot]]):
+    """Synthesizes the planned slots that have no finished task, then drops near-duplicates."""
 
-    def __init__(self, ctx: RunContext, request: PlanRequest) -> None:
-        self.ctx = ctx
-        settings = ctx.settings
+    name = STAGE
+    batch_fn = synthesize_batch
+    needs_model = True
+    item_progress = True
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        strategies: list[str] | None = None,
+        per_server: int | None = None,
+        limit: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.request = plan_request(settings, strategies, per_server, limit, seed)
+        super().__init__(settings, self.request.model_dump(mode="json"))
+
+    def plan(self, ctx: RunContext) -> StagePlan[list[TaskSlot]]:
         views = load_server_views(ctx.store)
-        self.slots = plan_slots(views, settings.models.generators, request)
-        self.todo = select_todo(ctx.store, self.slots)
+        slots = plan_slots(views, self.settings.models.generators, self.request)
+        todo_ids = unfinished_ids(ctx.store, Task, [slot.task_id for slot in slots])
+        todo = [slot for slot in slots if slot.task_id in todo_ids]
         self.views = {v.server_id: v for v in views}
-        concurrency = min(settings.synthesize.concurrency, settings.max_in_flight)
-        self.batches, self.per_batch = split_batches(self.todo, concurrency)
-        self.written: list[Task] = []
-        self.progress = ProgressCounter(STAGE, len(self.todo))
-        report_progress(STAGE, 0, len(self.todo))
+        concurrency = min(self.settings.synthesize.concurrency, self.settings.max_in_flight)
+        return plan_llm_batches(todo, concurrency, len(slots) - len(todo))
 
-    def batch_kwargs(self, local_base_url: str | None) -> dict[str, Any]:
-        cache = LlmCache.load(self.ctx.store, self.ctx.run_id) if self.todo else None
-        return {
-            "views": self.views,
-            "models": self.ctx.settings.models.shared_by(min(PARALLEL_BATCHES, len(self.batches))),
-            "run_id": self.ctx.run_id,
-            "concurrency": self.per_batch,
-            "local_base_url": local_base_url,
-            "cache": cache,
-            "progress": self.progress,
-        }
+    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+        return {"lane": llm_lane(ctx, plan, env), "views": self.views}
 
-    def write(self, output: BatchOutput) -> None:
-        write_output(self.ctx, output)
-        self.written.extend(output.records)
+    def write(self, ctx: RunContext, output: BatchOutput, tally: StageTally) -> None:
+        super().write(ctx, output, tally)
+        for task_row in output.records:
+            if task_row.status == "ok":
+                count_ok_task(tally, task_row.strategy, task_row.generator)
+            metadata = task_row.metadata  # rows: tokens, cost and cached become Task fields
+            if not metadata.get("cached"):
+                tally.add("tokens_in", "", int(metadata.get("tokens_in", 0)))
+                tally.add("tokens_out", "", int(metadata.get("tokens_out", 0)))
+            tally.add("cost_usd", "", float(metadata.get("cost_usd", 0.0)))
 
-    def finish(self) -> SynthesizeSummary:
-        dropped = drop_near_duplicates(self.ctx)
-        written = [
-            t.model_copy(update={"status": "rejected", "reason": "near_duplicate"})
-            if t.task_id in dropped
-            else t
-            for t in self.written
-        ]
-        summary = summarize(self.ctx.run_id, len(self.slots), len(self.todo), written, len(dropped))
-        self.ctx.summary = summary.model_dump(mode="json")
-        return summary
+    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+        dropped = drop_near_duplicates(ctx)
+        # this run's tasks among the dropped ones count as rejected near-duplicates
+        sql = "SELECT strategy, generator FROM tasks WHERE run_id = ? AND list_contains(?, task_id)"
+        mine = ctx.store.query(sql, [ctx.run_id, sorted(dropped)]) if dropped else []
+        for strategy, generator in mine:
+            count_ok_task(tally, strategy, generator, -1)
+            tally.add("status", "ok", -1)
+            tally.add("status", "rejected")
+            tally.add("reason", "near_duplicate")
+        return SynthesizeSummary(
+            run_id=ctx.run_id,
+            planned=plan.planned + plan.already_done,
+            already_done=plan.already_done,
+            attempted=tally.finished,
+            by_status=positive(tally.counts("status")),
+            by_reason=tally.counts("reason"),
+            by_strategy=positive(tally.counts("by_strategy")),
+            by_generator=positive(tally.counts("by_generator")),
+            near_duplicates=len(dropped),
+            tokens_in=tally.total("tokens_in"),
+            tokens_out=tally.total("tokens_out"),
+            cost_usd=round(tally.total("cost_usd"), 6),
+        )
+
+
+def positive(counts: dict[str, int]) -> dict[str, int]:
+    """Counts left above zero (a near-duplicate takes one back from `ok`)."""
+    return {key: count for key, count in counts.items() if count > 0}
 
 
 @flow(name="synthesize", log_prints=False, persist_result=False, validate_parameters=False)
@@ -173,20 +170,13 @@ def synthesize_flow(
     seed: int | None = None,
 ) -> SynthesizeSummary:
     """Synthesize tasks over the servers in the store; a re-run finishes what is missing."""
-    settings = load_settings(config, profile=profile)
-    request = plan_request(settings, strategies, per_server, limit, seed)
-    params = request.model_dump(mode="json")
-    with stage_run(Store(store or settings.store), settings, STAGE, params) as ctx:
-        job = SynthesisRun(ctx, request)
-        run_job(job, synthesize_batch, settings)
-        return job.finish()
-
-
-async def run_synthesize(
-    settings: Settings, store: Store, request: PlanRequest
-) -> SynthesizeSummary:
-    """Stage 2 without Prefect: the same plan, batches, writes and dedup on plain asyncio."""
-    with stage_run(store, settings, STAGE, request.model_dump(mode="json")) as ctx:
-        job = SynthesisRun(ctx, request)
-        await run_job_async(job, synthesize_batch, settings)
-        return job.finish()
+    return run_stage_flow(
+        SynthesizeJob,
+        store=store,
+        config=config,
+        profile=profile,
+        strategies=strategies,
+        per_server=per_server,
+        limit=limit,
+        seed=seed,
+    )

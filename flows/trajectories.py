@@ -1,26 +1,22 @@
-"""Stage 4 flow: kept tasks x teachers x styles -> trajectories with real tool calls.
+"""Stage 4: kept tasks x teachers x styles -> trajectories with real tool calls.
 
-Picks the items with no finished trajectory (anti-join), fans out one Prefect task per server
-group batch, writes each batch as it completes (the flow is the single writer), carries the
-circuit breaker's paused servers from finished batches into the next ones, and resumes a
-killed run by ingesting its crash journals and replaying their tool results.
+Picks the items with no finished trajectory, batches them by server group, carries the circuit
+breaker's paused servers from finished batches into the next ones, and resumes a killed run
+by ingesting its crash journals and replaying their tool results.
 """
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 
-from flows.llm_fanout import model_endpoint
-from flows.onboard import store_tool_versions
+from flows.queries import select_teacher_tasks
+from flows.run_context import RunContext
+from flows.runner import FanOutEnv, StageJob, StagePlan, StageTally, run_stage_flow
+from flows.writes import write_agent_output
 from tasks.agent import AgentBudget, journal_dir, read_journals
-from tasks.agent.journal import read_journal
-from tasks.agent.tool_changes import new_tool_versions
 from tasks.trajectories import (
     STAGE,
     BatchOptions,
@@ -29,15 +25,12 @@ from tasks.trajectories import (
     TrajectoryBatch,
     TrajectoryItem,
     generate_batch,
-    generate_trajectory_batch,
     group_into_batches,
     plan_items,
 )
-from toucan.config import Settings, load_settings
+from toucan.config import Settings
 from toucan.errors import ConfigError
-from toucan.progress import report_progress
-from toucan.records import LlmCacheEntry, Server, Task, ToolCallRecord, Trajectory
-from toucan.runs import RunContext, stage_run
+from toucan.records import LlmCacheEntry, Server, ToolCallRecord, Trajectory
 from toucan.store import Store
 
 MAX_PARALLEL_BATCHES = 8  # server groups running at once; their items share `concurrency`
@@ -52,15 +45,9 @@ class Tally(BaseModel):
     tokens: int = 0
     cost_usd: float = 0.0
 
-    def add(self, row: Trajectory) -> None:
-        if row.status == "ok":
-            self.done += 1
-        else:
-            self.failed += 1
-        self.tool_calls += row.tool_calls
-        self.tool_errors += row.tool_errors
-        self.tokens += row.usage.get("total_tokens", 0)
-        self.cost_usd = round(self.cost_usd + row.cost_usd, 6)
+    @classmethod
+    def of(cls, cells: dict[str, Any]) -> Tally:
+        return cls(**{**cells, "cost_usd": round(cells.get("cost_usd", 0.0), 6)})
 
 
 class TrajectoriesSummary(BaseModel):
@@ -82,16 +69,6 @@ class Plan(BaseModel):
     already_done: int
     per_batch_concurrency: int
     parallel_batches: int  # batches running at once: never more than `concurrency` items
-
-
-def select_kept_tasks(store: Store) -> list[Task]:
-    """Tasks with a keep verdict (or whose parent has one: irrelevant/diversified variants)."""
-    return store.select(
-        Task,
-        "status = 'ok' AND (task_id IN (SELECT task_id FROM task_ratings WHERE keep) "
-        "OR (kind IN ('irrelevant', 'diversified') AND parent_id IN "
-        "(SELECT task_id FROM task_ratings WHERE keep)))",
-    )
 
 
 def resolve_teachers(settings: Settings, requested: list[str] | None) -> list[str]:
@@ -116,30 +93,25 @@ def plan_work(
     }
     tasks = [
         t
-        for t in select_kept_tasks(store)
+        for t in select_teacher_tasks(store)
         if t.server_ids and all(sid in servers for sid in t.server_ids)
     ]
     items = plan_items(tasks, teachers, styles)
     finished = set()
-    if items:
-        finished = (
-            {
-                r[0]
-                for r in store.query(
-                    "SELECT trajectory_id FROM trajectories WHERE status = 'ok' "
-                    "AND list_contains(?, trajectory_id)",
-                    [[i.trajectory_id for i in items]],
-                )
-            }
-            if store.count(Trajectory)
-            else set()
-        )
+    if items and store.count(Trajectory):
+        finished = {
+            r[0]
+            for r in store.query(
+                "SELECT trajectory_id FROM trajectories WHERE status = 'ok' "
+                "AND list_contains(?, trajectory_id)",
+                [[i.trajectory_id for i in items]],
+            )
+        }
     pending = [i for i in items if i.trajectory_id not in finished]
     if limit is not None:
         pending = pending[: max(0, limit)]
     concurrency = settings.trajectories.concurrency
-    batch_items = max(MIN_BATCH_ITEMS, concurrency)
-    batches = group_into_batches(pending, batch_items)
+    batches = group_into_batches(pending, max(MIN_BATCH_ITEMS, concurrency))
     running = max(1, min(MAX_PARALLEL_BATCHES, len(batches), concurrency))
     return Plan(
         items=pending,
@@ -187,79 +159,112 @@ def load_cache_entries(
     return store.select(LlmCacheEntry, f"model IN ({marks})", models)
 
 
-def batch_options(ctx: RunContext, plan: Plan, local_base_url: str | None) -> BatchOptions:
+def agent_options(ctx: RunContext, concurrency: int, running: int, url: str | None) -> BatchOptions:
+    """Options of an agent batch (trajectories, multi-turn): budgets from the `trajectories`
+    section, limits shared by the `running` batches, the embedded model's url."""
     settings = ctx.settings
     section = settings.trajectories
     return BatchOptions(
         budget=AgentBudget(max_turns=section.max_turns, wall_clock_s=section.wall_clock_s),
         token_budget=section.tool_result_token_budget,
-        concurrency=plan.per_batch_concurrency,
+        concurrency=concurrency,
         breaker_failures=settings.mcp.circuit_breaker_failures,
         mcp=settings.mcp,
-        models=settings.models.shared_by(plan.parallel_batches),
-        local_base_url=local_base_url,
+        models=settings.models.shared_by(running),
+        local_base_url=url,
         run_id=ctx.run_id,
-        journal_dir=str(journal_dir(ctx.store.path)),
     )
 
 
-def batch_replay(
-    batch: TrajectoryBatch, replay: dict[str, dict[str, dict[str, Any]]]
-) -> dict[str, dict[str, Any]]:
-    merged: dict[str, dict[str, Any]] = {}
-    for item in batch.items:
-        merged.update(replay.get(item.trajectory_id, {}))
-    return merged
+def count_trajectory(tally: StageTally, row: Trajectory) -> None:
+    """One finished trajectory into the totals, per teacher and per offered server."""
+    tally.item(row.status, row.reason)
+    cells = {
+        "done" if row.status == "ok" else "failed": 1,
+        "tool_calls": row.tool_calls,
+        "tool_errors": row.tool_errors,
+        "tokens": row.usage.get("total_tokens", 0),  # rows: a typed Usage
+        "cost_usd": row.cost_usd,
+    }
+    servers = {entry["server"] for entry in row.tool_name_map.values()} or {"(none)"}
+    for table, key in [("total", ""), ("teacher", row.teacher), *(("server", s) for s in servers)]:
+        tally.add_cells(table, key, cells)
+    tally.add("stop_reasons", row.stop_reason)
+    tally.add("replayed", "", int(row.metadata.get("replayed_tool_calls", 0)))
 
 
-def write_result(
-    ctx: RunContext,
-    result: BatchResult,
-    options: BatchOptions,
-    summary: TrajectoriesSummary,
-    plan: Plan,
-) -> None:
-    """Store one finished batch, fold it into the summary, drop its crash journal."""
-    ctx.store.upsert(result.trajectories)  # an error row from an earlier run is replaced
-    ctx.store.insert([*result.tool_calls, *result.cache_entries, *result.events])
-    store_tool_versions(ctx.store, new_tool_versions(result.trajectories), ctx.run_id)
-    if options.journal_dir:
-        path = Path(options.journal_dir) / f"{options.run_id}-{result.batch_id}.jsonl"
-        path.unlink(missing_ok=True)
-    for row in result.trajectories:
-        summary.total.add(row)
-        summary.per_teacher.setdefault(row.teacher, Tally()).add(row)
-        for server in {entry["server"] for entry in row.tool_name_map.values()} or {"(none)"}:
-            summary.per_server.setdefault(server, Tally()).add(row)
-        summary.stop_reasons[row.stop_reason] = summary.stop_reasons.get(row.stop_reason, 0) + 1
-        summary.replayed_tool_calls += int(row.metadata.get("replayed_tool_calls", 0))
-    summary.paused_servers.update(
-        {
-            plan.servers[sid].name if sid in plan.servers else sid: why
-            for sid, why in result.paused.items()
-        }
-    )
-    report_progress(STAGE, summary.total.done + summary.total.failed, len(plan.items))
+class TrajectoriesJob(StageJob[TrajectoryBatch]):
+    """Runs the unfinished (task, teacher, style) items, one batch per server group."""
 
+    name = STAGE
+    batch_fn = generate_batch
+    needs_model = True
 
-def paused_ids(summary_paused: dict[str, dict[str, str]], plan: Plan) -> dict[str, dict[str, str]]:
-    by_name = {entry.name: sid for sid, entry in plan.servers.items()}
-    return {by_name.get(name, name): why for name, why in summary_paused.items()}
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        teachers: list[str] | None = None,
+        styles: list[str] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(settings, {"teachers": teachers, "styles": styles, "limit": limit})
+        self.teachers, self.styles, self.limit = teachers, styles, limit
+        self.paused: dict[str, dict[str, str]] = {}  # server name -> why, from finished batches
 
+    def plan(self, ctx: RunContext) -> StagePlan[TrajectoryBatch]:
+        ingest_journals(ctx.store)
+        self.chosen = resolve_teachers(self.settings, self.teachers)
+        styles = self.styles or list(self.settings.trajectories.styles)
+        self.work = plan_work(ctx.store, self.settings, self.chosen, styles, self.limit)
+        self.replay = load_replay(ctx.store, [i.trajectory_id for i in self.work.items])
+        work = self.work
+        return StagePlan(
+            len(work.items),
+            work.already_done,
+            work.batches,
+            work.parallel_batches,
+            work.per_batch_concurrency,
+        )
 
-def start_run(
-    ctx: RunContext, teachers: list[str] | None, styles: list[str] | None, limit: int | None
-) -> tuple[Plan, TrajectoriesSummary, list[str]]:
-    ingest_journals(ctx.store)
-    chosen = resolve_teachers(ctx.settings, teachers)
-    plan = plan_work(
-        ctx.store, ctx.settings, chosen, styles or list(ctx.settings.trajectories.styles), limit
-    )
-    summary = TrajectoriesSummary(
-        run_id=ctx.run_id, planned=len(plan.items), already_done=plan.already_done
-    )
-    report_progress(STAGE, 0, len(plan.items))
-    return plan, summary, chosen
+    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+        options = agent_options(ctx, plan.per_batch, plan.running, env.local_base_url)
+        options.journal_dir = str(journal_dir(ctx.store.path))
+        cache = load_cache_entries(ctx.store, self.settings, self.chosen)
+        return {"servers": self.work.servers, "options": options, "cache_entries": cache}
+
+    def batch_args(self, batch: TrajectoryBatch) -> dict[str, Any]:
+        replay: dict[str, dict[str, Any]] = {}
+        for item in batch.items:
+            replay.update(self.replay.get(item.trajectory_id, {}))
+        by_name = {entry.name: sid for sid, entry in self.work.servers.items()}
+        paused = {by_name.get(name, name): why for name, why in self.paused.items()}
+        return {"replay": replay, "paused": paused}
+
+    def write(self, ctx: RunContext, output: BatchResult, tally: StageTally) -> None:
+        """Store one finished batch, count it, drop its crash journal."""
+        write_agent_output(ctx, output)
+        (journal_dir(ctx.store.path) / f"{ctx.run_id}-{output.batch_id}.jsonl").unlink(
+            missing_ok=True
+        )
+        for row in output.trajectories:
+            count_trajectory(tally, row)
+        servers = self.work.servers
+        for sid, why in output.paused.items():
+            self.paused[servers[sid].name if sid in servers else sid] = why
+
+    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+        return TrajectoriesSummary(
+            run_id=ctx.run_id,
+            planned=plan.planned,
+            already_done=plan.already_done,
+            total=Tally.of(tally.table("total").get("", {})),
+            per_teacher={k: Tally.of(v) for k, v in tally.table("teacher").items()},
+            per_server={k: Tally.of(v) for k, v in tally.table("server").items()},
+            stop_reasons=tally.counts("stop_reasons"),
+            paused_servers=self.paused,
+            replayed_tool_calls=tally.total("replayed"),
+        )
 
 
 @flow(name="trajectories", log_prints=False, persist_result=False)
@@ -272,69 +277,12 @@ def trajectories_flow(
     limit: int | None = None,
 ) -> TrajectoriesSummary:
     """Generate the missing trajectories of every kept task, per teacher and style."""
-    settings = load_settings(config, profile=profile)
-    target = Store(store or settings.store)
-    params = {"teachers": teachers, "styles": styles, "limit": limit}
-    with stage_run(target, settings, STAGE, params) as ctx:
-        plan, summary, chosen = start_run(ctx, teachers, styles, limit)
-        replay = load_replay(ctx.store, [i.trajectory_id for i in plan.items])
-        cache = load_cache_entries(ctx.store, settings, chosen)
-        with model_endpoint(settings) as base_url:
-            options = batch_options(ctx, plan, base_url)
-            queue = list(plan.batches)
-            running: dict[Any, TrajectoryBatch] = {}
-            while queue or running:
-                while queue and len(running) < plan.parallel_batches:
-                    batch = queue.pop(0)
-                    future = generate_trajectory_batch.submit(
-                        batch,
-                        plan.servers,
-                        options,
-                        batch_replay(batch, replay),
-                        paused_ids(summary.paused_servers, plan),
-                        cache,
-                    )
-                    running[future] = batch
-                future = next(as_completed(list(running)))  # the first batch to finish
-                running.pop(future)
-                write_result(ctx, future.result(), options, summary, plan)
-        ctx.summary = summary.model_dump(mode="json")
-        return summary
-
-
-async def run_trajectories(
-    settings: Settings,
-    store: Store,
-    *,
-    teachers: list[str] | None = None,
-    styles: list[str] | None = None,
-    limit: int | None = None,
-    local_base_url: str | None = None,
-) -> TrajectoriesSummary:
-    """The same stage without Prefect (one event loop): for benchmarks and embedding."""
-    params = {"teachers": teachers, "styles": styles, "limit": limit, "prefect": False}
-    with stage_run(store, settings, STAGE, params) as ctx:
-        plan, summary, chosen = start_run(ctx, teachers, styles, limit)
-        replay = load_replay(ctx.store, [i.trajectory_id for i in plan.items])
-        cache = load_cache_entries(ctx.store, settings, chosen)
-        options = batch_options(ctx, plan, local_base_url)
-        gate = asyncio.Semaphore(plan.parallel_batches)
-
-        async def run_batch(batch: TrajectoryBatch) -> None:
-            async with gate:
-                result = await generate_batch(
-                    batch,
-                    plan.servers,
-                    options,
-                    replay=batch_replay(batch, replay),
-                    paused=paused_ids(summary.paused_servers, plan),
-                    cache_entries=cache,
-                )
-            await asyncio.to_thread(write_result, ctx, result, options, summary, plan)
-
-        await asyncio.gather(*(run_batch(batch) for batch in plan.batches))
-        ctx.summary = summary.model_dump(mode="json")
-        return summary
-
-
-__all__ = ["TrajectoriesSummary", "read_journal", "run_trajectories", "trajectories_flow"]
+    return run_stage_flow(
+        TrajectoriesJob,
+        store=store,
+        config=config,
+        profile=profile,
+        teachers=teachers,
+        styles=styles,
+        limit=limit,
+    )

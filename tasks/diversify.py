@@ -15,17 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.llm_batch import BatchOutput, ItemEvent, LlmLane, run_llm_batch
 from tasks.prompt_budget import capped_response_format, cut_text, with_item_count
-from toucan.config import ModelsConfig, PromptBudget
+from toucan.config import PromptBudget
 from toucan.errors import ConfigError, LlmError, UnparseableReply
-from toucan.events import EventSink
 from toucan.ids import content_hash, make_id
-from toucan.llm.cache import LlmCache
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
@@ -281,42 +277,25 @@ async def diversify_task(
     return variant_rows(unit, parsed, reply, prompt)
 
 
-@task(
-    name="diversify-batch",
-    retries=1,
-    retry_delay_seconds=2,
-    persist_result=False,
-    cache_policy=NO_CACHE,
-)
-async def diversify_batch(
-    units: list[DiversifyUnit],
-    models: ModelsConfig,
-    run_id: str,
-    concurrency: int,
-    local_base_url: str | None = None,
-    cache: LlmCache | None = None,
-    progress: ProgressCounter | None = None,
-) -> BatchOutput:
-    """A batch of (task, mode) units, at most `concurrency` generator calls in flight."""
-    router = open_router(models, local_base_url, cache)
-    events = EventSink(run_id, STAGE)
+def variant_event(rows: list[Task]) -> ItemEvent:
+    """A (task, mode) unit's event, told by its first row and labelled by its mode."""
+    first = rows[0]
+    return ItemEvent(
+        first.task_id,
+        first.status,
+        str(first.metadata.get("mode", "")),
+        first.reason,
+        server=first.server_ids[0] if first.server_ids else None,
+        model=str(first.metadata.get("deployment") or "generator"),  # rows: Task.deployment
+        served_by=first.served_by,
+    )
 
-    async def work(unit: DiversifyUnit) -> list[Task]:
-        rows = await diversify_task(unit, router, run_id, models.prompt_budget)
-        return [row.model_copy(update={"run_id": run_id}) for row in rows]
 
-    def finish(rows: list[Task]) -> None:
-        first = rows[0]
-        events.record(
-            item_id=first.task_id,
-            status=first.status,
-            error_class=first.reason,
-            server=first.server_ids[0] if first.server_ids else None,
-            model=str(first.metadata.get("deployment") or "generator"),
-            served_by=first.served_by,
-        )
-        if progress is not None:
-            progress.advance(str(first.metadata.get("mode", "")), first.status)
+async def diversify_batch(units: list[DiversifyUnit], lane: LlmLane) -> BatchOutput:
+    """A batch of (task, mode) units, at most `lane.concurrency` generator calls in flight."""
 
-    results = await run_bounded(units, work, concurrency, finish)
-    return collect_output([row for rows in results for row in rows], events.drain(), router)
+    async def work(unit: DiversifyUnit, router: LlmRouter) -> list[Task]:
+        rows = await diversify_task(unit, router, lane.run_id, lane.models.prompt_budget)
+        return [row.model_copy(update={"run_id": lane.run_id}) for row in rows]
+
+    return await run_llm_batch(units, lane, STAGE, work, variant_event)

@@ -17,7 +17,6 @@ import math
 from collections import Counter
 from typing import Any
 
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_env.tool_schemas import check_instance
@@ -276,11 +275,6 @@ def build_export_rows(sources: list[ExportSource]) -> ExportBatch:
     batch.scrubbed = dict(scrubbed)
     batch.scrubbed_rows = dict(scrubbed_rows)
     return batch
-
-
-@task(name="export-build-rows", retries=0, persist_result=False)
-def build_export_batch(sources: list[ExportSource]) -> ExportBatch:
-    return build_export_rows(sources)
 
 
 def plan_mix(available: dict[str, int], weights: dict[str, float]) -> dict[str, int]:

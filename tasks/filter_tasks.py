@@ -11,19 +11,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.llm_batch import BatchOutput, LlmLane, rating_event, run_llm_batch
 from tasks.prompt_budget import budget_view, capped_response_format
 from tasks.sampling import ServerView
 from tasks.synthesize import server_payload
-from toucan.config import ModelsConfig, PromptBudget
+from toucan.config import PromptBudget
 from toucan.errors import ConfigError, LlmError, UnparseableReply
-from toucan.events import EventSink
 from toucan.ids import make_id
-from toucan.llm.cache import LlmCache
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
@@ -195,42 +191,15 @@ async def rate_task(
     return rating_from_reply(rating, parsed, reply, thresholds)
 
 
-@task(
-    name="filter-tasks-batch",
-    retries=1,
-    retry_delay_seconds=2,
-    persist_result=False,
-    cache_policy=NO_CACHE,
-)
 async def filter_tasks_batch(
-    tasks: list[Task],
-    views: dict[str, ServerView],
-    models: ModelsConfig,
-    thresholds: dict[str, int],
-    run_id: str,
-    concurrency: int,
-    local_base_url: str | None = None,
-    cache: LlmCache | None = None,
-    progress: ProgressCounter | None = None,
+    tasks: list[Task], lane: LlmLane, views: dict[str, ServerView], thresholds: dict[str, int]
 ) -> BatchOutput:
-    """A batch of tasks, at most `concurrency` in flight; every task yields one TaskRating."""
-    router = open_router(models, local_base_url, cache)
-    events = EventSink(run_id, STAGE)
+    """A batch of tasks, at most `lane.concurrency` in flight; every task yields one TaskRating."""
 
-    def finish(rating: TaskRating) -> None:
-        status = "error" if rating.status == "error" else ("ok" if rating.keep else "rejected")
-        events.record(
-            item_id=rating.task_id,
-            model=rating.judge,
-            served_by=rating.served_by,
-            status=status,
-            error_class=rating.reason,
-        )
-        if progress is not None:
-            progress.advance(rating.reason or "kept", status)
+    async def work(task_row: Task, router: LlmRouter) -> list[TaskRating]:
+        budget = lane.models.prompt_budget
+        return [await rate_task(task_row, views, router, thresholds, lane.run_id, budget)]
 
-    async def work(task_row: Task) -> TaskRating:
-        return await rate_task(task_row, views, router, thresholds, run_id, models.prompt_budget)
-
-    ratings = await run_bounded(tasks, work, concurrency, finish)
-    return collect_output(ratings, events.drain(), router)
+    return await run_llm_batch(
+        tasks, lane, STAGE, work, lambda rows: rating_event(rows[0].task_id, rows[0])
+    )

@@ -9,18 +9,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.llm_batch import BatchOutput, LlmLane, rating_event, run_llm_batch
 from tasks.prompt_budget import capped_response_format
 from tasks.trajectory_rules import evaluate_rules, tool_accuracy
-from toucan.config import FilterTrajectoriesConfig, ModelsConfig, PromptBudget
+from toucan.config import FilterTrajectoriesConfig, PromptBudget
 from toucan.errors import LlmError, UnparseableReply
-from toucan.events import EventSink
 from toucan.ids import make_id
-from toucan.llm.cache import LlmCache
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
@@ -207,43 +203,17 @@ async def rate_trajectory(
     return rating.model_copy(update=update)
 
 
-@task(
-    name="filter-trajectories-batch",
-    retries=1,
-    retry_delay_seconds=2,
-    persist_result=False,
-    cache_policy=NO_CACHE,
-)
 async def filter_trajectories_batch(
-    items: list[RatingItem],
-    models: ModelsConfig,
-    section: FilterTrajectoriesConfig,
-    run_id: str,
-    concurrency: int,
-    local_base_url: str | None = None,
-    cache: LlmCache | None = None,
-    progress: ProgressCounter | None = None,
+    items: list[RatingItem], lane: LlmLane, section: FilterTrajectoriesConfig
 ) -> BatchOutput:
-    """A batch of trajectories, at most `concurrency` in flight; each yields one rating."""
-    router = open_router(models, local_base_url, cache)
-    events = EventSink(run_id, STAGE)
+    """A batch of trajectories, at most `lane.concurrency` in flight; each yields one rating."""
 
-    def finish(rating: TrajectoryRating) -> None:
-        status = "error" if rating.status == "error" else ("ok" if rating.keep else "rejected")
-        events.record(
-            item_id=rating.trajectory_id,
-            model=rating.judge,
-            served_by=rating.served_by,
-            status=status,
-            error_class=rating.reason,
-        )
-        if progress is not None:
-            progress.advance(rating.reason or "kept", status)
+    async def work(item: RatingItem, router: LlmRouter) -> list[TrajectoryRating]:
+        budget = lane.models.prompt_budget
+        return [
+            await rate_trajectory(item.trajectory, item.task, router, section, lane.run_id, budget)
+        ]
 
-    async def work(item: RatingItem) -> TrajectoryRating:
-        return await rate_trajectory(
-            item.trajectory, item.task, router, section, run_id, models.prompt_budget
-        )
-
-    ratings = await run_bounded(items, work, concurrency, finish)
-    return collect_output(ratings, events.drain(), router)
+    return await run_llm_batch(
+        items, lane, STAGE, work, lambda rows: rating_event(rows[0].trajectory_id, rows[0])
+    )

@@ -14,9 +14,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from toucan.ids import content_hash, make_id
 from toucan.records import Server, Task
 
@@ -110,11 +107,10 @@ def pair_tasks(
     return [row for kept in tasks for row in pair_task(kept, servers, per_task, seed)]
 
 
-@task(name="irrelevance-batch", retries=0, persist_result=False, cache_policy=NO_CACHE)
 def pair_tasks_batch(
     tasks: list[Task], servers: dict[str, Server], per_task: int, seed: int, run_id: str
 ) -> list[Task]:
-    """Prefect task over a batch of kept tasks; returns rows, never writes the store."""
+    """A batch of kept tasks -> their irrelevant rows; returns rows, never writes the store."""
     return [
         row.model_copy(update={"run_id": run_id})
         for row in pair_tasks(tasks, servers, per_task, seed)

@@ -1,5 +1,6 @@
-"""What every LLM stage's batch task shares: the router it builds, the bound on items in flight,
-the batch sizes, and the records + events + cache entries it hands back to the flow."""
+"""What every LLM stage's batch shares: the lane the runner hands it (deployments, items in
+flight, reply cache, progress), the router it builds, the batch sizes, and the records + events
++ cache entries it hands back to the runner (the single writer)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import asyncio
 import math
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from toucan.config import ModelsConfig
+from toucan.events import EventSink
 from toucan.llm.cache import LlmCache
 from toucan.llm.router import LlmRouter
 from toucan.progress import report_progress
-from toucan.records import Event, LlmCacheEntry
+from toucan.records import Event, LlmCacheEntry, Record
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,6 +52,49 @@ class ProgressCounter:
             self.done += 1
             done = self.done
         report_progress(self.stage, done, self.total, item, status)
+
+
+class LlmLane(BaseModel):
+    """What the runner hands each LLM batch: the deployments (their limits already shared by the
+    batches running at once), items in flight in this batch, the run, the run's reply cache,
+    where the embedded model listens (None: the deployments' own providers) and the progress
+    counter of the stage."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    models: ModelsConfig
+    run_id: str
+    concurrency: int = 1
+    local_base_url: str | None = None
+    cache: LlmCache | None = None
+    progress: ProgressCounter | None = None
+
+
+@dataclass(frozen=True)
+class ItemEvent:
+    """The `item` event of one finished unit of work, and its progress label."""
+
+    item_id: str
+    status: str
+    label: str
+    error_class: str | None = None
+    server: str | None = None
+    model: str | None = None
+    served_by: str | None = None
+    error: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+def rating_event(item_id: str, rating: Any) -> ItemEvent:
+    """A judge's verdict as an event: ok (kept), rejected or error, labelled by its reason
+    (`rating` is a TaskRating or a TrajectoryRating)."""
+    status = "error" if rating.status == "error" else ("ok" if rating.keep else "rejected")
+    label = rating.reason or "kept"
+    return ItemEvent(
+        item_id, status, label, rating.reason, model=rating.judge, served_by=rating.served_by
+    )
 
 
 def split_batches(items: Sequence[T], concurrency: int) -> tuple[list[list[T]], int]:
@@ -100,3 +146,42 @@ def collect_output(records: list[Any], events: list[Event], router: LlmRouter) -
     return BatchOutput(
         records=records, events=[*events, *router.drain_events()], cache_entries=entries
     )
+
+
+async def run_llm_batch(
+    items: Sequence[T],
+    lane: LlmLane,
+    stage: str,
+    work: Callable[[T, LlmRouter], Awaitable[list[R]]],
+    describe: Callable[[list[R]], ItemEvent],
+) -> BatchOutput:
+    """The body every LLM batch shares: one router on this event loop, at most
+    `lane.concurrency` items in flight, an `item` event and a progress step per finished
+    item (`describe` reads them off its rows), then rows + events + new cache entries.
+    `work` turns one item into its rows (one or more records) and never raises."""
+    router = open_router(lane.models, lane.local_base_url, lane.cache)
+    events = EventSink(lane.run_id, stage)
+
+    def finish(rows: list[R]) -> None:
+        event = describe(rows)
+        events.record(
+            item_id=event.item_id,
+            server=event.server,
+            model=event.model,
+            served_by=event.served_by,
+            status=event.status,
+            error_class=event.error_class,
+            error=event.error,
+            tokens_in=event.tokens_in,
+            tokens_out=event.tokens_out,
+            cost_usd=event.cost_usd,
+        )
+        if lane.progress is not None:
+            lane.progress.advance(event.label, event.status)
+
+    async def one(item: T) -> list[R]:
+        return await work(item, router)
+
+    results = await run_bounded(items, one, lane.concurrency, finish)
+    records: list[Record] = [row for rows in results for row in rows]  # type: ignore[misc]
+    return collect_output(records, events.drain(), router)

@@ -1,7 +1,7 @@
-"""The Prefect task of extension 3: one server group's conversations on one session pool.
+"""The batch of extension 3: one server group's conversations on one session pool.
 
 Each conversation pins the live sessions of its servers (`SessionPool.session_for`) for its
-whole length; the pool and router are built here, on the task's own event loop.
+whole length; the pool and router are built here, on the batch's own event loop.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from prefect import task
-from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from mcp_env.environment import make_pool
@@ -168,13 +166,3 @@ async def run_multi_turn_batch(
     result.cache_entries = cache.drain_new()
     result.events = [*sink.drain(), *router.drain_events()]
     return result
-
-
-@task(name="multi-turn-batch", persist_result=False, cache_policy=NONE, retries=0)
-async def multi_turn_batch(
-    batch: MultiTurnBatch,
-    servers: dict[str, ServerEntry],
-    options: BatchOptions,
-    cache_entries: list[LlmCacheEntry] | None = None,
-) -> MultiTurnResult:
-    return await run_multi_turn_batch(batch, servers, options, cache_entries)

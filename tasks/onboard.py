@@ -1,31 +1,34 @@
 """Stage 1, onboarding: turn catalog specs into `servers` and `tools` rows.
 
-Pure functions build the records; `onboard_server` is the unit of work (one server, live);
-`onboard_servers` is the Prefect task that runs one server with retries.
+Pure functions build the records; `onboard_server` is the unit of work (one server, live,
+tried again after a transient failure), the batch the runner fans out per server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from mcp_env.catalog import CatalogRejection
-from mcp_env.health import ServerCheck
+from mcp_env.environment import make_pool
+from mcp_env.health import ServerCheck, check_server
 from mcp_env.listing import build_listing
 from mcp_env.results import ListedTool, ToolListing
-from mcp_env.specs import HttpSpec, SseSpec, StdioSpec, ToolSpec
+from mcp_env.specs import HttpSpec, SseSpec, StdioSpec, ToolSpec, parse_server_spec
 from tasks.domains import label_by_keywords, normalize_category
+from toucan.config import McpConfig
 from toucan.ids import make_id, schema_hash
+from toucan.reasons import MCP_RETRYABLE
 from toucan.records import Server, Tool
 
-AnySpec = StdioSpec | HttpSpec | SseSpec
+logger = logging.getLogger(__name__)
 
-# Reasons worth another attempt: the server may come up the second time.
-TRANSIENT_REASONS = frozenset(
-    {"initialize_timeout", "connect_timeout", "server_crashed", "crashed_at_start"}
-)
+AnySpec = StdioSpec | HttpSpec | SseSpec
+RETRY_DELAY_S = 2.0  # a server that crashed or timed out gets a moment before the next attempt
 
 
 class OnboardOutcome(BaseModel):
@@ -127,6 +130,41 @@ def onboard_from_check(
         }
     )
     return OnboardOutcome(server=server, tools=check.tools if check.status == "ok" else [])
+
+
+async def onboard_server(
+    spec_data: dict[str, Any], mcp: dict[str, Any], categories: list[str], retries: int
+) -> OnboardOutcome:
+    """One catalog entry, live: connect, list tools, probe. A transient failure (a reason in
+    `toucan.reasons.MCP_RETRYABLE`, or an unexpected error) is tried again up to `retries`
+    times; the last attempt's verdict is the row. Arguments are JSON so a batch crosses to a
+    Dask worker."""
+    spec = parse_server_spec(spec_data)
+    mcp_config = McpConfig.model_validate(mcp)
+    for attempt in range(retries + 1):
+        raised = False
+        try:
+            async with make_pool(mcp_config) as pool:
+                check = await check_server(spec, pool)
+        except Exception as error:  # the stage edge: one server must not stop the others
+            logger.warning("onboarding %s failed", spec.name, exc_info=True)
+            check, raised = failed_check(spec, error), True
+        transient = raised or check.reason in MCP_RETRYABLE
+        if check.status == "ok" or not transient or attempt == retries:
+            break
+        await asyncio.sleep(RETRY_DELAY_S)
+    return onboard_from_check(spec, check, categories)
+
+
+def failed_check(spec: AnySpec, error: BaseException) -> ServerCheck:
+    """An attempt that raised, as a rejected check with the best reason known."""
+    return ServerCheck(
+        server_id=spec.server_id,
+        name=spec.name,
+        status="rejected",
+        reason=getattr(error, "reason", None) or "onboard_failed",
+        detail=str(error)[:2000],
+    )
 
 
 def needs_credentials_outcome(spec: AnySpec, categories: Sequence[str]) -> OnboardOutcome:

@@ -1,8 +1,8 @@
 """The run report: one self-contained HTML page of plotly charts over the store.
 
-`load_report_frames` reads the store with polars (SQL in DuckDB, frames out); the `figure_*`
+The report flow reads the store into `ReportFrames` (flows/report.py); the `figure_*`
 functions turn frames into plotly figures; `render_report_html` embeds plotly.js inline, so
-the page works offline and from a file.
+the page works offline and from a file; `write_report` is the stage's one batch.
 """
 
 from __future__ import annotations
@@ -17,49 +17,11 @@ import polars as pl
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from toucan.store import Store
+from tasks.filter_tasks import DIMENSIONS as TASK_DIMENSIONS
+from tasks.filter_trajectories import DIMENSIONS as TRAJECTORY_DIMENSIONS
 
-TASK_SCORES = (
-    "tool_selection_difficulty",
-    "tool_selection_uniqueness",
-    "question_quality",
-    "scenario_realism",
-    "verifiable",
-    "stability",
-)
-TRAJECTORY_SCORES = ("completeness", "conciseness")
-QUERIES = {
-    "servers": "SELECT name, coalesce(domain, 'unlabelled') AS domain, status FROM servers",
-    "tasks": """SELECT task_id, kind, status, json_array_length(target_tools) AS tools,
-                json_array_length(server_ids) AS servers FROM tasks""",
-    "task_scores": "SELECT task_id, keep, "
-    + ", ".join(f"CAST(json_extract(scores, '$.{d}.score') AS INTEGER) AS {d}" for d in TASK_SCORES)
-    + " FROM task_ratings WHERE status = 'ok'",
-    "trajectories": """SELECT t.trajectory_id, t.kind, t.turns, t.tool_calls, t.status,
-                coalesce(bool_or(r.keep), false) AS kept
-                FROM trajectories t LEFT JOIN trajectory_ratings r USING (trajectory_id)
-                GROUP BY ALL""",
-    "trajectory_scores": "SELECT trajectory_id, "
-    + ", ".join(
-        f"CAST(json_extract(scores, '$.{d}.score') AS INTEGER) AS {d}" for d in TRAJECTORY_SCORES
-    )
-    + " FROM trajectory_ratings WHERE status = 'ok'",
-    "server_yield": """SELECT s.name AS server, count(DISTINCT t.trajectory_id) AS trajectories,
-                count(DISTINCT CASE WHEN r.keep THEN t.trajectory_id END) AS kept
-                FROM trajectories t JOIN tasks k USING (task_id)
-                CROSS JOIN unnest(CAST(k.server_ids AS VARCHAR[])) AS u(server_id)
-                JOIN servers s ON s.server_id = u.server_id
-                LEFT JOIN trajectory_ratings r ON r.trajectory_id = t.trajectory_id
-                GROUP BY s.name ORDER BY s.name""",
-    "server_throughput": """SELECT server, count(*) AS items,
-                CAST(sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS BIGINT) AS ok,
-                greatest(epoch(max(ended_at)) - epoch(min(started_at)), 1) AS span_s
-                FROM events WHERE server IS NOT NULL GROUP BY server ORDER BY server""",
-    "models": """SELECT model, CAST(sum(tokens_in) AS BIGINT) AS tokens_in,
-                CAST(sum(tokens_out) AS BIGINT) AS tokens_out,
-                sum(cost_usd) AS cost_usd, count(*) AS calls
-                FROM events WHERE model IS NOT NULL GROUP BY model ORDER BY model""",
-}
+TASK_SCORES = TASK_DIMENSIONS
+TRAJECTORY_SCORES = TRAJECTORY_DIMENSIONS
 
 
 @dataclass
@@ -72,11 +34,6 @@ class ReportFrames:
     server_yield: pl.DataFrame
     server_throughput: pl.DataFrame
     models: pl.DataFrame
-
-
-def load_report_frames(store: Store) -> ReportFrames:
-    """Every frame the report draws, read-only (safe beside a running stage)."""
-    return ReportFrames(**{name: store.frame(sql) for name, sql in QUERIES.items()})
 
 
 def styled(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
@@ -226,12 +183,12 @@ def render_report_html(figures: dict[str, go.Figure], title: str, subtitle: str 
     )
 
 
-def write_report(store: Store, out_file: Path) -> dict[str, int]:
-    """Write the report; returns the counts shown in its funnel."""
-    frames = load_report_frames(store)
+def write_report(frames: ReportFrames, out_file: Path, store_label: str) -> dict[str, int]:
+    """Write the report page for the frames read from the store named `store_label`; returns
+    the counts shown in its funnel."""
     figures = build_figures(frames)
     subtitle = (
-        f"store {store.path}: {frames.servers.height} servers, {frames.tasks.height} tasks, "
+        f"store {store_label}: {frames.servers.height} servers, {frames.tasks.height} tasks, "
         f"{frames.trajectories.height} trajectories"
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)

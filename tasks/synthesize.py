@@ -1,8 +1,8 @@
 """Stage 2, one task: render the strategy's prompt, ask the slot's generator, check the reply.
 
 Pure parts (prompt inputs, reply schema, target checks) are plain functions; `synthesize_task`
-is the async unit of work (no Prefect, no DuckDB); `synthesize_batch` is the Prefect task that
-runs a batch of slots concurrently and returns rows and events for the flow to write.
+is the async unit of work (no Prefect, no DuckDB); `synthesize_batch` runs a batch of slots
+concurrently and returns rows and events for the runner to write.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
+from tasks.llm_batch import BatchOutput, ItemEvent, LlmLane, run_llm_batch
 from tasks.prompt_budget import budget_view, capped_response_format, shown_tools
 from tasks.sampling import ServerView, TaskSlot
-from toucan.config import ModelsConfig, PromptBudget
+from toucan.config import PromptBudget
 from toucan.errors import LlmError, UnparseableReply
-from toucan.events import EventSink
-from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
@@ -284,15 +280,17 @@ async def synthesize_task(
     return task_row
 
 
-def record_task_event(events: EventSink, task: Task) -> None:
-    metadata = task.metadata
-    events.record(
-        item_id=task.task_id,
+def task_event(task: Task) -> ItemEvent:
+    """A synthesized task's event (tokens and cost from its reply), labelled by its strategy."""
+    metadata = task.metadata  # rows: tokens, cost and deployment become Task fields
+    return ItemEvent(
+        task.task_id,
+        task.status,
+        task.strategy,
+        task.reason,
         server=task.server_ids[0] if task.server_ids else None,
         model=str(metadata.get("deployment") or task.generator),
         served_by=task.served_by,
-        status=task.status,
-        error_class=task.reason,
         error=metadata.get("error"),
         tokens_in=int(metadata.get("tokens_in", 0)),
         tokens_out=int(metadata.get("tokens_out", 0)),
@@ -300,35 +298,15 @@ def record_task_event(events: EventSink, task: Task) -> None:
     )
 
 
-@task(
-    name="synthesize-batch",
-    retries=1,
-    retry_delay_seconds=2,
-    persist_result=False,
-    cache_policy=NO_CACHE,
-)
 async def synthesize_batch(
-    slots: list[TaskSlot],
-    views: dict[str, ServerView],
-    models: ModelsConfig,
-    run_id: str,
-    concurrency: int,
-    local_base_url: str | None = None,
-    cache: LlmCache | None = None,
-    progress: ProgressCounter | None = None,
+    slots: list[TaskSlot], lane: LlmLane, views: dict[str, ServerView]
 ) -> BatchOutput:
-    """A batch of slots, at most `concurrency` in flight; every slot yields exactly one Task."""
-    router = open_router(models, local_base_url, cache)
-    events = EventSink(run_id, STAGE)
+    """A batch of slots, at most `lane.concurrency` in flight; every slot yields exactly one Task."""
 
-    def finish(task: Task) -> None:
-        record_task_event(events, task)
-        if progress is not None:
-            progress.advance(task.strategy, task.status)
+    async def work(slot: TaskSlot, router: LlmRouter) -> list[Task]:
+        task_row = await synthesize_task(
+            slot, views, router, lane.run_id, lane.models.prompt_budget
+        )
+        return [task_row.model_copy(update={"run_id": lane.run_id})]
 
-    async def work(slot: TaskSlot) -> Task:
-        task_row = await synthesize_task(slot, views, router, run_id, models.prompt_budget)
-        return task_row.model_copy(update={"run_id": run_id})
-
-    tasks = await run_bounded(slots, work, concurrency, finish)
-    return collect_output(tasks, events.drain(), router)
+    return await run_llm_batch(slots, lane, STAGE, work, lambda rows: task_event(rows[0]))

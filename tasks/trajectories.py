@@ -2,7 +2,7 @@
 
 The records and pure functions live in tasks/trajectory_records.py; `generate_trajectory` is the unit of work
 (one trajectory, plain async); `generate_batch` runs one server group's items concurrently on
-its own session pool and model router; `generate_trajectory_batch` is its Prefect task.
+its own session pool and model router (the runner fans it out as the stage's batch).
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from prefect import task
-from prefect.cache_policies import NONE
 
 from mcp_env.environment import make_pool
 from mcp_env.pool import SessionPool
@@ -68,7 +65,6 @@ __all__ = [
     "TrajectoryItem",
     "generate_batch",
     "generate_trajectory",
-    "generate_trajectory_batch",
     "group_into_batches",
     "make_trajectory_id",
     "plan_items",
@@ -390,18 +386,3 @@ async def attempt_one(
     except Exception as error:  # the stage edge: one broken item must not sink the batch
         logger.exception("trajectory %s failed", item.trajectory_id)
         return failed_trajectory(item, "internal_error", repr(error), options.run_id), []
-
-
-@task(name="trajectories-batch", persist_result=False, cache_policy=NONE, retries=0)
-async def generate_trajectory_batch(
-    batch: TrajectoryBatch,
-    servers: dict[str, ServerEntry],
-    options: BatchOptions,
-    replay: dict[str, dict[str, Any]] | None = None,
-    paused: dict[str, dict[str, str]] | None = None,
-    cache_entries: list[LlmCacheEntry] | None = None,
-) -> BatchResult:
-    """Prefect task over one server group's batch; returns records, never writes the store."""
-    return await generate_batch(
-        batch, servers, options, replay=replay, paused=paused, cache_entries=cache_entries
-    )

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from toucan.prefect_env import configure_quiet_prefect
+from cli.prefect_env import configure_quiet_prefect
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 configure_quiet_prefect()

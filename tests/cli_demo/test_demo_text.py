@@ -3,7 +3,7 @@ keep rule, and one line of summary per stage."""
 
 from __future__ import annotations
 
-from toucan.cli.demo import brief_summary, describe_local_profile
+from cli.demo import brief_summary, describe_local_profile
 from toucan.config import load_settings
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from toucan.cli.progress_view import LineHandler
+from cli.progress_view import LineHandler
 from toucan.progress import PROGRESS_LOGGER, report_progress
 
 

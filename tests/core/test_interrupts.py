@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from flows.run_context import stage_run
 from toucan.config import load_settings
 from toucan.interrupts import handle_signals, uninterrupted
 from toucan.records import Run, Server
-from toucan.runs import stage_run
 from toucan.store import Store
 
 

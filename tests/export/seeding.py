@@ -7,10 +7,15 @@ export must remove.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
+from flows.runner import run_stage_async
+from tasks.export_files import ExportSummary
+from toucan.config import Settings
 from toucan.ids import make_id, schema_hash
 from toucan.records import (
     Event,
@@ -411,3 +416,12 @@ def seed_events(store: Store) -> None:
                 )
             )
     store.insert(events)
+
+
+def export_to(
+    store: Store, settings: Settings, out: Path, formats: list[str], **options: Any
+) -> ExportSummary:
+    """The export stage on plain asyncio (the runner without Prefect)."""
+    return asyncio.run(
+        run_stage_async("export", settings, store, out_dir=out, formats=formats, **options)
+    )

@@ -12,11 +12,10 @@ import jsonschema
 import pyarrow.parquet as pq
 import pytest
 
-from flows.export import export_dataset
 from tasks.export import EXPORT_COLUMNS, SUBSETS
 from tasks.export_files import FORMATS
 from tasks.scrub import find_secrets
-from tests.export.seeding import LEAKS, seed_pipeline
+from tests.export.seeding import LEAKS, export_to, seed_pipeline
 from toucan.config import load_settings
 from toucan.ids import export_uuid
 from toucan.store import Store
@@ -45,7 +44,7 @@ def read_parquet_rows(out: Path) -> list[dict[str, str]]:
 def test_export_writes_every_subset_in_the_toucan_layout(seeded, settings, tmp_path):
     store, ids = seeded
     out = tmp_path / "out"
-    summary = export_dataset(store, settings, out, ["parquet", "jsonl", "openai", "sharegpt"])
+    summary = export_to(store, settings, out, ["parquet", "jsonl", "openai", "sharegpt"])
     rows = read_parquet_rows(out)
     assert summary.rows == len(rows) == 4
     assert {r["subset_name"] for r in rows} == set(SUBSETS)
@@ -85,7 +84,7 @@ def test_the_export_loads_with_hugging_face_datasets(seeded, settings, tmp_path)
     from datasets import load_dataset
 
     store, _ = seeded
-    export_dataset(store, settings, tmp_path / "out", ["parquet"])
+    export_to(store, settings, tmp_path / "out", ["parquet"])
     files = [str(p) for p in (tmp_path / "out" / "data").glob("*.parquet")]
     dataset = load_dataset(
         "parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf")
@@ -97,7 +96,7 @@ def test_the_export_loads_with_hugging_face_datasets(seeded, settings, tmp_path)
 
 def test_every_exported_tool_call_validates_against_its_tool_schema(seeded, settings, tmp_path):
     store, _ = seeded
-    export_dataset(store, settings, tmp_path / "out", ["parquet"])
+    export_to(store, settings, tmp_path / "out", ["parquet"])
     checked = 0
     for row in read_parquet_rows(tmp_path / "out"):
         schemas = {
@@ -147,7 +146,7 @@ def test_one_secret_of_every_kind_is_removed_from_every_file_and_counted_by_kind
 ):
     store, _ = seeded
     out = tmp_path / "out"
-    summary = export_dataset(store, settings, out, list(FORMATS))
+    summary = export_to(store, settings, out, list(FORMATS))
     texts = exported_texts(out)
     assert {name.split("/")[0] for name in texts} >= {"data", "openai", "sharegpt"}
     assert {Path(name).suffix for name in texts} >= {".parquet", ".jsonl", ".md", ".json"}
@@ -171,7 +170,7 @@ def test_one_secret_of_every_kind_is_removed_from_every_file_and_counted_by_kind
 
 def test_an_empty_store_gives_a_clear_message_and_a_valid_empty_export(settings, tmp_path):
     out = tmp_path / "out"
-    summary = export_dataset(Store(tmp_path / "empty.duckdb"), settings, out, ["parquet", "openai"])
+    summary = export_to(Store(tmp_path / "empty.duckdb"), settings, out, ["parquet", "openai"])
     assert summary.rows == 0
     assert "No kept trajectories" in summary.message
     tables = [pq.read_table(p) for p in (out / "data").glob("*.parquet")]
@@ -192,7 +191,7 @@ def test_a_trajectory_whose_messages_are_not_valid_json_is_excluded(seeded, sett
         "UPDATE trajectories SET messages = ? WHERE trajectory_id = ?",
         ['{"role": "assistant"}', ids["original"]],
     )
-    summary = export_dataset(store, settings, tmp_path / "out", ["parquet"])
+    summary = export_to(store, settings, tmp_path / "out", ["parquet"])
     assert summary.excluded["bad_messages_json"] == 2
     assert {r["subset_name"] for r in read_parquet_rows(tmp_path / "out")} == {
         "irrelevant",
@@ -206,16 +205,16 @@ def test_an_existing_output_folder_is_refused_unless_overwrite(seeded, settings,
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError):
-        export_dataset(store, settings, out, ["parquet"])
+        export_to(store, settings, out, ["parquet"])
     assert (out / "keep.txt").read_text() == "mine"
-    summary = export_dataset(store, settings, out, ["parquet"], overwrite=True)
+    summary = export_to(store, settings, out, ["parquet"], overwrite=True)
     assert summary.rows == 4 and not (out / "keep.txt").exists()
 
 
 def test_the_paper_mix_is_scaled_to_what_exists_and_deterministic(seeded, settings, tmp_path):
     store, _ = seeded
-    first = export_dataset(store, settings, tmp_path / "a", ["parquet"], mix="paper")
-    second = export_dataset(store, settings, tmp_path / "b", ["parquet"], mix="paper")
+    first = export_to(store, settings, tmp_path / "a", ["parquet"], mix="paper")
+    second = export_to(store, settings, tmp_path / "b", ["parquet"], mix="paper")
     # one row per subset; irrelevant (40) is the scarcest per unit of weight: 1/40 per unit
     assert first.mix_plan == {
         "single-turn-original": 1,

@@ -6,8 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
+from cli import app
 from tests.export.seeding import seed_pipeline
-from toucan.cli import app
 from toucan.store import Store
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flows.export import export_dataset
-from flows.llm_fanout import model_endpoint
-from flows.trajectories import run_trajectories
+from flows.runner import run_stage_async
+from tests.export.seeding import export_to
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
 from tests.trajectories.helpers import fleet_dir, kept_task, seed_store, server_row, tiny_spec
 from toucan.config import load_settings
@@ -41,8 +40,8 @@ def test_a_local_profile_export_names_the_embedded_model_in_its_rows_and_card(
         overrides={"store": str(store.path), "mcp": {"fleet_dir": str(fleet_dir())}},
     )
 
-    with model_endpoint(settings) as base_url:
-        asyncio.run(run_trajectories(settings, store, limit=1, local_base_url=base_url))
+    # the runner starts the embedded model server around the trajectory and stops it after
+    asyncio.run(run_stage_async("trajectories", settings, store, limit=1))
     [trajectory] = store.select(Trajectory)
     # the judge's verdict is not what is under test: the row is kept by hand
     kept = TrajectoryRating(
@@ -52,7 +51,7 @@ def test_a_local_profile_export_names_the_embedded_model_in_its_rows_and_card(
         keep=True,
     )
     store.insert([kept])
-    summary = export_dataset(store, settings, tmp_path / "dataset", ["parquet"])
+    summary = export_to(store, settings, tmp_path / "dataset", ["parquet"])
 
     assert trajectory.status == "ok", (trajectory.reason, trajectory.metadata.get("error"))
     assert trajectory.teacher in {d.name for d in settings.models.teachers}

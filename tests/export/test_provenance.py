@@ -13,13 +13,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from flows.export import export_dataset
-from flows.filter_tasks import run_filter_tasks
-from flows.filter_trajectories import run_filter_trajectories
-from flows.synthesize import plan_request, run_synthesize
-from flows.trajectories import run_trajectories
+from flows.runner import run_stage_async
 from tasks.export_provenance import UNKNOWN_MODEL
-from tests.export.seeding import seed_pipeline
+from tests.export.seeding import export_to, seed_pipeline
 from tests.fake_llm import SNAPSHOT_SUFFIX, FakeLlm, Rule
 from tests.synthesize.seed import competent_generator, judge_with
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
@@ -80,13 +76,14 @@ def seed_echo_server(store: Store, tmp_path: Path) -> None:
 def run_pipeline(store: Store, tmp_path: Path) -> Any:
     with FakeLlm(default=fake_model) as fake:
         settings = fake_settings(fake.base_url, store.path)
-        request = plan_request(settings, ["single_server"], None, 1, 0)
-        asyncio.run(run_synthesize(settings, store, request))
-        asyncio.run(run_filter_tasks(settings, store))
-        asyncio.run(run_trajectories(settings, store))
-        asyncio.run(run_filter_trajectories(settings, store))
+        asyncio.run(
+            run_stage_async("synthesize", settings, store, strategies=["single_server"], limit=1)
+        )
+        asyncio.run(run_stage_async("filter_tasks", settings, store))
+        asyncio.run(run_stage_async("trajectories", settings, store))
+        asyncio.run(run_stage_async("filter_trajectories", settings, store))
     out = tmp_path / "dataset"
-    return export_dataset(store, settings, out, ["parquet"]), out
+    return export_to(store, settings, out, ["parquet"]), out
 
 
 def test_rows_events_export_and_card_name_the_model_that_served_each_call(tmp_path: Path) -> None:
@@ -138,7 +135,7 @@ def test_a_local_profile_export_says_in_card_and_rows_that_the_embedded_model_ma
         store.upsert([row.model_copy(update=made_locally) for row in store.select(record)])
     out = tmp_path / "dataset"
 
-    summary = export_dataset(store, load_settings(profile="local"), out, ["parquet"])
+    summary = export_to(store, load_settings(profile="local"), out, ["parquet"])
 
     rows = pq.read_table(out / "data").to_pylist()
     assert summary.rows == len(rows) == 4
@@ -162,7 +159,7 @@ def test_an_old_store_without_provenance_exports_it_as_not_recorded(tmp_path: Pa
             old.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # the schema before them
     out = tmp_path / "dataset"
 
-    summary = export_dataset(Store(path), load_settings(profile="local"), out, ["parquet"])
+    summary = export_to(Store(path), load_settings(profile="local"), out, ["parquet"])
 
     assert summary.rows == 4 and summary.excluded == {"invalid_tool_arguments": 1}
     metadata = json.loads(pq.read_table(out / "data").to_pylist()[0]["metadata"])

@@ -7,7 +7,8 @@ import json
 import yaml
 from typer.testing import CliRunner
 
-from flows.irrelevance import count_pending
+from cli import app
+from flows.queries import pending_irrelevance
 from tests.export.seeding import seed_pipeline
 from tests.fake_llm import FakeLlm
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
@@ -18,7 +19,7 @@ from tests.trajectories.helpers import (
     server_row,
     tiny_spec,
 )
-from toucan.cli import app
+from toucan.config import load_settings
 from toucan.records import Task
 from toucan.store import Store
 
@@ -28,13 +29,13 @@ __all__ = ["quiet_litellm_typeddict_warning"]
 def test_the_irrelevance_command_runs_its_flow_and_reports_json(prefect_harness, tmp_path):
     store = Store(tmp_path / "toucan.duckdb")
     seed_pipeline(store)  # two kept original tasks on the weather server, a notes server
-    assert count_pending(store) == 2
+    assert pending_irrelevance(store, load_settings(profile="local")) == 2
     args = ["irrelevance", "--store", str(store.path), "--profile", "local", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["kept_tasks"], summary["created"]) == (2, 2)
-    assert count_pending(store) == 0
+    assert pending_irrelevance(store, load_settings(profile="local")) == 0
     assert {t.server_ids[0] for t in store.select(Task, "run_id = ?", [summary["run_id"]])} == {
         "srv_notes"
     }

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flows.diversify import run_diversify
+from flows.runner import run_stage_async
 from tasks.diversify import load_personas
 from tests.fake_llm import FakeLlm, Rule
 from tests.trajectories.helpers import fake_settings
@@ -71,7 +71,7 @@ def test_each_kept_task_gets_persona_and_constraint_variants_once(fake, tmp_path
     store = Store(tmp_path / "toucan.duckdb")
     parent = seed_kept_task(store)
     settings = fake_settings(fake.base_url, store.path, extensions={"diversify_variants": 2})
-    summary = asyncio.run(run_diversify(settings, store))
+    summary = asyncio.run(run_stage_async("diversify", settings, store))
     assert summary.variants_written == 4 and summary.by_mode == {"persona": 2, "constraints": 2}
     rows = store.select(Task, "kind = 'diversified' ORDER BY task_id")
     assert len(rows) == 4 and len({r.question for r in rows}) == 4
@@ -88,7 +88,7 @@ def test_each_kept_task_gets_persona_and_constraint_variants_once(fake, tmp_path
     assert any(CONSTRAINT_MARK in p for p in prompts)
 
     calls = fake.calls.total
-    again = asyncio.run(run_diversify(settings, store))
+    again = asyncio.run(run_stage_async("diversify", settings, store))
     assert (again.already_done, again.variants_written) == (2, 0)
     assert fake.calls.total == calls  # nothing asked again
     assert store.count(Task, "kind = 'diversified'") == 4
@@ -105,7 +105,7 @@ def test_unparseable_and_unchanged_replies_become_rows_with_reasons(fake, tmp_pa
 
     fake.script([Rule(respond=stubborn)])
     settings = fake_settings(fake.base_url, store.path, extensions={"diversify_variants": 1})
-    summary = asyncio.run(run_diversify(settings, store))
+    summary = asyncio.run(run_stage_async("diversify", settings, store))
     assert summary.variants_written == 0
     rows = {r.metadata.get("mode"): r for r in store.select(Task, "kind = 'diversified'")}
     assert (rows["persona"].status, rows["persona"].reason) == ("error", "unparseable_reply")

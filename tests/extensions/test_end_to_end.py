@@ -12,15 +12,10 @@ from typing import Any
 import jsonschema
 import pyarrow.parquet as pq
 
-from flows.diversify import run_diversify
-from flows.export import export_dataset
-from flows.filter_tasks import run_filter_tasks
-from flows.filter_trajectories import run_filter_trajectories
-from flows.irrelevance import run_irrelevance
-from flows.multi_turn import run_multi_turn
-from flows.trajectories import run_trajectories
+from flows.runner import run_stage_async
 from mcp_env.specs import StdioSpec
 from tasks.scrub import find_secrets
+from tests.export.seeding import export_to
 from tests.extensions.fleet_server import SEEDED_SECRETS
 from tests.fake_llm import SNAPSHOT_SUFFIX, FakeLlm, Rule
 from tests.synthesize.seed import judge_with
@@ -99,13 +94,13 @@ def test_every_subset_is_exported_without_the_fleets_secrets(tmp_path):
             extensions={"diversify_variants": 1},
             filter_trajectories={"drop_flags": drop},
         )
-        run_irrelevance(store, settings)
-        asyncio.run(run_diversify(settings, store))
-        asyncio.run(run_filter_tasks(settings, store))
-        asyncio.run(run_trajectories(settings, store))
-        asyncio.run(run_filter_trajectories(settings, store))
-        multi = asyncio.run(run_multi_turn(settings, store, follow_ups=1))
-        asyncio.run(run_filter_trajectories(settings, store))
+        asyncio.run(run_stage_async("irrelevance", settings, store))
+        asyncio.run(run_stage_async("diversify", settings, store))
+        asyncio.run(run_stage_async("filter_tasks", settings, store))
+        asyncio.run(run_stage_async("trajectories", settings, store))
+        asyncio.run(run_stage_async("filter_trajectories", settings, store))
+        multi = asyncio.run(run_stage_async("multi_turn", settings, store, follow_ups=1))
+        asyncio.run(run_stage_async("filter_trajectories", settings, store))
     assert multi.by_method == {"split": 1, "extend": 1}
     # who wrote what: the diversifying generator, and the teacher over every trajectory (the
     # extended conversation keeps its base's provenance); the fake answers as a snapshot
@@ -126,7 +121,7 @@ def test_every_subset_is_exported_without_the_fleets_secrets(tmp_path):
     }
 
     out = tmp_path / "dataset"
-    summary = export_dataset(store, settings, out, ["parquet", "sharegpt"])
+    summary = export_to(store, settings, out, ["parquet", "sharegpt"])
     rows = [r for p in (out / "data").glob("*.parquet") for r in pq.read_table(p).to_pylist()]
     assert {r["subset_name"] for r in rows} == {
         "single-turn-original",

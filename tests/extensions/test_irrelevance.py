@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flows.irrelevance import run_irrelevance
+import asyncio
+
+from flows.runner import run_stage_async
 from tasks.irrelevance import pair_task
 from tasks.trajectory_rules import evaluate_rules
 from toucan.config import load_settings
@@ -91,9 +93,9 @@ def test_the_flow_writes_pairs_once_for_kept_tasks_only(tmp_path):
         ]
     )
     settings = load_settings(profile="local")
-    first = run_irrelevance(store, settings)
+    first = asyncio.run(run_stage_async("irrelevance", settings, store))
     assert (first.kept_tasks, first.created) == (1, 1)
-    second = run_irrelevance(store, settings)
+    second = asyncio.run(run_stage_async("irrelevance", settings, store))
     assert (second.already_done, second.created) == (1, 0)
     (row,) = store.select(Task, "kind = 'irrelevant'")
     assert row.parent_id == "task_kept" and row.run_id == first.run_id

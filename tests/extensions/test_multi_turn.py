@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from flows.multi_turn import run_multi_turn
+from flows.runner import run_stage_async
 from tests.fake_llm import FakeLlm, Rule
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
 from tests.trajectories.helpers import fake_settings, kept_task, seed_store, server_row, tiny_spec
@@ -134,7 +134,9 @@ def seeded(tmp_path: Path):
 def test_a_kept_trajectory_is_extended_on_one_live_session(fake, seeded):
     store, log = seeded
     settings = fake_settings(fake.base_url, store.path)
-    summary = asyncio.run(run_multi_turn(settings, store, methods=["extend"], follow_ups=2))
+    summary = asyncio.run(
+        run_stage_async("multi_turn", settings, store, methods=["extend"], follow_ups=2)
+    )
     assert summary.by_status == {"ok": 1}
     (row,) = store.select(Trajectory, "kind = 'multi_turn'")
     assert (row.requested_turns, row.completed_turns, row.parent_id) == (3, 3, "traj_base")
@@ -146,7 +148,9 @@ def test_a_kept_trajectory_is_extended_on_one_live_session(fake, seeded):
     assert [w for _, w in logged_calls(log)].count("add") == 3
     assert row.metadata["multi_turn_generation"]["replay_failures"] == 0
     calls = fake.calls.total
-    again = asyncio.run(run_multi_turn(settings, store, methods=["extend"], follow_ups=2))
+    again = asyncio.run(
+        run_stage_async("multi_turn", settings, store, methods=["extend"], follow_ups=2)
+    )
     assert again.already_done == 1 and fake.calls.total == calls
 
 
@@ -165,7 +169,7 @@ def test_a_multi_tool_task_is_split_into_turns_of_one_conversation(fake, seeded)
 
     fake.script([Rule(respond=split_agent)])
     settings = fake_settings(fake.base_url, store.path)
-    asyncio.run(run_multi_turn(settings, store, methods=["split"]))
+    asyncio.run(run_stage_async("multi_turn", settings, store, methods=["split"]))
     (row,) = store.select(Trajectory, "kind = 'multi_turn'")
     assert row.status == "ok" and (row.requested_turns, row.completed_turns) == (2, 2)
     assert [m["content"] for m in row.messages if m["role"] == "user"] == [
@@ -196,7 +200,9 @@ def test_a_server_that_died_between_turns_ends_the_conversation_honestly(fake, s
 
     fake.script([Rule(respond=kill_then_ask)])
     settings = fake_settings(fake.base_url, store.path)
-    summary = asyncio.run(run_multi_turn(settings, store, methods=["extend"], follow_ups=2))
+    summary = asyncio.run(
+        run_stage_async("multi_turn", settings, store, methods=["extend"], follow_ups=2)
+    )
     (row,) = store.select(Trajectory, "kind = 'multi_turn'")
     assert (row.requested_turns, row.completed_turns) == (
         3,

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from flows.multi_turn import run_multi_turn
+from flows.runner import run_stage_async
 from tests.fake_llm import FakeLlm, Rule
 from tests.mcp_env.conftest import quirk_spec
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
@@ -46,7 +46,7 @@ def run_split(tmp_path: Path, config: str, question: str, targets: list[str]) ->
     seed_store(store, [server], [task])
     with FakeLlm(default=fake_model) as fake:
         settings = fake_settings(fake.base_url, store.path, mcp={"connect_timeout_s": 60})
-        asyncio.run(run_multi_turn(settings, store, methods=["split"]))
+        asyncio.run(run_stage_async("multi_turn", settings, store, methods=["split"]))
         requests = list(fake.requests)
     [row] = store.select(Trajectory, "kind = 'multi_turn'")
     return row, requests, store

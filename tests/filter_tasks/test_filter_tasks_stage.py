@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.filter_tasks import run_filter_tasks
-from flows.synthesize import plan_request, run_synthesize
+from flows.runner import run_stage_async
 from tasks.filter_tasks import DIMENSIONS
 from tests.fake_llm import FakeLlm, Rule
 from tests.synthesize.seed import (
@@ -27,11 +26,12 @@ from toucan.store import Store
 
 def synthesize(config: Path, store: Store, limit: int) -> None:
     settings = fake_settings(config)
-    asyncio.run(run_synthesize(settings, store, plan_request(settings, None, None, limit, 0)))
+    asyncio.run(run_stage_async("synthesize", settings, store, limit=limit, seed=0))
 
 
 def rate(config: Path, store: Store, limit: int | None = None, **overrides):
-    return asyncio.run(run_filter_tasks(fake_settings(config, **overrides), store, limit))
+    settings = fake_settings(config, **overrides)
+    return asyncio.run(run_stage_async("filter_tasks", settings, store, limit=limit))
 
 
 def test_every_score_is_stored_and_thresholds_decide_what_is_kept(

@@ -8,10 +8,10 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from cli import app
 from tests.fake_llm import FakeLlm, Rule
 from tests.filter_trajectories.samples import make_task, make_trajectory
 from tests.trajectories.helpers import write_config
-from toucan.cli import app
 from toucan.records import TrajectoryRating
 from toucan.store import Store
 

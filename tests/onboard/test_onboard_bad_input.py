@@ -51,7 +51,7 @@ def test_each_bad_server_gets_its_own_reason_while_the_good_ones_are_onboarded(
         [
             sys.executable,
             "-m",
-            "toucan",
+            "cli",
             "onboard",
             "--catalog",
             str(catalog_path),

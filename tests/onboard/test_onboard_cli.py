@@ -16,7 +16,7 @@ from toucan.records import Server, Tool
 from toucan.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-TOUCAN = [sys.executable, "-m", "toucan"]
+TOUCAN = [sys.executable, "-m", "cli"]
 SMITHERY = ROOT / "catalogs" / "smithery" / "servers.jsonl"
 
 

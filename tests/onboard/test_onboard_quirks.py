@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
-from toucan.cli import app
+from cli import app
 from toucan.records import Tool
 from toucan.store import Store
 
@@ -33,7 +33,7 @@ def onboard(tmp_path: Path, servers: list[dict[str, object]], store: Path) -> di
     config = tmp_path / "toucan.yaml"
     config.write_text(yaml.safe_dump({"onboard": {"retries": 0}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCAN_")}
-    command = [sys.executable, "-m", "toucan", "onboard", "--catalog", str(catalog)]
+    command = [sys.executable, "-m", "cli", "onboard", "--catalog", str(catalog)]
     command += ["--config", str(config), "--store", str(store), "--json"]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

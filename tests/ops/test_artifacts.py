@@ -10,11 +10,11 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from toucan.artifacts import artifact_key, publish_run_tables
+from flows.artifacts import artifact_key, publish_run_tables
+from flows.run_context import stage_run
 from toucan.config import load_settings
 from toucan.progress import report_progress
 from toucan.records import Run
-from toucan.runs import stage_run
 from toucan.status import build_run_status, events_frame
 from toucan.store import Store
 

@@ -18,7 +18,7 @@ import jsonschema
 import yaml
 from typer.testing import CliRunner
 
-from toucan.cli import app
+from cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

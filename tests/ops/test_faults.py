@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from tests.fake_llm import FakeLlm
 from tests.synthesize.seed import FAKE_KEY_ENV, competent_model, seed_servers, write_config
-from toucan.cli import app
 from toucan.records import Run, Task
 from toucan.store import Store
 
@@ -49,7 +49,7 @@ def child_env() -> dict[str, str]:
 def start_synthesize(store: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "toucan", "synthesize", "--store", str(store), "--config",
+            [sys.executable, "-m", "cli", "synthesize", "--store", str(store), "--config",
              str(config), "--limit", str(LIMIT), "--seed", "7", "--json"],
             cwd=ROOT, env=child_env(), stdout=sink, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -172,7 +172,7 @@ def test_a_prefect_server_stopped_mid_run_leaves_a_sound_store_that_a_rerun_comp
     env = {**child_env(), "PREFECT_API_URL": api, "PREFECT_CLIENT_MAX_RETRIES": "1"}
     with log.open("ab") as sink:
         run = subprocess.Popen(
-            [sys.executable, "-m", "toucan", "synthesize", "--store", str(store.path), "--config",
+            [sys.executable, "-m", "cli", "synthesize", "--store", str(store.path), "--config",
              str(fast), "--limit", str(LIMIT), "--seed", "7", "--json"],
             cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

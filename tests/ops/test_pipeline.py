@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
+from flows.completion import explain_incomplete, stage_kwargs
 from flows.pipeline import pipeline, plan_stages
+from flows.registry import stage
+from flows.task_runners import RunnerChoice, make_task_runner
 from toucan.errors import ConfigError
 from toucan.records import Run, Server, Tool, utc_now
-from toucan.runners import RunnerChoice, make_task_runner
-from toucan.stages import explain_incomplete, load_stage_flow, stage_kwargs
 from toucan.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,9 +108,11 @@ def test_a_stage_with_unrated_tasks_is_pending_even_after_a_completed_run(tmp_pa
     assert explain_incomplete(store, "filter_tasks") == "pending_items"
 
 
-def test_a_stage_without_a_flow_module_is_missing_and_parameters_are_matched_by_name() -> None:
-    assert load_stage_flow("no_such_stage") is None
-    onboard = load_stage_flow("onboard")
+def test_an_unknown_stage_is_refused_and_parameters_are_matched_by_name() -> None:
+    with pytest.raises(ConfigError) as refused:
+        stage("no_such_stage")
+    assert refused.value.reason == "unknown_stage"
+    onboard = stage("onboard").flow
     assert onboard is not None and onboard.name == "onboard"
     offered = {"store": "s.duckdb", "profile": None, "limit": 3, "seed": 1, "teachers": ["x"]}
     assert stage_kwargs(onboard, offered) == {"store": "s.duckdb"}

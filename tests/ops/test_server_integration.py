@@ -51,7 +51,7 @@ def local_prefect(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCAN_", "PREFECT_"))}
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "toucan", "server", "--port", str(port), "--no-ui",
+            [sys.executable, "-m", "cli", "server", "--port", str(port), "--no-ui",
              "--home", str(tmp_path / "prefect-home"), "--poll-seconds", "1"],
             cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from toucan.cli import app
+from cli import app
 from toucan.records import Event, Run
 from toucan.status import (
     build_run_status,

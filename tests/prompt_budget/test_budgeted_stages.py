@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.filter_tasks import run_filter_tasks
-from flows.synthesize import plan_request, run_synthesize
+from flows.runner import run_stage_async
 from tests.fake_llm import FakeLlm
 from tests.synthesize.seed import CATALOG, JUDGE, fake_settings
 from toucan.records import Task
@@ -26,9 +25,9 @@ ALL_TOOLS = {tool for _, _, tools in CATALOG.values() for tool in tools}
 
 def run_stages(config: Path, store: Store, **overrides: Any) -> None:
     settings = fake_settings(config, synthesize={"max_tools": 1}, **overrides)
-    request = plan_request(settings, ["single_server"], None, 5, 0)
-    asyncio.run(run_synthesize(settings, store, request))
-    asyncio.run(run_filter_tasks(settings, store, None))
+    stage_params = {"strategies": ["single_server"], "limit": 5, "seed": 0}
+    asyncio.run(run_stage_async("synthesize", settings, store, **stage_params))
+    asyncio.run(run_stage_async("filter_tasks", settings, store))
 
 
 def prompt_text(request: dict[str, Any]) -> str:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from tests.export.seeding import seed_pipeline
-from toucan.cli import app
 from toucan.store import Store
 
 CHART_IDS = (

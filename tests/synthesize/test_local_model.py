@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from tests.synthesize.seed import seed_servers
-from toucan.cli import app
 from toucan.records import Task, TaskRating
 from toucan.store import Store
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from flows.onboard import onboard_flow
 from flows.synthesize import synthesize_flow
 from tests.fake_llm import FakeLlm
-from toucan.cli import app
 from toucan.records import Event, Server, Task, TaskRating, Tool
 from toucan.store import Store
 

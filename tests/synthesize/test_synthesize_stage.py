@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from flows.synthesize import plan_request, run_synthesize
+from flows.runner import run_stage_async
 from tests.fake_llm import FakeLlm, Rule
 from tests.synthesize.seed import GENERATORS, competent_generator, fake_settings, write_config
 from toucan.prompts import template_hash
@@ -15,8 +15,8 @@ from toucan.store import Store
 
 def synthesize(config: Path, store: Store, *, per_server=None, limit=None, strategies=None, seed=0):
     settings = fake_settings(config)
-    request = plan_request(settings, strategies, per_server, limit, seed)
-    return asyncio.run(run_synthesize(settings, store, request))
+    plan = {"strategies": strategies, "per_server": per_server, "limit": limit, "seed": seed}
+    return asyncio.run(run_stage_async("synthesize", settings, store, **plan))
 
 
 def tasks_by_generator(store: Store) -> dict[str, list[Task]]:

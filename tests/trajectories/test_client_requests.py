@@ -11,7 +11,7 @@ import mcp_types as types
 import pytest
 
 from flows.onboard import store_tool_versions
-from flows.trajectories import run_trajectories
+from flows.runner import run_stage_async
 from mcp_env.client_callbacks import to_sampling_request
 from mcp_env.server_requests import SamplingReply
 from mcp_env.session import open_session
@@ -196,7 +196,7 @@ def test_after_list_changed_the_next_turn_offers_the_new_tools_and_the_store_ver
         [agent_script([[("login", {})], [("old_tool", {"a": "x"}), ("new_tool", {"b": "y"})]])]
     )
     settings = fake_settings(fake_llm.base_url, store.path, mcp={"connect_timeout_s": 60})
-    asyncio.run(run_trajectories(settings, store))
+    asyncio.run(run_stage_async("trajectories", settings, store))
 
     [row] = store.select(Trajectory)
     offered = [tool_names(r) for r in fake_llm.requests]

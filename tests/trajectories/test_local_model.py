@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from tests.trajectories.helpers import kept_task, seed_store, server_row, tiny_spec
-from toucan.cli import app
 from toucan.records import Trajectory
 from toucan.store import Store
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from toucan.cli.app import console
+from cli.app import console
 from toucan.progress import PROGRESS_LOGGER, ProgressUpdate
 
 LINE_EVERY_S = 15.0  # at most one line per stage this often, besides its first and last

@@ -1,7 +1,7 @@
 """Prefect artifacts of a stage run: a progress bar that moves while it runs, and one table
 per server and per model when it ends (the same figures as `toucan status`).
 
-`stage_run` (toucan.runs) wraps every stage in `stage_artifacts(ctx)`, so stages need no code
+`stage_run` (flows.run_context) wraps every stage in `stage_artifacts(ctx)`, so stages need no code
 of their own: the progress bar listens to `toucan.progress.report_progress`, and the tables
 are computed from the run's events at the end. Outside a Prefect flow run (the plain async
 runner, unit tests, `toucan status`) every Prefect call is skipped with one debug log.
@@ -26,7 +26,7 @@ from toucan.progress import PROGRESS_LOGGER, ProgressUpdate
 from toucan.status import RunStatus, read_run_status
 
 if TYPE_CHECKING:
-    from toucan.runs import RunContext
+    from flows.run_context import RunContext
 
 logger = logging.getLogger(__name__)
 

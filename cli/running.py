@@ -1,5 +1,6 @@
 """How a stage command runs its flow: progress bars unless --json, a clear message and exit 2
-on a ToucanError, and the summary printed as JSON or handed back for the command's tables."""
+on a ToucanError (or a refused output folder / bad value), and the summary printed as JSON or
+handed back for the command's tables."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from toucan.cli.app import fail, print_json
-from toucan.cli.progress_view import progress_bars
+from cli.app import fail, print_json
+from cli.prefect_env import start_ephemeral_api
+from cli.progress_view import progress_bars
 from toucan.errors import ToucanError
-from toucan.prefect_env import start_ephemeral_api
 
 
-def run_stage_flow(
+def run_flow_command(
     flow_fn: Callable[..., Any],
     *,
     as_json: bool,
@@ -32,7 +33,7 @@ def run_stage_flow(
                 config=str(config) if config else None,
                 **params,
             )
-    except ToucanError as exc:
+    except (ToucanError, FileExistsError, ValueError) as exc:
         fail(str(exc))
     if as_json:
         print_json(summary.model_dump(mode="json") if isinstance(summary, BaseModel) else summary)

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console
-from toucan.cli.running import run_stage_flow
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console
+from cli.running import run_flow_command
 
 
 def outcome_table(title: str, rows: dict[str, dict[str, int]]) -> Table:
@@ -33,7 +33,7 @@ def filter_tasks(
     """Judge the synthesized tasks on six 1-5 scores; keep those above the thresholds."""
     from flows.filter_tasks import filter_tasks_flow
 
-    summary = run_stage_flow(
+    summary = run_flow_command(
         filter_tasks_flow,
         as_json=as_json,
         store=store,

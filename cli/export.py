@@ -8,10 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail, print_json
-from toucan.cli.progress_view import progress_bars
-from toucan.errors import ToucanError
-from toucan.prefect_env import start_ephemeral_api
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail
+from cli.running import run_flow_command
 
 
 @app.command()
@@ -46,34 +44,29 @@ def export(
         fail(f"unknown mix {mix!r}; use paper or none")
     if out.exists() and any(out.iterdir()) and not overwrite:
         fail(f"{out} exists and is not empty; pass --overwrite to replace it")
-    start_ephemeral_api()
-    try:
-        with progress_bars(enabled=not as_json):
-            summary = export_flow(
-                out_dir=str(out),
-                formats=chosen,
-                mix=mix,
-                overwrite=overwrite,
-                seed=seed,
-                store_path=str(store) if store else None,
-                config=str(config) if config else None,
-                profile=profile,
-            )
-    except (ToucanError, FileExistsError, ValueError) as exc:
-        fail(str(exc))
+    summary = run_flow_command(
+        export_flow,
+        as_json=as_json,
+        store=store,
+        config=config,
+        profile=profile,
+        out_dir=str(out),
+        formats=chosen,
+        mix=mix,
+        overwrite=overwrite,
+        seed=seed,
+    )
+    if summary is None:
         return
-    if as_json:
-        print_json(summary)
-        return
-    if summary["message"]:
-        console.print(f"[yellow]{summary['message']}[/]")
+    if summary.message:
+        console.print(f"[yellow]{summary.message}[/]")
     table = Table(title=f"export to {out}")
     table.add_column("subset")
     table.add_column("rows", justify="right")
-    for subset, count in summary["by_subset"].items():
+    for subset, count in summary.by_subset.items():
         table.add_row(subset, str(count))
     console.print(table)
-    excluded = ", ".join(f"{k} {v}" for k, v in summary["excluded"].items()) or "none"
-    scrubbed = ", ".join(f"{k} {v}" for k, v in summary["scrubbed"].items()) or "none"
-    console.print(f"{summary['rows']} rows written; excluded: {excluded}; scrubbed: {scrubbed}")
+    excluded = ", ".join(f"{k} {v}" for k, v in summary.excluded.items()) or "none"
+    scrubbed = ", ".join(f"{k} {v}" for k, v in summary.scrubbed.items()) or "none"
+    console.print(f"{summary.rows} rows written; excluded: {excluded}; scrubbed: {scrubbed}")
     console.print(f"dataset card: {out / 'README.md'}")

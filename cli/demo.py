@@ -10,26 +10,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from toucan.cli.app import app, console, fail
-from toucan.cli.progress_view import progress_bars
+from cli.app import app, console, fail
+from cli.prefect_env import start_ephemeral_api
+from cli.progress_view import progress_bars
 from toucan.config import FilterTrajectoriesConfig
 from toucan.errors import ToucanError
-from toucan.prefect_env import start_ephemeral_api
-from toucan.stages import STAGES
 
 DEMO_STORE = Path("data/demo.duckdb")
 # Small on purpose: the embedded 135M model reads ~50-100 prompt tokens/s on one shared core.
 DEMO_LIMITS = {"synthesize": 4, "filter_tasks": 40, "trajectories": 5, "filter_trajectories": 60}
-# Extensions make new tasks; the second pass judges them and gives them trajectories.
-SECOND_PASS = [
-    "filter_tasks",
-    "trajectories",
-    "filter_trajectories",
-    "multi_turn",
-    "export",
-    "report",
-]
-PASSES = ((1, list(STAGES)), (2, SECOND_PASS))
+# Extensions make new tasks; the second pass judges them and gives them trajectories: every
+# stage from filter_tasks on, but the two that make tasks.
+TASK_MAKERS = ("irrelevance", "diversify")
 SUMMARY_KEYS = 6  # summary entries shown per stage
 
 
@@ -39,7 +31,6 @@ def demo_stage_params(store: Path, out: Path) -> dict[str, dict[str, Any]]:
             "out_dir": str(out / "dataset"),
             "formats": ["parquet", "jsonl", "openai", "sharegpt"],
             "overwrite": True,
-            "store_path": str(store),
         },
         "report": {"out": str(out / "report.html")},
     }
@@ -71,6 +62,15 @@ def brief_summary(summary: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in shown)
 
 
+def demo_passes() -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """(pass number, stage names): every stage of the registry, then the ones that judge and
+    run the tasks the extensions made."""
+    from flows.registry import STAGE_NAMES
+
+    second = STAGE_NAMES[STAGE_NAMES.index("filter_tasks") :]
+    return (1, STAGE_NAMES), (2, tuple(s for s in second if s not in TASK_MAKERS))
+
+
 async def run_demo_stages(
     store: Path, out: Path, teachers: list[str]
 ) -> list[tuple[int, Any, float]]:
@@ -82,7 +82,7 @@ async def run_demo_stages(
     start_ephemeral_api()
     results: list[tuple[int, Any, float]] = []
     demo_started = time.monotonic()
-    for number, stages in PASSES:
+    for number, stages in demo_passes():
         for stage in stages:
             console.print(f"[pass {number}] {stage}: started", markup=False, highlight=False)
             started = time.monotonic()

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail
-from toucan.cli.running import run_stage_flow
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail
+from cli.running import run_flow_command
 
 STRATEGY_NAMES = ("single_server", "multi_server", "featured")
 
@@ -50,7 +50,7 @@ def synthesize(
         fail(f"unknown strategy {', '.join(bad)}; choose from {', '.join(STRATEGY_NAMES)}")
     if per_server is not None and limit is not None:
         fail("give --per-server or --limit, not both")
-    summary = run_stage_flow(
+    summary = run_flow_command(
         synthesize_flow,
         as_json=as_json,
         store=store,

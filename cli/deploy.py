@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from toucan.cli.app import JsonOpt, app, console, fail, print_json
+from cli.app import JsonOpt, app, console, fail, print_json
 
 PoolOpt = Annotated[str, typer.Option("--pool", help="Work pool (process type) to use.")]
 

@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from toucan.cli.app import JsonOpt, StoreOpt, app, console, fail, print_json
+from cli.app import JsonOpt, StoreOpt, app, console, fail, print_json
 from toucan.errors import StoreError
 from toucan.status import RunStatus, list_runs, read_run_status
 from toucan.store import Store

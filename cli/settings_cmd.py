@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from toucan.cli.app import ConfigOpt, ProfileOpt, app, fail, print_json
+from cli.app import ConfigOpt, ProfileOpt, app, fail, print_json
 from toucan.config import load_settings
 from toucan.errors import ConfigError
 

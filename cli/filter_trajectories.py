@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console
-from toucan.cli.running import run_stage_flow
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console
+from cli.running import run_flow_command
 
 
 @app.command("filter-trajectories")
@@ -22,7 +22,7 @@ def filter_trajectories(
     """Flag and judge each unrated trajectory; keep by the configured rule (resumable)."""
     from flows.filter_trajectories import filter_trajectories_flow
 
-    summary = run_stage_flow(
+    summary = run_flow_command(
         filter_trajectories_flow,
         as_json=as_json,
         store=store,

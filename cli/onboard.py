@@ -8,11 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail, print_json
-from toucan.cli.progress_view import progress_bars
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, print_json
+from cli.running import run_flow_command
 from toucan.config import load_settings
-from toucan.errors import ToucanError
-from toucan.prefect_env import start_ephemeral_api
 from toucan.records import Server, Tool, ToolRejection
 from toucan.store import Store
 
@@ -37,21 +35,16 @@ def onboard(
     """Onboard MCP servers: validate, check credentials, connect, list and probe tools."""
     from flows.onboard import onboard_flow
 
-    start_ephemeral_api()
-    try:
-        with progress_bars(enabled=not as_json):
-            result = onboard_flow(
-                catalogs=[str(c) for c in catalog] if catalog else None,
-                store=str(store) if store else None,
-                specs_only=specs_only,
-                config=str(config) if config else None,
-                profile=profile,
-            )
-    except ToucanError as exc:
-        fail(str(exc))
-        return
-    if as_json:
-        print_json({"run_id": result.run_id, "servers": result.servers, "summary": result.summary})
+    result = run_flow_command(
+        onboard_flow,
+        as_json=as_json,
+        store=store,
+        config=config,
+        profile=profile,
+        catalogs=[str(c) for c in catalog] if catalog else None,
+        specs_only=specs_only,
+    )
+    if result is None:
         return
     console.print(onboarding_table(result.run_id, result.servers))
     s = result.summary

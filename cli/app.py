@@ -10,8 +10,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from cli.prefect_env import configure_quiet_prefect
 from toucan.interrupts import handle_signals
-from toucan.prefect_env import configure_quiet_prefect
 from toucan.secrets import blank_start_environment
 
 configure_quiet_prefect()

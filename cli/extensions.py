@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail
-from toucan.cli.running import run_stage_flow
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail
+from cli.running import run_flow_command
 
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed (default synthesize.seed).")]
 
@@ -33,7 +33,7 @@ def irrelevance(
     """Pair kept tasks with servers that cannot solve them (new `irrelevant` tasks)."""
     from flows.irrelevance import irrelevance_flow
 
-    summary = run_stage_flow(
+    summary = run_flow_command(
         irrelevance_flow,
         as_json=as_json,
         store=store,
@@ -59,7 +59,7 @@ def diversify(
     """Rewrite kept tasks for other personas and with added constraints."""
     from flows.diversify import diversify_flow
 
-    summary = run_stage_flow(
+    summary = run_flow_command(
         diversify_flow,
         as_json=as_json,
         store=store,
@@ -90,7 +90,7 @@ def multi_turn(
 
     if method and (bad := sorted(set(method) - set(METHODS))):
         fail(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
-    summary = run_stage_flow(
+    summary = run_flow_command(
         multi_turn_flow,
         as_json=as_json,
         store=store,

@@ -9,7 +9,7 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, StoreOpt, app, console, fail, print_json
+from cli.app import ConfigOpt, JsonOpt, StoreOpt, app, console, fail, print_json
 from toucan.config import load_settings
 from toucan.records import Trajectory, TrajectoryRating
 from toucan.store import Store

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toucan.cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console
-from toucan.cli.running import run_stage_flow
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console
+from cli.running import run_flow_command
 
 STYLE_HELP = "Agent style: function-calling, react or langchain (repeatable; default: config)."
 
@@ -30,7 +30,7 @@ def trajectories(
     """Run each kept task with each teacher on its live MCP servers (resumable)."""
     from flows.trajectories import trajectories_flow
 
-    summary = run_stage_flow(
+    summary = run_flow_command(
         trajectories_flow,
         as_json=as_json,
         store=store,

@@ -1,0 +1,5 @@
+"""`python -m cli` is the `toucan` command."""
+
+from cli import app
+
+app()

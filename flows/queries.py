@@ -1,0 +1,168 @@
+"""Named selections over the store: what is kept, what is unfinished, what each stage has left.
+
+The rules live here once:
+- a *kept task* has an ok rating that keeps it; the tasks a teacher runs are the kept ones
+  plus the irrelevant and diversified variants of kept originals;
+- a *kept trajectory* is one whose newest ok rating keeps it (a re-rating replaces the verdict);
+- an item is *unfinished* when it has no row yet, or its row is an error whose reason is
+  retryable (`toucan.reasons`); the stages select unfinished items and the pipeline's
+  completeness check counts them (`PENDING`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from tasks.diversify import MODES, variant_id
+from tasks.irrelevance import irrelevant_task_id
+from tasks.sampling import ServerView
+from toucan.config import Settings
+from toucan.reasons import RETRYABLE
+from toucan.records import Record, Server, Task, Tool, Trajectory, TrajectoryRating
+from toucan.store import Store
+
+KEPT_TASK_IDS = "SELECT task_id FROM task_ratings WHERE keep AND status = 'ok'"
+KEPT_TRAJECTORY_RATING_IDS = """
+    SELECT rating_id FROM (
+        SELECT rating_id, keep, row_number() OVER (
+            PARTITION BY trajectory_id ORDER BY created_at DESC, rating_id) AS rn
+        FROM trajectory_ratings WHERE status = 'ok')
+    WHERE rn = 1 AND keep"""
+KEPT_TRAJECTORY_IDS = f"SELECT trajectory_id FROM trajectory_ratings WHERE rating_id IN ({KEPT_TRAJECTORY_RATING_IDS})"
+# the assessment that describes a task: its newest ok rating, kept or not
+LATEST_TASK_RATING_IDS = """
+    SELECT rating_id FROM (
+        SELECT rating_id, row_number() OVER (
+            PARTITION BY task_id ORDER BY created_at DESC, rating_id) AS rn
+        FROM task_ratings WHERE status = 'ok')
+    WHERE rn = 1"""
+TEACHER_TASKS = (
+    f"status = 'ok' AND (task_id IN ({KEPT_TASK_IDS}) OR (kind IN ('irrelevant', 'diversified') "
+    f"AND parent_id IN ({KEPT_TASK_IDS})))"
+)
+# SQL literal list of the retryable reasons: the tokens are our own snake_case constants
+RETRYABLE_LIST = ", ".join(f"'{reason}'" for reason in sorted(RETRYABLE))
+
+
+def finished(alias: str = "") -> str:
+    """SQL condition: the row (of table alias `alias`) is a final answer, not a retryable error."""
+    prefix = f"{alias}." if alias else ""
+    return f"NOT ({prefix}status = 'error' AND coalesce({prefix}reason, '') IN ({RETRYABLE_LIST}))"
+
+
+def load_server_views(store: Store) -> list[ServerView]:
+    """Servers usable for synthesis (ok, or specs_only from a catalog) with current tools."""
+    servers = store.select(Server, "status IN ('ok', 'specs_only') ORDER BY server_id")
+    tools: dict[str, list[Tool]] = {}
+    for tool in store.select(Tool, "current ORDER BY server_id, name"):
+        tools.setdefault(tool.server_id, []).append(tool)
+    return [ServerView(server=s, tools=tuple(tools.get(s.server_id, ()))) for s in servers]
+
+
+def run_llm_usage(store: Store, run_id: str) -> dict[str, int | float]:
+    """tokens_in, tokens_out and cost_usd of a run's model calls (its `llm_call` events)."""
+    tokens_in, tokens_out, cost = store.query(
+        "SELECT coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), "
+        "coalesce(sum(cost_usd), 0) FROM events WHERE run_id = ? AND kind = 'llm_call'",
+        [run_id],
+    )[0]
+    return {
+        "tokens_in": int(tokens_in),
+        "tokens_out": int(tokens_out),
+        "cost_usd": round(float(cost), 6),
+    }
+
+
+def select_teacher_tasks(store: Store) -> list[Task]:
+    """Tasks the trajectories stage runs: kept tasks and variants of kept originals."""
+    return store.select(Task, TEACHER_TASKS)
+
+
+def select_kept_original_tasks(store: Store) -> list[Task]:
+    """Original tasks the task judge kept, in id order (extensions derive from these)."""
+    return store.select(
+        Task,
+        f"status = 'ok' AND kind = 'original' AND task_id IN ({KEPT_TASK_IDS}) ORDER BY task_id",
+    )
+
+
+def select_kept_trajectories(
+    store: Store, kinds: tuple[str, ...] = ("original",)
+) -> list[Trajectory]:
+    """Trajectories whose latest rating kept them, of the given kinds, in id order."""
+    marks = ", ".join("?" for _ in kinds)
+    return store.select(
+        Trajectory,
+        f"status = 'ok' AND kind IN ({marks}) AND trajectory_id IN ({KEPT_TRAJECTORY_IDS}) "
+        "ORDER BY trajectory_id",
+        list(kinds),
+    )
+
+
+def select_kept_trajectory_ratings(store: Store) -> list[TrajectoryRating]:
+    """The rating that keeps each kept trajectory (its newest ok one)."""
+    return store.select(TrajectoryRating, f"rating_id IN ({KEPT_TRAJECTORY_RATING_IDS})")
+
+
+def unfinished_ids(store: Store, model: type[Record], ids: Sequence[str]) -> set[str]:
+    """Those of `ids` with no row of `model` yet, or whose row is a retryable error."""
+    ids = list(ids)
+    existing = store.existing_ids(model, ids)
+    key = model.__key__[0]
+    retry: set[str] = set()
+    if existing:
+        rows = store.query(
+            f'SELECT "{key}" FROM {model.__table__} WHERE list_contains(?, "{key}") '
+            f"AND NOT ({finished()})",
+            [sorted(existing)],
+        )
+        retry = {row[0] for row in rows}
+    return (set(ids) - existing) | retry
+
+
+def count_sql(store: Store, sql: str) -> int:
+    """A count over the store; 0 while there is no store file."""
+    return int(store.query(sql)[0][0]) if store.path.exists() else 0
+
+
+def pending_filter_tasks(store: Store, settings: Settings) -> int:
+    """Ok tasks without a finished rating."""
+    return count_sql(
+        store,
+        "SELECT count(*) FROM tasks t WHERE t.status = 'ok' AND NOT EXISTS (SELECT 1 FROM "
+        f"task_ratings r WHERE r.task_id = t.task_id AND {finished('r')})",
+    )
+
+
+def pending_trajectories(store: Store, settings: Settings) -> int:
+    """Teacher tasks without a finished (single-turn) trajectory."""
+    return count_sql(
+        store,
+        f"SELECT count(*) FROM tasks WHERE {TEACHER_TASKS} AND task_id NOT IN (SELECT task_id "
+        f"FROM trajectories WHERE kind <> 'multi_turn' AND {finished()})",
+    )
+
+
+def pending_filter_trajectories(store: Store, settings: Settings) -> int:
+    """Ok trajectories without a finished rating."""
+    return count_sql(
+        store,
+        "SELECT count(*) FROM trajectories WHERE status = 'ok' AND trajectory_id NOT IN "
+        f"(SELECT trajectory_id FROM trajectory_ratings WHERE {finished()})",
+    )
+
+
+def pending_irrelevance(store: Store, settings: Settings) -> int:
+    """Kept original tasks without their irrelevant pair."""
+    kept = select_kept_original_tasks(store)
+    return len(unfinished_ids(store, Task, [irrelevant_task_id(t.task_id, 0) for t in kept]))
+
+
+def pending_diversify(store: Store, settings: Settings) -> int:
+    """(kept original task, mode) pairs without a variant row."""
+    kept = select_kept_original_tasks(store)
+    ids = [variant_id(t.task_id, mode, 0) for t in kept for mode in MODES]
+    return len(unfinished_ids(store, Task, ids))
+
+
+PendingQuery = Callable[[Store, Settings], int]

@@ -1,0 +1,212 @@
+"""The one runner every stage goes through: select → plan → fan out → write → progress → summary.
+
+A stage module gives a `StageJob` (its plan, its batch function from tasks/, its write hook,
+its summary); `stage_steps` does the rest the same way for every stage: the run row and
+writer lock (`stage_run`), the embedded model around the fan-out when the stage calls models,
+a progress counter, a `StageTally` fed by the write hook, and the summary stored on the run.
+Two executors run the fan-out (flows/executors.py): Prefect tasks on the flow's task runner
+(`run_stage_flow`, the body of every stage's @flow) or plain asyncio on the caller's loop
+(`run_stage_async`, for benchmarks and embedding). There is no second copy of any stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from flows.executors import AsyncioExecutor, FanOut, PrefectExecutor
+from flows.run_context import RunContext, StageTally, reading_run, stage_run
+from flows.writes import write_output
+from tasks.llm_batch import PARALLEL_BATCHES, LlmLane, ProgressCounter, split_batches
+from toucan.config import Settings, load_settings
+from toucan.llm.cache import LlmCache
+from toucan.progress import report_progress
+from toucan.store import Store
+
+if TYPE_CHECKING:
+    from flows.registry import StageDef
+
+BatchT = TypeVar("BatchT")
+T = TypeVar("T")
+
+
+@dataclass
+class StagePlan(Generic[BatchT]):
+    """What a stage will do in this run."""
+
+    planned: int = 0  # items this run will do
+    already_done: int = 0  # items finished by earlier runs
+    batches: list[BatchT] = field(default_factory=list)
+    parallel: int = PARALLEL_BATCHES  # batches running at once
+    per_batch: int = 1  # items in flight inside one batch
+
+    @property
+    def running(self) -> int:
+        """Batches that really run at once: what the deployments' limits are shared by."""
+        return max(1, min(self.parallel, len(self.batches)))
+
+
+@dataclass(frozen=True)
+class FanOutEnv:
+    """What exists only once the fan-out starts: the embedded model's url, the progress."""
+
+    local_base_url: str | None
+    progress: ProgressCounter
+
+
+class StageJob(Generic[BatchT]):
+    """What a stage module provides: subclass once per stage (no deeper), set the class
+    attributes, implement `plan` and `summarise`, override the other hooks where needed.
+
+    `batch_fn` is a plain function of tasks/<stage>.py: called as `batch_fn(batch,
+    **batch_kwargs, **batch_args(batch))`, sync or async, it returns what `write` stores and
+    never touches the store.
+    """
+
+    name: ClassVar[str]
+    batch_fn: ClassVar[Callable[..., Any]]
+    needs_model: ClassVar[bool] = False  # start the embedded model around the fan-out
+    item_progress: ClassVar[bool] = False  # the batch reports progress per item itself
+    records_run: ClassVar[bool] = True  # False: read-only, no run row, no writer lock
+
+    def __init__(self, settings: Settings, params: dict[str, Any]) -> None:
+        self.settings = settings
+        self.params = params  # recorded on the run row
+
+    def plan(self, ctx: RunContext) -> StagePlan[BatchT]:
+        raise NotImplementedError
+
+    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[BatchT], env: FanOutEnv) -> dict:
+        """Arguments every batch of this run shares."""
+        return {}
+
+    def batch_args(self, batch: BatchT) -> dict[str, Any]:
+        """Arguments of one batch, read when it is submitted (after earlier batches wrote)."""
+        return {}
+
+    def write(self, ctx: RunContext, output: Any, tally: StageTally) -> None:
+        """Store one batch's output and count it (default: a BatchOutput of status rows)."""
+        write_output(ctx, output)
+        for record in output.records:
+            tally.item(record.status, record.reason)
+
+    def batch_failed(self, batch: BatchT, error: Exception) -> Any:
+        """The output standing in for a batch that raised; by default the run fails."""
+        raise error
+
+    def summarise(self, ctx: RunContext, plan: StagePlan[BatchT], tally: StageTally) -> BaseModel:
+        raise NotImplementedError
+
+    def run_summary(self, summary: BaseModel) -> dict[str, Any]:
+        """What the run row keeps of the summary."""
+        return summary.model_dump(mode="json")
+
+
+def plan_llm_batches(items: list[T], concurrency: int, already_done: int) -> StagePlan[list[T]]:
+    """Items split evenly over PARALLEL_BATCHES lanes holding `concurrency` items in flight."""
+    batches, per_batch = split_batches(items, concurrency)
+    return StagePlan(len(items), already_done, batches, PARALLEL_BATCHES, per_batch)
+
+
+def llm_lane(ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> LlmLane:
+    """The lane of an LLM stage's batches: limits shared by the batches running at once, the
+    run's reply cache, the embedded model's url and the progress counter."""
+    return LlmLane(
+        models=ctx.settings.models.shared_by(plan.running),
+        run_id=ctx.run_id,
+        concurrency=plan.per_batch,
+        local_base_url=env.local_base_url,
+        cache=LlmCache.load(ctx.store, ctx.run_id),
+        progress=env.progress,
+    )
+
+
+@contextlib.contextmanager
+def model_endpoint(settings: Settings, needed: bool = True) -> Iterator[str | None]:
+    """The embedded model server's base url for profile `local` (started and stopped here),
+    else None: the deployments' own providers are used."""
+    if not needed or not settings.models.route_to_local:
+        yield None
+        return
+    from toucan.llm.local_server import LocalModelServer
+
+    with LocalModelServer(settings.models.local) as server:
+        yield server.base_url
+
+
+@dataclass
+class StageSteps:
+    """One run of one stage, as the executors see it: the fan-out to run (None when there is
+    nothing to do) and, once the block has ended, the summary."""
+
+    fan_out: FanOut | None = None
+    summary: Any = None
+
+
+@contextlib.contextmanager
+def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
+    """Open the run, plan, yield the fan-out for an executor, then summarise and record."""
+    opener = stage_run if job.records_run else reading_run
+    with opener(store, job.settings, job.name, job.params) as ctx:
+        plan = job.plan(ctx)
+        tally, steps = ctx.tally, StageSteps()
+        progress = ProgressCounter(job.name, plan.planned, tally.finished)
+        report_progress(job.name, tally.finished, plan.planned)
+
+        def write(output: Any) -> None:
+            job.write(ctx, output, tally)
+            if not job.item_progress:
+                report_progress(job.name, tally.finished, plan.planned)
+
+        with model_endpoint(job.settings, job.needs_model and bool(plan.batches)) as base_url:
+            if plan.batches:
+                shared = job.batch_kwargs(ctx, plan, FanOutEnv(base_url, progress))
+                steps.fan_out = FanOut(
+                    stage=job.name,
+                    batch_fn=type(job).batch_fn,
+                    batches=plan.batches,
+                    parallel=plan.parallel,
+                    kwargs_for=lambda batch: {**shared, **job.batch_args(batch)},
+                    write=write,
+                    on_error=job.batch_failed,
+                )
+            yield steps
+        steps.summary = job.summarise(ctx, plan, tally)
+        ctx.summary = job.run_summary(steps.summary)
+
+
+def run_stage_flow(
+    job_class: type[StageJob[Any]],
+    *,
+    store: str | None,
+    config: str | None,
+    profile: str | None,
+    **params: Any,
+) -> Any:
+    """The body of every stage's @flow: settings, store, then the stage's batches as Prefect
+    tasks on the flow's task runner. Returns the stage's summary."""
+    settings = load_settings(config, profile=profile)
+    job = job_class(settings, **params)
+    with stage_steps(job, Store(store or settings.store)) as steps:
+        if steps.fan_out is not None:
+            PrefectExecutor().run(steps.fan_out)
+    return steps.summary
+
+
+async def run_stage_async(
+    stage: StageDef | str, settings: Settings, store: Store, **params: Any
+) -> Any:
+    """The same stage without Prefect: its batches as asyncio tasks on the caller's loop."""
+    if isinstance(stage, str):
+        from flows.registry import stage as find_stage  # the registry imports every stage
+
+        stage = find_stage(stage)
+    job = stage.job(settings, **params)
+    with stage_steps(job, store) as steps:
+        if steps.fan_out is not None:
+            await AsyncioExecutor().run(steps.fan_out)
+    return steps.summary

@@ -1,0 +1,53 @@
+"""The registry (flows/registry.py) is the one stage list: the pipeline's typed parameters,
+the deployments, the CLI's stage commands and the demo all come from it."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+import typer
+
+from cli import app
+from cli.demo import demo_passes
+from deployments.definitions import deployment_specs
+from flows.pipeline import pipeline
+from flows.registry import STAGE_NAMES, STAGES, StageName, stage
+from toucan.errors import ConfigError
+
+
+def test_every_stage_is_named_once_in_running_order() -> None:
+    assert STAGE_NAMES[:3] == ("onboard", "synthesize", "filter_tasks")
+    assert STAGE_NAMES[-2:] == ("export", "report")
+    assert len(set(STAGE_NAMES)) == len(STAGE_NAMES) == 10
+    assert typing.get_args(StageName) == STAGE_NAMES
+    for entry in STAGES:
+        assert entry.flow.fn.__module__ == f"flows.{entry.name}"
+        assert entry.job.name == entry.name and entry.description
+
+
+def test_a_stage_is_found_by_its_name_or_command_and_an_unknown_one_is_refused() -> None:
+    assert stage("filter-tasks") is stage("filter_tasks") is STAGES[2]
+    with pytest.raises(ConfigError) as refused:
+        stage("filter-task")
+    assert refused.value.reason == "unknown_stage"
+
+
+def test_the_pipeline_form_offers_exactly_the_registered_stages() -> None:
+    list_of_stages = typing.get_args(typing.get_type_hints(pipeline.fn)["stages"])[0]
+    (literal,) = typing.get_args(list_of_stages)
+    assert typing.get_args(literal) == STAGE_NAMES
+
+
+def test_the_deployments_are_the_pipeline_and_one_per_registered_stage() -> None:
+    specs = deployment_specs()
+    assert [s.flow_name for s in specs] == ["pipeline", *STAGE_NAMES]
+    assert [s.name for s in specs[1:]] == [entry.command for entry in STAGES]
+
+
+def test_every_registered_stage_has_its_cli_command_and_the_demo_runs_them_all() -> None:
+    commands = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    assert {entry.command for entry in STAGES} <= commands
+    first, second = demo_passes()
+    assert first == (1, STAGE_NAMES)
+    assert set(second[1]) < set(STAGE_NAMES) and "filter_tasks" in second[1]
