@@ -39,8 +39,8 @@ configure_quiet_prefect()
 from bench_synthesize import GENERATORS, seed_catalog  # noqa: E402
 from prefect import flow  # noqa: E402
 
+from flows.registry import synthesize_flow  # noqa: E402
 from flows.runner import run_stage_async  # noqa: E402
-from flows.synthesize import synthesize_flow  # noqa: E402
 from tests.fake_llm import run_fake_llm_process  # noqa: E402
 from toucan.config import load_settings  # noqa: E402
 from toucan.store import Store  # noqa: E402

@@ -8,15 +8,11 @@ from cli import (  # noqa: F401 - imported for the commands they register
     deploy,
     export,
     extensions,
-    filter_tasks,
-    filter_trajectories,
     onboard,
-    report,
     settings_cmd,
     show,
+    stages,
     status,
-    synthesize,
-    trajectories,
 )
 from cli.app import app
 

@@ -1,4 +1,5 @@
-"""`toucan export`: kept trajectories -> a dataset folder (parquet/JSONL/chat formats + card)."""
+"""`toucan export`: kept trajectories -> a dataset folder (parquet/JSONL/chat formats + card);
+`toucan report`: one self-contained HTML page of charts over the store."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail
-from cli.running import run_flow_command
+from cli.app import console, fail
+from cli.running import RunOptions, stage_command
+from toucan.config import load_settings
+from toucan.store import Store
 
 
-@app.command()
+@stage_command()
 def export(
+    run: RunOptions,
     out: Annotated[Path, typer.Option("--out", help="Output folder for the dataset.")],
     formats: Annotated[
         list[str] | None,
@@ -28,13 +32,9 @@ def export(
         bool, typer.Option("--overwrite", help="Replace an existing output folder.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the mix sampling.")] = 0,
-    store: StoreOpt = None,
-    config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     """Export kept trajectories in the Toucan-1.5M layout, scrubbed, with a dataset card."""
-    from flows.export import export_flow
+    from flows.registry import export_flow
     from tasks.export_files import FORMATS
 
     chosen = formats or ["parquet"]
@@ -44,17 +44,8 @@ def export(
         fail(f"unknown mix {mix!r}; use paper or none")
     if out.exists() and any(out.iterdir()) and not overwrite:
         fail(f"{out} exists and is not empty; pass --overwrite to replace it")
-    summary = run_flow_command(
-        export_flow,
-        as_json=as_json,
-        store=store,
-        config=config,
-        profile=profile,
-        out_dir=str(out),
-        formats=chosen,
-        mix=mix,
-        overwrite=overwrite,
-        seed=seed,
+    summary = run.flow(
+        export_flow, out_dir=str(out), formats=chosen, mix=mix, overwrite=overwrite, seed=seed
     )
     if summary is None:
         return
@@ -70,3 +61,25 @@ def export(
     scrubbed = ", ".join(f"{k} {v}" for k, v in summary.scrubbed.items()) or "none"
     console.print(f"{summary.rows} rows written; excluded: {excluded}; scrubbed: {scrubbed}")
     console.print(f"dataset card: {out / 'README.md'}")
+
+
+@stage_command()
+def report(
+    run: RunOptions,
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path(
+        "out/report.html"
+    ),
+) -> None:
+    """Write an HTML report (funnel, domains, task/trajectory shape, scores, servers, models)."""
+    from flows.registry import report_flow
+
+    target = Store(run.store or load_settings(run.config).store).path
+    if not target.exists():
+        fail(f"no store at {target}: run `toucan onboard` first")
+    summary = run.flow(report_flow, out=str(out))
+    if summary is None:
+        return
+    console.print(
+        f"report with {summary.charts} charts over {summary.servers} servers, "
+        f"{summary.tasks} tasks, {summary.trajectories} trajectories: {out}"
+    )

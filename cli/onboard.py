@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, print_json
-from cli.running import run_flow_command
+from cli.app import ConfigOpt, JsonOpt, StoreOpt, app, console, print_json
+from cli.running import RunOptions, stage_command
 from toucan.config import load_settings
 from toucan.records import Server, Tool, ToolRejection
 from toucan.store import Store
@@ -18,32 +18,22 @@ fleet_app = typer.Typer(help="The bundled offline fleet of real MCP servers.", n
 app.add_typer(fleet_app, name="fleet")
 
 
-@app.command()
+@stage_command()
 def onboard(
+    run: RunOptions,
     catalog: Annotated[
         list[Path] | None,
         typer.Option("--catalog", help="Catalog file (YAML, JSON or Smithery JSONL); repeatable."),
     ] = None,
-    store: StoreOpt = None,
     specs_only: Annotated[
         bool, typer.Option("--specs-only", help="Store declared tools without connecting.")
     ] = False,
-    config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     """Onboard MCP servers: validate, check credentials, connect, list and probe tools."""
-    from flows.onboard import onboard_flow
+    from flows.registry import onboard_flow
 
-    result = run_flow_command(
-        onboard_flow,
-        as_json=as_json,
-        store=store,
-        config=config,
-        profile=profile,
-        catalogs=[str(c) for c in catalog] if catalog else None,
-        specs_only=specs_only,
-    )
+    catalogs = [str(c) for c in catalog] if catalog else None
+    result = run.flow(onboard_flow, catalogs=catalogs, specs_only=specs_only)
     if result is None:
         return
     console.print(onboarding_table(result.run_id, result.servers))

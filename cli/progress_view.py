@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.app import console
-from toucan.progress import PROGRESS_LOGGER, ProgressUpdate
+from toucan.progress import ProgressUpdate, listening
 
 LINE_EVERY_S = 15.0  # at most one line per stage this often, besides its first and last
 
@@ -69,17 +69,6 @@ class LineHandler(logging.Handler):
 
 
 @contextmanager
-def _attached(handler: logging.Handler) -> Iterator[None]:
-    PROGRESS_LOGGER.addHandler(handler)
-    PROGRESS_LOGGER.setLevel(logging.INFO)
-    PROGRESS_LOGGER.propagate = False
-    try:
-        yield
-    finally:
-        PROGRESS_LOGGER.removeHandler(handler)
-
-
-@contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[None]:
     """Show a bar per stage while the block runs (disabled for --json); progress lines
     instead when the console is not a terminal."""
@@ -87,7 +76,7 @@ def progress_bars(enabled: bool = True) -> Iterator[None]:
         yield
         return
     if not console.is_terminal:
-        with _attached(LineHandler()):
+        with listening(LineHandler(), exclusive=True):
             yield
         return
     progress = Progress(
@@ -98,5 +87,5 @@ def progress_bars(enabled: bool = True) -> Iterator[None]:
         console=console,
         transient=False,
     )
-    with _attached(_BarHandler(progress)), progress:
+    with listening(_BarHandler(progress), exclusive=True), progress:
         yield

@@ -1,41 +1,86 @@
-"""How a stage command runs its flow: progress bars unless --json, a clear message and exit 2
-on a ToucanError (or a refused output folder / bad value), and the summary printed as JSON or
-handed back for the command's tables."""
+"""How a stage command runs its flow. `@stage_command` registers a command with the options
+every stage command takes (--store, --config, --profile, --json) besides its own, and hands
+them over as a `RunOptions`; `RunOptions.flow` runs the flow with progress bars unless --json,
+turns a ToucanError (or a refused output folder, a bad value) into a message and exit 2, and
+prints the summary as JSON or hands it back for the command's tables."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from cli.app import fail, print_json
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, fail, print_json
 from cli.prefect_env import start_ephemeral_api
 from cli.progress_view import progress_bars
 from toucan.errors import ToucanError
 
+STAGE_COMMANDS: list[str] = []  # the commands that run a stage's flow, as registered
+COMMON_OPTIONS = (
+    ("store", StoreOpt, None),
+    ("config", ConfigOpt, None),
+    ("profile", ProfileOpt, None),
+    ("as_json", JsonOpt, False),
+)
 
-def run_flow_command(
-    flow_fn: Callable[..., Any],
-    *,
-    as_json: bool,
-    store: Path | None,
-    config: Path | None,
-    **params: Any,
-) -> Any | None:
-    """The flow's summary for the command to print, or None once --json has printed it."""
-    start_ephemeral_api()
-    try:
-        with progress_bars(enabled=not as_json):
-            summary = flow_fn(
-                store=str(store) if store else None,
-                config=str(config) if config else None,
-                **params,
-            )
-    except (ToucanError, FileExistsError, ValueError) as exc:
-        fail(str(exc))
-    if as_json:
-        print_json(summary.model_dump(mode="json") if isinstance(summary, BaseModel) else summary)
-        return None
-    return summary
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every stage command takes."""
+
+    store: Path | None = None
+    config: Path | None = None
+    profile: str | None = None
+    as_json: bool = False
+
+    def flow(self, flow_fn: Callable[..., Any], **params: Any) -> Any | None:
+        """The flow's summary for the command to print, or None once --json has printed it."""
+        start_ephemeral_api()
+        try:
+            with progress_bars(enabled=not self.as_json):
+                summary = flow_fn(
+                    store=str(self.store) if self.store else None,
+                    config=str(self.config) if self.config else None,
+                    profile=self.profile,
+                    **params,
+                )
+        except (ToucanError, FileExistsError, ValueError) as exc:
+            fail(str(exc))
+        if self.as_json:
+            dumped = summary.model_dump(mode="json") if isinstance(summary, BaseModel) else summary
+            print_json(dumped)
+            return None
+        return summary
+
+
+def stage_command(name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register `fn(run: RunOptions, <its own options>)` as the command `name` (default: the
+    function's name), with the common options appended to its own."""
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = list(inspect.signature(fn).parameters.values())[1:]  # all but `run`
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        parameters = [p.replace(annotation=hints[p.name], kind=keyword) for p in own] + [
+            inspect.Parameter(option, keyword, annotation=hint, default=default)
+            for option, hint, default in COMMON_OPTIONS
+        ]
+
+        @functools.wraps(fn)
+        def command(**values: Any) -> None:
+            run = RunOptions(**{option: values.pop(option) for option, _, _ in COMMON_OPTIONS})
+            fn(run, **values)
+
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        app.command(name)(command)
+        STAGE_COMMANDS.append(name or fn.__name__)
+        return fn
+
+    return register

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from toucan.progress import PROGRESS_LOGGER, ProgressUpdate
+from toucan.progress import ProgressUpdate, listening
 from toucan.status import RunStatus, read_run_status
 
 if TYPE_CHECKING:
@@ -46,15 +46,15 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", joined)).strip("-")
 
 
+SERVER_COLUMNS = ("server", "items_done", "items_failed", "items_per_min", "p50_ms", "p95_ms")
+MODEL_COLUMNS = ("model", "calls", "failed", "cached", "tokens_per_min", "cost_usd")
+
+
 def server_table(status: RunStatus) -> list[dict[str, Any]]:
+    """One row per server: items, throughput, latency, tool calls, error classes."""
     return [
         {
-            "server": s.server,
-            "items_done": s.items_done,
-            "items_failed": s.items_failed,
-            "items_per_min": s.items_per_min,
-            "p50_ms": s.p50_ms,
-            "p95_ms": s.p95_ms,
+            **s.model_dump(include=set(SERVER_COLUMNS)),
             "tool_calls": s.tool_calls,
             "tool_errors": s.tool_errors,
             "error_classes": ", ".join(f"{k}:{v}" for k, v in s.error_classes.items()),
@@ -64,16 +64,9 @@ def server_table(status: RunStatus) -> list[dict[str, Any]]:
 
 
 def model_table(status: RunStatus) -> list[dict[str, Any]]:
+    """One row per model: calls, failures, cache hits, tokens/min, cost, 429s."""
     return [
-        {
-            "model": m.model,
-            "calls": m.calls,
-            "failed": m.failed,
-            "cached": m.cached,
-            "tokens_per_min": m.tokens_per_min,
-            "cost_usd": m.cost_usd,
-            "rate_limited_429": m.rate_limited,
-        }
+        {**m.model_dump(include=set(MODEL_COLUMNS)), "rate_limited_429": m.rate_limited}
         for m in status.models
     ]
 
@@ -184,17 +177,10 @@ def stage_artifacts(ctx: RunContext) -> Iterator[None]:
         handler.open()
     except Exception:  # the Prefect API being away must not stop the stage
         logger.warning("could not create the progress artifact", exc_info=True)
-    PROGRESS_LOGGER.addHandler(handler)
-    level, propagate = PROGRESS_LOGGER.level, PROGRESS_LOGGER.propagate
-    if not PROGRESS_LOGGER.isEnabledFor(logging.INFO):  # hear the updates, without echoing them
-        PROGRESS_LOGGER.setLevel(logging.INFO)
-        PROGRESS_LOGGER.propagate = False
     try:
-        yield
+        with listening(handler):  # hear the updates, without echoing them
+            yield
     finally:
-        PROGRESS_LOGGER.removeHandler(handler)
-        PROGRESS_LOGGER.setLevel(level)
-        PROGRESS_LOGGER.propagate = propagate
         handler.close()
         publish_stage_tables(ctx)
 

@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel
 
 from flows.queries import (
@@ -21,7 +20,7 @@ from flows.queries import (
     select_kept_trajectory_ratings,
 )
 from flows.run_context import RunContext
-from flows.runner import StageJob, StagePlan, StageTally, run_stage_flow
+from flows.runner import StageJob, StagePlan
 from tasks.export import (
     SUBSETS,
     ExportBatch,
@@ -141,58 +140,51 @@ class ExportJob(StageJob[list[ExportSource]]):
     name = "export"
     batch_fn = build_export_rows
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        out_dir: str | Path = "out/dataset",
-        formats: list[str] | None = None,
-        mix: str = "none",
-        overwrite: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self.out_dir, self.formats = Path(out_dir), formats or ["parquet"]
-        self.mix, self.overwrite, self.seed = mix, overwrite, seed
-        params = {"out": str(out_dir), "formats": self.formats, "mix": mix, "seed": seed}
-        super().__init__(settings, params)
-        self.rows: list[ExportRow] = []  # the dataset is written whole at the end
+    def run_params(self) -> dict[str, Any]:
+        p = self.params
+        return {"out": p.out_dir, "formats": p.formats or ["parquet"], "mix": p.mix, "seed": p.seed}
 
     def plan(self, ctx: RunContext) -> StagePlan[list[ExportSource]]:
-        if unknown := sorted(set(self.formats) - set(FORMATS)):
+        formats, mix = self.params.formats or ["parquet"], self.params.mix
+        if unknown := sorted(set(formats) - set(FORMATS)):
             raise ValueError(f"unknown export format(s) {unknown}; known: {', '.join(FORMATS)}")
-        if self.mix not in ("paper", "none"):
-            raise ValueError(f"unknown mix {self.mix!r}; use 'paper' or 'none'")
-        prepare_out_dir(self.out_dir, overwrite=self.overwrite)
+        if mix not in ("paper", "none"):
+            raise ValueError(f"unknown mix {mix!r}; use 'paper' or 'none'")
+        prepare_out_dir(Path(self.params.out_dir), overwrite=self.params.overwrite)
         sources, excluded, self.rejected = select_export_sources(ctx.store)
         for reason, count in excluded.items():
             ctx.tally.add("excluded", reason, count)
         self.judges = sorted({s.trajectory_rating.judge for s in sources})
+        self.rows: list[ExportRow] = []  # the dataset is written whole at the end
         chunks = [sources[i : i + BATCH_SIZE] for i in range(0, len(sources), BATCH_SIZE)]
         return StagePlan(len(sources), sum(excluded.values()), chunks)
 
-    def write(self, ctx: RunContext, output: ExportBatch, tally: StageTally) -> None:
+    def write(self, ctx: RunContext, output: ExportBatch) -> None:
         self.rows += output.rows
         self.rejected.update(output.rejected)
         for name in ("excluded", "scrubbed", "scrubbed_rows"):
             for key, count in getattr(output, name).items():
-                tally.add(name, key, count)
-        tally.add("rows_scrubbed", "", output.rows_scrubbed)
+                ctx.tally.add(name, key, count)
+        ctx.tally.add("rows_scrubbed", "", output.rows_scrubbed)
         for _ in output.rows:
-            tally.item("ok")
+            ctx.tally.item("ok")
         for reason in output.rejected.values():
-            tally.item("rejected", reason)
+            ctx.tally.item("rejected", reason)
 
-    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+    def summarise(self, ctx: RunContext) -> BaseModel:
         for trajectory_id, reason in sorted(self.rejected.items()):
             ctx.events.record(item_id=trajectory_id, status="rejected", error_class=reason)
-        summary = ExportSummary(out_dir=str(self.out_dir), formats=self.formats, mix=self.mix)
-        summary.candidates = plan.planned + plan.already_done
+        params, tally, out_dir = self.params, ctx.tally, Path(self.params.out_dir)
+        summary = ExportSummary(
+            out_dir=str(out_dir), formats=params.formats or ["parquet"], mix=params.mix
+        )
+        summary.candidates = ctx.plan.planned + ctx.plan.already_done
         rows = self.rows
-        if self.mix == "paper":
+        if params.mix == "paper":
             weights = self.settings.export.mix
             available = {s: sum(r.subset_name == s for r in rows) for s in weights}
             summary.mix_plan = plan_mix(available, weights)
-            rows = sample_mix(rows, weights, self.seed)
+            rows = sample_mix(rows, weights, params.seed)
         rows.sort(key=lambda r: (SUBSETS.index(r.subset_name), r.uuid))
         summary.excluded = tally.counts("excluded")
         summary.scrubbed = tally.counts("scrubbed")
@@ -201,33 +193,8 @@ class ExportJob(StageJob[list[ExportSource]]):
         summary.judges = self.judges
         summary.filters = describe_filters(self.settings)
         summary.message = EMPTY_MESSAGE if not rows else ""
-        write_dataset(self.out_dir, rows, summary, self.settings)
+        write_dataset(out_dir, rows, summary, self.settings)
         return summary
 
     def run_summary(self, summary: BaseModel) -> dict[str, Any]:
         return summary.model_dump(mode="json", exclude={"servers", "filters"})
-
-
-@flow(name="export", log_prints=False, persist_result=False, validate_parameters=False)
-def export_flow(
-    store: str | None = None,
-    config: str | None = None,
-    profile: str | None = None,
-    out_dir: str = "out/dataset",
-    formats: list[str] | None = None,
-    mix: str = "none",
-    overwrite: bool = False,
-    seed: int = 0,
-) -> ExportSummary:
-    """Export the kept trajectories as a dataset folder (shards, chat files, card)."""
-    return run_stage_flow(
-        ExportJob,
-        store=store,
-        config=config,
-        profile=profile,
-        out_dir=out_dir,
-        formats=formats,
-        mix=mix,
-        overwrite=overwrite,
-        seed=seed,
-    )

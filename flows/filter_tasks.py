@@ -5,20 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.queries import load_server_views, run_llm_usage, unfinished_ids
-from flows.run_context import RunContext
-from flows.runner import (
-    FanOutEnv,
-    StageJob,
-    StagePlan,
-    StageTally,
-    llm_lane,
-    plan_llm_batches,
-    run_stage_flow,
-)
+from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.filter_tasks import (
     DIMENSIONS,
     JUDGE_GROUP,
@@ -28,19 +18,17 @@ from tasks.filter_tasks import (
     make_rating_id,
 )
 from tasks.llm_batch import BatchOutput
-from toucan.config import Settings
 from toucan.records import Task, TaskRating
 from toucan.store import Store
 
 
-class FilterTasksSummary(BaseModel):
-    run_id: str
-    candidates: int = 0
+class FilterTasksSummary(StageSummary):
+    candidates: int = Field(0, description="ok tasks, rated before or in this run")
     already_rated: int = 0
     rated: int = 0
     kept: int = 0
     rejected: int = 0
-    errors: int = 0
+    errors: int = Field(0, description="ratings that failed; their reasons in by_reason")
     by_reason: dict[str, int] = Field(default_factory=dict)
     by_strategy: dict[str, dict[str, int]] = Field(default_factory=dict)  # kept / rejected
     by_generator: dict[str, dict[str, int]] = Field(default_factory=dict)
@@ -70,64 +58,43 @@ class FilterTasksJob(StageJob[list[Task]]):
 
     name = STAGE
     batch_fn = filter_tasks_batch
-    needs_model = True
-    item_progress = True
-
-    def __init__(self, settings: Settings, *, limit: int | None = None) -> None:
-        super().__init__(settings, {"limit": limit})
-        self.limit = limit
-        self.thresholds: dict[str, int] = {}
-        self.tasks: dict[str, Task] = {}
+    needs_model = item_progress = True
 
     def plan(self, ctx: RunContext) -> StagePlan[list[Task]]:
         self.thresholds = check_thresholds(self.settings.filter_tasks.thresholds)
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
-        todo, already = select_unrated(ctx.store, judges, self.limit)
+        todo, already = select_unrated(ctx.store, judges, self.params.limit)
         self.tasks = {t.task_id: t for t in todo}
         section = self.settings.filter_tasks
         return plan_llm_batches(
             todo, min(section.concurrency, self.settings.max_in_flight), already
         )
 
-    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+    def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         views = {v.server_id: v for v in load_server_views(ctx.store)}
-        return {"lane": llm_lane(ctx, plan, env), "views": views, "thresholds": self.thresholds}
+        return {"lane": llm_lane(ctx), "views": views, "thresholds": self.thresholds}
 
-    def write(self, ctx: RunContext, output: BatchOutput, tally: StageTally) -> None:
-        super().write(ctx, output, tally)
+    def write(self, ctx: RunContext, output: BatchOutput) -> None:
+        super().write(ctx, output)
         for rating in output.records:
-            task_row = self.tasks[rating.task_id]
-            tally.add("outcome", outcome_of(rating))
-            tally.add("by_strategy", (task_row.strategy, outcome_of(rating)))
-            tally.add("by_generator", (task_row.generator, outcome_of(rating)))
+            task_row, outcome = self.tasks[rating.task_id], outcome_of(rating)
+            ctx.tally.add("outcome", outcome)
+            ctx.tally.add("by_strategy", (task_row.strategy, outcome))
+            ctx.tally.add("by_generator", (task_row.generator, outcome))
             for name, score in rating.scores.items() if rating.status == "ok" else ():
-                tally.sample("scores", name, score.score)
+                ctx.tally.sample("scores", name, score.score)
 
-    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
-        outcomes = tally.counts("outcome")
-        return FilterTasksSummary(
-            run_id=ctx.run_id,
-            candidates=plan.planned + plan.already_done,
-            already_rated=plan.already_done,
+    def summarise(self, ctx: RunContext) -> BaseModel:
+        outcomes, tally = ctx.tally.counts("outcome"), ctx.tally
+        return FilterTasksSummary.of(
+            ctx,
             rated=tally.finished,
             kept=outcomes.get("kept", 0),
             rejected=outcomes.get("rejected", 0),
             errors=outcomes.get("error", 0),
-            by_reason=tally.counts("reason"),
             by_strategy=tally.table("by_strategy"),
             by_generator=tally.table("by_generator"),
             mean_scores=tally.means("scores", DIMENSIONS),
             thresholds=self.thresholds,
             **run_llm_usage(ctx.store, ctx.run_id),
         )
-
-
-@flow(name="filter_tasks", log_prints=False, persist_result=False, validate_parameters=False)
-def filter_tasks_flow(
-    store: str | None = None,
-    config: str | None = None,
-    profile: str | None = None,
-    limit: int | None = None,
-) -> FilterTasksSummary:
-    """Rate the synthesized tasks that have no rating yet; a re-run finishes what is missing."""
-    return run_stage_flow(FilterTasksJob, store=store, config=config, profile=profile, limit=limit)

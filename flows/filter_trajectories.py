@@ -5,20 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.queries import run_llm_usage, unfinished_ids
-from flows.run_context import RunContext
-from flows.runner import (
-    FanOutEnv,
-    StageJob,
-    StagePlan,
-    StageTally,
-    llm_lane,
-    plan_llm_batches,
-    run_stage_flow,
-)
+from flows.queries import run_llm_usage, trajectory_scopes, unfinished_ids
+from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.filter_trajectories import (
     DIMENSIONS,
     JUDGE_GROUP,
@@ -28,7 +18,6 @@ from tasks.filter_trajectories import (
     make_rating_id,
 )
 from tasks.llm_batch import BatchOutput
-from toucan.config import Settings
 from toucan.records import Task, Trajectory, TrajectoryRating
 from toucan.store import Store
 
@@ -37,7 +26,7 @@ class KeepTally(BaseModel):
     rated: int = 0
     kept: int = 0
     errors: int = 0
-    keep_rate: float = 0.0
+    keep_rate: float = Field(0.0, description="kept / rated, 4 places")
 
     @classmethod
     def of(cls, cells: dict[str, int]) -> KeepTally:
@@ -47,9 +36,8 @@ class KeepTally(BaseModel):
         return cls(rated=rated, kept=kept, errors=cells.get("errors", 0), keep_rate=rate)
 
 
-class FilterTrajectoriesSummary(BaseModel):
-    run_id: str
-    candidates: int = 0
+class FilterTrajectoriesSummary(StageSummary):
+    candidates: int = Field(0, description="trajectories, rated before or in this run")
     already_rated: int = 0
     total: KeepTally = Field(default_factory=KeepTally)
     per_teacher: dict[str, KeepTally] = Field(default_factory=dict)
@@ -83,44 +71,32 @@ def select_unrated(
     return (items[:limit] if limit is not None else items), len(rows) - len(todo)
 
 
-def rated_servers(row: Trajectory) -> set[str]:
-    """The servers a rating counts for: those whose tools the trajectory was offered."""
-    return {e["server"] for e in row.tool_name_map.values()} or {"(none)"}
-
-
 class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
     """Rates the unrated trajectories, in lanes of judge calls."""
 
     name = STAGE
     batch_fn = filter_trajectories_batch
-    needs_model = True
-    item_progress = True
-
-    def __init__(self, settings: Settings, *, limit: int | None = None) -> None:
-        super().__init__(settings, {"limit": limit})
-        self.limit = limit
-        self.rows: dict[str, Trajectory] = {}
+    needs_model = item_progress = True
 
     def plan(self, ctx: RunContext) -> StagePlan[list[RatingItem]]:
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
-        todo, already = select_unrated(ctx.store, judges, self.limit)
+        todo, already = select_unrated(ctx.store, judges, self.params.limit)
         self.rows = {i.trajectory.trajectory_id: i.trajectory for i in todo}
         concurrency = min(
             self.settings.filter_trajectories.concurrency, self.settings.max_in_flight
         )
         return plan_llm_batches(todo, concurrency, already)
 
-    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
-        return {"lane": llm_lane(ctx, plan, env), "section": self.settings.filter_trajectories}
+    def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
+        return {"lane": llm_lane(ctx), "section": self.settings.filter_trajectories}
 
-    def write(self, ctx: RunContext, output: BatchOutput, tally: StageTally) -> None:
-        super().write(ctx, output, tally)
+    def write(self, ctx: RunContext, output: BatchOutput) -> None:
+        super().write(ctx, output)
+        tally = ctx.tally
         for rating in output.records:
             row = self.rows[rating.trajectory_id]
-            scopes = [("total", ""), ("teacher", row.teacher)]
-            scopes += [("server", server) for server in rated_servers(row)]
             cells = {"rated": 1, "kept": int(rating.keep), "errors": int(rating.status == "error")}
-            for table, key in scopes:
+            for table, key in trajectory_scopes(row):
                 tally.add_cells(table, key, cells)
             for flag in (name for name, fired in rating.flags.items() if fired):
                 tally.add("flags", flag)
@@ -129,30 +105,15 @@ class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
             for name, score in rating.scores.items():
                 tally.sample("scores", name, score.score)
 
-    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
-        return FilterTrajectoriesSummary(
-            run_id=ctx.run_id,
-            candidates=plan.planned + plan.already_done,
-            already_rated=plan.already_done,
+    def summarise(self, ctx: RunContext) -> BaseModel:
+        tally = ctx.tally
+        return FilterTrajectoriesSummary.of(
+            ctx,
             total=KeepTally.of(tally.table("total").get("", {})),
             per_teacher={k: KeepTally.of(v) for k, v in tally.table("teacher").items()},
             per_server={k: KeepTally.of(v) for k, v in tally.table("server").items()},
             flags_fired=tally.counts("flags"),
             leaks_by_kind=tally.counts("leaks"),
-            by_reason=tally.counts("reason"),
             mean_scores=tally.means("scores", DIMENSIONS),
             **run_llm_usage(ctx.store, ctx.run_id),
         )
-
-
-@flow(name="filter_trajectories", log_prints=False, persist_result=False, validate_parameters=False)
-def filter_trajectories_flow(
-    store: str | None = None,
-    config: str | None = None,
-    profile: str | None = None,
-    limit: int | None = None,
-) -> FilterTrajectoriesSummary:
-    """Rate the trajectories that have no rating yet; a re-run finishes what is missing."""
-    return run_stage_flow(
-        FilterTrajectoriesJob, store=store, config=config, profile=profile, limit=limit
-    )

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.queries import select_kept_original_tasks, select_kept_trajectories, unfinished_ids
-from flows.run_context import RunContext
-from flows.runner import FanOutEnv, StageJob, StagePlan, StageTally, run_stage_flow
+from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from flows.trajectories import agent_options
 from flows.writes import write_agent_output
 from tasks.multi_turn import STAGE, MultiTurnItem, MultiTurnResult, extend_item_id, split_item_id
@@ -25,8 +23,7 @@ METHODS = ("split", "extend")
 BATCH_ITEMS = 16
 
 
-class MultiTurnSummary(BaseModel):
-    run_id: str
+class MultiTurnSummary(StageSummary):
     planned: int = 0
     already_done: int = 0
     by_method: dict[str, int] = Field(default_factory=dict)  # ok conversations
@@ -85,67 +82,37 @@ class MultiTurnJob(StageJob[MultiTurnBatch]):
     batch_fn = run_multi_turn_batch
     needs_model = True
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        methods: list[str] | None = None,
-        follow_ups: int | None = None,
-    ) -> None:
-        super().__init__(settings, {"methods": methods, "follow_ups": follow_ups})
-        self.methods = methods or list(METHODS)
-        turns = settings.extensions.multi_turn_user_turns
-        self.follow_ups = turns if follow_ups is None else follow_ups
-
     def plan(self, ctx: RunContext) -> StagePlan[MultiTurnBatch]:
-        items, self.servers = plan_items(ctx.store, self.settings, self.methods, self.follow_ups)
+        methods = self.params.methods or list(METHODS)
+        turns = self.params.follow_ups
+        follow_ups = self.settings.extensions.multi_turn_user_turns if turns is None else turns
+        items, self.servers = plan_items(ctx.store, self.settings, methods, follow_ups)
         todo_ids = unfinished_ids(ctx.store, Trajectory, [i.trajectory_id for i in items])
         todo = [i for i in items if i.trajectory_id in todo_ids]
         batches = group_items(todo, BATCH_ITEMS)
         return StagePlan(len(todo), len(items) - len(todo), batches, parallel=len(batches))
 
-    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
-        concurrency = self.settings.trajectories.concurrency // min(2, plan.running)
-        options = agent_options(ctx, max(1, concurrency), plan.running, env.local_base_url)
+    def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
+        concurrency = self.settings.trajectories.concurrency // min(2, ctx.plan.running)
+        options = agent_options(ctx, max(1, concurrency))
         cached = ctx.store.select(LlmCacheEntry)
         return {"servers": self.servers, "options": options, "cache_entries": cached}
 
-    def write(self, ctx: RunContext, output: MultiTurnResult, tally: StageTally) -> None:
+    def write(self, ctx: RunContext, output: MultiTurnResult) -> None:
         write_agent_output(ctx, output)
         for row in output.trajectories:
-            tally.item(row.status, row.reason)
+            ctx.tally.item(row.status, row.reason)
             if row.status == "ok":
-                tally.add("by_method", row.metadata.get("multi_turn_generation", {}).get("method"))
-            tally.add("requested_turns", "", row.requested_turns)
-            tally.add("completed_turns", "", row.completed_turns)
+                method = row.metadata.get("multi_turn_generation", {}).get("method")
+                ctx.tally.add("by_method", method)
+            ctx.tally.add("requested_turns", "", row.requested_turns)
+            ctx.tally.add("completed_turns", "", row.completed_turns)
 
-    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
-        return MultiTurnSummary(
-            run_id=ctx.run_id,
-            planned=plan.planned + plan.already_done,
-            already_done=plan.already_done,
-            by_method=tally.counts("by_method"),
-            by_status=tally.counts("status"),
-            by_reason=tally.counts("reason"),
-            requested_turns=tally.total("requested_turns"),
-            completed_turns=tally.total("completed_turns"),
+    def summarise(self, ctx: RunContext) -> BaseModel:
+        return MultiTurnSummary.of(
+            ctx,
+            planned=ctx.plan.planned + ctx.plan.already_done,
+            by_method=ctx.tally.counts("by_method"),
+            requested_turns=ctx.tally.total("requested_turns"),
+            completed_turns=ctx.tally.total("completed_turns"),
         )
-
-
-@flow(name="multi-turn", log_prints=False, persist_result=False, validate_parameters=False)
-def multi_turn_flow(
-    store: str | None = None,
-    config: str | None = None,
-    profile: str | None = None,
-    methods: list[str] | None = None,
-    follow_ups: int | None = None,
-) -> MultiTurnSummary:
-    """Split kept tasks and extend kept trajectories into multi-turn conversations."""
-    return run_stage_flow(
-        MultiTurnJob,
-        store=store,
-        config=config,
-        profile=profile,
-        methods=methods,
-        follow_ups=follow_ups,
-    )

@@ -7,14 +7,13 @@ servers that lack credentials are written before the fan-out, each live server a
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.run_context import RunContext
-from flows.runner import FanOutEnv, StageJob, StagePlan, StageTally, run_stage_flow
+from flows.runner import RunContext, StageJob, StagePlan
 from flows.writes import store_tool_versions
 from mcp_env.catalog import CatalogRejection, load_catalog, parse_catalog_entries
 from mcp_env.fleet.catalog import CATALOG_PATH, load_fleet_catalog
@@ -105,33 +104,36 @@ class OnboardJob(StageJob[dict[str, Any]]):
     name = STAGE
     batch_fn = onboard_server
 
-    def __init__(
-        self, settings: Settings, *, catalogs: list[str] | None = None, specs_only: bool = False
-    ) -> None:
-        super().__init__(settings, {"catalogs": catalogs, "specs_only": specs_only})
-        self.specs, self.rejections = load_entries(catalogs, settings)
-        self.specs_only = specs_only
-        self.views: list[dict[str, object]] = []
+    @cached_property
+    def entries(self) -> tuple[list[AnySpec], list[CatalogRejection]]:
+        return load_entries(self.params.catalogs, self.settings)
+
+    def run_params(self) -> dict[str, Any]:
+        # the catalogs are read before the run opens: one that cannot be read is a
+        # CatalogError for the caller, not a failed run
+        self.entries  # noqa: B018
+        return super().run_params()
 
     def plan(self, ctx: RunContext) -> StagePlan[dict[str, Any]]:
-        categories = self.settings.categories
-        decided = [rejection_outcome(r) for r in self.rejections]
+        categories, self.views = self.settings.categories, []
+        specs, rejections = self.entries
+        decided = [rejection_outcome(r) for r in rejections]
         runnable = []
-        for spec in self.specs:
-            if self.specs_only:
+        for spec in specs:
+            if self.params.specs_only:
                 decided.append(onboard_from_specs(spec, categories))
             elif spec.missing_config():
                 decided.append(needs_credentials_outcome(spec, categories))
             else:
                 runnable.append(spec.model_dump(mode="json"))
         # live runs record events for the servers they connect to; specs-only for every entry
-        self.count(ctx, decided, events=self.specs_only)
+        self.count(ctx, decided, events=self.params.specs_only)
         store_outcomes(ctx, decided)
         # every server is one batch; the task runner bounds how many connect at once
         total = len(decided) + len(runnable)
         return StagePlan(total, 0, runnable, parallel=max(1, len(runnable)))
 
-    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
+    def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         settings = self.settings
         return {
             "mcp": settings.mcp.model_dump(mode="json"),
@@ -144,7 +146,7 @@ class OnboardJob(StageJob[dict[str, Any]]):
         spec = parse_server_spec(batch)
         return onboard_from_check(spec, failed_check(spec, error), self.settings.categories)
 
-    def write(self, ctx: RunContext, output: OnboardOutcome, tally: StageTally) -> None:
+    def write(self, ctx: RunContext, output: OnboardOutcome) -> None:
         self.count(ctx, [output], events=True)
         store_outcomes(ctx, [output])
 
@@ -167,7 +169,8 @@ class OnboardJob(StageJob[dict[str, Any]]):
                 ctx.tally.add("domains", server.domain)
             self.views.append(server_row_view(server))
 
-    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
+    def summarise(self, ctx: RunContext) -> BaseModel:
+        tally = ctx.tally
         ok = tally.total("usable")
         summary = {
             "total": tally.finished,
@@ -181,22 +184,3 @@ class OnboardJob(StageJob[dict[str, Any]]):
 
     def run_summary(self, summary: BaseModel) -> dict[str, Any]:
         return dict(summary.summary)  # type: ignore[attr-defined]
-
-
-@flow(name="onboard", log_prints=False, persist_result=False)
-def onboard_flow(
-    catalogs: list[str] | None = None,
-    store: str | None = None,
-    specs_only: bool = False,
-    config: str | None = None,
-    profile: str | None = None,
-) -> OnboardSummary:
-    """Onboard the given catalogs (default: the bundled fleet) into the store."""
-    return run_stage_flow(
-        OnboardJob,
-        store=store,
-        config=config,
-        profile=profile,
-        catalogs=catalogs,
-        specs_only=specs_only,
-    )

@@ -44,10 +44,9 @@ TEACHER_TASKS = (
 RETRYABLE_LIST = ", ".join(f"'{reason}'" for reason in sorted(RETRYABLE))
 
 
-def finished(alias: str = "") -> str:
-    """SQL condition: the row (of table alias `alias`) is a final answer, not a retryable error."""
-    prefix = f"{alias}." if alias else ""
-    return f"NOT ({prefix}status = 'error' AND coalesce({prefix}reason, '') IN ({RETRYABLE_LIST}))"
+def finished() -> str:
+    """SQL condition: the row is a final answer, not an error with a retryable reason."""
+    return f"NOT (status = 'error' AND coalesce(reason, '') IN ({RETRYABLE_LIST}))"
 
 
 def load_server_views(store: Store) -> list[ServerView]:
@@ -120,36 +119,34 @@ def unfinished_ids(store: Store, model: type[Record], ids: Sequence[str]) -> set
     return (set(ids) - existing) | retry
 
 
-def count_sql(store: Store, sql: str) -> int:
-    """A count over the store; 0 while there is no store file."""
-    return int(store.query(sql)[0][0]) if store.path.exists() else 0
+def count_unfinished(store: Store, table: str, where: str, key: str, ledger: str) -> int:
+    """Rows of `table` matching `where` whose `key` has no finished row in `ledger` (a table,
+    or `table WHERE condition`): the resume anti-join, counted. 0 while there is no store."""
+    if not store.path.exists():
+        return 0
+    ledger_where = " AND " if " WHERE " in ledger else " WHERE "
+    sql = (
+        f"SELECT count(*) FROM {table} WHERE {where} AND {key} NOT IN "
+        f"(SELECT {key} FROM {ledger}{ledger_where}{finished()})"
+    )
+    return int(store.query(sql)[0][0])
 
 
 def pending_filter_tasks(store: Store, settings: Settings) -> int:
     """Ok tasks without a finished rating."""
-    return count_sql(
-        store,
-        "SELECT count(*) FROM tasks t WHERE t.status = 'ok' AND NOT EXISTS (SELECT 1 FROM "
-        f"task_ratings r WHERE r.task_id = t.task_id AND {finished('r')})",
-    )
+    return count_unfinished(store, "tasks", "status = 'ok'", "task_id", "task_ratings")
 
 
 def pending_trajectories(store: Store, settings: Settings) -> int:
     """Teacher tasks without a finished (single-turn) trajectory."""
-    return count_sql(
-        store,
-        f"SELECT count(*) FROM tasks WHERE {TEACHER_TASKS} AND task_id NOT IN (SELECT task_id "
-        f"FROM trajectories WHERE kind <> 'multi_turn' AND {finished()})",
-    )
+    single_turn = "trajectories WHERE kind <> 'multi_turn'"
+    return count_unfinished(store, "tasks", TEACHER_TASKS, "task_id", single_turn)
 
 
 def pending_filter_trajectories(store: Store, settings: Settings) -> int:
     """Ok trajectories without a finished rating."""
-    return count_sql(
-        store,
-        "SELECT count(*) FROM trajectories WHERE status = 'ok' AND trajectory_id NOT IN "
-        f"(SELECT trajectory_id FROM trajectory_ratings WHERE {finished()})",
-    )
+    ok = "status = 'ok'"
+    return count_unfinished(store, "trajectories", ok, "trajectory_id", "trajectory_ratings")
 
 
 def pending_irrelevance(store: Store, settings: Settings) -> int:
@@ -163,6 +160,13 @@ def pending_diversify(store: Store, settings: Settings) -> int:
     kept = select_kept_original_tasks(store)
     ids = [variant_id(t.task_id, mode, 0) for t in kept for mode in MODES]
     return len(unfinished_ids(store, Task, ids))
+
+
+def trajectory_scopes(row: Trajectory) -> list[tuple[str, str]]:
+    """The (table, row) cells a trajectory counts in: the total, its teacher, and each server
+    whose tools it was offered ("(none)" for a trajectory offered none)."""
+    servers = {entry["server"] for entry in row.tool_name_map.values()} or {"(none)"}
+    return [("total", ""), ("teacher", row.teacher), *(("server", s) for s in sorted(servers))]
 
 
 PendingQuery = Callable[[Store, Settings], int]

@@ -1,30 +1,206 @@
 """The stages, in running order: the one list the pipeline, the deployments, the CLI and the
-demo iterate. Each entry says what the stage reads and writes, how its unfinished work is
-counted (a named query of flows/queries.py) and which flow runs it.
+demo iterate, and each stage's Prefect flow (its typed parameters are the deployment's form).
+Each entry says what the stage reads and writes, how its unfinished work is counted (a named
+query of flows/queries.py) and which flow and job run it.
 
-Adding a stage: flows/<name>.py (its job and @flow), tasks/<name>.py (its batch function),
-one line here, and prompts/<name>/ when it calls a model (docs/stages.md).
+Adding a stage: flows/<name>.py (its job and summary), tasks/<name>.py (its batch function),
+its flow and one line here, and prompts/<name>/ when it calls a model (docs/stages.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
+from prefect import flow
+
 from flows import queries
-from flows.diversify import DiversifyJob, diversify_flow
-from flows.export import ExportJob, export_flow
-from flows.filter_tasks import FilterTasksJob, filter_tasks_flow
-from flows.filter_trajectories import FilterTrajectoriesJob, filter_trajectories_flow
-from flows.irrelevance import IrrelevanceJob, irrelevance_flow
-from flows.multi_turn import MultiTurnJob, multi_turn_flow
-from flows.onboard import OnboardJob, onboard_flow
+from flows.diversify import DiversifyJob, DiversifySummary
+from flows.export import ExportJob
+from flows.filter_tasks import FilterTasksJob, FilterTasksSummary
+from flows.filter_trajectories import FilterTrajectoriesJob, FilterTrajectoriesSummary
+from flows.irrelevance import IrrelevanceJob, IrrelevanceSummary
+from flows.multi_turn import MultiTurnJob, MultiTurnSummary
+from flows.onboard import OnboardJob, OnboardSummary
 from flows.queries import PendingQuery
-from flows.report import ReportJob, report_flow
-from flows.runner import StageJob
-from flows.synthesize import SynthesizeJob, synthesize_flow
-from flows.trajectories import TrajectoriesJob, trajectories_flow
+from flows.report import ReportJob, ReportSummary
+from flows.runner import StageJob, run_stage_flow
+from flows.synthesize import SynthesizeJob, SynthesizeSummary
+from flows.trajectories import TrajectoriesJob, TrajectoriesSummary
+from tasks.export_files import ExportSummary
 from toucan.errors import ConfigError
+
+# Every stage flow: no result persistence (the store is the record), parameters as given
+# (the CLI, the pipeline and the deployment forms pass typed values).
+stage_flow = partial(flow, log_prints=False, persist_result=False, validate_parameters=False)
+
+
+@stage_flow(name="onboard")
+def onboard_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    catalogs: list[str] | None = None,
+    specs_only: bool = False,
+) -> OnboardSummary:
+    """Onboard MCP servers from the given catalogs (default: the bundled fleet)."""
+    return run_stage_flow(
+        OnboardJob,
+        store=store,
+        config=config,
+        profile=profile,
+        catalogs=catalogs,
+        specs_only=specs_only,
+    )
+
+
+@stage_flow(name="synthesize")
+def synthesize_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    strategies: list[str] | None = None,
+    per_server: int | None = None,
+    limit: int | None = None,
+    seed: int | None = None,
+) -> SynthesizeSummary:
+    """Synthesize tasks over the servers in the store; a re-run finishes what is missing."""
+    return run_stage_flow(
+        SynthesizeJob,
+        store=store,
+        config=config,
+        profile=profile,
+        strategies=strategies,
+        per_server=per_server,
+        limit=limit,
+        seed=seed,
+    )
+
+
+@stage_flow(name="filter_tasks")
+def filter_tasks_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    limit: int | None = None,
+) -> FilterTasksSummary:
+    """Judge the tasks that have no rating yet; keep those above the thresholds."""
+    return run_stage_flow(FilterTasksJob, store=store, config=config, profile=profile, limit=limit)
+
+
+@stage_flow(name="trajectories")
+def trajectories_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    teachers: list[str] | None = None,
+    styles: list[str] | None = None,
+    limit: int | None = None,
+) -> TrajectoriesSummary:
+    """Run each kept task with each teacher on its live MCP servers (the missing ones only)."""
+    return run_stage_flow(
+        TrajectoriesJob,
+        store=store,
+        config=config,
+        profile=profile,
+        teachers=teachers,
+        styles=styles,
+        limit=limit,
+    )
+
+
+@stage_flow(name="filter_trajectories")
+def filter_trajectories_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    limit: int | None = None,
+) -> FilterTrajectoriesSummary:
+    """Flag and judge the trajectories that have no rating yet; keep by the configured rule."""
+    return run_stage_flow(
+        FilterTrajectoriesJob, store=store, config=config, profile=profile, limit=limit
+    )
+
+
+@stage_flow(name="irrelevance")
+def irrelevance_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    seed: int | None = None,
+) -> IrrelevanceSummary:
+    """Pair kept tasks with servers that cannot solve them; a re-run adds nothing new."""
+    return run_stage_flow(IrrelevanceJob, store=store, config=config, profile=profile, seed=seed)
+
+
+@stage_flow(name="diversify")
+def diversify_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    variants: int | None = None,
+    seed: int | None = None,
+) -> DiversifySummary:
+    """Rewrite kept tasks for other personas and with added constraints."""
+    return run_stage_flow(
+        DiversifyJob, store=store, config=config, profile=profile, variants=variants, seed=seed
+    )
+
+
+@stage_flow(name="multi-turn")
+def multi_turn_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    methods: list[str] | None = None,
+    follow_ups: int | None = None,
+) -> MultiTurnSummary:
+    """Split kept multi-tool tasks and extend kept trajectories into conversations."""
+    return run_stage_flow(
+        MultiTurnJob,
+        store=store,
+        config=config,
+        profile=profile,
+        methods=methods,
+        follow_ups=follow_ups,
+    )
+
+
+@stage_flow(name="export")
+def export_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    out_dir: str = "out/dataset",
+    formats: list[str] | None = None,
+    mix: str = "none",
+    overwrite: bool = False,
+    seed: int = 0,
+) -> ExportSummary:
+    """Export the kept trajectories as a scrubbed dataset folder with a card."""
+    return run_stage_flow(
+        ExportJob,
+        store=store,
+        config=config,
+        profile=profile,
+        out_dir=out_dir,
+        formats=formats,
+        mix=mix,
+        overwrite=overwrite,
+        seed=seed,
+    )
+
+
+@stage_flow(name="report")
+def report_flow(
+    store: str | None = None,
+    config: str | None = None,
+    profile: str | None = None,
+    out: str = "out/report.html",
+) -> ReportSummary:
+    """Write the HTML report over the store (read-only: runs beside a writing stage)."""
+    return run_stage_flow(ReportJob, store=store, config=config, profile=profile, out=out)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,38 +216,36 @@ class StageDef:
     pending: PendingQuery | None
     flow: Any  # the prefect Flow
     job: type[StageJob[Any]]
-    description: str
+
+    @property
+    def description(self) -> str:
+        """One line for the CLI, the deployments and the docs: the flow's docstring."""
+        return str(self.flow.description or self.name).strip().splitlines()[0]
 
 
 STAGES: tuple[StageDef, ...] = (
     StageDef("onboard", "onboard", ("catalogs",), ("servers", "tools"), None, onboard_flow,
-             OnboardJob, "Onboard MCP servers: connect, list and probe tools, store them."),
+             OnboardJob),
     StageDef("synthesize", "synthesize", ("servers", "tools"), ("tasks",), None, synthesize_flow,
-             SynthesizeJob, "Synthesize tasks over the onboarded servers' tools."),
+             SynthesizeJob),
     StageDef("filter_tasks", "filter-tasks", ("tasks",), ("task_ratings",),
-             queries.pending_filter_tasks, filter_tasks_flow, FilterTasksJob,
-             "Judge the synthesized tasks; keep those above the thresholds."),
+             queries.pending_filter_tasks, filter_tasks_flow, FilterTasksJob),
     StageDef("trajectories", "trajectories", ("tasks", "task_ratings", "servers"),
              ("trajectories", "tool_calls"), queries.pending_trajectories, trajectories_flow,
-             TrajectoriesJob, "Run each kept task with each teacher on live MCP servers."),
+             TrajectoriesJob),
     StageDef("filter_trajectories", "filter-trajectories", ("trajectories", "tasks"),
              ("trajectory_ratings",), queries.pending_filter_trajectories,
-             filter_trajectories_flow, FilterTrajectoriesJob,
-             "Flag and judge each trajectory; keep by the configured rule."),
+             filter_trajectories_flow, FilterTrajectoriesJob),
     StageDef("irrelevance", "irrelevance", ("tasks", "task_ratings", "servers"), ("tasks",),
-             queries.pending_irrelevance, irrelevance_flow, IrrelevanceJob,
-             "Pair kept tasks with servers that cannot solve them."),
+             queries.pending_irrelevance, irrelevance_flow, IrrelevanceJob),
     StageDef("diversify", "diversify", ("tasks", "task_ratings", "tools"), ("tasks",),
-             queries.pending_diversify, diversify_flow, DiversifyJob,
-             "Rewrite kept tasks for other personas and with added constraints."),
+             queries.pending_diversify, diversify_flow, DiversifyJob),
     StageDef("multi_turn", "multi-turn", ("tasks", "trajectories", "trajectory_ratings"),
-             ("trajectories", "tool_calls"), None, multi_turn_flow, MultiTurnJob,
-             "Split multi-tool tasks and extend kept trajectories into conversations."),
+             ("trajectories", "tool_calls"), None, multi_turn_flow, MultiTurnJob),
     StageDef("export", "export", ("trajectories", "trajectory_ratings", "tasks", "servers"),
-             ("dataset folder",), None, export_flow, ExportJob,
-             "Export kept trajectories as a scrubbed dataset with a card."),
+             ("dataset folder",), None, export_flow, ExportJob),
     StageDef("report", "report", ("every table",), ("report.html",), None, report_flow,
-             ReportJob, "Write the HTML report over the store."),
+             ReportJob),
 )  # fmt: skip
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 # the pipeline's typed parameters (a form in the Prefect UI): derived, never kept by hand

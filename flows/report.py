@@ -7,13 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel
 
 from flows.run_context import RunContext
-from flows.runner import FanOutEnv, StageJob, StagePlan, StageTally, run_stage_flow
+from flows.runner import StageJob, StagePlan
 from tasks.report import TASK_SCORES, TRAJECTORY_SCORES, ReportFrames, write_report
-from toucan.config import Settings
 
 QUERIES = {
     "servers": "SELECT name, coalesce(domain, 'unlabelled') AS domain, status FROM servers",
@@ -64,32 +62,17 @@ class ReportJob(StageJob[ReportFrames]):
     batch_fn = write_report
     records_run = False
 
-    def __init__(self, settings: Settings, *, out: str | Path = "out/report.html") -> None:
-        super().__init__(settings, {"out": str(out)})
-        self.out = Path(out)
-        self.counts: dict[str, int] = {}
-
     def plan(self, ctx: RunContext) -> StagePlan[ReportFrames]:
         frames = ReportFrames(**{name: ctx.store.frame(sql) for name, sql in QUERIES.items()})
+        self.counts: dict[str, int] = {}
         return StagePlan(1, 0, [frames])
 
-    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
-        return {"out_file": self.out, "store_label": str(ctx.store.path)}
+    def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
+        return {"out_file": Path(self.params.out), "store_label": str(ctx.store.path)}
 
-    def write(self, ctx: RunContext, output: dict[str, int], tally: StageTally) -> None:
+    def write(self, ctx: RunContext, output: dict[str, int]) -> None:
         self.counts = output
-        tally.item("ok")
+        ctx.tally.item("ok")
 
-    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
-        return ReportSummary(out=str(self.out), **self.counts)
-
-
-@flow(name="report", log_prints=False, persist_result=False, validate_parameters=False)
-def report_flow(
-    store: str | None = None,
-    config: str | None = None,
-    profile: str | None = None,
-    out: str = "out/report.html",
-) -> ReportSummary:
-    """Write the HTML report; returns where it is and what it covers."""
-    return run_stage_flow(ReportJob, store=store, config=config, profile=profile, out=out)
+    def summarise(self, ctx: RunContext) -> BaseModel:
+        return ReportSummary(out=self.params.out, **self.counts)

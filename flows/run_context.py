@@ -14,9 +14,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from flows.artifacts import stage_artifacts
+from tasks.llm_batch import PARALLEL_BATCHES, ProgressCounter
 from toucan.config import Settings
 from toucan.events import EventSink
 from toucan.ids import make_id
@@ -28,6 +29,25 @@ FLUSH_EVERY = 200  # events buffered before a write; a crash loses at most this 
 # default thresholds (700, 10, 10) the cyclic collector took ~12% of the event loop at 256
 # items in flight (measured: 11.5 s -> 10.1 s for 2,048 synthesize items).
 RUN_GC_THRESHOLDS = (50_000, 50, 1_000)
+
+
+BatchT = TypeVar("BatchT")
+
+
+@dataclass
+class StagePlan(Generic[BatchT]):
+    """What a stage will do in this run."""
+
+    planned: int = 0  # items this run will do
+    already_done: int = 0  # items finished by earlier runs
+    batches: list[BatchT] = field(default_factory=list)
+    parallel: int = PARALLEL_BATCHES  # batches running at once
+    per_batch: int = 1  # items in flight inside one batch
+
+    @property
+    def running(self) -> int:
+        """Batches that really run at once: what the deployments' limits are shared by."""
+        return max(1, min(self.parallel, len(self.batches)))
 
 
 class StageTally:
@@ -83,7 +103,8 @@ class StageTally:
 @dataclass
 class RunContext:
     """One run of one stage: its row, the store it writes, its settings, the events and
-    counters it gathers, and the summary its row keeps."""
+    counters it gathers and the summary its row keeps; the runner adds the stage's plan, and
+    once the fan-out starts the embedded model's url and the progress counter."""
 
     run: Run
     store: Store
@@ -91,6 +112,9 @@ class RunContext:
     events: EventSink
     summary: dict[str, Any] = field(default_factory=dict)
     tally: StageTally = field(default_factory=StageTally)
+    plan: StagePlan[Any] = field(default_factory=StagePlan)
+    local_base_url: str | None = None
+    progress: ProgressCounter | None = None
 
     @property
     def run_id(self) -> str:

@@ -12,14 +12,22 @@ Two executors run the fan-out (flows/executors.py): Prefect tasks on the flow's 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from flows.executors import AsyncioExecutor, FanOut, PrefectExecutor
-from flows.run_context import RunContext, StageTally, reading_run, stage_run
+from flows.run_context import (
+    RunContext,
+    StagePlan,
+    StageTally,
+    reading_run,
+    stage_run,
+)
 from flows.writes import write_output
 from tasks.llm_batch import PARALLEL_BATCHES, LlmLane, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
@@ -30,41 +38,43 @@ from toucan.store import Store
 if TYPE_CHECKING:
     from flows.registry import StageDef
 
+__all__ = ["RunContext", "StagePlan", "StageTally"]  # what a stage module needs, from here
+
 BatchT = TypeVar("BatchT")
 T = TypeVar("T")
 
 
-@dataclass
-class StagePlan(Generic[BatchT]):
-    """What a stage will do in this run."""
+class StageSummary(BaseModel):
+    """The start of every stage's summary. `of` fills the fields each stage counts the same
+    way (the run, the candidates, the items done by earlier runs, counts by status and
+    reason) from the run's plan and counters; the stage passes the rest."""
 
-    planned: int = 0  # items this run will do
-    already_done: int = 0  # items finished by earlier runs
-    batches: list[BatchT] = field(default_factory=list)
-    parallel: int = PARALLEL_BATCHES  # batches running at once
-    per_batch: int = 1  # items in flight inside one batch
+    run_id: str
 
-    @property
-    def running(self) -> int:
-        """Batches that really run at once: what the deployments' limits are shared by."""
-        return max(1, min(self.parallel, len(self.batches)))
-
-
-@dataclass(frozen=True)
-class FanOutEnv:
-    """What exists only once the fan-out starts: the embedded model's url, the progress."""
-
-    local_base_url: str | None
-    progress: ProgressCounter
+    @classmethod
+    def of(cls, ctx: RunContext, **fields: Any) -> Any:
+        plan, tally = ctx.plan, ctx.tally
+        standard = {
+            "run_id": ctx.run_id,
+            "candidates": plan.planned + plan.already_done,
+            "already_done": plan.already_done,
+            "already_rated": plan.already_done,
+            "by_status": tally.counts("status"),
+            "by_reason": tally.counts("reason"),
+        }
+        shared = {name: value for name, value in standard.items() if name in cls.model_fields}
+        return cls(**{**shared, **fields})
 
 
 class StageJob(Generic[BatchT]):
     """What a stage module provides: subclass once per stage (no deeper), set the class
     attributes, implement `plan` and `summarise`, override the other hooks where needed.
 
+    `self.params` holds the stage's own parameters: those of its flow (flows/registry.py)
+    besides store, config and profile, with the flow's defaults; the run row records them.
     `batch_fn` is a plain function of tasks/<stage>.py: called as `batch_fn(batch,
-    **batch_kwargs, **batch_args(batch))`, sync or async, it returns what `write` stores and
-    never touches the store.
+    **batch_kwargs(ctx), **batch_args(batch))`, sync or async, it returns what `write`
+    stores and never touches the store.
     """
 
     name: ClassVar[str]
@@ -75,30 +85,34 @@ class StageJob(Generic[BatchT]):
 
     def __init__(self, settings: Settings, params: dict[str, Any]) -> None:
         self.settings = settings
-        self.params = params  # recorded on the run row
+        self.params = SimpleNamespace(**params)
+
+    def run_params(self) -> dict[str, Any]:
+        """The parameters the run row records."""
+        return dict(vars(self.params))
 
     def plan(self, ctx: RunContext) -> StagePlan[BatchT]:
         raise NotImplementedError
 
-    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[BatchT], env: FanOutEnv) -> dict:
-        """Arguments every batch of this run shares."""
+    def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
+        """Arguments every batch of this run shares (`ctx.plan` is set, the model is up)."""
         return {}
 
     def batch_args(self, batch: BatchT) -> dict[str, Any]:
         """Arguments of one batch, read when it is submitted (after earlier batches wrote)."""
         return {}
 
-    def write(self, ctx: RunContext, output: Any, tally: StageTally) -> None:
+    def write(self, ctx: RunContext, output: Any) -> None:
         """Store one batch's output and count it (default: a BatchOutput of status rows)."""
         write_output(ctx, output)
         for record in output.records:
-            tally.item(record.status, record.reason)
+            ctx.tally.item(record.status, record.reason)
 
     def batch_failed(self, batch: BatchT, error: Exception) -> Any:
         """The output standing in for a batch that raised; by default the run fails."""
         raise error
 
-    def summarise(self, ctx: RunContext, plan: StagePlan[BatchT], tally: StageTally) -> BaseModel:
+    def summarise(self, ctx: RunContext) -> BaseModel:
         raise NotImplementedError
 
     def run_summary(self, summary: BaseModel) -> dict[str, Any]:
@@ -112,16 +126,16 @@ def plan_llm_batches(items: list[T], concurrency: int, already_done: int) -> Sta
     return StagePlan(len(items), already_done, batches, PARALLEL_BATCHES, per_batch)
 
 
-def llm_lane(ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> LlmLane:
+def llm_lane(ctx: RunContext) -> LlmLane:
     """The lane of an LLM stage's batches: limits shared by the batches running at once, the
     run's reply cache, the embedded model's url and the progress counter."""
     return LlmLane(
-        models=ctx.settings.models.shared_by(plan.running),
+        models=ctx.settings.models.shared_by(ctx.plan.running),
         run_id=ctx.run_id,
-        concurrency=plan.per_batch,
-        local_base_url=env.local_base_url,
+        concurrency=ctx.plan.per_batch,
+        local_base_url=ctx.local_base_url,
         cache=LlmCache.load(ctx.store, ctx.run_id),
-        progress=env.progress,
+        progress=ctx.progress,
     )
 
 
@@ -151,20 +165,21 @@ class StageSteps:
 def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
     """Open the run, plan, yield the fan-out for an executor, then summarise and record."""
     opener = stage_run if job.records_run else reading_run
-    with opener(store, job.settings, job.name, job.params) as ctx:
-        plan = job.plan(ctx)
-        tally, steps = ctx.tally, StageSteps()
-        progress = ProgressCounter(job.name, plan.planned, tally.finished)
-        report_progress(job.name, tally.finished, plan.planned)
+    with opener(store, job.settings, job.name, job.run_params()) as ctx:
+        plan = ctx.plan = job.plan(ctx)
+        steps = StageSteps()
+        ctx.progress = ProgressCounter(job.name, plan.planned, ctx.tally.finished)
+        report_progress(job.name, ctx.tally.finished, plan.planned)
 
         def write(output: Any) -> None:
-            job.write(ctx, output, tally)
+            job.write(ctx, output)
             if not job.item_progress:
-                report_progress(job.name, tally.finished, plan.planned)
+                report_progress(job.name, ctx.tally.finished, plan.planned)
 
         with model_endpoint(job.settings, job.needs_model and bool(plan.batches)) as base_url:
             if plan.batches:
-                shared = job.batch_kwargs(ctx, plan, FanOutEnv(base_url, progress))
+                ctx.local_base_url = base_url
+                shared = job.batch_kwargs(ctx)
                 steps.fan_out = FanOut(
                     stage=job.name,
                     batch_fn=type(job).batch_fn,
@@ -175,7 +190,7 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
                     on_error=job.batch_failed,
                 )
             yield steps
-        steps.summary = job.summarise(ctx, plan, tally)
+        steps.summary = job.summarise(ctx)
         ctx.summary = job.run_summary(steps.summary)
 
 
@@ -190,7 +205,7 @@ def run_stage_flow(
     """The body of every stage's @flow: settings, store, then the stage's batches as Prefect
     tasks on the flow's task runner. Returns the stage's summary."""
     settings = load_settings(config, profile=profile)
-    job = job_class(settings, **params)
+    job = job_class(settings, params)
     with stage_steps(job, Store(store or settings.store)) as steps:
         if steps.fan_out is not None:
             PrefectExecutor().run(steps.fan_out)
@@ -200,12 +215,17 @@ def run_stage_flow(
 async def run_stage_async(
     stage: StageDef | str, settings: Settings, store: Store, **params: Any
 ) -> Any:
-    """The same stage without Prefect: its batches as asyncio tasks on the caller's loop."""
+    """The same stage without Prefect: its batches as asyncio tasks on the caller's loop.
+    `params` are the stage's flow parameters (TypeError for one the flow does not take); the
+    flow's defaults fill the others."""
     if isinstance(stage, str):
         from flows.registry import stage as find_stage  # the registry imports every stage
 
         stage = find_stage(stage)
-    job = stage.job(settings, **params)
+    bound = inspect.signature(stage.flow.fn).bind_partial(**params)
+    bound.apply_defaults()
+    where = ("store", "config", "profile")
+    job = stage.job(settings, {k: v for k, v in bound.arguments.items() if k not in where})
     with stage_steps(job, store) as steps:
         if steps.fan_out is not None:
             await AsyncioExecutor().run(steps.fan_out)

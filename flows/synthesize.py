@@ -3,22 +3,13 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.queries import load_server_views, unfinished_ids
-from flows.run_context import RunContext
-from flows.runner import (
-    FanOutEnv,
-    StageJob,
-    StagePlan,
-    StageTally,
-    llm_lane,
-    plan_llm_batches,
-    run_stage_flow,
-)
+from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.dedup import find_near_duplicates, mark_near_duplicates
 from tasks.llm_batch import BatchOutput
 from tasks.sampling import PlanRequest, TaskSlot, plan_slots
@@ -27,9 +18,8 @@ from toucan.config import Settings
 from toucan.records import Run, Task
 
 
-class SynthesizeSummary(BaseModel):
-    run_id: str
-    planned: int = 0
+class SynthesizeSummary(StageSummary):
+    planned: int = Field(0, description="slots in the plan, done before or now")
     already_done: int = 0
     attempted: int = 0
     by_status: dict[str, int] = Field(default_factory=dict)
@@ -80,9 +70,9 @@ def drop_near_duplicates(ctx: RunContext) -> dict[str, str]:
     return dropped
 
 
-def count_ok_task(tally: StageTally, strategy: str, generator: str, amount: int = 1) -> None:
-    tally.add("by_strategy", strategy, amount)
-    tally.add("by_generator", generator, amount)
+def count_ok_task(ctx: RunContext, strategy: str, generator: str, amount: int = 1) -> None:
+    ctx.tally.add("by_strategy", strategy, amount)
+    ctx.tally.add("by_generator", generator, amount)
 
 
 class SynthesizeJob(StageJob[list[TaskSlot]]):
@@ -90,20 +80,16 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
 
     name = STAGE
     batch_fn = synthesize_batch
-    needs_model = True
-    item_progress = True
+    needs_model = item_progress = True
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        strategies: list[str] | None = None,
-        per_server: int | None = None,
-        limit: int | None = None,
-        seed: int | None = None,
-    ) -> None:
-        self.request = plan_request(settings, strategies, per_server, limit, seed)
-        super().__init__(settings, self.request.model_dump(mode="json"))
+    @cached_property
+    def request(self) -> PlanRequest:
+        """The whole plan request, defaults resolved: what makes a plan reproducible."""
+        p = self.params
+        return plan_request(self.settings, p.strategies, p.per_server, p.limit, p.seed)
+
+    def run_params(self) -> dict[str, Any]:
+        return self.request.model_dump(mode="json")
 
     def plan(self, ctx: RunContext) -> StagePlan[list[TaskSlot]]:
         views = load_server_views(ctx.store)
@@ -114,37 +100,35 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
         concurrency = min(self.settings.synthesize.concurrency, self.settings.max_in_flight)
         return plan_llm_batches(todo, concurrency, len(slots) - len(todo))
 
-    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
-        return {"lane": llm_lane(ctx, plan, env), "views": self.views}
+    def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
+        return {"lane": llm_lane(ctx), "views": self.views}
 
-    def write(self, ctx: RunContext, output: BatchOutput, tally: StageTally) -> None:
-        super().write(ctx, output, tally)
+    def write(self, ctx: RunContext, output: BatchOutput) -> None:
+        super().write(ctx, output)
         for task_row in output.records:
             if task_row.status == "ok":
-                count_ok_task(tally, task_row.strategy, task_row.generator)
+                count_ok_task(ctx, task_row.strategy, task_row.generator)
             metadata = task_row.metadata  # rows: tokens, cost and cached become Task fields
             if not metadata.get("cached"):
-                tally.add("tokens_in", "", int(metadata.get("tokens_in", 0)))
-                tally.add("tokens_out", "", int(metadata.get("tokens_out", 0)))
-            tally.add("cost_usd", "", float(metadata.get("cost_usd", 0.0)))
+                ctx.tally.add("tokens_in", "", int(metadata.get("tokens_in", 0)))
+                ctx.tally.add("tokens_out", "", int(metadata.get("tokens_out", 0)))
+            ctx.tally.add("cost_usd", "", float(metadata.get("cost_usd", 0.0)))
 
-    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
-        dropped = drop_near_duplicates(ctx)
+    def summarise(self, ctx: RunContext) -> BaseModel:
+        dropped, tally = drop_near_duplicates(ctx), ctx.tally
         # this run's tasks among the dropped ones count as rejected near-duplicates
         sql = "SELECT strategy, generator FROM tasks WHERE run_id = ? AND list_contains(?, task_id)"
         mine = ctx.store.query(sql, [ctx.run_id, sorted(dropped)]) if dropped else []
         for strategy, generator in mine:
-            count_ok_task(tally, strategy, generator, -1)
+            count_ok_task(ctx, strategy, generator, -1)
             tally.add("status", "ok", -1)
             tally.add("status", "rejected")
             tally.add("reason", "near_duplicate")
-        return SynthesizeSummary(
-            run_id=ctx.run_id,
-            planned=plan.planned + plan.already_done,
-            already_done=plan.already_done,
+        return SynthesizeSummary.of(
+            ctx,
+            planned=ctx.plan.planned + ctx.plan.already_done,
             attempted=tally.finished,
             by_status=positive(tally.counts("status")),
-            by_reason=tally.counts("reason"),
             by_strategy=positive(tally.counts("by_strategy")),
             by_generator=positive(tally.counts("by_generator")),
             near_duplicates=len(dropped),
@@ -157,26 +141,3 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
 def positive(counts: dict[str, int]) -> dict[str, int]:
     """Counts left above zero (a near-duplicate takes one back from `ok`)."""
     return {key: count for key, count in counts.items() if count > 0}
-
-
-@flow(name="synthesize", log_prints=False, persist_result=False, validate_parameters=False)
-def synthesize_flow(
-    store: str | None = None,
-    config: str | None = None,
-    profile: str | None = None,
-    strategies: list[str] | None = None,
-    per_server: int | None = None,
-    limit: int | None = None,
-    seed: int | None = None,
-) -> SynthesizeSummary:
-    """Synthesize tasks over the servers in the store; a re-run finishes what is missing."""
-    return run_stage_flow(
-        SynthesizeJob,
-        store=store,
-        config=config,
-        profile=profile,
-        strategies=strategies,
-        per_server=per_server,
-        limit=limit,
-        seed=seed,
-    )

@@ -9,25 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.queries import select_teacher_tasks
-from flows.run_context import RunContext
-from flows.runner import FanOutEnv, StageJob, StagePlan, StageTally, run_stage_flow
+from flows.queries import select_teacher_tasks, trajectory_scopes
+from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from flows.writes import write_agent_output
+from tasks import trajectory_records as traj
 from tasks.agent import AgentBudget, journal_dir, read_journals
-from tasks.trajectories import (
-    STAGE,
-    BatchOptions,
-    BatchResult,
-    ServerEntry,
-    TrajectoryBatch,
-    TrajectoryItem,
-    generate_batch,
-    group_into_batches,
-    plan_items,
-)
+from tasks.trajectories import generate_batch
 from toucan.config import Settings
 from toucan.errors import ConfigError
 from toucan.records import LlmCacheEntry, Server, ToolCallRecord, Trajectory
@@ -38,11 +27,11 @@ MIN_BATCH_ITEMS = 8
 
 
 class Tally(BaseModel):
-    done: int = 0
+    done: int = Field(0, description="trajectories that ended ok")
     failed: int = 0
     tool_calls: int = 0
     tool_errors: int = 0
-    tokens: int = 0
+    tokens: int = Field(0, description="prompt + completion tokens of the teacher")
     cost_usd: float = 0.0
 
     @classmethod
@@ -50,22 +39,21 @@ class Tally(BaseModel):
         return cls(**{**cells, "cost_usd": round(cells.get("cost_usd", 0.0), 6)})
 
 
-class TrajectoriesSummary(BaseModel):
-    run_id: str
-    planned: int = 0
+class TrajectoriesSummary(StageSummary):
+    planned: int = Field(0, description="items this run set out to do")
     already_done: int = 0
     total: Tally = Field(default_factory=Tally)
     per_teacher: dict[str, Tally] = Field(default_factory=dict)
-    per_server: dict[str, Tally] = Field(default_factory=dict)
+    per_server: dict[str, Tally] = Field(default_factory=dict, description="by server offered")
     stop_reasons: dict[str, int] = Field(default_factory=dict)
     paused_servers: dict[str, dict[str, str]] = Field(default_factory=dict)
     replayed_tool_calls: int = 0
 
 
 class Plan(BaseModel):
-    items: list[TrajectoryItem]
-    batches: list[TrajectoryBatch]
-    servers: dict[str, ServerEntry]
+    items: list[traj.TrajectoryItem]
+    batches: list[traj.TrajectoryBatch]
+    servers: dict[str, traj.ServerEntry]
     already_done: int
     per_batch_concurrency: int
     parallel_batches: int  # batches running at once: never more than `concurrency` items
@@ -88,7 +76,7 @@ def plan_work(
 ) -> Plan:
     """The items still to do (no finished row), batched by server group."""
     servers = {
-        s.server_id: ServerEntry(server_id=s.server_id, name=s.name, spec=s.spec)
+        s.server_id: traj.ServerEntry(server_id=s.server_id, name=s.name, spec=s.spec)
         for s in store.select(Server, "status = 'ok'")
     }
     tasks = [
@@ -96,7 +84,7 @@ def plan_work(
         for t in select_teacher_tasks(store)
         if t.server_ids and all(sid in servers for sid in t.server_ids)
     ]
-    items = plan_items(tasks, teachers, styles)
+    items = traj.plan_items(tasks, teachers, styles)
     finished = set()
     if items and store.count(Trajectory):
         finished = {
@@ -111,7 +99,7 @@ def plan_work(
     if limit is not None:
         pending = pending[: max(0, limit)]
     concurrency = settings.trajectories.concurrency
-    batches = group_into_batches(pending, max(MIN_BATCH_ITEMS, concurrency))
+    batches = traj.group_into_batches(pending, max(MIN_BATCH_ITEMS, concurrency))
     running = max(1, min(MAX_PARALLEL_BATCHES, len(batches), concurrency))
     return Plan(
         items=pending,
@@ -159,26 +147,27 @@ def load_cache_entries(
     return store.select(LlmCacheEntry, f"model IN ({marks})", models)
 
 
-def agent_options(ctx: RunContext, concurrency: int, running: int, url: str | None) -> BatchOptions:
+def agent_options(ctx: RunContext, concurrency: int) -> traj.BatchOptions:
     """Options of an agent batch (trajectories, multi-turn): budgets from the `trajectories`
-    section, limits shared by the `running` batches, the embedded model's url."""
+    section, `concurrency` items in flight, limits shared by the batches running at once, the
+    embedded model's url."""
     settings = ctx.settings
     section = settings.trajectories
-    return BatchOptions(
+    return traj.BatchOptions(
         budget=AgentBudget(max_turns=section.max_turns, wall_clock_s=section.wall_clock_s),
         token_budget=section.tool_result_token_budget,
         concurrency=concurrency,
         breaker_failures=settings.mcp.circuit_breaker_failures,
         mcp=settings.mcp,
-        models=settings.models.shared_by(running),
-        local_base_url=url,
+        models=settings.models.shared_by(ctx.plan.running),
+        local_base_url=ctx.local_base_url,
         run_id=ctx.run_id,
     )
 
 
-def count_trajectory(tally: StageTally, row: Trajectory) -> None:
+def count_trajectory(ctx: RunContext, row: Trajectory) -> None:
     """One finished trajectory into the totals, per teacher and per offered server."""
-    tally.item(row.status, row.reason)
+    ctx.tally.item(row.status, row.reason)
     cells = {
         "done" if row.status == "ok" else "failed": 1,
         "tool_calls": row.tool_calls,
@@ -186,39 +175,27 @@ def count_trajectory(tally: StageTally, row: Trajectory) -> None:
         "tokens": row.usage.get("total_tokens", 0),  # rows: a typed Usage
         "cost_usd": row.cost_usd,
     }
-    servers = {entry["server"] for entry in row.tool_name_map.values()} or {"(none)"}
-    for table, key in [("total", ""), ("teacher", row.teacher), *(("server", s) for s in servers)]:
-        tally.add_cells(table, key, cells)
-    tally.add("stop_reasons", row.stop_reason)
-    tally.add("replayed", "", int(row.metadata.get("replayed_tool_calls", 0)))
+    for table, key in trajectory_scopes(row):
+        ctx.tally.add_cells(table, key, cells)
+    ctx.tally.add("stop_reasons", row.stop_reason)
+    ctx.tally.add("replayed", "", int(row.metadata.get("replayed_tool_calls", 0)))
 
 
-class TrajectoriesJob(StageJob[TrajectoryBatch]):
+class TrajectoriesJob(StageJob[traj.TrajectoryBatch]):
     """Runs the unfinished (task, teacher, style) items, one batch per server group."""
 
-    name = STAGE
+    name = traj.STAGE
     batch_fn = generate_batch
     needs_model = True
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        teachers: list[str] | None = None,
-        styles: list[str] | None = None,
-        limit: int | None = None,
-    ) -> None:
-        super().__init__(settings, {"teachers": teachers, "styles": styles, "limit": limit})
-        self.teachers, self.styles, self.limit = teachers, styles, limit
-        self.paused: dict[str, dict[str, str]] = {}  # server name -> why, from finished batches
-
-    def plan(self, ctx: RunContext) -> StagePlan[TrajectoryBatch]:
+    def plan(self, ctx: RunContext) -> StagePlan[traj.TrajectoryBatch]:
         ingest_journals(ctx.store)
-        self.chosen = resolve_teachers(self.settings, self.teachers)
-        styles = self.styles or list(self.settings.trajectories.styles)
-        self.work = plan_work(ctx.store, self.settings, self.chosen, styles, self.limit)
-        self.replay = load_replay(ctx.store, [i.trajectory_id for i in self.work.items])
-        work = self.work
+        self.paused: dict[str, dict[str, str]] = {}  # server name -> why, from finished batches
+        self.chosen = resolve_teachers(self.settings, self.params.teachers)
+        styles = self.params.styles or list(self.settings.trajectories.styles)
+        work = plan_work(ctx.store, self.settings, self.chosen, styles, self.params.limit)
+        self.replay = load_replay(ctx.store, [i.trajectory_id for i in work.items])
+        self.work = work
         return StagePlan(
             len(work.items),
             work.already_done,
@@ -227,13 +204,13 @@ class TrajectoriesJob(StageJob[TrajectoryBatch]):
             work.per_batch_concurrency,
         )
 
-    def batch_kwargs(self, ctx: RunContext, plan: StagePlan[Any], env: FanOutEnv) -> dict:
-        options = agent_options(ctx, plan.per_batch, plan.running, env.local_base_url)
+    def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
+        options = agent_options(ctx, ctx.plan.per_batch)
         options.journal_dir = str(journal_dir(ctx.store.path))
         cache = load_cache_entries(ctx.store, self.settings, self.chosen)
         return {"servers": self.work.servers, "options": options, "cache_entries": cache}
 
-    def batch_args(self, batch: TrajectoryBatch) -> dict[str, Any]:
+    def batch_args(self, batch: traj.TrajectoryBatch) -> dict[str, Any]:
         replay: dict[str, dict[str, Any]] = {}
         for item in batch.items:
             replay.update(self.replay.get(item.trajectory_id, {}))
@@ -241,23 +218,23 @@ class TrajectoriesJob(StageJob[TrajectoryBatch]):
         paused = {by_name.get(name, name): why for name, why in self.paused.items()}
         return {"replay": replay, "paused": paused}
 
-    def write(self, ctx: RunContext, output: BatchResult, tally: StageTally) -> None:
+    def write(self, ctx: RunContext, output: traj.BatchResult) -> None:
         """Store one finished batch, count it, drop its crash journal."""
         write_agent_output(ctx, output)
         (journal_dir(ctx.store.path) / f"{ctx.run_id}-{output.batch_id}.jsonl").unlink(
             missing_ok=True
         )
         for row in output.trajectories:
-            count_trajectory(tally, row)
+            count_trajectory(ctx, row)
         servers = self.work.servers
         for sid, why in output.paused.items():
             self.paused[servers[sid].name if sid in servers else sid] = why
 
-    def summarise(self, ctx: RunContext, plan: StagePlan[Any], tally: StageTally) -> BaseModel:
-        return TrajectoriesSummary(
-            run_id=ctx.run_id,
-            planned=plan.planned,
-            already_done=plan.already_done,
+    def summarise(self, ctx: RunContext) -> BaseModel:
+        tally = ctx.tally
+        return TrajectoriesSummary.of(
+            ctx,
+            planned=ctx.plan.planned,
             total=Tally.of(tally.table("total").get("", {})),
             per_teacher={k: Tally.of(v) for k, v in tally.table("teacher").items()},
             per_server={k: Tally.of(v) for k, v in tally.table("server").items()},
@@ -265,24 +242,3 @@ class TrajectoriesJob(StageJob[TrajectoryBatch]):
             paused_servers=self.paused,
             replayed_tool_calls=tally.total("replayed"),
         )
-
-
-@flow(name="trajectories", log_prints=False, persist_result=False)
-def trajectories_flow(
-    store: str | None = None,
-    config: str | None = None,
-    profile: str | None = None,
-    teachers: list[str] | None = None,
-    styles: list[str] | None = None,
-    limit: int | None = None,
-) -> TrajectoriesSummary:
-    """Generate the missing trajectories of every kept task, per teacher and style."""
-    return run_stage_flow(
-        TrajectoriesJob,
-        store=store,
-        config=config,
-        profile=profile,
-        teachers=teachers,
-        styles=styles,
-        limit=limit,
-    )

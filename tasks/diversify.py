@@ -281,10 +281,10 @@ def variant_event(rows: list[Task]) -> ItemEvent:
     """A (task, mode) unit's event, told by its first row and labelled by its mode."""
     first = rows[0]
     return ItemEvent(
-        first.task_id,
-        first.status,
-        str(first.metadata.get("mode", "")),
-        first.reason,
+        item_id=first.task_id,
+        status=first.status,
+        label=str(first.metadata.get("mode", "")),
+        error_class=first.reason,
         server=first.server_ids[0] if first.server_ids else None,
         model=str(first.metadata.get("deployment") or "generator"),  # rows: Task.deployment
         served_by=first.served_by,

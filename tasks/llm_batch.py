@@ -8,7 +8,6 @@ import asyncio
 import math
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,9 +69,10 @@ class LlmLane(BaseModel):
     progress: ProgressCounter | None = None
 
 
-@dataclass(frozen=True)
-class ItemEvent:
+class ItemEvent(BaseModel):
     """The `item` event of one finished unit of work, and its progress label."""
+
+    model_config = ConfigDict(frozen=True)
 
     item_id: str
     status: str
@@ -91,10 +91,8 @@ def rating_event(item_id: str, rating: Any) -> ItemEvent:
     """A judge's verdict as an event: ok (kept), rejected or error, labelled by its reason
     (`rating` is a TaskRating or a TrajectoryRating)."""
     status = "error" if rating.status == "error" else ("ok" if rating.keep else "rejected")
-    label = rating.reason or "kept"
-    return ItemEvent(
-        item_id, status, label, rating.reason, model=rating.judge, served_by=rating.served_by
-    )
+    fields = {"error_class": rating.reason, "model": rating.judge, "served_by": rating.served_by}
+    return ItemEvent(item_id=item_id, status=status, label=rating.reason or "kept", **fields)
 
 
 def split_batches(items: Sequence[T], concurrency: int) -> tuple[list[list[T]], int]:
@@ -164,18 +162,7 @@ async def run_llm_batch(
 
     def finish(rows: list[R]) -> None:
         event = describe(rows)
-        events.record(
-            item_id=event.item_id,
-            server=event.server,
-            model=event.model,
-            served_by=event.served_by,
-            status=event.status,
-            error_class=event.error_class,
-            error=event.error,
-            tokens_in=event.tokens_in,
-            tokens_out=event.tokens_out,
-            cost_usd=event.cost_usd,
-        )
+        events.record(**event.model_dump(exclude={"label"}))
         if lane.progress is not None:
             lane.progress.advance(event.label, event.status)
 

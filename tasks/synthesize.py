@@ -284,10 +284,10 @@ def task_event(task: Task) -> ItemEvent:
     """A synthesized task's event (tokens and cost from its reply), labelled by its strategy."""
     metadata = task.metadata  # rows: tokens, cost and deployment become Task fields
     return ItemEvent(
-        task.task_id,
-        task.status,
-        task.strategy,
-        task.reason,
+        item_id=task.task_id,
+        status=task.status,
+        label=task.strategy,
+        error_class=task.reason,
         server=task.server_ids[0] if task.server_ids else None,
         model=str(metadata.get("deployment") or task.generator),
         served_by=task.served_by,

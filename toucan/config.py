@@ -258,20 +258,23 @@ class TrajectoriesConfig(Section):
     limit: int | None = None
 
 
+# The trajectory filter's rules (tasks/trajectory_rules.py), each stored as a flag of that name.
+TRAJECTORY_RULES = (
+    "no_tool_call",
+    "tool_called_on_irrelevant",
+    "tool_execution_error",
+    "empty_final_answer",
+    "local_path_or_secret",
+    "target_tool_not_called",
+    "repeated_junk",
+)
+TrajectoryRule = Literal[TRAJECTORY_RULES]  # type: ignore[valid-type]
+
+
 class FilterTrajectoriesConfig(Section):
     min_completeness: int = 3
     min_conciseness: int = 2
-    drop_flags: list[str] = Field(
-        default_factory=lambda: [
-            "no_tool_call",
-            "tool_called_on_irrelevant",
-            "tool_execution_error",
-            "empty_final_answer",
-            "local_path_or_secret",
-            "target_tool_not_called",
-            "repeated_junk",
-        ]
-    )
+    drop_flags: list[TrajectoryRule] = Field(default_factory=lambda: list(TRAJECTORY_RULES))
     concurrency: int = 64
 
 

@@ -8,6 +8,8 @@ way. Nothing here knows about terminals or Prefect.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 PROGRESS_LOGGER = logging.getLogger("toucan.progress")
@@ -27,3 +29,22 @@ def report_progress(
 ) -> None:
     update = ProgressUpdate(stage, done, total, item, status)
     PROGRESS_LOGGER.info("%s %d/%d %s", stage, done, total, item or "", extra={"progress": update})
+
+
+@contextmanager
+def listening(handler: logging.Handler, *, exclusive: bool = False) -> Iterator[None]:
+    """Hand every update to `handler` while the block runs. The updates reach the root
+    logger's handlers only if they did before and `exclusive` is off (the CLI's bars are
+    exclusive: the same update must not also print as a log line); the logger's level and
+    propagation are restored after."""
+    level, propagate = PROGRESS_LOGGER.level, PROGRESS_LOGGER.propagate
+    PROGRESS_LOGGER.addHandler(handler)
+    if exclusive or not PROGRESS_LOGGER.isEnabledFor(logging.INFO):
+        PROGRESS_LOGGER.setLevel(logging.INFO)
+        PROGRESS_LOGGER.propagate = False
+    try:
+        yield
+    finally:
+        PROGRESS_LOGGER.removeHandler(handler)
+        PROGRESS_LOGGER.setLevel(level)
+        PROGRESS_LOGGER.propagate = propagate

@@ -68,6 +68,16 @@ def test_a_typo_in_the_yaml_fails_at_load(tmp_path: Path) -> None:
         load_settings(cfg)
 
 
+def test_a_drop_flag_that_names_no_trajectory_rule_fails_at_load(tmp_path: Path) -> None:
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("filter_trajectories: {drop_flags: [no_tool_call, repeated_junks]}\n")
+    with pytest.raises(ConfigError):
+        load_settings(cfg, profile="cloud")  # the `local` profile sets its own drop_flags
+    cfg.write_text("filter_trajectories: {drop_flags: [no_tool_call, repeated_junk]}\n")
+    chosen = load_settings(cfg, profile="cloud").filter_trajectories.drop_flags
+    assert chosen == ["no_tool_call", "repeated_junk"]
+
+
 def test_unknown_profile_and_broken_yaml_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_settings(profile="nope")

@@ -10,8 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from flows.onboard import onboard_flow
-from flows.synthesize import synthesize_flow
+from flows.registry import onboard_flow, synthesize_flow
 from tests.fake_llm import FakeLlm
 from toucan.records import Event, Server, Task, TaskRating, Tool
 from toucan.store import Store

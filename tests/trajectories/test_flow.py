@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flows.trajectories import trajectories_flow
+from flows.registry import trajectories_flow
 from mcp_env.fleet.catalog import load_fleet_catalog
 from mcp_env.pool import SessionPool
 from mcp_env.specs import parse_server_spec

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from flows.trajectories import trajectories_flow
+from flows.registry import trajectories_flow
 from tests.fake_llm import FakeLlm, Rule
 from tests.trajectories.helpers import (
     kept_task,
