@@ -32,6 +32,8 @@ from toucan.store import Store
 
 __all__ = ["fake_llm"]
 ONBOARDED = "onboarded.duckdb"
+# the box is shared and slow to import the mcp package the HTTP fixture servers start with
+MCP = {"connect_timeout_s": 60}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def onboarded(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -
     catalog = folder / "catalog.json"
     catalog.write_text(json.dumps({"servers": [case.entry(folder) for case in CASES]}))
     config = folder / "toucan.yaml"
-    config.write_text(yaml.safe_dump({"onboard": {"retries": 0}}))
+    config.write_text(yaml.safe_dump({"onboard": {"retries": 0}, "mcp": MCP}))
     onboard_flow(
         catalogs=[str(catalog)],
         store=str(folder / ONBOARDED),
@@ -104,8 +106,8 @@ def test_a_trajectory_calling_the_quirky_tool_is_ok(
         fake_llm.base_url,
         store.path,
         teacher=case.teacher,
-        mcp={"connect_timeout_s": 60, **case.mcp},
-        trajectories={"max_turns": len(case.calls) + 1, "wall_clock_s": 60},
+        mcp=MCP | case.mcp,
+        trajectories={"max_turns": len(case.calls) + 1},
     )
     log = Path(server.spec["env"]["RAW_LOG"]) if server.spec.get("env") else None
     before = len(read_raw_log(log)) if log else 0
