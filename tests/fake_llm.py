@@ -46,7 +46,8 @@ alias asked for (OpenAI answers a call to `gpt-4o-mini` as `gpt-4o-mini-2024-07-
 the fake appends `SNAPSHOT_SUFFIX` to the requested name; pass `served_model=` (a function of the
 requested name) to change it.
 
-HTTP control endpoints: GET `/_fake/calls` (counts), POST `/_fake/reset`, POST `/_fake/script`
+HTTP control endpoints: GET `/_fake/calls` (counts, and `first_arrival`: the wall-clock
+time the first request arrived, which a start-up benchmark compares with its client's spawn), POST `/_fake/reset`, POST `/_fake/script`
 (a JSON list of rules without callables). For benchmarks run it in its own process so its CPU
 does not share the client's GIL: `with run_fake_llm_process(latency=1.0) as base_url: ...`, or
 `python tests/fake_llm.py --latency 1.0` (prints the base url).
@@ -119,11 +120,13 @@ class CallCounts:
     by_status: Counter[int] = field(default_factory=Counter)
     in_flight: int = 0  # requests being answered now
     peak_in_flight: int = 0  # the most at once: what a client's concurrency limits allowed
+    first_arrival: float | None = None  # wall-clock time (time.time()) the first request came
 
     def to_json(self) -> dict[str, Any]:
         return {
             "total": self.total,
             "peak_in_flight": self.peak_in_flight,
+            "first_arrival": self.first_arrival,
             "by_model": dict(self.by_model),
             "by_rule": {str(index): count for index, count in self.by_rule.items()},
             "by_status": {str(status): count for status, count in self.by_status.items()},
@@ -310,6 +313,8 @@ class FakeLlm:
     def pick_rule(self, request: dict[str, Any]) -> tuple[int | None, Rule]:
         with self._lock:
             call_index = self.calls.total
+            if call_index == 0:
+                self.calls.first_arrival = time.time()
             self.calls.total += 1
             self.calls.by_model[str(request.get("model"))] += 1
             self.requests.append(request)

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from toucan.errors import ConfigError
@@ -124,6 +131,9 @@ class ModelsConfig(Section):
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     route_to_local: bool = False  # send every deployment to the embedded local model
     rate_limit_patience_s: float = 600.0  # per call: wait out 429s this long, then give up
+    # a deployment whose requests fail this many times in a row (retries count; 429s and
+    # rejected requests do not) is paused for the run; None = never
+    circuit_breaker_failures: int | None = Field(default=5, ge=1)
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
     prompt_budget: PromptBudget = Field(default_factory=PromptBudget)
 
@@ -294,6 +304,38 @@ class ExportConfig(Section):
     )
 
 
+class BudgetConfig(Section):
+    """Caps on what a run spends on models, in US dollars (None / absent = no cap).
+
+    Before each call the model layer reserves the call's most it can cost and settles the real
+    cost from the reply's usage; a call that would cross a cap is not sent (`budget_exhausted`,
+    retryable). Cached replies cost nothing and count nothing.
+    """
+
+    usd: float | None = Field(default=None, ge=0)  # the whole run
+    per_stage: dict[str, NonNegativeFloat] = Field(default_factory=dict)  # stage name -> cap
+    per_deployment: dict[str, NonNegativeFloat] = Field(default_factory=dict)  # name -> cap
+    # a cap with a deployment whose price nobody knows refuses to start unless this is set
+    # (such a deployment's calls then count as $0)
+    allow_unpriced: bool = False
+
+    @property
+    def capped(self) -> bool:
+        return self.usd is not None or bool(self.per_stage) or bool(self.per_deployment)
+
+    @model_validator(mode="after")
+    def _stages_exist(self) -> BudgetConfig:
+        if not self.per_stage:
+            return self
+        # the stage list's module loads the store (DuckDB, polars): only when caps name stages
+        from toucan.stages import STAGES
+
+        unknown = sorted(set(self.per_stage) - set(STAGES))
+        if unknown:
+            raise ValueError(f"budget.per_stage: no stage named {unknown}; known: {STAGES}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a run is configured by. Build it with `load_settings`."""
 
@@ -314,6 +356,7 @@ class Settings(BaseSettings):
     filter_trajectories: FilterTrajectoriesConfig = Field(default_factory=FilterTrajectoriesConfig)
     extensions: ExtensionsConfig = Field(default_factory=ExtensionsConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -336,6 +379,9 @@ class Settings(BaseSettings):
         ):
             if value is not None and value not in known:
                 raise ValueError(f"{key} {value!r} is no model group or deployment")
+        unknown = sorted(set(self.budget.per_deployment) - {d.name for d in self.models.all()})
+        if unknown:
+            raise ValueError(f"budget.per_deployment: no deployment named {unknown}")
         return self
 
     def fingerprint(self) -> str:

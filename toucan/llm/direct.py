@@ -18,28 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import litellm
 import orjson
 
 from toucan.config import ModelDeployment
 from toucan.llm.errors import ConnectionTrouble, HttpStatusError
+from toucan.llm.providers import OPENAI_COMPATIBLE, UnknownProvider, split_provider
 from toucan.llm.replies import LlmReply, ToolCall, Usage
-
-# LiteLLM provider -> default base url, for providers that speak the OpenAI chat API.
-OPENAI_COMPATIBLE: dict[str, str | None] = {
-    "openai": "https://api.openai.com/v1",
-    "custom_openai": None,
-    "hosted_vllm": None,
-    "together_ai": "https://api.together.xyz/v1",
-    "mistral": "https://api.mistral.ai/v1",
-    "moonshot": "https://api.moonshot.ai/v1",
-    "openrouter": "https://openrouter.ai/api/v1",
-    "deepseek": "https://api.deepseek.com/v1",
-    "groq": "https://api.groq.com/openai/v1",
-    "fireworks_ai": "https://api.fireworks.ai/inference/v1",
-    "deepinfra": "https://api.deepinfra.com/v1/openai",
-    "xai": "https://api.x.ai/v1",
-}
 
 
 @dataclass(frozen=True)
@@ -61,10 +45,8 @@ def plan_endpoint(
     model_string = litellm_params["model"]
     api_base = litellm_params.get("api_base")
     try:
-        model, provider, _, provider_base = litellm.get_llm_provider(
-            model_string, api_base=api_base
-        )
-    except Exception:  # LiteLLM does not know the provider: only an explicit base can help
+        model, provider, provider_base = split_provider(model_string, api_base)
+    except UnknownProvider:  # only an explicit base can help
         model, provider, provider_base = model_string, "", None
     compatible = provider in OPENAI_COMPATIBLE or (route_to_local and api_base)
     if not compatible and deployment.transport == "auto":
