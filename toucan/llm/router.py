@@ -221,19 +221,7 @@ class LlmRouter:
         meta: CallMeta,
     ) -> LlmReply:
         """One deployment, no cache: the call, its retries and its event."""
-        request: dict[str, Any] = {"messages": messages}
-        request.update({**self.deployments[name].params, **(params or {})})
-        if self.models.route_to_local:
-            # a small constrained model can ramble until its context is full: cap each reply
-            request.setdefault("max_tokens", self.models.local.max_tokens)
-        if tools:
-            request["tools"] = tools
-        if response_format:
-            request["response_format"] = (
-                to_llama_cpp_format(response_format)
-                if self.models.route_to_local
-                else response_format
-            )
+        request = self.build_request(name, messages, tools, response_format, params)
         started = time.perf_counter()
         try:
             response = await self.send_with_retries(name, request)
@@ -256,6 +244,31 @@ class LlmRouter:
         )
         self.record_event(meta, name, status="ok", reply=reply)
         return reply
+
+    def build_request(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+        params: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The OpenAI chat request body (without `model`) deployment `name` is sent: online
+        by `complete_on`, and as the `body` of a provider batch line (toucan/llm/batch_lines.py)."""
+        request: dict[str, Any] = {"messages": messages}
+        request.update({**self.deployments[name].params, **(params or {})})
+        if self.models.route_to_local:
+            # a small constrained model can ramble until its context is full: cap each reply
+            request.setdefault("max_tokens", self.models.local.max_tokens)
+        if tools:
+            request["tools"] = tools
+        if response_format:
+            request["response_format"] = (
+                to_llama_cpp_format(response_format)
+                if self.models.route_to_local
+                else response_format
+            )
+        return request
 
     async def send_with_retries(self, name: str, request: dict[str, Any]) -> Any:
         """One deployment: limiter admission, 429 pauses, backoff retries on transient errors."""
