@@ -61,6 +61,35 @@ def price_per_token(deployment: ModelDeployment, model: str) -> tuple[float, flo
     return float(input_cost), float(output_cost)
 
 
+def batch_price_per_token(deployment: ModelDeployment, model: str) -> tuple[float, float]:
+    """($ per input token, $ per output token) inside a provider batch job.
+
+    The config's `batch_*_cost_per_token`; else, when the online price is not configured
+    either, LiteLLM's price map's batch prices (`input_cost_per_token_batches`); else the
+    online price (`price_per_token`) x `batch_price_factor`, 0.5 by default: OpenAI gives "50%
+    cost discount vs. the synchronous APIs" (Batch API FAQ), Anthropic's Message Batches are
+    "reducing costs by 50%" (docs, build-with-claude/batch-processing).
+    """
+    configured = (deployment.batch_input_cost_per_token, deployment.batch_output_cost_per_token)
+    if any(price is not None for price in configured):
+        return configured[0] or 0.0, configured[1] or 0.0
+    online_configured = (deployment.input_cost_per_token, deployment.output_cost_per_token)
+    if all(price is None for price in online_configured):
+        try:
+            info = litellm.get_model_info(model)
+        except Exception:  # not in the price map: the factor below applies to nothing (0)
+            info = {}
+        mapped = (
+            info.get("input_cost_per_token_batches"),
+            info.get("output_cost_per_token_batches"),
+        )
+        if all(price is not None for price in mapped):
+            return float(mapped[0]), float(mapped[1])  # type: ignore[arg-type]
+    input_price, output_price = price_per_token(deployment, model)
+    factor = deployment.batch_price_factor
+    return input_price * factor, output_price * factor
+
+
 def to_llama_cpp_format(response_format: dict[str, Any]) -> dict[str, Any]:
     """llama-cpp's server takes a schema as {"type": "json_object", "schema": ...} only."""
     schema = (response_format.get("json_schema") or {}).get("schema")
