@@ -341,10 +341,10 @@ class BatchJob(Record):
     """One provider batch job (OpenAI Batch API, Anthropic Message Batches).
 
     Written before the job is created and again whenever its state changes, so a killed run
-    finds it and waits for it instead of paying for it twice. `status` is the provider's (the
-    OpenAI Batch object's names; Anthropic's `in_progress`/`canceling`/`ended` are mapped onto
-    them) or `submitting`; `reason` is a token when it ended without answers
-    (`batch_expired`, `batch_failed`, `batch_timeout`, `batch_cancelled`).
+    finds it and waits for it instead of paying for it twice. `status` is the provider's, in
+    the OpenAI Batch object's names, or `submitting`; `reason` is a token when it ended short
+    (`batch_expired`, `batch_failed`, `batch_timeout`, `batch_cancelled`,
+    `batch_submit_failed`, `batch_lost`).
     """
 
     __table__ = "batch_jobs"

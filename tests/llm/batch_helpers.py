@@ -15,8 +15,9 @@ from pydantic import BaseModel
 
 from tests.fake_llm import FakeLlm, models_config_for
 from toucan.config import BatchApiConfig, ModelsConfig
+from toucan.llm.batch_items import BatchItem, Outcome
 from toucan.llm.batch_ledger import BatchLedger
-from toucan.llm.batch_runner import BatchItem, BatchRunner, Outcome
+from toucan.llm.batch_runner import BatchRunner
 from toucan.llm.cache import LlmCache
 from toucan.llm.parsing import response_format_for
 from toucan.llm.router import LlmRouter

@@ -16,8 +16,11 @@ from tests.fake_llm_batches import JobPlan
 from tests.llm.batch_helpers import FAST, STAGE, batch_models, judge_items, run_batch
 from toucan.errors import LlmError
 from toucan.llm.batch_ledger import BatchLedger
+from toucan.llm.batch_lines import make_custom_id
+from toucan.llm.batch_runner import BatchRunner
 from toucan.llm.replies import LlmReply
-from toucan.records import BatchJob
+from toucan.llm.router import LlmRouter
+from toucan.records import BatchJob, BatchRequest
 from toucan.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -139,6 +142,29 @@ async def test_a_killed_run_waits_for_its_recorded_job_and_never_sends_it_again(
     assert BatchLedger(store).open_jobs(STAGE) == []
 
 
+async def test_resume_reads_a_killed_runs_open_job_and_returns_what_it_never_ran(
+    fake_llm: FakeLlm, store: Store
+) -> None:
+    fake_llm.batches.plan([JobPlan(hold=True, outcome="expired", answered=1)])
+    models = batch_models(fake_llm)
+    killed = asyncio.create_task(run_batch(models, store, judge_items(3), run_id="run_1"))
+    assert await asyncio.to_thread(fake_llm.batches.polled.wait, EVENT_TIMEOUT_S)
+    killed.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await killed
+    fake_llm.batches.release()
+
+    router = LlmRouter(models)
+    runner = BatchRunner(router, BatchLedger(store), run_id="run_2", stage=STAGE)
+    outcomes, resend = await runner.resume()
+    await router.aclose()
+
+    assert reasons(outcomes) == {"task_0": "ok"}  # the one line the expired job answered
+    assert sorted(resend) == ["task_1", "task_2"]
+    assert fake_llm.batches.counts.jobs_created == 1  # resume sends nothing
+    assert BatchLedger(store).open_jobs(STAGE) == []
+
+
 async def test_a_run_killed_before_it_stored_the_job_id_finds_the_job_by_its_key(
     fake_llm: FakeLlm, store: Store, tmp_path: Path
 ) -> None:
@@ -164,3 +190,51 @@ async def test_a_run_killed_before_it_stored_the_job_id_finds_the_job_by_its_key
     assert fake_llm.batches.counts.lists >= 1
     (found,) = store.select(BatchJob)
     assert found.job_id is not None and found.status == "completed"
+
+
+async def test_a_recorded_job_the_provider_does_not_know_is_lost_and_its_items_sent_again(
+    fake_llm: FakeLlm, store: Store
+) -> None:
+    models = batch_models(fake_llm)
+    items = judge_items(2)
+    router = LlmRouter(models)
+    name = "judge-a"
+    keys = {item.item_id: router.request_key(name, *item.request()).key for item in items}
+    await router.aclose()
+    gone = BatchJob(
+        job_key="batch_gone", job_id="batch-unknown-to-the-provider", provider="openai",
+        deployment=name, model=f"openai/{name}", stage=STAGE, run_id="run_0",
+        status="in_progress", request_count=2,
+    )  # fmt: skip
+    lines = [
+        BatchRequest(
+            job_key=gone.job_key,
+            custom_id=make_custom_id(item_id, key),
+            item_id=item_id,
+            request_key=key,
+            deployment=name,
+            stage=STAGE,
+            run_id="run_0",
+        )
+        for item_id, key in keys.items()
+    ]
+    BatchLedger(store).record_submission(gone, lines)
+
+    outcomes, _ = await run_batch(models, store, items, run_id="run_1")
+
+    assert set(reasons(outcomes).values()) == {"ok"}
+    lost = BatchLedger(store).jobs([gone.job_key])[gone.job_key]
+    assert (lost.status, lost.reason) == ("failed", "batch_lost")
+    assert fake_llm.batches.counts.jobs_created == 1  # the items, sent once more
+
+
+async def test_a_provider_out_of_reach_fails_the_items_and_keeps_the_job_open(
+    store: Store,
+) -> None:
+    nowhere = batch_models("http://127.0.0.1:1/v1", max_retries=0)  # nothing listens on port 1
+
+    outcomes, _ = await run_batch(nowhere, store, judge_items(2))
+
+    assert set(reasons(outcomes).values()) == {"batch_submit_failed"}
+    (job,) = BatchLedger(store).open_jobs(STAGE)  # the next run looks for it before sending
+    assert (job.status, job.reason, job.job_id) == ("submitting", "batch_submit_failed", None)

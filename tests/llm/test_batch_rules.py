@@ -13,8 +13,8 @@ from tests.fake_llm import FakeLlm, Rule
 from tests.fake_llm_batches import JobPlan
 from toucan.config import ModelDeployment, load_settings
 from toucan.llm.batch_api import BatchState, ResultFiles, batch_provider
+from toucan.llm.batch_items import use_batch
 from toucan.llm.batch_lines import read_result_file, settle_lines
-from toucan.llm.batch_runner import use_batch
 from toucan.llm.deployments import batch_price_per_token
 
 

@@ -19,8 +19,9 @@ from tests.llm.batch_helpers import (
 )
 from toucan.errors import ConfigError, LlmError
 from toucan.ids import canonical_json
+from toucan.llm.batch_items import BatchItem, parse_outcome
 from toucan.llm.batch_ledger import BatchLedger
-from toucan.llm.batch_runner import BatchItem, BatchRunner, parse_outcome
+from toucan.llm.batch_runner import BatchRunner
 from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter

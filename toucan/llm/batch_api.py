@@ -115,13 +115,15 @@ class OpenAiBatchApi:
 
     provider = "openai"
 
-    def __init__(self, transport: DirectTransport, endpoint: Endpoint) -> None:
+    def __init__(self, transport: DirectTransport, endpoint: Endpoint, max_retries: int) -> None:
         self.transport = transport
         self.endpoint = endpoint
+        self.max_retries = max_retries  # of each call, on transient trouble (the deployment's)
         # aiohttp sets the content type of JSON and multipart bodies itself
         self.headers = {k: v for k, v in endpoint.headers.items() if k != "content-type"}
 
     async def call(self, method: str, path: str, **request: Any) -> bytes:
+        """One request below the API root; raises the direct transport's errors."""
         timeout_s = request.pop("timeout_s", self.endpoint.timeout_s)
         url = f"{self.endpoint.base}{path}"
         return await self.transport.send(
@@ -146,9 +148,11 @@ class OpenAiBatchApi:
         return read_batch(decode_json(await self.call("POST", "/batches", json=body)))
 
     async def retrieve(self, job_id: str) -> BatchState:
+        """The job's current state (GET /batches/{id})."""
         return read_batch(decode_json(await self.call("GET", f"/batches/{job_id}")))
 
     async def cancel(self, job_id: str) -> BatchState:
+        """Ask the provider to stop the job; it ends as `cancelled`, keeping what it answered."""
         return read_batch(decode_json(await self.call("POST", f"/batches/{job_id}/cancel")))
 
     async def find(self, job_key: str, since: float) -> BatchState | None:
@@ -181,6 +185,7 @@ class OpenAiBatchApi:
         )
 
     async def download(self, file_id: str | None) -> bytes | None:
+        """A file's content; None when no file is named or the named one is gone (404)."""
         if not file_id:
             return None
         try:

@@ -7,6 +7,7 @@ happens to their results, is decided by toucan/llm/batch_runner.py.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
@@ -31,7 +32,6 @@ from toucan.llm.errors import ConnectionTrouble, HttpStatusError, is_rate_limit,
 from toucan.records import BatchJob, BatchRequest, utc_now
 
 T = TypeVar("T")
-CALL_ATTEMPTS = 5  # one management call (upload, create, retrieve, download) before giving up
 REASON_BY_STATUS = {
     "expired": "batch_expired",
     "failed": "batch_failed",
@@ -52,10 +52,12 @@ class Line:
 
 
 def is_transient(error: BaseException) -> bool:
+    """Worth another try: what the chat path retries, and 429s (a status check can wait)."""
     return is_retryable(error) or is_rate_limit(error)
 
 
 def unix_seconds(job: BatchJob) -> float:
+    """When the job was recorded, in unix seconds (the store keeps naive UTC)."""
     return job.submitted_at.replace(tzinfo=UTC).timestamp()
 
 
@@ -86,11 +88,14 @@ class JobDriver:
         self.config = config
         self.run_id = run_id
 
-    async def call(self, operation: Callable[..., Awaitable[T]], *args: object) -> T:
-        """One management call, retried with backoff on transient trouble (tenacity)."""
+    async def call(
+        self, api: OpenAiBatchApi, operation: Callable[..., Awaitable[T]], *args: object
+    ) -> T:
+        """One call of `api`, retried with backoff on transient trouble (tenacity), up to the
+        deployment's `max_retries` times."""
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(CALL_ATTEMPTS),
+            stop=stop_after_attempt(api.max_retries + 1),
             wait=wait_random_exponential(multiplier=BACKOFF_BASE_S, max=BACKOFF_MAX_S),
             reraise=True,
         )
@@ -114,9 +119,8 @@ class JobDriver:
         ]
         self.ledger.record_submission(job, requests)
         try:
-            state = await self.call(
-                api.submit, job.job_key, b"".join(line.encoded for line in lines)
-            )
+            payload = b"".join(line.encoded for line in lines)
+            state = await self.call(api, api.submit, job.job_key, payload)
         except TRANSPORT_ERRORS as error:
             refused = isinstance(error, HttpStatusError) and not is_transient(error)
             update = {"reason": "batch_submit_failed", "detail": str(error)[:500]}
@@ -131,9 +135,9 @@ class JobDriver:
     async def acknowledge(self, api: OpenAiBatchApi, job: BatchJob) -> BatchJob:
         """A job recorded as `submitting` by a run that ended before it learnt the job's id:
         found at the provider by its key, or (not there) left without a job id."""
-        if job.job_id is not None or job.status != "submitting":
-            return job
-        state = await self.call(api.find, job.job_key, unix_seconds(job))
+        if job.job_id is not None or job.status != "submitting" or job.run_id == self.run_id:
+            return job  # (this run knows how its own submission went)
+        state = await self.call(api, api.find, job.job_key, unix_seconds(job))
         if state is None:
             return job
         job = apply_state(job, state)
@@ -141,6 +145,7 @@ class JobDriver:
         return job
 
     async def check(self, api: OpenAiBatchApi, job: BatchJob) -> BatchState:
+        """One status check; the job's row follows a change of status."""
         state = await api.retrieve(job.job_id or "")
         if state.status != job.status:
             self.ledger.save(apply_state(job, state))
@@ -166,19 +171,37 @@ class JobDriver:
         was submitted the job is cancelled and waited for `cancel_wait_s` more, for the
         answers it has (OpenAI: a cancelled job keeps its partial results)."""
         deadline = unix_seconds(job) + self.config.max_wait_s
-        state = await self.poll(api, job, deadline - utc_now().replace(tzinfo=UTC).timestamp())
+        state = await self.poll(api, job, deadline - time.time())
         if state is not None:
             return state, False
-        cancelled = await self.call(api.cancel, job.job_id or "")
+        cancelled = await self.call(api, api.cancel, job.job_id or "")
         self.ledger.save(apply_state(job, cancelled))
         return await self.poll(api, job, self.config.cancel_wait_s), True
 
     async def settle(
         self, api: OpenAiBatchApi, job: BatchJob, lines: list[Line]
     ) -> tuple[BatchJob, dict[str, LineResult]]:
-        """Wait for the job to end and read every line's result (by custom id)."""
-        job = await self.acknowledge(api, job)
+        """Wait for the job to end and read every line's result (by custom id). A provider
+        that cannot be reached (after the retries) fails the lines as `batch_unreachable`
+        and leaves the job open for the next run; a job the provider does not know (404) is
+        `batch_lost`, and its lines are unfinished."""
         custom_ids = [line.custom_id for line in lines]
+        try:
+            return await self.follow(api, job, custom_ids)
+        except TRANSPORT_ERRORS as error:
+            detail = f"{type(error).__name__}: {error}"[:500]
+            if not (isinstance(error, HttpStatusError) and error.status_code == 404):
+                return job, uniform_results(custom_ids, "batch_unreachable", detail)
+            update = {"status": "failed", "reason": "batch_lost", "detail": detail}
+            job = job.model_copy(update={**update, "ended_at": utc_now()})
+            self.ledger.save(job)
+            return job, uniform_results(custom_ids, "batch_lost", detail, unfinished=True)
+
+    async def follow(
+        self, api: OpenAiBatchApi, job: BatchJob, custom_ids: list[str]
+    ) -> tuple[BatchJob, dict[str, LineResult]]:
+        """`settle` without its handling of a provider out of reach."""
+        job = await self.acknowledge(api, job)
         if job.job_id is None:
             # never reached the provider, so nothing ran: an earlier run's lines go out again;
             # this run's failed submission is final (it may yet exist: the next run looks)
@@ -192,7 +215,7 @@ class JobDriver:
             job = job.model_copy(update={"ended_at": utc_now()})
             self.ledger.save(job)
             return job, uniform_results(custom_ids, "batch_timeout", "not ended after cancel")
-        files = await self.call(api.results, state)
+        files = await self.call(api, api.results, state)
         job = apply_state(job, state)
         self.ledger.save(job)
         results = settle_lines(custom_ids, state, files)

@@ -29,6 +29,7 @@ class BatchLedger:
         self.store.upsert([job, *requests])
 
     def save(self, job: BatchJob) -> None:
+        """The job's row as it is now (insert or replace)."""
         self.store.upsert([job])
 
     def latest_requests(self, custom_ids: Sequence[str]) -> dict[str, BatchRequest]:
@@ -42,12 +43,14 @@ class BatchLedger:
         return {row.custom_id: row for row in rows}  # the latest job's line wins
 
     def jobs(self, job_keys: Sequence[str]) -> dict[str, BatchJob]:
+        """The recorded jobs among these keys, by key."""
         if not job_keys:
             return {}
         found = self.store.select(BatchJob, f"job_key IN {KEYS_PARAM}", [sorted(set(job_keys))])
         return {job.job_key: job for job in found}
 
     def requests_of(self, job_key: str) -> list[BatchRequest]:
+        """The job's lines: its request -> item map."""
         return self.store.select(BatchRequest, "job_key = ?", [job_key])
 
     def open_jobs(self, stage: str | None = None) -> list[BatchJob]:

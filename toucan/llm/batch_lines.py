@@ -67,6 +67,7 @@ def build_line(custom_id: str, model: str, request: dict[str, Any]) -> dict[str,
 
 
 def encode_line(line: dict[str, Any]) -> bytes:
+    """One JSONL line, newline included."""
     return orjson.dumps(line) + b"\n"
 
 

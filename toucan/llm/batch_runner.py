@@ -11,7 +11,8 @@ has a batch API (`split` tells them from the rest, which stay online):
 3. The rest go out in jobs of at most `max_requests_per_job` lines and `max_bytes_per_job`;
    each job and its request -> item map are stored before the job is created.
 4. Jobs are polled with backoff until they end; past `max_wait_s` a job is cancelled and its
-   unanswered items fail as `batch_timeout` (toucan/llm/batch_jobs.py).
+   unanswered items fail as `batch_timeout`; a provider out of reach fails them as
+   `batch_unreachable`, a job it does not know is `batch_lost` (toucan/llm/batch_jobs.py).
 5. A result line becomes an LlmReply through the direct path's `to_reply_from_json`, priced at
    the batch price, with one `llm_call` event; a failed line becomes the item's LlmError with a
    reason token (toucan/llm/batch_lines.py). Items an expired or failed job never ran go out
@@ -26,76 +27,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
-from toucan.config import BatchApiConfig, StageMode
+from toucan.config import BatchApiConfig
 from toucan.errors import ConfigError, LlmError
 from toucan.ids import make_id
 from toucan.llm.batch_api import OpenAiBatchApi, batch_provider
+from toucan.llm.batch_items import BatchItem, Outcome
 from toucan.llm.batch_jobs import JobDriver, Line
 from toucan.llm.batch_ledger import BatchLedger
 from toucan.llm.batch_lines import LineResult, build_line, encode_line, make_custom_id
 from toucan.llm.deployments import batch_price_per_token
 from toucan.llm.direct import to_reply_from_json
 from toucan.llm.errors import ConnectionTrouble
-from toucan.llm.parsing import response_format_for
-from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
-from toucan.llm.structured import parse_or_repair
 from toucan.records import BatchJob, utc_now
-
-Outcome = LlmReply | LlmError
-T = TypeVar("T", bound=BaseModel)
-
-
-class BatchItem(BaseModel):
-    """One request a stage wants answered: what `LlmRouter.complete` would be asked."""
-
-    item_id: str
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]] | None = None
-    response_format: dict[str, Any] | None = None
-    params: dict[str, Any] | None = None
-    server_id: str | None = None  # for the call's event row
-
-    def request(self) -> tuple[Any, Any, Any, Any]:
-        """(messages, tools, response_format, params): the router's request arguments."""
-        return self.messages, self.tools, self.response_format, self.params
-
-
-async def parse_outcome(
-    router: LlmRouter,
-    item: BatchItem,
-    outcome: Outcome,
-    schema: type[T],
-    *,
-    meta: CallMeta | None = None,
-) -> tuple[T, LlmReply]:
-    """A batch outcome through the online structured path (`parse_or_repair`: lenient parse,
-    one online repair, cached once parsed, under the item's own request). Raises the item's
-    LlmError, or UnparseableReply."""
-    if isinstance(outcome, LlmError):
-        raise outcome
-    response_format = item.response_format or response_format_for(schema)
-    return await parse_or_repair(
-        router,
-        item.messages,
-        outcome,
-        schema,
-        response_format=response_format,
-        params=item.params,
-        meta=meta,
-    )
-
-
-def use_batch(mode: StageMode, batchable_items: int, min_items: int) -> bool:
-    """Whether a stage sends its batchable items as batch jobs: always in `batch` mode, in
-    `auto` mode when there are more than `min_items` of them, never in `online` mode."""
-    if mode == "auto":
-        return batchable_items > min_items
-    return mode == "batch" and batchable_items > 0
 
 
 class BatchRunner:
@@ -128,7 +74,7 @@ class BatchRunner:
         endpoint = self.router.endpoints.get(name)
         provider = batch_provider(deployment, self.router.models.route_to_local)
         if provider == "openai" and endpoint is not None:
-            return OpenAiBatchApi(self.router.transport, endpoint)
+            return OpenAiBatchApi(self.router.transport, endpoint, deployment.max_retries)
         return None
 
     def meta(self, item_id: str, server_id: str | None) -> CallMeta:
@@ -166,6 +112,30 @@ class BatchRunner:
         for part in await asyncio.gather(*(self.run_on(n, ls) for n, ls in lines.items())):
             outcomes.update(part)
         return outcomes
+
+    async def resume(self) -> tuple[dict[str, Outcome], list[str]]:
+        """Wait for every job of this stage the store holds as not ended (a killed run's) and
+        read it: (replies and final errors by item, items to send again because their job
+        expired, failed or never reached the provider). Nothing is sent here; the stage sends
+        those items with `run`."""
+        ledger = self.driver.ledger
+        outcomes: dict[str, Outcome] = {}
+        resend: list[str] = []
+        for job in ledger.open_jobs(self.stage):
+            requests = ledger.requests_of(job.job_key)
+            api = self.apis.get(job.deployment)
+            if api is None:  # the deployment is gone from the config: ask again elsewhere
+                resend += [request.item_id for request in requests]
+                continue
+            lines = [Line(r.item_id, None, r.request_key, r.custom_id, b"") for r in requests]
+            job, results = await self.driver.settle(api, job, lines)
+            for line in lines:
+                result = results[line.custom_id]
+                if result.unfinished:
+                    resend.append(line.item_id)
+                else:
+                    outcomes[line.item_id] = self.to_outcome(job.deployment, job, line, result)
+        return outcomes, resend
 
     def make_line(self, name: str, item: BatchItem) -> Line:
         api = self.apis[name]
