@@ -16,8 +16,8 @@ written in reverse input order (providers promise no order); a rule's error stat
 error file the same way, an unfinished request of an expired or cancelled job as
 `{"response": null, "error": {"code": "batch_expired" | "batch_cancelled", "message"}}`.
 
-Each job follows a `JobPlan` (the n-th job created takes `plans[n]`, later ones
-`default_plan`): `delay_s` from `validating` through `in_progress` to the end, `hold` (stay
+Each job follows a `JobPlan` (`plan(plans, default)`: the n-th job created after that call
+takes `plans[n]`, later ones `default`): `delay_s` from `validating` through `in_progress` to the end, `hold` (stay
 `in_progress` until `release()`: a job that never completes), `outcome` completed | expired |
 failed, `answered` (lines answered before an expiry), `malformed_lines` (the first N output
 lines cut in half), `missing_output` (the output file id names no file), `hold_create` (the
@@ -125,6 +125,7 @@ class FakeBatches:
         self.counts = BatchCounts()
         self.plans: list[JobPlan] = []
         self.default_plan = JobPlan()
+        self._planned_from = 0  # jobs created before the current plans were given
         self.job_created = threading.Event()  # set by every create (waits in tests)
         self.polled = threading.Event()  # set by every retrieve
         self._files: dict[str, tuple[dict[str, Any], bytes]] = {}
@@ -153,6 +154,7 @@ class FakeBatches:
         with self._lock:
             self.plans = list(plans)
             self.default_plan = default or JobPlan()
+            self._planned_from = self.counts.jobs_created
 
     def release(self) -> None:
         """Let held jobs (`hold=True`) run on to their outcome."""
@@ -223,7 +225,7 @@ class FakeBatches:
     ) -> FakeJob:
         now = int(time.time())
         with self._lock:
-            index = self.counts.jobs_created
+            index = self.counts.jobs_created - self._planned_from
             plan = self.plans[index] if index < len(self.plans) else self.default_plan
             self.counts.jobs_created += 1
             self.counts.requests_received += len(lines)

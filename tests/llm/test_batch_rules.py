@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import openai
 import pytest
 from openai.types import Batch, FileObject
@@ -140,4 +141,16 @@ def test_the_fake_batch_api_validates_against_the_openai_sdk_types(fake_llm: Fak
     assert client.batches.retrieve(slow.id).status == "cancelled"
     with pytest.raises(openai.NotFoundError):
         client.files.content("file-none")
+
+    control = fake_llm.base_url.removesuffix("/v1") + "/_fake/batches"
+    httpx.post(f"{control}/plan", json=[{"outcome": "failed", "fail_code": "quota"}])
+    doomed = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    failed = client.batches.retrieve(doomed.id)
+    assert failed.status == "failed" and failed.errors and failed.errors.data
+    assert failed.errors.data[0].code == "quota"
+    counts = httpx.get(control).json()
+    assert (counts["jobs_created"], counts["requests_received"]) == (3, 6)
+    assert counts["by_status"] == {"cancelled": 1, "completed": 1, "failed": 1}
     client.close()
