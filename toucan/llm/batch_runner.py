@@ -118,23 +118,30 @@ class BatchRunner:
         read it: (replies and final errors by item, items to send again because their job
         expired, failed or never reached the provider). Nothing is sent here; the stage sends
         those items with `run`."""
-        ledger = self.driver.ledger
         outcomes: dict[str, Outcome] = {}
         resend: list[str] = []
-        for job in ledger.open_jobs(self.stage):
-            requests = ledger.requests_of(job.job_key)
-            api = self.apis.get(job.deployment)
-            if api is None:  # the deployment is gone from the config: ask again elsewhere
-                resend += [request.item_id for request in requests]
-                continue
-            lines = [Line(r.item_id, None, r.request_key, r.custom_id, b"") for r in requests]
-            job, results = await self.driver.settle(api, job, lines)
-            for line in lines:
-                result = results[line.custom_id]
-                if result.unfinished:
-                    resend.append(line.item_id)
-                else:
-                    outcomes[line.item_id] = self.to_outcome(job.deployment, job, line, result)
+        open_jobs = self.driver.ledger.open_jobs(self.stage)
+        for read, again in await asyncio.gather(*(self.resume_job(job) for job in open_jobs)):
+            outcomes.update(read)
+            resend += again
+        return outcomes, resend
+
+    async def resume_job(self, job: BatchJob) -> tuple[dict[str, Outcome], list[str]]:
+        """One open job of `resume`: (what it answered or failed, items to send again)."""
+        requests = self.driver.ledger.requests_of(job.job_key)
+        api = self.apis.get(job.deployment)
+        if api is None:  # the deployment is gone from the config: ask again elsewhere
+            return {}, [request.item_id for request in requests]
+        lines = [Line(r.item_id, None, r.request_key, r.custom_id, b"") for r in requests]
+        job, results = await self.driver.settle(api, job, lines)
+        outcomes: dict[str, Outcome] = {}
+        resend: list[str] = []
+        for line in lines:
+            result = results[line.custom_id]
+            if result.unfinished:
+                resend.append(line.item_id)
+            else:
+                outcomes[line.item_id] = self.to_outcome(job.deployment, job, line, result)
         return outcomes, resend
 
     def make_line(self, name: str, item: BatchItem) -> Line:
