@@ -85,6 +85,16 @@ class ModelDeployment(Section):
     # whose rules the tool definitions meet (toucan/llm/tool_rules.py); None = from `model`
     tool_rules: Literal["openai", "anthropic", "gemini", "openai_compatible"] | None = None
     strict_tools: bool = False  # OpenAI strict mode for tool calls (closed, all-required)
+    # provider batch jobs (toucan/llm/batch_api.py): None = from the provider (OpenAI and
+    # Anthropic have them); True for an OpenAI-compatible server that serves /v1/batches
+    supports_batch: bool | None = None
+    # $ per token in a batch job: these, else LiteLLM's price map's batch prices (when the
+    # online price is not configured either), else the online price x batch_price_factor
+    batch_input_cost_per_token: float | None = None
+    batch_output_cost_per_token: float | None = None
+    # OpenAI: "50% cost discount vs. the synchronous APIs" (Batch API FAQ); Anthropic: Message
+    # Batches "reducing costs by 50%" (docs, build-with-claude/batch-processing)
+    batch_price_factor: float = Field(default=0.5, ge=0.0)
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -124,6 +134,28 @@ class PromptBudget(Section):
     question_min_chars: int | None = None  # minLength: a constrained decoder cannot skip it
 
 
+StageMode = Literal["online", "batch", "auto"]
+"""How a single-call stage asks its model: one request at a time (online), as provider batch
+jobs (batch), or as batch jobs when the deployment has them and the stage has more than its
+`batch_min_items` items (auto)."""
+
+
+class BatchApiConfig(Section):
+    """How provider batch jobs are sent and waited for (toucan/llm/batch_runner.py)."""
+
+    poll_initial_s: float = Field(default=10.0, gt=0)  # first wait between status checks
+    poll_max_s: float = Field(default=300.0, gt=0)  # the backoff's ceiling
+    # OpenAI and Anthropic end a job within 24 h (expired); past this, toucan cancels the job
+    # and its unanswered items become `batch_timeout` errors
+    max_wait_s: float = Field(default=25 * 3600.0, gt=0)
+    cancel_wait_s: float = 600.0  # OpenAI: "cancelling for up to 10 minutes" (batch cancel)
+    # OpenAI: "up to 50,000 requests, and can be up to 200 MB" per input file (batch create);
+    # Anthropic: 100,000 requests or 256 MB per Message Batch
+    max_requests_per_job: int = Field(default=50_000, ge=1)
+    max_bytes_per_job: int = Field(default=190_000_000, ge=1)
+    max_resubmits: int = Field(default=1, ge=0)  # an expired or failed job's unfinished items
+
+
 class ModelsConfig(Section):
     generators: list[ModelDeployment]
     teachers: list[ModelDeployment]
@@ -136,6 +168,7 @@ class ModelsConfig(Section):
     circuit_breaker_failures: int | None = Field(default=5, ge=1)
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
     prompt_budget: PromptBudget = Field(default_factory=PromptBudget)
+    batch: BatchApiConfig = Field(default_factory=BatchApiConfig)
 
     def group(self, name: Literal["generator", "teacher", "judge"]) -> list[ModelDeployment]:
         return {"generator": self.generators, "teacher": self.teachers, "judge": self.judge}[name]
@@ -239,6 +272,8 @@ class SynthesizeConfig(Section):
     featured_servers: int = 8
     dedup_threshold: float = 0.9
     concurrency: int = 64
+    mode: StageMode = "online"  # provider batch jobs: see StageMode
+    batch_min_items: int = 1_000
 
 
 class FilterTasksConfig(Section):
@@ -254,6 +289,8 @@ class FilterTasksConfig(Section):
         }
     )
     concurrency: int = 64
+    mode: StageMode = "online"
+    batch_min_items: int = 1_000
 
 
 class TrajectoriesConfig(Section):
@@ -283,6 +320,8 @@ class FilterTrajectoriesConfig(Section):
         ]
     )
     concurrency: int = 64
+    mode: StageMode = "online"  # the trajectory judge's calls (the rules need no model)
+    batch_min_items: int = 1_000
 
 
 class ExtensionsConfig(Section):
@@ -290,6 +329,8 @@ class ExtensionsConfig(Section):
     diversify_variants: int = 2
     personas_file: str | None = None  # None = the list shipped with the project
     multi_turn_user_turns: int = 2
+    diversify_mode: StageMode = "online"  # irrelevance and multi-turn stay online
+    diversify_batch_min_items: int = 1_000
 
 
 class ExportConfig(Section):

@@ -77,18 +77,20 @@ def unpriced_deployments(models: ModelsConfig) -> list[str]:
     return list(names)
 
 
-def price_from_map(model_string: str, price_map: dict[str, Any]) -> ModelPrice | None:
+def price_from_map(
+    model_string: str, price_map: dict[str, Any], suffix: str = ""
+) -> ModelPrice | None:
     """The price LiteLLM's map gives a model string: its own entry, else the entry of the name
     without its provider prefix when that entry belongs to the same provider ("openai/gpt-4o-mini"
-    -> "gpt-4o-mini"), as LiteLLM's `cost_per_token` looks it up. None when neither names a
-    cost (LiteLLM then counts $0; a budget must not)."""
+    -> "gpt-4o-mini"), as LiteLLM's `cost_per_token` looks it up. `suffix` "_batches" reads the
+    batch prices. None when neither names a cost (LiteLLM then counts $0; a budget must not)."""
     entry = price_map.get(model_string)
     prefix, _, bare = model_string.partition("/")
     if entry is None and bare:
         candidate = price_map.get(bare)
         if candidate is not None and candidate.get("litellm_provider") == prefix:
             entry = candidate
-    costs = [(entry or {}).get(f"{side}_cost_per_token") for side in ("input", "output")]
+    costs = [(entry or {}).get(f"{side}_cost_per_token{suffix}") for side in ("input", "output")]
     if all(cost is None for cost in costs):  # LiteLLM would say $0; we say unknown
         return None
     output_limit = entry.get("max_output_tokens")
@@ -96,6 +98,35 @@ def price_from_map(model_string: str, price_map: dict[str, Any]) -> ModelPrice |
         input_per_token=float(costs[0] or 0.0),
         output_per_token=float(costs[1] or 0.0),
         max_output_tokens=output_limit if isinstance(output_limit, int) else None,
+    )
+
+
+def batch_price(deployment: ModelDeployment, route_to_local: bool = False) -> ModelPrice | None:
+    """A deployment's price inside a provider batch job: the config's
+    `batch_*_cost_per_token`; else, when no online price is configured either, LiteLLM's map's
+    batch prices (`input_cost_per_token_batches`); else the online price x
+    `batch_price_factor` (0.5 by default: OpenAI gives "50% cost discount vs. the synchronous
+    APIs", Batch API FAQ; Anthropic's Message Batches are "reducing costs by 50%", docs,
+    build-with-claude/batch-processing). None when nobody knows the online price."""
+    configured = (deployment.batch_input_cost_per_token, deployment.batch_output_cost_per_token)
+    if any(price is not None for price in configured):
+        return ModelPrice(
+            input_per_token=configured[0] or 0.0, output_per_token=configured[1] or 0.0
+        )
+    online_configured = (deployment.input_cost_per_token, deployment.output_cost_per_token)
+    if all(price is None for price in online_configured) and not route_to_local:
+        mapped = price_from_map(deployment.model, litellm_price_map(), "_batches")
+        if mapped is not None:
+            return mapped
+    online = deployment_price(deployment, route_to_local)
+    if online is None:
+        return None
+    factor = deployment.batch_price_factor
+    return online.model_copy(
+        update={
+            "input_per_token": online.input_per_token * factor,
+            "output_per_token": online.output_per_token * factor,
+        }
     )
 
 

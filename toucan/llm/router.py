@@ -247,19 +247,7 @@ class LlmRouter:
         meta: CallMeta,
     ) -> LlmReply:
         """One deployment, no cache: the budget reservation, the call, its retries, its event."""
-        request: dict[str, Any] = {"messages": messages}
-        request.update({**self.deployments[name].params, **(params or {})})
-        if self.models.route_to_local:
-            # a small constrained model can ramble until its context is full: cap each reply
-            request.setdefault("max_tokens", self.models.local.max_tokens)
-        if tools:
-            request["tools"] = tools
-        if response_format:
-            request["response_format"] = (
-                to_llama_cpp_format(response_format)
-                if self.models.route_to_local
-                else response_format
-            )
+        request = self.build_request(name, messages, tools, response_format, params)
         reservation = await self.reserve(name, request, meta)
         try:
             reply = await self.answer_on(name, request, meta)
@@ -292,6 +280,31 @@ class LlmRouter:
         reply.cost_usd = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0
         self.record_event(meta, name, status="ok", reply=reply)
         return reply
+
+    def build_request(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+        params: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The OpenAI chat request body (without `model`) deployment `name` is sent: online
+        by `complete_on`, and as the `body` of a provider batch line (toucan/llm/batch_lines.py)."""
+        request: dict[str, Any] = {"messages": messages}
+        request.update({**self.deployments[name].params, **(params or {})})
+        if self.models.route_to_local:
+            # a small constrained model can ramble until its context is full: cap each reply
+            request.setdefault("max_tokens", self.models.local.max_tokens)
+        if tools:
+            request["tools"] = tools
+        if response_format:
+            request["response_format"] = (
+                to_llama_cpp_format(response_format)
+                if self.models.route_to_local
+                else response_format
+            )
+        return request
 
     async def reserve(
         self, name: str, request: dict[str, Any], meta: CallMeta
