@@ -75,6 +75,7 @@ class LlmRouter:
         )
         self.limiters = self.sender.limiters  # per deployment, shared with the sender
         self.transport = self.sender.transport
+        self.endpoints = self.sender.endpoints  # None: the deployment goes through LiteLLM
         self._sinks: dict[tuple[str, str], EventSink] = {}
 
     # -- choosing a deployment --------------------------------------------------------
