@@ -18,7 +18,7 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,6 +66,8 @@ def _duckdb_type(annotation: Any) -> str:
         return "VARCHAR"
     if annotation is datetime:
         return "TIMESTAMP"
+    if origin is list and typing.get_args(annotation) == (int,):
+        return "BIGINT[]"  # a native list: SQL can unnest and join it (e.g. LSH band keys)
     return "JSON"
 
 
@@ -106,6 +108,15 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return str(value)
+
+
+_POLARS_TYPES: dict[str, Any] = {
+    "BOOLEAN": pl.Boolean,
+    "BIGINT": pl.Int64,
+    "DOUBLE": pl.Float64,
+    "TIMESTAMP": pl.Datetime("us"),
+    "BIGINT[]": pl.List(pl.Int64),
+}
 
 
 def _from_row(model: type[R], columns: list[str], row: tuple[Any, ...]) -> R:
@@ -340,18 +351,7 @@ class Store:
             name: [_to_cell(getattr(r, name), col_type) for r in seen.values()]
             for name, col_type in columns.items()
         }
-        schema = {
-            name: pl.Boolean
-            if t == "BOOLEAN"
-            else pl.Int64
-            if t == "BIGINT"
-            else pl.Float64
-            if t == "DOUBLE"
-            else pl.Datetime("us")
-            if t == "TIMESTAMP"
-            else pl.Utf8
-            for name, t in columns.items()
-        }
+        schema = {name: _POLARS_TYPES.get(t, pl.Utf8) for name, t in columns.items()}
         batch = pl.DataFrame(data, schema=schema)  # noqa: F841 - read by name in the SQL
         before = con.execute(f"SELECT count(*) FROM {model.__table__}").fetchone()[0]  # type: ignore[index]
         con.execute(statement.format(table=model.__table__))
@@ -385,6 +385,20 @@ class Store:
         with self.connect(read_only=True) as con:
             # duckdb 2.x: results of `execute` have no .pl(); a relation does
             return con.sql(sql, params=list(params) or None).pl()
+
+    def query_with(
+        self, sql: str, frames: Mapping[str, pl.DataFrame], params: Sequence[Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """A read that joins store tables with in-memory frames, each visible to the SQL under
+        its key (e.g. probe keys against an index): no per-value parameter conversion."""
+        with self.connect(read_only=True) as con:
+            for name, frame in frames.items():
+                con.register(name, frame)
+            try:
+                return con.execute(sql, list(params)).fetchall()
+            finally:
+                for name in frames:
+                    con.unregister(name)
 
     def count(self, model: type[Record], where: str = "", params: Sequence[Any] = ()) -> int:
         if not self.path.exists():
