@@ -99,16 +99,22 @@ def indexed_candidates(store: Store, keys: np.ndarray) -> dict[int, list[DedupIt
 def write_outcome(
     store: Store, items: list[DedupItem], keys: np.ndarray, dropped: dict[str, str], scheme: str
 ) -> None:
-    """Kept items into the index, dropped ones rejected: one transaction, so a crash between
-    chunks leaves every task either decided or still new."""
-    kept = [
-        DedupIndexEntry(task_id=item.task_id, scheme=scheme, band_keys=keys[row].tolist())
-        for row, item in enumerate(items)
-        if item.task_id not in dropped
-    ]
+    """Dropped items rejected, then kept items into the index. A crash between the two heals
+    itself: whatever was not written is still new to the next pass and decided the same way."""
     ids = sorted(dropped)
     tasks = store.select(Task, "task_id IN (SELECT unnest(?::VARCHAR[]))", [ids]) if ids else []
-    store.upsert([*kept, *mark_near_duplicates(dropped, tasks)])
+    store.upsert(mark_near_duplicates(dropped, tasks))
+    kept = np.array([item.task_id not in dropped for item in items], dtype=bool)
+    store.insert_frame(
+        DedupIndexEntry,
+        pl.DataFrame(
+            {
+                "task_id": [item.task_id for item in items if item.task_id not in dropped],
+                "scheme": scheme,
+                "band_keys": pl.Series(keys[kept]).cast(pl.List(pl.Int64)),
+            }
+        ),
+    )
 
 
 def _item(row: Sequence[Any]) -> DedupItem:

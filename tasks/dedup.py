@@ -9,13 +9,15 @@ still kept. `token_sort_ratio` rather than `token_set_ratio`: the set ratio scor
 whenever one question's words are a subset of the other's, which would fold a short question
 into any longer one that mentions the same words.
 
-Method: the exact ratio runs only on candidate pairs, found by MinHash LSH (datasketch
-`MinHash` over the question's word set; BANDS bands of ROWS values each; a pair shares a band
-key when all ROWS values of one band agree, probability J**ROWS for word-set Jaccard J). Each
-band key folds in the block, so a key collision already means "same servers". Cost grows with
-the number of tasks (times the candidates per task), not with the square of a block's size.
-LSH can miss a pair whose ratio passes the threshold; `bench/bench_dedup.py` measures that
-recall against the all-pairs method (BANDS x ROWS were chosen there for recall >= 0.99 at 0.9).
+Method: the exact ratio runs only on candidate pairs, found by MinHash LSH: datasketch
+`MinHash` over the set of the question's word prefixes (PREFIX bytes of each word: a plural or
+tense ending, small for the ratio, then changes no shingle, where whole words lost a shingle
+per edit and missed short pairs at ratio 90), BANDS bands of ROWS values; two questions share
+a band key with probability 1 - (1 - J**ROWS)**BANDS for Jaccard J. Each band key folds in the
+block, so a shared key already means "same servers". Cost grows with the number of tasks
+(times the candidates per task), not with the square of a block's size. LSH can miss a pair
+whose ratio passes the threshold: `bench/bench_dedup.py` measures that recall against the
+all-pairs method, and PREFIX, BANDS and ROWS were chosen there (recall >= 0.99 at 0.9).
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ from rapidfuzz import fuzz
 from toucan.records import Task
 
 WORD = re.compile(r"\w+")
+PREFIX = 4
 BANDS = 32
 ROWS = 5
 MINHASH_SEED = 1
 # What the stored band keys depend on: a change here makes the index stale (it is rebuilt).
-LSH_SCHEME = f"words-minhash-affine32-s{MINHASH_SEED}-b{BANDS}r{ROWS}-ds{datasketch.__version__}"
+LSH_SCHEME = (
+    f"prefix{PREFIX}-minhash-affine32-s{MINHASH_SEED}-b{BANDS}r{ROWS}-ds{datasketch.__version__}"
+)
 _MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))  # splitmix64 finalizer
 _BAND_SALT = np.arange(1, BANDS + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
 
@@ -73,14 +78,14 @@ def lsh_scheme(threshold: float) -> str:
 def band_keys(items: Sequence[DedupItem]) -> np.ndarray:
     """(len(items), BANDS) int64 LSH band keys: equal keys = same block and same band values.
 
-    The MinHash is datasketch's (affine32 scheme, crc32 of each distinct word: deterministic
-    across processes, unlike `hash`). The key mixes block, band number and the band's values
+    The MinHash is datasketch's (affine32 scheme, crc32 of each distinct word prefix:
+    deterministic across processes, unlike `hash`). The key mixes block, band number and the band's values
     with splitmix64 in numpy: one hashlib call per band would cost more than the MinHash."""
     minhash = MinHash(num_perm=BANDS * ROWS, seed=MINHASH_SEED, hashfunc=zlib.crc32)
     signatures = np.empty((len(items), BANDS * ROWS), dtype=np.uint64)
     for row, item in enumerate(items):
         minhash.clear()
-        minhash.update_batch({word.encode() for word in item.text.split()})
+        minhash.update_batch({word[:PREFIX] for word in item.text.encode().split()})
         signatures[row] = minhash.hashvalues
     blocks = np.array([_block_hash(item.block) for item in items], dtype=np.uint64)
     keys = blocks.reshape(-1, 1) ^ _BAND_SALT

@@ -320,6 +320,28 @@ class Store:
         """Insert or replace by key: for rows whose state legitimately changes (runs, servers)."""
         return self._write(records, "INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM batch")
 
+    def insert_frame(self, model: type[Record], frame: pl.DataFrame) -> int:
+        """Bulk insert of rows computed as columns (e.g. a million dedup index rows, where one
+        pydantic object per row would cost more than the work): the frame's columns must be
+        exactly the record's fields (StoreError otherwise); existing keys are skipped."""
+        if set(frame.columns) != set(table_columns(model)):
+            raise StoreError(
+                f"frame columns {sorted(frame.columns)} are not the fields of {model.__name__}"
+            )
+        table = model.__table__
+        with self.connect() as con, uninterrupted():
+            con.register("frame_rows", frame)
+            try:
+                count = f"SELECT count(*) FROM {table}"
+                before = con.execute(count).fetchall()[0][0]
+                con.execute(
+                    f"INSERT INTO {table} BY NAME SELECT * FROM frame_rows ON CONFLICT DO NOTHING"
+                ).fetchall()
+                after = con.execute(count).fetchall()[0][0]
+            finally:
+                con.unregister("frame_rows")
+        return int(after - before)
+
     def _write(self, records: Sequence[Record], statement: str) -> int:
         if not records:
             return 0
