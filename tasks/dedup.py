@@ -61,11 +61,8 @@ def normalise_question(question: str) -> str:
     return " ".join(WORD.findall(question.lower()))
 
 
-def dedup_block_key(task: Task) -> tuple[str, ...]:
-    return tuple(sorted(set(task.server_ids)))
-
-
 def dedup_item(task_id: str, question: str, server_ids: Iterable[str]) -> DedupItem:
+    """The block is the set of servers, sorted: the same servers in another order are one."""
     return DedupItem(task_id, tuple(sorted(set(server_ids))), normalise_question(question))
 
 
@@ -133,12 +130,7 @@ def keep_first(
     block, same text) shares that item's fate without entering the LSH join, so a run of
     identical questions costs linear, not quadratic, work."""
     cutoff = threshold * 100
-    firsts: dict[tuple[tuple[str, ...], str], int] = {}
-    copies: dict[int, int] = {}
-    for row, item in enumerate(items):
-        first = firsts.setdefault((item.block, item.text), row)
-        if first != row and cutoff <= 100:  # identical texts score 100
-            copies[row] = first
+    copies = exact_copies(items, cutoff)
     distinct = np.array([row for row in range(len(items)) if row not in copies], dtype=np.int64)
     earlier = {
         int(distinct[row]): [int(distinct[e]) for e in rows]
@@ -155,6 +147,19 @@ def keep_first(
         if kept is not None:
             dropped_rows[row] = kept
     return {items[row].task_id: kept for row, kept in dropped_rows.items()}
+
+
+def exact_copies(items: Sequence[DedupItem], cutoff: float) -> dict[int, int]:
+    """Row -> the row of the first item with the same block and text. Identical texts score
+    100, so a copy is a duplicate of whatever its first becomes, unless the cutoff is above 100."""
+    if cutoff > 100:
+        return {}
+    firsts: dict[tuple[tuple[str, ...], str], int] = {}
+    return {
+        row: first
+        for row, item in enumerate(items)
+        if (first := firsts.setdefault((item.block, item.text), row)) != row
+    }
 
 
 def first_match(item: DedupItem, candidates: Iterable[DedupItem], cutoff: float) -> str | None:
