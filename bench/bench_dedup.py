@@ -7,7 +7,7 @@ For each size N: a fresh store holding N ok tasks of one synthesize run (`dedup_
 realistic lengths, vocabulary shared within a server, 1,699 servers with skewed block sizes,
 10% near-duplicates), then `flows.dedup.dedup_pending_tasks` from scratch. After the largest
 size, `--increment` tasks of a later run are added and the pass runs again (the incremental
-case). Each pass runs in a fresh process: its seconds, peak RSS (ru_maxrss) and the RSS it
+case). Each pass runs in a fresh process: its seconds, peak RSS (VmHWM) and the RSS it
 started with (imports) are printed. Store seeding is not timed.
 
 Recall: on a sample of blocks (up to --recall-sample tasks, blocks of at most 5,000), the pairs
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -85,8 +84,16 @@ def timed_pass(path: str, threshold: float) -> tuple[float, float, float, int]:
     started = time.perf_counter()
     dropped = dedup_pending_tasks(Store(path), threshold)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-    return seconds, peak, start_rss, len(dropped)
+    return seconds, peak_rss_mb(), start_rss, len(dropped)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM): ru_maxrss would carry the parent's peak across the
+    fork and exec that start the worker, and the parent holds the whole corpus."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**10
+    return float("nan")
 
 
 def run_pass(path: Path, threshold: float, label: str) -> None:
@@ -110,8 +117,8 @@ def all_pairs_near_duplicates(tasks: Sequence[Task], threshold: float) -> dict[s
         texts = [normalise_question(task.question) for task in block]
         scores = process.cdist(texts, texts, scorer=fuzz.token_sort_ratio, score_cutoff=cutoff)
         for later in range(1, len(block)):
-            for earlier in range(later):
-                if block[earlier].task_id not in dropped and scores[later, earlier] >= cutoff:
+            for earlier in np.flatnonzero(scores[later, :later] >= cutoff):  # in order
+                if block[earlier].task_id not in dropped:
                     dropped[block[later].task_id] = block[earlier].task_id
                     break
     return dropped

@@ -45,32 +45,43 @@ _OK_ORIGINAL = "t.status = 'ok' AND t.kind = 'original'"
 def dedup_pending_tasks(store: Store, threshold: float, chunk: int = CHUNK) -> dict[str, str]:
     """Dedup the ok original tasks not yet in the index; returns dropped id -> kept id.
 
-    Writes, per chunk and in one transaction: index rows for the kept tasks, and the dropped
-    tasks as `rejected` / `near_duplicate` with `metadata.duplicate_of`. Idempotent: a second
-    call finds nothing new. Index rows of another scheme (`tasks.dedup.lsh_scheme`) are deleted
-    first, so every ok task is decided again under the current parameters and threshold."""
+    Writes per chunk: the dropped tasks as `rejected` / `near_duplicate` with
+    `metadata.duplicate_of`, and index rows for the kept ones. Idempotent: a second call finds
+    nothing new. Index rows of another scheme (`tasks.dedup.lsh_scheme`) are deleted first, so
+    every ok task is decided again under the current parameters and threshold."""
     scheme = lsh_scheme(threshold)
     store.execute(f"DELETE FROM {DedupIndexEntry.__table__} WHERE scheme <> ?", [scheme])
+    pending = pending_ids(store)
     dropped: dict[str, str] = {}
-    while items := select_pending(store, chunk):
+    for first in range(0, len(pending), chunk):
+        items = select_items(store, pending.slice(first, chunk))
         keys = band_keys(items)
         found = keep_first(items, keys, indexed_candidates(store, keys), threshold)
         write_outcome(store, items, keys, found, scheme)
         dropped |= found
         logger.info("dedup: %d new tasks, %d near duplicates", len(items), len(found))
-        if len(items) < chunk:
-            break
     return dropped
 
 
-def select_pending(store: Store, limit: int) -> list[DedupItem]:
-    """The first `limit` ok original tasks without an index row, in priority order."""
-    rows = store.query(
-        f"SELECT t.task_id, t.question, t.server_ids FROM tasks t {_JOIN_RUNS} "
+def pending_ids(store: Store) -> pl.DataFrame:
+    """The ok original tasks without an index row, in priority order: one `task_id` column,
+    as Arrow (a million ids are ~40 MB there, several times that as Python strings)."""
+    return store.frame(
+        f"SELECT t.task_id FROM tasks t {_JOIN_RUNS} "
         f"WHERE {_OK_ORIGINAL} AND NOT EXISTS "
         f"(SELECT 1 FROM {DedupIndexEntry.__table__} i WHERE i.task_id = t.task_id) "
-        f"ORDER BY {_PRIORITY} LIMIT ?",
-        [STAGE, limit],
+        f"ORDER BY {_PRIORITY}",
+        [STAGE],
+    )
+
+
+def select_items(store: Store, ids: pl.DataFrame) -> list[DedupItem]:
+    """The tasks named in `ids`, in its order."""
+    wanted = ids.with_row_index("position")
+    rows = store.query_with(
+        "SELECT t.task_id, t.question, t.server_ids FROM wanted w "
+        "JOIN tasks t ON t.task_id = w.task_id ORDER BY w.position",
+        {"wanted": wanted},
     )
     return [_item(row) for row in rows]
 

@@ -79,7 +79,7 @@ def band_keys(items: Sequence[DedupItem]) -> np.ndarray:
     deterministic across processes, unlike `hash`). The key mixes block, band number and the band's values
     with splitmix64 in numpy: one hashlib call per band would cost more than the MinHash."""
     minhash = MinHash(num_perm=BANDS * ROWS, seed=MINHASH_SEED, hashfunc=zlib.crc32)
-    signatures = np.empty((len(items), BANDS * ROWS), dtype=np.uint64)
+    signatures = np.empty((len(items), BANDS * ROWS), dtype=np.uint32)
     for row, item in enumerate(items):
         minhash.clear()
         minhash.update_batch({word[:PREFIX] for word in item.text.encode().split()})
@@ -87,7 +87,7 @@ def band_keys(items: Sequence[DedupItem]) -> np.ndarray:
     blocks = np.array([_block_hash(item.block) for item in items], dtype=np.uint64)
     keys = blocks.reshape(-1, 1) ^ _BAND_SALT
     for values in np.moveaxis(signatures.reshape(len(items), BANDS, ROWS), 2, 0):
-        keys = _splitmix(keys ^ values)
+        keys = _splitmix(keys ^ values.astype(np.uint64))
     return keys.view(np.int64)
 
 

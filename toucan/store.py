@@ -136,11 +136,16 @@ def _open(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise StoreError(f"cannot open store {path}: {exc}") from exc
             time.sleep(0.05)
+            continue
+        # DuckDB draws its own progress bar on stdout for queries over ~2 s (the dedup pass
+        # over a million tasks has some); the CLI has its own progress display
+        con.execute("SET enable_progress_bar = false")
+        return con
 
 
 class _HeldConnection:
