@@ -116,6 +116,8 @@ def write_outcome(
     tasks = store.select(Task, "task_id IN (SELECT unnest(?::VARCHAR[]))", [ids]) if ids else []
     store.upsert(mark_near_duplicates(dropped, tasks))
     kept = np.array([item.task_id not in dropped for item in items], dtype=bool)
+    if not kept.any():
+        return
     store.insert_frame(
         DedupIndexEntry,
         pl.DataFrame(

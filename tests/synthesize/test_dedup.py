@@ -208,3 +208,13 @@ def test_a_threshold_outside_zero_to_one_fails_at_load() -> None:
         with pytest.raises(ConfigError):
             load_settings(overrides={"synthesize": {"dedup_threshold": threshold}})
     assert load_settings(overrides={"synthesize": {"dedup_threshold": 1}}).synthesize
+
+
+def test_a_run_whose_every_new_task_is_a_duplicate_adds_no_index_row(tmp_path: Path) -> None:
+    store = Store(tmp_path / "t.duckdb")
+    question = "Plan my week with the calendar and the weather for Lisbon"
+    add_run(store, [(("s1",), question)], 0, day=1)
+    assert dedup_pending_tasks(store, 0.9) == {}
+    add_run(store, [(("s1",), question + "!"), (("s1",), question.lower())], 1, day=2)
+    assert dedup_pending_tasks(store, 0.9) == {"task-0001": "task-0000", "task-0002": "task-0000"}
+    assert [row.task_id for row in store.select(DedupIndexEntry)] == ["task-0000"]
