@@ -270,7 +270,9 @@ class SynthesizeConfig(Section):
         default_factory=lambda: ["random", "same_domain", "different_domains"]
     )
     featured_servers: int = 8
-    dedup_threshold: float = 0.9
+    # token_sort_ratio / 100 at or above which two questions are duplicates: above 1 nothing
+    # would match, at 0 everything would
+    dedup_threshold: float = Field(0.9, gt=0, le=1)
     concurrency: int = 64
     mode: StageMode = "online"  # provider batch jobs: see StageMode
     batch_min_items: int = 1_000

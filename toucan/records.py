@@ -390,6 +390,20 @@ class BatchRequest(Record):
     created_at: datetime = Field(default_factory=utc_now)
 
 
+class DedupIndexEntry(Record):
+    """A kept task in the near-duplicate index: its LSH band keys (`tasks.dedup.band_keys`),
+    so a new task finds its candidates by a join on band keys instead of reading every task.
+    Rows whose `scheme` differs from the current one (other LSH parameters or threshold) are
+    deleted and rebuilt by the next pass; a task with no row is new to the pass."""
+
+    __table__ = "dedup_index"
+    __key__ = ("task_id",)
+
+    task_id: str
+    scheme: str
+    band_keys: list[int] = Field(default_factory=list)  # BANDS signed 64-bit keys
+
+
 TABLES: tuple[type[Record], ...] = (
     Run,
     Server,
@@ -403,4 +417,5 @@ TABLES: tuple[type[Record], ...] = (
     ToolCallRecord,
     BatchJob,
     BatchRequest,
+    DedupIndexEntry,
 )
