@@ -8,10 +8,7 @@ import pytest
 
 from toucan.errors import StoreError, StoreLocked
 from toucan.ids import make_id
-from toucan.records import Score, Server, TaskRating, Tool, Trajectory
-
-
-from toucan.records import DedupIndexEntry, Score, Server, TaskRating, Tool
+from toucan.records import DedupIndexEntry, Score, Server, TaskRating, Tool, Trajectory
 from toucan.store import Store, resolve_store_path, table_columns
 
 
