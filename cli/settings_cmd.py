@@ -12,6 +12,10 @@ def show_config(config: ConfigOpt = None, profile: ProfileOpt = None) -> None:
     """Print the merged settings (defaults + file + profile + environment) as JSON."""
     try:
         settings = load_settings(config, profile=profile)
+        if settings.budget.per_stage:  # the registry loads every stage: only when caps name one
+            from flows.registry import check_settings
+
+            check_settings(settings)
     except ConfigError as exc:
         fail(str(exc))
         return

@@ -29,6 +29,7 @@ from flows.runner import StageJob, run_stage_flow
 from flows.synthesize import SynthesizeJob, SynthesizeSummary
 from flows.trajectories import TrajectoriesJob, TrajectoriesSummary
 from tasks.export_files import ExportSummary
+from toucan.config import Settings
 from toucan.errors import ConfigError
 
 # Every stage flow: no result persistence (the store is the record), parameters as given
@@ -226,8 +227,8 @@ class StageDef:
 STAGES: tuple[StageDef, ...] = (
     StageDef("onboard", "onboard", ("catalogs",), ("servers", "tools"), None, onboard_flow,
              OnboardJob),
-    StageDef("synthesize", "synthesize", ("servers", "tools"), ("tasks",), None, synthesize_flow,
-             SynthesizeJob),
+    StageDef("synthesize", "synthesize", ("servers", "tools", "tasks", "dedup_index"),
+             ("tasks", "dedup_index"), None, synthesize_flow, SynthesizeJob),
     StageDef("filter_tasks", "filter-tasks", ("tasks",), ("task_ratings",),
              queries.pending_filter_tasks, filter_tasks_flow, FilterTasksJob),
     StageDef("trajectories", "trajectories", ("tasks", "task_ratings", "servers"),
@@ -266,3 +267,15 @@ def stage(name: str) -> StageDef:
 def normalize_stage(name: str) -> str:
     """A stage or command name as the stage's module name."""
     return name.strip().lower().replace("-", "_")
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings that name a stage the registry does not hold (`budget.per_stage`):
+    such a cap would never apply. ConfigError `bad_config`. Every stage run checks this on
+    start (flows/runner.py); `toucan config` too."""
+    unknown = sorted(set(settings.budget.per_stage) - set(STAGE_NAMES))
+    if unknown:
+        raise ConfigError(
+            f"invalid settings: budget.per_stage: no stage named {unknown}; "
+            f"known: {', '.join(STAGE_NAMES)}"
+        )

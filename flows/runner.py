@@ -163,7 +163,11 @@ class StageSteps:
 
 @contextlib.contextmanager
 def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
-    """Open the run, plan, yield the fan-out for an executor, then summarise and record."""
+    """Check the settings, open the run, plan, yield the fan-out for an executor, then
+    summarise and record. ConfigError when the settings name an unknown stage."""
+    from flows.registry import check_settings  # the registry imports every stage module
+
+    check_settings(job.settings)
     opener = stage_run if job.records_run else reading_run
     with opener(store, job.settings, job.name, job.run_params()) as ctx:
         plan = ctx.plan = job.plan(ctx)

@@ -8,14 +8,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from flows.dedup import dedup_pending_tasks
 from flows.queries import load_server_views, unfinished_ids
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
-from tasks.dedup import find_near_duplicates, mark_near_duplicates
 from tasks.llm_batch import BatchOutput
 from tasks.sampling import PlanRequest, TaskSlot, plan_slots
 from tasks.synthesize import STAGE, synthesize_batch
 from toucan.config import Settings
-from toucan.records import Run, Task
+from toucan.records import Task
 
 
 class SynthesizeSummary(StageSummary):
@@ -54,20 +54,8 @@ def plan_request(
 
 
 def drop_near_duplicates(ctx: RunContext) -> dict[str, str]:
-    """Keep-one dedup over every ok task: earlier runs first, then plan order. Idempotent."""
-    tasks = ctx.store.select(Task, "status = 'ok' AND kind = 'original'")
-    started = {run.run_id: run.started_at for run in ctx.store.select(Run, "stage = ?", [STAGE])}
-    tasks.sort(
-        key=lambda t: (
-            started.get(t.run_id or "", t.created_at),
-            t.strategy,
-            int(t.metadata.get("slot", 0)),
-            t.task_id,
-        )
-    )
-    dropped = find_near_duplicates(tasks, ctx.settings.synthesize.dedup_threshold)
-    ctx.store.upsert(mark_near_duplicates(dropped, tasks))
-    return dropped
+    """Keep-one dedup of the ok tasks new since the last pass (`flows.dedup`). Idempotent."""
+    return dedup_pending_tasks(ctx.store, ctx.settings.synthesize.dedup_threshold)
 
 
 def count_ok_task(ctx: RunContext, strategy: str, generator: str, amount: int = 1) -> None:

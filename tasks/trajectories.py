@@ -49,8 +49,9 @@ from toucan.config import ModelsConfig
 from toucan.errors import McpError
 from toucan.events import EventSink
 from toucan.llm.cache import LlmCache
+from toucan.llm.prices import FREE, deployment_price
 from toucan.llm.replies import CallMeta, LlmReply
-from toucan.llm.router import LlmRouter, build_model_list, price_per_token
+from toucan.llm.router import LlmRouter, build_model_list
 from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules, rules_for
 from toucan.records import LlmCacheEntry, ToolCallRecord, Trajectory, utc_now
 
@@ -188,8 +189,10 @@ def langchain_params(
     for entry in build_model_list(models, local_base_url):
         if entry["model_name"] == teacher:
             params = dict(entry["litellm_params"])
-            params["input_cost"], params["output_cost"] = price_per_token(
-                deployment, params["model"]
+            price = deployment_price(deployment, models.route_to_local) or FREE
+            params["input_cost"], params["output_cost"] = (
+                price.input_per_token,
+                price.output_per_token,
             )
             params["deployment"] = teacher
             params["served_by_embedded"] = models.route_to_local

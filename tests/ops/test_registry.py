@@ -3,18 +3,25 @@ the deployments, the CLI's stage commands and the demo all come from it."""
 
 from __future__ import annotations
 
+import asyncio
 import typing
+from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from cli import app
 from cli.demo import demo_passes
 from cli.running import STAGE_COMMANDS
 from deployments.definitions import deployment_specs
 from flows.pipeline import pipeline
-from flows.registry import STAGE_NAMES, STAGES, StageName, stage
+from flows.registry import STAGE_NAMES, STAGES, StageName, check_settings, stage
+from flows.runner import run_stage_async
+from toucan.config import load_settings
 from toucan.errors import ConfigError
+from toucan.records import Run
+from toucan.store import Store
 
 
 def test_every_stage_is_named_once_in_running_order() -> None:
@@ -53,3 +60,22 @@ def test_the_cli_runs_only_registered_stages_and_the_demo_runs_them_all() -> Non
     first, second = demo_passes()
     assert first == (1, STAGE_NAMES)
     assert set(second[1]) < set(STAGE_NAMES) and "filter_tasks" in second[1]
+
+
+def test_a_budget_cap_on_an_unknown_stage_is_refused_before_the_stage_starts(
+    tmp_path: Path,
+) -> None:
+    capped = load_settings(profile="local", overrides={"budget": {"per_stage": {"diversify": 2}}})
+    check_settings(capped)
+    typo = load_settings(profile="local", overrides={"budget": {"per_stage": {"synthesise": 1}}})
+    with pytest.raises(ConfigError) as refused:
+        check_settings(typo)
+    assert refused.value.reason == "bad_config"
+    store = Store(tmp_path / "s.duckdb")
+    with pytest.raises(ConfigError):
+        asyncio.run(run_stage_async("filter_tasks", typo, store))
+    assert store.select(Run) == []  # refused before the run row
+    config = tmp_path / "toucan.yaml"
+    config.write_text("budget:\n  per_stage:\n    synthesise: 1.0\n", encoding="utf-8")
+    shown = CliRunner().invoke(app, ["config", "--config", str(config), "--profile", "local"])
+    assert shown.exit_code != 0 and "synthesise" in shown.output
