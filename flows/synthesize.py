@@ -107,13 +107,9 @@ def summarize(
         by_strategy=dict(Counter(t.strategy for t in ok)),
         by_generator=dict(Counter(t.generator for t in ok)),
         near_duplicates=near_dups,
-        tokens_in=sum(
-            int(t.metadata.get("tokens_in", 0)) for t in tasks if not t.metadata.get("cached")
-        ),
-        tokens_out=sum(
-            int(t.metadata.get("tokens_out", 0)) for t in tasks if not t.metadata.get("cached")
-        ),
-        cost_usd=round(sum(float(t.metadata.get("cost_usd", 0.0)) for t in tasks), 6),
+        tokens_in=sum(t.usage.prompt_tokens for t in tasks if not t.cached),
+        tokens_out=sum(t.usage.completion_tokens for t in tasks if not t.cached),
+        cost_usd=round(sum(t.cost_usd for t in tasks), 6),
     )
 
 

@@ -59,7 +59,7 @@ class Tally(BaseModel):
             self.failed += 1
         self.tool_calls += row.tool_calls
         self.tool_errors += row.tool_errors
-        self.tokens += row.usage.get("total_tokens", 0)
+        self.tokens += row.usage.total_tokens
         self.cost_usd = round(self.cost_usd + row.cost_usd, 6)
 
 

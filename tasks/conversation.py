@@ -32,6 +32,7 @@ from tasks.agent.loop import (
 from tasks.agent.toolbox import Toolbox
 from toucan.errors import ServerCrashed
 from toucan.llm.replies import CallMeta
+from toucan.records import CallLog
 
 CRASH_REASONS = ("server_crashed", "server_died", "server_start_failed", "too_many_restarts")
 
@@ -150,7 +151,7 @@ async def run_user_turn(
 
 async def replay_prefix(
     pinned: PinnedSessions,
-    calls: list[dict[str, Any]],
+    calls: list[CallLog],
     timeout: float,
     handler: ServerRequestHandler | None = None,
 ) -> int:
@@ -159,13 +160,13 @@ async def replay_prefix(
     what the servers ask meanwhile (else the sessions' fallback refuses sampling)."""
     failures = 0
     for entry in calls:
-        if entry.get("is_error") or entry.get("server_id") not in pinned.sessions:
+        if entry.is_error or entry.server_id not in pinned.sessions or entry.tool is None:
             continue
         try:
             result = await pinned.call_tool(
-                entry["server_id"],
-                entry["tool"],
-                entry.get("arguments") or {},
+                entry.server_id,
+                entry.tool,
+                entry.arguments,
                 timeout=timeout,
                 handler=handler,
             )

@@ -179,7 +179,8 @@ def variant_rows(
             base_variant(unit, len(rows), prompt).model_copy(
                 update={
                     "question": question,
-                    **reply.provenance(),
+                    "deployment": reply.deployment,
+                    **reply.row_fields(),
                     "metadata": {
                         **variant_metadata(unit, prompt, reply),
                         "variant_index": len(rows),
@@ -200,7 +201,8 @@ def variant_rows(
                 "status": "rejected",
                 "reason": reason,
                 "raw_reply": reply.text,
-                **reply.provenance(),
+                "deployment": reply.deployment,
+                **reply.row_fields(),
                 "metadata": variant_metadata(unit, prompt, reply),
             }
         )
@@ -230,12 +232,7 @@ def variant_metadata(
         "mode": unit.mode,
         "template": prompt.name,
         "rendered_prompt_hash": prompt.prompt_hash,
-        "deployment": reply.deployment,
         "model": reply.model,
-        "tokens_in": reply.usage.prompt_tokens,
-        "tokens_out": reply.usage.completion_tokens,
-        "cost_usd": reply.cost_usd,
-        "cached": reply.cached,
     }
 
 
@@ -312,7 +309,7 @@ async def diversify_batch(
             status=first.status,
             error_class=first.reason,
             server=first.server_ids[0] if first.server_ids else None,
-            model=str(first.metadata.get("deployment") or "generator"),
+            model=first.deployment or "generator",
             served_by=first.served_by,
         )
         if progress is not None:

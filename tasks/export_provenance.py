@@ -42,7 +42,7 @@ def row_provenance(
     """Role -> the configured deployment that answered, the model that actually served it
     (None when not recorded: rows written before provenance was kept, or LangChain-style
     trajectories) and whether that was the embedded local model."""
-    generator = str(task.metadata.get("deployment") or task.generator)
+    generator = task.deployment or task.generator
     roles = {"generator": role_provenance(generator, task.served_by, task.served_by_embedded)}
     if task_rating is not None:
         roles["task_judge"] = role_provenance(

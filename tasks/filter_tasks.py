@@ -137,7 +137,7 @@ def rating_from_reply(
     rating: TaskRating, parsed: BaseModel, reply: LlmReply, thresholds: Mapping[str, int]
 ) -> TaskRating:
     scores = scores_from_reply(parsed)
-    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.provenance()}
+    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.row_fields()}
     bad = out_of_range(scores)
     if bad:
         update.update(status="error", reason="score_out_of_range", raw_reply=reply.text)

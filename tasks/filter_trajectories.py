@@ -188,7 +188,7 @@ async def rate_trajectory(
         name: Score(reasoning=getattr(parsed, name).reasoning, score=getattr(parsed, name).score)
         for name in DIMENSIONS
     }
-    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.provenance()}
+    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.row_fields()}
     if any(not MIN_SCORE <= s.score <= MAX_SCORE for s in scores.values()):
         return rating.model_copy(
             update={

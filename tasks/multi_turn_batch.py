@@ -157,8 +157,8 @@ async def run_multi_turn_batch(
                     out.update(
                         status=row.status,
                         error_class=row.reason,
-                        tokens_in=row.usage.get("prompt_tokens", 0),
-                        tokens_out=row.usage.get("completion_tokens", 0),
+                        tokens_in=row.usage.prompt_tokens,
+                        tokens_out=row.usage.completion_tokens,
                         cost_usd=row.cost_usd,
                     )
             result.trajectories.append(row.model_copy(update={"run_id": options.run_id}))

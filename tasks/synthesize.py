@@ -216,18 +216,14 @@ def task_from_reply(
             "status": "rejected" if reason else "ok",
             "reason": reason,
             "raw_reply": reply.text if reason else None,
-            **reply.provenance(),
+            "deployment": reply.deployment,
+            **reply.row_fields(),
             "metadata": {
                 **task.metadata,
                 **details,
                 "server_analysis": parsed.server_analysis,
                 "cross_server_workflow": parsed.cross_server_workflow,
-                "deployment": reply.deployment,
                 "model": reply.model,
-                "tokens_in": reply.usage.prompt_tokens,
-                "tokens_out": reply.usage.completion_tokens,
-                "cost_usd": reply.cost_usd,
-                "cached": reply.cached,
             },
         }
     )
@@ -285,18 +281,17 @@ async def synthesize_task(
 
 
 def record_task_event(events: EventSink, task: Task) -> None:
-    metadata = task.metadata
     events.record(
         item_id=task.task_id,
         server=task.server_ids[0] if task.server_ids else None,
-        model=str(metadata.get("deployment") or task.generator),
+        model=task.deployment or task.generator,
         served_by=task.served_by,
         status=task.status,
         error_class=task.reason,
-        error=metadata.get("error"),
-        tokens_in=int(metadata.get("tokens_in", 0)),
-        tokens_out=int(metadata.get("tokens_out", 0)),
-        cost_usd=float(metadata.get("cost_usd", 0.0)),
+        error=task.metadata.get("error"),
+        tokens_in=task.usage.prompt_tokens,
+        tokens_out=task.usage.completion_tokens,
+        cost_usd=task.cost_usd,
     )
 
 

@@ -300,19 +300,19 @@ async def run_one(
         out.update(
             status="ok" if row.status == "ok" else "error",
             error_class=row.reason,
-            tokens_in=row.usage.get("prompt_tokens", 0),
-            tokens_out=row.usage.get("completion_tokens", 0),
+            tokens_in=row.usage.prompt_tokens,
+            tokens_out=row.usage.completion_tokens,
             cost_usd=row.cost_usd,
         )
     for entry in row.tool_call_log:
         sink.record(
             kind="tool_call",
             item_id=item.trajectory_id,
-            server=entry.get("server"),
+            server=entry.server,
             model=item.teacher,
-            status="error" if entry["is_error"] else "ok",
-            error_class=entry.get("error_reason"),
-            latency_ms=entry["latency_ms"],
+            status="error" if entry.is_error else "ok",
+            error_class=entry.error_reason,
+            latency_ms=entry.latency_ms,
         )
     record_server_requests(sink, item.trajectory_id, row)
     return row, calls

@@ -16,7 +16,15 @@ from tasks.agent.naming import ExposedTool
 from tasks.tool_offer import original_tools
 from toucan.config import McpConfig, ModelsConfig
 from toucan.ids import make_id
-from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory, utc_now
+from toucan.records import (
+    Event,
+    LlmCacheEntry,
+    Task,
+    ToolCallRecord,
+    Trajectory,
+    Usage,
+    utc_now,
+)
 
 STAGE = "trajectories"
 TRAJECTORY_KIND = {"irrelevant": "irrelevant", "diversified": "diversified"}
@@ -124,9 +132,10 @@ def build_trajectory(
         turns=run.turns,
         tool_calls=len(toolbox.log),
         tool_errors=toolbox.errors,
-        tool_call_log=[entry.model_dump(mode="json") for entry in toolbox.log],
+        tool_call_log=list(toolbox.log),
         usage=run_usage(run, toolbox),
         cost_usd=run.cost_usd + sum(e.cost_usd for e in server_exchanges(toolbox)),
+        cached=run.cached,
         stop_reason=run.stop_reason,
         status="error" if failed else "ok",
         reason=(run.error_reason or run.stop_reason) if failed else None,
@@ -183,18 +192,11 @@ def client_metadata(toolbox: Toolbox, earlier: dict[str, Any] | None = None) -> 
     return metadata
 
 
-def run_usage(run: AgentRun, toolbox: Toolbox) -> dict[str, int]:
+def run_usage(run: AgentRun, toolbox: Toolbox) -> Usage:
     """The row's token counts; what answering the servers' sampling and elicitation cost is
     counted apart (`server_request_tokens`), as those tokens are not the teacher's turns."""
-    usage = {
-        "prompt_tokens": run.prompt_tokens,
-        "completion_tokens": run.completion_tokens,
-        "total_tokens": run.prompt_tokens + run.completion_tokens,
-    }
     spent = sum(e.prompt_tokens + e.completion_tokens for e in server_exchanges(toolbox))
-    if spent:
-        usage["server_request_tokens"] = spent
-    return usage
+    return run.usage.model_copy(update={"server_request_tokens": spent})
 
 
 def failed_trajectory(item: TrajectoryItem, reason: str, detail: str, run_id: str) -> Trajectory:

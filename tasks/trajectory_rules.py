@@ -17,7 +17,7 @@ from typing import Any
 
 from tasks.scrub import environment_secrets
 from tasks.secrets import SecretDetector, load_rules
-from toucan.records import Task, Trajectory
+from toucan.records import CallLog, Task, Trajectory
 
 RULES = (
     "no_tool_call",
@@ -46,9 +46,9 @@ NOT_A_LEAK = frozenset({"email"})
 IRRELEVANT = "irrelevant"
 
 
-def result_is_error(text: str, entry: dict[str, Any]) -> bool:
+def result_is_error(text: str, entry: CallLog) -> bool:
     """A failed execution: flagged by the server or our layer, or text that reads as one."""
-    if entry.get("is_error") or entry.get("error_reason"):
+    if entry.is_error or entry.error_reason:
         return True
     if ERROR_OPENING.match(text or ""):
         return True
@@ -112,9 +112,7 @@ def is_junk(text: str) -> bool:
 
 
 def called_pairs(row: Trajectory) -> list[tuple[str, str]]:
-    return [
-        (e.get("server_id") or "", e.get("tool") or "") for e in row.tool_call_log if e.get("tool")
-    ]
+    return [(e.server_id or "", e.tool) for e in row.tool_call_log if e.tool]
 
 
 def tool_accuracy(row: Trajectory, task: Task) -> dict[str, float]:
@@ -146,9 +144,7 @@ def evaluate_rules(
     irrelevant = task.kind == IRRELEVANT
     results = tool_results(row)
     failed = [
-        e.get("call_id")
-        for e in row.tool_call_log
-        if result_is_error(results.get(e.get("call_id", ""), ""), e)
+        e.call_id for e in row.tool_call_log if result_is_error(results.get(e.call_id, ""), e)
     ]
     found = leaks(
         all_text(row),

@@ -8,14 +8,13 @@ from tasks.agent.journal import CallJournal, journal_dir, read_journals
 from tasks.agent.loop import AgentBudget, AgentRun, Teacher, run_function_calling, run_react
 from tasks.agent.naming import ExposedTool, expose_tools, name_map
 from tasks.agent.runner import STYLES, run_agent
-from tasks.agent.toolbox import CallLog, Toolbox, ToolCaller
+from tasks.agent.toolbox import Toolbox, ToolCaller
 
 __all__ = [
     "STYLES",
     "AgentBudget",
     "AgentRun",
     "CallJournal",
-    "CallLog",
     "CircuitBreaker",
     "ExposedTool",
     "ServerPaused",

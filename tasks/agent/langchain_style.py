@@ -102,11 +102,11 @@ async def run_langchain(
     run.turns = len(ai_messages)
     for message in ai_messages:
         usage = getattr(message, "usage_metadata", None) or {}
-        run.prompt_tokens += usage.get("input_tokens", 0)
-        run.completion_tokens += usage.get("output_tokens", 0)
-    run.cost_usd = run.prompt_tokens * model.get(
+        run.usage.prompt_tokens += usage.get("input_tokens", 0)
+        run.usage.completion_tokens += usage.get("output_tokens", 0)
+    run.cost_usd = run.usage.prompt_tokens * model.get(
         "input_cost", 0.0
-    ) + run.completion_tokens * model.get("output_cost", 0.0)
+    ) + run.usage.completion_tokens * model.get("output_cost", 0.0)
     converted = to_openai(state_messages)
     run.messages = [*[m for m in prompt.messages if m["role"] == "system"], *converted]
     match_call_ids(run.messages, toolbox)

@@ -30,6 +30,7 @@ from tasks.agent.toolbox import Toolbox
 from toucan.errors import LlmError
 from toucan.llm.replies import CallMeta, LlmReply, any_embedded, join_names
 from toucan.prompts import render
+from toucan.records import Usage
 
 
 class Teacher(Protocol):
@@ -63,9 +64,9 @@ class AgentRun:
     served_by: str | None = None
     served_by_embedded: bool | None = None
     turns: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    cached_turns: int = 0  # turns whose reply came from toucan's cache
     stop_reason: str = ""
     error_reason: str | None = None
     error_detail: str | None = None
@@ -80,9 +81,15 @@ class AgentRun:
         self.deployment = join_names(self.deployment, reply.deployment)
         self.served_by = join_names(self.served_by, reply.served_by)
         self.served_by_embedded = any_embedded(self.served_by_embedded, reply.served_by_embedded)
-        self.prompt_tokens += reply.usage.prompt_tokens
-        self.completion_tokens += reply.usage.completion_tokens
+        self.usage.prompt_tokens += reply.usage.prompt_tokens
+        self.usage.completion_tokens += reply.usage.completion_tokens
         self.cost_usd += reply.cost_usd
+        self.cached_turns += int(reply.cached)
+
+    @property
+    def cached(self) -> bool:
+        """Every turn's reply came from the cache (nothing was paid for this run)."""
+        return self.turns > 0 and self.cached_turns == self.turns
 
 
 class PendingCall(BaseModel):

@@ -19,8 +19,6 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from mcp_env.results import ToolResult
 from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.tool_schemas import check_instance
@@ -31,7 +29,7 @@ from tasks.agent.tool_changes import ToolWatch
 from tasks.agent.truncation import truncate_to_budget
 from toucan.errors import McpError
 from toucan.ids import canonical_json, make_id
-from toucan.records import ToolCallRecord
+from toucan.records import CallLog, ToolCallRecord
 
 if TYPE_CHECKING:
     from tasks.agent.server_requests import TrajectoryResponder
@@ -49,32 +47,6 @@ class ToolCaller(Protocol):
         timeout: float,
         handler: ServerRequestHandler | None = None,
     ) -> ToolResult: ...
-
-
-class CallLog(BaseModel):
-    """One executed tool call, as stored in `Trajectory.tool_call_log`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    call_id: str
-    name: str
-    server_id: str | None = None
-    server: str | None = None
-    tool: str | None = None
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    started_ms: float = 0.0  # when the call started, ms after the trajectory's first call site
-    latency_ms: float = 0.0
-    is_error: bool = False
-    error_reason: str | None = None
-    schema_violation: str | None = None
-    truncated: bool = False
-    original_chars: int = 0
-    replayed: bool = False
-    call_key: str | None = None
-    # tokens for a call that went through with something off: arguments_unchecked (the
-    # schema could not be checked), or the result's note (e.g. output_schema_mismatch)
-    notes: list[str] = Field(default_factory=list)
-    server_requests: int = 0  # sampling/elicitation requests answered during the call
 
 
 def call_key(

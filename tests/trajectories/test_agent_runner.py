@@ -80,19 +80,17 @@ def test_function_calling_runs_parallel_calls_concurrently_and_records_real_resu
     roles = [m["role"] for m in row.messages]
     assert roles == ["system", "user", "assistant", "tool", "tool", "tool", "assistant"]
     assert [m["content"] for m in row.messages[3:6]] == ["slept 1.0", "slept 1.0", "5"]
-    slow = [e["latency_ms"] for e in row.tool_call_log if e["tool"] == "slow"]
+    slow = [e.latency_ms for e in row.tool_call_log if e.tool == "slow"]
     assert sum(slow) > 1900
     turn = row.tool_call_log
-    wall_ms = max(e["started_ms"] + e["latency_ms"] for e in turn) - min(
-        e["started_ms"] for e in turn
-    )
+    wall_ms = max(e.started_ms + e.latency_ms for e in turn) - min(e.started_ms for e in turn)
     assert wall_ms < sum(slow), "parallel calls must overlap"
     lines = log.read_text().split()
     assert lines.count("slow-start") == 2 and lines.count("add") == 1
     assert row.tools == [t for t in row.tools if t["type"] == "function"]
     assert {t["function"]["name"] for t in row.tools} >= {"echo", "add", "slow"}
     assert set(row.schema_hashes) == {t["function"]["name"] for t in row.tools}
-    assert row.usage["total_tokens"] > 0 and row.prompt_hash
+    assert row.usage.total_tokens > 0 and row.prompt_hash
     assert len(result.tool_calls) == 3
     assert {e.kind for e in result.events} >= {"item", "tool_call", "llm_call"}
 
@@ -125,7 +123,7 @@ def test_langchain_style_runs_langchains_loop_and_produces_the_same_record(
         "from langchain",
     ]
     call_ids = {c["id"] for c in row.messages[2]["tool_calls"]}
-    assert {e["call_id"] for e in row.tool_call_log} == call_ids
+    assert {e.call_id for e in row.tool_call_log} == call_ids
     assert row.turns == 2 and row.tool_calls == 2
     assert fake_llm.requests[0]["tools"][0]["function"]["name"] in {
         "echo",

@@ -65,7 +65,7 @@ def test_a_result_without_its_structured_content_reaches_the_model(
     assert [m["role"] for m in row.messages] == ["system", "user", "assistant", "tool", "assistant"]
     assert row.messages[3]["content"] == "value is 7"
     [entry] = row.tool_call_log
-    assert (entry["is_error"], entry["notes"]) == (False, ["structured_content_missing"])
+    assert (entry.is_error, entry.notes) == (False, ["structured_content_missing"])
     offered = {tool["function"]["name"] for tool in row.tools}
     assert offered == {
         "out_no_type",
@@ -85,7 +85,7 @@ def test_a_tool_with_a_ref_to_nothing_is_offered_repaired_and_called(
     assert row.messages[3]["content"] == "add_item ok: " + json.dumps(arguments)
     [add_item] = [t for t in row.tools if t["function"]["name"] == "add_item"]
     assert add_item["function"]["parameters"]["properties"]["item"] == {}
-    assert row.tool_call_log[0]["notes"] == []  # the repaired schema could be checked
+    assert row.tool_call_log[0].notes == []  # the repaired schema could be checked
 
 
 def test_a_call_whose_arguments_cannot_be_checked_still_goes_to_the_server() -> None:

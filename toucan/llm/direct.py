@@ -23,7 +23,8 @@ import orjson
 
 from toucan.config import ModelDeployment
 from toucan.llm.errors import ConnectionTrouble, HttpStatusError
-from toucan.llm.replies import LlmReply, ToolCall, Usage
+from toucan.llm.replies import LlmReply, ToolCall
+from toucan.records import Usage
 
 # LiteLLM provider -> default base url, for providers that speak the OpenAI chat API.
 OPENAI_COMPATIBLE: dict[str, str | None] = {
