@@ -2,7 +2,8 @@
 
 `export_dataset` runs the stage without Prefect; `export_flow` is the same stage as a Prefect
 flow, building rows in batches with `.submit()`. Both read the store here and write files via
-`tasks.export_files`; the only store write is the run row and its events.
+`tasks.export_formats` and `tasks.export_files`; the only store write is the run row and its
+events.
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ from tasks.export import (
     sample_mix,
 )
 from tasks.export_files import (
-    FORMATS,
     ExportSummary,
     describe_rows,
     prepare_out_dir,
     render_dataset_card,
-    write_formats,
 )
+from tasks.export_formats import FORMATS, write_formats
 from toucan.config import Settings, load_settings
 from toucan.progress import report_progress
 from toucan.records import Server, Task, TaskRating, TrajectoryRating

@@ -19,14 +19,14 @@ from flows.llm_fanout import model_endpoint, unfinished_ids
 from flows.onboard import store_tool_versions
 from tasks.agent import AgentBudget
 from tasks.agent.tool_changes import new_tool_versions
-from tasks.multi_turn import STAGE, MultiTurnItem, MultiTurnResult, extend_item_id, split_item_id
+from tasks.multi_turn import STAGE, MultiTurnItem, extend_item_id, split_item_id
 from tasks.multi_turn_batch import (
     MultiTurnBatch,
     group_items,
     multi_turn_batch,
     run_multi_turn_batch,
 )
-from tasks.trajectories import BatchOptions, ServerEntry
+from tasks.trajectories import BatchOptions, BatchResult, ServerEntry
 from toucan.config import Settings, load_settings
 from toucan.progress import report_progress
 from toucan.records import LlmCacheEntry, Server, Task, Trajectory
@@ -123,7 +123,7 @@ class MultiTurnRun:
     def cache_entries(self) -> list[LlmCacheEntry]:
         return self.ctx.store.select(LlmCacheEntry) if self.todo else []
 
-    def write(self, result: MultiTurnResult) -> None:
+    def write(self, result: BatchResult) -> None:
         store = self.ctx.store
         store.upsert(result.trajectories)  # an error row from an earlier run is replaced
         store.insert([*result.tool_calls, *result.cache_entries, *result.events])

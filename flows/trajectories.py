@@ -33,8 +33,7 @@ from tasks.trajectories import (
     group_into_batches,
     plan_items,
 )
-from toucan.config import Settings, load_settings
-from toucan.errors import ConfigError
+from toucan.config import Settings, check_names, load_settings
 from toucan.progress import report_progress
 from toucan.records import LlmCacheEntry, Server, Task, ToolCallRecord, Trajectory
 from toucan.runs import RunContext, stage_run
@@ -97,13 +96,7 @@ def select_kept_tasks(store: Store) -> list[Task]:
 def resolve_teachers(settings: Settings, requested: list[str] | None) -> list[str]:
     configured = [d.name for d in settings.models.teachers]
     chosen = requested or settings.trajectories.teachers or configured
-    unknown = [name for name in chosen if name not in configured]
-    if unknown:
-        raise ConfigError(
-            f"unknown teacher(s) {', '.join(unknown)}; configured: {', '.join(configured)}",
-            reason="unknown_teacher",
-        )
-    return list(dict.fromkeys(chosen))
+    return check_names(chosen, configured, "teacher", "unknown_teacher")
 
 
 def plan_work(

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from tasks.agent import AgentBudget, AgentRun, Teacher, Toolbox, name_map
+from tasks.agent import AgentRun, Teacher, Toolbox, name_map
+from tasks.agent.batch import BatchOptions
 from tasks.agent.naming import ExposedTool
 from tasks.agent.server_requests import TrajectoryResponder
 from tasks.agent.tool_changes import ToolWatch
@@ -149,7 +150,7 @@ def start_conversation(
     item: MultiTurnItem,
     exposed: list[ExposedTool],
     pinned: PinnedSessions,
-    options: Any,
+    options: BatchOptions,
     responder: TrajectoryResponder | None = None,
     catalog: list[ExposedTool] | None = None,
     rules: ToolRules = DEFAULT_RULES,
@@ -203,7 +204,7 @@ async def converse(
     pinned: PinnedSessions,
     teacher: Teacher,
     router: LlmRouter,
-    options: Any,
+    options: BatchOptions,
     catalog: list[ExposedTool] | None = None,
     rules: ToolRules = DEFAULT_RULES,
 ) -> tuple[Trajectory, Conversation]:
@@ -217,7 +218,7 @@ async def converse(
         item_id=item.trajectory_id,
         server_id=",".join(sorted(set(item.task.server_ids))),
     )
-    budget: AgentBudget = options.budget
+    budget = options.budget
     responder = TrajectoryResponder(
         router, item.teacher, meta, options.mcp, item.task.question, teacher=teacher
     )
@@ -328,12 +329,3 @@ def build_row(
         started_at=started_at,
         finished_at=utc_now(),
     )
-
-
-class MultiTurnResult(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    trajectories: list[Trajectory] = Field(default_factory=list)
-    tool_calls: list[Any] = Field(default_factory=list)
-    cache_entries: list[Any] = Field(default_factory=list)
-    events: list[Any] = Field(default_factory=list)

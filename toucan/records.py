@@ -283,7 +283,7 @@ class Trajectory(Record):
     deployment: str | None = None
     served_by: str | None = None
     served_by_embedded: bool | None = None
-    style: Literal["function-calling", "react", "langchain"] = "function-calling"
+    style: str = "function-calling"  # a name in tasks/agent/styles.py's STYLES
     messages: list[dict[str, Any]] = Field(default_factory=list)  # OpenAI chat format
     tools: list[dict[str, Any]] = Field(default_factory=list)  # exactly as the model saw them
     # exposed name -> the server's own {name, description, inputSchema} of each offered tool

@@ -1,8 +1,8 @@
 """The agent loop: model turn -> real tool calls -> results back, until an answer or a budget.
 
-Plain async code. Two of the three styles live here (`function-calling`, `react`); the
+Plain async code. Two of the styles live here (`function-calling`, `react`); the
 LangChain style runs LangChain's own loop (tasks/agent/langchain_style.py) and fills the same
-`AgentRun`. Every way a loop can end has a stop reason:
+`AgentRun`; tasks/agent/styles.py names them all. Every way a loop can end has a stop reason:
 
     final_answer        the model answered without calling tools
     empty_answer        ... but the answer was empty
@@ -23,10 +23,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from tasks.agent.react import STOP_SEQUENCES, parse_react_reply
+from tasks.agent.react import STOP_SEQUENCES, describe_tools, parse_react_reply
 from tasks.agent.strict_schema import drop_added_nulls
 from tasks.agent.tool_changes import merge_tool_schemas
 from tasks.agent.toolbox import Toolbox
+from toucan.config import ModelsConfig
 from toucan.errors import LlmError
 from toucan.llm.replies import CallMeta, LlmReply, any_embedded, join_names
 from toucan.prompts import render
@@ -51,6 +52,21 @@ class AgentBudget(BaseModel):
     max_turns: int = 10
     wall_clock_s: float = 120.0
     loop_limit: int = 3  # identical calls in this many consecutive turns end the loop
+
+
+@dataclass(frozen=True)
+class AgentJob:
+    """What a style's loop gets for one trajectory (tasks/agent/styles.py)."""
+
+    question: str
+    toolbox: Toolbox  # the offered tools, and the calls' log
+    teacher: Teacher
+    target: str  # the teacher deployment asked
+    budget: AgentBudget
+    meta: CallMeta
+    # for a style that reaches the model with its own client (langchain)
+    models: ModelsConfig | None = None
+    local_base_url: str | None = None
 
 
 @dataclass
@@ -210,16 +226,10 @@ def is_looping(history: list[str], limit: int) -> bool:
     return len(history) >= limit and len(set(history[-limit:])) == 1
 
 
-async def run_function_calling(
-    question: str,
-    toolbox: Toolbox,
-    teacher: Teacher,
-    target: str,
-    budget: AgentBudget,
-    meta: CallMeta,
-) -> AgentRun:
+async def run_function_calling(job: AgentJob) -> AgentRun:
     """The provider's native tools API; a turn's tool calls run concurrently."""
-    prompt = render("trajectories/function_calling", question=question)
+    toolbox, budget = job.toolbox, job.budget
+    prompt = render("trajectories/function_calling", question=job.question)
     tools = [tool.openai_schema() for tool in toolbox.exposed]
     run = AgentRun(messages=list(prompt.messages), tools=tools, prompt_hash=prompt.template_hash)
     deadline = time.monotonic() + budget.wall_clock_s
@@ -228,7 +238,7 @@ async def run_function_calling(
     for turn in range(budget.max_turns):
         tools = await offer_for_turn(toolbox, run, turn, tools)
         reply = await ask_model(
-            teacher, target, run.messages, run, deadline, meta, tools=tools or None
+            job.teacher, job.target, run.messages, run, deadline, job.meta, tools=tools or None
         )
         if reply is None:
             return run
@@ -271,17 +281,11 @@ def stop_after_calls(
     return None
 
 
-async def run_react(
-    question: str,
-    toolbox: Toolbox,
-    teacher: Teacher,
-    target: str,
-    budget: AgentBudget,
-    meta: CallMeta,
-    tool_descriptions: list[dict[str, str]],
-) -> AgentRun:
+async def run_react(job: AgentJob) -> AgentRun:
     """Tools described in the system prompt; calls parsed from the reply text by us."""
-    prompt = render("trajectories/react", question=question, tools=tool_descriptions)
+    toolbox, budget = job.toolbox, job.budget
+    tools = describe_tools(toolbox.exposed)
+    prompt = render("trajectories/react", question=job.question, tools=tools)
     run = AgentRun(
         messages=list(prompt.messages),
         tools=[tool.openai_schema() for tool in toolbox.exposed],  # shown in the system prompt
@@ -292,12 +296,12 @@ async def run_react(
     history: list[str] = []
     for turn in range(budget.max_turns):
         reply = await ask_model(
-            teacher,
-            target,
+            job.teacher,
+            job.target,
             run.wire_messages or [],
             run,
             deadline,
-            meta,
+            job.meta,
             params={"stop": STOP_SEQUENCES},
         )
         if reply is None:
