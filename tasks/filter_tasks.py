@@ -29,20 +29,13 @@ from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
 from toucan.prompts import RenderedPrompt, render
-from toucan.records import Score, Task, TaskRating
+from toucan.records import TASK_SCORES, Score, Task, TaskRating
 
 logger = logging.getLogger(__name__)
 
 STAGE = "filter_tasks"
 JUDGE_GROUP = "judge"
-DIMENSIONS = (
-    "tool_selection_difficulty",
-    "tool_selection_uniqueness",
-    "question_quality",
-    "scenario_realism",
-    "verifiable",
-    "stability",
-)
+DIMENSIONS = TASK_SCORES
 MIN_SCORE, MAX_SCORE = 1, 5
 
 

@@ -26,13 +26,13 @@ from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
 from toucan.prompts import RenderedPrompt, render
-from toucan.records import Score, Task, Trajectory, TrajectoryRating
+from toucan.records import TRAJECTORY_SCORES, Score, Task, Trajectory, TrajectoryRating
 
 logger = logging.getLogger(__name__)
 
 STAGE = "filter_trajectories"
 JUDGE_GROUP = "judge"
-DIMENSIONS = ("completeness", "conciseness")
+DIMENSIONS = TRAJECTORY_SCORES
 MIN_SCORE, MAX_SCORE = 1, 5
 JUDGE_RESULT_CHARS = 1_500  # of each tool result shown to the judge (the reference showed 100)
 

@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from tasks.agent import AgentRun, Teacher, Toolbox, name_map
-from tasks.agent.batch import BatchOptions
+from tasks.agent.batch import BatchOptions, item_meta
+from tasks.agent.loop import TurnState
 from tasks.agent.naming import ExposedTool
 from tasks.agent.server_requests import TrajectoryResponder
 from tasks.agent.tool_changes import ToolWatch
@@ -187,15 +188,12 @@ def start_conversation(
             served_by=base.served_by,
             served_by_embedded=base.served_by_embedded,
         )
-        conversation = Conversation(run=run, toolbox=toolbox, tools=tools, completed_turns=1)
-        conversation.used_call_ids |= {
-            c["id"] for m in run.messages for c in m.get("tool_calls") or [] if c.get("id")
-        }
-        return conversation
+        used = {c["id"] for m in run.messages for c in m.get("tool_calls") or [] if c.get("id")}
+        return Conversation(run, toolbox, TurnState(tools, used_call_ids=used), completed_turns=1)
     prompt = render("trajectories/function_calling", question=item.task.question)
     system = [m for m in prompt.messages if m["role"] == "system"]
     run = AgentRun(messages=system, tools=tools, prompt_hash=prompt.template_hash)
-    return Conversation(run=run, toolbox=toolbox, tools=tools)
+    return Conversation(run, toolbox, TurnState(tools))
 
 
 async def converse(
@@ -212,12 +210,7 @@ async def converse(
     tool listed (default: `exposed`); server requests during calls are answered as in
     trajectories (tasks/agent/server_requests.py)."""
     started_at = utc_now()
-    meta = CallMeta(
-        run_id=options.run_id,
-        stage=STAGE,
-        item_id=item.trajectory_id,
-        server_id=",".join(sorted(set(item.task.server_ids))),
-    )
+    meta = item_meta(item, options.run_id, STAGE)
     budget = options.budget
     responder = TrajectoryResponder(
         router, item.teacher, meta, options.mcp, item.task.question, teacher=teacher

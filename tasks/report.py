@@ -17,17 +17,9 @@ import polars as pl
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from toucan.records import TASK_SCORES, TRAJECTORY_SCORES
 from toucan.store import Store
 
-TASK_SCORES = (
-    "tool_selection_difficulty",
-    "tool_selection_uniqueness",
-    "question_quality",
-    "scenario_realism",
-    "verifiable",
-    "stability",
-)
-TRAJECTORY_SCORES = ("completeness", "conciseness")
 QUERIES = {
     "servers": "SELECT name, coalesce(domain, 'unlabelled') AS domain, status FROM servers",
     "tasks": """SELECT task_id, kind, status, json_array_length(target_tools) AS tools,

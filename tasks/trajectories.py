@@ -23,6 +23,7 @@ from tasks.agent.batch import (
     BatchResult,
     ItemOutcome,
     ServerEntry,
+    item_meta,
     list_exposed_tools,
     run_agent_batch,
 )
@@ -43,7 +44,6 @@ from tasks.trajectory_records import (
     plan_items,
 )
 from toucan.errors import McpError
-from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
 from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules, rules_for
 from toucan.records import LlmCacheEntry, utc_now
@@ -88,12 +88,7 @@ async def generate_trajectory(
     `router`, the servers' sampling and elicitation requests are answered
     (tasks/agent/server_requests.py), else refused by the sessions' fallback."""
     started_at = utc_now()
-    meta = CallMeta(
-        run_id=options.run_id,
-        stage=STAGE,
-        item_id=item.trajectory_id,
-        server_id=",".join(sorted(set(item.task.server_ids))),
-    )
+    meta = item_meta(item, options.run_id, STAGE)
     responder = None
     if router is not None:
         responder = TrajectoryResponder(

@@ -17,17 +17,9 @@ from typing import Any
 
 from tasks.scrub import environment_secrets
 from tasks.secrets import SecretDetector, load_rules
-from toucan.records import CallLog, Task, Trajectory
+from toucan.records import TRAJECTORY_RULES, CallLog, Task, Trajectory
 
-RULES = (
-    "no_tool_call",
-    "tool_called_on_irrelevant",
-    "tool_execution_error",
-    "empty_final_answer",
-    "local_path_or_secret",
-    "target_tool_not_called",
-    "repeated_junk",
-)
+RULES = TRAJECTORY_RULES  # the flags `evaluate_rules` sets, one per rule
 # a result whose text opens like this is a failed execution, whatever its error flag says
 ERROR_OPENING = re.compile(
     r"^\s*(?:\[?error\b|\[?exception\b|traceback \(most recent call last\)|failed to\b|"

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from toucan.errors import ConfigError
 from toucan.ids import content_hash
+from toucan.records import TRAJECTORY_RULES
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
@@ -261,17 +262,7 @@ class TrajectoriesConfig(Section):
 class FilterTrajectoriesConfig(Section):
     min_completeness: int = 3
     min_conciseness: int = 2
-    drop_flags: list[str] = Field(
-        default_factory=lambda: [
-            "no_tool_call",
-            "tool_called_on_irrelevant",
-            "tool_execution_error",
-            "empty_final_answer",
-            "local_path_or_secret",
-            "target_tool_not_called",
-            "repeated_junk",
-        ]
-    )
+    drop_flags: list[str] = Field(default_factory=lambda: list(TRAJECTORY_RULES))
     concurrency: int = 64
 
 

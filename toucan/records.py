@@ -245,6 +245,17 @@ class Score(BaseModel):
     score: int
 
 
+# the task judge's six scores (TaskRating.scores), in the order the judge writes them
+TASK_SCORES: tuple[str, ...] = (
+    "tool_selection_difficulty",
+    "tool_selection_uniqueness",
+    "question_quality",
+    "scenario_realism",
+    "verifiable",
+    "stability",
+)
+
+
 class TaskRating(Record):
     __table__ = "task_ratings"
     __key__ = ("rating_id",)
@@ -257,7 +268,7 @@ class TaskRating(Record):
     usage: Usage = Field(default_factory=Usage)  # accounting of that reply (module docstring)
     cost_usd: float = 0.0
     cached: bool = False
-    scores: dict[str, Score] = Field(default_factory=dict)  # the six dimensions
+    scores: dict[str, Score] = Field(default_factory=dict)  # TASK_SCORES
     overall: float | None = None
     keep: bool = False
     status: Literal["ok", "error"] = "ok"
@@ -312,6 +323,19 @@ class Trajectory(Record):
     finished_at: datetime = Field(default_factory=utc_now)
 
 
+# the trajectory judge's scores and the rule flags (tasks/trajectory_rules.py) of a rating
+TRAJECTORY_SCORES: tuple[str, ...] = ("completeness", "conciseness")
+TRAJECTORY_RULES: tuple[str, ...] = (
+    "no_tool_call",
+    "tool_called_on_irrelevant",
+    "tool_execution_error",
+    "empty_final_answer",
+    "local_path_or_secret",
+    "target_tool_not_called",
+    "repeated_junk",
+)
+
+
 class TrajectoryRating(Record):
     __table__ = "trajectory_ratings"
     __key__ = ("rating_id",)
@@ -324,8 +348,8 @@ class TrajectoryRating(Record):
     usage: Usage = Field(default_factory=Usage)  # accounting of that reply (module docstring)
     cost_usd: float = 0.0
     cached: bool = False
-    flags: dict[str, bool] = Field(default_factory=dict)  # one per rule; True = rule fired
-    scores: dict[str, Score] = Field(default_factory=dict)  # completeness, conciseness
+    flags: dict[str, bool] = Field(default_factory=dict)  # TRAJECTORY_RULES; True = it fired
+    scores: dict[str, Score] = Field(default_factory=dict)  # TRAJECTORY_SCORES
     overall: float | None = None
     tool_accuracy: dict[str, float] = Field(default_factory=dict)
     # what fired `local_path_or_secret`: occurrences by kind (tasks/secret_rules.toml)

@@ -34,7 +34,7 @@ from toucan.config import McpConfig, ModelsConfig
 from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
-from toucan.llm.replies import LlmReply
+from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
 from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules
 from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory
@@ -94,6 +94,16 @@ class AgentBatch(BaseModel):
     batch_id: str
     server_ids: list[str]
     items: Sequence[Any]
+
+
+def item_meta(item: AgentItem, run_id: str, stage: str) -> CallMeta:
+    """Who asks, on each model call an item makes: its run, stage, row id and servers."""
+    return CallMeta(
+        run_id=run_id,
+        stage=stage,
+        item_id=item.trajectory_id,
+        server_id=",".join(sorted(set(item.task.server_ids))),
+    )
 
 
 ItemT = TypeVar("ItemT", bound=AgentItem)

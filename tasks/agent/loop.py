@@ -226,32 +226,56 @@ def is_looping(history: list[str], limit: int) -> bool:
     return len(history) >= limit and len(set(history[-limit:])) == 1
 
 
+@dataclass
+class TurnState:
+    """What the function-calling loop carries from one model turn to the next, and across a
+    conversation's user turns (tasks/conversation.py)."""
+
+    tools: list[dict[str, Any]]  # offered at the next model turn
+    used_call_ids: set[str] = field(default_factory=set)
+    model_turns: int = 0
+
+
 async def run_function_calling(job: AgentJob) -> AgentRun:
     """The provider's native tools API; a turn's tool calls run concurrently."""
-    toolbox, budget = job.toolbox, job.budget
     prompt = render("trajectories/function_calling", question=job.question)
-    tools = [tool.openai_schema() for tool in toolbox.exposed]
+    tools = [tool.openai_schema() for tool in job.toolbox.exposed]
     run = AgentRun(messages=list(prompt.messages), tools=tools, prompt_hash=prompt.template_hash)
+    await run_model_turns(job, run, TurnState(tools))
+    return run
+
+
+async def run_model_turns(job: AgentJob, run: AgentRun, state: TurnState) -> None:
+    """Model turn -> the tool calls it asks for -> their results, until the model answers or
+    a budget runs out; `run.stop_reason` says which. The transcript is `run.messages` (its
+    last message is the user's); `job.question` is not read here."""
+    toolbox, budget = job.toolbox, job.budget
     deadline = time.monotonic() + budget.wall_clock_s
-    used_ids: set[str] = set()
     history: list[str] = []
-    for turn in range(budget.max_turns):
-        tools = await offer_for_turn(toolbox, run, turn, tools)
+    for _ in range(budget.max_turns):
+        state.tools = await offer_for_turn(toolbox, run, state.model_turns, state.tools)
         reply = await ask_model(
-            job.teacher, job.target, run.messages, run, deadline, job.meta, tools=tools or None
+            job.teacher,
+            job.target,
+            run.messages,
+            run,
+            deadline,
+            job.meta,
+            tools=state.tools or None,
         )
         if reply is None:
-            return run
+            return
         calls = unique_call_ids(
             [PendingCall(id=c.id, name=c.name, arguments=c.arguments) for c in reply.tool_calls],
-            used_ids,
-            turn,
+            state.used_call_ids,
+            state.model_turns,
         )
+        state.model_turns += 1
         run.messages.append(assistant_message(reply.text, calls))
         if not calls:
             run.final_answer = reply.text.strip()
             run.stop_reason = "final_answer" if run.final_answer else "empty_answer"
-            return run
+            return
         texts, out_of_time = await run_calls(toolbox, calls, deadline)
         for call, text in zip(calls, texts, strict=True):
             run.messages.append(
@@ -259,9 +283,8 @@ async def run_function_calling(job: AgentJob) -> AgentRun:
             )
         if stop := stop_after_calls(toolbox, history, calls, budget, out_of_time):
             run.stop_reason = stop
-            return run
+            return
     run.stop_reason = "max_turns"
-    return run
 
 
 def stop_after_calls(

@@ -80,17 +80,6 @@ def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> tuple[
     return (message if checked else None), checked
 
 
-def error_result(text: str, reason: str, latency_ms: float = 0.0) -> ToolResult:
-    return ToolResult(
-        text=text,
-        is_error=True,
-        content_types=["text"],
-        original_chars=len(text),
-        latency_ms=latency_ms,
-        error_reason=reason,
-    )
-
-
 class Toolbox:
     """Per-trajectory tool access; holds the call log and the records to store."""
 
@@ -157,10 +146,10 @@ class Toolbox:
                 text, reason = f"Error: the server removed the tool {name!r}.", "tool_removed"
             else:
                 text, reason = f"Error: unknown tool {name!r}.", "unknown_tool"
-            result = error_result(f"{text} Available tools: {known}.", reason)
+            result = ToolResult.failure(f"{text} Available tools: {known}.", reason)
             return self._log(call_id, name, None, arguments or {}, result, started)
         if arguments is None:
-            result = error_result(f"Error: {problem}", "bad_arguments")
+            result = ToolResult.failure(f"Error: {problem}", "bad_arguments")
             return self._log(call_id, name, exposed, {}, result, started)
         violation, checked = check_arguments(exposed.input_schema, arguments)
         result, replayed, key = await self._execute(exposed, arguments, call_id)
@@ -192,7 +181,7 @@ class Toolbox:
         if self.breaker is not None and (paused := self.breaker.paused(exposed.server_id)):
             self.paused = paused
             return (
-                error_result(
+                ToolResult.failure(
                     f"Error: server {exposed.server} is unavailable: {paused.reason}",
                     "server_paused",
                 ),
@@ -211,7 +200,11 @@ class Toolbox:
         except McpError as error:
             if self.breaker is not None:
                 self.breaker.record_failure(exposed.server_id, error.reason, str(error))
-            return error_result(f"Error: {error.reason}: {error}"[:2000], error.reason), False, key
+            return (
+                ToolResult.failure(f"Error: {error.reason}: {error}"[:2000], error.reason),
+                False,
+                key,
+            )
         if self.breaker is not None:
             self.breaker.record_success(exposed.server_id)
         self._remember(key, exposed, arguments, result, handler.exchanges if handler else [])
