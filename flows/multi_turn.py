@@ -19,13 +19,13 @@ from flows.llm_fanout import model_endpoint, unfinished_ids
 from flows.onboard import store_tool_versions
 from tasks.agent import AgentBudget
 from tasks.agent.tool_changes import new_tool_versions
-from tasks.multi_turn import STAGE, MultiTurnItem, extend_item_id, split_item_id
 from tasks.multi_turn_batch import (
     MultiTurnBatch,
     group_items,
     multi_turn_batch,
     run_multi_turn_batch,
 )
+from tasks.multi_turn_records import STAGE, MultiTurnItem, extend_item_id, split_item_id
 from tasks.trajectories import BatchOptions, BatchResult, ServerEntry
 from toucan.config import Settings, load_settings
 from toucan.progress import report_progress

@@ -140,15 +140,17 @@ def decide_keep(
 def base_rating(
     row: Trajectory, task_row: Task, judges: list[str], run_id: str
 ) -> TrajectoryRating:
-    flags, details = evaluate_rules(row, task_row)
+    flags, findings = evaluate_rules(row, task_row)
     return TrajectoryRating(
         rating_id=make_rating_id(row.trajectory_id, judges),
         trajectory_id=row.trajectory_id,
         judge=judges[0] if judges else "",
         flags=flags,
         tool_accuracy=tool_accuracy(row, task_row),
-        leaks=details["leaks"],
-        raw_reply=json.dumps(details) if any(details.values()) else None,
+        leaks=findings.leaks,
+        raw_reply=json.dumps(findings.model_dump())
+        if findings.failed_calls or findings.leaks
+        else None,
         run_id=run_id,
     )
 

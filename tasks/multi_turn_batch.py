@@ -28,12 +28,13 @@ from tasks.agent.batch import (
 )
 from tasks.agent.naming import ExposedTool
 from tasks.conversation import PinnedSessions
-from tasks.multi_turn import STAGE, MultiTurnItem, converse
+from tasks.multi_turn import converse
+from tasks.multi_turn_records import STAGE, MultiTurnItem, failed_row
 from tasks.tool_offer import ToolOffer, offer_tools
 from toucan.config import McpConfig
 from toucan.errors import McpError
 from toucan.llm.tool_rules import ToolRules, rules_for
-from toucan.records import LlmCacheEntry, Trajectory
+from toucan.records import LlmCacheEntry
 
 logger = logging.getLogger(__name__)
 
@@ -47,25 +48,6 @@ class MultiTurnBatch(AgentBatch):
 def group_items(items: list[MultiTurnItem], size: int) -> list[MultiTurnBatch]:
     """Items grouped by their exact server set, cut into chunks of `size`."""
     return group_by_servers(items, size, MultiTurnBatch, "mtbatch")
-
-
-def failed_row(item: MultiTurnItem, reason: str, detail: str, requested: int) -> Trajectory:
-    return Trajectory(
-        trajectory_id=item.trajectory_id,
-        task_id=item.task.task_id,
-        kind="multi_turn",
-        parent_id=item.base.trajectory_id if item.base else None,
-        teacher=item.teacher,
-        messages=item.base.messages
-        if item.base
-        else [{"role": "user", "content": item.task.question}],
-        status="error",
-        reason=reason,
-        stop_reason="not_started",
-        requested_turns=requested,
-        completed_turns=1 if item.base else 0,
-        metadata={"error": detail[:2000]},
-    )
 
 
 def offered_tools(

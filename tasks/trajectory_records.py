@@ -80,31 +80,41 @@ def build_trajectory(
         kind=TRAJECTORY_KIND.get(item.task.kind, "original"),  # type: ignore[arg-type]
         teacher=item.teacher,
         model=run.model,
-        deployment=run.deployment,
-        served_by=run.served_by,
-        served_by_embedded=run.served_by_embedded,
-        style=item.style,  # type: ignore[arg-type]
-        messages=run.messages,
-        tools=run.tools,
-        original_tools=original_tools(offered_ever(toolbox)),
-        tool_name_map=name_map(offered_ever(toolbox)),
-        schema_hashes={tool.name: tool.schema_hash for tool in offered_ever(toolbox)},
+        style=item.style,
+        **run_fields(run, toolbox),
         turns=run.turns,
         tool_calls=len(toolbox.log),
         tool_errors=toolbox.errors,
         tool_call_log=list(toolbox.log),
-        usage=run_usage(run, toolbox),
-        cost_usd=run.cost_usd + sum(e.cost_usd for e in server_exchanges(toolbox)),
-        cached=run.cached,
         stop_reason=run.stop_reason,
         status="error" if failed else "ok",
         reason=(run.error_reason or run.stop_reason) if failed else None,
-        prompt_hash=run.prompt_hash,
         metadata=trajectory_metadata(item, run, toolbox),
         run_id=run_id,
         started_at=started_at,
         finished_at=utc_now(),
     )
+
+
+def run_fields(run: AgentRun, toolbox: Toolbox) -> dict[str, Any]:
+    """The Trajectory fields every agent stage fills the same way from a run: the transcript,
+    what was offered (every tool of the run, latest schemas), who answered and what it took
+    (the teacher's turns plus the servers' sampling/elicitation requests)."""
+    offered = offered_ever(toolbox)
+    return {
+        "deployment": run.deployment,
+        "served_by": run.served_by,
+        "served_by_embedded": run.served_by_embedded,
+        "messages": run.messages,
+        "tools": run.tools,
+        "original_tools": original_tools(offered),
+        "tool_name_map": name_map(offered),
+        "schema_hashes": {tool.name: tool.schema_hash for tool in offered},
+        "usage": run_usage(run, toolbox),
+        "cost_usd": run.cost_usd + sum(e.cost_usd for e in server_exchanges(toolbox)),
+        "cached": run.cached,
+        "prompt_hash": run.prompt_hash,
+    }
 
 
 def trajectory_metadata(item: TrajectoryItem, run: AgentRun, toolbox: Toolbox) -> dict[str, Any]:

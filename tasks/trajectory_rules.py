@@ -13,7 +13,8 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel, Field
 
 from tasks.scrub import environment_secrets
 from tasks.secrets import SecretDetector, load_rules
@@ -125,14 +126,21 @@ def tool_accuracy(row: Trajectory, task: Task) -> dict[str, float]:
     }
 
 
+class RuleFindings(BaseModel):
+    """What the rules found besides their flags."""
+
+    failed_calls: list[str] = Field(default_factory=list)  # call ids of failed executions
+    leaks: dict[str, int] = Field(default_factory=dict)  # occurrences by kind
+
+
 def evaluate_rules(
     row: Trajectory,
     task: Task,
     *,
     markers: list[str] | None = None,
     secrets: list[str] | None = None,
-) -> tuple[dict[str, bool], dict[str, Any]]:
-    """(flag per rule, details: which calls failed, what leaked by kind)."""
+) -> tuple[dict[str, bool], RuleFindings]:
+    """(flag per rule, what they found: which calls failed, what leaked by kind)."""
     irrelevant = task.kind == IRRELEVANT
     results = tool_results(row)
     failed = [
@@ -156,4 +164,4 @@ def evaluate_rules(
         "target_tool_not_called": bool(accuracy) and accuracy["desired_tools_used"] < 1.0,
         "repeated_junk": is_junk(assistant_text),
     }
-    return flags, {"failed_calls": failed, "leaks": found}
+    return flags, RuleFindings(failed_calls=failed, leaks=found)

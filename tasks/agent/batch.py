@@ -15,18 +15,18 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from mcp_env.environment import make_pool
 from mcp_env.pool import SessionPool
 from mcp_env.results import ListedTool
 from mcp_env.server_requests import ServerExchange
-from mcp_env.specs import ServerSpec, parse_server_spec
+from mcp_env.session import AnySpec
+from mcp_env.specs import parse_server_spec
 from tasks.agent.breaker import CircuitBreaker, ServerPaused
-from tasks.agent.journal import CallJournal
+from tasks.agent.journal import CallJournal, JournalingTeacher, open_journal
 from tasks.agent.loop import AgentBudget
 from tasks.agent.naming import ExposedTool, expose_tools
 from tasks.agent.toolbox import Toolbox
@@ -34,18 +34,23 @@ from toucan.config import McpConfig, ModelsConfig
 from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
-from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
 from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules
 from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory
 
 
 class ServerEntry(BaseModel):
-    """A usable server as a batch needs it: its id, name and stored spec."""
+    """A usable server as a batch needs it: its id, name and spec (the stored spec, parsed
+    by `parse_server_spec`; ValidationError for one that does not parse)."""
 
     server_id: str
     name: str
-    spec: dict[str, Any]
+    spec: AnySpec
+
+    _parse_spec = field_validator("spec", mode="before")(
+        lambda raw: parse_server_spec(raw) if isinstance(raw, dict) else raw
+    )
 
 
 class BatchOptions(BaseModel):
@@ -142,40 +147,13 @@ async def list_exposed_tools(
     return expose_tools(listed, rules=rules)
 
 
-class JournalingTeacher:
-    """The router, with each new cached reply also appended to the crash journal."""
-
-    def __init__(self, router: LlmRouter, journal: CallJournal | None) -> None:
-        self.router = router
-        self.journal = journal
-        self.new_entries: list[LlmCacheEntry] = []
-
-    async def complete(
-        self, target: str, messages: list[dict[str, Any]], **options: Any
-    ) -> LlmReply:
-        """As LlmRouter.complete."""
-        reply = await self.router.complete(target, messages, **options)
-        self.collect()
-        return reply
-
-    def collect(self) -> list[LlmCacheEntry]:
-        """Take the cache's new entries (journaling them); returns all taken so far."""
-        if self.router.cache is not None:
-            fresh = self.router.cache.drain_new()
-            self.new_entries.extend(fresh)
-            for entry in fresh:
-                if self.journal is not None:
-                    self.journal.append(entry)
-        return self.new_entries
-
-
 @dataclass
 class BatchContext:
     """What a batch's items share; handed to the stage's per-item coroutine."""
 
     batch: AgentBatch
     servers: dict[str, ServerEntry]
-    specs: list[ServerSpec]  # the batch's servers, registered in `pool`
+    specs: list[AnySpec]  # the batch's servers, registered in `pool`
     options: BatchOptions
     pool: SessionPool
     teacher: JournalingTeacher  # the router (`teacher.router`), journaling new replies
@@ -201,13 +179,6 @@ class ItemOutcome:
 RunItem = Callable[[Any, BatchContext, contextlib.AsyncExitStack], Awaitable[ItemOutcome]]
 
 
-def open_journal(options: BatchOptions, batch_id: str) -> CallJournal | None:
-    """The batch's crash journal (`<journal_dir>/<run>-<batch>.jsonl`), if journaling."""
-    if options.journal_dir is None:
-        return None
-    return CallJournal(Path(options.journal_dir) / f"{options.run_id}-{batch_id}.jsonl")
-
-
 def open_breaker(options: BatchOptions, paused: dict[str, dict[str, str]] | None) -> CircuitBreaker:
     """A circuit breaker with the servers earlier batches paused ({"reason", "detail"})."""
     breaker = CircuitBreaker(threshold=options.breaker_failures)
@@ -229,7 +200,7 @@ async def run_agent_batch(
     """Run every item of `batch` with `run_item`; returns the rows, tool-call records, new
     cache entries, events and the servers paused meanwhile. Never writes the store."""
     breaker = open_breaker(options, paused)
-    journal = open_journal(options, batch.batch_id)
+    journal = open_journal(options.journal_dir, options.run_id, batch.batch_id)
     sink = EventSink(options.run_id, stage)
     router = LlmRouter(
         options.models,
@@ -241,7 +212,7 @@ async def run_agent_batch(
     limit = asyncio.Semaphore(max(1, options.concurrency))
     try:
         async with make_pool(options.mcp) as pool:
-            specs = [parse_server_spec(servers[server_id].spec) for server_id in batch.server_ids]
+            specs = [servers[server_id].spec for server_id in batch.server_ids]
             for spec in specs:
                 pool.register(spec)
                 if breaker.paused(spec.server_id) is None:

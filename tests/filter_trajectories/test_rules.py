@@ -74,8 +74,8 @@ def test_local_paths_and_secrets_anywhere_in_the_content_fire() -> None:
 
 
 def leaks_of(trajectory, task) -> dict[str, int]:
-    _, details = evaluate_rules(trajectory, task, markers=["/work/main"], secrets=[])
-    return details["leaks"]
+    _, findings = evaluate_rules(trajectory, task, markers=["/work/main"], secrets=[])
+    return findings.leaks
 
 
 @pytest.mark.parametrize("leak", LEAKS, ids=lambda leak: f"{leak.kind}:{leak.text[:24]}")
