@@ -81,7 +81,7 @@ async def conversation_item(
             row, conversation = await converse(
                 item, offer.tools, pinned, ctx.teacher, ctx.teacher.router, options, catalog, rules
             )
-        row.metadata["tool_offer"] = offer.record
+        row.metadata["tool_offer"] = offer.record.model_dump()
     except McpError as error:
         return ItemOutcome(failed_row(item, error.reason, str(error), requested))
     except Exception as error:  # the stage edge: one broken item must not sink the batch

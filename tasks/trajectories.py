@@ -128,7 +128,7 @@ async def generate_trajectory(
     )
     run = await run_agent(item.style, job)
     row = build_trajectory(item, run, toolbox, started_at, options.run_id)
-    row.metadata["tool_offer"] = offer.record
+    row.metadata["tool_offer"] = offer.record.model_dump()
     if isolated_servers:
         row.metadata["isolated_servers"] = sorted(isolated_servers)
     return ItemOutcome(row, toolbox)
