@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_router, run_bounded
 from tasks.prompt_budget import capped_response_format, cut_text, with_item_count
 from toucan.config import ModelsConfig, PromptBudget
-from toucan.errors import ConfigError, LlmError, UnparseableReply
+from toucan.errors import ConfigError, LlmError, error_row_fields
 from toucan.events import EventSink
 from toucan.ids import content_hash, make_id
 from toucan.llm.cache import LlmCache
@@ -239,9 +239,7 @@ def variant_metadata(
 def error_row(unit: DiversifyUnit, prompt: RenderedPrompt, error: Exception) -> Task:
     return base_variant(unit, 0, prompt).model_copy(
         update={
-            "status": "error",
-            "reason": error.reason if isinstance(error, LlmError) else "internal_error",
-            "raw_reply": error.raw if isinstance(error, UnparseableReply) else None,
+            **error_row_fields(error),
             "metadata": {"mode": unit.mode, "error": str(error)[:1000]},
         }
     )

@@ -20,7 +20,7 @@ from tasks.prompt_budget import budget_view, capped_response_format
 from tasks.sampling import ServerView
 from tasks.synthesize import server_payload
 from toucan.config import ModelsConfig, PromptBudget
-from toucan.errors import ConfigError, LlmError, UnparseableReply
+from toucan.errors import ConfigError, LlmError, error_row_fields
 from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
@@ -182,9 +182,7 @@ async def rate_task(
     except Exception as error:  # the stage edge: one broken item must not stop the batch
         if not isinstance(error, LlmError):
             logger.exception("rating %s failed", task_row.task_id)
-        reason = error.reason if isinstance(error, LlmError) else "internal_error"
-        raw = error.raw if isinstance(error, UnparseableReply) else None
-        return rating.model_copy(update={"status": "error", "reason": reason, "raw_reply": raw})
+        return rating.model_copy(update=error_row_fields(error))
     return rating_from_reply(rating, parsed, reply, thresholds)
 
 

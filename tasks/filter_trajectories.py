@@ -17,7 +17,7 @@ from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_r
 from tasks.prompt_budget import capped_response_format
 from tasks.trajectory_rules import evaluate_rules, tool_accuracy
 from toucan.config import FilterTrajectoriesConfig, ModelsConfig, PromptBudget
-from toucan.errors import LlmError, UnparseableReply
+from toucan.errors import LlmError, error_row_fields
 from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
@@ -183,9 +183,7 @@ async def rate_trajectory(
     except Exception as error:  # the stage edge: one broken item must not stop the batch
         if not isinstance(error, LlmError):
             logger.exception("rating %s failed", row.trajectory_id)
-        reason = error.reason if isinstance(error, LlmError) else "internal_error"
-        raw = error.raw if isinstance(error, UnparseableReply) else None
-        return rating.model_copy(update={"status": "error", "reason": reason, "raw_reply": raw})
+        return rating.model_copy(update=error_row_fields(error))
     scores = {
         name: Score(reasoning=getattr(parsed, name).reasoning, score=getattr(parsed, name).score)
         for name in DIMENSIONS

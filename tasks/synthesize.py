@@ -20,7 +20,7 @@ from tasks.llm_batch import BatchOutput, ProgressCounter, collect_output, open_r
 from tasks.prompt_budget import budget_view, capped_response_format, shown_tools
 from tasks.sampling import ServerView, TaskSlot
 from toucan.config import ModelsConfig, PromptBudget
-from toucan.errors import LlmError, UnparseableReply
+from toucan.errors import LlmError, error_row_fields
 from toucan.events import EventSink
 from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta, LlmReply
@@ -230,17 +230,9 @@ def task_from_reply(
 
 
 def error_task(slot: TaskSlot, prompt: RenderedPrompt, error: Exception) -> Task:
-    reason = error.reason if isinstance(error, LlmError) else "internal_error"
-    raw = error.raw if isinstance(error, UnparseableReply) else None
     task = base_task(slot, prompt)
-    return task.model_copy(
-        update={
-            "status": "error",
-            "reason": reason,
-            "raw_reply": raw,
-            "metadata": {**task.metadata, "error": str(error)[:1000]},
-        }
-    )
+    metadata = {**task.metadata, "error": str(error)[:1000]}
+    return task.model_copy(update={**error_row_fields(error), "metadata": metadata})
 
 
 async def synthesize_task(
