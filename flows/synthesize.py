@@ -13,15 +13,15 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows.dedup import dedup_pending_tasks
 from flows.llm_fanout import run_job, run_job_async, unfinished_ids, write_output
-from tasks.dedup import find_near_duplicates, mark_near_duplicates
 from tasks.llm_batch import PARALLEL_BATCHES, BatchOutput, ProgressCounter, split_batches
 from tasks.sampling import PlanRequest, ServerView, TaskSlot, plan_slots
 from tasks.synthesize import STAGE, synthesize_batch
 from toucan.config import Settings, load_settings
 from toucan.llm.cache import LlmCache
 from toucan.progress import report_progress
-from toucan.records import Run, Server, Task, Tool
+from toucan.records import Server, Task, Tool
 from toucan.runs import RunContext, stage_run
 from toucan.store import Store
 
@@ -77,20 +77,8 @@ def select_todo(store: Store, slots: list[TaskSlot]) -> list[TaskSlot]:
 
 
 def drop_near_duplicates(ctx: RunContext) -> dict[str, str]:
-    """Keep-one dedup over every ok task: earlier runs first, then plan order. Idempotent."""
-    tasks = ctx.store.select(Task, "status = 'ok' AND kind = 'original'")
-    started = {run.run_id: run.started_at for run in ctx.store.select(Run, "stage = ?", [STAGE])}
-    tasks.sort(
-        key=lambda t: (
-            started.get(t.run_id or "", t.created_at),
-            t.strategy,
-            int(t.metadata.get("slot", 0)),
-            t.task_id,
-        )
-    )
-    dropped = find_near_duplicates(tasks, ctx.settings.synthesize.dedup_threshold)
-    ctx.store.upsert(mark_near_duplicates(dropped, tasks))
-    return dropped
+    """Keep-one dedup of the ok tasks new since the last pass (`flows.dedup`). Idempotent."""
+    return dedup_pending_tasks(ctx.store, ctx.settings.synthesize.dedup_threshold)
 
 
 def summarize(

@@ -46,7 +46,13 @@ alias asked for (OpenAI answers a call to `gpt-4o-mini` as `gpt-4o-mini-2024-07-
 the fake appends `SNAPSHOT_SUFFIX` to the requested name; pass `served_model=` (a function of the
 requested name) to change it.
 
-HTTP control endpoints: GET `/_fake/calls` (counts), POST `/_fake/reset`, POST `/_fake/script`
+Batch API: `/v1/files` and `/v1/batches` as OpenAI serves them, each line answered by the same
+rules as a chat request (and counted in `calls`); jobs follow scripted plans (a completion delay,
+an expired, failed or never-ending job, malformed lines, a missing output file) and are counted
+in `fake_llm.batches.counts` (tests/fake_llm_batches.py).
+
+HTTP control endpoints: GET `/_fake/calls` (counts, and `first_arrival`: the wall-clock
+time the first request arrived, which a start-up benchmark compares with its client's spawn), POST `/_fake/reset`, POST `/_fake/script`
 (a JSON list of rules without callables). For benchmarks run it in its own process so its CPU
 does not share the client's GIL: `with run_fake_llm_process(latency=1.0) as base_url: ...`, or
 `python tests/fake_llm.py --latency 1.0` (prints the base url).
@@ -76,6 +82,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+try:
+    from tests.fake_llm_batches import FakeBatches
+except ModuleNotFoundError:  # run as a script (run_fake_llm_process): tests/ itself is on the path
+    from fake_llm_batches import FakeBatches  # type: ignore[no-redef]
 
 ReplyFn = Callable[[dict[str, Any]], Any]
 SNAPSHOT_SUFFIX = "-2024-07-18"
@@ -119,11 +130,13 @@ class CallCounts:
     by_status: Counter[int] = field(default_factory=Counter)
     in_flight: int = 0  # requests being answered now
     peak_in_flight: int = 0  # the most at once: what a client's concurrency limits allowed
+    first_arrival: float | None = None  # wall-clock time (time.time()) the first request came
 
     def to_json(self) -> dict[str, Any]:
         return {
             "total": self.total,
             "peak_in_flight": self.peak_in_flight,
+            "first_arrival": self.first_arrival,
             "by_model": dict(self.by_model),
             "by_rule": {str(index): count for index, count in self.by_rule.items()},
             "by_status": {str(status): count for status, count in self.by_status.items()},
@@ -279,6 +292,7 @@ class FakeLlm:
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self.batches = FakeBatches(self.answer_batch_line)  # /v1/files, /v1/batches
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.handle_chat, methods=["POST"]),
@@ -287,6 +301,7 @@ class FakeLlm:
                 Route("/_fake/calls", self.handle_calls, methods=["GET"]),
                 Route("/_fake/reset", self.handle_reset, methods=["POST"]),
                 Route("/_fake/script", self.handle_script, methods=["POST"]),
+                *self.batches.routes(),
             ]
         )
 
@@ -310,6 +325,8 @@ class FakeLlm:
     def pick_rule(self, request: dict[str, Any]) -> tuple[int | None, Rule]:
         with self._lock:
             call_index = self.calls.total
+            if call_index == 0:
+                self.calls.first_arrival = time.time()
             self.calls.total += 1
             self.calls.by_model[str(request.get("model"))] += 1
             self.requests.append(request)
@@ -320,11 +337,29 @@ class FakeLlm:
                     return index, rule
         return None, rule_from_reply(self.default(request))
 
+    def choose_reply(self, body: dict[str, Any]) -> Rule:
+        """The rule that answers this chat request body (counted, recorded), with a computed
+        `respond` resolved: the one rule engine behind chat requests and batch lines."""
+        _, rule = self.pick_rule(body)
+        return rule if rule.respond is None else rule_from_reply(rule.respond(body))
+
+    def reply_payload(self, body: dict[str, Any], rule: Rule) -> dict[str, Any]:
+        """The JSON the rule answers with: a chat completion, or an OpenAI error body."""
+        if rule.status != 200:
+            error = {"message": f"fake error {rule.status}", "type": "fake", "code": rule.status}
+            return {"error": error}
+        return build_completion(body, rule, self.served_model(str(body.get("model", "fake"))))
+
+    def answer_batch_line(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) for one batch line: chat's rules, without their delay."""
+        rule = self.choose_reply(body)
+        with self._lock:
+            self.calls.by_status[rule.status] += 1
+        return rule.status, self.reply_payload(body, rule)
+
     async def handle_chat(self, request: Request) -> Response:
         body = await request.json()
-        _, rule = self.pick_rule(body)
-        if rule.respond is not None:
-            rule = rule_from_reply(rule.respond(body))
+        rule = self.choose_reply(body)
         wait = self.latency + rule.delay
         with self._lock:
             self.calls.in_flight += 1
@@ -337,14 +372,13 @@ class FakeLlm:
                 self.calls.in_flight -= 1
         with self._lock:
             self.calls.by_status[rule.status] += 1
+        payload = self.reply_payload(body, rule)
         if rule.status != 200:
             headers = {} if rule.retry_after is None else {"retry-after": str(rule.retry_after)}
-            error = {"message": f"fake error {rule.status}", "type": "fake", "code": rule.status}
-            return JSONResponse({"error": error}, status_code=rule.status, headers=headers)
-        completion = build_completion(body, rule, self.served_model(str(body.get("model", "fake"))))
+            return JSONResponse(payload, status_code=rule.status, headers=headers)
         if body.get("stream"):
-            return StreamingResponse(stream_completion(completion), media_type="text/event-stream")
-        return JSONResponse(completion)
+            return StreamingResponse(stream_completion(payload), media_type="text/event-stream")
+        return JSONResponse(payload)
 
     async def handle_models(self, request: Request) -> Response:
         with self._lock:

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from toucan.errors import ConfigError
@@ -80,6 +87,16 @@ class ModelDeployment(Section):
     # whose rules the tool definitions meet (toucan/llm/tool_rules.py); None = from `model`
     tool_rules: Literal["openai", "anthropic", "gemini", "openai_compatible"] | None = None
     strict_tools: bool = False  # OpenAI strict mode for tool calls (closed, all-required)
+    # provider batch jobs (toucan/llm/batch_api.py): None = from the provider (OpenAI and
+    # Anthropic have them); True for an OpenAI-compatible server that serves /v1/batches
+    supports_batch: bool | None = None
+    # $ per token in a batch job: these, else LiteLLM's price map's batch prices (when the
+    # online price is not configured either), else the online price x batch_price_factor
+    batch_input_cost_per_token: float | None = None
+    batch_output_cost_per_token: float | None = None
+    # OpenAI: "50% cost discount vs. the synchronous APIs" (Batch API FAQ); Anthropic: Message
+    # Batches "reducing costs by 50%" (docs, build-with-claude/batch-processing)
+    batch_price_factor: float = Field(default=0.5, ge=0.0)
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -119,6 +136,28 @@ class PromptBudget(Section):
     question_min_chars: int | None = None  # minLength: a constrained decoder cannot skip it
 
 
+StageMode = Literal["online", "batch", "auto"]
+"""How a single-call stage asks its model: one request at a time (online), as provider batch
+jobs (batch), or as batch jobs when the deployment has them and the stage has more than its
+`batch_min_items` items (auto)."""
+
+
+class BatchApiConfig(Section):
+    """How provider batch jobs are sent and waited for (toucan/llm/batch_runner.py)."""
+
+    poll_initial_s: float = Field(default=10.0, gt=0)  # first wait between status checks
+    poll_max_s: float = Field(default=300.0, gt=0)  # the backoff's ceiling
+    # OpenAI and Anthropic end a job within 24 h (expired); past this, toucan cancels the job
+    # and its unanswered items become `batch_timeout` errors
+    max_wait_s: float = Field(default=25 * 3600.0, gt=0)
+    cancel_wait_s: float = 600.0  # OpenAI: "cancelling for up to 10 minutes" (batch cancel)
+    # OpenAI: "up to 50,000 requests, and can be up to 200 MB" per input file (batch create);
+    # Anthropic: 100,000 requests or 256 MB per Message Batch
+    max_requests_per_job: int = Field(default=50_000, ge=1)
+    max_bytes_per_job: int = Field(default=190_000_000, ge=1)
+    max_resubmits: int = Field(default=1, ge=0)  # an expired or failed job's unfinished items
+
+
 class ModelsConfig(Section):
     generators: list[ModelDeployment]
     teachers: list[ModelDeployment]
@@ -126,8 +165,12 @@ class ModelsConfig(Section):
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     route_to_local: bool = False  # send every deployment to the embedded local model
     rate_limit_patience_s: float = 600.0  # per call: wait out 429s this long, then give up
+    # a deployment whose requests fail this many times in a row (retries count; 429s and
+    # rejected requests do not) is paused for the run; None = never
+    circuit_breaker_failures: int | None = Field(default=5, ge=1)
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
     prompt_budget: PromptBudget = Field(default_factory=PromptBudget)
+    batch: BatchApiConfig = Field(default_factory=BatchApiConfig)
 
     def group(self, name: Literal["generator", "teacher", "judge"]) -> list[ModelDeployment]:
         return {"generator": self.generators, "teacher": self.teachers, "judge": self.judge}[name]
@@ -229,8 +272,12 @@ class SynthesizeConfig(Section):
         default_factory=lambda: ["random", "same_domain", "different_domains"]
     )
     featured_servers: int = 8
-    dedup_threshold: float = 0.9
+    # token_sort_ratio / 100 at or above which two questions are duplicates: above 1 nothing
+    # would match, at 0 everything would
+    dedup_threshold: float = Field(0.9, gt=0, le=1)
     concurrency: int = 64
+    mode: StageMode = "online"  # provider batch jobs: see StageMode
+    batch_min_items: int = 1_000
 
 
 class FilterTasksConfig(Section):
@@ -246,6 +293,8 @@ class FilterTasksConfig(Section):
         }
     )
     concurrency: int = 64
+    mode: StageMode = "online"
+    batch_min_items: int = 1_000
 
 
 class TrajectoriesConfig(Section):
@@ -264,6 +313,8 @@ class FilterTrajectoriesConfig(Section):
     min_conciseness: int = 2
     drop_flags: list[str] = Field(default_factory=lambda: list(TRAJECTORY_RULES))
     concurrency: int = 64
+    mode: StageMode = "online"  # the trajectory judge's calls (the rules need no model)
+    batch_min_items: int = 1_000
 
 
 class ExtensionsConfig(Section):
@@ -271,6 +322,8 @@ class ExtensionsConfig(Section):
     diversify_variants: int = 2
     personas_file: str | None = None  # None = the list shipped with the project
     multi_turn_user_turns: int = 2
+    diversify_mode: StageMode = "online"  # irrelevance and multi-turn stay online
+    diversify_batch_min_items: int = 1_000
 
 
 class ExportConfig(Section):
@@ -283,6 +336,38 @@ class ExportConfig(Section):
             "multi-turn": 35.2,
         }
     )
+
+
+class BudgetConfig(Section):
+    """Caps on what a run spends on models, in US dollars (None / absent = no cap).
+
+    Before each call the model layer reserves the call's most it can cost and settles the real
+    cost from the reply's usage; a call that would cross a cap is not sent (`budget_exhausted`,
+    retryable). Cached replies cost nothing and count nothing.
+    """
+
+    usd: float | None = Field(default=None, ge=0)  # the whole run
+    per_stage: dict[str, NonNegativeFloat] = Field(default_factory=dict)  # stage name -> cap
+    per_deployment: dict[str, NonNegativeFloat] = Field(default_factory=dict)  # name -> cap
+    # a cap with a deployment whose price nobody knows refuses to start unless this is set
+    # (such a deployment's calls then count as $0)
+    allow_unpriced: bool = False
+
+    @property
+    def capped(self) -> bool:
+        return self.usd is not None or bool(self.per_stage) or bool(self.per_deployment)
+
+    @model_validator(mode="after")
+    def _stages_exist(self) -> BudgetConfig:
+        if not self.per_stage:
+            return self
+        # the stage list's module loads the store (DuckDB, polars): only when caps name stages
+        from toucan.stages import STAGES
+
+        unknown = sorted(set(self.per_stage) - set(STAGES))
+        if unknown:
+            raise ValueError(f"budget.per_stage: no stage named {unknown}; known: {STAGES}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -305,6 +390,7 @@ class Settings(BaseSettings):
     filter_trajectories: FilterTrajectoriesConfig = Field(default_factory=FilterTrajectoriesConfig)
     extensions: ExtensionsConfig = Field(default_factory=ExtensionsConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -327,6 +413,9 @@ class Settings(BaseSettings):
         ):
             if value is not None and value not in known:
                 raise ValueError(f"{key} {value!r} is no model group or deployment")
+        unknown = sorted(set(self.budget.per_deployment) - {d.name for d in self.models.all()})
+        if unknown:
+            raise ValueError(f"budget.per_deployment: no deployment named {unknown}")
         return self
 
     def fingerprint(self) -> str:

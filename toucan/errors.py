@@ -13,10 +13,13 @@
     └── LlmError               anything on the model side
         ├── RateLimited        429s that outlasted the retries
         ├── ModelTimeout       the model did not answer in time
-        └── UnparseableReply   the reply did not parse into the expected record
+        ├── UnparseableReply   the reply did not parse into the expected record
+        ├── BudgetExhausted    the call would cross a `budget` cap: not sent
+        └── ModelGroupDown     no live deployment left for the call: not sent
 
 Each class carries a stable snake_case `reason` token; rows store that token, and
-`toucan status` counts by it.
+`toucan status` counts by it. `RETRYABLE_REASONS` are the tokens worth another attempt on a
+later run (the cause may pass: a provider outage, a raised cap); any other is a final answer.
 """
 
 from __future__ import annotations
@@ -79,12 +82,44 @@ class ModelTimeout(LlmError):
     reason = "model_timeout"
 
 
+class BudgetExhausted(LlmError):
+    """The call's reservation would cross a budget cap; nothing was sent. `scope` is the cap
+    that stopped it: "run", "stage" or "deployment" (only then may a fallback answer)."""
+
+    reason = "budget_exhausted"
+
+    def __init__(self, message: str = "", *, scope: str = "run") -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
+class ModelGroupDown(LlmError):
+    """Every deployment that could answer the call is paused by the circuit breaker."""
+
+    reason = "model_unavailable"
+
+
 class UnparseableReply(LlmError):
     reason = "unparseable_reply"
 
     def __init__(self, message: str = "", *, raw: str = "", reason: str | None = None) -> None:
         super().__init__(message, reason=reason)
         self.raw = raw
+
+
+# Reasons worth another attempt on a later run; anything else is a final answer (a
+# rejection, an unparseable or out-of-range reply the cache would only repeat).
+RETRYABLE_REASONS = frozenset(
+    {
+        "rate_limited",
+        "model_timeout",
+        "model_server_error",
+        "llm_error",
+        "internal_error",
+        BudgetExhausted.reason,
+        ModelGroupDown.reason,
+    }
+)
 
 
 def error_row_fields(error: Exception) -> dict[str, str | None]:

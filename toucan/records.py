@@ -421,6 +421,86 @@ class ToolCallRecord(Record):
     created_at: datetime = Field(default_factory=utc_now)
 
 
+BatchStatus = Literal[
+    "submitting",  # recorded, not yet accepted by the provider (no job id, or not known yet)
+    "validating",
+    "in_progress",
+    "finalizing",
+    "cancelling",
+    "completed",
+    "failed",
+    "expired",
+    "cancelled",
+]
+
+
+class BatchJob(Record):
+    """One provider batch job (OpenAI Batch API, Anthropic Message Batches).
+
+    Written before the job is created and again whenever its state changes, so a killed run
+    finds it and waits for it instead of paying for it twice. `status` is the provider's, in
+    the OpenAI Batch object's names, or `submitting`; `reason` is a token when it ended short
+    (`batch_expired`, `batch_failed`, `batch_timeout`, `batch_cancelled`,
+    `batch_submit_failed`, `batch_lost`).
+    """
+
+    __table__ = "batch_jobs"
+    __key__ = ("job_key",)
+
+    job_key: str  # make_id("batch", deployment, custom ids, attempt): ours, known before submit
+    job_id: str | None = None  # the provider's batch id, once it accepted the job
+    provider: Literal["openai", "anthropic"]
+    deployment: str
+    model: str  # the LiteLLM model string of the deployment
+    stage: str
+    run_id: str
+    status: BatchStatus = "submitting"
+    attempt: int = 0  # 0 = first submission; n = the n-th resubmission of unfinished items
+    resubmit_of: str | None = None  # job_key of the expired/failed job these items came from
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    request_count: int = 0
+    completed_count: int = 0  # provider's request_counts, as last seen
+    failed_count: int = 0
+    reason: str | None = None
+    detail: str = ""
+    submitted_at: datetime = Field(default_factory=utc_now)
+    checked_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class BatchRequest(Record):
+    """One line of a batch job: which item its answer belongs to (the request id -> item id
+    map), written with the job before it is submitted."""
+
+    __table__ = "batch_requests"
+    __key__ = ("job_key", "custom_id")
+
+    job_key: str
+    custom_id: str  # the line's id at the provider
+    item_id: str
+    request_key: str  # the response cache key of the request (deployment, model, prompt, params)
+    deployment: str
+    stage: str
+    run_id: str
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class DedupIndexEntry(Record):
+    """A kept task in the near-duplicate index: its LSH band keys (`tasks.dedup.band_keys`),
+    so a new task finds its candidates by a join on band keys instead of reading every task.
+    Rows whose `scheme` differs from the current one (other LSH parameters or threshold) are
+    deleted and rebuilt by the next pass; a task with no row is new to the pass."""
+
+    __table__ = "dedup_index"
+    __key__ = ("task_id",)
+
+    task_id: str
+    scheme: str
+    band_keys: list[int] = Field(default_factory=list)  # BANDS signed 64-bit keys
+
+
 TABLES: tuple[type[Record], ...] = (
     Run,
     Server,
@@ -432,4 +512,7 @@ TABLES: tuple[type[Record], ...] = (
     Event,
     LlmCacheEntry,
     ToolCallRecord,
+    BatchJob,
+    BatchRequest,
+    DedupIndexEntry,
 )

@@ -18,7 +18,7 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,6 +66,8 @@ def _duckdb_type(annotation: Any) -> str:
         return "VARCHAR"
     if annotation is datetime:
         return "TIMESTAMP"
+    if origin is list and typing.get_args(annotation) == (int,):
+        return "BIGINT[]"  # a native list: SQL can unnest and join it (e.g. LSH band keys)
     return "JSON"
 
 
@@ -158,6 +160,15 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+_POLARS_TYPES: dict[str, Any] = {
+    "BOOLEAN": pl.Boolean,
+    "BIGINT": pl.Int64,
+    "DOUBLE": pl.Float64,
+    "TIMESTAMP": pl.Datetime("us"),
+    "BIGINT[]": pl.List(pl.Int64),
+}
+
+
 def _from_row(model: type[R], columns: list[str], row: tuple[Any, ...]) -> R:
     types_by_col = table_columns(model)
     values: dict[str, Any] = {}
@@ -175,11 +186,16 @@ def _open(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise StoreError(f"cannot open store {path}: {exc}") from exc
             time.sleep(0.05)
+            continue
+        # DuckDB draws its own progress bar on stdout for queries over ~2 s (the dedup pass
+        # over a million tasks has some); the CLI has its own progress display
+        con.execute("SET enable_progress_bar = false")
+        return con
 
 
 class _HeldConnection:
@@ -353,6 +369,28 @@ class Store:
         """Insert or replace by key: for rows whose state legitimately changes (runs, servers)."""
         return self._write(records, "INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM batch")
 
+    def insert_frame(self, model: type[Record], frame: pl.DataFrame) -> int:
+        """Bulk insert of rows computed as columns (e.g. a million dedup index rows, where one
+        pydantic object per row would cost more than the work): the frame's columns must be
+        exactly the record's fields (StoreError otherwise); existing keys are skipped."""
+        if set(frame.columns) != set(table_columns(model)):
+            raise StoreError(
+                f"frame columns {sorted(frame.columns)} are not the fields of {model.__name__}"
+            )
+        table = model.__table__
+        with self.connect() as con, uninterrupted():
+            con.register("frame_rows", frame)
+            try:
+                count = f"SELECT count(*) FROM {table}"
+                before = con.execute(count).fetchall()[0][0]
+                con.execute(
+                    f"INSERT INTO {table} BY NAME SELECT * FROM frame_rows ON CONFLICT DO NOTHING"
+                ).fetchall()
+                after = con.execute(count).fetchall()[0][0]
+            finally:
+                con.unregister("frame_rows")
+        return int(after - before)
+
     def _write(self, records: Sequence[Record], statement: str) -> int:
         if not records:
             return 0
@@ -384,18 +422,7 @@ class Store:
             name: [_to_cell(getattr(r, name), col_type) for r in seen.values()]
             for name, col_type in columns.items()
         }
-        schema = {
-            name: pl.Boolean
-            if t == "BOOLEAN"
-            else pl.Int64
-            if t == "BIGINT"
-            else pl.Float64
-            if t == "DOUBLE"
-            else pl.Datetime("us")
-            if t == "TIMESTAMP"
-            else pl.Utf8
-            for name, t in columns.items()
-        }
+        schema = {name: _POLARS_TYPES.get(t, pl.Utf8) for name, t in columns.items()}
         batch = pl.DataFrame(data, schema=schema)  # noqa: F841 - read by name in the SQL
         before = con.execute(f"SELECT count(*) FROM {model.__table__}").fetchone()[0]  # type: ignore[index]
         con.execute(statement.format(table=model.__table__))
@@ -429,6 +456,20 @@ class Store:
         with self.connect(read_only=True) as con:
             # duckdb 2.x: results of `execute` have no .pl(); a relation does
             return con.sql(sql, params=list(params) or None).pl()
+
+    def query_with(
+        self, sql: str, frames: Mapping[str, pl.DataFrame], params: Sequence[Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """A read that joins store tables with in-memory frames, each visible to the SQL under
+        its key (e.g. probe keys against an index): no per-value parameter conversion."""
+        with self.connect(read_only=True) as con:
+            for name, frame in frames.items():
+                con.register(name, frame)
+            try:
+                return con.execute(sql, list(params)).fetchall()
+            finally:
+                for name in frames:
+                    con.unregister(name)
 
     def count(self, model: type[Record], where: str = "", params: Sequence[Any] = ()) -> int:
         if not self.path.exists():

@@ -21,7 +21,8 @@ from tasks.agent.loop import AgentBudget, AgentJob, AgentRun, is_looping
 from tasks.agent.toolbox import Toolbox
 from toucan.config import ModelsConfig
 from toucan.errors import ConfigError
-from toucan.llm.deployments import build_model_list, price_per_token
+from toucan.llm.deployments import build_model_list
+from toucan.llm.prices import FREE, deployment_price
 from toucan.prompts import render
 
 
@@ -98,14 +99,14 @@ def langchain_model(
     if deployment is None or entry is None:
         raise ConfigError(f"no teacher deployment named {teacher!r}", reason="unknown_teacher")
     params = entry["litellm_params"]
-    input_cost, output_cost = price_per_token(deployment, params["model"])
+    price = deployment_price(deployment, models.route_to_local) or FREE
     return LangchainModel(
         model=params["model"],
         api_base=params.get("api_base"),
         api_key=params.get("api_key"),
         timeout=params.get("timeout"),
-        input_cost=input_cost,
-        output_cost=output_cost,
+        input_cost=price.input_per_token,
+        output_cost=price.output_per_token,
         deployment=teacher,
         served_by_embedded=models.route_to_local,
     )

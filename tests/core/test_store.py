@@ -4,11 +4,22 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from toucan.errors import StoreLocked
+from toucan.errors import StoreError, StoreLocked
 from toucan.ids import make_id
-from toucan.records import CallLog, Score, Server, Task, TaskRating, Tool, Trajectory, Usage
+from toucan.records import (
+    CallLog,
+    DedupIndexEntry,
+    Score,
+    Server,
+    Task,
+    TaskRating,
+    Tool,
+    Trajectory,
+    Usage,
+)
 from toucan.store import Store, resolve_store_path, table_columns
 
 
@@ -46,6 +57,25 @@ def test_json_and_nested_fields_round_trip(tmp_path: Path) -> None:
     [srv] = store.select(Server, "name = ?", ["s1"])
     assert srv.spec == {"command": "x", "args": ["1"]}
     assert srv.secondary_domains == ["Weather"]
+
+
+def test_integer_lists_are_native_columns_written_from_records_or_frames(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    assert table_columns(DedupIndexEntry)["band_keys"] == "BIGINT[]"
+    extreme = [-(2**63), 2**63 - 1, 0]
+    store.insert([DedupIndexEntry(task_id="a", scheme="x", band_keys=extreme)])
+    frame = pl.DataFrame(
+        {"task_id": ["a", "b"], "scheme": ["y", "y"], "band_keys": [[1], [2, 3]]},
+        schema={"task_id": pl.Utf8, "scheme": pl.Utf8, "band_keys": pl.List(pl.Int64)},
+    )
+    assert store.insert_frame(DedupIndexEntry, frame) == 1  # "a" exists: skipped
+    rows = {row.task_id: row for row in store.select(DedupIndexEntry)}
+    assert rows["a"].band_keys == extreme and rows["a"].scheme == "x"
+    assert rows["b"].band_keys == [2, 3]
+    assert store.query("SELECT count(*) FROM dedup_index, unnest(band_keys)") == [(5,)]
+    with pytest.raises(StoreError):
+        store.insert_frame(DedupIndexEntry, frame.drop("scheme"))
+    assert store.count(DedupIndexEntry) == 2
 
 
 def test_upsert_replaces_changed_state(tmp_path: Path) -> None:

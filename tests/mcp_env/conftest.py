@@ -18,6 +18,7 @@ from mcp_env.specs import SandboxSpec, StdioSpec
 TINY_SERVER = Path(__file__).resolve().parents[1] / "servers" / "tiny_server.py"
 # servers reproducing real-world faults: rawserver.py driven by one JSON file each
 QUIRKS = Path(__file__).resolve().parents[1] / "servers" / "quirks"
+HTTP_OR_SSE_SERVER = QUIRKS / "http_or_sse_server.py"
 PYTHON = sys.executable
 # the machine is shared and slow to import the mcp package: allow a generous start
 CONNECT_TIMEOUT_S = 60.0
@@ -51,6 +52,20 @@ def quirk_spec(config: str, log: Path | None = None, **fields: Any) -> StdioSpec
     args = [str(QUIRKS / "rawserver.py"), str(QUIRKS / file_name)]
     name = fields.pop("name", f"quirk-{Path(file_name).stem}".replace("_", "-"))
     return StdioSpec(name=name, command=PYTHON, args=args, env=env, **fields)
+
+
+def served_spec(speaks: str, path: str, declared: str | None) -> dict[str, object]:
+    """A catalog entry for http_or_sse_server.py speaking `speaks` at `path`, declared as
+    `declared` (None: a bare `url`, as every Smithery record is); toucan launches it."""
+    args = [str(HTTP_OR_SSE_SERVER), speaks, "{port}"]
+    entry: dict[str, object] = {
+        "name": f"{speaks}-as-{declared}",
+        "url": "http://127.0.0.1:{port}" + path,
+        "launch": {"name": "launcher", "command": PYTHON, "args": args},
+    }
+    if declared is not None:
+        entry["transport"] = declared
+    return entry
 
 
 def read_raw_log(log: Path) -> list[dict]:

@@ -7,7 +7,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -15,26 +14,10 @@ from mcp_env.health import check_server
 from mcp_env.pool import SessionPool
 from mcp_env.session import open_session
 from mcp_env.specs import parse_server_spec
-from tests.mcp_env.conftest import CONNECT_TIMEOUT_S, PYTHON
+from tests.mcp_env.conftest import CONNECT_TIMEOUT_S, served_spec
 from toucan.errors import ServerStartError
 
 pytestmark = pytest.mark.anyio
-
-SERVER = Path(__file__).resolve().parents[1] / "servers" / "quirks" / "http_or_sse_server.py"
-
-
-def served_spec(speaks: str, path: str, declared: str | None) -> dict[str, object]:
-    """A catalog entry for http_or_sse_server speaking `speaks`, declared as `declared`
-    (None: a bare `url`, as every Smithery record is)."""
-    launch = {"name": "launcher", "command": PYTHON, "args": [str(SERVER), speaks, "{port}"]}
-    entry: dict[str, object] = {
-        "name": f"{speaks}-as-{declared}",
-        "url": "http://127.0.0.1:{port}" + path,
-        "launch": launch,
-    }
-    if declared is not None:
-        entry["transport"] = declared
-    return entry
 
 
 @pytest.mark.parametrize(

@@ -35,11 +35,18 @@ def deployment(name: str, base_url: str, **extra: Any) -> dict[str, Any]:
 
 
 def fake_settings(
-    base_url: str, store: Path, *, teachers: tuple[str, ...] = ("Teacher-A",), **sections: Any
+    base_url: str,
+    store: Path,
+    *,
+    teachers: tuple[str, ...] = ("Teacher-A",),
+    teacher: dict[str, Any] | None = None,
+    **sections: Any,
 ) -> Settings:
+    """Cloud-profile settings with every model group on the fake server; `teacher` holds
+    extra deployment fields of every teacher (e.g. `tool_rules`)."""
     models = {
         "generators": [deployment("Gen", base_url)],
-        "teachers": [deployment(name, base_url) for name in teachers],
+        "teachers": [deployment(name, base_url, **(teacher or {})) for name in teachers],
         "judge": [deployment("Judge", base_url, params={"temperature": 0})],
         "fallbacks": {},
         "route_to_local": False,

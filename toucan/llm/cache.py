@@ -8,12 +8,14 @@ collected here and written by the caller (the flow is the single writer): `cache
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toucan.ids import content_hash, make_id
 from toucan.llm.replies import LlmReply
 from toucan.records import LlmCacheEntry
-from toucan.store import Store
+
+if TYPE_CHECKING:  # the store pulls in DuckDB and polars; a router that only calls needs neither
+    from toucan.store import Store
 
 
 class CacheKey(tuple[str, str, str]):

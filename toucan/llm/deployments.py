@@ -1,11 +1,9 @@
-"""From the config's model groups to LiteLLM deployments, prices and normalised replies."""
+"""From the config's model groups to LiteLLM deployments, and LiteLLM's replies to ours."""
 
 from __future__ import annotations
 
 import random
 from typing import Any
-
-import litellm
 
 from toucan.config import ModelDeployment, ModelsConfig
 from toucan.errors import ConfigError
@@ -16,9 +14,6 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 20.0
 LOCAL_API_KEY = "local"  # llama-cpp's server wants no key; LiteLLM's openai client wants one
 NO_API_KEY = "no-key"
-
-litellm.suppress_debug_info = True
-litellm.drop_params = True  # a provider without response_format still answers; we parse leniently
 
 
 def build_model_list(models: ModelsConfig, local_base_url: str | None) -> list[dict[str, Any]]:
@@ -48,18 +43,6 @@ def unique_deployments(models: ModelsConfig) -> list[ModelDeployment]:
     for deployment in models.all():
         by_name.setdefault(deployment.name, deployment)
     return list(by_name.values())
-
-
-def price_per_token(deployment: ModelDeployment, model: str) -> tuple[float, float]:
-    """($ per input token, $ per output token): the config's, else LiteLLM's price map, else 0."""
-    if deployment.input_cost_per_token is not None or deployment.output_cost_per_token is not None:
-        return deployment.input_cost_per_token or 0.0, deployment.output_cost_per_token or 0.0
-    try:
-        input_cost, _ = litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=0)
-        _, output_cost = litellm.cost_per_token(model=model, prompt_tokens=0, completion_tokens=1)
-    except Exception:  # a model LiteLLM has no price for: cost is unknown, recorded as 0
-        return 0.0, 0.0
-    return float(input_cost), float(output_cost)
 
 
 def to_llama_cpp_format(response_format: dict[str, Any]) -> dict[str, Any]:

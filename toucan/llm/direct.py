@@ -18,29 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import litellm
 import orjson
 
 from toucan.config import ModelDeployment
 from toucan.llm.errors import ConnectionTrouble, HttpStatusError
+from toucan.llm.providers import OPENAI_COMPATIBLE, UnknownProvider, split_provider
 from toucan.llm.replies import LlmReply, ToolCall
 from toucan.records import Usage
-
-# LiteLLM provider -> default base url, for providers that speak the OpenAI chat API.
-OPENAI_COMPATIBLE: dict[str, str | None] = {
-    "openai": "https://api.openai.com/v1",
-    "custom_openai": None,
-    "hosted_vllm": None,
-    "together_ai": "https://api.together.xyz/v1",
-    "mistral": "https://api.mistral.ai/v1",
-    "moonshot": "https://api.moonshot.ai/v1",
-    "openrouter": "https://openrouter.ai/api/v1",
-    "deepseek": "https://api.deepseek.com/v1",
-    "groq": "https://api.groq.com/openai/v1",
-    "fireworks_ai": "https://api.fireworks.ai/inference/v1",
-    "deepinfra": "https://api.deepinfra.com/v1/openai",
-    "xai": "https://api.x.ai/v1",
-}
 
 
 @dataclass(frozen=True)
@@ -52,6 +36,11 @@ class Endpoint:
     headers: dict[str, str]
     timeout_s: float
 
+    @property
+    def base(self) -> str:
+        """The API root the chat url hangs off (.../v1): where /files and /batches are too."""
+        return self.url.removesuffix("/chat/completions")
+
 
 def plan_endpoint(
     deployment: ModelDeployment, litellm_params: dict[str, Any], route_to_local: bool
@@ -62,10 +51,8 @@ def plan_endpoint(
     model_string = litellm_params["model"]
     api_base = litellm_params.get("api_base")
     try:
-        model, provider, _, provider_base = litellm.get_llm_provider(
-            model_string, api_base=api_base
-        )
-    except Exception:  # LiteLLM does not know the provider: only an explicit base can help
+        model, provider, provider_base = split_provider(model_string, api_base)
+    except UnknownProvider:  # only an explicit base can help
         model, provider, provider_base = model_string, "", None
     compatible = provider in OPENAI_COMPATIBLE or (route_to_local and api_base)
     if not compatible and deployment.transport == "auto":
@@ -106,23 +93,38 @@ class DirectTransport:
     async def post(self, endpoint: Endpoint, request: dict[str, Any]) -> dict[str, Any]:
         """The decoded JSON reply; raises HttpStatusError, ConnectionTrouble or TimeoutError."""
         body = {"model": endpoint.model, **request}
-        timeout = aiohttp.ClientTimeout(total=endpoint.timeout_s)
+        raw = await self.send(
+            "POST", endpoint.url, headers=endpoint.headers, timeout_s=endpoint.timeout_s, json=body
+        )
+        return decode_json(raw)
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        timeout_s: float,
+        json: Any = None,
+        data: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> bytes:
+        """The body of a 2xx reply (any request: chat, files, batches); raises HttpStatusError
+        (non-2xx), ConnectionTrouble or TimeoutError."""
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self.session().post(
-                endpoint.url, json=body, headers=endpoint.headers, timeout=timeout
+            async with self.session().request(
+                method, url, json=json, data=data, params=params, headers=headers, timeout=timeout
             ) as response:
                 raw = await response.read()
                 if response.status >= 400:
                     text = raw.decode("utf-8", "replace")
                     raise HttpStatusError(response.status, text[:1000], dict(response.headers))
+                return raw
         except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise TimeoutError(f"no reply within {endpoint.timeout_s:.1f} s") from error
+            raise TimeoutError(f"no reply within {timeout_s:.1f} s") from error
         except aiohttp.ClientError as error:
             raise ConnectionTrouble(f"{type(error).__name__}: {error}") from error
-        try:
-            return orjson.loads(raw)
-        except ValueError as error:
-            raise ConnectionTrouble(f"reply is not JSON: {raw[:200]!r}") from error
 
     async def aclose(self) -> None:
         """Close this loop's session now (it is closed anyway when the loop shuts down)."""
@@ -145,6 +147,14 @@ def start_keeper(keeper: AsyncIterator[None]) -> None:
     step = keeper.__anext__()
     with contextlib.suppress(StopIteration):
         step.send(None)
+
+
+def decode_json(raw: bytes) -> dict[str, Any]:
+    """A reply body as JSON; ConnectionTrouble (retried) when it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except ValueError as error:
+        raise ConnectionTrouble(f"reply is not JSON: {raw[:200]!r}") from error
 
 
 def dump_json(value: Any) -> str:

@@ -4,28 +4,42 @@ LlmError                  reason
 ├── RateLimited           rate_limited        429s that outlasted the patience budget
 ├── ModelTimeout          model_timeout       no answer within the deployment's timeout
 ├── UnparseableReply      unparseable_reply   reply did not parse after the repair retry
+├── BudgetExhausted       budget_exhausted    the call would cross a budget cap: not sent
+├── ModelGroupDown        model_unavailable   every deployment for the call is paused
 └── (LlmError itself)     model_server_error  5xx / connection trouble after the retries
                           model_request_rejected  4xx other than 429: not retried
+
+The OpenAI SDK's exceptions (what LiteLLM raises) are checked only when that SDK is loaded:
+importing it costs ~1 s, and without it loaded no such exception can exist.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import sys
 import time
 from typing import Any
 
-import openai
-
-from toucan.errors import LlmError, ModelTimeout, RateLimited, UnparseableReply
+from toucan.errors import (
+    BudgetExhausted,
+    LlmError,
+    ModelGroupDown,
+    ModelTimeout,
+    RateLimited,
+    UnparseableReply,
+)
 
 __all__ = [
+    "BudgetExhausted",
     "ConnectionTrouble",
     "HttpStatusError",
     "LlmError",
+    "ModelGroupDown",
     "ModelTimeout",
     "RateLimited",
     "UnparseableReply",
+    "is_deployment_failure",
     "is_rate_limit",
     "is_retryable",
     "read_retry_after",
@@ -47,22 +61,45 @@ class ConnectionTrouble(Exception):
 
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 500, 502, 503, 504, 520, 522, 524, 529})
+# the deployment itself is unusable (bad key, no access, no such model), whatever we send
+BROKEN_DEPLOYMENT_STATUS = frozenset({401, 403, 404})
+
+
+def openai_error(name: str) -> tuple[type[BaseException], ...]:
+    """The OpenAI SDK's exception class `name` when the SDK is loaded, else ()."""
+    sdk = sys.modules.get("openai")
+    found = getattr(sdk, name, None) if sdk is not None else None
+    return (found,) if isinstance(found, type) else ()
 
 
 def is_rate_limit(error: BaseException) -> bool:
-    return isinstance(error, openai.RateLimitError) or getattr(error, "status_code", None) == 429
+    return (
+        isinstance(error, openai_error("RateLimitError"))
+        or getattr(error, "status_code", None) == 429
+    )
 
 
 def is_timeout(error: BaseException) -> bool:
-    return isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError)
+    return isinstance(error, (*openai_error("APITimeoutError"), asyncio.TimeoutError, TimeoutError))
 
 
 def is_retryable(error: BaseException) -> bool:
     """Transient: timeouts, connection trouble, 5xx (429s have their own path)."""
-    if is_timeout(error) or isinstance(error, openai.APIConnectionError | ConnectionTrouble):
+    if is_timeout(error) or isinstance(
+        error, (*openai_error("APIConnectionError"), ConnectionTrouble)
+    ):
         return True
     status = getattr(error, "status_code", None)
     return status in RETRYABLE_STATUS or (isinstance(status, int) and status >= 500)
+
+
+def is_deployment_failure(error: BaseException) -> bool:
+    """A failure that says the deployment is down, not that this request was wrong: what the
+    model circuit breaker counts (transient failures and 401/403/404; never a 429 or a
+    rejected request)."""
+    if is_rate_limit(error):
+        return False
+    return is_retryable(error) or getattr(error, "status_code", None) in BROKEN_DEPLOYMENT_STATUS
 
 
 def read_retry_after(error: BaseException) -> float | None:

@@ -1,56 +1,47 @@
 """LlmRouter: the configured model groups behind one async `complete` call.
 
-LiteLLM's Router holds the deployments (the paper's model names, each mapped to a LiteLLM model
-string, api base and key variable). Around it this class owns what a long synthesis run needs:
-an adaptive limiter per deployment (429 -> pause for retry-after and halve the window), retries
-with jittered backoff for transient errors, configured fallbacks, the response cache, and one
-`llm_call` event per call (tokens, latency, cost, the model that served it) collected in memory
-for the flow to write.
+The deployments are the paper's model names, each mapped to a LiteLLM model string, api base
+and key variable. This class owns what a long synthesis run needs around them: the choice of
+a deployment (weights, configured fallbacks), the response cache, prices, and one `llm_call`
+event per call (tokens, latency, cost, the model that served it) collected in memory for the
+flow to write; `DeploymentSender` (toucan/llm/sending.py) sends each request (limiters,
+retries, the direct transport or LiteLLM). Two guards are shared by every router of a run: the
+`Budget` ledger (a call reserves its most possible cost before it is sent and settles the real
+one) and the `ModelBreaker` (a deployment failing N requests in a row is paused; a call with no
+live deployment fails as `model_unavailable` without being sent).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import litellm
-import openai
-from litellm._internal_context import is_internal_call
 from pydantic import BaseModel
 
 from toucan.config import ModelsConfig
-from toucan.errors import ConfigError, LlmError, RateLimited
+from toucan.errors import BudgetExhausted, ConfigError, LlmError, ModelGroupDown
 from toucan.events import EventSink
 from toucan.ids import content_hash
+from toucan.llm.breaker import ModelBreaker
+from toucan.llm.budget import Budget, Reservation
 from toucan.llm.cache import CacheKey, LlmCache, make_cache_key
 from toucan.llm.deployments import (
-    backoff_delay,
     build_model_list,
-    price_per_token,
     to_llama_cpp_format,
     to_reply,
     unique_deployments,
 )
-from toucan.llm.direct import DirectTransport, plan_endpoint, to_reply_from_json
-from toucan.llm.errors import (
-    ConnectionTrouble,
-    HttpStatusError,
-    is_rate_limit,
-    is_retryable,
-    read_retry_after,
-    to_llm_error,
-)
-from toucan.llm.limiter import AdaptiveLimiter
+from toucan.llm.direct import to_reply_from_json
+from toucan.llm.prices import completion_allowance, count_prompt_tokens, deployment_price
 from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.sending import RATE_LIMIT_PATIENCE_S, DeploymentSender
 from toucan.llm.structured import complete_structured
 from toucan.records import Event, utc_now
 
 T = TypeVar("T", bound=BaseModel)
 GROUPS = ("generator", "teacher", "judge")
-RATE_LIMIT_PATIENCE_S = 600.0  # keep waiting out 429s this long per call before giving up
-TIMEOUT_GRACE_S = 2.0  # our own deadline fires this long after LiteLLM's, as a backstop
 
 
 class LlmRouter:
@@ -63,41 +54,41 @@ class LlmRouter:
         local_base_url: str | None = None,
         cache: LlmCache | None = None,
         rate_limit_patience_s: float = RATE_LIMIT_PATIENCE_S,
+        budget: Budget | None = None,
+        breaker: ModelBreaker | None = None,
     ) -> None:
+        """`budget` and `breaker` are the run's, shared with its other routers; without a
+        budget nothing is capped, without a breaker this router keeps its own."""
         self.models = models
+        self.budget = budget
+        self.breaker = breaker or ModelBreaker(models.circuit_breaker_failures)
         self.cache = cache
-        self.rate_limit_patience_s = rate_limit_patience_s
         self.deployments = {d.name: d for d in unique_deployments(models)}
         self.groups = {group: [d.name for d in models.group(group)] for group in GROUPS}
         model_list = build_model_list(models, local_base_url)
         self.model_strings = {m["model_name"]: m["litellm_params"]["model"] for m in model_list}
-        # OpenAI-compatible deployments skip LiteLLM: one aiohttp session, ~10x less client CPU.
-        self.endpoints = {
-            m["model_name"]: plan_endpoint(
-                self.deployments[m["model_name"]], m["litellm_params"], models.route_to_local
-            )
-            for m in model_list
+        self.prices = {
+            name: deployment_price(d, models.route_to_local) for name, d in self.deployments.items()
         }
-        self.transport = DirectTransport()
-        self.prices = {name: price_per_token(d, d.model) for name, d in self.deployments.items()}
-        self.limiters = {
-            name: AdaptiveLimiter(d.max_concurrency, rpm=d.rpm, tpm=d.tpm)
-            for name, d in self.deployments.items()
-        }
-        # Retries, cooldowns and fallbacks are ours (they must honour retry-after and never
-        # fail a whole group on a burst of 429s), so LiteLLM's are switched off.
-        self.router = litellm.Router(
-            model_list=model_list, num_retries=0, disable_cooldowns=True, max_fallbacks=0
+        self.sender = DeploymentSender(
+            models, model_list, self.breaker, rate_limit_patience_s=rate_limit_patience_s
         )
+        self.limiters = self.sender.limiters  # per deployment, shared with the sender
+        self.transport = self.sender.transport
+        self.endpoints = self.sender.endpoints  # None: the deployment goes through LiteLLM
         self._sinks: dict[tuple[str, str], EventSink] = {}
 
     # -- choosing a deployment --------------------------------------------------------
 
-    def pick_deployment(self, group: str, seed_key: str) -> str:
-        """A deployment of `group` drawn by the configured weights, deterministic in seed_key."""
+    def pick_deployment(self, group: str, seed_key: str, exclude: Collection[str] = ()) -> str:
+        """A deployment of `group` drawn by the configured weights, deterministic in seed_key,
+        never one of `exclude` (raises ModelGroupDown when that leaves none)."""
         names = self.groups.get(group)
         if not names:
             raise ConfigError(f"model group {group!r} has no deployments")
+        names = [name for name in names if name not in exclude]
+        if not names:
+            raise ModelGroupDown(f"model group {group!r}: every deployment is paused")
         weights = [max(0.0, self.deployments[name].weight) for name in names]
         if not any(weights):
             weights = [1.0] * len(names)
@@ -141,22 +132,36 @@ class LlmRouter:
         """Ask a group ("generator", "teacher", "judge") or a deployment by name.
 
         Served from the cache when this exact request already succeeded. Raises RateLimited,
-        ModelTimeout or LlmError once the retries and fallbacks are used up.
+        ModelTimeout or LlmError once the retries and fallbacks are used up, BudgetExhausted
+        when the call would cross a budget cap, ModelGroupDown when every deployment that
+        may answer it is paused (neither of the last two is sent).
         """
         meta = meta or CallMeta()
         request = (messages, tools, response_format, params)
         if use_cache and (cached := self.find_cached(target, *request, meta=meta)) is not None:
             return cached
         last_error: LlmError | None = None
-        for name in self.plan(target, messages, meta):
-            try:
-                reply = await self.complete_on(name, *request, meta)
-            except LlmError as error:
-                last_error = error
-                continue
-            if use_cache:
-                self.store_cached(reply, *request)
-            return reply
+        tried: list[str] = []
+        # a deployment paused during this call hands it on to a live one of its group
+        while names := [
+            name
+            for name in self.live_plan(target, messages, meta, record=not tried)
+            if name not in tried
+        ]:
+            for name in names:
+                tried.append(name)
+                try:
+                    reply = await self.complete_on(name, *request, meta)
+                except BudgetExhausted as error:
+                    if error.scope != "deployment":  # only a deployment's own cap leaves room
+                        raise
+                    last_error = error
+                except LlmError as error:
+                    last_error = error
+                else:
+                    if use_cache:
+                        self.store_cached(reply, *request)
+                    return reply
         assert last_error is not None
         raise last_error
 
@@ -164,6 +169,28 @@ class LlmRouter:
         """The deployment to ask first (deterministic per item) and its fallbacks, in order."""
         deployment = self.resolve(target, meta.item_id or content_hash(messages))
         return self.fallback_chain(target, deployment)
+
+    def live_plan(
+        self, target: str, messages: list[dict[str, Any]], meta: CallMeta, record: bool = False
+    ) -> list[str]:
+        """`plan` without the deployments the breaker paused; when that leaves none, a live
+        deployment of the target group. Raises ModelGroupDown when nothing that may answer is
+        live (the call is not sent; `record` makes that the call's event)."""
+        planned = self.plan(target, messages, meta)
+        live = [name for name in planned if self.breaker.paused(name) is None]
+        try:
+            if live:
+                return live
+            if target not in self.groups:
+                why = self.breaker.paused(target)
+                raise ModelGroupDown(f"{target}: paused: {why.detail if why else ''}")
+            paused = [name for name in self.groups[target] if self.breaker.paused(name)]
+            seed_key = meta.item_id or content_hash(messages)
+            return [self.pick_deployment(target, seed_key, exclude=paused)]
+        except ModelGroupDown as error:
+            if record:
+                self.record_event(meta, planned[0], status="error", error=error)
+            raise
 
     def request_key(
         self,
@@ -220,23 +247,22 @@ class LlmRouter:
         params: dict[str, Any] | None,
         meta: CallMeta,
     ) -> LlmReply:
-        """One deployment, no cache: the call, its retries and its event."""
-        request: dict[str, Any] = {"messages": messages}
-        request.update({**self.deployments[name].params, **(params or {})})
-        if self.models.route_to_local:
-            # a small constrained model can ramble until its context is full: cap each reply
-            request.setdefault("max_tokens", self.models.local.max_tokens)
-        if tools:
-            request["tools"] = tools
-        if response_format:
-            request["response_format"] = (
-                to_llama_cpp_format(response_format)
-                if self.models.route_to_local
-                else response_format
-            )
+        """One deployment, no cache: the budget reservation, the call, its retries, its event."""
+        request = self.build_request(name, messages, tools, response_format, params)
+        reservation = await self.reserve(name, request, meta)
+        try:
+            reply = await self.answer_on(name, request, meta)
+        except BaseException:
+            self.settle(reservation, None)
+            raise
+        self.settle(reservation, reply.cost_usd)
+        return reply
+
+    async def answer_on(self, name: str, request: dict[str, Any], meta: CallMeta) -> LlmReply:
+        """Send a built request to one deployment; the reply, priced, and its event."""
         started = time.perf_counter()
         try:
-            response = await self.send_with_retries(name, request)
+            response = await self.sender.send(name, request)
         except LlmError as error:
             latency_ms = (time.perf_counter() - started) * 1000
             self.record_event(meta, name, status="error", error=error, latency_ms=latency_ms)
@@ -250,53 +276,64 @@ class LlmRouter:
         # every deployment of the local profile is answered by the embedded model, whatever the
         # deployment is called; the row must say so, not echo the configured name
         reply.served_by_embedded = self.models.route_to_local
-        input_price, output_price = self.prices[name]
-        reply.cost_usd = (
-            reply.usage.prompt_tokens * input_price + reply.usage.completion_tokens * output_price
-        )
+        price = self.prices[name]  # None: unknown, recorded as 0
+        usage = reply.usage
+        reply.cost_usd = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0
         self.record_event(meta, name, status="ok", reply=reply)
         return reply
 
-    async def send_with_retries(self, name: str, request: dict[str, Any]) -> Any:
-        """One deployment: limiter admission, 429 pauses, backoff retries on transient errors."""
-        deployment = self.deployments[name]
-        endpoint = self.endpoints[name]
-        limiter = self.limiters[name]
-        rate_limit_deadline = time.monotonic() + self.rate_limit_patience_s
-        attempt = 0
-        while True:
-            await limiter.acquire()
-            tokens = 0
-            error: BaseException | None = None
-            # LiteLLM's own success logging and pricing run in a thread per call and cost ~30%
-            # of the client CPU; we record events and price calls ourselves, so skip them.
-            internal = is_internal_call.set(True)
-            try:
-                async with asyncio.timeout(deployment.timeout_s + TIMEOUT_GRACE_S):
-                    if endpoint is not None:
-                        response = await self.transport.post(endpoint, request)
-                        tokens = (response.get("usage") or {}).get("total_tokens") or 0
-                        return response
-                    response = await self.router.acompletion(model=name, **request)
-                usage = getattr(response, "usage", None)
-                tokens = getattr(usage, "total_tokens", 0) or 0
-                return response
-            except (openai.OpenAIError, TimeoutError, HttpStatusError, ConnectionTrouble) as caught:
-                error = caught
-            finally:
-                is_internal_call.reset(internal)
-                limiter.release(succeeded=error is None, tokens=tokens)
-            if is_rate_limit(error):
-                limiter.on_rate_limited(read_retry_after(error))
-                if time.monotonic() < rate_limit_deadline:
-                    continue  # the limiter holds the retry back until the pause is over
-                raise RateLimited(
-                    f"{name}: still rate limited after {self.rate_limit_patience_s:.0f} s"
-                ) from error
-            attempt += 1
-            if not is_retryable(error) or attempt > deployment.max_retries:
-                raise to_llm_error(error, name) from error
-            await asyncio.sleep(backoff_delay(attempt))
+    def build_request(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+        params: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The OpenAI chat request body (without `model`) deployment `name` is sent: online
+        by `complete_on`, and as the `body` of a provider batch line (toucan/llm/batch_lines.py)."""
+        request: dict[str, Any] = {"messages": messages}
+        request.update({**self.deployments[name].params, **(params or {})})
+        if self.models.route_to_local:
+            # a small constrained model can ramble until its context is full: cap each reply
+            request.setdefault("max_tokens", self.models.local.max_tokens)
+        if tools:
+            request["tools"] = tools
+        if response_format:
+            request["response_format"] = (
+                to_llama_cpp_format(response_format)
+                if self.models.route_to_local
+                else response_format
+            )
+        return request
+
+    async def reserve(
+        self, name: str, request: dict[str, Any], meta: CallMeta
+    ) -> Reservation | None:
+        """Hold the call's most possible cost in the run's budget (None: no budget). Raises
+        BudgetExhausted, recorded as the call's event, when that would cross a cap."""
+        if self.budget is None:
+            return None
+        price = self.prices[name]
+        most = 0.0
+        if price is not None:
+            model = self.model_strings[name]
+            prompt_tokens = count_prompt_tokens(model, request["messages"], request.get("tools"))
+            most = price.cost(prompt_tokens, completion_allowance(request, price))
+        try:
+            return await self.budget.reserve(meta.stage, name, most)
+        except BudgetExhausted as error:
+            self.record_event(meta, name, status="error", error=error)
+            raise
+
+    def settle(self, reservation: Reservation | None, cost_usd: float | None) -> None:
+        """Spend a reservation at the reply's cost, or release it (None: the call failed)."""
+        if reservation is None or self.budget is None:
+            return
+        if cost_usd is None:
+            self.budget.release(reservation)
+        else:
+            self.budget.settle(reservation, cost_usd)
 
     async def complete_structured(
         self,
@@ -316,7 +353,7 @@ class LlmRouter:
 
     async def aclose(self) -> None:
         """Close the direct transport's session on this loop (else closed with the loop)."""
-        await self.transport.aclose()
+        await self.sender.aclose()
 
     # -- events -----------------------------------------------------------------------
 

@@ -80,6 +80,36 @@ async def complete_structured(
         meta=meta,
         use_cache=False,
     )
+    return await parse_or_repair(
+        router,
+        messages,
+        reply,
+        schema,
+        response_format=response_format,
+        params=params,
+        meta=meta,
+        repair_attempts=repair_attempts,
+        use_cache=use_cache,
+    )
+
+
+async def parse_or_repair(
+    router: LlmRouter,
+    messages: list[dict[str, Any]],
+    reply: LlmReply,
+    schema: type[T],
+    *,
+    response_format: dict[str, Any],
+    params: dict[str, Any] | None = None,
+    meta: CallMeta | None = None,
+    repair_attempts: int = REPAIR_ATTEMPTS,
+    use_cache: bool = True,
+) -> tuple[T, LlmReply]:
+    """`reply` to `messages` (an online call's, or a provider batch job's) parsed into
+    `schema`; when it does not parse, the repair turns are asked online of the deployment that
+    answered. Cached under the original request once parsed. Raises UnparseableReply (with
+    `.raw`) after the repair attempts, or the router's LlmError."""
+    meta = meta or CallMeta()
     record, problem = try_parse(reply, schema)
     conversation = messages
     for _ in range(repair_attempts):
@@ -98,5 +128,5 @@ async def complete_structured(
     if record is None:
         raise UnparseableReply(f"{reply.deployment}: {problem}", raw=reply.text)
     if use_cache:
-        router.store_cached(reply, *request)
+        router.store_cached(reply, messages, None, response_format, params)
     return record, reply

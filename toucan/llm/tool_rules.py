@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import litellm
 from pydantic import BaseModel, ConfigDict
 
 from toucan.config import ModelDeployment, ModelsConfig
+from toucan.llm.providers import UnknownProvider, split_provider
 
 ToolFamily = Literal["openai", "anthropic", "gemini", "openai_compatible"]
 
@@ -156,10 +156,8 @@ def tool_family(deployment: ModelDeployment, route_to_local: bool = False) -> To
     if route_to_local:
         return "openai_compatible"
     try:
-        model, provider, _, _ = litellm.get_llm_provider(
-            deployment.model, api_base=deployment.api_base
-        )
-    except Exception:  # LiteLLM does not know the provider: nothing says it is stricter
+        model, provider, _ = split_provider(deployment.model, deployment.api_base)
+    except UnknownProvider:  # nothing says it is stricter
         return "openai_compatible"
     name = model.lower()
     if provider == "anthropic" or "claude" in name:

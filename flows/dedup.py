@@ -1,0 +1,135 @@
+"""The near-duplicate pass over the store: ok tasks new to the index are compared, in priority
+order and in chunks, with the kept tasks of the index (a SQL join on LSH band keys) and with
+each other; the kept ones join the index, the others are rejected as `near_duplicate`.
+
+Incremental: a run reads only its new tasks and the few indexed tasks sharing a band key with
+them, never every task of the store. From scratch (an old store, or a changed scheme) is the
+same loop over every ok task, CHUNK at a time, so memory stays bounded either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import polars as pl
+
+from tasks.dedup import (
+    DedupItem,
+    band_keys,
+    dedup_item,
+    keep_first,
+    lsh_scheme,
+    mark_near_duplicates,
+)
+from tasks.synthesize import STAGE
+from toucan.records import DedupIndexEntry, Task
+from toucan.store import Store
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 50_000  # new tasks per step: ~20 MB of questions and keys; the index join per step ~1 s
+
+# The priority order: tasks of earlier synthesize runs first, then plan order (strategy, slot).
+_JOIN_RUNS = "LEFT JOIN runs r ON r.run_id = t.run_id AND r.stage = ?"
+_PRIORITY = (
+    "coalesce(r.started_at, t.created_at), t.strategy, "
+    "coalesce(try_cast(json_extract_string(t.metadata, '$.slot') AS BIGINT), 0), t.task_id"
+)
+_OK_ORIGINAL = "t.status = 'ok' AND t.kind = 'original'"
+
+
+def dedup_pending_tasks(store: Store, threshold: float, chunk: int = CHUNK) -> dict[str, str]:
+    """Dedup the ok original tasks not yet in the index; returns dropped id -> kept id.
+
+    Writes per chunk: the dropped tasks as `rejected` / `near_duplicate` with
+    `metadata.duplicate_of`, and index rows for the kept ones. Idempotent: a second call finds
+    nothing new. Index rows of another scheme (`tasks.dedup.lsh_scheme`) are deleted first, so
+    every ok task is decided again under the current parameters and threshold."""
+    scheme = lsh_scheme(threshold)
+    store.execute(f"DELETE FROM {DedupIndexEntry.__table__} WHERE scheme <> ?", [scheme])
+    pending = pending_ids(store)
+    dropped: dict[str, str] = {}
+    for first in range(0, len(pending), chunk):
+        items = select_items(store, pending.slice(first, chunk))
+        keys = band_keys(items)
+        found = keep_first(items, keys, indexed_candidates(store, keys), threshold)
+        write_outcome(store, items, keys, found, scheme)
+        dropped |= found
+        logger.info("dedup: %d new tasks, %d near duplicates", len(items), len(found))
+    return dropped
+
+
+def pending_ids(store: Store) -> pl.DataFrame:
+    """The ok original tasks without an index row, in priority order: one `task_id` column,
+    as Arrow (a million ids are ~40 MB there, several times that as Python strings)."""
+    return store.frame(
+        f"SELECT t.task_id FROM tasks t {_JOIN_RUNS} "
+        f"WHERE {_OK_ORIGINAL} AND NOT EXISTS "
+        f"(SELECT 1 FROM {DedupIndexEntry.__table__} i WHERE i.task_id = t.task_id) "
+        f"ORDER BY {_PRIORITY}",
+        [STAGE],
+    )
+
+
+def select_items(store: Store, ids: pl.DataFrame) -> list[DedupItem]:
+    """The tasks named in `ids`, in its order."""
+    wanted = ids.with_row_index("position")
+    rows = store.query_with(
+        "SELECT t.task_id, t.question, t.server_ids FROM wanted w "
+        "JOIN tasks t ON t.task_id = w.task_id ORDER BY w.position",
+        {"wanted": wanted},
+    )
+    return [_item(row) for row in rows]
+
+
+def indexed_candidates(store: Store, keys: np.ndarray) -> dict[int, list[DedupItem]]:
+    """Row of `keys` -> the still-ok indexed tasks sharing a band key with it, by priority."""
+    probe = pl.DataFrame(
+        {"row": np.repeat(np.arange(len(keys)), keys.shape[1]), "band_key": keys.ravel()}
+    )
+    rows = store.query_with(
+        f"WITH indexed AS (SELECT task_id, unnest(band_keys) AS band_key "
+        f"FROM {DedupIndexEntry.__table__}), "
+        "hits AS (SELECT DISTINCT p.row, i.task_id FROM probe p JOIN indexed i USING (band_key)) "
+        f"SELECT h.row, t.task_id, t.question, t.server_ids FROM hits h "
+        f"JOIN tasks t ON t.task_id = h.task_id {_JOIN_RUNS} "
+        f"WHERE {_OK_ORIGINAL} ORDER BY h.row, {_PRIORITY}",
+        {"probe": probe},
+        [STAGE],
+    )
+    candidates: dict[int, list[DedupItem]] = {}
+    for row, *task in rows:
+        candidates.setdefault(row, []).append(_item(task))
+    return candidates
+
+
+def write_outcome(
+    store: Store, items: list[DedupItem], keys: np.ndarray, dropped: dict[str, str], scheme: str
+) -> None:
+    """Dropped items rejected, then kept items into the index. A crash between the two heals
+    itself: whatever was not written is still new to the next pass and decided the same way."""
+    ids = sorted(dropped)
+    tasks = store.select(Task, "task_id IN (SELECT unnest(?::VARCHAR[]))", [ids]) if ids else []
+    store.upsert(mark_near_duplicates(dropped, tasks))
+    kept = np.array([item.task_id not in dropped for item in items], dtype=bool)
+    if not kept.any():
+        return
+    store.insert_frame(
+        DedupIndexEntry,
+        pl.DataFrame(
+            {
+                "task_id": [item.task_id for item in items if item.task_id not in dropped],
+                "scheme": scheme,
+                "band_keys": pl.Series(keys[kept]).cast(pl.List(pl.Int64)),
+            }
+        ),
+    )
+
+
+def _item(row: Sequence[Any]) -> DedupItem:
+    task_id, question, server_ids = row
+    return dedup_item(task_id, question or "", orjson.loads(server_ids) if server_ids else [])

@@ -1,0 +1,180 @@
+"""The run's spending ledger: reserve before a call, settle after it, refuse what would cross a cap.
+
+One `Budget` per run, shared by every router of the run (each batch runs its own router on its
+own event loop, in its own thread), so the state is guarded by a thread lock. A call reserves
+the most it can cost (prompt tokens x input price + max_tokens x output price: the router's
+estimate, toucan/llm/prices.py); the reply's usage settles it at its real cost, a failure
+releases it (providers bill no failed request). Caps: `budget.usd` for the run, and per stage
+and per deployment (toucan/config.py `BudgetConfig`); the issue asking for them is issue 13.
+
+When a reservation would cross a cap while other calls still hold reservations, it waits for
+them to settle (they nearly always cost less than reserved, which frees room) and looks again;
+it is refused (`BudgetExhausted`) only when even all of them settling at $0 would leave no
+room. So the run stops within one call's reservation of the cap, never above it while each
+reply costs at most its reservation, and calls already in flight always finish.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from toucan.config import BudgetConfig, ModelsConfig
+from toucan.errors import BudgetExhausted, ConfigError
+from toucan.llm.prices import unpriced_deployments
+from toucan.llm.waiters import LoopWaiters
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Dollars held for one call until it is settled or released."""
+
+    stage: str
+    deployment: str
+    usd: float
+
+
+class BudgetSpend(BaseModel):
+    """What a run has spent (settled calls) and holds (calls in flight), US dollars."""
+
+    spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+    calls: int = 0  # settled calls that were answered
+    by_stage: dict[str, float] = {}
+    by_deployment: dict[str, float] = {}
+
+
+@dataclass(frozen=True)
+class Cap:
+    """One cap a reservation must fit: which scope, its config key and its dollars."""
+
+    scope: str  # "run" | "stage" | "deployment"
+    key: str  # the stage or deployment name; "" for the run
+    setting: str  # where it is configured, e.g. "budget.per_stage.trajectories"
+    usd: float
+
+
+class Budget:
+    """Thread-safe spending ledger of one run (module docstring)."""
+
+    def __init__(self, config: BudgetConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._waiters = LoopWaiters()
+        self._spent: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self._held: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self._holders: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._calls = 0
+
+    def caps_for(self, stage: str, deployment: str) -> list[Cap]:
+        """The caps a call of this stage on this deployment counts against."""
+        config = self.config
+        caps = [] if config.usd is None else [Cap("run", "", "budget.usd", config.usd)]
+        if (cap := config.per_stage.get(stage)) is not None:
+            caps.append(Cap("stage", stage, f"budget.per_stage.{stage}", cap))
+        if (cap := config.per_deployment.get(deployment)) is not None:
+            caps.append(Cap("deployment", deployment, f"budget.per_deployment.{deployment}", cap))
+        return caps
+
+    async def reserve(self, stage: str, deployment: str, usd: float) -> Reservation:
+        """Hold `usd` for one call. Waits while calls in flight may still free enough room;
+        raises BudgetExhausted (naming the cap, what was spent and how to continue) when none
+        can."""
+        reservation = Reservation(stage, deployment, max(0.0, usd))
+        caps = self.caps_for(stage, deployment)
+        while True:
+            with self._lock:
+                blocking = next((c for c in caps if not self._fits(c, reservation.usd)), None)
+                if blocking is None:
+                    self._hold(reservation, +1)
+                    return reservation
+                scope = (blocking.scope, blocking.key)
+                if not self._holders[scope] or self._spent[scope] + reservation.usd > blocking.usd:
+                    raise self._exhausted(blocking, reservation.usd)
+                parked = self._waiters.park()
+            await self._waiters.wait(parked)
+
+    def settle(self, reservation: Reservation, usd: float) -> None:
+        """The call was answered and cost `usd` (from its usage): spend it, free the hold."""
+        with self._lock:
+            self._hold(reservation, -1)
+            for scope in self._scopes(reservation):
+                self._spent[scope] += usd
+            self._calls += 1
+        self._waiters.wake_all()
+
+    def release(self, reservation: Reservation) -> None:
+        """The call failed or was cancelled: nothing was billed, free the hold."""
+        with self._lock:
+            self._hold(reservation, -1)
+        self._waiters.wake_all()
+
+    def spend(self) -> BudgetSpend:
+        """Spent and held so far, in total, per stage and per deployment."""
+        with self._lock:
+            by_scope = {
+                kind: {key: usd for (scope, key), usd in self._spent.items() if scope == kind}
+                for kind in ("stage", "deployment")
+            }
+            return BudgetSpend(
+                spent_usd=self._spent[("run", "")],
+                reserved_usd=self._held[("run", "")],
+                calls=self._calls,
+                by_stage=by_scope["stage"],
+                by_deployment=by_scope["deployment"],
+            )
+
+    # -- under the lock -----------------------------------------------------------------
+
+    def _fits(self, cap: Cap, usd: float) -> bool:
+        scope = (cap.scope, cap.key)
+        return self._spent[scope] + self._held[scope] + usd <= cap.usd
+
+    def _hold(self, reservation: Reservation, step: int) -> None:
+        """Take (+1) or give back (-1) a reservation in each of its scopes; a scope nobody
+        holds is exactly $0 again (no rounding left over to block a reservation forever)."""
+        for scope in self._scopes(reservation):
+            self._holders[scope] += step
+            self._held[scope] += step * reservation.usd
+            if self._holders[scope] <= 0:
+                self._holders[scope], self._held[scope] = 0, 0.0
+
+    @staticmethod
+    def _scopes(reservation: Reservation) -> tuple[tuple[str, str], ...]:
+        return (("run", ""), ("stage", reservation.stage), ("deployment", reservation.deployment))
+
+    def _exhausted(self, cap: Cap, usd: float) -> BudgetExhausted:
+        scope = (cap.scope, cap.key)
+        return BudgetExhausted(
+            f"{cap.setting} = ${cap.usd:.4f} reached: ${self._spent[scope]:.4f} spent, "
+            f"${self._held[scope]:.4f} held by calls in flight, and the next call may cost "
+            f"${usd:.4f}; raise {cap.setting} and run again to continue (replies already paid "
+            "for come from the cache)",
+            scope=cap.scope,
+        )
+
+
+def check_budget_prices(
+    config: BudgetConfig, models: ModelsConfig, deployments: Iterable[str] | None = None
+) -> None:
+    """Refuse a capped run with a deployment whose price is unknown (issue 13: never count an
+    unknown price as $0), unless `budget.allow_unpriced`. `deployments` limits the check to
+    those the run uses (default: every configured one). Raises ConfigError, reason
+    `unpriced_deployment`, naming them and both ways out."""
+    if not config.capped or config.allow_unpriced:
+        return
+    unpriced = unpriced_deployments(models)
+    if deployments is not None:
+        wanted = set(deployments)
+        unpriced = [name for name in unpriced if name in wanted]
+    if unpriced:
+        raise ConfigError(
+            f"a budget cap is set but no price is known for {', '.join(unpriced)}: set their "
+            "input_cost_per_token and output_cost_per_token under models, or set "
+            "budget.allow_unpriced: true to count their calls as $0",
+            reason="unpriced_deployment",
+        )
