@@ -34,7 +34,7 @@ from tasks.export_files import (
     prepare_out_dir,
     render_dataset_card,
 )
-from tasks.export_formats import FORMATS, write_formats
+from tasks.export_formats import check_formats, write_formats
 from toucan.config import Settings, load_settings
 from toucan.progress import report_progress
 from toucan.records import Server, Task, TaskRating, TrajectoryRating
@@ -145,9 +145,7 @@ def run_export(
     build_rows: BuildRows,
 ) -> ExportSummary:
     """The export stage body shared by the flow and the plain function."""
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; known: {', '.join(FORMATS)}")
+    check_formats(formats)
     prepare_out_dir(out_dir, overwrite=overwrite)
     settings = ctx.settings
     sources, excluded, rejected = select_export_sources(ctx.store)

@@ -8,13 +8,14 @@ Writers take already-scrubbed rows and never read the store.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tasks.chat_formats import to_openai_chat, to_sharegpt_hermes
 from tasks.export import ExportRow
 from tasks.export_files import write_jsonl, write_parquet
+from toucan.config import check_names
 
 FormatWriter = Callable[[list[ExportRow], Path, int], list[Path]]
 ChatConverter = Callable[[list[dict[str, Any]], list[dict[str, Any]]], dict[str, Any]]
@@ -56,9 +57,16 @@ FORMATS: dict[str, FormatWriter] = {
 }
 
 
+def check_formats(names: Sequence[str]) -> list[str]:
+    """`names` without repeats, in order, once each is known to be a format. Raises
+    ConfigError (`unknown_export_format`) naming every unknown one: a name is never sent to
+    another format's writer."""
+    return check_names(names, FORMATS, "export format", "unknown_export_format")
+
+
 def write_formats(
     rows: list[ExportRow], out_dir: Path, formats: list[str], shard_rows: int
 ) -> list[Path]:
     """Every file of the chosen formats, in their order. Raises KeyError for a name not in
-    FORMATS (callers check the names first and say which are known)."""
+    FORMATS (callers check the names first: `check_formats`)."""
     return [path for name in formats for path in FORMATS[name](rows, out_dir, shard_rows)]

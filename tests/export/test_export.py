@@ -18,6 +18,7 @@ from tasks.export_formats import FORMATS
 from tasks.scrub import find_secrets
 from tests.export.seeding import LEAKS, seed_pipeline
 from toucan.config import load_settings
+from toucan.errors import ConfigError
 from toucan.ids import export_uuid
 from toucan.store import Store
 
@@ -184,8 +185,9 @@ def test_a_format_added_by_one_registry_line_is_written_and_no_name_falls_throug
     summary = export_dataset(store, settings, tmp_path / "out", ["questions"])
     assert "questions.txt" in summary.files
     assert len((tmp_path / "out" / "questions.txt").read_text().splitlines()) == summary.rows == 4
-    with pytest.raises(ValueError, match="unknown export format"):  # never sent to ShareGPT
+    with pytest.raises(ConfigError) as raised:  # never sent to ShareGPT
         export_dataset(store, settings, tmp_path / "other", ["shargpt"], overwrite=True)
+    assert raised.value.reason == "unknown_export_format"
     assert not (tmp_path / "other" / "shargpt").exists()
 
 
