@@ -35,7 +35,7 @@ def export(
 ) -> None:
     """Export kept trajectories in the Toucan-1.5M layout, scrubbed, with a dataset card."""
     from flows.registry import export_flow
-    from tasks.export_files import FORMATS
+    from tasks.export_formats import FORMATS
 
     chosen = formats or ["parquet"]
     if bad := sorted(set(chosen) - set(FORMATS)):

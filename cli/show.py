@@ -60,7 +60,7 @@ def header_table(row: Trajectory) -> Table:
         ("stop reason", row.stop_reason),
         ("turns", row.turns),
         ("tool calls", f"{row.tool_calls} ({row.tool_errors} errors)"),
-        ("tokens", row.usage.get("total_tokens", 0)),
+        ("tokens", row.usage.total_tokens),
         ("cost $", f"{row.cost_usd:.5f}"),
         ("tools offered", len(row.tools)),
         ("started", row.started_at),

@@ -33,13 +33,12 @@ from tasks.export import (
     sample_mix,
 )
 from tasks.export_files import (
-    FORMATS,
     ExportSummary,
     describe_rows,
     prepare_out_dir,
     render_dataset_card,
-    write_formats,
 )
+from tasks.export_formats import check_formats, write_formats
 from toucan.config import Settings
 from toucan.records import Server, Task, TaskRating
 from toucan.store import Store
@@ -146,8 +145,7 @@ class ExportJob(StageJob[list[ExportSource]]):
 
     def plan(self, ctx: RunContext) -> StagePlan[list[ExportSource]]:
         formats, mix = self.params.formats or ["parquet"], self.params.mix
-        if unknown := sorted(set(formats) - set(FORMATS)):
-            raise ValueError(f"unknown export format(s) {unknown}; known: {', '.join(FORMATS)}")
+        check_formats(formats)
         if mix not in ("paper", "none"):
             raise ValueError(f"unknown mix {mix!r}; use 'paper' or 'none'")
         prepare_out_dir(Path(self.params.out_dir), overwrite=self.params.overwrite)

@@ -12,9 +12,9 @@ from flows.queries import select_kept_original_tasks, select_kept_trajectories, 
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from flows.trajectories import agent_options
 from flows.writes import write_agent_output
-from tasks.multi_turn import STAGE, MultiTurnItem, MultiTurnResult, extend_item_id, split_item_id
 from tasks.multi_turn_batch import MultiTurnBatch, group_items, run_multi_turn_batch
-from tasks.trajectories import ServerEntry
+from tasks.multi_turn_records import STAGE, MultiTurnItem, extend_item_id, split_item_id
+from tasks.trajectories import BatchResult, ServerEntry
 from toucan.config import Settings
 from toucan.records import LlmCacheEntry, Server, Task, Trajectory
 from toucan.store import Store
@@ -98,7 +98,7 @@ class MultiTurnJob(StageJob[MultiTurnBatch]):
         cached = ctx.store.select(LlmCacheEntry)
         return {"servers": self.servers, "options": options, "cache_entries": cached}
 
-    def write(self, ctx: RunContext, output: MultiTurnResult) -> None:
+    def write(self, ctx: RunContext, output: BatchResult) -> None:
         write_agent_output(ctx, output)
         for row in output.trajectories:
             ctx.tally.item(row.status, row.reason)

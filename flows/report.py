@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from flows.run_context import RunContext
 from flows.runner import StageJob, StagePlan
-from tasks.report import TASK_SCORES, TRAJECTORY_SCORES, ReportFrames, write_report
+from tasks.report import ReportFrames, write_report
+from toucan.records import TASK_SCORES, TRAJECTORY_SCORES
 
 QUERIES = {
     "servers": "SELECT name, coalesce(domain, 'unlabelled') AS domain, status FROM servers",

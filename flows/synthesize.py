@@ -96,11 +96,10 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
         for task_row in output.records:
             if task_row.status == "ok":
                 count_ok_task(ctx, task_row.strategy, task_row.generator)
-            metadata = task_row.metadata  # rows: tokens, cost and cached become Task fields
-            if not metadata.get("cached"):
-                ctx.tally.add("tokens_in", "", int(metadata.get("tokens_in", 0)))
-                ctx.tally.add("tokens_out", "", int(metadata.get("tokens_out", 0)))
-            ctx.tally.add("cost_usd", "", float(metadata.get("cost_usd", 0.0)))
+            if not task_row.cached:
+                ctx.tally.add("tokens_in", "", task_row.usage.prompt_tokens)
+                ctx.tally.add("tokens_out", "", task_row.usage.completion_tokens)
+            ctx.tally.add("cost_usd", "", task_row.cost_usd)
 
     def summarise(self, ctx: RunContext) -> BaseModel:
         dropped, tally = drop_near_duplicates(ctx), ctx.tally

@@ -16,9 +16,9 @@ from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from flows.writes import write_agent_output
 from tasks import trajectory_records as traj
 from tasks.agent import AgentBudget, journal_dir, read_journals
+from tasks.agent.batch import BatchOptions, BatchResult, ServerEntry
 from tasks.trajectories import generate_batch
-from toucan.config import Settings
-from toucan.errors import ConfigError
+from toucan.config import Settings, check_names
 from toucan.records import LlmCacheEntry, Server, ToolCallRecord, Trajectory
 from toucan.store import Store
 
@@ -53,7 +53,7 @@ class TrajectoriesSummary(StageSummary):
 class Plan(BaseModel):
     items: list[traj.TrajectoryItem]
     batches: list[traj.TrajectoryBatch]
-    servers: dict[str, traj.ServerEntry]
+    servers: dict[str, ServerEntry]
     already_done: int
     per_batch_concurrency: int
     parallel_batches: int  # batches running at once: never more than `concurrency` items
@@ -62,13 +62,7 @@ class Plan(BaseModel):
 def resolve_teachers(settings: Settings, requested: list[str] | None) -> list[str]:
     configured = [d.name for d in settings.models.teachers]
     chosen = requested or settings.trajectories.teachers or configured
-    unknown = [name for name in chosen if name not in configured]
-    if unknown:
-        raise ConfigError(
-            f"unknown teacher(s) {', '.join(unknown)}; configured: {', '.join(configured)}",
-            reason="unknown_teacher",
-        )
-    return list(dict.fromkeys(chosen))
+    return check_names(chosen, configured, "teacher", "unknown_teacher")
 
 
 def plan_work(
@@ -76,7 +70,7 @@ def plan_work(
 ) -> Plan:
     """The items still to do (no finished row), batched by server group."""
     servers = {
-        s.server_id: traj.ServerEntry(server_id=s.server_id, name=s.name, spec=s.spec)
+        s.server_id: ServerEntry(server_id=s.server_id, name=s.name, spec=s.spec)
         for s in store.select(Server, "status = 'ok'")
     }
     tasks = [
@@ -147,13 +141,13 @@ def load_cache_entries(
     return store.select(LlmCacheEntry, f"model IN ({marks})", models)
 
 
-def agent_options(ctx: RunContext, concurrency: int) -> traj.BatchOptions:
+def agent_options(ctx: RunContext, concurrency: int) -> BatchOptions:
     """Options of an agent batch (trajectories, multi-turn): budgets from the `trajectories`
     section, `concurrency` items in flight, limits shared by the batches running at once, the
     embedded model's url."""
     settings = ctx.settings
     section = settings.trajectories
-    return traj.BatchOptions(
+    return BatchOptions(
         budget=AgentBudget(max_turns=section.max_turns, wall_clock_s=section.wall_clock_s),
         token_budget=section.tool_result_token_budget,
         concurrency=concurrency,
@@ -172,7 +166,7 @@ def count_trajectory(ctx: RunContext, row: Trajectory) -> None:
         "done" if row.status == "ok" else "failed": 1,
         "tool_calls": row.tool_calls,
         "tool_errors": row.tool_errors,
-        "tokens": row.usage.get("total_tokens", 0),  # rows: a typed Usage
+        "tokens": row.usage.total_tokens,
         "cost_usd": row.cost_usd,
     }
     for table, key in trajectory_scopes(row):
@@ -218,7 +212,7 @@ class TrajectoriesJob(StageJob[traj.TrajectoryBatch]):
         paused = {by_name.get(name, name): why for name, why in self.paused.items()}
         return {"replay": replay, "paused": paused}
 
-    def write(self, ctx: RunContext, output: traj.BatchResult) -> None:
+    def write(self, ctx: RunContext, output: BatchResult) -> None:
         """Store one finished batch, count it, drop its crash journal."""
         write_agent_output(ctx, output)
         (journal_dir(ctx.store.path) / f"{ctx.run_id}-{output.batch_id}.jsonl").unlink(

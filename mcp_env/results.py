@@ -62,6 +62,18 @@ class ToolResult(BaseModel):
     # a result kept although something about it is off, e.g. "output_schema_mismatch"
     note: str | None = None
 
+    @classmethod
+    def failure(cls, text: str, reason: str, latency_ms: float = 0.0) -> ToolResult:
+        """A failed call as the model will see it: `text`, with the reason token."""
+        return cls(
+            text=text,
+            is_error=True,
+            content_types=["text"],
+            original_chars=len(text),
+            latency_ms=latency_ms,
+            error_reason=reason,
+        )
+
 
 def describe_block(block: Any) -> tuple[str, str]:
     """(content type, text) for one content block; non-text blocks become short markers."""

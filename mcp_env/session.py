@@ -251,15 +251,7 @@ class McpSession:
 
     @staticmethod
     def _error_result(message: str, reason: str, started: float) -> ToolResult:
-        latency_ms = (time.perf_counter() - started) * 1000
-        return ToolResult(
-            text=message,
-            is_error=True,
-            content_types=["text"],
-            original_chars=len(message),
-            latency_ms=latency_ms,
-            error_reason=reason,
-        )
+        return ToolResult.failure(message, reason, (time.perf_counter() - started) * 1000)
 
 
 @contextlib.asynccontextmanager

@@ -3,13 +3,13 @@
 `PinnedSessions` keeps the sessions a conversation started on (from `SessionPool.session_for`)
 and never swaps in a restarted one: if a server dies between turns its state is gone, so the
 next call fails and the turn does not count. `run_user_turn` runs one user turn of the
-function-calling loop (the agent loop's own pieces) and rolls the turn back when it failed.
+function-calling loop (tasks/agent/loop.py's `run_model_turns`) and rolls the turn back when
+it failed.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -17,21 +17,11 @@ import psutil
 from mcp_env.results import ListedTool, ToolResult
 from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.session import McpSession
-from tasks.agent.loop import (
-    AgentBudget,
-    AgentRun,
-    PendingCall,
-    Teacher,
-    ask_model,
-    assistant_message,
-    offer_for_turn,
-    run_calls,
-    stop_after_calls,
-    unique_call_ids,
-)
+from tasks.agent.loop import AgentBudget, AgentJob, AgentRun, Teacher, TurnState, run_model_turns
 from tasks.agent.toolbox import Toolbox
 from toucan.errors import ServerCrashed
 from toucan.llm.replies import CallMeta
+from toucan.records import CallLog
 
 CRASH_REASONS = ("server_crashed", "server_died", "server_start_failed", "too_many_restarts")
 
@@ -84,9 +74,7 @@ class Conversation:
 
     run: AgentRun
     toolbox: Toolbox
-    tools: list[dict[str, Any]]
-    used_call_ids: set[str] = field(default_factory=set)
-    model_turns: int = 0
+    turns: TurnState
     completed_turns: int = 0
     failed_reason: str | None = None
 
@@ -106,38 +94,15 @@ async def run_user_turn(
     if user_text is not None:
         run.messages.append({"role": "user", "content": user_text})
     run.stop_reason = ""
-    deadline = time.monotonic() + budget.wall_clock_s
-    history: list[str] = []
-    for _ in range(budget.max_turns):
-        conversation.tools = await offer_for_turn(
-            toolbox, run, conversation.model_turns, conversation.tools
-        )
-        reply = await ask_model(
-            teacher, target, run.messages, run, deadline, meta, tools=conversation.tools or None
-        )
-        if reply is None:
-            break
-        calls = unique_call_ids(
-            [PendingCall(id=c.id, name=c.name, arguments=c.arguments) for c in reply.tool_calls],
-            conversation.used_call_ids,
-            conversation.model_turns,
-        )
-        conversation.model_turns += 1
-        run.messages.append(assistant_message(reply.text, calls))
-        if not calls:
-            run.final_answer = reply.text.strip()
-            run.stop_reason = "final_answer" if run.final_answer else "empty_answer"
-            break
-        texts, out_of_time = await run_calls(toolbox, calls, deadline)
-        for call, text in zip(calls, texts, strict=True):
-            run.messages.append(
-                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text}
-            )
-        if stop := stop_after_calls(toolbox, history, calls, budget, out_of_time):
-            run.stop_reason = stop
-            break
-    else:
-        run.stop_reason = "max_turns"
+    job = AgentJob(
+        question=user_text or "",
+        toolbox=toolbox,
+        teacher=teacher,
+        target=target,
+        budget=budget,
+        meta=meta,
+    )
+    await run_model_turns(job, run, conversation.turns)
     crashed = [e for e in toolbox.log[log_mark:] if e.error_reason in CRASH_REASONS]
     if run.stop_reason == "final_answer" and not crashed:
         conversation.completed_turns += 1
@@ -150,7 +115,7 @@ async def run_user_turn(
 
 async def replay_prefix(
     pinned: PinnedSessions,
-    calls: list[dict[str, Any]],
+    calls: list[CallLog],
     timeout: float,
     handler: ServerRequestHandler | None = None,
 ) -> int:
@@ -159,13 +124,13 @@ async def replay_prefix(
     what the servers ask meanwhile (else the sessions' fallback refuses sampling)."""
     failures = 0
     for entry in calls:
-        if entry.get("is_error") or entry.get("server_id") not in pinned.sessions:
+        if entry.is_error or entry.server_id not in pinned.sessions or entry.tool is None:
             continue
         try:
             result = await pinned.call_tool(
-                entry["server_id"],
-                entry["tool"],
-                entry.get("arguments") or {},
+                entry.server_id,
+                entry.tool,
+                entry.arguments,
                 timeout=timeout,
                 handler=handler,
             )

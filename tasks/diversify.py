@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.llm_batch import BatchOutput, ItemEvent, LlmLane, run_llm_batch
 from tasks.prompt_budget import capped_response_format, cut_text, with_item_count
 from toucan.config import PromptBudget
-from toucan.errors import ConfigError, LlmError, UnparseableReply
+from toucan.errors import ConfigError, LlmError, error_row_fields
 from toucan.ids import content_hash, make_id
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta, LlmReply
@@ -175,7 +175,8 @@ def variant_rows(
             base_variant(unit, len(rows), prompt).model_copy(
                 update={
                     "question": question,
-                    **reply.provenance(),
+                    "deployment": reply.deployment,
+                    **reply.row_fields(),
                     "metadata": {
                         **variant_metadata(unit, prompt, reply),
                         "variant_index": len(rows),
@@ -196,7 +197,8 @@ def variant_rows(
                 "status": "rejected",
                 "reason": reason,
                 "raw_reply": reply.text,
-                **reply.provenance(),
+                "deployment": reply.deployment,
+                **reply.row_fields(),
                 "metadata": variant_metadata(unit, prompt, reply),
             }
         )
@@ -226,21 +228,14 @@ def variant_metadata(
         "mode": unit.mode,
         "template": prompt.name,
         "rendered_prompt_hash": prompt.prompt_hash,
-        "deployment": reply.deployment,
         "model": reply.model,
-        "tokens_in": reply.usage.prompt_tokens,
-        "tokens_out": reply.usage.completion_tokens,
-        "cost_usd": reply.cost_usd,
-        "cached": reply.cached,
     }
 
 
 def error_row(unit: DiversifyUnit, prompt: RenderedPrompt, error: Exception) -> Task:
     return base_variant(unit, 0, prompt).model_copy(
         update={
-            "status": "error",
-            "reason": error.reason if isinstance(error, LlmError) else "internal_error",
-            "raw_reply": error.raw if isinstance(error, UnparseableReply) else None,
+            **error_row_fields(error),
             "metadata": {"mode": unit.mode, "error": str(error)[:1000]},
         }
     )
@@ -286,7 +281,7 @@ def variant_event(rows: list[Task]) -> ItemEvent:
         label=str(first.metadata.get("mode", "")),
         error_class=first.reason,
         server=first.server_ids[0] if first.server_ids else None,
-        model=str(first.metadata.get("deployment") or "generator"),  # rows: Task.deployment
+        model=first.deployment or "generator",
         served_by=first.served_by,
     )
 

@@ -189,6 +189,21 @@ def response_assessment(rating: TrajectoryRating) -> dict[str, Any]:
     return assessment
 
 
+def exported_task_metadata(task: Task) -> dict[str, Any]:
+    """The task's metadata as exports have carried it: with the generator reply's accounting
+    under the keys it had there before it became the row's own fields (only when a reply
+    made the task), so a dataset's `task_metadata` keeps its shape."""
+    if task.deployment is None:
+        return task.metadata
+    return task.metadata | {
+        "deployment": task.deployment,
+        "tokens_in": task.usage.prompt_tokens,
+        "tokens_out": task.usage.completion_tokens,
+        "cost_usd": task.cost_usd,
+        "cached": task.cached,
+    }
+
+
 def row_metadata(source: ExportSource) -> dict[str, Any]:
     trajectory, task = source.trajectory, source.task
     return {
@@ -220,10 +235,10 @@ def row_metadata(source: ExportSource) -> dict[str, Any]:
         "requested_turns": trajectory.requested_turns,
         "completed_turns": trajectory.completed_turns,
         "stop_reason": trajectory.stop_reason,
-        "usage": trajectory.usage,
+        "usage": trajectory.usage.model_dump(),
         "cost_usd": trajectory.cost_usd,
         "prompt_hashes": {"task": task.prompt_hash, "trajectory": trajectory.prompt_hash},
-        "task_metadata": task.metadata,
+        "task_metadata": exported_task_metadata(task),
         "trajectory_metadata": trajectory.metadata,
     }
 

@@ -1,4 +1,5 @@
-"""Writing an export: parquet/JSONL shards, trainer chat files and the dataset card.
+"""Writing an export: parquet/JSONL shards and the dataset card (the formats built on these
+shards are named in tasks/export_formats.py).
 
 Every writer takes already-scrubbed `ExportRow`s; nothing here reads the store.
 """
@@ -15,11 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from tasks.chat_formats import to_openai_chat, to_sharegpt_hermes
 from tasks.export import EXPORT_COLUMNS, SUBSETS, ExportRow
 from tasks.export_provenance import ServedSummary, embedded_notice, served_rows, summarize_served
 
-FORMATS = ("parquet", "jsonl", "openai", "sharegpt")
 ARROW_SCHEMA = pa.schema([(name, pa.string()) for name in EXPORT_COLUMNS])
 
 
@@ -97,32 +96,6 @@ def write_jsonl(lines: list[dict[str, Any]], folder: Path, shard_rows: int) -> l
             for line in lines[start:end]:
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
         paths.append(path)
-    return paths
-
-
-def chat_lines(rows: list[ExportRow], chat_format: str) -> list[dict[str, Any]]:
-    convert = to_openai_chat if chat_format == "openai" else to_sharegpt_hermes
-    return [
-        {
-            "uuid": row.uuid,
-            "subset_name": row.subset_name,
-            **convert(json.loads(row.messages), json.loads(row.available_tools)),
-        }
-        for row in rows
-    ]
-
-
-def write_formats(
-    rows: list[ExportRow], out_dir: Path, formats: list[str], shard_rows: int
-) -> list[Path]:
-    paths: list[Path] = []
-    for fmt in formats:
-        if fmt == "parquet":
-            paths += write_parquet(rows, out_dir / "data", shard_rows)
-        elif fmt == "jsonl":
-            paths += write_jsonl([row.model_dump() for row in rows], out_dir / "data", shard_rows)
-        else:
-            paths += write_jsonl(chat_lines(rows, fmt), out_dir / fmt, shard_rows)
     return paths
 
 

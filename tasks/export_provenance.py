@@ -29,8 +29,22 @@ class ServedSummary(BaseModel):
     embedded_rows: int = 0  # rows any part of which the embedded local model produced
 
 
-def role_provenance(deployment: str, served_by: str | None, embedded: bool | None) -> dict:
-    return {"deployment": deployment, "served_by": served_by, "served_by_embedded": embedded}
+class RoleProvenance(BaseModel):
+    """Who made one part of a row: the configured deployment that answered, the model that
+    actually served it (None when not recorded: rows written before provenance was kept, or
+    LangChain-style trajectories) and whether that was the embedded local model."""
+
+    deployment: str
+    served_by: str | None = None
+    served_by_embedded: bool | None = None
+
+
+def made_by(
+    deployment: str, row: Task | TaskRating | Trajectory | TrajectoryRating
+) -> RoleProvenance:
+    return RoleProvenance(
+        deployment=deployment, served_by=row.served_by, served_by_embedded=row.served_by_embedded
+    )
 
 
 def row_provenance(
@@ -38,24 +52,13 @@ def row_provenance(
     trajectory: Trajectory,
     trajectory_rating: TrajectoryRating,
     task_rating: TaskRating | None,
-) -> dict[str, dict[str, Any]]:
-    """Role -> the configured deployment that answered, the model that actually served it
-    (None when not recorded: rows written before provenance was kept, or LangChain-style
-    trajectories) and whether that was the embedded local model."""
-    generator = str(task.metadata.get("deployment") or task.generator)
-    roles = {"generator": role_provenance(generator, task.served_by, task.served_by_embedded)}
+) -> dict[str, RoleProvenance]:
+    """Role (generator, task_judge, teacher, trajectory_judge) -> who made that part."""
+    roles = {"generator": made_by(task.deployment or task.generator, task)}
     if task_rating is not None:
-        roles["task_judge"] = role_provenance(
-            task_rating.judge, task_rating.served_by, task_rating.served_by_embedded
-        )
-    roles["teacher"] = role_provenance(
-        trajectory.deployment or trajectory.teacher,
-        trajectory.served_by,
-        trajectory.served_by_embedded,
-    )
-    roles["trajectory_judge"] = role_provenance(
-        trajectory_rating.judge, trajectory_rating.served_by, trajectory_rating.served_by_embedded
-    )
+        roles["task_judge"] = made_by(task_rating.judge, task_rating)
+    roles["teacher"] = made_by(trajectory.deployment or trajectory.teacher, trajectory)
+    roles["trajectory_judge"] = made_by(trajectory_rating.judge, trajectory_rating)
     return roles
 
 
@@ -73,9 +76,9 @@ def provenance_metadata(
         "model": trajectory.served_by,
         "requested_model": trajectory.model,
         "served_by_embedded_model": any_embedded(
-            *(role["served_by_embedded"] for role in roles.values())
+            *(role.served_by_embedded for role in roles.values())
         ),
-        "provenance": roles,
+        "provenance": {role: who.model_dump() for role, who in roles.items()},
     }
 
 

@@ -18,27 +18,20 @@ from tasks.prompt_budget import budget_view, capped_response_format
 from tasks.sampling import ServerView
 from tasks.synthesize import server_payload
 from toucan.config import PromptBudget
-from toucan.errors import ConfigError, LlmError, UnparseableReply
+from toucan.errors import ConfigError, LlmError, error_row_fields
 from toucan.ids import make_id
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
 from toucan.prompts import RenderedPrompt, render
-from toucan.records import Score, Task, TaskRating
+from toucan.records import TASK_SCORES, Score, Task, TaskRating
 
 logger = logging.getLogger(__name__)
 
 STAGE = "filter_tasks"
 JUDGE_GROUP = "judge"
-DIMENSIONS = (
-    "tool_selection_difficulty",
-    "tool_selection_uniqueness",
-    "question_quality",
-    "scenario_realism",
-    "verifiable",
-    "stability",
-)
+DIMENSIONS = TASK_SCORES
 MIN_SCORE, MAX_SCORE = 1, 5
 
 
@@ -133,7 +126,7 @@ def rating_from_reply(
     rating: TaskRating, parsed: BaseModel, reply: LlmReply, thresholds: Mapping[str, int]
 ) -> TaskRating:
     scores = scores_from_reply(parsed)
-    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.provenance()}
+    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.row_fields()}
     bad = out_of_range(scores)
     if bad:
         update.update(status="error", reason="score_out_of_range", raw_reply=reply.text)
@@ -185,9 +178,7 @@ async def rate_task(
     except Exception as error:  # the stage edge: one broken item must not stop the batch
         if not isinstance(error, LlmError):
             logger.exception("rating %s failed", task_row.task_id)
-        reason = error.reason if isinstance(error, LlmError) else "internal_error"
-        raw = error.raw if isinstance(error, UnparseableReply) else None
-        return rating.model_copy(update={"status": "error", "reason": reason, "raw_reply": raw})
+        return rating.model_copy(update=error_row_fields(error))
     return rating_from_reply(rating, parsed, reply, thresholds)
 
 

@@ -15,20 +15,20 @@ from tasks.llm_batch import BatchOutput, LlmLane, rating_event, run_llm_batch
 from tasks.prompt_budget import capped_response_format
 from tasks.trajectory_rules import evaluate_rules, tool_accuracy
 from toucan.config import FilterTrajectoriesConfig, PromptBudget
-from toucan.errors import LlmError, UnparseableReply
+from toucan.errors import LlmError, error_row_fields
 from toucan.ids import make_id
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
 from toucan.prompts import RenderedPrompt, render
-from toucan.records import Score, Task, Trajectory, TrajectoryRating
+from toucan.records import TRAJECTORY_SCORES, Score, Task, Trajectory, TrajectoryRating
 
 logger = logging.getLogger(__name__)
 
 STAGE = "filter_trajectories"
 JUDGE_GROUP = "judge"
-DIMENSIONS = ("completeness", "conciseness")
+DIMENSIONS = TRAJECTORY_SCORES
 MIN_SCORE, MAX_SCORE = 1, 5
 JUDGE_RESULT_CHARS = 1_500  # of each tool result shown to the judge (the reference showed 100)
 
@@ -136,15 +136,17 @@ def decide_keep(
 def base_rating(
     row: Trajectory, task_row: Task, judges: list[str], run_id: str
 ) -> TrajectoryRating:
-    flags, details = evaluate_rules(row, task_row)
+    flags, findings = evaluate_rules(row, task_row)
     return TrajectoryRating(
         rating_id=make_rating_id(row.trajectory_id, judges),
         trajectory_id=row.trajectory_id,
         judge=judges[0] if judges else "",
         flags=flags,
         tool_accuracy=tool_accuracy(row, task_row),
-        leaks=details["leaks"],
-        raw_reply=json.dumps(details) if any(details.values()) else None,
+        leaks=findings.leaks,
+        raw_reply=json.dumps(findings.model_dump())
+        if findings.failed_calls or findings.leaks
+        else None,
         run_id=run_id,
     )
 
@@ -177,14 +179,12 @@ async def rate_trajectory(
     except Exception as error:  # the stage edge: one broken item must not stop the batch
         if not isinstance(error, LlmError):
             logger.exception("rating %s failed", row.trajectory_id)
-        reason = error.reason if isinstance(error, LlmError) else "internal_error"
-        raw = error.raw if isinstance(error, UnparseableReply) else None
-        return rating.model_copy(update={"status": "error", "reason": reason, "raw_reply": raw})
+        return rating.model_copy(update=error_row_fields(error))
     scores = {
         name: Score(reasoning=getattr(parsed, name).reasoning, score=getattr(parsed, name).score)
         for name in DIMENSIONS
     }
-    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.provenance()}
+    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.row_fields()}
     if any(not MIN_SCORE <= s.score <= MAX_SCORE for s in scores.values()):
         return rating.model_copy(
             update={

@@ -2,37 +2,39 @@
 turn by turn in one conversation; (b) extend a kept trajectory with follow-ups from an LLM user
 simulator. Both keep the same live MCP sessions for the whole conversation, so server state
 carries over; requested and completed user turns are recorded honestly (a failed follow-up is
-rolled back and not counted).
+rolled back and not counted). The items and rows are in tasks/multi_turn_records.py, the
+batch in tasks/multi_turn_batch.py.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from tasks.agent import AgentBudget, AgentRun, Teacher, Toolbox, name_map
+from tasks.agent import AgentRun, Teacher, Toolbox
+from tasks.agent.batch import BatchOptions, item_meta
+from tasks.agent.loop import TurnState
 from tasks.agent.naming import ExposedTool
 from tasks.agent.server_requests import TrajectoryResponder
 from tasks.agent.tool_changes import ToolWatch
 from tasks.conversation import Conversation, PinnedSessions, replay_prefix, run_user_turn
+from tasks.multi_turn_records import STAGE, MultiTurnGeneration, MultiTurnItem, build_row
 from tasks.prompt_budget import capped_response_format, with_item_count
-from tasks.tool_offer import define_tool, original_tools
-from tasks.trajectory_records import client_metadata, offered_ever, run_usage, server_exchanges
+from tasks.tool_offer import define_tool
 from toucan.config import PromptBudget
 from toucan.errors import LlmError
-from toucan.ids import make_id
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
 from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules
 from toucan.prompts import render
-from toucan.records import Task, Trajectory, utc_now
+from toucan.records import Trajectory, utc_now
 
 logger = logging.getLogger(__name__)
-STAGE = "multi_turn"
 HISTORY_TOOL_CHARS = 100  # the simulator sees tool output cut short, as in TOUCAN
 MIN_QUESTION_CHARS = 5
 
@@ -51,25 +53,6 @@ class FollowUp(BaseModel):
 
 SPLIT_FORMAT = response_format_for(SplitReply)
 FOLLOW_UP_FORMAT = response_format_for(FollowUp)
-
-
-class MultiTurnItem(BaseModel):
-    """One conversation to build: a split of `task`, or an extension of `base`."""
-
-    trajectory_id: str
-    method: Literal["split", "extend"]
-    task: Task
-    teacher: str
-    follow_ups: int = 0  # extend: user turns to add
-    base: Trajectory | None = None
-
-
-def split_item_id(task_id: str, teacher: str) -> str:
-    return make_id("traj", "multi_turn", "split", task_id, teacher)
-
-
-def extend_item_id(base_id: str, follow_ups: int) -> str:
-    return make_id("traj", "multi_turn", "extend", base_id, follow_ups)
 
 
 def condensed_history(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -149,7 +132,7 @@ def start_conversation(
     item: MultiTurnItem,
     exposed: list[ExposedTool],
     pinned: PinnedSessions,
-    options: Any,
+    options: BatchOptions,
     responder: TrajectoryResponder | None = None,
     catalog: list[ExposedTool] | None = None,
     rules: ToolRules = DEFAULT_RULES,
@@ -186,15 +169,12 @@ def start_conversation(
             served_by=base.served_by,
             served_by_embedded=base.served_by_embedded,
         )
-        conversation = Conversation(run=run, toolbox=toolbox, tools=tools, completed_turns=1)
-        conversation.used_call_ids |= {
-            c["id"] for m in run.messages for c in m.get("tool_calls") or [] if c.get("id")
-        }
-        return conversation
+        used = {c["id"] for m in run.messages for c in m.get("tool_calls") or [] if c.get("id")}
+        return Conversation(run, toolbox, TurnState(tools, used_call_ids=used), completed_turns=1)
     prompt = render("trajectories/function_calling", question=item.task.question)
     system = [m for m in prompt.messages if m["role"] == "system"]
     run = AgentRun(messages=system, tools=tools, prompt_hash=prompt.template_hash)
-    return Conversation(run=run, toolbox=toolbox, tools=tools)
+    return Conversation(run, toolbox, TurnState(tools))
 
 
 async def converse(
@@ -203,7 +183,7 @@ async def converse(
     pinned: PinnedSessions,
     teacher: Teacher,
     router: LlmRouter,
-    options: Any,
+    options: BatchOptions,
     catalog: list[ExposedTool] | None = None,
     rules: ToolRules = DEFAULT_RULES,
 ) -> tuple[Trajectory, Conversation]:
@@ -211,128 +191,89 @@ async def converse(
     tool listed (default: `exposed`); server requests during calls are answered as in
     trajectories (tasks/agent/server_requests.py)."""
     started_at = utc_now()
-    meta = CallMeta(
-        run_id=options.run_id,
-        stage=STAGE,
-        item_id=item.trajectory_id,
-        server_id=",".join(sorted(set(item.task.server_ids))),
-    )
-    budget: AgentBudget = options.budget
+    meta = item_meta(item, options.run_id, STAGE)
     responder = TrajectoryResponder(
         router, item.teacher, meta, options.mcp, item.task.question, teacher=teacher
     )
     conversation = start_conversation(item, exposed, pinned, options, responder, catalog, rules)
-    details: dict[str, Any] = {
-        "method": item.method,
-        "agent_model": item.teacher,
-        "user_simulation_model": "generator",
-    }
+    details = MultiTurnGeneration(
+        method=item.method, agent_model=item.teacher, user_simulation_model="generator"
+    )
+    turns = UserTurns(conversation, pinned, teacher, router, item.teacher, options, meta)
     if item.method == "split":
-        try:
-            questions = await ask_split(item, router, meta, options.models.prompt_budget)
-        except LlmError as error:
-            questions, details["split_error"] = None, error.reason
-        if questions is None:
-            conversation.failed_reason = details.get("split_error") or "bad_split"
-            return build_row(item, conversation, 0, details, started_at), conversation
-        details["sub_questions"] = questions
-        requested = len(questions)
-        for question in questions:
-            if pinned.dead_servers() and conversation.completed_turns:
-                conversation.failed_reason = "server_died_between_turns"
-                break
-            if not await run_user_turn(conversation, question, teacher, item.teacher, budget, meta):
-                break
+        requested = await turns.split(item, details)
     else:
-        requested = 1 + item.follow_ups
         assert item.base is not None
-        details["replay_failures"] = await replay_prefix(
+        details.replay_failures = await replay_prefix(
             pinned,
             item.base.tool_call_log,
             options.mcp.call_timeout_s,
             responder.for_call(None, keep=False),  # the base row already shows its exchanges
         )
-        for _ in range(item.follow_ups):
-            try:
-                question = await ask_follow_up(
-                    conversation.run.messages, router, meta, options.models.prompt_budget
-                )
-            except LlmError as error:
-                conversation.failed_reason = f"user_simulator_{error.reason}"
-                break
-            if question is None:
-                conversation.failed_reason = "bad_follow_up"
-                break
-            if pinned.dead_servers():
-                conversation.failed_reason = "server_died_between_turns"
-                break
-            if not await run_user_turn(conversation, question, teacher, item.teacher, budget, meta):
-                break
+        requested = 1 + item.follow_ups
+        await turns.extend(item.follow_ups)
     return build_row(item, conversation, requested, details, started_at), conversation
 
 
-def build_row(
-    item: MultiTurnItem,
-    conversation: Conversation,
-    requested: int,
-    details: dict[str, Any],
-    started_at: Any,
-) -> Trajectory:
-    """The trajectory with honest turn counts: ok only when at least two user turns completed."""
-    run, toolbox = conversation.run, conversation.toolbox
-    completed = conversation.completed_turns
-    base_log = item.base.tool_call_log if item.base is not None else []
-    calls = sum(len(m.get("tool_calls") or []) for m in run.messages if m["role"] == "assistant")
-    ok = completed >= 2
-    reason = None if ok and completed == requested else conversation.failed_reason
-    return Trajectory(
-        trajectory_id=item.trajectory_id,
-        task_id=item.task.task_id,
-        kind="multi_turn",
-        parent_id=item.base.trajectory_id if item.base is not None else None,
-        teacher=item.teacher,
-        model=run.model or (item.base.model if item.base is not None else ""),
-        deployment=run.deployment,
-        served_by=run.served_by,
-        served_by_embedded=run.served_by_embedded,
-        style="function-calling",
-        messages=run.messages,
-        tools=run.tools,
-        original_tools=original_tools(offered_ever(toolbox)),
-        tool_name_map=name_map(offered_ever(toolbox)),
-        schema_hashes={tool.name: tool.schema_hash for tool in offered_ever(toolbox)},
-        turns=run.turns + (item.base.turns if item.base is not None else 0),
-        tool_calls=calls,
-        tool_errors=toolbox.errors + (item.base.tool_errors if item.base is not None else 0),
-        tool_call_log=[*base_log, *(e.model_dump(mode="json") for e in toolbox.log)],
-        usage=run_usage(run, toolbox),
-        cost_usd=run.cost_usd + sum(e.cost_usd for e in server_exchanges(toolbox)),
-        stop_reason=run.stop_reason or (conversation.failed_reason or ""),
-        status="ok" if ok else "error",
-        reason=reason if not ok else None,
-        requested_turns=requested,
-        completed_turns=completed,
-        prompt_hash=run.prompt_hash,
-        metadata={
-            "question": item.task.question,
-            "multi_turn_generation": {
-                **details,
-                "requested_turns": requested,
-                "completed_turns": completed,
-                "failed_turn_reason": reason,
-            },
-        }
-        | client_metadata(toolbox, item.base.metadata if item.base is not None else None),
-        run_id=None,
-        started_at=started_at,
-        finished_at=utc_now(),
-    )
+@dataclass
+class UserTurns:
+    """The user turns of one conversation: sub-questions of a split, or simulated follow-ups."""
 
+    conversation: Conversation
+    pinned: PinnedSessions
+    teacher: Teacher
+    router: LlmRouter  # the user simulator's and the splitter's model
+    target: str  # the teacher deployment
+    options: BatchOptions
+    meta: CallMeta
 
-class MultiTurnResult(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    async def ask(self, question: str) -> bool:
+        """One user turn to its answer; False when it failed (the conversation ends)."""
+        return await run_user_turn(
+            self.conversation, question, self.teacher, self.target, self.options.budget, self.meta
+        )
 
-    trajectories: list[Trajectory] = Field(default_factory=list)
-    tool_calls: list[Any] = Field(default_factory=list)
-    cache_entries: list[Any] = Field(default_factory=list)
-    events: list[Any] = Field(default_factory=list)
+    async def split(self, item: MultiTurnItem, details: MultiTurnGeneration) -> int:
+        """Ask the task's sub-questions in turn; returns how many were asked for (0 when the
+        split failed: the reason is the conversation's)."""
+        conversation = self.conversation
+        try:
+            questions = await ask_split(
+                item, self.router, self.meta, self.options.models.prompt_budget
+            )
+        except LlmError as error:
+            questions, details.split_error = None, error.reason
+        if questions is None:
+            conversation.failed_reason = details.split_error or "bad_split"
+            return 0
+        details.sub_questions = questions
+        for question in questions:
+            if self.pinned.dead_servers() and conversation.completed_turns:
+                conversation.failed_reason = "server_died_between_turns"
+                break
+            if not await self.ask(question):
+                break
+        return len(questions)
+
+    async def extend(self, follow_ups: int) -> None:
+        """Up to `follow_ups` simulated user questions, each answered in turn."""
+        conversation = self.conversation
+        for _ in range(follow_ups):
+            try:
+                question = await ask_follow_up(
+                    conversation.run.messages,
+                    self.router,
+                    self.meta,
+                    self.options.models.prompt_budget,
+                )
+            except LlmError as error:
+                conversation.failed_reason = f"user_simulator_{error.reason}"
+                return
+            if question is None:
+                conversation.failed_reason = "bad_follow_up"
+                return
+            if self.pinned.dead_servers():
+                conversation.failed_reason = "server_died_between_turns"
+                return
+            if not await self.ask(question):
+                return

@@ -1,77 +1,50 @@
-"""The batch of extension 3: one server group's conversations on one session pool.
+"""Extension 3's batch: one server group's conversations on the agent batch runner.
 
 Each conversation pins the live sessions of its servers (`SessionPool.session_for`) for its
-whole length; the pool and router are built here, on the batch's own event loop.
+whole length; the pool and router are the batch's (tasks/agent/batch.py), built on the
+batch's own event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from pydantic import BaseModel
-
-from mcp_env.environment import make_pool
 from mcp_env.pool import SessionPool
-from mcp_env.specs import parse_server_spec
+from tasks.agent.batch import (
+    AgentBatch,
+    BatchContext,
+    BatchOptions,
+    BatchResult,
+    ItemOutcome,
+    ServerEntry,
+    group_by_servers,
+    list_exposed_tools,
+    run_agent_batch,
+)
 from tasks.agent.naming import ExposedTool
 from tasks.conversation import PinnedSessions
-from tasks.multi_turn import STAGE, MultiTurnItem, MultiTurnResult, converse
+from tasks.multi_turn import converse
+from tasks.multi_turn_records import STAGE, MultiTurnItem, failed_row
 from tasks.tool_offer import ToolOffer, offer_tools
-from tasks.trajectories import BatchOptions, ServerEntry, list_exposed_tools
 from toucan.config import McpConfig
 from toucan.errors import McpError
-from toucan.events import EventSink
-from toucan.ids import make_id
-from toucan.llm.cache import LlmCache
-from toucan.llm.router import LlmRouter
 from toucan.llm.tool_rules import ToolRules, rules_for
-from toucan.records import LlmCacheEntry, Trajectory
+from toucan.records import LlmCacheEntry
 
 logger = logging.getLogger(__name__)
 
 
-class MultiTurnBatch(BaseModel):
-    batch_id: str
-    server_ids: list[str]
+class MultiTurnBatch(AgentBatch):
+    """One server group's conversations: they share a session pool."""
+
     items: list[MultiTurnItem]
 
 
 def group_items(items: list[MultiTurnItem], size: int) -> list[MultiTurnBatch]:
     """Items grouped by their exact server set, cut into chunks of `size`."""
-    groups: dict[tuple[str, ...], list[MultiTurnItem]] = {}
-    for item in items:
-        groups.setdefault(tuple(sorted(set(item.task.server_ids))), []).append(item)
-    batches = []
-    for server_ids, group in sorted(groups.items()):
-        for start in range(0, len(group), max(1, size)):
-            chunk = group[start : start + size]
-            batch_id = make_id("mtbatch", server_ids, [i.trajectory_id for i in chunk])
-            batches.append(
-                MultiTurnBatch(batch_id=batch_id, server_ids=list(server_ids), items=chunk)
-            )
-    return batches
-
-
-def failed_row(item: MultiTurnItem, reason: str, detail: str, requested: int) -> Trajectory:
-    return Trajectory(
-        trajectory_id=item.trajectory_id,
-        task_id=item.task.task_id,
-        kind="multi_turn",
-        parent_id=item.base.trajectory_id if item.base else None,
-        teacher=item.teacher,
-        messages=item.base.messages
-        if item.base
-        else [{"role": "user", "content": item.task.question}],
-        status="error",
-        reason=reason,
-        stop_reason="not_started",
-        requested_turns=requested,
-        completed_turns=1 if item.base else 0,
-        metadata={"error": detail[:2000]},
-    )
+    return group_by_servers(items, size, MultiTurnBatch, "mtbatch")
 
 
 def offered_tools(
@@ -91,30 +64,27 @@ def offered_tools(
     )
 
 
-async def run_item(
-    item: MultiTurnItem,
-    batch: MultiTurnBatch,
-    servers: dict[str, ServerEntry],
-    pool: SessionPool,
-    router: LlmRouter,
-    options: BatchOptions,
-) -> tuple[Trajectory, list]:
+async def conversation_item(
+    item: MultiTurnItem, ctx: BatchContext, _lingering: contextlib.AsyncExitStack
+) -> ItemOutcome:
+    """One conversation at the stage edge: any failure becomes an error row."""
     requested = 1 + item.follow_ups if item.method == "extend" else len(item.task.target_tools)
+    options, server_ids = ctx.options, ctx.batch.server_ids
     rules = rules_for(options.models, item.teacher)
     try:
-        catalog = await list_exposed_tools(pool, servers, batch.server_ids, rules)
+        catalog = await list_exposed_tools(ctx.pool, ctx.servers, server_ids, rules)
         offer = offered_tools(item, catalog, options, rules)
-        async with pin_sessions(pool, batch.server_ids, options.mcp) as pinned:
+        async with pin_sessions(ctx.pool, server_ids, options.mcp) as pinned:
             row, conversation = await converse(
-                item, offer.tools, pinned, router, router, options, catalog, rules
+                item, offer.tools, pinned, ctx.teacher, ctx.teacher.router, options, catalog, rules
             )
-        row.metadata["tool_offer"] = offer.record
+        row.metadata["tool_offer"] = offer.record.model_dump()
     except McpError as error:
-        return failed_row(item, error.reason, str(error), requested), []
+        return ItemOutcome(failed_row(item, error.reason, str(error), requested))
     except Exception as error:  # the stage edge: one broken item must not sink the batch
         logger.exception("multi-turn %s failed", item.trajectory_id)
-        return failed_row(item, "internal_error", repr(error), requested), []
-    return row, conversation.toolbox.records
+        return ItemOutcome(failed_row(item, "internal_error", repr(error), requested))
+    return ItemOutcome(row, conversation.toolbox)
 
 
 @contextlib.asynccontextmanager
@@ -134,35 +104,8 @@ async def run_multi_turn_batch(
     servers: dict[str, ServerEntry],
     options: BatchOptions,
     cache_entries: list[LlmCacheEntry] | None = None,
-) -> MultiTurnResult:
-    """Run one batch on its own pool and router; returns rows, never writes the store."""
-    sink = EventSink(options.run_id, STAGE)
-    cache = LlmCache(cache_entries, run_id=options.run_id)
-    router = LlmRouter(options.models, local_base_url=options.local_base_url, cache=cache)
-    result = MultiTurnResult()
-    limit = asyncio.Semaphore(max(1, options.concurrency))
-    async with make_pool(options.mcp) as pool:
-        for server_id in batch.server_ids:
-            pool.register(parse_server_spec(servers[server_id].spec))
-        names = ",".join(servers[s].name for s in batch.server_ids)
-
-        async def one(item: MultiTurnItem) -> None:
-            async with limit:
-                with sink.timed(
-                    item_id=item.trajectory_id, server=names, model=item.teacher
-                ) as out:
-                    row, calls = await run_item(item, batch, servers, pool, router, options)
-                    out.update(
-                        status=row.status,
-                        error_class=row.reason,
-                        tokens_in=row.usage.get("prompt_tokens", 0),
-                        tokens_out=row.usage.get("completion_tokens", 0),
-                        cost_usd=row.cost_usd,
-                    )
-            result.trajectories.append(row.model_copy(update={"run_id": options.run_id}))
-            result.tool_calls.extend(calls)
-
-        await asyncio.gather(*(one(item) for item in batch.items))
-    result.cache_entries = cache.drain_new()
-    result.events = [*sink.drain(), *router.drain_events()]
-    return result
+) -> BatchResult:
+    """Run one batch's conversations; returns rows, never writes the store."""
+    return await run_agent_batch(
+        batch, servers, options, STAGE, conversation_item, cache_entries=cache_entries
+    )

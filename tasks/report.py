@@ -17,11 +17,7 @@ import polars as pl
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from tasks.filter_tasks import DIMENSIONS as TASK_DIMENSIONS
-from tasks.filter_trajectories import DIMENSIONS as TRAJECTORY_DIMENSIONS
-
-TASK_SCORES = TASK_DIMENSIONS
-TRAJECTORY_SCORES = TRAJECTORY_DIMENSIONS
+from toucan.records import TASK_SCORES, TRAJECTORY_SCORES
 
 
 @dataclass

@@ -18,7 +18,7 @@ from tasks.llm_batch import BatchOutput, ItemEvent, LlmLane, run_llm_batch
 from tasks.prompt_budget import budget_view, capped_response_format, shown_tools
 from tasks.sampling import ServerView, TaskSlot
 from toucan.config import PromptBudget
-from toucan.errors import LlmError, UnparseableReply
+from toucan.errors import LlmError, error_row_fields
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
@@ -212,35 +212,23 @@ def task_from_reply(
             "status": "rejected" if reason else "ok",
             "reason": reason,
             "raw_reply": reply.text if reason else None,
-            **reply.provenance(),
+            "deployment": reply.deployment,
+            **reply.row_fields(),
             "metadata": {
                 **task.metadata,
                 **details,
                 "server_analysis": parsed.server_analysis,
                 "cross_server_workflow": parsed.cross_server_workflow,
-                "deployment": reply.deployment,
                 "model": reply.model,
-                "tokens_in": reply.usage.prompt_tokens,
-                "tokens_out": reply.usage.completion_tokens,
-                "cost_usd": reply.cost_usd,
-                "cached": reply.cached,
             },
         }
     )
 
 
 def error_task(slot: TaskSlot, prompt: RenderedPrompt, error: Exception) -> Task:
-    reason = error.reason if isinstance(error, LlmError) else "internal_error"
-    raw = error.raw if isinstance(error, UnparseableReply) else None
     task = base_task(slot, prompt)
-    return task.model_copy(
-        update={
-            "status": "error",
-            "reason": reason,
-            "raw_reply": raw,
-            "metadata": {**task.metadata, "error": str(error)[:1000]},
-        }
-    )
+    metadata = {**task.metadata, "error": str(error)[:1000]}
+    return task.model_copy(update={**error_row_fields(error), "metadata": metadata})
 
 
 async def synthesize_task(
@@ -282,19 +270,18 @@ async def synthesize_task(
 
 def task_event(task: Task) -> ItemEvent:
     """A synthesized task's event (tokens and cost from its reply), labelled by its strategy."""
-    metadata = task.metadata  # rows: tokens, cost and deployment become Task fields
     return ItemEvent(
         item_id=task.task_id,
         status=task.status,
         label=task.strategy,
         error_class=task.reason,
         server=task.server_ids[0] if task.server_ids else None,
-        model=str(metadata.get("deployment") or task.generator),
+        model=task.deployment or task.generator,
         served_by=task.served_by,
-        error=metadata.get("error"),
-        tokens_in=int(metadata.get("tokens_in", 0)),
-        tokens_out=int(metadata.get("tokens_out", 0)),
-        cost_usd=float(metadata.get("cost_usd", 0.0)),
+        error=task.metadata.get("error"),
+        tokens_in=task.usage.prompt_tokens,
+        tokens_out=task.usage.completion_tokens,
+        cost_usd=task.cost_usd,
     )
 
 

@@ -22,12 +22,23 @@ from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules
 from toucan.records import TargetTool
 
 
+class OfferRecord(BaseModel):
+    """How an offer was made, stored as the trajectory's `metadata.tool_offer`."""
+
+    rules: str  # the provider family whose rules applied (toucan/llm/tool_rules.py)
+    strict: bool  # definitions made for the provider's strict mode
+    available: int  # tools listed
+    offered: int
+    limit: int | None  # the smaller of the provider's and the budget's cap; None = none
+    seed: str | None  # the seed of the choice; None when an earlier offer was replayed
+    notes: dict[str, list[str]] = Field(default_factory=dict)  # exposed name -> changes
+
+
 class ToolOffer(BaseModel):
-    """The offered tools (each with its `definition`) and the record of the offer, stored as
-    the trajectory's `metadata.tool_offer`."""
+    """The offered tools (each with its `definition`) and the record of the offer."""
 
     tools: list[ExposedTool]
-    record: dict[str, Any] = Field(default_factory=dict)
+    record: OfferRecord
 
 
 def define_tool(tool: ExposedTool, rules: ToolRules, description_chars: int | None) -> ExposedTool:
@@ -61,17 +72,15 @@ def offer_tools(
         # more targets than the provider takes: a request it would refuse helps no one
         offered = sorted(offered, key=lambda tool: tool.name not in keep)[: rules.max_tools]
     defined = [define_tool(tool, rules, budget.description_chars) for tool in offered]
-    record = {
-        "rules": rules.family,
-        "strict": rules.strict,
-        "available": len(exposed),
-        "offered": len(defined),
-        "limit": limit,
-        "seed": None if only is not None else seed,
-        "notes": {
-            tool.name: list(tool.definition_notes) for tool in defined if tool.definition_notes
-        },
-    }
+    record = OfferRecord(
+        rules=rules.family,
+        strict=rules.strict,
+        available=len(exposed),
+        offered=len(defined),
+        limit=limit,
+        seed=None if only is not None else seed,
+        notes={tool.name: list(tool.definition_notes) for tool in defined if tool.definition_notes},
+    )
     return ToolOffer(tools=defined, record=record)
 
 

@@ -1,5 +1,5 @@
-"""Stage 4's records and pure functions: the work items, batches, options, and the rows built
-from an agent run (everything the teacher saw and did, and how it ended)."""
+"""Stage 4's records and pure functions: the work items and batches, and the rows built from
+an agent run (everything the teacher saw and did, and how it ended)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from mcp_env.server_requests import ServerExchange
-from tasks.agent import AgentBudget, AgentRun, Toolbox, name_map
+from tasks.agent import AgentRun, Toolbox, name_map
+from tasks.agent.batch import AgentBatch, group_by_servers
 from tasks.agent.naming import ExposedTool
+from tasks.agent.styles import agent_style, check_styles
 from tasks.tool_offer import original_tools
-from toucan.config import McpConfig, ModelsConfig
 from toucan.ids import make_id
-from toucan.records import Event, LlmCacheEntry, Task, ToolCallRecord, Trajectory, utc_now
+from toucan.records import (
+    Task,
+    Trajectory,
+    Usage,
+    utc_now,
+)
 
 STAGE = "trajectories"
 TRAJECTORY_KIND = {"irrelevant": "irrelevant", "diversified": "diversified"}
@@ -29,39 +35,10 @@ class TrajectoryItem(BaseModel):
     style: str
 
 
-class ServerEntry(BaseModel):
-    server_id: str
-    name: str
-    spec: dict[str, Any]
-
-
-class TrajectoryBatch(BaseModel):
+class TrajectoryBatch(AgentBatch):
     """One server group's items: they share a session pool."""
 
-    batch_id: str
-    server_ids: list[str]
     items: list[TrajectoryItem]
-
-
-class BatchOptions(BaseModel):
-    budget: AgentBudget = Field(default_factory=AgentBudget)
-    token_budget: int = 2_000
-    concurrency: int = 32
-    breaker_failures: int = 5
-    mcp: McpConfig = Field(default_factory=McpConfig)
-    models: ModelsConfig
-    local_base_url: str | None = None
-    run_id: str = "adhoc"
-    journal_dir: str | None = None
-
-
-class BatchResult(BaseModel):
-    batch_id: str
-    trajectories: list[Trajectory] = Field(default_factory=list)
-    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
-    cache_entries: list[LlmCacheEntry] = Field(default_factory=list)
-    events: list[Event] = Field(default_factory=list)
-    paused: dict[str, dict[str, str]] = Field(default_factory=dict)  # server_id -> reason
 
 
 def make_trajectory_id(task_id: str, teacher: str, style: str) -> str:
@@ -71,7 +48,9 @@ def make_trajectory_id(task_id: str, teacher: str, style: str) -> str:
 def plan_items(
     tasks: Sequence[Task], teachers: Sequence[str], styles: Sequence[str]
 ) -> list[TrajectoryItem]:
-    """Every (task, teacher, style) combination, in a stable order."""
+    """Every (task, teacher, style) combination, in a stable order. Raises ConfigError
+    (`unknown_agent_style`) for a style not in tasks/agent/styles.py."""
+    styles = check_styles(styles)
     return [
         TrajectoryItem(
             trajectory_id=make_trajectory_id(t.task_id, teacher, style),
@@ -87,18 +66,7 @@ def plan_items(
 
 def group_into_batches(items: Sequence[TrajectoryItem], batch_size: int) -> list[TrajectoryBatch]:
     """Items grouped by their exact server set, then cut into chunks of `batch_size`."""
-    groups: dict[tuple[str, ...], list[TrajectoryItem]] = {}
-    for item in items:
-        groups.setdefault(tuple(sorted(set(item.task.server_ids))), []).append(item)
-    batches = []
-    for server_ids, group in sorted(groups.items()):
-        for start in range(0, len(group), max(1, batch_size)):
-            chunk = group[start : start + batch_size]
-            batch_id = make_id("batch", server_ids, [i.trajectory_id for i in chunk])
-            batches.append(
-                TrajectoryBatch(batch_id=batch_id, server_ids=list(server_ids), items=chunk)
-            )
-    return batches
+    return group_by_servers(items, batch_size, TrajectoryBatch, "batch")
 
 
 def build_trajectory(
@@ -112,25 +80,15 @@ def build_trajectory(
         kind=TRAJECTORY_KIND.get(item.task.kind, "original"),  # type: ignore[arg-type]
         teacher=item.teacher,
         model=run.model,
-        deployment=run.deployment,
-        served_by=run.served_by,
-        served_by_embedded=run.served_by_embedded,
-        style=item.style,  # type: ignore[arg-type]
-        messages=run.messages,
-        tools=run.tools,
-        original_tools=original_tools(offered_ever(toolbox)),
-        tool_name_map=name_map(offered_ever(toolbox)),
-        schema_hashes={tool.name: tool.schema_hash for tool in offered_ever(toolbox)},
+        style=item.style,
+        **run_fields(run, toolbox),
         turns=run.turns,
         tool_calls=len(toolbox.log),
         tool_errors=toolbox.errors,
-        tool_call_log=[entry.model_dump(mode="json") for entry in toolbox.log],
-        usage=run_usage(run, toolbox),
-        cost_usd=run.cost_usd + sum(e.cost_usd for e in server_exchanges(toolbox)),
+        tool_call_log=list(toolbox.log),
         stop_reason=run.stop_reason,
         status="error" if failed else "ok",
         reason=(run.error_reason or run.stop_reason) if failed else None,
-        prompt_hash=run.prompt_hash,
         metadata=trajectory_metadata(item, run, toolbox),
         run_id=run_id,
         started_at=started_at,
@@ -138,11 +96,32 @@ def build_trajectory(
     )
 
 
+def run_fields(run: AgentRun, toolbox: Toolbox) -> dict[str, Any]:
+    """The Trajectory fields every agent stage fills the same way from a run: the transcript,
+    what was offered (every tool of the run, latest schemas), who answered and what it took
+    (the teacher's turns plus the servers' sampling/elicitation requests)."""
+    offered = offered_ever(toolbox)
+    return {
+        "deployment": run.deployment,
+        "served_by": run.served_by,
+        "served_by_embedded": run.served_by_embedded,
+        "messages": run.messages,
+        "tools": run.tools,
+        "original_tools": original_tools(offered),
+        "tool_name_map": name_map(offered),
+        "schema_hashes": {tool.name: tool.schema_hash for tool in offered},
+        "usage": run_usage(run, toolbox),
+        "cost_usd": run.cost_usd + sum(e.cost_usd for e in server_exchanges(toolbox)),
+        "cached": run.cached,
+        "prompt_hash": run.prompt_hash,
+    }
+
+
 def trajectory_metadata(item: TrajectoryItem, run: AgentRun, toolbox: Toolbox) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "question": item.task.question,
         "final_answer": run.final_answer,
-        "tools_channel": "api" if item.style != "react" else "system_prompt",
+        "tools_channel": agent_style(item.style).tools_channel,
         "replayed_tool_calls": sum(1 for entry in toolbox.log if entry.replayed),
         "wall_clock_s": round(max(0.0, time.monotonic() - run.started), 3),
     }
@@ -183,18 +162,11 @@ def client_metadata(toolbox: Toolbox, earlier: dict[str, Any] | None = None) -> 
     return metadata
 
 
-def run_usage(run: AgentRun, toolbox: Toolbox) -> dict[str, int]:
+def run_usage(run: AgentRun, toolbox: Toolbox) -> Usage:
     """The row's token counts; what answering the servers' sampling and elicitation cost is
     counted apart (`server_request_tokens`), as those tokens are not the teacher's turns."""
-    usage = {
-        "prompt_tokens": run.prompt_tokens,
-        "completion_tokens": run.completion_tokens,
-        "total_tokens": run.prompt_tokens + run.completion_tokens,
-    }
     spent = sum(e.prompt_tokens + e.completion_tokens for e in server_exchanges(toolbox))
-    if spent:
-        usage["server_request_tokens"] = spent
-    return usage
+    return run.usage.model_copy(update={"server_request_tokens": spent})
 
 
 def failed_trajectory(item: TrajectoryItem, reason: str, detail: str, run_id: str) -> Trajectory:

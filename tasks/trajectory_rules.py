@@ -13,12 +13,12 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel, Field
 
 from tasks.scrub import environment_secrets
 from tasks.secrets import SecretDetector, load_rules
-from toucan.config import TRAJECTORY_RULES
-from toucan.records import Task, Trajectory
+from toucan.records import TRAJECTORY_RULES, CallLog, Task, Trajectory
 
 RULES = TRAJECTORY_RULES  # the flag names; config's `drop_flags` accepts exactly these
 # a result whose text opens like this is a failed execution, whatever its error flag says
@@ -39,9 +39,9 @@ NOT_A_LEAK = frozenset({"email"})
 IRRELEVANT = "irrelevant"
 
 
-def result_is_error(text: str, entry: dict[str, Any]) -> bool:
+def result_is_error(text: str, entry: CallLog) -> bool:
     """A failed execution: flagged by the server or our layer, or text that reads as one."""
-    if entry.get("is_error") or entry.get("error_reason"):
+    if entry.is_error or entry.error_reason:
         return True
     if ERROR_OPENING.match(text or ""):
         return True
@@ -105,9 +105,7 @@ def is_junk(text: str) -> bool:
 
 
 def called_pairs(row: Trajectory) -> list[tuple[str, str]]:
-    return [
-        (e.get("server_id") or "", e.get("tool") or "") for e in row.tool_call_log if e.get("tool")
-    ]
+    return [(e.server_id or "", e.tool) for e in row.tool_call_log if e.tool]
 
 
 def tool_accuracy(row: Trajectory, task: Task) -> dict[str, float]:
@@ -128,20 +126,25 @@ def tool_accuracy(row: Trajectory, task: Task) -> dict[str, float]:
     }
 
 
+class RuleFindings(BaseModel):
+    """What the rules found besides their flags."""
+
+    failed_calls: list[str] = Field(default_factory=list)  # call ids of failed executions
+    leaks: dict[str, int] = Field(default_factory=dict)  # occurrences by kind
+
+
 def evaluate_rules(
     row: Trajectory,
     task: Task,
     *,
     markers: list[str] | None = None,
     secrets: list[str] | None = None,
-) -> tuple[dict[str, bool], dict[str, Any]]:
-    """(flag per rule, details: which calls failed, what leaked by kind)."""
+) -> tuple[dict[str, bool], RuleFindings]:
+    """(flag per rule, what they found: which calls failed, what leaked by kind)."""
     irrelevant = task.kind == IRRELEVANT
     results = tool_results(row)
     failed = [
-        e.get("call_id")
-        for e in row.tool_call_log
-        if result_is_error(results.get(e.get("call_id", ""), ""), e)
+        e.call_id for e in row.tool_call_log if result_is_error(results.get(e.call_id, ""), e)
     ]
     found = leaks(
         all_text(row),
@@ -161,4 +164,4 @@ def evaluate_rules(
         "target_tool_not_called": bool(accuracy) and accuracy["desired_tools_used"] < 1.0,
         "repeated_junk": is_junk(assistant_text),
     }
-    return flags, {"failed_calls": failed, "leaks": found}
+    return flags, RuleFindings(failed_calls=failed, leaks=found)

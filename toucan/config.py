@@ -8,6 +8,7 @@ here, never in code. `extra="forbid"` everywhere so a typo in the YAML fails at 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from toucan.errors import ConfigError
 from toucan.ids import content_hash
+from toucan.records import TRAJECTORY_RULES
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
@@ -297,9 +299,8 @@ class FilterTasksConfig(Section):
 
 class TrajectoriesConfig(Section):
     teachers: list[str] = Field(default_factory=list)  # empty = every configured teacher
-    styles: list[Literal["function-calling", "react", "langchain"]] = Field(
-        default_factory=lambda: ["function-calling"]
-    )
+    # names of tasks/agent/styles.py's STYLES (checked when the stage plans: unknown_agent_style)
+    styles: list[str] = Field(default_factory=lambda: ["function-calling"])
     max_turns: int = 10
     wall_clock_s: float = 120.0
     tool_result_token_budget: int = 2_000
@@ -308,15 +309,6 @@ class TrajectoriesConfig(Section):
 
 
 # The trajectory filter's rules (tasks/trajectory_rules.py), each stored as a flag of that name.
-TRAJECTORY_RULES = (
-    "no_tool_call",
-    "tool_called_on_irrelevant",
-    "tool_execution_error",
-    "empty_final_answer",
-    "local_path_or_secret",
-    "target_tool_not_called",
-    "repeated_junk",
-)
 TrajectoryRule = Literal[TRAJECTORY_RULES]  # type: ignore[valid-type]
 
 
@@ -484,3 +476,15 @@ def load_settings(
     finally:
         if env_profile is not None:
             os.environ["TOUCAN_PROFILE"] = env_profile
+
+
+def check_names(names: Sequence[str], known: Iterable[str], kind: str, reason: str) -> list[str]:
+    """`names` without repeats, in order, once each is among `known` (configured teachers,
+    registered styles, ...). Raises ConfigError with `reason`, naming every unknown `kind`."""
+    known = list(known)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown {kind}(s) {', '.join(unknown)}; known: {', '.join(known)}", reason=reason
+        )
+    return list(dict.fromkeys(names))

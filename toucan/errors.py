@@ -120,3 +120,14 @@ RETRYABLE_REASONS = frozenset(
         ModelGroupDown.reason,
     }
 )
+
+
+def error_row_fields(error: Exception) -> dict[str, str | None]:
+    """What a row records of the failure that ended its item (the stage edge): status
+    `error`, the reason token of a model-side error (`internal_error` for anything else) and,
+    when the reply did not parse, the raw reply."""
+    return {
+        "status": "error",
+        "reason": error.reason if isinstance(error, LlmError) else "internal_error",
+        "raw_reply": error.raw if isinstance(error, UnparseableReply) else None,
+    }

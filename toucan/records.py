@@ -11,6 +11,13 @@ for a call to `gpt-4o-mini`; for the embedded model, the GGUF its server loaded,
 is True when the embedded local model (profile `local`) answered. A reply served from the cache
 keeps the provenance of the call that produced it. Both are None on rows written before they
 were recorded (the columns are added to old stores as NULL), or made without a model.
+
+Accounting of the same rows: `deployment` is the configured deployment that answered (on
+ratings, `judge`), `usage` the tokens of the reply (or replies) the row was made from, `cost_usd`
+what they cost (0 for a reply served from toucan's cache) and `cached` whether the row's
+replies all came from that cache (a re-run paid nothing for it). Stores written before these
+were columns held them in `tasks.metadata` (tokens_in, tokens_out, cost_usd, deployment,
+cached); toucan/store.py moves them over.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 SNAKE_KEY = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
 
@@ -41,6 +48,59 @@ def protocol_annotations(annotations: Any) -> dict[str, Any]:
             head, *rest = key.split("_")
             renamed.setdefault(head + "".join(part.title() for part in rest), value)
     return renamed
+
+
+class Usage(BaseModel):
+    """Tokens a row's model replies took, under the OpenAI usage names; `total_tokens` is
+    derived (prompt + completion). `server_request_tokens` (trajectories only) is what answering
+    the MCP servers' sampling and elicitation requests took during tool calls: counted apart,
+    as those are not the teacher's turns, and not in `total_tokens`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    server_request_tokens: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_stored_total(cls, value: Any) -> Any:
+        # dumps (stored rows, cached replies) carry the derived total; it is computed again
+        if isinstance(value, dict) and "total_tokens" in value:
+            value = {key: item for key, item in value.items() if key != "total_tokens"}
+        return value
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class CallLog(BaseModel):
+    """One executed tool call, as stored in `Trajectory.tool_call_log` (tasks/agent/toolbox.py
+    writes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str
+    name: str  # the name the model called (the exposed name)
+    server_id: str | None = None  # None: no such tool was offered
+    server: str | None = None
+    tool: str | None = None  # the server's own name of the tool
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    started_ms: float = 0.0  # when the call started, ms after the trajectory's first call site
+    latency_ms: float = 0.0
+    is_error: bool = False
+    error_reason: str | None = None
+    schema_violation: str | None = None
+    truncated: bool = False
+    original_chars: int = 0
+    replayed: bool = False
+    call_key: str | None = None
+    # tokens for a call that went through with something off: arguments_unchecked (the
+    # schema could not be checked), or the result's note (e.g. output_schema_mismatch)
+    notes: list[str] = Field(default_factory=list)
+    server_requests: int = 0  # sampling/elicitation requests answered during the call
 
 
 class Record(BaseModel):
@@ -164,6 +224,10 @@ class Task(Record):
     generator: str = ""
     served_by: str | None = None  # provenance of the generator's reply (module docstring)
     served_by_embedded: bool | None = None
+    deployment: str | None = None  # accounting of that reply (module docstring)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    cached: bool = False
     prompt_hash: str = ""
     seed: int = 0
     status: Literal["ok", "rejected", "error"] = "ok"
@@ -181,6 +245,17 @@ class Score(BaseModel):
     score: int
 
 
+# the task judge's six scores (TaskRating.scores), in the order the judge writes them
+TASK_SCORES: tuple[str, ...] = (
+    "tool_selection_difficulty",
+    "tool_selection_uniqueness",
+    "question_quality",
+    "scenario_realism",
+    "verifiable",
+    "stability",
+)
+
+
 class TaskRating(Record):
     __table__ = "task_ratings"
     __key__ = ("rating_id",)
@@ -190,7 +265,10 @@ class TaskRating(Record):
     judge: str  # the judge deployment that answered
     served_by: str | None = None  # provenance of the judge's reply (module docstring)
     served_by_embedded: bool | None = None
-    scores: dict[str, Score] = Field(default_factory=dict)  # the six dimensions
+    usage: Usage = Field(default_factory=Usage)  # accounting of that reply (module docstring)
+    cost_usd: float = 0.0
+    cached: bool = False
+    scores: dict[str, Score] = Field(default_factory=dict)  # TASK_SCORES
     overall: float | None = None
     keep: bool = False
     status: Literal["ok", "error"] = "ok"
@@ -216,7 +294,7 @@ class Trajectory(Record):
     deployment: str | None = None
     served_by: str | None = None
     served_by_embedded: bool | None = None
-    style: Literal["function-calling", "react", "langchain"] = "function-calling"
+    style: str = "function-calling"  # a name in tasks/agent/styles.py's STYLES
     messages: list[dict[str, Any]] = Field(default_factory=list)  # OpenAI chat format
     tools: list[dict[str, Any]] = Field(default_factory=list)  # exactly as the model saw them
     # exposed name -> the server's own {name, description, inputSchema} of each offered tool
@@ -227,9 +305,12 @@ class Trajectory(Record):
     turns: int = 0
     tool_calls: int = 0
     tool_errors: int = 0
-    tool_call_log: list[dict[str, Any]] = Field(default_factory=list)  # per call latency, error
-    usage: dict[str, int] = Field(default_factory=dict)
+    tool_call_log: list[CallLog] = Field(default_factory=list)
+    # accounting (module docstring): the teacher's turns, plus what answering the servers'
+    # requests took (`usage.server_request_tokens`, and in `cost_usd`)
+    usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
+    cached: bool = False
     stop_reason: str = ""
     status: Literal["ok", "error"] = "ok"
     reason: str | None = None
@@ -242,6 +323,19 @@ class Trajectory(Record):
     finished_at: datetime = Field(default_factory=utc_now)
 
 
+# the trajectory judge's scores and the rule flags (tasks/trajectory_rules.py) of a rating
+TRAJECTORY_SCORES: tuple[str, ...] = ("completeness", "conciseness")
+TRAJECTORY_RULES: tuple[str, ...] = (
+    "no_tool_call",
+    "tool_called_on_irrelevant",
+    "tool_execution_error",
+    "empty_final_answer",
+    "local_path_or_secret",
+    "target_tool_not_called",
+    "repeated_junk",
+)
+
+
 class TrajectoryRating(Record):
     __table__ = "trajectory_ratings"
     __key__ = ("rating_id",)
@@ -251,8 +345,11 @@ class TrajectoryRating(Record):
     judge: str  # the judge deployment that answered
     served_by: str | None = None  # provenance of the judge's reply (module docstring)
     served_by_embedded: bool | None = None
-    flags: dict[str, bool] = Field(default_factory=dict)  # one per rule; True = rule fired
-    scores: dict[str, Score] = Field(default_factory=dict)  # completeness, conciseness
+    usage: Usage = Field(default_factory=Usage)  # accounting of that reply (module docstring)
+    cost_usd: float = 0.0
+    cached: bool = False
+    flags: dict[str, bool] = Field(default_factory=dict)  # TRAJECTORY_RULES; True = it fired
+    scores: dict[str, Score] = Field(default_factory=dict)  # TRAJECTORY_SCORES
     overall: float | None = None
     tool_accuracy: dict[str, float] = Field(default_factory=dict)
     # what fired `local_path_or_secret`: occurrences by kind (tasks/secret_rules.toml)

@@ -87,10 +87,50 @@ def _create_all_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(create_table_sql(model))
 
 
-# Explicit, ordered migrations. Additive drift (a new optional field on a record) is applied
-# automatically by `_add_missing_columns` and recorded as a migration row as well.
-MIGRATIONS: list[tuple[int, str, typing.Callable[[duckdb.DuckDBPyConnection], None]]] = [
-    (1, "create tables from records", _create_all_tables),
+# the tasks.metadata keys that became Task fields (tokens_in/out: `usage`), with their types
+ACCOUNTING_KEYS = {
+    "deployment": "VARCHAR",
+    "tokens_in": "BIGINT",
+    "tokens_out": "BIGINT",
+    "cost_usd": "DOUBLE",
+    "cached": "BOOLEAN",
+}
+
+
+def _move_task_accounting(con: duckdb.DuckDBPyConnection) -> None:
+    """Stores older than `Task.deployment/usage/cost_usd/cached` held them in the metadata
+    (toucan/records.py): copy them into the columns and drop the keys. A value that does not
+    convert (a token count that is not a number) stays in the metadata, lost nowhere."""
+    value = {
+        key: f"TRY_CAST(json_extract_string(metadata, '$.{key}') AS {sql_type})"
+        for key, sql_type in ACCOUNTING_KEYS.items()
+    }
+    prompt, completion = (f"coalesce({value[key]}, 0)" for key in ("tokens_in", "tokens_out"))
+    # JSON merge patch (RFC 7396): null removes a key; a key that did not convert keeps itself
+    patch = ", ".join(
+        f"'{key}', CASE WHEN {value[key]} IS NULL THEN json_extract(metadata, '$.{key}') END"
+        for key in ACCOUNTING_KEYS
+    )
+    present = " OR ".join(f"json_exists(metadata, '$.{key}')" for key in ACCOUNTING_KEYS)
+    con.execute(
+        f"""UPDATE tasks SET
+            deployment = coalesce({value["deployment"]}, deployment),
+            usage = json_object('prompt_tokens', {prompt}, 'completion_tokens', {completion},
+                'server_request_tokens', 0, 'total_tokens', {prompt} + {completion}),
+            cost_usd = coalesce({value["cost_usd"]}, cost_usd),
+            cached = coalesce({value["cached"]}, cached),
+            metadata = json_merge_patch(metadata, json_object({patch}))
+        WHERE {present}"""
+    )
+
+
+# Explicit, ordered migrations, known by their description: the additive step records its
+# column additions in the same version sequence, so a version number fixed here could
+# already be taken in an older store. Each runs once, after the additive step (every
+# column the records declare exists by then).
+MIGRATIONS: list[tuple[str, typing.Callable[[duckdb.DuckDBPyConnection], None]]] = [
+    ("create tables from records", _create_all_tables),
+    ("move task accounting from metadata into columns", _move_task_accounting),
 ]
 
 
@@ -280,18 +320,18 @@ class Store:
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
         )
-        applied = {r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
-        for version, description, apply in MIGRATIONS:
-            if version in applied:
+        applied = {
+            r[0] for r in con.execute("SELECT description FROM schema_migrations").fetchall()
+        }
+        _create_all_tables(con)  # a new store, or tables added to TABLES since
+        self._add_missing_columns(con)
+        for description, apply in MIGRATIONS:
+            if description in applied:
                 continue
             con.execute("BEGIN TRANSACTION")
             apply(con)
-            con.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, description, utc_now()]
-            )
+            _record_migration(con, description)
             con.execute("COMMIT")
-        _create_all_tables(con)  # tables added to TABLES after v1
-        self._add_missing_columns(con)
         self._migrated = True
 
     def _add_missing_columns(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -306,20 +346,11 @@ class Store:
             for name, col_type in table_columns(model).items():
                 if name in existing:
                     continue
-                version = (
-                    con.execute(
-                        "SELECT coalesce(max(version), 0) FROM schema_migrations"
-                    ).fetchone()[0]  # type: ignore[index]
-                    + 1
-                )
                 con.execute(f'ALTER TABLE {model.__table__} ADD COLUMN "{name}" {col_type}')
                 fill = _default_for_existing_rows(model, name, col_type)
                 if fill is not None:
                     con.execute(f'UPDATE {model.__table__} SET "{name}" = ?', [fill])
-                con.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    [version, f"add column {model.__table__}.{name}", utc_now()],
-                )
+                _record_migration(con, f"add column {model.__table__}.{name}")
 
     def schema_version(self) -> int:
         with self.connect() as con:
@@ -492,6 +523,13 @@ class Store:
             handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+
+def _record_migration(con: duckdb.DuckDBPyConnection, description: str) -> None:
+    """One row in schema_migrations, under the next version number."""
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    version = int(row[0]) + 1 if row else 1
+    con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, description, utc_now()])
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:

@@ -13,9 +13,12 @@ import contextlib
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from toucan.llm.replies import LlmReply
+from toucan.llm.router import LlmRouter
 from toucan.records import LlmCacheEntry, Record, ToolCallRecord, Trajectory
 
 JOURNALED: dict[str, type[Record]] = {
@@ -62,3 +65,37 @@ def read_journals(directory: Path) -> tuple[list[Record], list[Path]]:
     """Every record in every journal file of `directory`, and the files read."""
     files = sorted(directory.glob("*.jsonl")) if directory.exists() else []
     return [record for path in files for record in read_journal(path)], files
+
+
+def open_journal(folder: str | None, run_id: str, batch_id: str) -> CallJournal | None:
+    """A batch's crash journal, `<folder>/<run>-<batch>.jsonl`; None without a folder."""
+    if folder is None:
+        return None
+    return CallJournal(Path(folder) / f"{run_id}-{batch_id}.jsonl")
+
+
+class JournalingTeacher:
+    """The router, with each new cached reply also appended to the crash journal."""
+
+    def __init__(self, router: LlmRouter, journal: CallJournal | None) -> None:
+        self.router = router
+        self.journal = journal
+        self.new_entries: list[LlmCacheEntry] = []
+
+    async def complete(
+        self, target: str, messages: list[dict[str, Any]], **options: Any
+    ) -> LlmReply:
+        """As LlmRouter.complete."""
+        reply = await self.router.complete(target, messages, **options)
+        self.collect()
+        return reply
+
+    def collect(self) -> list[LlmCacheEntry]:
+        """Take the cache's new entries (journaling them); returns all taken so far."""
+        if self.router.cache is not None:
+            fresh = self.router.cache.drain_new()
+            self.new_entries.extend(fresh)
+            for entry in fresh:
+                if self.journal is not None:
+                    self.journal.append(entry)
+        return self.new_entries

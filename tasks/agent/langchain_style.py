@@ -15,9 +15,14 @@ import json
 import time
 from typing import Any
 
-from tasks.agent.loop import AgentBudget, AgentRun, is_looping
+from pydantic import BaseModel
+
+from tasks.agent.loop import AgentBudget, AgentJob, AgentRun, is_looping
 from tasks.agent.toolbox import Toolbox
+from toucan.config import ModelsConfig
 from toucan.errors import ConfigError
+from toucan.llm.deployments import build_model_list
+from toucan.llm.prices import FREE, deployment_price
 from toucan.prompts import render
 
 
@@ -68,17 +73,60 @@ def match_call_ids(messages: list[dict[str, Any]], toolbox: Toolbox) -> None:
                     break
 
 
-async def run_langchain(
-    question: str, toolbox: Toolbox, model: dict[str, Any], budget: AgentBudget
-) -> AgentRun:
+class LangchainModel(BaseModel):
+    """What LangChain's own LiteLLM client needs to reach one teacher deployment, its prices
+    and the row's provenance."""
+
+    model: str  # the LiteLLM model string
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout: float | None = None  # seconds per request
+    input_cost: float = 0.0  # USD per prompt token
+    output_cost: float = 0.0  # USD per completion token
+    deployment: str
+    served_by_embedded: bool = False
+
+
+def langchain_model(
+    models: ModelsConfig, local_base_url: str | None, teacher: str
+) -> LangchainModel:
+    """The teacher deployment as LangChain's client reaches it: the LiteLLM parameters the
+    router would use (toucan/llm/deployments.py). Raises ConfigError for an unknown teacher."""
+    deployment = next((d for d in models.teachers if d.name == teacher), None)
+    entry = next(
+        (e for e in build_model_list(models, local_base_url) if e["model_name"] == teacher), None
+    )
+    if deployment is None or entry is None:
+        raise ConfigError(f"no teacher deployment named {teacher!r}", reason="unknown_teacher")
+    params = entry["litellm_params"]
+    price = deployment_price(deployment, models.route_to_local) or FREE
+    return LangchainModel(
+        model=params["model"],
+        api_base=params.get("api_base"),
+        api_key=params.get("api_key"),
+        timeout=params.get("timeout"),
+        input_cost=price.input_per_token,
+        output_cost=price.output_per_token,
+        deployment=teacher,
+        served_by_embedded=models.route_to_local,
+    )
+
+
+async def run_langchain(job: AgentJob) -> AgentRun:
+    """LangChain's agent loop on the job's tools. Raises ConfigError when the extra is not
+    installed or the job carries no model settings (`models`)."""
+    if job.models is None:
+        raise ConfigError("the langchain style needs the teacher's model settings")
+    model = langchain_model(job.models, job.local_base_url, job.target)
     create_agent, to_openai, structured_tool, chat_litellm = import_langchain()
-    prompt = render("trajectories/function_calling", question=question)
+    toolbox, budget = job.toolbox, job.budget
+    prompt = render("trajectories/function_calling", question=job.question)
     system = next(m["content"] for m in prompt.messages if m["role"] == "system")
     chat = chat_litellm(
-        model=model["model"],
-        api_base=model.get("api_base"),
-        api_key=model.get("api_key"),
-        request_timeout=model.get("timeout"),
+        model=model.model,
+        api_base=model.api_base,
+        api_key=model.api_key,
+        request_timeout=model.timeout,
         max_retries=1,
     )
     agent = create_agent(chat, bind_tools(toolbox, structured_tool), system_prompt=system)
@@ -86,27 +134,27 @@ async def run_langchain(
         messages=list(prompt.messages),
         tools=[tool.openai_schema() for tool in toolbox.exposed],
         prompt_hash=prompt.template_hash,
-        model=model["model"],
+        model=model.model,
         # LangChain's LiteLLM client reports the model it asked for, not the response's
         # `model`, so what served the turns stays unknown (None) in this style
-        deployment=model.get("deployment"),
-        served_by_embedded=model.get("served_by_embedded"),
+        deployment=model.deployment,
+        served_by_embedded=model.served_by_embedded,
     )
     state_messages: list[Any] = []
     deadline = time.monotonic() + budget.wall_clock_s
     history: list[str] = []
     run.stop_reason = await drive_agent(
-        agent, question, budget, deadline, state_messages, history, toolbox, run
+        agent, job.question, budget, deadline, state_messages, history, toolbox, run
     )
     ai_messages = [m for m in state_messages if getattr(m, "type", "") == "ai"]
     run.turns = len(ai_messages)
     for message in ai_messages:
         usage = getattr(message, "usage_metadata", None) or {}
-        run.prompt_tokens += usage.get("input_tokens", 0)
-        run.completion_tokens += usage.get("output_tokens", 0)
-    run.cost_usd = run.prompt_tokens * model.get(
-        "input_cost", 0.0
-    ) + run.completion_tokens * model.get("output_cost", 0.0)
+        run.usage.prompt_tokens += usage.get("input_tokens", 0)
+        run.usage.completion_tokens += usage.get("output_tokens", 0)
+    run.cost_usd = (
+        run.usage.prompt_tokens * model.input_cost + run.usage.completion_tokens * model.output_cost
+    )
     converted = to_openai(state_messages)
     run.messages = [*[m for m in prompt.messages if m["role"] == "system"], *converted]
     match_call_ids(run.messages, toolbox)

@@ -1,8 +1,8 @@
 """The agent loop: model turn -> real tool calls -> results back, until an answer or a budget.
 
-Plain async code. Two of the three styles live here (`function-calling`, `react`); the
+Plain async code. Two of the styles live here (`function-calling`, `react`); the
 LangChain style runs LangChain's own loop (tasks/agent/langchain_style.py) and fills the same
-`AgentRun`. Every way a loop can end has a stop reason:
+`AgentRun`; tasks/agent/styles.py names them all. Every way a loop can end has a stop reason:
 
     final_answer        the model answered without calling tools
     empty_answer        ... but the answer was empty
@@ -23,13 +23,15 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from tasks.agent.react import STOP_SEQUENCES, parse_react_reply
+from tasks.agent.react import STOP_SEQUENCES, describe_tools, parse_react_reply
 from tasks.agent.strict_schema import drop_added_nulls
 from tasks.agent.tool_changes import merge_tool_schemas
 from tasks.agent.toolbox import Toolbox
+from toucan.config import ModelsConfig
 from toucan.errors import LlmError
 from toucan.llm.replies import CallMeta, LlmReply, any_embedded, join_names
 from toucan.prompts import render
+from toucan.records import Usage
 
 
 class Teacher(Protocol):
@@ -52,6 +54,21 @@ class AgentBudget(BaseModel):
     loop_limit: int = 3  # identical calls in this many consecutive turns end the loop
 
 
+@dataclass(frozen=True)
+class AgentJob:
+    """What a style's loop gets for one trajectory (tasks/agent/styles.py)."""
+
+    question: str
+    toolbox: Toolbox  # the offered tools, and the calls' log
+    teacher: Teacher
+    target: str  # the teacher deployment asked
+    budget: AgentBudget
+    meta: CallMeta
+    # for a style that reaches the model with its own client (langchain)
+    models: ModelsConfig | None = None
+    local_base_url: str | None = None
+
+
 @dataclass
 class AgentRun:
     """What a loop produced; tasks/trajectories.py turns it into a Trajectory row."""
@@ -63,9 +80,9 @@ class AgentRun:
     served_by: str | None = None
     served_by_embedded: bool | None = None
     turns: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    cached_turns: int = 0  # turns whose reply came from toucan's cache
     stop_reason: str = ""
     error_reason: str | None = None
     error_detail: str | None = None
@@ -80,9 +97,15 @@ class AgentRun:
         self.deployment = join_names(self.deployment, reply.deployment)
         self.served_by = join_names(self.served_by, reply.served_by)
         self.served_by_embedded = any_embedded(self.served_by_embedded, reply.served_by_embedded)
-        self.prompt_tokens += reply.usage.prompt_tokens
-        self.completion_tokens += reply.usage.completion_tokens
+        self.usage.prompt_tokens += reply.usage.prompt_tokens
+        self.usage.completion_tokens += reply.usage.completion_tokens
         self.cost_usd += reply.cost_usd
+        self.cached_turns += int(reply.cached)
+
+    @property
+    def cached(self) -> bool:
+        """Every turn's reply came from the cache (nothing was paid for this run)."""
+        return self.turns > 0 and self.cached_turns == self.turns
 
 
 class PendingCall(BaseModel):
@@ -203,38 +226,56 @@ def is_looping(history: list[str], limit: int) -> bool:
     return len(history) >= limit and len(set(history[-limit:])) == 1
 
 
-async def run_function_calling(
-    question: str,
-    toolbox: Toolbox,
-    teacher: Teacher,
-    target: str,
-    budget: AgentBudget,
-    meta: CallMeta,
-) -> AgentRun:
+@dataclass
+class TurnState:
+    """What the function-calling loop carries from one model turn to the next, and across a
+    conversation's user turns (tasks/conversation.py)."""
+
+    tools: list[dict[str, Any]]  # offered at the next model turn
+    used_call_ids: set[str] = field(default_factory=set)
+    model_turns: int = 0
+
+
+async def run_function_calling(job: AgentJob) -> AgentRun:
     """The provider's native tools API; a turn's tool calls run concurrently."""
-    prompt = render("trajectories/function_calling", question=question)
-    tools = [tool.openai_schema() for tool in toolbox.exposed]
+    prompt = render("trajectories/function_calling", question=job.question)
+    tools = [tool.openai_schema() for tool in job.toolbox.exposed]
     run = AgentRun(messages=list(prompt.messages), tools=tools, prompt_hash=prompt.template_hash)
+    await run_model_turns(job, run, TurnState(tools))
+    return run
+
+
+async def run_model_turns(job: AgentJob, run: AgentRun, state: TurnState) -> None:
+    """Model turn -> the tool calls it asks for -> their results, until the model answers or
+    a budget runs out; `run.stop_reason` says which. The transcript is `run.messages` (its
+    last message is the user's); `job.question` is not read here."""
+    toolbox, budget = job.toolbox, job.budget
     deadline = time.monotonic() + budget.wall_clock_s
-    used_ids: set[str] = set()
     history: list[str] = []
-    for turn in range(budget.max_turns):
-        tools = await offer_for_turn(toolbox, run, turn, tools)
+    for _ in range(budget.max_turns):
+        state.tools = await offer_for_turn(toolbox, run, state.model_turns, state.tools)
         reply = await ask_model(
-            teacher, target, run.messages, run, deadline, meta, tools=tools or None
+            job.teacher,
+            job.target,
+            run.messages,
+            run,
+            deadline,
+            job.meta,
+            tools=state.tools or None,
         )
         if reply is None:
-            return run
+            return
         calls = unique_call_ids(
             [PendingCall(id=c.id, name=c.name, arguments=c.arguments) for c in reply.tool_calls],
-            used_ids,
-            turn,
+            state.used_call_ids,
+            state.model_turns,
         )
+        state.model_turns += 1
         run.messages.append(assistant_message(reply.text, calls))
         if not calls:
             run.final_answer = reply.text.strip()
             run.stop_reason = "final_answer" if run.final_answer else "empty_answer"
-            return run
+            return
         texts, out_of_time = await run_calls(toolbox, calls, deadline)
         for call, text in zip(calls, texts, strict=True):
             run.messages.append(
@@ -242,9 +283,8 @@ async def run_function_calling(
             )
         if stop := stop_after_calls(toolbox, history, calls, budget, out_of_time):
             run.stop_reason = stop
-            return run
+            return
     run.stop_reason = "max_turns"
-    return run
 
 
 def stop_after_calls(
@@ -264,17 +304,11 @@ def stop_after_calls(
     return None
 
 
-async def run_react(
-    question: str,
-    toolbox: Toolbox,
-    teacher: Teacher,
-    target: str,
-    budget: AgentBudget,
-    meta: CallMeta,
-    tool_descriptions: list[dict[str, str]],
-) -> AgentRun:
+async def run_react(job: AgentJob) -> AgentRun:
     """Tools described in the system prompt; calls parsed from the reply text by us."""
-    prompt = render("trajectories/react", question=question, tools=tool_descriptions)
+    toolbox, budget = job.toolbox, job.budget
+    tools = describe_tools(toolbox.exposed)
+    prompt = render("trajectories/react", question=job.question, tools=tools)
     run = AgentRun(
         messages=list(prompt.messages),
         tools=[tool.openai_schema() for tool in toolbox.exposed],  # shown in the system prompt
@@ -285,12 +319,12 @@ async def run_react(
     history: list[str] = []
     for turn in range(budget.max_turns):
         reply = await ask_model(
-            teacher,
-            target,
+            job.teacher,
+            job.target,
             run.wire_messages or [],
             run,
             deadline,
-            meta,
+            job.meta,
             params={"stop": STOP_SEQUENCES},
         )
         if reply is None:

@@ -19,8 +19,6 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from mcp_env.results import ToolResult
 from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.tool_schemas import check_instance
@@ -31,7 +29,7 @@ from tasks.agent.tool_changes import ToolWatch
 from tasks.agent.truncation import truncate_to_budget
 from toucan.errors import McpError
 from toucan.ids import canonical_json, make_id
-from toucan.records import ToolCallRecord
+from toucan.records import CallLog, ToolCallRecord
 
 if TYPE_CHECKING:
     from tasks.agent.server_requests import TrajectoryResponder
@@ -49,32 +47,6 @@ class ToolCaller(Protocol):
         timeout: float,
         handler: ServerRequestHandler | None = None,
     ) -> ToolResult: ...
-
-
-class CallLog(BaseModel):
-    """One executed tool call, as stored in `Trajectory.tool_call_log`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    call_id: str
-    name: str
-    server_id: str | None = None
-    server: str | None = None
-    tool: str | None = None
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    started_ms: float = 0.0  # when the call started, ms after the trajectory's first call site
-    latency_ms: float = 0.0
-    is_error: bool = False
-    error_reason: str | None = None
-    schema_violation: str | None = None
-    truncated: bool = False
-    original_chars: int = 0
-    replayed: bool = False
-    call_key: str | None = None
-    # tokens for a call that went through with something off: arguments_unchecked (the
-    # schema could not be checked), or the result's note (e.g. output_schema_mismatch)
-    notes: list[str] = Field(default_factory=list)
-    server_requests: int = 0  # sampling/elicitation requests answered during the call
 
 
 def call_key(
@@ -106,17 +78,6 @@ def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> tuple[
     call unlabelled, and the server's own answer says what was wrong."""
     checked, message = check_instance(schema, arguments)
     return (message if checked else None), checked
-
-
-def error_result(text: str, reason: str, latency_ms: float = 0.0) -> ToolResult:
-    return ToolResult(
-        text=text,
-        is_error=True,
-        content_types=["text"],
-        original_chars=len(text),
-        latency_ms=latency_ms,
-        error_reason=reason,
-    )
 
 
 class Toolbox:
@@ -185,10 +146,10 @@ class Toolbox:
                 text, reason = f"Error: the server removed the tool {name!r}.", "tool_removed"
             else:
                 text, reason = f"Error: unknown tool {name!r}.", "unknown_tool"
-            result = error_result(f"{text} Available tools: {known}.", reason)
+            result = ToolResult.failure(f"{text} Available tools: {known}.", reason)
             return self._log(call_id, name, None, arguments or {}, result, started)
         if arguments is None:
-            result = error_result(f"Error: {problem}", "bad_arguments")
+            result = ToolResult.failure(f"Error: {problem}", "bad_arguments")
             return self._log(call_id, name, exposed, {}, result, started)
         violation, checked = check_arguments(exposed.input_schema, arguments)
         result, replayed, key = await self._execute(exposed, arguments, call_id)
@@ -220,7 +181,7 @@ class Toolbox:
         if self.breaker is not None and (paused := self.breaker.paused(exposed.server_id)):
             self.paused = paused
             return (
-                error_result(
+                ToolResult.failure(
                     f"Error: server {exposed.server} is unavailable: {paused.reason}",
                     "server_paused",
                 ),
@@ -239,7 +200,11 @@ class Toolbox:
         except McpError as error:
             if self.breaker is not None:
                 self.breaker.record_failure(exposed.server_id, error.reason, str(error))
-            return error_result(f"Error: {error.reason}: {error}"[:2000], error.reason), False, key
+            return (
+                ToolResult.failure(f"Error: {error.reason}: {error}"[:2000], error.reason),
+                False,
+                key,
+            )
         if self.breaker is not None:
             self.breaker.record_success(exposed.server_id)
         self._remember(key, exposed, arguments, result, handler.exchanges if handler else [])

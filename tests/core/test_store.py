@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 
@@ -8,7 +9,17 @@ import pytest
 
 from toucan.errors import StoreError, StoreLocked
 from toucan.ids import make_id
-from toucan.records import DedupIndexEntry, Score, Server, TaskRating, Tool, Trajectory
+from toucan.records import (
+    CallLog,
+    DedupIndexEntry,
+    Score,
+    Server,
+    Task,
+    TaskRating,
+    Tool,
+    Trajectory,
+    Usage,
+)
 from toucan.store import Store, resolve_store_path, table_columns
 
 
@@ -144,6 +155,71 @@ def test_rows_older_than_an_added_column_read_back_with_its_default(tmp_path: Pa
     Store(path).ensure_schema()
     assert Store(path).select(Server)[0].featured is False
     assert Store(path).select(Trajectory)[0].original_tools == {}
+
+
+def test_an_old_store_gets_its_task_accounting_moved_from_metadata_into_columns(
+    tmp_path: Path,
+) -> None:
+    """Stores older than Task.deployment/usage/cost_usd/cached held them in the metadata;
+    their version numbers after 1 are column additions, so the move is known by name."""
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    store.insert([Task(task_id=name, strategy="single_server") for name in ("made", "odd", "bare")])
+    old_keys = {"deployment": "Gen-A", "tokens_in": 12, "tokens_out": 3, "cost_usd": 0.5}
+    metadata = {
+        "made": {"slot": 1, **old_keys, "cached": True, "model": "openai/gen-a"},
+        "odd": {"tokens_in": "many", "deployment": "Gen-B"},  # a count that is not a number
+        "bare": {"slot": 2},  # an error row: no reply, no accounting
+    }
+    for task_id, value in metadata.items():
+        store.execute(
+            "UPDATE tasks SET metadata = ? WHERE task_id = ?", [json.dumps(value), task_id]
+        )
+    for column in ("deployment", "usage", "cost_usd", "cached"):
+        store.execute(f"ALTER TABLE tasks DROP COLUMN {column}")  # the older schema
+    store.execute("DELETE FROM schema_migrations WHERE version > 1")
+    store.execute("INSERT INTO schema_migrations VALUES (2, 'add column servers.sandbox', NULL)")
+
+    Store(path).ensure_schema()
+    tasks = {t.task_id: t for t in Store(path).select(Task)}
+    made = tasks["made"]
+    assert (made.deployment, made.cost_usd, made.cached) == ("Gen-A", 0.5, True)
+    assert made.usage == Usage(prompt_tokens=12, completion_tokens=3)
+    assert made.usage.total_tokens == 15
+    assert made.metadata == {"slot": 1, "model": "openai/gen-a"}
+    odd = tasks["odd"]
+    assert (odd.deployment, odd.usage.prompt_tokens, odd.metadata) == (
+        "Gen-B",
+        0,
+        {"tokens_in": "many"},
+    )
+    bare = tasks["bare"]
+    assert (bare.deployment, bare.usage, bare.metadata) == (None, Usage(), {"slot": 2})
+    version = Store(path).schema_version()
+    Store(path).ensure_schema()  # once only
+    assert Store(path).schema_version() == version
+
+
+def test_typed_usage_and_call_log_round_trip_and_old_rows_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    entry = CallLog(call_id="c0", name="add", server_id="srv", tool="add", is_error=True)
+    row = Trajectory(
+        trajectory_id="t",
+        task_id="k",
+        teacher="T",
+        tool_call_log=[entry],
+        usage=Usage(prompt_tokens=5, completion_tokens=2, server_request_tokens=4),
+    )
+    Store(path).insert([row])
+    [back] = Store(path).select(Trajectory)
+    assert back.tool_call_log == [entry] and back.usage == row.usage
+    assert back.usage.total_tokens == 7  # the teacher's turns; server requests apart
+    # rows written while usage was a plain dict (with its total) still read
+    Store(path).execute(
+        "UPDATE trajectories SET usage = ?",
+        ['{"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}'],
+    )
+    assert Store(path).select(Trajectory)[0].usage == Usage(prompt_tokens=9, completion_tokens=1)
 
 
 def test_existing_ids_is_the_resume_anti_join(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from tasks.export_files import ExportSummary
 from toucan.config import Settings
 from toucan.ids import make_id, schema_hash
 from toucan.records import (
+    TASK_SCORES,
     Event,
     Score,
     Server,
@@ -131,14 +132,6 @@ NOTE_SCHEMA = {
     "properties": {"path": {"type": "string"}, "text": {"type": "string"}},
     "required": ["path", "text"],
 }
-TASK_SCORES = (
-    "tool_selection_difficulty",
-    "tool_selection_uniqueness",
-    "question_quality",
-    "scenario_realism",
-    "verifiable",
-    "stability",
-)
 
 
 def openai_tool(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -12,11 +12,12 @@ import jsonschema
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.export import EXPORT_COLUMNS, SUBSETS
-from tasks.export_files import FORMATS
+from tasks.export import EXPORT_COLUMNS, SUBSETS, ExportRow
+from tasks.export_formats import FORMATS
 from tasks.scrub import find_secrets
 from tests.export.seeding import LEAKS, export_to, seed_pipeline
 from toucan.config import load_settings
+from toucan.errors import ConfigError
 from toucan.ids import export_uuid
 from toucan.store import Store
 
@@ -166,6 +167,27 @@ def test_one_secret_of_every_kind_is_removed_from_every_file_and_counted_by_kind
     assert shipped["out_dir"] == "out" and shipped["scrubbed_rows"] == summary.scrubbed_rows
     absolute = re.compile(r"^(?:/|[A-Za-z]:\\|\\\\)")
     assert not [s for s in json_strings(shipped) if absolute.match(s)]
+
+
+def write_questions(rows: list[ExportRow], out_dir: Path, shard_rows: int) -> list[Path]:
+    """A format of a few lines: one question per line."""
+    path = out_dir / "questions.txt"
+    path.write_text("".join(f"{row.question}\n" for row in rows), encoding="utf-8")
+    return [path]
+
+
+def test_a_format_added_by_one_registry_line_is_written_and_no_name_falls_through(
+    seeded, settings, tmp_path, monkeypatch
+):
+    store, _ = seeded
+    monkeypatch.setitem(FORMATS, "questions", write_questions)
+    summary = export_to(store, settings, tmp_path / "out", ["questions"])
+    assert "questions.txt" in summary.files
+    assert len((tmp_path / "out" / "questions.txt").read_text().splitlines()) == summary.rows == 4
+    with pytest.raises(ConfigError) as raised:  # never sent to ShareGPT
+        export_to(store, settings, tmp_path / "other", ["shargpt"], overwrite=True)
+    assert raised.value.reason == "unknown_export_format"
+    assert not (tmp_path / "other" / "shargpt").exists()
 
 
 def test_an_empty_store_gives_a_clear_message_and_a_valid_empty_export(settings, tmp_path):

@@ -19,7 +19,7 @@ from tests.fake_llm import FakeLlm, Rule
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
 from tests.trajectories.helpers import fake_settings, kept_task, seed_store, server_row, tiny_spec
 from toucan.ids import make_id
-from toucan.records import Trajectory, TrajectoryRating
+from toucan.records import Event, Trajectory, TrajectoryRating
 from toucan.store import Store
 
 __all__ = ["quiet_litellm_typeddict_warning"]
@@ -147,6 +147,9 @@ def test_a_kept_trajectory_is_extended_on_one_live_session(fake, seeded):
     assert len(pids) == 1  # prefix replay and both follow-ups on the same server process
     assert [w for _, w in logged_calls(log)].count("add") == 3
     assert row.metadata["multi_turn_generation"]["replay_failures"] == 0
+    assert len(row.tool_call_log) == 3  # the base's call, then one per follow-up
+    # the events ledger counts the calls this conversation made, not the base's again
+    assert store.count(Event, "stage = 'multi_turn' AND kind = 'tool_call'") == 2
     calls = fake.calls.total
     again = asyncio.run(
         run_stage_async("multi_turn", settings, store, methods=["extend"], follow_ups=2)

@@ -64,7 +64,7 @@ def test_a_tool_list_change_in_one_user_turn_is_offered_in_the_next(tmp_path: Pa
     agent_turns = [offered(r) for r in requests if r.get("tools")]
     assert agent_turns[0] == {"login", "old_tool"}
     assert agent_turns[-1] == {"login", "new_tool"}
-    assert not any(e["is_error"] for e in row.tool_call_log)
+    assert not any(e.is_error for e in row.tool_call_log)
     [change] = row.metadata["tool_list_changes"]
     assert (change["added"], change["removed"]) == (["new_tool"], ["old_tool"])
     assert {t["function"]["name"] for t in row.tools} == {"login", "old_tool", "new_tool"}
@@ -81,7 +81,7 @@ def test_sampling_in_a_conversation_is_answered_and_recorded_per_call(tmp_path: 
     assert row.status == "ok", row.metadata
     exchanges = row.metadata["server_requests"]
     assert [e["kind"] for e in exchanges] == ["sampling", "sampling"]
-    call_ids = [e["call_id"] for e in row.tool_call_log]
+    call_ids = [e.call_id for e in row.tool_call_log]
     assert [e["call_id"] for e in exchanges] == call_ids
     assert all(e["response"]["content"]["text"] == "hello, summarised" for e in exchanges)
     assert all("hello, summarised" in m["content"] for m in row.messages if m["role"] == "tool")

@@ -50,6 +50,7 @@ def test_every_score_is_stored_and_thresholds_decide_what_is_kept(
         assert all(s.reasoning for s in rating.scores.values())
         assert rating.judge == JUDGE
         assert rating.prompt_hash == template_hash("filter_tasks/judge")
+        assert rating.usage.prompt_tokens > 0 and not rating.cached
     rejected = ratings[tasks[0].task_id]
     assert (rejected.keep, rejected.reason, rejected.overall) == (
         False,

@@ -9,7 +9,7 @@ from tasks.trajectory_rules import NOT_A_LEAK, evaluate_rules, result_is_error, 
 from tests.export.seeding import LEAKS, ORDINARY_TOOL_OUTPUT
 from tests.filter_trajectories.samples import make_task, make_trajectory
 from toucan.config import FilterTrajectoriesConfig
-from toucan.records import Score
+from toucan.records import CallLog, Score
 
 CLEAN = [("calculate", {"expression": "6*7"}, "42", False)]
 
@@ -37,12 +37,13 @@ def test_no_tool_call_fires_for_a_normal_task_but_not_for_an_irrelevant_one() ->
 
 
 def test_execution_errors_are_read_from_the_result_not_from_any_mention_of_error() -> None:
-    assert result_is_error("Error: division by zero", {})
-    assert result_is_error("ValueError: bad input", {})
-    assert result_is_error('{"error": "not found"}', {})
-    assert result_is_error("42", {"is_error": True})
-    assert not result_is_error("The error rate fell to 2% and the value is invalid-free.", {})
-    assert not result_is_error('{"rows": [{"error_count": 0}]}', {})
+    clean, flagged = CallLog(call_id="c0", name="t"), CallLog(call_id="c1", name="t", is_error=True)
+    assert result_is_error("Error: division by zero", clean)
+    assert result_is_error("ValueError: bad input", clean)
+    assert result_is_error('{"error": "not found"}', clean)
+    assert result_is_error("42", flagged)
+    assert not result_is_error("The error rate fell to 2% and the value is invalid-free.", clean)
+    assert not result_is_error('{"rows": [{"error_count": 0}]}', clean)
     task = make_task()
     mixed = [*CLEAN, ("calculate", {"expression": "1/0"}, "Error: division by zero", False)]
     assert "tool_execution_error" in flags_of(make_trajectory(task, mixed), task)
@@ -73,8 +74,8 @@ def test_local_paths_and_secrets_anywhere_in_the_content_fire() -> None:
 
 
 def leaks_of(trajectory, task) -> dict[str, int]:
-    _, details = evaluate_rules(trajectory, task, markers=["/work/main"], secrets=[])
-    return details["leaks"]
+    _, findings = evaluate_rules(trajectory, task, markers=["/work/main"], secrets=[])
+    return findings.leaks
 
 
 @pytest.mark.parametrize("leak", LEAKS, ids=lambda leak: f"{leak.kind}:{leak.text[:24]}")

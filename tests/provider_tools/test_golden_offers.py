@@ -65,7 +65,7 @@ def test_a_150_tool_server_is_offered_128_with_the_target_and_a_recorded_seeded_
     names = [tool.name for tool in offer.tools]
     assert len(names) == 128 and "op_007" in names
     assert names == [tool.name for tool in again.tools]  # the choice is reproducible
-    assert offer.record | {"notes": {}} == {
+    assert offer.record.model_dump() | {"notes": {}} == {
         "rules": "openai",
         "strict": False,
         "available": 150,
@@ -83,7 +83,7 @@ def test_the_budget_is_an_extra_cap_below_the_providers() -> None:
     exposed = exposed_fixture("long_descriptions", TOOL_RULES["openai"])
     budget = PromptBudget(offered_tools=2, description_chars=50)
     offer = offer_tools(exposed, [], budget, "traj_1", TOOL_RULES["openai"])
-    assert len(offer.tools) == 2 and offer.record["limit"] == 2
+    assert len(offer.tools) == 2 and offer.record.limit == 2
     for tool in offer.tools:
         function = tool.openai_schema()["function"]
         assert len(function["description"]) <= 50 and function["description"].endswith("...")
@@ -112,7 +112,7 @@ def test_the_original_definitions_are_kept_beside_the_offered_ones() -> None:
     assert {name: o["inputSchema"] for name, o in originals.items()} == {
         name: by_name[name]["inputSchema"] for name in originals
     }
-    assert offer.record["notes"]["union_root"] == ["root_any_of_lifted", "root_type_added"]
+    assert offer.record.notes["union_root"] == ["root_any_of_lifted", "root_type_added"]
 
 
 def test_an_extension_replays_its_base_offer_exactly() -> None:
@@ -122,4 +122,4 @@ def test_an_extension_replays_its_base_offer_exactly() -> None:
     again = offer_tools(
         exposed, [], PromptBudget(), "traj_ext", rules, {t.name for t in base.tools}
     )
-    assert again.tools == base.tools and again.record["seed"] is None
+    assert again.tools == base.tools and again.record.seed is None

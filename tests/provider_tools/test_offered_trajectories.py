@@ -95,7 +95,7 @@ def test_a_150_tool_server_is_offered_within_openais_limit_with_the_target(
     )
     offer = row.metadata["tool_offer"]
     assert (offer["rules"], offer["available"], offer["offered"]) == ("openai", 150, 128)
-    assert row.tool_call_log[0]["tool"] == "op_149" and not row.tool_call_log[0]["is_error"]
+    assert row.tool_call_log[0].tool == "op_149" and not row.tool_call_log[0].is_error
 
 
 def test_long_descriptions_fit_openais_limit_in_the_request_the_store_and_the_export(
@@ -139,5 +139,5 @@ def test_a_strict_teacher_gets_strict_tools_and_the_server_never_sees_the_added_
     assert op["strict"] is True and op["parameters"]["required"] == ["arg"]
     assert op["parameters"]["properties"]["arg"] == {"type": ["string", "null"]}
     [call] = row.tool_call_log
-    assert call["arguments"] == {}  # the server got what it would have been sent
+    assert call.arguments == {}  # the server got what it would have been sent
     assert row.messages[2]["tool_calls"][0]["function"]["arguments"] == '{"arg": null}'

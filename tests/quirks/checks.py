@@ -38,7 +38,7 @@ class Observed:
 def check_broken_ref(seen: Observed) -> None:
     assert seen.offered()["add_item"]["parameters"]["properties"]["item"] == {}  # opened
     assert seen.tool_texts() == ['add_item ok: {"item": {"sku": "A-1"}, "qty": 2}']
-    assert seen.row.tool_call_log[0]["notes"] == []  # the repaired schema could be checked
+    assert seen.row.tool_call_log[0].notes == []  # the repaired schema could be checked
 
 
 def check_root_combinators(seen: Observed) -> None:
@@ -70,7 +70,7 @@ def check_output_schema(seen: Observed) -> None:
         "assistant",
     ]
     assert seen.tool_texts() == ["value is 7"]  # the text result, kept
-    assert seen.row.tool_call_log[0]["notes"] == ["structured_content_missing"]
+    assert seen.row.tool_call_log[0].notes == ["structured_content_missing"]
 
 
 def check_stuck_cursor(seen: Observed) -> None:

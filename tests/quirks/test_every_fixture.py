@@ -116,9 +116,7 @@ def test_a_trajectory_calling_the_quirky_tool_is_ok(
 
     [row] = store.select(Trajectory)
     assert (row.status, row.stop_reason) == ("ok", "final_answer"), row.metadata
-    assert [(e["tool"], e["is_error"]) for e in row.tool_call_log] == [
-        (n, False) for n, _ in called
-    ]
+    assert [(e.tool, e.is_error) for e in row.tool_call_log] == [(n, False) for n, _ in called]
     received = read_raw_log(log)[before:] if log else []
     if log:  # the server got each call as the model made it
         assert called_on_server(received) == called

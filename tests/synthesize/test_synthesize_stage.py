@@ -61,6 +61,24 @@ def test_a_second_run_adds_no_rows_and_makes_no_model_calls(
     assert (second.already_done, second.attempted) == (9, 0)
 
 
+def test_a_task_carries_its_replys_accounting_and_a_cached_reply_is_not_counted_again(
+    store: Store, config_path: Path, fake_llm: FakeLlm
+) -> None:
+    first = synthesize(config_path, store, limit=3)
+    made = store.select(Task)
+    for task in made:
+        assert task.deployment == task.generator and task.usage.prompt_tokens > 0
+        assert not task.cached and "tokens_in" not in task.metadata
+    assert first.tokens_in == sum(t.usage.prompt_tokens for t in made)
+    store.execute("DELETE FROM tasks")  # the replies stay in the cache
+    calls = fake_llm.calls.total
+    again = synthesize(config_path, store, limit=3)
+    remade = {t.task_id: t for t in store.select(Task)}
+    assert fake_llm.calls.total == calls and all(t.cached for t in remade.values())
+    assert {t.task_id: t.usage for t in made} == {k: t.usage for k, t in remade.items()}
+    assert (again.tokens_in, again.tokens_out, again.cost_usd) == (0, 0, 0.0)
+
+
 def test_one_failing_item_leaves_the_others_stored(
     store: Store, config_path: Path, fake_llm: FakeLlm
 ) -> None:

@@ -6,7 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tasks.agent import AgentBudget
+import pytest
+
+from tasks.agent import STYLES, AgentBudget, AgentJob, AgentRun, AgentStyle, check_styles
 from tasks.trajectories import (
     BatchOptions,
     ServerEntry,
@@ -23,6 +25,7 @@ from tests.trajectories.helpers import (
     server_row,
     tiny_spec,
 )
+from toucan.errors import ConfigError
 from toucan.records import Trajectory
 
 
@@ -80,19 +83,17 @@ def test_function_calling_runs_parallel_calls_concurrently_and_records_real_resu
     roles = [m["role"] for m in row.messages]
     assert roles == ["system", "user", "assistant", "tool", "tool", "tool", "assistant"]
     assert [m["content"] for m in row.messages[3:6]] == ["slept 1.0", "slept 1.0", "5"]
-    slow = [e["latency_ms"] for e in row.tool_call_log if e["tool"] == "slow"]
+    slow = [e.latency_ms for e in row.tool_call_log if e.tool == "slow"]
     assert sum(slow) > 1900
     turn = row.tool_call_log
-    wall_ms = max(e["started_ms"] + e["latency_ms"] for e in turn) - min(
-        e["started_ms"] for e in turn
-    )
+    wall_ms = max(e.started_ms + e.latency_ms for e in turn) - min(e.started_ms for e in turn)
     assert wall_ms < sum(slow), "parallel calls must overlap"
     lines = log.read_text().split()
     assert lines.count("slow-start") == 2 and lines.count("add") == 1
     assert row.tools == [t for t in row.tools if t["type"] == "function"]
     assert {t["function"]["name"] for t in row.tools} >= {"echo", "add", "slow"}
     assert set(row.schema_hashes) == {t["function"]["name"] for t in row.tools}
-    assert row.usage["total_tokens"] > 0 and row.prompt_hash
+    assert row.usage.total_tokens > 0 and row.prompt_hash
     assert len(result.tool_calls) == 3
     assert {e.kind for e in result.events} >= {"item", "tool_call", "llm_call"}
 
@@ -125,7 +126,7 @@ def test_langchain_style_runs_langchains_loop_and_produces_the_same_record(
         "from langchain",
     ]
     call_ids = {c["id"] for c in row.messages[2]["tool_calls"]}
-    assert {e["call_id"] for e in row.tool_call_log} == call_ids
+    assert {e.call_id for e in row.tool_call_log} == call_ids
     assert row.turns == 2 and row.tool_calls == 2
     assert fake_llm.requests[0]["tools"][0]["function"]["name"] in {
         "echo",
@@ -137,3 +138,34 @@ def test_langchain_style_runs_langchains_loop_and_produces_the_same_record(
         "picture",
         "whoami",
     }
+
+
+async def run_one_call_then_answer(job: AgentJob) -> AgentRun:
+    """A style of a few lines: calls the offered `echo` once, then answers with its result."""
+    run = AgentRun(messages=[{"role": "user", "content": job.question}], tools=[])
+    echo = next(tool for tool in job.toolbox.exposed if tool.tool == "echo")
+    text = await job.toolbox.call("c0", echo.name, '{"text": "by registry"}')
+    run.final_answer, run.stop_reason, run.turns = text, "final_answer", 1
+    return run
+
+
+def test_a_style_added_by_one_registry_line_runs_and_names_its_rows(
+    fake_llm: FakeLlm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(STYLES, "one-call", AgentStyle(run_one_call_then_answer))
+    [row], log, _ = run_tiny(fake_llm, tmp_path, agent_script([]), style="one-call")
+    assert (row.style, row.stop_reason, row.metadata["final_answer"]) == (
+        "one-call",
+        "final_answer",
+        "by registry",
+    )
+    assert row.metadata["tools_channel"] == "api" and row.tool_calls == 1
+    calls = [line.split()[1] for line in log.read_text().splitlines()]
+    assert calls.count("echo") == 1  # the real server got the call
+
+
+def test_an_unknown_style_fails_the_plan_with_its_reason_token() -> None:
+    with pytest.raises(ConfigError) as raised:
+        plan_items([], ["Teacher-A"], ["function-calling", "reAct"])
+    assert raised.value.reason == "unknown_agent_style"
+    assert check_styles(["react", "react", "langchain"]) == ["react", "langchain"]

@@ -80,24 +80,24 @@ def test_bad_tool_calls_and_bad_models_end_with_clear_stop_reasons(
 
     schema = by["schema"]
     assert schema.stop_reason == "final_answer" and schema.tool_errors == 1
-    assert schema.tool_call_log[0]["schema_violation"]  # labelled, and the server said why
+    assert schema.tool_call_log[0].schema_violation  # labelled, and the server said why
     assert schema.messages[3]["role"] == "tool" and schema.messages[3]["content"]
 
     unknown = by["unknown"]
-    assert unknown.tool_call_log[0]["error_reason"] == "unknown_tool"
+    assert unknown.tool_call_log[0].error_reason == "unknown_tool"
     assert "no_such_tool" in unknown.messages[3]["content"]
     assert unknown.stop_reason == "final_answer"
 
-    assert by["badjson"].tool_call_log[0]["error_reason"] == "bad_arguments"
+    assert by["badjson"].tool_call_log[0].error_reason == "bad_arguments"
 
     big = by["big"]
     entry = big.tool_call_log[0]
-    assert entry["truncated"] and entry["original_chars"] == 5 * 1024 * 1024
+    assert entry.truncated and entry.original_chars == 5 * 1024 * 1024
     assert "truncated by toucan" in big.messages[3]["content"]
     assert len(big.messages[3]["content"]) < 3000
 
     hang = by["hang"]
-    assert hang.tool_call_log[0]["error_reason"] == "tool_timeout"
+    assert hang.tool_call_log[0].error_reason == "tool_timeout"
     assert hang.stop_reason == "final_answer"
 
     assert by["loop"].stop_reason == "repeated_tool_call" and by["loop"].turns == 3
@@ -113,8 +113,8 @@ def test_a_server_that_dies_mid_trajectory_is_restarted_and_the_agent_goes_on(
     script = agent_script([[("die", {})], [("echo", {"text": "after the crash"})]])
     [row], log, result = run_tiny(fake_llm, tmp_path, script)
     assert row.stop_reason == "final_answer" and row.status == "ok"
-    assert row.tool_call_log[0]["error_reason"] == "server_crashed"
-    assert row.tool_call_log[1]["is_error"] is False
+    assert row.tool_call_log[0].error_reason == "server_crashed"
+    assert row.tool_call_log[1].is_error is False
     assert row.messages[5]["content"] == "after the crash"
     assert log.read_text().count("start good") == 2  # the pool started a fresh session
     assert result.paused == {}

@@ -104,15 +104,15 @@ def test_sampling_is_answered_by_the_teacher_and_recorded_with_its_call(
     assert SAMPLED in tool_message["content"]
     [exchange] = row.metadata["server_requests"]
     assert exchange["kind"] == "sampling" and exchange["error_reason"] is None
-    assert exchange["call_id"] == tool_message["tool_call_id"] == row.tool_call_log[0]["call_id"]
+    assert exchange["call_id"] == tool_message["tool_call_id"] == row.tool_call_log[0].call_id
     assert exchange["answered_by"] == "Teacher-A" and exchange["in_flight"] == 1
     assert exchange["response"]["content"] == {"type": "text", "text": SAMPLED}
     assert exchange["request"]["messages"][0]["content"]["text"] == "Summarise: hello"
-    assert row.tool_call_log[0]["server_requests"] == 1
+    assert row.tool_call_log[0].server_requests == 1
     sampling_request = next(r for r in fake_llm.requests if "tools" not in r)
     assert sampling_request["max_tokens"] == 50
     assert sampling_request["messages"] == [{"role": "user", "content": "Summarise: hello"}]
-    assert row.usage["server_request_tokens"] > 0
+    assert row.usage.server_request_tokens > 0
     events = [e for e in result.events if e.kind == "sampling"]
     assert [(e.status, e.model) for e in events] == [("ok", "Teacher-A")]
     assert [m["role"] for m in row.messages] == ["system", "user", "assistant", "tool", "assistant"]
@@ -169,9 +169,9 @@ def test_a_long_tool_that_reports_progress_outlives_the_call_timeout_and_a_silen
         call_timeout_s=1.5,
         call_timeout_max_s=10,
     )
-    by_tool = {entry["tool"]: entry for entry in row.tool_call_log}
-    assert not by_tool["long_job"]["is_error"]
-    assert by_tool["silent_job"]["error_reason"] == "tool_timeout"
+    by_tool = {entry.tool: entry for entry in row.tool_call_log}
+    assert not by_tool["long_job"].is_error
+    assert by_tool["silent_job"].error_reason == "tool_timeout"
 
 
 def tool_names(request: dict[str, Any]) -> set[str]:
@@ -203,9 +203,9 @@ def test_after_list_changed_the_next_turn_offers_the_new_tools_and_the_store_ver
     assert offered == [{"login", "old_tool"}, {"login", "new_tool"}, {"login", "new_tool"}]
     login = next(t for t in fake_llm.requests[1]["tools"] if t["function"]["name"] == "login")
     assert "user" in login["function"]["parameters"]["properties"]
-    by_tool = {entry["name"]: entry for entry in row.tool_call_log}
-    assert by_tool["old_tool"]["error_reason"] == "tool_removed"
-    assert not by_tool["new_tool"]["is_error"]
+    by_tool = {entry.name: entry for entry in row.tool_call_log}
+    assert by_tool["old_tool"].error_reason == "tool_removed"
+    assert not by_tool["new_tool"].is_error
     [change] = row.metadata["tool_list_changes"]
     assert (change["added"], change["removed"], change["changed"]) == (
         ["new_tool"],
@@ -238,8 +238,8 @@ def test_a_resumed_trajectory_keeps_the_sampling_exchange_of_its_replayed_call(
         exchange["replayed"]
         and exchange["response"] == first.metadata["server_requests"][0]["response"]
     )
-    assert exchange["call_id"] == resumed.tool_call_log[0]["call_id"]
-    assert resumed.tool_call_log[0]["replayed"]
+    assert exchange["call_id"] == resumed.tool_call_log[0].call_id
+    assert resumed.tool_call_log[0].replayed
     assert not [e for e in again.events if e.kind == "sampling"]
 
 

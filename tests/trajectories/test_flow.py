@@ -98,9 +98,9 @@ def test_trajectories_over_five_fleet_servers_hold_real_results_in_all_styles(
     for row in trajectories:
         assert row.stop_reason == "final_answer"
         for entry, message in zip(row.tool_call_log, tool_messages_by_call(row), strict=True):
-            assert entry["is_error"] is False
-            assert message == expected[entry["server"]], (row.style, entry["server"])
-            servers_seen.add(entry["server"])
+            assert entry.is_error is False
+            assert message == expected[entry.server], (row.style, entry.server)
+            servers_seen.add(entry.server)
     assert len(servers_seen) >= 5
     pair_row = next(t for t in trajectories if "[pair]" in t.metadata["question"])
     assert pair_row.tool_name_map["math__sum"]["tool"] == "sum"
@@ -116,7 +116,7 @@ def test_trajectories_over_five_fleet_servers_hold_real_results_in_all_styles(
 def tool_messages_by_call(row: Trajectory) -> list[str]:
     """Tool message contents in the order of the call log (matched by call id)."""
     by_id = {m["tool_call_id"]: m["content"] for m in row.messages if m["role"] == "tool"}
-    return [by_id[entry["call_id"]] for entry in row.tool_call_log]
+    return [by_id[entry.call_id] for entry in row.tool_call_log]
 
 
 def test_a_dead_server_fails_only_its_items_and_is_paused_with_its_reason(

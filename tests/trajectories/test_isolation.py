@@ -117,7 +117,7 @@ def test_a_per_trajectory_server_does_not_show_one_trajectorys_writes_to_the_nex
         fake_llm, tmp_path, "per_trajectory", {"writer": [[WRITE]], "reader": [[READ]]}
     )
     assert "Zephyrine" in tool_texts(rows["writer"])[0]
-    memory_id = rows["reader"].tool_call_log[0]["server_id"]
+    memory_id = rows["reader"].tool_call_log[0].server_id
     assert rows["reader"].metadata["isolated_servers"] == [memory_id]
     [graph] = tool_texts(rows["reader"])
     assert "entities" in graph and "Zephyrine" not in graph
@@ -178,7 +178,7 @@ def test_a_resumed_trajectory_rebuilds_its_servers_state_from_the_replayed_calls
     replay = {write_call.call_key: write_call.result}
     resumed, _ = run_batch(fake_llm, tmp_path, "per_trajectory", plans, replay=replay)
     log = resumed["both"].tool_call_log
-    assert [entry["replayed"] for entry in log] == [True, False]
+    assert [entry.replayed for entry in log] == [True, False]
     assert "Zephyrine" in tool_texts(resumed["both"])[1]  # the fresh server got the write again
     assert leftover_processes() == []
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from toucan.config import ModelDeployment, ModelsConfig
 from toucan.errors import ConfigError
-from toucan.llm.replies import LlmReply, ToolCall, Usage
+from toucan.llm.replies import LlmReply, ToolCall
+from toucan.records import Usage
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 20.0

@@ -23,7 +23,8 @@ import orjson
 from toucan.config import ModelDeployment
 from toucan.llm.errors import ConnectionTrouble, HttpStatusError
 from toucan.llm.providers import OPENAI_COMPATIBLE, UnknownProvider, split_provider
-from toucan.llm.replies import LlmReply, ToolCall, Usage
+from toucan.llm.replies import LlmReply, ToolCall
+from toucan.records import Usage
 
 
 @dataclass(frozen=True)

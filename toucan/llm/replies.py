@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from toucan.records import Usage
+
 
 class CallMeta(BaseModel):
     """Who asked: lands on the call's event row (run, stage, server, item)."""
@@ -33,15 +35,6 @@ class ToolCall(BaseModel):
         return value if isinstance(value, dict) else {}
 
 
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
 class LlmReply(BaseModel):
     """One model answer, normalised across providers."""
 
@@ -60,10 +53,18 @@ class LlmReply(BaseModel):
     served_by_embedded: bool | None = None  # True = the embedded local model (profile `local`)
     cached: bool = False
 
-    def provenance(self) -> dict[str, Any]:
-        """{"served_by", "served_by_embedded"}: the fields a row copies from the reply that
-        made it (the same names on Task, TaskRating, Trajectory and TrajectoryRating)."""
-        return {"served_by": self.served_by, "served_by_embedded": self.served_by_embedded}
+    def row_fields(self) -> dict[str, Any]:
+        """What a row made from this reply copies: its provenance (`served_by`,
+        `served_by_embedded`) and accounting (`usage`, `cost_usd`, `cached`), under the same
+        names on Task, TaskRating, Trajectory and TrajectoryRating (toucan/records.py). The
+        deployment goes to `Task.deployment`, or to a rating's `judge`."""
+        return {
+            "served_by": self.served_by,
+            "served_by_embedded": self.served_by_embedded,
+            "usage": self.usage,
+            "cost_usd": self.cost_usd,
+            "cached": self.cached,
+        }
 
 
 def join_names(*names: str | None) -> str | None:
