@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -66,7 +67,7 @@ class StageSummary(BaseModel):
         return cls(**{**shared, **fields})
 
 
-class StageJob(Generic[BatchT]):
+class StageJob(ABC, Generic[BatchT]):
     """What a stage module provides: subclass once per stage (no deeper), set the class
     attributes, implement `plan` and `summarise`, override the other hooks where needed.
 
@@ -91,8 +92,9 @@ class StageJob(Generic[BatchT]):
         """The parameters the run row records."""
         return dict(vars(self.params))
 
+    @abstractmethod
     def plan(self, ctx: RunContext) -> StagePlan[BatchT]:
-        raise NotImplementedError
+        """The run's work: items planned, items earlier runs did, the batches."""
 
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         """Arguments every batch of this run shares (`ctx.plan` is set, the model is up)."""
@@ -112,8 +114,9 @@ class StageJob(Generic[BatchT]):
         """The output standing in for a batch that raised; by default the run fails."""
         raise error
 
+    @abstractmethod
     def summarise(self, ctx: RunContext) -> BaseModel:
-        raise NotImplementedError
+        """The stage's summary record, from the run's plan and counters."""
 
     def run_summary(self, summary: BaseModel) -> dict[str, Any]:
         """What the run row keeps of the summary."""
