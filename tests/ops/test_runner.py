@@ -13,15 +13,22 @@ from prefect import flow
 from flows.executors import AsyncioExecutor, FanOut, PrefectExecutor
 from flows.queries import pending_filter_tasks, unfinished_ids
 from flows.run_context import StageTally
+from flows.writes import count_attempts
 from toucan.config import load_settings
+from toucan.errors import RETRYABLE_REASONS, disposition
 from toucan.records import Task, TaskRating
 from toucan.store import Store
 
 
-def rating(task_id: str, reason: str | None) -> TaskRating:
+def rating(task_id: str, reason: str | None, attempts: int = 1) -> TaskRating:
     status = "error" if reason else "ok"
     return TaskRating(
-        rating_id=f"r-{task_id}", task_id=task_id, judge="j", status=status, reason=reason
+        rating_id=f"r-{task_id}",
+        task_id=task_id,
+        judge="j",
+        status=status,
+        reason=reason,
+        attempts=attempts,
     )
 
 
@@ -30,8 +37,48 @@ def test_a_retryable_error_is_unfinished_and_a_final_one_is_not(tmp_path: Path) 
     store.insert([Task(task_id=t, strategy="single_server", question="q?") for t in "abcd"])
     store.insert([rating("a", "rate_limited"), rating("b", "unparseable_reply"), rating("c", None)])
     ids = ["r-a", "r-b", "r-c", "r-d"]
-    assert unfinished_ids(store, TaskRating, ids) == {"r-a", "r-d"}
+    assert unfinished_ids(store, TaskRating, ids, max_attempts=3) == {"r-a", "r-d"}
     assert pending_filter_tasks(store, load_settings(profile="local")) == 2
+
+
+def test_an_item_tried_max_attempts_times_is_given_up_not_retried(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    store.insert([Task(task_id=t, strategy="single_server", question="q?") for t in "abc"])
+    store.insert(
+        [
+            rating("a", "model_server_error", attempts=2),
+            rating("b", "model_server_error", attempts=3),
+            rating("c", "budget_exhausted", attempts=5),
+        ]
+    )
+    ids = ["r-a", "r-b", "r-c"]
+    assert unfinished_ids(store, TaskRating, ids, max_attempts=3) == {"r-a"}
+    assert unfinished_ids(store, TaskRating, ids, max_attempts=6) == set(ids)
+    settings = load_settings(profile="local")
+    assert settings.retries.max_attempts == 3
+    assert pending_filter_tasks(store, settings) == 1
+
+
+def test_a_replaced_row_counts_one_more_attempt_and_a_new_one_starts_at_one(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    store.insert([rating("a", "model_timeout", attempts=2)])
+    numbered = count_attempts(store, [rating("a", None), rating("b", None)])
+    assert [(r.rating_id, r.attempts) for r in numbered] == [("r-a", 3), ("r-b", 1)]
+    store.upsert(numbered)
+    again = count_attempts(store, [rating("a", None), rating("b", "rate_limited")])
+    assert [r.attempts for r in again] == [4, 2]
+
+
+def test_every_retryable_reason_is_one_table_and_unknown_reasons_are_final() -> None:
+    for reason in ("model_server_error", "rate_limited", "model_timeout", "server_crashed"):
+        assert disposition(reason) == "retryable"
+    for reason in ("budget_exhausted", "model_unavailable", "batch_expired", "batch_lost"):
+        assert reason in RETRYABLE_REASONS
+    for reason in ("unparseable_reply", "score_out_of_range", "target_tool_not_found", None):
+        assert disposition(reason) == "final"
+    assert disposition("a_reason_nobody_wrote") == "final"
 
 
 def test_the_tally_counts_items_tables_and_means() -> None:
