@@ -173,13 +173,17 @@ def export_flow(
     store: str | None = None,
     config: str | None = None,
     profile: str | None = None,
-    out_dir: str = "out/dataset",
+    out_dir: str | None = None,
     formats: list[str] | None = None,
     mix: str = "none",
     overwrite: bool = False,
     seed: int = 0,
 ) -> ExportSummary:
-    """Export the kept trajectories as a scrubbed dataset folder with a card."""
+    """Export the kept trajectories as a scrubbed dataset folder with a card.
+
+    Without `out_dir`, each run writes `<store dir>/exports/<run id>/` and points
+    `exports/latest` at it, or writes nothing (`nothing_new`) when the rows are those of the
+    latest export; an existing `out_dir` is refused unless `overwrite`."""
     return run_stage_flow(
         ExportJob,
         store=store,
@@ -198,9 +202,12 @@ def report_flow(
     store: str | None = None,
     config: str | None = None,
     profile: str | None = None,
-    out: str = "out/report.html",
+    out: str | None = None,
 ) -> ReportSummary:
-    """Write the HTML report over the store (read-only: runs beside a writing stage)."""
+    """Write the HTML report over the store (read-only: runs beside a writing stage).
+
+    Without `out`, each run writes `<store dir>/exports/<run id>.html` and points
+    `exports/latest.html` at it."""
     return run_stage_flow(ReportJob, store=store, config=config, profile=profile, out=out)  # fmt: skip
 
 
