@@ -298,3 +298,13 @@ def test_a_killed_run_is_shown_crashed_and_closed_by_the_next_writing_run(tmp_pa
     assert (closed.status, closed.finished_at) == ("crashed", killed.finished_at)
     assert rows[resumed.run_id].status == "completed"
     assert rows[resumed.run_id].host == this_host()
+
+
+def test_status_shows_why_a_run_did_not_end_clean(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    message = "items_errored: 3 (retryable 3; final 0; given up 0); reasons: rate_limited 3"
+    outcome = {"state": "CompletedWithErrors", "message": message}
+    store.upsert([Run(run_id="r", stage="filter_tasks", status="completed",
+                      started_at=T0, finished_at=T0, summary={"outcome": outcome})])  # fmt: skip
+    result = CliRunner().invoke(app, ["status", "--store", str(store.path)], terminal_width=200)
+    assert "CompletedWithErrors" in result.output and "items_errored: 3" in result.output
