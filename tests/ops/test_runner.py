@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from prefect import flow
 
@@ -129,3 +130,18 @@ def test_both_executors_write_every_batch_once_and_hand_a_failed_one_to_the_stag
     asyncio.run(AsyncioExecutor().run(fan_out(on_asyncio)))
     assert sorted(on_asyncio) == sorted(expected)
     assert sorted(run_on_prefect()) == sorted(expected)
+
+
+def test_a_store_from_before_attempts_gets_the_column_with_one_try_per_row(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    Store(path).insert([rating("a", "rate_limited"), rating("b", None)])
+    with duckdb.connect(str(path)) as con:  # the store as an older toucan left it
+        con.execute("ALTER TABLE task_ratings DROP COLUMN attempts")
+        con.execute("DELETE FROM schema_migrations WHERE description LIKE '%.attempts'")
+    reopened = Store(path)
+    reopened.ensure_schema()
+    assert {(r.rating_id, r.attempts) for r in reopened.select(TaskRating)} == {
+        ("r-a", 1),
+        ("r-b", 1),
+    }
+    assert unfinished_ids(reopened, TaskRating, ["r-a", "r-b"], max_attempts=3) == {"r-a"}
