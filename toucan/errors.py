@@ -146,10 +146,10 @@ MCP_RETRYABLE = frozenset(
     }
 )
 # A provider batch job that did not give a line its answer (toucan/llm/batch_lines.py and
-# batch_jobs.py): the line is sent again, online or in the next job.
+# batch_jobs.py): the line is sent again, online or in the next job. A line the provider
+# answered with an error (`batch_request_failed`, mostly a 4xx) is final, as online.
 BATCH_RETRYABLE = frozenset(
     {
-        "batch_request_failed",
         "batch_malformed_line",
         "batch_output_missing",
         "batch_missing_result",
