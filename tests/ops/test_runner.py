@@ -12,12 +12,21 @@ import pytest
 from prefect import flow
 
 from flows.executors import AsyncioExecutor, FanOut, PrefectExecutor
-from flows.queries import pending_filter_tasks, unfinished_ids
+from flows.filter_trajectories import select_unrated as select_unrated_trajectories
+from flows.queries import (
+    pending_filter_tasks,
+    pending_filter_trajectories,
+    pending_trajectories,
+    unfinished_ids,
+)
 from flows.run_context import StageTally
+from flows.trajectories import plan_work
 from flows.writes import count_attempts
+from tasks.filter_trajectories import make_rating_id
+from tasks.trajectory_records import plan_items
 from toucan.config import load_settings
 from toucan.errors import RETRYABLE_REASONS, disposition
-from toucan.records import Task, TaskRating
+from toucan.records import Server, Task, TaskRating, Trajectory, TrajectoryRating
 from toucan.store import Store
 
 
@@ -145,3 +154,41 @@ def test_a_store_from_before_attempts_gets_the_column_with_one_try_per_row(tmp_p
         ("r-b", 1),
     }
     assert unfinished_ids(reopened, TaskRating, ["r-a", "r-b"], max_attempts=3) == {"r-a"}
+
+
+def test_trajectories_and_their_judge_resume_by_the_same_rule(tmp_path: Path) -> None:
+    """Retryable error rows are redone, final and given-up ones are not, whichever stage."""
+    store = Store(tmp_path / "s.duckdb")
+    settings = load_settings(profile="local")
+    spec = {"name": "srv", "transport": "stdio", "command": "true"}
+    server = Server(server_id="srv", name="srv", source="fleet", transport="stdio", status="ok",
+                    spec=spec)  # fmt: skip
+    tasks = [Task(task_id=f"t{i}", strategy="single_server", server_ids=["srv"]) for i in range(4)]
+    kept = [TaskRating(rating_id=f"k{i}", task_id=f"t{i}", judge="j", keep=True) for i in range(4)]
+    store.insert([server, *tasks, *kept])
+    items = plan_items(tasks, ["Teacher"], ["function-calling"])
+    outcomes = [("error", "server_paused", 1), ("error", "model_request_rejected", 1),
+                ("error", "model_server_error", 3), ("ok", None, 1)]  # fmt: skip
+    rows = [
+        Trajectory(trajectory_id=item.trajectory_id, task_id=item.task.task_id, teacher="Teacher",
+                   status=status, reason=reason, attempts=attempts)  # type: ignore[arg-type]
+        for item, (status, reason, attempts) in zip(items, outcomes, strict=True)
+    ]  # fmt: skip
+    store.insert(rows)
+    work = plan_work(store, settings, ["Teacher"], ["function-calling"], None)
+    assert [i.trajectory_id for i in work.items] == [rows[0].trajectory_id]
+    assert work.already_done == 3
+    assert pending_trajectories(store, settings) == 1
+
+    judged = [
+        TrajectoryRating(rating_id=make_rating_id(row.trajectory_id, ["judge"]),
+                         trajectory_id=row.trajectory_id, judge="judge", status=status,
+                         reason=reason, attempts=attempts)  # type: ignore[arg-type]
+        for row, (status, reason, attempts) in zip(rows, outcomes, strict=True)
+    ]  # fmt: skip
+    store.execute("UPDATE trajectories SET status = 'ok'")
+    store.insert(judged)
+    todo, already = select_unrated_trajectories(store, ["judge"], None, max_attempts=3)
+    assert [i.trajectory.trajectory_id for i in todo] == [rows[0].trajectory_id]
+    assert already == 3
+    assert pending_filter_trajectories(store, settings) == 1
