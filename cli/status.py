@@ -23,7 +23,8 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def render_status(status: RunStatus) -> Group:
-    """The rich view of one run: header, servers table, models table."""
+    """The rich view of one run: header (with the run's outcome when items errored or nothing
+    came out), servers table, models table. A run whose process died shows as `crashed`."""
     progress = status.progress
     planned = f"/{progress.planned}" if progress.planned else ""
     fraction = f" ({progress.fraction:.0%})" if progress.fraction is not None else ""
@@ -37,6 +38,10 @@ def render_status(status: RunStatus) -> Group:
         "elapsed",
         f"{status.elapsed_s:.0f}s",
     )
+    outcome = status.summary.get("outcome") or {}
+    if outcome.get("state") not in (None, "Completed"):  # flows/outcome.py
+        header.add_row("outcome", outcome["state"], "", "", "", "")
+        header.add_row("", outcome.get("message", ""), "", "", "", "")
     servers = Table(title="per server", title_justify="left")
     for col in ("server", "done", "failed", "items/min", "p50 ms", "p95 ms", "tool calls"):
         servers.add_column(col, justify="left" if col == "server" else "right")
