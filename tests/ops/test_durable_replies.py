@@ -5,11 +5,8 @@ that were in flight at the kill, in every LLM stage that batches its rows."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ from flows.durable import durable_replies
 from flows.runner import run_stage_async
 from tests.fake_llm import FakeLlm, Rule
 from tests.filter_trajectories.samples import make_task, make_trajectory
-from tests.ops.test_faults import child_env
+from tests.ops.test_faults import child_env, kill_group, wait_until
 from tests.synthesize.seed import (
     FAKE_KEY_ENV,
     GENERATORS,
@@ -158,15 +155,6 @@ def held_calls(fake_llm: FakeLlm) -> int:
     return counts.total - ANSWERED if counts.by_status[200] == ANSWERED else 0
 
 
-def wait_until(check: Callable[[], Any], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def put_reply(cache: Any, question: str) -> None:
     messages = [{"role": "user", "content": question}]
     key = make_cache_key("Gen", "openai/gen", messages, None, None, {})
@@ -180,7 +168,7 @@ def test_each_reply_is_in_the_store_while_the_run_goes_on_and_the_rest_at_the_en
     with store.holding(), durable_replies(store, "run_1") as replies:
         cache = replies.cache()
         put_reply(cache, "first")
-        assert wait_until(lambda: store.count(LlmCacheEntry) == 1, 60)  # the block still runs
+        wait_until(lambda: store.count(LlmCacheEntry) == 1, 60, "the reply stored")  # mid-block
         put_reply(cache, "first")  # the same call again: stored once
         put_reply(cache, "second")
     assert store.count(LlmCacheEntry) == 2 and replies.written == 2
@@ -198,7 +186,7 @@ def test_a_reply_whose_write_failed_is_kept_for_the_next_write_and_the_error_end
     with pytest.raises(OSError), durable_replies(broken, "run_1") as replies:
         cache = replies.cache()
         put_reply(cache, "first")
-        assert wait_until(lambda: any(r.name == "flows.durable" for r in caplog.records), 60)
+        wait_until(lambda: any(r.name == "flows.durable" for r in caplog.records), 60, "a log")
     assert [entry.model for entry in cache.drain_new()] == ["openai/gen"]
 
 
@@ -231,25 +219,22 @@ def test_a_stage_killed_mid_batch_pays_again_only_for_the_calls_in_flight(
             stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        at_the_gate = wait_until(
+        wait_until(
             lambda: held_calls(fake_llm) == IN_FLIGHT or run.poll() is not None,
             WAIT_S,
+            "the calls after the answered ones held",
         )
-        assert at_the_gate and run.poll() is None, log.read_text()[-3000:]
-        # each answered call is in the store while its batch is still running (or never is)
-        wait_until(lambda: store.count(LlmCacheEntry) - stored_before >= ANSWERED, 60)
+        assert run.poll() is None, log.read_text()[-3000:]
+        # each answered call is in the store while its batch is still running
+        stored = lambda: store.count(LlmCacheEntry) - stored_before == ANSWERED  # noqa: E731
+        wait_until(stored, 60, "every answered call stored")
         in_flight_at_kill = fake_llm.calls.in_flight
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait(30)
     finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait(30)
+        kill_group(run)
     first_run = list(fake_llm.requests)
     answered = {request_key(body) for body in first_run[:ANSWERED]}
     sent = {request_key(body) for body in first_run}
     assert case.done(store) == 0  # the kill came before any row was written
-    assert store.count(LlmCacheEntry) - stored_before == ANSWERED
 
     fake_llm.script([])  # every call is answered again
     rerun_first = fake_llm.calls.total
