@@ -9,8 +9,11 @@ connection (`Store.holding` serializes its uses), so the flow run stays the one 
 writes the file. Rows are still written when a batch ends: a rerun re-parses the stored replies
 of the items a kill cut short, but pays for none of them again.
 
-Batches that run in other processes (a Dask or Ray task runner) work on their own copy of the
-cache: the thread sees none of their replies, which reach the store with their batch, as before.
+Batches that run in other processes (a Dask or Ray task runner) would work on their own copy of
+the cache: the thread would see none of their replies, which would reach the store with their
+batch, so a crash there still loses the replies of the batches in flight. (Today such a runner
+does not get that far: the lane's cache and progress counter hold thread locks, which do not
+pickle, and the stage fails before its first batch.)
 """
 
 from __future__ import annotations
