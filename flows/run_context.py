@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from flows.artifacts import stage_artifacts
+from flows.durable import ReplyWriter
 from tasks.llm_batch import PARALLEL_BATCHES, ProgressCounter
 from toucan.config import Settings
 from toucan.events import EventSink
@@ -107,7 +108,8 @@ class StageTally:
 class RunContext:
     """One run of one stage: its row, the store it writes, its settings, the events and
     counters it gathers and the summary its row keeps; the runner adds the stage's plan, and
-    once the fan-out starts the embedded model's url and the progress counter."""
+    once the fan-out starts the embedded model's url, the progress counter and the writer of
+    the run's model replies (flows/durable.py)."""
 
     run: Run
     store: Store
@@ -118,6 +120,7 @@ class RunContext:
     plan: StagePlan[Any] = field(default_factory=StagePlan)
     local_base_url: str | None = None
     progress: ProgressCounter | None = None
+    replies: ReplyWriter | None = None
 
     @property
     def run_id(self) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from flows.durable import durable_replies
 from flows.executors import AsyncioExecutor, FanOut, PrefectExecutor
 from flows.outcome import RunOutcome, judge_run, outcome_state
 from flows.run_context import (
@@ -132,13 +133,15 @@ def plan_llm_batches(items: list[T], concurrency: int, already_done: int) -> Sta
 
 def llm_lane(ctx: RunContext) -> LlmLane:
     """The lane of an LLM stage's batches: limits shared by the batches running at once, the
-    run's reply cache, the embedded model's url and the progress counter."""
+    run's reply cache (each reply stored as it comes when the runner set up `ctx.replies`),
+    the embedded model's url and the progress counter."""
+    cache = ctx.replies.cache() if ctx.replies is not None else LlmCache.load(ctx.store, ctx.run_id)
     return LlmLane(
         models=ctx.settings.models.shared_by(ctx.plan.running),
         run_id=ctx.run_id,
         concurrency=ctx.plan.per_batch,
         local_base_url=ctx.local_base_url,
-        cache=LlmCache.load(ctx.store, ctx.run_id),
+        cache=cache,
         progress=ctx.progress,
     )
 
@@ -185,7 +188,10 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
             if not job.item_progress:
                 report_progress(job.name, ctx.tally.finished, plan.planned)
 
-        with model_endpoint(job.settings, job.needs_model and bool(plan.batches)) as base_url:
+        with (
+            model_endpoint(job.settings, job.needs_model and bool(plan.batches)) as base_url,
+            durable_replies(ctx.store, ctx.run_id) as ctx.replies,
+        ):
             if plan.batches:
                 ctx.local_base_url = base_url
                 shared = job.batch_kwargs(ctx)

@@ -1,29 +1,25 @@
-"""What a running server can reach: the host's files, toucan's secrets, other sandboxes; and
-the clean-up of sandboxes a killed run left behind. Real servers, real bubblewrap."""
+"""What a running server can reach: the host's files, toucan's secrets, other sandboxes. Real
+servers, real bubblewrap. (The clean-up of killed runs' sandboxes: test_sandbox_dirs.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
 import duckdb
-import psutil
 import pytest
 
 from mcp_env.health import check_server
 from mcp_env.pool import SessionPool
-from mcp_env.sandbox_dirs import remove_stale_sandboxes
 from mcp_env.session import open_session
 from mcp_env.specs import SandboxSpec, StdioSpec
 from tasks.onboard import onboard_from_check
-from tests.mcp_env.conftest import CONNECT_TIMEOUT_S, PYTHON, wait_until
+from tests.mcp_env.conftest import CONNECT_TIMEOUT_S, PYTHON
 
 ROOT = Path(__file__).resolve().parents[2]
 PEEK_SERVER = ROOT / "tests" / "servers" / "peek_server.py"
@@ -168,61 +164,3 @@ def test_a_server_that_is_not_isolated_reads_no_secret_of_its_parent(tmp_path, m
     assert not [name for name, value in FAKE_SECRETS.items() if value in report]
     if mode == "bwrap":
         assert set(proc["processes"]) <= {"1", str(proc["pid"])}  # nothing of ours in view
-
-
-def test_a_killed_runs_sandbox_is_removed_by_the_next_run(tmp_path):
-    root = tmp_path / "boxes"
-    argv = [PYTHON, str(DRIVER), peek_spec().model_dump_json(), "bwrap", str(root), "--hold"]
-    driver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert driver.stdout.readline().strip() == "ready"
-        left = sorted(p.name for p in root.iterdir())
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=DRIVER_TIMEOUT_S)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        driver.stdin.close()
-        driver.stdout.close()
-    assert any(name.endswith(".etc") for name in left) and len(left) >= 2
-    assert wait_until(lambda: not any_process_mentions(root), 30)  # the server died with it
-    assert sorted(p.name for p in root.iterdir()) == left  # nobody cleaned up
-
-    async def next_run() -> None:
-        async with SessionPool(sandbox_root=root) as pool:
-            await pool.list_tools(pool.register(peek_spec()))
-
-    anyio.run(next_run)
-    assert not [p for p in root.iterdir() if p.name in left]
-
-
-def any_process_mentions(root: Path) -> bool:
-    for process in psutil.process_iter(["cmdline"]):
-        if str(root) in " ".join(process.info["cmdline"] or []):
-            return True
-    return False
-
-
-def test_stale_clean_up_keeps_live_and_unknown_entries(tmp_path):
-    finished = subprocess.Popen([PYTHON, "-c", "pass"])
-    started = int(psutil.Process(finished.pid).create_time())
-    finished.wait()
-    me = psutil.Process()
-    entries = {
-        "dead": f"mcp-sbx-{finished.pid}-{started}-abc",
-        "dead_etc": f"mcp-sbx-{finished.pid}-{started}-abc.etc",
-        "dead_log": f"mcp-sbx-{finished.pid}-{started}-abc.stderr.log",
-        "pid_reused": f"mcp-sbx-{me.pid}-1-def",
-        "live": f"mcp-sbx-{me.pid}-{int(me.create_time())}-ghi",
-        "old_format": "mcp-sbx-k2j3h4",
-        "unrelated": "other-dir",
-    }
-    for key, name in entries.items():
-        if key.endswith("log"):
-            (tmp_path / name).touch()
-        else:
-            (tmp_path / name).mkdir()
-    removed = {path.name for path in remove_stale_sandboxes(tmp_path)}
-    expected = {entries[key] for key in ("dead", "dead_etc", "dead_log", "pid_reused")}
-    assert removed == expected
-    assert {p.name for p in tmp_path.iterdir()} == set(entries.values()) - expected

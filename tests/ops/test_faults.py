@@ -56,6 +56,13 @@ def start_synthesize(store: Path, config: Path, log: Path) -> subprocess.Popen[b
         )  # fmt: skip
 
 
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """kill -9 a CLI run started in its own session, with every process it started."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+
+
 def finished_task_ids(store: Store) -> set[str]:
     return (
         {row[0] for row in store.query("SELECT task_id FROM tasks")} if store.count(Task) else set()
@@ -94,13 +101,8 @@ def test_sigkill_mid_stage_then_rerun_loses_nothing_duplicates_nothing_and_redoe
         )  # fmt: skip
         assert refused.exit_code == 2
         assert "another toucan run is writing" in refused.output
-
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(30)
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(30)
+        kill_group(first)
     before = {t.task_id: t for t in store.select(Task)}
     assert 0 < len(before) < LIMIT
     killed = next(r for r in store.select(Run) if r.stage == "synthesize")

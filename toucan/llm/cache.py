@@ -2,7 +2,8 @@
 
 Keyed by (deployment, LiteLLM model string, rendered prompt hash, parameters hash). Lookups are
 served from memory, filled from the store once per stage (`LlmCache.load`); new entries are only
-collected here and written by the caller (the flow is the single writer): `cache.drain_new()`.
+collected here and written by the caller (the flow is the single writer): `cache.drain_new()`,
+as soon as they come when the caller waits on `wait_new` (flows/durable.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class LlmCache:
         self._replies = {entry.cache_key: entry.reply for entry in entries or []}
         self._new: list[LlmCacheEntry] = []
         self._lock = threading.Lock()
+        self._fresh = threading.Event()  # set by `put`, for a writer waiting on `wait_new`
         self.hits = 0
         self.misses = 0
 
@@ -86,12 +88,28 @@ class LlmCache:
                 return
             self._replies[key.key] = stored
             self._new.append(entry)
+        self._fresh.set()
+
+    def wait_new(self, timeout: float) -> bool:
+        """Block until an entry was added since the last call (True) or `timeout` seconds
+        passed (False); the entries themselves are taken with `drain_new`."""
+        fresh = self._fresh.wait(timeout)
+        self._fresh.clear()  # before the caller drains: an entry added after is not missed
+        return fresh
 
     def drain_new(self) -> list[LlmCacheEntry]:
         """Entries added since the last drain, for the caller to `store.insert`."""
         with self._lock:
             drained, self._new = self._new, []
         return drained
+
+    def requeue(self, entries: list[LlmCacheEntry]) -> None:
+        """Give back drained entries whose write failed: the next drain returns them again."""
+        if not entries:
+            return
+        with self._lock:
+            self._new[:0] = entries
+        self._fresh.set()
 
     def __len__(self) -> int:
         return len(self._replies)
