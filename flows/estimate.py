@@ -42,23 +42,31 @@ NOT_STARTED = "http://127.0.0.1:9/v1"  # the discard port: nothing is sent there
 PAST_SAMPLE = 60  # past items re-rendered per stage, to compare our count with the provider's
 
 
+# The `local` profile's embedded model has no tokenizer LiteLLM knows; the deployments' own
+# names would make LiteLLM fetch Llama's from Hugging Face (and retry for ~25 s offline).
+EMBEDDED_COUNT_MODEL = "gpt-3.5-turbo"  # counted with tiktoken's cl100k_base
+
+
 class TokenCounter:
     """Counts a request's prompt tokens with a deployment's tokenizer."""
 
     def __init__(self, router: LlmRouter) -> None:
         self.router = router
+        self.local = router.models.route_to_local
+
+    def model_string(self, deployment: str) -> str:
+        return EMBEDDED_COUNT_MODEL if self.local else self.router.model_strings[deployment]
 
     def count(self, deployment: str, request: tuple[Any, Any] | None) -> int:
         if request is None:
             return 0
         messages, tools = request
-        return count_prompt_tokens(self.router.model_strings[deployment], messages, tools)
+        return count_prompt_tokens(self.model_string(deployment), messages, tools)
 
     def tokenizer(self, deployment: str) -> str:
-        config = self.router.deployments[deployment]
-        model = self.router.model_strings[deployment]
-        own = model.startswith("openai/") and config.api_base is None
-        return describe_tokenizer(model, own and not self.router.models.route_to_local)
+        model = self.model_string(deployment)
+        own = model.startswith("openai/") and self.router.deployments[deployment].api_base is None
+        return describe_tokenizer(model, own and not self.local)
 
 
 def calibrate(

@@ -1,11 +1,17 @@
 """A stage's history as an estimate reads it from the store: per past item, what its model calls
 took (tokens, calls, the first call's prompt, seconds), and the yields that carry items from one
-stage to the next (ok tasks per slot, kept tasks per rating). Read-only, a bounded read."""
+stage to the next (ok tasks per slot, kept tasks per rating, items per kept task). Read-only,
+bounded reads."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
+from flows.trajectories import resolve_teachers
+from tasks.diversify import MODES
+from toucan.config import Settings
 from toucan.store import Store
 
 HISTORY_ITEMS = 500  # the newest items of a stage stand for its history (a bounded read)
@@ -94,3 +100,43 @@ def question_chars(store: Store) -> float | None:
     """The mean length of the ok tasks' questions; None before any."""
     found = store.query("SELECT avg(length(question)) FROM tasks WHERE status = 'ok'")[0][0]
     return float(found) if found is not None else None
+
+
+# -- yields: items of a stage per item of the stage before it, and where that came from --
+
+
+def ok_tasks_per_slot(
+    store: Store, settings: Settings, params: dict[str, Any]
+) -> tuple[float, str]:
+    rate = ok_task_rate(store)
+    if rate is None:
+        return 1.0, "no synthesis history: every slot counted as an ok task (an upper bound)"
+    return rate[0], f"{rate[0]:.0%} of {rate[1]} past slots became ok tasks"
+
+
+def kept_share(store: Store) -> tuple[float, str]:
+    """The share of rated tasks kept, and where that came from."""
+    rate = kept_task_rate(store)
+    if rate is None:
+        return 1.0, "no rating history: every task counted as kept (an upper bound)"
+    return rate[0], f"{rate[0]:.0%} of {rate[1]} past ratings kept their task"
+
+
+def trajectories_per_task(
+    store: Store, settings: Settings, params: dict[str, Any]
+) -> tuple[float, str]:
+    teachers = resolve_teachers(settings, params.get("teachers"))
+    styles = params.get("styles") or list(settings.trajectories.styles)
+    keep, source = kept_share(store)
+    runs = len(teachers) * len(styles)
+    return keep * runs, f"{source}; x{runs} teacher-style pairs"
+
+
+def one_rating_each(store: Store, settings: Settings, params: dict[str, Any]) -> tuple[float, str]:
+    return 1.0, "one rating per new trajectory"
+
+
+def units_per_rating(store: Store, settings: Settings, params: dict[str, Any]) -> tuple[float, str]:
+    keep, source = kept_share(store)
+    modes = len(MODES)
+    return keep * modes, f"{source}; x{modes} modes"

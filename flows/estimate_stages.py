@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from flows.estimate_history import kept_task_rate, ok_task_rate, question_chars
+from flows.estimate_history import (
+    ok_tasks_per_slot,
+    one_rating_each,
+    question_chars,
+    trajectories_per_task,
+    units_per_rating,
+)
 from flows.queries import load_server_views
 from flows.registry import stage as stage_def
 from flows.run_context import StagePlan, reading_run
@@ -170,15 +176,6 @@ def past_filter_tasks(store: Store, settings: Settings, ids: list[str]) -> dict[
     return {item_id: request for item_id, request in requests.items() if request is not None}
 
 
-def ok_tasks_per_slot(
-    store: Store, settings: Settings, params: dict[str, Any]
-) -> tuple[float, str]:
-    rate = ok_task_rate(store)
-    if rate is None:
-        return 1.0, "no synthesis history: every slot counted as an ok task (an upper bound)"
-    return rate[0], f"{rate[0]:.0%} of {rate[1]} past slots became ok tasks"
-
-
 # -- trajectories --------------------------------------------------------------------------
 
 
@@ -236,24 +233,6 @@ def past_trajectories(store: Store, settings: Settings, ids: list[str]) -> dict[
     return {row.trajectory_id: sent_opening(row) for row in rows}
 
 
-def kept_share(store: Store) -> tuple[float, str]:
-    """The share of rated tasks kept, and where that came from."""
-    rate = kept_task_rate(store)
-    if rate is None:
-        return 1.0, "no rating history: every task counted as kept (an upper bound)"
-    return rate[0], f"{rate[0]:.0%} of {rate[1]} past ratings kept their task"
-
-
-def trajectories_per_task(
-    store: Store, settings: Settings, params: dict[str, Any]
-) -> tuple[float, str]:
-    teachers = resolve_teachers(settings, params.get("teachers"))
-    styles = params.get("styles") or list(settings.trajectories.styles)
-    keep, source = kept_share(store)
-    runs = len(teachers) * len(styles)
-    return keep * runs, f"{source}; x{runs} teacher-style pairs"
-
-
 # -- filter-trajectories -------------------------------------------------------------------
 
 
@@ -285,10 +264,6 @@ def past_filter_trajectories(
     return {item_id: request for item_id, request in requests.items() if request is not None}
 
 
-def one_rating_each(store: Store, settings: Settings, params: dict[str, Any]) -> tuple[float, str]:
-    return 1.0, "one rating per new trajectory"
-
-
 # -- diversify -----------------------------------------------------------------------------
 
 
@@ -305,12 +280,6 @@ def plan_diversify(store: Store, settings: Settings, params: dict[str, Any]) -> 
         for u in plan_items(plan)
     ]
     return Probed(items, plan.already_done, lanes(plan))
-
-
-def units_per_rating(store: Store, settings: Settings, params: dict[str, Any]) -> tuple[float, str]:
-    keep, source = kept_share(store)
-    modes = len(diversify.MODES)
-    return keep * modes, f"{source}; x{modes} modes"
 
 
 # -- multi-turn (history only: its prompts depend on the conversation so far) --------------

@@ -212,3 +212,20 @@ def test_the_estimate_command_prints_the_table_or_json_and_refuses_an_unknown_st
     assert table.exit_code == 0
     assert "unknown" in table.output and "Judge" in table.output
     assert unknown.exit_code == 2 and "unknown stage" in unknown.output
+
+
+def test_the_local_profile_costs_nothing_and_a_missing_store_is_said_and_not_created(
+    tmp_path: Path,
+) -> None:
+    with seeded(tmp_path) as (store, fake, _):
+        local = load_settings(None, profile="local", overrides={"store": str(store.path)})
+        estimate = estimate_run(store, local, ["synthesize", "filter_tasks"], {})
+        missing = Store(tmp_path / "none.duckdb")
+        nothing = estimate_run(missing, local, ["onboard", "synthesize"], {})
+        assert fake.calls.total == 0
+    usd = estimate.usd()
+    assert estimate.unpriced == [] and usd is not None and usd.high == 0  # known, and free
+    assert estimate.stages[0].planned > 0
+    assert "approximation" in estimate.stages[0].models[0].tokenizer
+    assert not missing.path.exists()
+    assert not nothing.stages[0].calls_models and "no store yet" in nothing.stages[1].notes[0]
