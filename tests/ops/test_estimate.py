@@ -101,6 +101,18 @@ def recorded_usage(store: Store, stage: str, after: str) -> tuple[int, int]:
     return int(tokens_in), int(tokens_out)
 
 
+def calls_in(store: Store, stage: str) -> int:
+    """Model calls the stage's second run sent (its answered `llm_call` events since the reset)."""
+    return int(
+        store.query(
+            "SELECT count(*) FROM events WHERE stage = ? AND kind = 'llm_call' "
+            "AND status = 'ok' AND run_id IN (SELECT run_id FROM runs WHERE stage = ? "
+            "ORDER BY started_at DESC LIMIT 1)",
+            [stage, stage],
+        )[0][0]
+    )
+
+
 def now(store: Store) -> str:
     return str(store.query("SELECT max(ended_at) FROM events")[0][0])
 
@@ -153,6 +165,18 @@ def test_the_estimate_of_a_second_run_is_within_20_percent_of_what_it_then_recor
                 assert_within(predicted[0], actual[0], stage, "prompt tokens")
                 assert_within(predicted[1], actual[1], stage, "completion tokens")
             print(stage, "estimated", expected_tokens(estimate, stage), "recorded", actual)
+
+        # the stages after them, never run here: planned from the store, priced without history
+        later = estimate_run(
+            store, settings, ["filter_trajectories", "diversify", "multi_turn"], {}
+        )
+        assert fake.calls.total == sum(calls_in(store, s) for s in STAGES)  # none by estimates
+    rating, variants, multi = later.stages
+    assert rating.planned == 16 and variants.planned == 16 * 2  # kept tasks x modes
+    assert rating.sum_of("tokens_in") is not None and variants.sum_of("usd") is not None
+    assert any("max_tokens" in n for n in variants.models[0].notes)
+    # multi-turn prompts are not rendered: with no history its tokens are unknown
+    assert multi.planned > 0 and multi.sum_of("tokens_in") is None
 
 
 @contextlib.contextmanager
