@@ -6,6 +6,7 @@ from __future__ import annotations
 from cli import (  # noqa: F401 - imported for the commands they register
     demo,
     deploy,
+    estimate,
     export,
     extensions,
     onboard,

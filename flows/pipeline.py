@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 from prefect import flow
@@ -22,18 +23,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.artifacts import artifact_key, publish_table, server_table
 from flows.completion import explain_incomplete, latest_runs, stage_kwargs
+from flows.estimate import estimate_run
 from flows.outcome import RunOutcome, combine_outcomes, outcome_state
 from flows.registry import STAGE_NAMES, StageName, normalize_stage
 from flows.registry import stage as stage_def
 from flows.task_runners import RunnerChoice, runner_from_choice
 from toucan.config import Settings, load_settings
+from toucan.estimate import Estimate, estimate_table
 from toucan.records import Run
 from toucan.status import read_run_status
 from toucan.store import Store, resolve_store_path
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["ran", "failed", "skipped_complete", "not_reached"]
+Outcome = Literal["ran", "failed", "skipped_complete", "not_reached", "estimated"]
 
 
 class StageOutcome(BaseModel):
@@ -53,6 +56,7 @@ class PipelineReport(BaseModel):
 
     store: str
     outcomes: list[StageOutcome]
+    estimate: Estimate | None = None  # a dry run's: what the stages would cost
 
     @property
     def failed(self) -> list[StageOutcome]:
@@ -158,6 +162,29 @@ def publish_pipeline_artifacts(store: Store, report: PipelineReport) -> None:
     )
 
 
+def dry_run_report(
+    store: Store,
+    settings: Settings,
+    wanted: list[str],
+    to_run: list[str],
+    kwargs_of: Callable[[str], dict[str, Any]],
+) -> PipelineReport:
+    """The pipeline's dry run: the estimate of the stages that would run, as the report and a
+    table artifact; no stage runs, no model is asked, nothing is written."""
+    estimate = estimate_run(store, settings, to_run, {s: kwargs_of(s) for s in to_run})
+    publish_table(
+        estimate_table(estimate),
+        artifact_key("pipeline", "estimate"),
+        "What the stages that would run will cost (dry run; `toucan estimate`). Unpriced: "
+        + (", ".join(estimate.unpriced) or "none"),
+    )
+    outcomes = [
+        StageOutcome(stage=s, outcome="estimated" if s in to_run else "skipped_complete")
+        for s in wanted
+    ]
+    return PipelineReport(store=str(store.path), outcomes=outcomes, estimate=estimate)
+
+
 @flow(name="pipeline", log_prints=False, validate_parameters=True)
 async def pipeline(
     stages: list[StageName] | None = None,
@@ -171,9 +198,12 @@ async def pipeline(
     task_runner: RunnerChoice | None = None,
     stage_params: dict[StageName, dict[str, Any]] | None = None,
     force: bool = False,
+    dry_run: bool = False,
 ) -> Any:
     """Run the stages in order, skipping complete ones; `stages` narrows the list,
-    `stage_params` passes a stage its own parameters (e.g. onboard: {catalogs: [...]}).
+    `stage_params` passes a stage its own parameters (e.g. onboard: {catalogs: [...]});
+    `dry_run` runs nothing and sends no model call: it publishes what the stages that would run
+    will cost (items, tokens, dollars, time; `toucan estimate`) as an artifact.
     Returns a PipelineReport, in a named Completed state when a stage left error rows or
     produced nothing."""
     store_path = str(resolve_store_path(store))
@@ -185,6 +215,15 @@ async def pipeline(
     settings = load_settings(config, profile=profile)
     to_run, reasons = plan_stages(handle, wanted, force, settings)
     stage_params = stage_params or {}
+
+    def kwargs_of(stage: str) -> dict[str, Any]:
+        offered = _offered_parameters(
+            store_path, config, profile, (limits or {}).get(stage, limit), seed, teachers, choice
+        )
+        return {**stage_kwargs(stage_def(stage).flow, offered), **stage_params.get(stage, {})}
+
+    if dry_run:
+        return dry_run_report(handle, settings, wanted, to_run, kwargs_of)
     for stage in wanted:
         if stage not in to_run:
             outcomes.append(StageOutcome(stage=stage, outcome="skipped_complete"))
@@ -192,11 +231,9 @@ async def pipeline(
         if any(o.outcome == "failed" for o in outcomes):
             outcomes.append(StageOutcome(stage=stage, outcome="not_reached"))
             continue
-        offered = _offered_parameters(
-            store_path, config, profile, (limits or {}).get(stage, limit), seed, teachers, choice
+        outcomes.append(
+            await run_stage_outcome(handle, stage, kwargs_of(stage), choice, reasons[stage])
         )
-        kwargs = {**stage_kwargs(stage_def(stage).flow, offered), **stage_params.get(stage, {})}
-        outcomes.append(await run_stage_outcome(handle, stage, kwargs, choice, reasons[stage]))
     report = PipelineReport(store=store_path, outcomes=outcomes)
     publish_pipeline_artifacts(handle, report)
     if report.failed:

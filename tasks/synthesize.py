@@ -84,6 +84,17 @@ def render_synthesis_prompt(slot: TaskSlot, views: Sequence[ServerView]) -> Rend
     )
 
 
+def shown_views(
+    slot: TaskSlot, views: Mapping[str, ServerView], budget: PromptBudget
+) -> list[ServerView]:
+    """The slot's servers as its prompt shows them: the budget's cut, seeded by the slot, never
+    fewer tools than the slot asks for (KeyError for a server not in `views`)."""
+    return [
+        budget_view(views[server_id], budget, slot.task_id, at_least=slot.num_tools)
+        for server_id in slot.server_ids
+    ]
+
+
 def reply_format_for(slot: TaskSlot, views: Sequence[ServerView]) -> dict[str, Any]:
     """The `response_format` of a slot: SynthesisReply's JSON schema narrowed to the real
     (server, tool) pairs and the exact tool count, for constrained decoders. Parsing stays
@@ -241,10 +252,7 @@ async def synthesize_task(
     """One slot -> one Task row: ok, rejected (with reason) or error (with reason, raw reply).
     `budget` cuts the tools shown per server (seeded by the slot) and caps the reply's text."""
     budget = budget or PromptBudget()
-    shown = [
-        budget_view(views[server_id], budget, slot.task_id, at_least=slot.num_tools)
-        for server_id in slot.server_ids
-    ]
+    shown = shown_views(slot, views, budget)
     prompt = render_synthesis_prompt(slot, shown)
     meta = CallMeta(run_id=run_id, stage=STAGE, server_id=slot.server_ids[0], item_id=slot.task_id)
     try:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from tasks.agent.naming import ExposedTool
 from tasks.agent.react import STOP_SEQUENCES, describe_tools, parse_react_reply
 from tasks.agent.strict_schema import drop_added_nulls
 from tasks.agent.tool_changes import merge_tool_schemas
@@ -30,7 +31,7 @@ from tasks.agent.toolbox import Toolbox
 from toucan.config import ModelsConfig
 from toucan.errors import LlmError
 from toucan.llm.replies import CallMeta, LlmReply, any_embedded, join_names
-from toucan.prompts import render
+from toucan.prompts import RenderedPrompt, render
 from toucan.records import Usage
 
 
@@ -236,9 +237,19 @@ class TurnState:
     model_turns: int = 0
 
 
+def function_calling_prompt(question: str) -> RenderedPrompt:
+    """The opening of a trajectory that offers its tools through the provider's tools API."""
+    return render("trajectories/function_calling", question=question)
+
+
+def react_prompt(question: str, exposed: list[ExposedTool]) -> RenderedPrompt:
+    """The opening of a ReAct trajectory: the offered tools described in the system prompt."""
+    return render("trajectories/react", question=question, tools=describe_tools(exposed))
+
+
 async def run_function_calling(job: AgentJob) -> AgentRun:
     """The provider's native tools API; a turn's tool calls run concurrently."""
-    prompt = render("trajectories/function_calling", question=job.question)
+    prompt = function_calling_prompt(job.question)
     tools = [tool.openai_schema() for tool in job.toolbox.exposed]
     run = AgentRun(messages=list(prompt.messages), tools=tools, prompt_hash=prompt.template_hash)
     await run_model_turns(job, run, TurnState(tools))
@@ -307,8 +318,7 @@ def stop_after_calls(
 async def run_react(job: AgentJob) -> AgentRun:
     """Tools described in the system prompt; calls parsed from the reply text by us."""
     toolbox, budget = job.toolbox, job.budget
-    tools = describe_tools(toolbox.exposed)
-    prompt = render("trajectories/react", question=job.question, tools=tools)
+    prompt = react_prompt(job.question, toolbox.exposed)
     run = AgentRun(
         messages=list(prompt.messages),
         tools=[tool.openai_schema() for tool in toolbox.exposed],  # shown in the system prompt

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tasks.agent.langchain_style import run_langchain
-from tasks.agent.loop import AgentJob, AgentRun, run_function_calling, run_react
+from tasks.agent.loop import (
+    AgentJob,
+    AgentRun,
+    function_calling_prompt,
+    react_prompt,
+    run_function_calling,
+    run_react,
+)
+from tasks.agent.naming import ExposedTool
 from toucan.config import check_names
 from toucan.errors import ConfigError
 
@@ -58,3 +66,15 @@ async def run_agent(style: str, job: AgentJob) -> AgentRun:
     model failure (those end the run with a stop reason). Raises ConfigError for an unknown
     style, or for `langchain` without its extra installed."""
     return await agent_style(style).run(job)
+
+
+def opening_request(
+    style: str, question: str, offered: list[ExposedTool]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The first model request of a trajectory in `style` offered these tools: the messages,
+    and the tools-API entries (None when the style describes the tools in its system prompt).
+    The langchain style sends the function-calling prompt, so it is counted as that one."""
+    if agent_style(style).tools_channel == "system_prompt":
+        return react_prompt(question, offered).messages, None
+    tools = [tool.openai_schema() for tool in offered]
+    return function_calling_prompt(question).messages, tools or None

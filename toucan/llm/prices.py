@@ -166,6 +166,26 @@ def count_prompt_tokens(
     return approximate_prompt_tokens(messages, tools)
 
 
+def describe_tokenizer(model_string: str, own_tokenizer: bool) -> str:
+    """Which tokenizer `count_prompt_tokens` counts `model_string`'s prompts with: LiteLLM's
+    Hugging Face tokenizer of the model's family, else a tiktoken encoding, which is the
+    model's own only when `own_tokenizer` (an OpenAI model on OpenAI's endpoint); anything
+    else is marked an approximation."""
+    if sys.modules.get("litellm") is None:
+        return f"JSON bytes / {APPROX_BYTES_PER_TOKEN} (approximation)"
+    try:  # LiteLLM's own choice, as token_counter makes it (module paths of LiteLLM 1.110)
+        from litellm.litellm_core_utils.token_counter import openai_tokenizer_encoding_name
+        from litellm.utils import huggingface_tokenizer_kind
+
+        family = huggingface_tokenizer_kind(model_string)
+        encoding = openai_tokenizer_encoding_name(model_string)
+    except Exception:  # another LiteLLM layout: its counter still counts, we cannot say how
+        return "LiteLLM token_counter (approximation)"
+    if family:
+        return f"{family} (Hugging Face)"
+    return f"tiktoken {encoding}" + ("" if own_tokenizer else " (approximation)")
+
+
 def approximate_prompt_tokens(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
 ) -> int:
