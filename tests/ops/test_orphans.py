@@ -10,9 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from flows.prefect_api import RECORDS_DIR, reap_stale_servers, record_server
 from mcp_env.sandbox_dirs import process_start
 from tests.fake_llm import FakeLlm
+from tests.ops.test_faults import wait_until
 from tests.synthesize.seed import FAKE_KEY_ENV, competent_model, seed_servers, write_config
 from toucan.records import Run
 from toucan.store import Store
@@ -30,15 +30,6 @@ START_WAIT_S = 600.0  # Prefect's API server alone took 60-245 s to start on a l
 GONE_WAIT_S = 60.0
 SERVER_APP = "prefect.server.api.server:create_app"
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def api_servers(prefect_home: Path) -> list[psutil.Process]:
