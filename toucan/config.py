@@ -22,7 +22,12 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from toucan.errors import ConfigError
 from toucan.ids import content_hash
@@ -429,12 +434,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def any_provider_key(models: dict[str, Any]) -> bool:
-    """True when at least one configured deployment has its API key in the environment."""
+def any_provider_key(models: Any) -> bool:
+    """True when at least one configured deployment has its API key in the environment.
+    Reads the raw, not yet validated YAML: what is not shaped like deployments is skipped
+    here and refused by validation."""
+    groups = models if isinstance(models, dict) else {}
     for group in ("generators", "teachers", "judge"):
-        for dep in models.get(group, []):
-            env = dep.get("api_key_env")
-            if env and os.environ.get(env):
+        deployments = groups.get(group)
+        for dep in deployments if isinstance(deployments, list) else []:
+            env = dep.get("api_key_env") if isinstance(dep, dict) else None
+            if isinstance(env, str) and os.environ.get(env):
                 return True
     return False
 
@@ -471,7 +480,10 @@ def load_settings_with_sources(
     path = user_config_path(config_file)
     user = _read_yaml(path) if path else {}
     profiles = deep_merge(defaults.pop("profiles", {}), user.pop("profiles", None) or {})
-    env = env_layer(Settings)
+    try:
+        env = env_layer(Settings)
+    except SettingsError as exc:  # a TOUCAN_* variable that is not the JSON its field needs
+        raise ConfigError(f"invalid settings: {exc}") from exc
     flags = overrides or {}
     chosen, chosen_by = choose_profile(
         [

@@ -180,3 +180,14 @@ def test_config_sources_prints_each_value_with_the_layer_that_set_it(
     assert lines["mcp.call_timeout_s"].endswith("# env TOUCAN_MCP__CALL_TIMEOUT_S")
     assert lines["synthesize.concurrency"].endswith("# profile local")
     assert lines["models.judge[0].name"].endswith("# default")
+
+
+def test_misshapen_settings_in_a_file_or_the_environment_are_config_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for text in ("models: [1, 2]\n", "models: {generators: [3]}\n", "- a\n- b\n"):
+        with pytest.raises(ConfigError):
+            load_settings(user_file(tmp_path, text))
+    monkeypatch.setenv("TOUCAN_MCP", "{not json")
+    with pytest.raises(ConfigError):
+        load_settings()
