@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.app import app, console, fail
-from cli.prefect_env import start_ephemeral_api
+from cli.app import app, console
 from cli.progress_view import progress_bars
 from toucan.config import FilterTrajectoriesConfig
 from toucan.errors import ToucanError
@@ -77,6 +76,7 @@ async def run_demo_stages(
     """Each stage of both passes as its own `pipeline` run, with a line as it starts and ends;
     returns (pass, StageOutcome, seconds) per stage. Stops at the first failed stage."""
     from flows.pipeline import StageFailed, pipeline
+    from flows.prefect_api import start_ephemeral_api
 
     params = demo_stage_params(store, out)
     start_ephemeral_api()
@@ -146,10 +146,6 @@ def demo(
     )
     for line in describe_local_profile(settings):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    try:
-        with progress_bars():
-            results = asyncio.run(run_demo_stages(store, out, teachers))
-    except ToucanError as exc:
-        fail(str(exc))
-        return
+    with progress_bars():
+        results = asyncio.run(run_demo_stages(store, out, teachers))
     print_results(results, store, out)

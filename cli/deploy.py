@@ -52,12 +52,17 @@ def deploy_command(
     if not os.environ.get("PREFECT_API_URL"):
         fail(
             "PREFECT_API_URL is not set: deployments need a running Prefect server. "
-            "Start one with `toucan server`, or export PREFECT_API_URL=http://HOST:4200/api"
+            "Start one with `toucan server`, or export PREFECT_API_URL=http://HOST:4200/api",
+            "no_prefect_api",
         )
     try:
         register_and_show(pool, schedules, only, as_json, workdir)
     except Exception as exc:  # the CLI edge: an unreachable API is a message, not a traceback
-        fail(f"could not register deployments at {os.environ['PREFECT_API_URL']}: {exc}")
+        fail(
+            f"could not register deployments at {os.environ['PREFECT_API_URL']}: {exc}",
+            "prefect_api_error",
+            code=1,
+        )
 
 
 @app.command("server")
@@ -101,6 +106,5 @@ def server_command(
     try:
         code = serve(config, on_ready, lambda line: console.print(line))
     except (RuntimeError, TimeoutError) as exc:
-        fail(str(exc))
-        return
+        fail(str(exc), "server_start_failed", code=1)
     raise typer.Exit(code)

@@ -43,7 +43,7 @@ def export(
     if mix not in ("paper", "none"):
         fail(f"unknown mix {mix!r}; use paper or none")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        fail(f"{out} exists and is not empty; pass --overwrite to replace it")
+        fail(f"{out} exists and is not empty; pass --overwrite to replace it", "already_exists")
     summary = run.flow(
         export_flow, out_dir=str(out), formats=chosen, mix=mix, overwrite=overwrite, seed=seed
     )
@@ -75,7 +75,7 @@ def report(
 
     target = Store(run.store or load_settings(run.config).store).path
     if not target.exists():
-        fail(f"no store at {target}: run `toucan onboard` first")
+        fail(f"no store at {target}: run `toucan onboard` first", "no_store")
     summary = run.flow(report_flow, out=str(out))
     if summary is None:
         return

@@ -1,7 +1,8 @@
 """Prefect settings for CLI use, applied before Prefect is imported.
 
 Ephemeral mode (no server) is the default. Prefect's own INFO logs and its shutdown noise
-would drown the CLI's progress and tables, so the CLI keeps them at WARNING unless asked.
+would drown the CLI's progress and tables, so the CLI keeps them at WARNING unless asked,
+and its run logs and any traceback off the console unless --debug (`quiet_console_logs`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 
-from toucan.secrets import secrets_withheld
-
+# the loggers of Prefect's flow and task runs and of its engine around them
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine", "prefect.flow_engine")
 QUIET_DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_LOGGING_LOG_PRINTS": "false",
@@ -39,15 +40,25 @@ def configure_quiet_prefect(verbose: bool = False) -> None:
     logging.getLogger("prefect.server.events").setLevel(logging.CRITICAL)
 
 
-def start_ephemeral_api() -> None:
-    """Start Prefect's ephemeral API server now (it would start with the first flow), with
-    secrets withheld from the copy of our environment Prefect hands it: it needs none, and
-    any process of ours could read it. No-op when PREFECT_API_URL names a server."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+class QuietConsole(logging.Filter):
+    """Without --debug, on the console: no Prefect run log (they still reach the Prefect API
+    and its UI) and no traceback. A failure is the CLI's one line (cli/failures.py)."""
 
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return
-    from prefect.server.api.server import SubprocessASGIServer
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(RUN_LOGGERS):
+            return False
+        # console handlers are the last a record reaches (the root's), so dropping the
+        # traceback here leaves what the API handlers send as it was
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True
 
-    with secrets_withheld():
-        SubprocessASGIServer().start()
+
+def quiet_console_logs() -> None:
+    """Put `QuietConsole` on the console handlers Prefect configured (call after importing
+    Prefect; once is enough, again is harmless). Other handlers (a test's log capture) stay
+    as they are."""
+    for name in ("", "prefect._internal"):
+        for handler in logging.getLogger(name).handlers:
+            ours = type(handler).__module__.startswith("prefect.")
+            if ours and not any(isinstance(f, QuietConsole) for f in handler.filters):
+                handler.addFilter(QuietConsole())

@@ -46,8 +46,8 @@ class LineHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         update: ProgressUpdate | None = getattr(record, "progress", None)
-        if update is None:
-            return
+        if update is None or update.total == 0:
+            return  # a stage with nothing planned has no progress to tell (its summary says so)
         now = time.monotonic()
         if update.done == 0 or update.stage not in self.started:
             self.started[update.stage] = now

@@ -1,8 +1,9 @@
 """How a stage command runs its flow. `@stage_command` registers a command with the options
-every stage command takes (--store, --config, --profile, --json) besides its own, and hands
-them over as a `RunOptions`; `RunOptions.flow` runs the flow with progress bars unless --json,
-turns a ToucanError (or a refused output folder, a bad value) into a message and exit 2, and
-prints the summary as JSON or hands it back for the command's tables."""
+every stage command takes (--store, --config, --profile, --json) besides its own, checks the
+settings and the store file before anything starts (cli/preflight.py), and hands the options
+over as a `RunOptions`; `RunOptions.flow` starts Prefect's API (flows/prefect_api.py), runs
+the flow with progress bars unless --json, and prints the summary as JSON or hands it back
+for the command's tables. A failure ends the command as cli/failures.py says."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, fail, print_json
-from cli.prefect_env import start_ephemeral_api
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, print_json
+from cli.failures import debug_enabled
+from cli.prefect_env import quiet_console_logs
+from cli.preflight import check_before_start
 from cli.progress_view import progress_bars
-from toucan.errors import ToucanError
 
 STAGE_COMMANDS: list[str] = []  # the commands that run a stage's flow, as registered
 COMMON_OPTIONS = (
@@ -41,17 +43,18 @@ class RunOptions:
 
     def flow(self, flow_fn: Callable[..., Any], **params: Any) -> Any | None:
         """The flow's summary for the command to print, or None once --json has printed it."""
+        from flows.prefect_api import start_ephemeral_api
+
+        if not debug_enabled():
+            quiet_console_logs()
         start_ephemeral_api()
-        try:
-            with progress_bars(enabled=not self.as_json):
-                summary = flow_fn(
-                    store=str(self.store) if self.store else None,
-                    config=str(self.config) if self.config else None,
-                    profile=self.profile,
-                    **params,
-                )
-        except (ToucanError, FileExistsError, ValueError) as exc:
-            fail(str(exc))
+        with progress_bars(enabled=not self.as_json):
+            summary = flow_fn(
+                store=str(self.store) if self.store else None,
+                config=str(self.config) if self.config else None,
+                profile=self.profile,
+                **params,
+            )
         if self.as_json:
             dumped = summary.model_dump(mode="json") if isinstance(summary, BaseModel) else summary
             print_json(dumped)
@@ -75,6 +78,7 @@ def stage_command(name: str | None = None) -> Callable[[Callable[..., None]], Ca
         @functools.wraps(fn)
         def command(**values: Any) -> None:
             run = RunOptions(**{option: values.pop(option) for option, _, _ in COMMON_OPTIONS})
+            check_before_start(run.store, run.config, run.profile)
             fn(run, **values)
 
         command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

@@ -30,8 +30,7 @@ def show(
     target = Store(store or load_settings(config).store)
     rows = target.select(Trajectory, "starts_with(trajectory_id, ?)", [trajectory_id])
     if len(rows) != 1:
-        fail(f"{len(rows)} trajectories match {trajectory_id!r}")
-        return
+        fail(f"{len(rows)} trajectories match {trajectory_id!r}", "no_single_match")
     row = rows[0]
     ratings = target.select(TrajectoryRating, "trajectory_id = ?", [row.trajectory_id])
     if as_json:

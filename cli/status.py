@@ -11,7 +11,6 @@ from rich.live import Live
 from rich.table import Table
 
 from cli.app import JsonOpt, StoreOpt, app, console, fail, print_json
-from toucan.errors import StoreError
 from toucan.status import RunStatus, list_runs, read_run_status
 from toucan.store import Store
 
@@ -103,15 +102,12 @@ def status_command(
     cost and 429s per model, for one run, read from the store (read-only)."""
     handle = Store(store)
     if not handle.path.exists():
-        fail(f"no store at {handle.path}: run `toucan onboard` first")
-    try:
-        current = read_run_status(handle, run)
-    except StoreError as exc:
-        fail(str(exc))
-        return
+        fail(f"no store at {handle.path}: run `toucan onboard` first", "no_store")
+    current = read_run_status(handle, run)
     if current is None:
-        fail(f"no run {run!r} in {handle.path}" if run else f"no runs yet in {handle.path}")
-        return
+        fail(
+            f"no run {run!r} in {handle.path}" if run else f"no runs yet in {handle.path}", "no_run"
+        )
     if as_json and not watch:
         print_json(current.as_json())
         return

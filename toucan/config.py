@@ -1,5 +1,6 @@
-"""Settings: one pydantic-settings object from the embedded defaults, a YAML file, a profile
-and TOUCAN_* environment variables (in rising order of precedence).
+"""Settings: one pydantic-settings object from the embedded defaults, a profile, the user's
+YAML file, TOUCAN_* environment variables and a command's flags, in rising order of
+precedence (toucan/settings_layers.py).
 
 Models are named by role (generators, teachers, judge); the names map to LiteLLM model strings
 here, never in code. `extra="forbid"` everywhere so a typo in the YAML fails at load.
@@ -8,7 +9,7 @@ here, never in code. `extra="forbid"` everywhere so a typo in the YAML fails at 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,11 +22,17 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from toucan.errors import ConfigError
 from toucan.ids import content_hash
 from toucan.records import TRAJECTORY_RULES
+from toucan.settings_layers import DEFAULT_SOURCE, Layer, deep_merge, env_layer, merge_layers
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
@@ -404,7 +411,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)  # env beats the merged YAML
+        # the environment is one of load_settings' layers, merged in its place there
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _model_groups_exist(self) -> Settings:
@@ -425,16 +433,6 @@ class Settings(BaseSettings):
         return content_hash(self.model_dump(mode="json"), 16)
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
@@ -445,14 +443,26 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def any_provider_key(models: dict[str, Any]) -> bool:
-    """True when at least one configured deployment has its API key in the environment."""
+def any_provider_key(models: Any) -> bool:
+    """True when at least one configured deployment has its API key in the environment.
+    Reads the raw, not yet validated YAML: what is not shaped like deployments is skipped
+    here and refused by validation."""
+    groups = models if isinstance(models, dict) else {}
     for group in ("generators", "teachers", "judge"):
-        for dep in models.get(group, []):
-            env = dep.get("api_key_env")
-            if env and os.environ.get(env):
+        deployments = groups.get(group)
+        for dep in deployments if isinstance(deployments, list) else []:
+            env = dep.get("api_key_env") if isinstance(dep, dict) else None
+            if isinstance(env, str) and os.environ.get(env):
                 return True
     return False
+
+
+def user_config_path(config_file: str | Path | None) -> Path | None:
+    """The user's settings file: --config, else TOUCAN_CONFIG, else ./toucan.yaml if present."""
+    path = config_file or os.environ.get("TOUCAN_CONFIG")
+    if path is None and Path("toucan.yaml").exists():
+        path = "toucan.yaml"
+    return Path(path) if path else None
 
 
 def load_settings(
@@ -461,30 +471,81 @@ def load_settings(
     profile: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Settings:
-    """Defaults <- YAML file <- profile <- overrides (CLI flags) <- TOUCAN_* env."""
-    raw = _read_yaml(DEFAULTS_FILE)
-    path = config_file or os.environ.get("TOUCAN_CONFIG")
-    if path is None and Path("toucan.yaml").exists():
-        path = "toucan.yaml"
-    if path:
-        raw = _deep_merge(raw, _read_yaml(Path(path)))
-    profiles: dict[str, Any] = raw.pop("profiles", {})
-    chosen = profile or os.environ.get("TOUCAN_PROFILE") or raw.get("profile", "auto")
-    if chosen == "auto":
-        chosen = "cloud" if any_provider_key(raw.get("models", {})) else "local"
+    """Default < profile < user file < TOUCAN_* environment < overrides (a command's flags);
+    see toucan/settings_layers.py. Raises ConfigError for a file that cannot be read, an
+    unknown profile, an unknown key or a bad value."""
+    return load_settings_with_sources(config_file, profile=profile, overrides=overrides)[0]
+
+
+def load_settings_with_sources(
+    config_file: str | Path | None = None,
+    *,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Settings, dict[str, str]]:
+    """`load_settings`, plus the label of the layer that set each dotted key (a key missing
+    there has its field default: `settings_layers.source_of`)."""
+    defaults = _read_yaml(DEFAULTS_FILE)
+    path = user_config_path(config_file)
+    user = _read_yaml(path) if path else {}
+    profiles = deep_merge(defaults.pop("profiles", {}), user.pop("profiles", None) or {})
+    try:
+        env = env_layer(Settings)
+    except SettingsError as exc:  # a TOUCAN_* variable that is not the JSON its field needs
+        raise ConfigError(f"invalid settings: {exc}") from exc
+    flags = overrides or {}
+    chosen, chosen_by = choose_profile(
+        [
+            (profile or flags.get("profile"), "flag --profile"),
+            (env.values.get("profile"), "env TOUCAN_PROFILE"),
+            (user.get("profile"), f"file {path}"),
+            (defaults.get("profile", "auto"), DEFAULT_SOURCE),
+        ],
+        [defaults, user, env.values, flags],
+    )
     if chosen not in profiles:
         raise ConfigError(f"unknown profile {chosen!r}; known: {', '.join(sorted(profiles))}")
-    raw = _deep_merge(raw, profiles[chosen] or {})
-    raw = _deep_merge(raw, overrides or {})
-    raw["profile"] = chosen
-    env_profile = os.environ.pop("TOUCAN_PROFILE", None)  # already applied above
+    raw, sources = merge_layers(
+        [
+            Layer(label, {k: v for k, v in values.items() if k != "profile"}, names)
+            for label, values, names in (
+                (DEFAULT_SOURCE, defaults, {}),
+                (f"profile {chosen}", profiles[chosen] or {}, {}),
+                (f"file {path}", user, {}),
+                (env.label, env.values, env.names),
+                ("flag", flags, {}),
+            )
+        ]
+    )
+    raw["profile"], sources["profile"] = chosen, chosen_by
     try:
-        return Settings(**raw)
+        return Settings(**raw), sources
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from exc
-    finally:
-        if env_profile is not None:
-            os.environ["TOUCAN_PROFILE"] = env_profile
+        raise ConfigError(f"invalid settings: {describe_validation_error(exc)}") from exc
+
+
+def choose_profile(
+    named: list[tuple[str | None, str]], layers: list[Mapping[str, Any]]
+) -> tuple[str, str]:
+    """The profile named first in `named` ((name or None, where it was named), highest layer
+    first) and where; `auto` is `cloud` when a deployment of the merged `layers` has its API
+    key in the environment, else `local`."""
+    chosen, chosen_by = next((name, label) for name, label in named if name)
+    if chosen != "auto":
+        return chosen, chosen_by
+    merged, _ = merge_layers([Layer("", values) for values in layers])
+    return (
+        "cloud" if any_provider_key(merged.get("models", {})) else "local"
+    ), f"{chosen_by}, auto"
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Every problem of a validation error on one line: `dotted.key: message; ...`."""
+    problems = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "settings"
+        problems.append(f"{where}: {problem['msg']}")
+    return "; ".join(problems)
 
 
 def check_names(names: Sequence[str], known: Iterable[str], kind: str, reason: str) -> list[str]:

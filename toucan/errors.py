@@ -21,10 +21,12 @@ Each class carries a stable snake_case `reason` token; rows store that token, an
 `toucan status` counts by it. `RETRYABLE_REASONS` are the tokens worth another attempt on a
 later run (the cause may pass: a provider outage, a crashed server, a raised cap); any other is
 a final answer. The table covers the reasons of every stage's rows, not only these classes.
+`failure_reason` names any exception that ends a command, ours or the operating system's.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Literal
 
 
@@ -183,3 +185,42 @@ def error_row_fields(error: Exception) -> dict[str, str | None]:
         "reason": error.reason if isinstance(error, LlmError) else "internal_error",
         "raw_reply": error.raw if isinstance(error, UnparseableReply) else None,
     }
+
+
+# what an OSError means to a user, by errno; any other errno is `os_error`
+OS_ERROR_REASONS = {
+    errno.ENOSPC: "disk_full",
+    errno.EDQUOT: "disk_full",
+    errno.EFBIG: "file_too_large",
+    errno.EACCES: "permission_denied",
+    errno.EPERM: "permission_denied",
+    errno.EROFS: "permission_denied",
+    errno.ENOTDIR: "not_a_directory",
+    errno.EISDIR: "is_a_directory",
+    errno.ENOENT: "not_found",
+    errno.EEXIST: "already_exists",
+}
+
+
+def failure_cause(error: BaseException) -> BaseException:
+    """The exception that says why: the first ToucanError or OSError along the chain of
+    causes (a library error raised while handling ours), else `error` itself."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ToucanError | OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return error
+
+
+def failure_reason(error: BaseException) -> str:
+    """The reason token of an exception that ended a command: a ToucanError's own, an
+    OSError's by errno (`disk_full`, `permission_denied`, ...), else `internal_error`."""
+    cause = failure_cause(error)
+    if isinstance(cause, ToucanError):
+        return cause.reason
+    if isinstance(cause, OSError):
+        return OS_ERROR_REASONS.get(cause.errno or 0, "os_error")
+    return "internal_error"

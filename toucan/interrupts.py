@@ -19,6 +19,14 @@ from types import FrameType
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be; `signum` says which signal (exit 128 + it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signal.Signals(signum).name}")
+        self.signum = signum
+
+
 def handle_signals() -> None:
     """SIGTERM (a scheduler, `kill`, docker stop) takes the Ctrl-C path, so the run is marked
     interrupted and the servers this process started are stopped instead of outliving it."""
@@ -26,7 +34,7 @@ def handle_signals() -> None:
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    raise Terminated(signum)
 
 
 @contextlib.contextmanager

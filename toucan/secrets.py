@@ -12,12 +12,11 @@ environment minus secrets. Only what calls a provider holds a key.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -46,19 +45,6 @@ def without_secrets(
         for name, value in environ.items()
         if not is_secret_name(name) or name.startswith(keep_prefixes)
     }
-
-
-@contextlib.contextmanager
-def secrets_withheld() -> Iterator[None]:
-    """Take secrets out of `os.environ` for the duration (for a library that starts its
-    own child with a copy of it); use only while no other thread reads the environment."""
-    held = {name: value for name, value in os.environ.items() if is_secret_name(name)}
-    for name in held:
-        del os.environ[name]
-    try:
-        yield
-    finally:
-        os.environ.update(held)
 
 
 def blank_start_environment() -> list[str]:

@@ -27,8 +27,9 @@ print(json.dumps({"names": sorted(names), "before": before, "after": after,
 START_API_AND_REPORT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from cli.prefect_env import configure_quiet_prefect, start_ephemeral_api
+from cli.prefect_env import configure_quiet_prefect
 configure_quiet_prefect()
+from flows.prefect_api import start_ephemeral_api
 start_ephemeral_api()
 from prefect.server.api.server import SubprocessASGIServer
 server = SubprocessASGIServer()
