@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flows.artifacts import stage_artifacts
 from tasks.llm_batch import PARALLEL_BATCHES, ProgressCounter
@@ -23,6 +23,9 @@ from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.records import Record, Run, utc_now
 from toucan.store import Store
+
+if TYPE_CHECKING:
+    from flows.spend import ModelGuards
 
 FLUSH_EVERY = 200  # events buffered before a write; a crash loses at most this many
 # A run allocates millions of short-lived objects (messages, records, events); with Python's
@@ -103,8 +106,9 @@ class StageTally:
 @dataclass
 class RunContext:
     """One run of one stage: its row, the store it writes, its settings, the events and
-    counters it gathers and the summary its row keeps; the runner adds the stage's plan, and
-    once the fan-out starts the embedded model's url and the progress counter."""
+    counters it gathers and the summary its row keeps; the runner adds the stage's plan and,
+    for a stage that calls models, its guards (flows/spend.py), and once the fan-out starts
+    the embedded model's url and the progress counter."""
 
     run: Run
     store: Store
@@ -115,6 +119,7 @@ class RunContext:
     plan: StagePlan[Any] = field(default_factory=StagePlan)
     local_base_url: str | None = None
     progress: ProgressCounter | None = None
+    guards: ModelGuards | None = None
 
     @property
     def run_id(self) -> str:

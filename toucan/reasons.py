@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Literal
 
+from toucan.errors import RETRYABLE_REASONS
+
 Disposition = Literal["retryable", "final"]
 
-# The model layer's transient failures (toucan/llm/errors.py): the provider may answer later.
-LLM_RETRYABLE = frozenset(
-    {"rate_limited", "model_timeout", "model_server_error", "llm_error", "internal_error"}
-)
+# The model layer's transient failures (toucan/llm/errors.py): the provider may answer later;
+# and the calls a run's guards did not send (an outage, a budget cap): the next run may
+LLM_RETRYABLE = RETRYABLE_REASONS
 # An MCP server that did not come up in time or died may come up the second time.
 MCP_RETRYABLE = frozenset(
     {"initialize_timeout", "connect_timeout", "server_crashed", "crashed_at_start"}

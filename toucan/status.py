@@ -10,7 +10,9 @@ Definitions (the same in `toucan status`, the Prefect artifacts and the tests):
 - items/min of a server = its finished items / the minutes between its first item start and
   its last item end (None while that span is zero);
 - tokens/min of a model = (tokens in + out of its llm calls) / the minutes of its call span;
-- a 429 is an llm call with error_class `RateLimited` or status `rate_limited`.
+- a 429 is an llm call with error_class `RateLimited` or status `rate_limited`;
+- spend = the cost of the llm calls with status `ok`: a cached reply (status `cached`) costs
+  nothing and is counted apart; a failed or unsent call is billed nothing.
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ class ModelStats(BaseModel):
     p50_ms: float | None = None
 
 
+class StageSpend(BaseModel):
+    """What one stage paid one deployment, over every run on the store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    model: str
+    paid_calls: int = 0
+    cached_calls: int = 0
+    spent_usd: float = 0.0
+
+
 class Progress(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +103,7 @@ class RunStatus(BaseModel):
     progress: Progress
     servers: list[ServerStats] = Field(default_factory=list)
     models: list[ModelStats] = Field(default_factory=list)
+    spent_usd: float = 0.0  # this run, so far: the calls of its written batches
     summary: dict[str, Any] = Field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -219,6 +234,14 @@ def measure_progress(events: pl.DataFrame, planned: int | None = None) -> Progre
     return Progress(done=items.height - failed, failed=failed, planned=planned)
 
 
+def measure_spend(events: pl.DataFrame) -> float:
+    """Dollars of the answered model calls (module docstring: cached replies are free)."""
+    if events.is_empty():
+        return 0.0
+    paid = events.filter((pl.col("kind") == "llm_call") & (pl.col("status") == "ok"))
+    return round(float(paid.get_column("cost_usd").sum()), 6)
+
+
 def build_run_status(run: Run, events: pl.DataFrame, *, now: datetime | None = None) -> RunStatus:
     """Everything `toucan status` and the artifacts show about one run."""
     end = run.finished_at or now or utc_now()
@@ -233,6 +256,7 @@ def build_run_status(run: Run, events: pl.DataFrame, *, now: datetime | None = N
         progress=measure_progress(events, planned if isinstance(planned, int) else None),
         servers=summarize_servers(events),
         models=summarize_models(events),
+        spent_usd=measure_spend(events),
         summary=run.summary,
     )
 
@@ -260,6 +284,26 @@ def read_run_events(store: Store, run_id: str) -> pl.DataFrame:
     if not store.path.exists() or not store.count(Event):
         return empty_events_frame()
     return store.frame("SELECT * FROM events WHERE run_id = ?", [run_id])
+
+
+def read_store_spend(store: Store) -> list[StageSpend]:
+    """Spend per stage and deployment over every run on the store (module docstring for what
+    counts), by stage then model."""
+    if not store.path.exists() or not store.count(Event):
+        return []
+    rows = store.query(
+        "SELECT stage, coalesce(model, ?), count(*) FILTER (WHERE status = 'ok'), "
+        "count(*) FILTER (WHERE status = 'cached'), "
+        "coalesce(sum(cost_usd) FILTER (WHERE status = 'ok'), 0) "
+        "FROM events WHERE kind = 'llm_call' GROUP BY ALL ORDER BY ALL",
+        [NO_MODEL],
+    )
+    return [
+        StageSpend(
+            stage=stage, model=model, paid_calls=paid, cached_calls=cached, spent_usd=round(usd, 6)
+        )
+        for stage, model, paid, cached, usd in rows
+    ]
 
 
 def mark_stale(run: Run) -> Run:
