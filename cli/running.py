@@ -2,7 +2,8 @@
 every stage command takes (--store, --config, --profile, --json) besides its own, and hands
 them over as a `RunOptions`; `RunOptions.flow` runs the flow with progress bars unless --json,
 turns a ToucanError (or a refused output folder, a bad value) into a message and exit 2, and
-prints the summary as JSON or hands it back for the command's tables."""
+prints the summary as JSON or, after a line with the run's model spend, hands it back for the
+command's tables."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, fail, print_json
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, fail, print_json
 from cli.prefect_env import start_ephemeral_api
 from cli.progress_view import progress_bars
 from toucan.errors import ToucanError
@@ -56,6 +57,9 @@ class RunOptions:
             dumped = summary.model_dump(mode="json") if isinstance(summary, BaseModel) else summary
             print_json(dumped)
             return None
+        if spent_by_model := getattr(summary, "spent_by_model", None):  # a StageSummary
+            shares = ", ".join(f"{model} ${usd:.4f}" for model, usd in spent_by_model.items())
+            console.print(f"model spend ${summary.spent_usd:.4f} ({shares})")
         return summary
 
 

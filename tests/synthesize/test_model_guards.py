@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from cli import app
 from flows.registry import synthesize_flow
 from flows.runner import run_stage_async
 from tests.fake_llm import FakeLlm, Rule
@@ -30,10 +32,11 @@ OUTAGE_ITEMS, ATTEMPTS, BREAKER = 30, 5, 3
 OUTAGE_DEADLINE_S = 60  # generous for a loaded box; measured 3-5 s (it was 107 s unguarded)
 
 
-def guarded_config(path: Path, base_url: str, **models: Any) -> Path:
+def guarded_config(path: Path, base_url: str, budget: float | None = None, **models: Any) -> Path:
     """The stage 2 test config with every deployment priced, retrying `ATTEMPTS - 1` times and
-    replying in at most MAX_TOKENS; `models` sets fields of the models section."""
-    write_config(path, base_url)
+    replying in at most MAX_TOKENS, capped at `budget` dollars; `models` sets fields of the
+    models section."""
+    write_config(path, base_url, **({"budget": {"usd": budget}} if budget is not None else {}))
     config = yaml.safe_load(path.read_text())
     for group in ("generators", "teachers", "judge"):
         for deployment in config["models"][group]:
@@ -151,3 +154,22 @@ def test_a_cap_with_an_unpriced_deployment_refuses_to_start_unless_allowed(
     allowed = synthesize(config, store, 3, budget={"usd": 1.0, "allow_unpriced": True})
     assert allowed.by_status == {"ok": 3} and allowed.spent_usd == 0
     assert store.count(Event, "kind = 'llm_call' AND status = 'ok'") == 3
+
+
+def test_the_cli_says_in_one_line_how_to_continue_and_prints_the_spend_of_a_run(
+    fake_llm: FakeLlm, tmp_path: Path, prefect_harness: None
+) -> None:
+    store = fresh_store(tmp_path / "cli.duckdb")
+    runner = CliRunner()
+
+    def run(budget: float) -> Any:
+        config = guarded_config(tmp_path / f"toucan-{budget}.yaml", fake_llm.base_url, budget)
+        common = ["--store", str(store.path), "--config", str(config), "--profile", "cloud"]
+        return runner.invoke(app, ["synthesize", "--limit", "3", "--seed", "0", *common])
+
+    stopped = run(1e-9)  # not even one call fits
+    assert stopped.exit_code == 2 and fake_llm.calls.total == 0
+    assert "raise budget.usd and run the stage again" in stopped.output
+    finished = run(1.0)
+    assert finished.exit_code == 0, finished.output
+    assert "model spend $0.00" in finished.output and fake_llm.calls.total == 3
