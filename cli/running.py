@@ -3,7 +3,8 @@ every stage command takes (--store, --config, --profile, --json) besides its own
 settings and the store file before anything starts (cli/preflight.py), and hands the options
 over as a `RunOptions`; `RunOptions.flow` starts Prefect's API (flows/prefect_api.py), runs
 the flow with progress bars unless --json, and prints the summary as JSON or hands it back
-for the command's tables. A failure ends the command as cli/failures.py says."""
+for the command's tables
+(after a line with the run's model spend). A failure ends the command as cli/failures.py says."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, print_json
+from cli.app import ConfigOpt, JsonOpt, ProfileOpt, StoreOpt, app, console, print_json
 from cli.failures import debug_enabled
 from cli.prefect_env import quiet_console_logs
 from cli.preflight import check_before_start
@@ -59,6 +60,9 @@ class RunOptions:
             dumped = summary.model_dump(mode="json") if isinstance(summary, BaseModel) else summary
             print_json(dumped)
             return None
+        if spent_by_model := getattr(summary, "spent_by_model", None):  # a StageSummary
+            shares = ", ".join(f"{model} ${usd:.4f}" for model, usd in spent_by_model.items())
+            console.print(f"model spend ${summary.spent_usd:.4f} ({shares})")
         return summary
 
 

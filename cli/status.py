@@ -1,4 +1,5 @@
-"""`toucan status`: per-server and per-model throughput of the current or any past run."""
+"""`toucan status`: per-server and per-model throughput of the current or any past run, and
+what the store's runs spent per stage and model."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from rich.live import Live
 from rich.table import Table
 
 from cli.app import JsonOpt, StoreOpt, app, console, fail, print_json
-from toucan.status import RunStatus, list_runs, read_run_status
+from toucan.status import (
+    RunStatus,
+    StageSpend,
+    list_runs,
+    read_run_status,
+    read_store_spend,
+)
 from toucan.store import Store
 
 REFRESH_S = 2.0
@@ -41,6 +48,13 @@ def render_status(status: RunStatus) -> Group:
     if outcome.get("state") not in (None, "Completed"):  # flows/outcome.py
         header.add_row("outcome", outcome["state"], "", "", "", "")
         header.add_row("", outcome.get("message", ""), "", "", "", "")
+    stopped = status.summary.get("stopped")
+    header.add_row(
+        "spent",
+        f"${status.spent_usd:.4f}",
+        "stopped" if stopped else "",
+        f"{stopped} ({status.summary.get('not_started', 0)} not started)" if stopped else "",
+    )
     servers = Table(title="per server", title_justify="left")
     for col in ("server", "done", "failed", "items/min", "p50 ms", "p95 ms", "tool calls"):
         servers.add_column(col, justify="left" if col == "server" else "right")
@@ -70,6 +84,19 @@ def render_status(status: RunStatus) -> Group:
             str(m.rate_limited),
         )
     return Group(header, servers, models)
+
+
+def render_spend(spend: list[StageSpend]) -> Table:
+    """Spend per stage and model over every run on the store; cached replies cost nothing."""
+    table = Table(title="spend per stage and model (all runs; cached replies are free)")
+    for col in ("stage", "model", "paid calls", "cached", "spent $"):
+        table.add_column(col, justify="left" if col in ("stage", "model") else "right")
+    for row in spend:
+        table.add_row(
+            row.stage, row.model, str(row.paid_calls), str(row.cached_calls), f"{row.spent_usd:.4f}"
+        )
+    table.add_row("total", "", "", "", f"{sum(row.spent_usd for row in spend):.4f}")
+    return table
 
 
 def render_runs(store: Store) -> Table:
@@ -109,10 +136,11 @@ def status_command(
             f"no run {run!r} in {handle.path}" if run else f"no runs yet in {handle.path}", "no_run"
         )
     if as_json and not watch:
-        print_json(current.as_json())
+        print_json(status_json(current, handle))
         return
     if not watch:
         console.print(render_status(current))
+        console.print(render_spend(read_store_spend(handle)))
         console.print(render_runs(handle))
         return
     with Live(render_status(current), console=console, refresh_per_second=4) as live:
@@ -124,4 +152,9 @@ def status_command(
             current = refreshed
             live.update(render_status(current))
     if as_json:
-        print_json(current.as_json())
+        print_json(status_json(current, handle))
+
+
+def status_json(current: RunStatus, store: Store) -> dict[str, object]:
+    """The run's status, plus `spend`: every run's spend on the store per stage and model."""
+    return {**current.as_json(), "spend": [row.model_dump() for row in read_store_spend(store)]}

@@ -1,5 +1,5 @@
-"""Prefect artifacts of a stage run: a progress bar that moves while it runs, and one table
-per server and per model when it ends (the same figures as `toucan status`).
+"""Prefect artifacts of a stage run: a progress bar that moves while it runs, and tables per
+server, per model and of its spend when it ends (the same figures as `toucan status`).
 
 `stage_run` (flows.run_context) wraps every stage in `stage_artifacts(ctx)`, so stages need no code
 of their own: the progress bar listens to `toucan.progress.report_progress`, and the tables
@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from toucan.config import BudgetConfig
 from toucan.progress import ProgressUpdate, listening
 from toucan.status import RunStatus, read_run_status
 
@@ -71,6 +72,36 @@ def model_table(status: RunStatus) -> list[dict[str, Any]]:
     ]
 
 
+def spend_table(status: RunStatus) -> list[dict[str, Any]]:
+    """One row per model the run paid (cached replies are free and counted apart), and the
+    total."""
+    rows = [
+        {
+            "model": m.model,
+            "paid_calls": m.calls - m.cached - m.failed,
+            "cached_calls": m.cached,
+            "spent_usd": m.cost_usd,
+        }
+        for m in status.models
+    ]
+    total = {"model": "total", "paid_calls": sum(r["paid_calls"] for r in rows)}
+    total |= {"cached_calls": sum(r["cached_calls"] for r in rows), "spent_usd": status.spent_usd}
+    return [*rows, total]
+
+
+def spend_description(status: RunStatus, caps: BudgetConfig) -> str:
+    """What the spend table covers, the caps it ran under and whether they stopped it."""
+    shown = [f"budget.usd ${caps.usd:.4f}"] if caps.usd is not None else []
+    if (stage_cap := caps.per_stage.get(status.stage)) is not None:
+        shown.append(f"budget.per_stage.{status.stage} ${stage_cap:.4f}")
+    shown += [f"budget.per_deployment.{k} ${v:.4f}" for k, v in caps.per_deployment.items()]
+    text = f"Model spend of run {status.run_id} ({status.stage}): ${status.spent_usd:.4f}; "
+    text += f"caps: {', '.join(shown) or 'none'}"
+    if stopped := status.summary.get("stopped"):
+        text += f"; stopped: {stopped}, {status.summary.get('not_started', 0)} items not started"
+    return text
+
+
 def publish_table(rows: list[dict[str, Any]], key: str, description: str) -> UUID | None:
     if not in_flow_run():
         logger.debug("no Prefect flow run: table artifact %s skipped", key)
@@ -82,8 +113,11 @@ def publish_table(rows: list[dict[str, Any]], key: str, description: str) -> UUI
     )
 
 
-def publish_run_tables(status: RunStatus, *, prefix: str | None = None) -> list[UUID]:
-    """A table artifact per server and per model, keyed `<stage>-servers`/`<stage>-models`."""
+def publish_run_tables(
+    status: RunStatus, *, prefix: str | None = None, caps: BudgetConfig | None = None
+) -> list[UUID]:
+    """A table artifact per server, per model and of the spend, keyed `<stage>-servers`,
+    `<stage>-models` and `<stage>-spend`."""
     name = prefix or status.stage
     ids = [
         publish_table(
@@ -95,6 +129,11 @@ def publish_run_tables(status: RunStatus, *, prefix: str | None = None) -> list[
             model_table(status),
             artifact_key(name, "models"),
             f"Per-model calls, tokens/min, cost and 429s of run {status.run_id}.",
+        ),
+        publish_table(
+            spend_table(status),
+            artifact_key(name, "spend"),
+            spend_description(status, caps or BudgetConfig()),
         ),
     ]
     return [i for i in ids if i is not None]
@@ -192,6 +231,8 @@ def publish_stage_tables(ctx: RunContext) -> None:
         ctx.flush_events()
         status = read_run_status(ctx.store, ctx.run_id)
         if status is not None:
-            publish_run_tables(status)
+            # the run row gets its summary after this; the tables say how the run ended
+            status = status.model_copy(update={"summary": ctx.summary})
+            publish_run_tables(status, caps=ctx.settings.budget)
     except Exception:  # the stage's own outcome stands whatever happens to its report
         logger.warning("could not publish the tables of run %s", ctx.run_id, exc_info=True)

@@ -2,7 +2,9 @@
 
 Both run at most `parallel` batches at once and hand each output to `write` as it completes,
 one write at a time (the flow run is the store's single writer); a batch that raises is
-handed to `on_error`, which returns the output standing in for it or raises.
+handed to `on_error`, which returns the output standing in for it or raises. Once `stopped`
+says so (the run's model guards tripped: flows/spend.py) no further batch starts: each is
+handed to `skip` instead, and the batches already running finish.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class FanOut:
     kwargs_for: Callable[[Any], dict[str, Any]]
     write: Callable[[Any], None]
     on_error: Callable[[Any, Exception], Any]
+    stopped: Callable[[], bool] = lambda: False
+    skip: Callable[[Any], None] = lambda batch: None
 
 
 _BATCH_TASKS: dict[tuple[str, Callable[..., Any]], Any] = {}
@@ -59,7 +63,12 @@ class PrefectExecutor:
         while pending or running:
             while pending and len(running) < max(1, fan_out.parallel):
                 batch = pending.popleft()
+                if fan_out.stopped():
+                    fan_out.skip(batch)
+                    continue
                 running[submit(batch, **fan_out.kwargs_for(batch))] = batch
+            if not running:
+                break
             done = next(iter(as_completed(list(running))))
             batch = running.pop(done)
             try:
@@ -78,6 +87,9 @@ class AsyncioExecutor:
 
         async def run_one(batch: Any) -> None:
             async with gate:
+                if fan_out.stopped():
+                    fan_out.skip(batch)
+                    return
                 try:
                     output = fan_out.batch_fn(batch, **fan_out.kwargs_for(batch))
                     if inspect.isawaitable(output):

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flows.artifacts import stage_artifacts
 from flows.durable import ReplyWriter
@@ -27,6 +27,9 @@ from toucan.ids import make_id
 from toucan.records import Record, Run, utc_now
 from toucan.status import close_crashed_runs, process_started_at, this_host
 from toucan.store import Store
+
+if TYPE_CHECKING:
+    from flows.spend import ModelGuards
 
 FLUSH_EVERY = 200  # events buffered before a write; a crash loses at most this many
 # A run allocates millions of short-lived objects (messages, records, events); with Python's
@@ -107,9 +110,10 @@ class StageTally:
 @dataclass
 class RunContext:
     """One run of one stage: its row, the store it writes, its settings, the events and
-    counters it gathers and the summary its row keeps; the runner adds the stage's plan, and
-    once the fan-out starts the embedded model's url, the progress counter and the writer of
-    the run's model replies (flows/durable.py)."""
+    counters it gathers and the summary its row keeps; the runner adds the stage's plan and,
+    for a stage that calls models, its guards (flows/spend.py), and once the fan-out starts
+    the embedded model's url, the progress counter and the writer of the run's model replies
+    (flows/durable.py)."""
 
     run: Run
     store: Store
@@ -121,6 +125,7 @@ class RunContext:
     local_base_url: str | None = None
     progress: ProgressCounter | None = None
     replies: ReplyWriter | None = None
+    guards: ModelGuards | None = None
 
     @property
     def run_id(self) -> str:

@@ -31,6 +31,7 @@ from flows.run_context import (
     reading_run,
     stage_run,
 )
+from flows.spend import ModelGuards, RunSpend
 from flows.writes import write_output
 from tasks.llm_batch import PARALLEL_BATCHES, LlmLane, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
@@ -50,9 +51,14 @@ T = TypeVar("T")
 class StageSummary(BaseModel):
     """The start of every stage's summary. `of` fills the fields each stage counts the same
     way (the run, the candidates, the items done by earlier runs, counts by status and
-    reason) from the run's plan and counters; the stage passes the rest."""
+    reason, the model spend and whether the guards stopped the run: flows/spend.py) from the
+    run's plan, counters and guards; the stage passes the rest."""
 
     run_id: str
+    spent_usd: float = 0.0
+    spent_by_model: dict[str, float] = {}
+    stopped: str | None = None
+    not_started: int = 0
 
     @classmethod
     def of(cls, ctx: RunContext, **fields: Any) -> Any:
@@ -64,6 +70,7 @@ class StageSummary(BaseModel):
             "already_rated": plan.already_done,
             "by_status": tally.counts("status"),
             "by_reason": tally.counts("reason"),
+            **(ctx.guards.report() if ctx.guards else RunSpend()).model_dump(),
         }
         shared = {name: value for name, value in standard.items() if name in cls.model_fields}
         return cls(**{**shared, **fields})
@@ -82,7 +89,9 @@ class StageJob(ABC, Generic[BatchT]):
 
     name: ClassVar[str]
     batch_fn: ClassVar[Callable[..., Any]]
-    needs_model: ClassVar[bool] = False  # start the embedded model around the fan-out
+    # calls models: the embedded model runs around the fan-out, and the run's guards
+    # (flows/spend.py) are shared by its routers
+    needs_model: ClassVar[bool] = False
     item_progress: ClassVar[bool] = False  # the batch reports progress per item itself
     records_run: ClassVar[bool] = True  # False: read-only, no run row, no writer lock
 
@@ -143,6 +152,8 @@ def llm_lane(ctx: RunContext) -> LlmLane:
         local_base_url=ctx.local_base_url,
         cache=cache,
         progress=ctx.progress,
+        budget=ctx.guards.budget if ctx.guards else None,
+        breaker=ctx.guards.breaker if ctx.guards else None,
     )
 
 
@@ -172,12 +183,16 @@ class StageSteps:
 @contextlib.contextmanager
 def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
     """Check the settings, open the run, plan, yield the fan-out for an executor, then
-    summarise and record. ConfigError when the settings name an unknown stage."""
+    summarise and record. ConfigError when the settings name an unknown stage or cap spend
+    on an unpriced deployment; ModelGroupDown / BudgetExhausted, once the summary is
+    recorded, when the run's model guards stopped it (flows/spend.py)."""
     from flows.registry import check_settings  # the registry imports every stage module
 
     check_settings(job.settings)
+    guards = ModelGuards.open(job.settings, job.name) if job.needs_model else None
     opener = stage_run if job.records_run else reading_run
     with opener(store, job.settings, job.name, job.run_params()) as ctx:
+        ctx.guards = guards
         plan = ctx.plan = job.plan(ctx)
         steps = StageSteps()
         ctx.progress = ProgressCounter(job.name, plan.planned, ctx.tally.finished)
@@ -185,6 +200,8 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
 
         def write(output: Any) -> None:
             job.write(ctx, output)
+            if guards is not None:
+                guards.absorb(getattr(output, "events", ()))
             if not job.item_progress:
                 report_progress(job.name, ctx.tally.finished, plan.planned)
 
@@ -204,10 +221,14 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
                     write=write,
                     on_error=job.batch_failed,
                 )
+                if guards is not None:
+                    steps.fan_out.stopped, steps.fan_out.skip = guards.tripped, guards.skip
             yield steps
         steps.summary = job.summarise(ctx)
         steps.outcome = judge_run(ctx)
         ctx.summary = {**job.run_summary(steps.summary), "outcome": steps.outcome.model_dump()}
+        if guards is not None:
+            guards.raise_if_stopped(ctx.tally.finished, ctx.tally.failed)
 
 
 def run_stage_flow(

@@ -139,7 +139,7 @@ def load_cache_entries(
 def agent_options(ctx: RunContext, concurrency: int) -> BatchOptions:
     """Options of an agent batch (trajectories, multi-turn): budgets from the `trajectories`
     section, `concurrency` items in flight, limits shared by the batches running at once, the
-    embedded model's url."""
+    embedded model's url, the run's model guards."""
     settings = ctx.settings
     section = settings.trajectories
     return BatchOptions(
@@ -151,6 +151,8 @@ def agent_options(ctx: RunContext, concurrency: int) -> BatchOptions:
         models=settings.models.shared_by(ctx.plan.running),
         local_base_url=ctx.local_base_url,
         run_id=ctx.run_id,
+        spend_budget=ctx.guards.budget if ctx.guards else None,
+        model_breaker=ctx.guards.breaker if ctx.guards else None,
     )
 
 

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from toucan.config import ModelsConfig
 from toucan.events import EventSink
+from toucan.llm.breaker import ModelBreaker
+from toucan.llm.budget import Budget
 from toucan.llm.cache import LlmCache
 from toucan.llm.router import LlmRouter
 from toucan.progress import report_progress
@@ -56,8 +58,9 @@ class ProgressCounter:
 class LlmLane(BaseModel):
     """What the runner hands each LLM batch: the deployments (their limits already shared by the
     batches running at once), items in flight in this batch, the run, the run's reply cache,
-    where the embedded model listens (None: the deployments' own providers) and the progress
-    counter of the stage."""
+    where the embedded model listens (None: the deployments' own providers), the progress
+    counter of the stage, and the run's budget and model breaker (shared by every batch;
+    None: uncapped, and a breaker of the batch's own)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -67,6 +70,8 @@ class LlmLane(BaseModel):
     local_base_url: str | None = None
     cache: LlmCache | None = None
     progress: ProgressCounter | None = None
+    budget: Budget | None = None
+    breaker: ModelBreaker | None = None
 
 
 class ItemEvent(BaseModel):
@@ -108,15 +113,16 @@ def split_batches(items: Sequence[T], concurrency: int) -> tuple[list[list[T]], 
     return batches, max(1, math.ceil(concurrency / running))
 
 
-def open_router(
-    models: ModelsConfig, local_base_url: str | None, cache: LlmCache | None
-) -> LlmRouter:
-    """A router for this batch's event loop (routers never cross loops, threads or processes)."""
+def open_router(lane: LlmLane) -> LlmRouter:
+    """A router for this batch's event loop (routers never cross loops, threads or processes)
+    over the run's shared guards."""
     return LlmRouter(
-        models,
-        local_base_url=local_base_url,
-        cache=cache,
-        rate_limit_patience_s=models.rate_limit_patience_s,
+        lane.models,
+        local_base_url=lane.local_base_url,
+        cache=lane.cache,
+        rate_limit_patience_s=lane.models.rate_limit_patience_s,
+        budget=lane.budget,
+        breaker=lane.breaker,
     )
 
 
@@ -157,7 +163,7 @@ async def run_llm_batch(
     `lane.concurrency` items in flight, an `item` event and a progress step per finished
     item (`describe` reads them off its rows), then rows + events + new cache entries.
     `work` turns one item into its rows (one or more records) and never raises."""
-    router = open_router(lane.models, lane.local_base_url, lane.cache)
+    router = open_router(lane)
     events = EventSink(lane.run_id, stage)
 
     def finish(rows: list[R]) -> None:

@@ -15,7 +15,9 @@ Definitions (the same in `toucan status`, the Prefect artifacts and the tests):
   pid, or one with its pid that started at another time (the system reused the pid). Its clock
   stops at its last event. `toucan status` shows it so, and the next writing run on the store
   records it so (`close_crashed_runs`). A run of another host is left as it is: its process
-  cannot be seen from here.
+  cannot be seen from here;
+- spend = the cost of the llm calls with status `ok`: a cached reply (status `cached`) costs
+  nothing and is counted apart; a failed or unsent call is billed nothing.
 
 Every timestamp here is naive UTC, like the store's (`toucan.records.utc_now`); `naive_utc`
 brings an aware one (from a caller, or from psutil) to that form before any subtraction.
@@ -71,6 +73,18 @@ class ModelStats(BaseModel):
     p50_ms: float | None = None
 
 
+class StageSpend(BaseModel):
+    """What one stage paid one deployment, over every run on the store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    model: str
+    paid_calls: int = 0
+    cached_calls: int = 0
+    spent_usd: float = 0.0
+
+
 class Progress(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -101,6 +115,7 @@ class RunStatus(BaseModel):
     progress: Progress
     servers: list[ServerStats] = Field(default_factory=list)
     models: list[ModelStats] = Field(default_factory=list)
+    spent_usd: float = 0.0  # this run, so far: the calls of its written batches
     summary: dict[str, Any] = Field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -238,6 +253,14 @@ def naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+def measure_spend(events: pl.DataFrame) -> float:
+    """Dollars of the answered model calls (module docstring: cached replies are free)."""
+    if events.is_empty():
+        return 0.0
+    paid = events.filter((pl.col("kind") == "llm_call") & (pl.col("status") == "ok"))
+    return round(float(paid.get_column("cost_usd").sum()), 6)
+
+
 def build_run_status(run: Run, events: pl.DataFrame, *, now: datetime | None = None) -> RunStatus:
     """Everything `toucan status` and the artifacts show about one run."""
     started = naive_utc(run.started_at)
@@ -253,6 +276,7 @@ def build_run_status(run: Run, events: pl.DataFrame, *, now: datetime | None = N
         progress=measure_progress(events, planned if isinstance(planned, int) else None),
         servers=summarize_servers(events),
         models=summarize_models(events),
+        spent_usd=measure_spend(events),
         summary=run.summary,
     )
 
@@ -340,6 +364,26 @@ def read_run_events(store: Store, run_id: str) -> pl.DataFrame:
     if not store.path.exists() or not store.count(Event):
         return empty_events_frame()
     return store.frame("SELECT * FROM events WHERE run_id = ?", [run_id])
+
+
+def read_store_spend(store: Store) -> list[StageSpend]:
+    """Spend per stage and deployment over every run on the store (module docstring for what
+    counts), by stage then model."""
+    if not store.path.exists() or not store.count(Event):
+        return []
+    rows = store.query(
+        "SELECT stage, coalesce(model, ?), count(*) FILTER (WHERE status = 'ok'), "
+        "count(*) FILTER (WHERE status = 'cached'), "
+        "coalesce(sum(cost_usd) FILTER (WHERE status = 'ok'), 0) "
+        "FROM events WHERE kind = 'llm_call' GROUP BY ALL ORDER BY ALL",
+        [NO_MODEL],
+    )
+    return [
+        StageSpend(
+            stage=stage, model=model, paid_calls=paid, cached_calls=cached, spent_usd=round(usd, 6)
+        )
+        for stage, model, paid, cached, usd in rows
+    ]
 
 
 def read_run_status(store: Store, run_id: str | None = None) -> RunStatus | None:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mcp_env.environment import make_pool
 from mcp_env.pool import SessionPool
@@ -33,6 +33,8 @@ from tasks.agent.toolbox import Toolbox
 from toucan.config import McpConfig, ModelsConfig
 from toucan.events import EventSink
 from toucan.ids import make_id
+from toucan.llm.breaker import ModelBreaker
+from toucan.llm.budget import Budget
 from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
@@ -54,7 +56,11 @@ class ServerEntry(BaseModel):
 
 
 class BatchOptions(BaseModel):
-    """What every item of an agent batch runs under (from the stage's settings)."""
+    """What every item of an agent batch runs under (from the stage's settings), and the
+    run's model guards its router shares with the other batches (None: uncapped, and a
+    breaker of the batch's own)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     budget: AgentBudget = Field(default_factory=AgentBudget)
     token_budget: int = 2_000  # tokens of a tool result the model sees
@@ -65,6 +71,8 @@ class BatchOptions(BaseModel):
     local_base_url: str | None = None
     run_id: str = "adhoc"
     journal_dir: str | None = None  # None: no crash journal
+    spend_budget: Budget | None = None  # `budget` is the agent loop's turns and wall clock
+    model_breaker: ModelBreaker | None = None
 
 
 class BatchResult(BaseModel):
@@ -99,6 +107,10 @@ class AgentBatch(BaseModel):
     batch_id: str
     server_ids: list[str]
     items: Sequence[Any]
+
+    def __len__(self) -> int:
+        """Items in the batch (what the runner counts as not started when it skips one)."""
+        return len(self.items)
 
 
 def item_meta(item: AgentItem, run_id: str, stage: str) -> CallMeta:
@@ -206,6 +218,8 @@ async def run_agent_batch(
         options.models,
         local_base_url=options.local_base_url,
         cache=LlmCache(cache_entries, run_id=options.run_id),
+        budget=options.spend_budget,
+        breaker=options.model_breaker,
     )
     teacher = JournalingTeacher(router, journal)
     result = BatchResult(batch_id=batch.batch_id)

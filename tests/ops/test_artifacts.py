@@ -1,4 +1,5 @@
-"""Stage runs publish per-server/per-model tables and a moving progress bar as Prefect artifacts."""
+"""Stage runs publish per-server/per-model/spend tables and a moving progress bar as Prefect
+artifacts."""
 
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ def probe_stage(store_path: str) -> str:
     with stage_run(Store(store_path), settings, "filter_tasks") as ctx:
         for done, server in enumerate(["alpha", "alpha", "beta"], start=1):
             ctx.events.record(item_id=f"i{done}", server=server, latency_ms=10.0 * done)
-            ctx.events.record(kind="llm_call", model="judge", tokens_in=5, tokens_out=5)
+            ctx.events.record(
+                kind="llm_call", model="judge", tokens_in=5, tokens_out=5, cost_usd=0.25
+            )
             report_progress("filter_tasks", done, 3)
+        ctx.events.record(kind="llm_call", model="judge", status="cached")
         return ctx.run_id
 
 
@@ -51,7 +55,12 @@ def test_a_stage_run_publishes_server_and_model_tables_and_a_full_progress_bar(
     servers = json.loads(artifacts["filter-tasks-servers"])  # type: ignore[arg-type]
     assert {row["server"]: row["items_done"] for row in servers} == {"alpha": 2, "beta": 1}
     models = json.loads(artifacts["filter-tasks-models"])  # type: ignore[arg-type]
-    assert models[0]["model"] == "judge" and models[0]["calls"] == 3
+    assert models[0]["model"] == "judge" and models[0]["calls"] == 4
+    spend = json.loads(artifacts["filter-tasks-spend"])  # type: ignore[arg-type]
+    assert spend == [
+        {"model": "judge", "paid_calls": 3, "cached_calls": 1, "spent_usd": 0.75},
+        {"model": "total", "paid_calls": 3, "cached_calls": 1, "spent_usd": 0.75},
+    ]
     assert artifacts["filter-tasks-progress"] == 100.0
 
 

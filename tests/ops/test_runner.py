@@ -192,3 +192,36 @@ def test_trajectories_and_their_judge_resume_by_the_same_rule(tmp_path: Path) ->
     assert [i.trajectory.trajectory_id for i in todo] == [rows[0].trajectory_id]
     assert already == 3
     assert pending_filter_trajectories(store, settings) == 1
+
+
+def stopping_fan_out(written: list[Any], skipped: list[Any]) -> FanOut:
+    """One batch at a time; the guards trip once two batches have started."""
+    started: list[Any] = []
+
+    def start(batch: list[int]) -> dict[str, Any]:
+        started.append(batch)
+        return {"offset": len(batch)}
+
+    stopping = fan_out(written)
+    stopping.parallel = 1
+    stopping.kwargs_for = start
+    stopping.stopped = lambda: len(started) >= 2
+    stopping.skip = skipped.append
+    return stopping
+
+
+@flow(name="stopping-probe", persist_result=False)
+def stop_on_prefect() -> tuple[list[Any], list[Any]]:
+    written: list[Any] = []
+    skipped: list[Any] = []
+    PrefectExecutor().run(stopping_fan_out(written, skipped))
+    return written, skipped
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_once_the_guards_trip_no_batch_starts_and_each_left_is_handed_to_skip() -> None:
+    on_asyncio: tuple[list[Any], list[Any]] = ([], [])
+    asyncio.run(AsyncioExecutor().run(stopping_fan_out(*on_asyncio)))
+    for written, skipped in (on_asyncio, stop_on_prefect()):
+        assert written == [[4, 6], [7]]  # the batches started before the trip finish
+        assert skipped == [[13], [4, 5]]

@@ -308,3 +308,40 @@ def test_status_shows_why_a_run_did_not_end_clean(tmp_path: Path) -> None:
                       started_at=T0, finished_at=T0, summary={"outcome": outcome})])  # fmt: skip
     result = CliRunner().invoke(app, ["status", "--store", str(store.path)], terminal_width=200)
     assert "CompletedWithErrors" in result.output and "items_errored: 3" in result.output
+
+
+def test_spend_is_shown_per_stage_and_model_over_every_run_and_cached_replies_are_free(
+    tmp_path: Path,
+) -> None:
+    store = _seed_store(tmp_path / "s.duckdb")
+    earlier = [
+        _event(
+            50 + i, run_id="run-s", stage="synthesize", kind="llm_call", model="Gen", cost_usd=0.5
+        )
+        for i in range(2)
+    ]
+    earlier.append(
+        _event(
+            53, run_id="run-s", stage="synthesize", kind="llm_call", model="Gen", status="cached"
+        )
+    )
+    store.insert(earlier)
+    runner = CliRunner()
+
+    payload = json.loads(
+        runner.invoke(app, ["status", "--store", str(store.path), "--json"]).stdout
+    )
+    text = runner.invoke(app, ["status", "--store", str(store.path)]).output
+
+    assert payload["spent_usd"] == 0.03  # run-a: three answered calls; the 429 billed nothing
+    spend = {(row["stage"], row["model"]): row for row in payload["spend"]}
+    assert spend[("synthesize", "Gen")] == {
+        "stage": "synthesize",
+        "model": "Gen",
+        "paid_calls": 2,
+        "cached_calls": 1,
+        "spent_usd": 1.0,
+    }
+    assert spend[("trajectories", "GPT-4o-mini")]["paid_calls"] == 3
+    assert spend[("trajectories", "GPT-4o-mini")]["spent_usd"] == 0.03
+    assert "spend per stage and model" in text and "1.0300" in text  # the store's total

@@ -8,6 +8,8 @@ more is sent to it, retries waiting in their backoff stop at once, and calls go 
 deployment of their group or fail as `model_unavailable` (the router). 429s and rejected
 requests (4xx other than 401/403/404) never count: the deployment is up. The state is guarded
 by a thread lock, so one breaker serves every router of a run (each batch in its own thread).
+A breaker pickled into another process (a Dask worker) is a copy that starts from the pauses
+known here; its own pauses come back as the batch's `model_unavailable` events.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from toucan.llm.waiters import LoopWaiters
 
@@ -35,6 +38,20 @@ class ModelBreaker:
         self.threshold = threshold
         self.failures: dict[str, int] = {}
         self.opened: dict[str, DeploymentPaused] = {}
+        self._lock = threading.Lock()
+        self._waiters = LoopWaiters()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for another process: the counts and pauses, no lock or waiters."""
+        with self._lock:
+            return {
+                "threshold": self.threshold,
+                "failures": dict(self.failures),
+                "opened": dict(self.opened),
+            }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
         self._lock = threading.Lock()
         self._waiters = LoopWaiters()
 

@@ -12,6 +12,12 @@ them to settle (they nearly always cost less than reserved, which frees room) an
 it is refused (`BudgetExhausted`) only when even all of them settling at $0 would leave no
 room. So the run stops within one call's reservation of the cap, never above it while each
 reply costs at most its reservation, and calls already in flight always finish.
+
+A ledger pickled into another process (a Dask worker) is a copy: it starts from what this one
+knows and has no holds. The copy's calls come back as the batch's `llm_call` events, which the
+owner adds with `absorb` (and its refusals with `note_refusal`); each scope counts the larger
+of what it settled and what was absorbed, so calls settled here and reported again are never
+counted twice.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -68,7 +75,26 @@ class Budget:
         self._spent: defaultdict[tuple[str, str], float] = defaultdict(float)
         self._held: defaultdict[tuple[str, str], float] = defaultdict(float)
         self._holders: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._reported: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self._refused: dict[tuple[str, str], Cap] = {}  # caps a reservation could not fit
         self._calls = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for another process: what is spent so far as its own settled spend (its
+        calls then add to it), the refusals; no lock, waiters, holds or reports."""
+        with self._lock:
+            spent = defaultdict(float, {s: self._used(s) for s in {*self._spent, *self._reported}})
+            state = {**vars(self), "_spent": spent, "_refused": dict(self._refused)}
+        for empty in ("_held", "_reported"):
+            state[empty] = defaultdict(float)
+        state["_holders"] = defaultdict(int)
+        del state["_lock"], state["_waiters"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._lock = threading.Lock()
+        self._waiters = LoopWaiters()
 
     def caps_for(self, stage: str, deployment: str) -> list[Cap]:
         """The caps a call of this stage on this deployment counts against."""
@@ -93,7 +119,7 @@ class Budget:
                     self._hold(reservation, +1)
                     return reservation
                 scope = (blocking.scope, blocking.key)
-                if not self._holders[scope] or self._spent[scope] + reservation.usd > blocking.usd:
+                if not self._holders[scope] or self._used(scope) + reservation.usd > blocking.usd:
                     raise self._exhausted(blocking, reservation.usd)
                 parked = self._waiters.park()
             await self._waiters.wait(parked)
@@ -113,15 +139,51 @@ class Budget:
             self._hold(reservation, -1)
         self._waiters.wake_all()
 
+    def absorb(self, stage: str, deployment: str, usd: float) -> None:
+        """A paid call reported by a batch's events (module docstring: copies in other
+        processes). Never counted on top of the same call settled here."""
+        with self._lock:
+            for scope in self._scopes(Reservation(stage, deployment, usd)):
+                self._reported[scope] += usd
+        self._waiters.wake_all()
+
+    def note_refusal(self, stage: str, deployment: str, message: str) -> None:
+        """A reservation a copy elsewhere refused (its `budget_exhausted` event's message,
+        which starts with the cap's setting: `_exhausted`): that cap has no room left here
+        either."""
+        for cap in self.caps_for(stage, deployment):
+            if message.startswith(f"{cap.setting} = "):
+                with self._lock:
+                    self._refused[(cap.scope, cap.key)] = cap
+
+    def reached(self, stage: str, deployment: str | None = None) -> Cap | None:
+        """The cap that leaves no room for another call of this stage (on `deployment`, when
+        given, its own cap only): one that refused a reservation, or whose spend reached it."""
+        caps = self.caps_for(stage, deployment or "")
+        wanted = [c for c in caps if (c.scope == "deployment") == (deployment is not None)]
+        with self._lock:
+            for cap in wanted:
+                scope = (cap.scope, cap.key)
+                if scope in self._refused or self._used(scope) >= cap.usd:
+                    return cap
+        return None
+
+    def describe(self, cap: Cap) -> str:
+        """`<setting> = $cap reached: $spent spent`, for a message saying why a stage stopped."""
+        with self._lock:
+            used = self._used((cap.scope, cap.key))
+        return f"{cap.setting} = ${cap.usd:.4f} reached: ${used:.4f} spent"
+
     def spend(self) -> BudgetSpend:
         """Spent and held so far, in total, per stage and per deployment."""
         with self._lock:
+            scopes = set(self._spent) | set(self._reported)
             by_scope = {
-                kind: {key: usd for (scope, key), usd in self._spent.items() if scope == kind}
+                kind: {key: self._used((scope, key)) for scope, key in scopes if scope == kind}
                 for kind in ("stage", "deployment")
             }
             return BudgetSpend(
-                spent_usd=self._spent[("run", "")],
+                spent_usd=self._used(("run", "")),
                 reserved_usd=self._held[("run", "")],
                 calls=self._calls,
                 by_stage=by_scope["stage"],
@@ -130,9 +192,13 @@ class Budget:
 
     # -- under the lock -----------------------------------------------------------------
 
+    def _used(self, scope: tuple[str, str]) -> float:
+        """Spent in a scope: settled here, or reported by copies elsewhere if that is more."""
+        return max(self._spent[scope], self._reported[scope])
+
     def _fits(self, cap: Cap, usd: float) -> bool:
         scope = (cap.scope, cap.key)
-        return self._spent[scope] + self._held[scope] + usd <= cap.usd
+        return self._used(scope) + self._held[scope] + usd <= cap.usd
 
     def _hold(self, reservation: Reservation, step: int) -> None:
         """Take (+1) or give back (-1) a reservation in each of its scopes; a scope nobody
@@ -149,8 +215,9 @@ class Budget:
 
     def _exhausted(self, cap: Cap, usd: float) -> BudgetExhausted:
         scope = (cap.scope, cap.key)
+        self._refused[scope] = cap
         return BudgetExhausted(
-            f"{cap.setting} = ${cap.usd:.4f} reached: ${self._spent[scope]:.4f} spent, "
+            f"{cap.setting} = ${cap.usd:.4f} reached: ${self._used(scope):.4f} spent, "
             f"${self._held[scope]:.4f} held by calls in flight, and the next call may cost "
             f"${usd:.4f}; raise {cap.setting} and run again to continue (replies already paid "
             "for come from the cache)",
