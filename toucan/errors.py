@@ -9,6 +9,7 @@
     │   ├── ServerStartError   the server process or connection did not come up
     │   ├── ServerCrashed      the session died while in use
     │   ├── ToolTimeout        a tool call took longer than its budget
+    │   ├── JunkReply          the server answered a call with something not JSON-RPC
     │   └── ToolListError      list_tools failed or returned junk
     └── LlmError               anything on the model side
         ├── RateLimited        429s that outlasted the retries
@@ -64,6 +65,13 @@ class ServerCrashed(McpError):
 
 class ToolTimeout(McpError):
     reason = "tool_timeout"
+
+
+class JunkReply(McpError):
+    """The server answered with junk: a reply that is not JSON-RPC, or no valid reply and
+    junk on its output instead. The session stays usable; the server counts as failing."""
+
+    reason = "junk_reply"
 
 
 class ToolListError(McpError):
