@@ -244,6 +244,7 @@ async def run_agent_batch(
     finally:
         if journal is not None:
             journal.close()
+        await router.aclose()  # its HTTP session belongs to this loop, which may outlive us
     result.cache_entries = list(teacher.collect())
     result.events = [*sink.drain(), *router.drain_events()]
     result.paused = {
