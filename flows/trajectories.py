@@ -155,6 +155,7 @@ def agent_options(ctx: RunContext, concurrency: int) -> BatchOptions:
         concurrency=concurrency,
         breaker_failures=settings.mcp.circuit_breaker_failures,
         mcp=settings.mcp,
+        limits=settings.limits,
         models=settings.models.shared_by(ctx.plan.running),
         local_base_url=ctx.local_base_url,
         run_id=ctx.run_id,

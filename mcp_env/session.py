@@ -29,6 +29,7 @@ from mcp_env.client_callbacks import (
     ping_settles,
 )
 from mcp_env.handshake import connect_client, unwrap_group
+from mcp_env.limits import DEFAULT_LIMITS
 from mcp_env.listing import build_listing, next_cursor, page_tools
 from mcp_env.remote import connect_remote, remove_sandbox_log, start_launch
 from mcp_env.results import (
@@ -42,6 +43,7 @@ from mcp_env.sdk_seams import request_tools_page, take_over_output_checks
 from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec
 from mcp_env.transport import JUNK_REPLY_CODE, ProcessTransport
+from toucan.config import LimitsConfig
 from toucan.errors import JunkReply, ServerCrashed, ToolListError, ToolTimeout
 
 # spawn + handshake: typical Python servers take 0.5-1.2 s, basic-memory up to 6 s
@@ -85,6 +87,7 @@ class McpSession:
         self._listing: ToolListing | None = None  # this session's last listing
         self._listing_failed = False
         self._listing_lock = anyio.Lock()
+        self.limits = DEFAULT_LIMITS  # size caps on the tools it lists (open_session sets)
 
     @property
     def tools_generation(self) -> int:
@@ -146,7 +149,7 @@ class McpSession:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.HTTPError) as error:
             self._connection_lost = True
             raise ServerCrashed(str(error) or type(error).__name__) from error
-        listing = build_listing(pages, notes)
+        listing = build_listing(pages, notes, self.limits)
         take_over_output_checks(self._client, _names(pages))
         self._listing = listing
         return listing
@@ -283,13 +286,15 @@ async def open_session(
     connect_timeout: float = CONNECT_TIMEOUT_S,
     isolation: str | None = None,
     server_requests: ServerRequestHandler | None = None,
+    limits: LimitsConfig = DEFAULT_LIMITS,
 ) -> AsyncIterator[McpSession]:
     """Start (stdio, or an HTTP spec's `launch`) and connect; on exit shut everything down
     and remove the sandbox. Raises ServerStartError with a reason token when it cannot.
 
     The session advertises sampling and elicitation; `server_requests` answers them when no
     tool call with a handler of its own is in flight (default: `PolicyHandler()`, which
-    refuses sampling and declines elicitation)."""
+    refuses sampling and declines elicitation). `limits` caps the tools it lists
+    (mcp_env/limits.py)."""
     callbacks = SessionCallbacks(spec.server_id, spec.name, server_requests)
     sandbox_options = {
         "sandbox_root": sandbox_root,
@@ -299,6 +304,7 @@ async def open_session(
     }
     try:
         async with _connect(spec, sandbox_options, connect_timeout, callbacks) as session:
+            session.limits = limits
             yield session
     except BaseExceptionGroup as group:
         # task groups inside the SDK wrap what our caller raised in the body; unwrap it

@@ -176,7 +176,11 @@ async def trajectory_item(
             detail = f"{ctx.servers[server_id].name}: {why.reason}: {why.detail}"
             return ItemOutcome(failed_trajectory(item, "server_paused", detail, run_id))
     tools = await lingering.enter_async_context(
-        open_episode_tools(ctx.pool, isolated_specs(ctx.specs), lambda: make_pool(ctx.options.mcp))
+        open_episode_tools(
+            ctx.pool,
+            isolated_specs(ctx.specs),
+            lambda: make_pool(ctx.options.mcp, limits=ctx.options.limits),
+        )
     )
     rules = rules_for(ctx.options.models, item.teacher)
     try:

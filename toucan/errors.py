@@ -16,6 +16,7 @@
         ├── ModelTimeout       the model did not answer in time
         ├── UnparseableReply   the reply did not parse into the expected record
         ├── BudgetExhausted    the call would cross a `budget` cap: not sent
+        ├── PromptTooLarge     the prompt cannot fit the model's context window: not sent
         └── ModelGroupDown     no live deployment left for the call: not sent
 
 Each class carries a stable snake_case `reason` token; rows store that token, and
@@ -99,6 +100,13 @@ class BudgetExhausted(LlmError):
     def __init__(self, message: str = "", *, scope: str = "run") -> None:
         super().__init__(message)
         self.scope = scope
+
+
+class PromptTooLarge(LlmError):
+    """The prompt does not fit the deployment's context window; it was not sent, and sending
+    it again would not help (a final answer)."""
+
+    reason = "prompt_too_large"
 
 
 class ModelGroupDown(LlmError):

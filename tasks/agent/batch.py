@@ -30,7 +30,7 @@ from tasks.agent.journal import CallJournal, JournalingTeacher, open_journal
 from tasks.agent.loop import AgentBudget
 from tasks.agent.naming import ExposedTool, expose_tools
 from tasks.agent.toolbox import Toolbox
-from toucan.config import McpConfig, ModelsConfig
+from toucan.config import LimitsConfig, McpConfig, ModelsConfig
 from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.cache import LlmCache
@@ -61,6 +61,7 @@ class BatchOptions(BaseModel):
     concurrency: int = 32  # items in flight in this batch
     breaker_failures: int = 5
     mcp: McpConfig = Field(default_factory=McpConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)  # on the tools servers list
     models: ModelsConfig
     local_base_url: str | None = None
     run_id: str = "adhoc"
@@ -219,7 +220,7 @@ async def run_agent_batch(
     result = BatchResult(batch_id=batch.batch_id)
     limit = asyncio.Semaphore(max(1, options.concurrency))
     try:
-        async with make_pool(options.mcp) as pool:
+        async with make_pool(options.mcp, limits=options.limits) as pool:
             specs = [servers[server_id].spec for server_id in batch.server_ids]
             for spec in specs:
                 pool.register(spec)
