@@ -72,6 +72,7 @@ def test_the_reply_room_counts_and_a_prompt_whose_bytes_fit_is_not_tokenized() -
     check_prompt_size(request, 1_000, "d")
     with pytest.raises(PromptTooLarge):
         check_prompt_size({**request, "max_tokens": 200}, 1_000, "d")
+    check_prompt_size({**request, "max_tokens": 200}, 1_000, "d", reply_room=False)
     check_prompt_size({"messages": ask(FIVE_MB)}, None, "d")  # unknown window: unchecked
     tokens = count_tokens(["word " * 900], messages=1)
     assert 900 <= tokens <= 910

@@ -86,14 +86,19 @@ def count_tokens(parts: list[str], messages: int) -> int:
     return tokens + MESSAGE_OVERHEAD_TOKENS * messages
 
 
-def check_prompt_size(request: dict[str, Any], window: int | None, deployment: str) -> None:
+def check_prompt_size(
+    request: dict[str, Any], window: int | None, deployment: str, *, reply_room: bool = True
+) -> None:
     """Raises PromptTooLarge when the request's prompt, plus the reply tokens it asks room
-    for (`max_tokens`), cannot fit in `window` tokens (None: unknown, not checked)."""
+    for (`max_tokens`; `reply_room` False: not counted), cannot fit in `window` tokens (None:
+    unknown, not checked). Providers refuse a request whose prompt and `max_tokens` overrun
+    the window; llama.cpp (the embedded model) shortens the reply instead."""
     if window is None:
         return
     parts = request_parts(request)
     messages = len(request.get("messages", []))
     reply = request.get("max_completion_tokens") or request.get("max_tokens") or 0
+    reply = reply if reply_room else 0
     room = window - (reply if isinstance(reply, int) else 0)
     most = sum(len(part.encode()) for part in parts) + MESSAGE_OVERHEAD_TOKENS * messages
     if most <= room:

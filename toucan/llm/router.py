@@ -320,7 +320,8 @@ class LlmRouter:
             deployment, model = self.deployments[name], self.model_strings[name]
             self.windows[name] = context_window(deployment, model, self.models)
         try:
-            check_prompt_size(request, self.windows[name], name)
+            local = self.models.route_to_local
+            check_prompt_size(request, self.windows[name], name, reply_room=not local)
         except PromptTooLarge as error:
             self.record_event(meta, name, status="error", error=error)
             raise
