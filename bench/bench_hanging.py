@@ -6,8 +6,8 @@ one rawserver whose tool never answers and one whose tool writes junk instead of
 (tests/servers/quirks/broken_answers.json). Every server gets `--items` kept tasks; each
 trajectory is one tool call and a final answer, the fake model server answering after
 `--latency` seconds. The broken servers cost what it takes to find them out: about one call
-timeout (`--call-timeout`), here kept at the issue's proportion to the healthy run (60 s
-against 81 s). Run:
+timeout (`--call-timeout`) of one of the run's 8 parallel batch lanes each; the ratio depends
+on how that compares with the healthy run (the issue's: 60 s against 81 s). Run:
 
     .venv/bin/python bench/bench_hanging.py
     .venv/bin/python bench/bench_hanging.py --call-timeout 30 --items 48
@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,33 +44,6 @@ def answer_script(request: dict[str, Any]) -> Any:
         return Rule(text="Here is the answer.")
     tool, arguments = json.loads(first_user_text(request).split("CALL ", 1)[1])
     return Rule(tool_calls=[(tool, arguments)])
-
-
-def serve(latency: float) -> None:
-    """Child process: the fake model server (own GIL, like a real provider)."""
-    from tests.fake_llm import FakeLlm
-
-    server = FakeLlm(default=answer_script, latency=latency).start()
-    print(server.base_url, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    server.stop()
-
-
-@contextlib.contextmanager
-def fake_server(latency: float) -> Iterator[str]:
-    command = [sys.executable, __file__, "--serve", str(latency)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert process.stdout is not None
-        base_url = process.stdout.readline().strip()
-        if not base_url.startswith("http"):
-            raise RuntimeError("fake server did not start")
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def seed(store_path: Path, items: int, tool_s: float, broken: bool) -> Any:
@@ -138,7 +106,6 @@ async def run_once(base_url: str, options: argparse.Namespace, broken: bool) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, default=32, help="kept tasks per server")
     parser.add_argument("--in-flight", type=int, default=32, help="trajectories.concurrency")
     parser.add_argument("--latency", type=float, default=0.5, help="model reply, seconds")
@@ -146,12 +113,14 @@ def main() -> None:
     parser.add_argument("--call-timeout", type=float, default=15.0, help="mcp.call_timeout_s")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each, alternating")
     options = parser.parse_args()
-    if options.serve is not None:
-        serve(options.serve)
-        return
+    from tests.fake_llm import FakeLlm
+
     runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
-    with fake_server(options.latency) as base_url:
-        asyncio.run(run_once(base_url, options, broken=False))  # warm-up: imports, disk cache
+    # in this process: both runs pay its share of the CPU alike, and only their ratio counts
+    with FakeLlm(default=answer_script, latency=options.latency) as server:
+        base_url = server.base_url
+        warm_up = argparse.Namespace(**{**vars(options), "items": 1})
+        asyncio.run(run_once(base_url, warm_up, broken=False))  # imports, disk cache
         for n in range(options.repeats * 2):
             broken = n % 2 == 1
             runs[broken].append(asyncio.run(run_once(base_url, options, broken)))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -100,15 +100,25 @@ class FailureStreaks:
         """`work`'s result, or the pause of `key` if that comes first (the work is then
         cancelled and awaited): a call in flight need not wait out its own timeout once its
         key is known to be down."""
+        return await self.run_until(work, lambda: self.opened.get(key))
+
+    def wake(self) -> None:
+        """Have every `run_until` look at its `stop` again (a pause does this by itself)."""
+        self._waiters.wake_all()
+
+    async def run_until(self, work: Awaitable[T], stop: Callable[[], Paused | None]) -> T | Paused:
+        """`work`'s result, or what `stop` returns once it returns something: looked at first
+        and after every pause or `wake`, under the breaker's lock (so `stop` must not take
+        it). The work is then cancelled and awaited."""
         running = asyncio.ensure_future(work)
         try:
             while not running.done():
                 with self._lock:
-                    paused = self.opened.get(key)
-                    parked = None if paused else self._waiters.park()
+                    stopped = stop()
+                    parked = None if stopped else self._waiters.park()
                 if parked is None:
-                    return paused  # type: ignore[return-value]
-                # woken by any pause: look again; `wait` forgets the parked future when done
+                    return stopped  # type: ignore[return-value]
+                # `wait` forgets the parked future when it ends, woken or cancelled
                 woken = asyncio.ensure_future(self._waiters.wait(parked))
                 try:
                     await asyncio.wait({running, woken}, return_when=asyncio.FIRST_COMPLETED)
@@ -120,4 +130,4 @@ class FailureStreaks:
                 running.cancel()
                 await asyncio.wait({running})
             if not running.cancelled():
-                running.exception()  # retrieved: a failure after the pause is not news
+                running.exception()  # retrieved: a failure after the stop is not news

@@ -9,15 +9,16 @@ took ten). On a Dask runner each worker process holds a copy; the pauses of fini
 are still carried into the next ones (tasks/agent/batch.py `paused`).
 
 `watch_for_hang` keeps a hanging server from costing one full call timeout per call, one
-after another (a batch runs a few items at a time, so their calls would queue). A server whose
-last call timed out (or got junk instead of an answer) is *hanging* until a call to it is
-answered again. The next call is a probe: it goes through with its full timeout, while any
-other call to the server fails at once (`server_hanging`). Once two hang failures came in a
-row the server is known to hang: every call fails at once until the threshold pauses it. Each
-such refusal counts as a failure, so a hung server is paused after about one timeout when
-several calls were in flight, two when one was; a server with one slow tool is cleared by the
-next answer. A call in flight ends the moment its server is paused (`server_paused`), not at
-its own timeout.
+after another (a batch runs a few items at a time, and a server takes a few calls at a time,
+so their calls would queue). A server whose last call timed out (or got junk instead of an
+answer) is *hanging* until a call to it is answered again. The next call is a probe: it goes
+through with its full timeout, while any other call to the server fails at once
+(`server_hanging`). Once two hang failures came in a row the server is known to hang: no call
+is sent, and the calls still waiting on it (in flight, or queued for one of its slots) stop
+waiting, as `server_hanging` too. Each of those counts as a failure, so a hung server is
+paused about one timeout after its calls began (two when it had one call at a time), while a
+server with one slow tool is cleared by its next answer. A call in flight also ends the
+moment its server is paused (`server_paused`), not at its own timeout.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ class ServerBreaker(FailureStreaks):
                 self.hangs[key] = self.hangs.get(key, 0) + 1
             else:  # it answered, if only to crash: a restarted server may be well
                 self.hangs.pop(key, None)
-        return super().record_failure(key, reason, detail)
+            now_known = self.hangs.get(key) == KNOWN_TO_HANG
+        paused = super().record_failure(key, reason, detail)
+        if now_known:
+            self.wake()  # the calls waiting on it stop (`watch_for_hang`)
+        return paused
 
     def record_success(self, key: str) -> None:
         with self._lock:
@@ -84,16 +89,28 @@ class ServerBreaker(FailureStreaks):
         self.record_failure(key, SERVER_HANGING, detail)
         return False, Paused(key, SERVER_HANGING, detail)
 
+    def stop_waiting(self, key: str) -> Paused | None:
+        """Why a call to `key` in flight should stop waiting: the server is paused, or known
+        to hang. Called under the lock (`run_until`)."""
+        if (paused := self.opened.get(key)) is not None:
+            return paused
+        if (hangs := self.hangs.get(key, 0)) >= KNOWN_TO_HANG:
+            return Paused(key, SERVER_HANGING, f"{hangs} call(s) in a row got no answer")
+        return None
+
     async def watch_for_hang(self, key: str, call: Callable[[], Awaitable[T]]) -> T | Paused:
-        """`call()`'s result, or why it was not sent or not waited for: the server's pause
-        (before or while in flight) or a `server_hanging` refusal. The caller records the
-        call's own success or failure."""
+        """`call()`'s result, or why it was not sent or not waited for: the server's pause,
+        or `server_hanging` (refused, or given up once the server is known to hang: counted
+        here). The caller records the call's own success or failure."""
         probe, refusal = self.admit(key)
         if refusal is not None:
             return refusal
         try:
-            return await self.unless_paused(key, call())
+            outcome = await self.run_until(call(), lambda: self.stop_waiting(key))
         finally:
             if probe:
                 with self._lock:
                     self.probing.discard(key)
+        if isinstance(outcome, Paused) and outcome.reason == SERVER_HANGING:
+            self.record_failure(key, SERVER_HANGING, outcome.detail)
+        return outcome

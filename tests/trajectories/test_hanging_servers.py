@@ -75,6 +75,30 @@ def test_two_hangs_in_a_row_send_nothing_more_until_the_server_is_paused() -> No
     assert breaker.paused("srv") is not None and breaker.failures["srv"] == 5
 
 
+def test_once_known_to_hang_the_calls_still_waiting_on_the_server_stop_and_count() -> None:
+    breaker = ServerBreaker(THRESHOLD)
+
+    async def run() -> list[object]:
+        started = asyncio.Semaphore(0)
+
+        async def never() -> str:
+            started.release()
+            await asyncio.sleep(3600)
+            return "answered"
+
+        waiting = [asyncio.ensure_future(breaker.watch_for_hang("srv", never)) for _ in range(6)]
+        for _ in waiting:
+            await started.acquire()
+        breaker.record_failure("srv", "tool_timeout")  # two other calls timed out
+        breaker.record_failure("srv", "tool_timeout")
+        async with asyncio.timeout(30):
+            return list(await asyncio.gather(*waiting))
+
+    outcomes = asyncio.run(run())
+    assert all(isinstance(o, Paused) for o in outcomes)
+    assert breaker.paused("srv") is not None and breaker.failures["srv"] == 2 + 6
+
+
 def test_a_crash_is_no_hang_and_a_slow_tool_is_cleared_by_the_next_answer() -> None:
     breaker = ServerBreaker(THRESHOLD)
     breaker.record_failure("srv", "server_crashed")
