@@ -12,6 +12,7 @@ from flows.queries import select_kept_original_tasks, select_kept_trajectories, 
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from flows.trajectories import agent_options
 from flows.writes import write_agent_output
+from tasks.agent.breaker import ServerBreaker
 from tasks.multi_turn_batch import MultiTurnBatch, group_items, run_multi_turn_batch
 from tasks.multi_turn_records import STAGE, MultiTurnItem, extend_item_id, split_item_id
 from tasks.trajectories import BatchResult, ServerEntry
@@ -97,7 +98,13 @@ class MultiTurnJob(StageJob[MultiTurnBatch]):
         concurrency = self.settings.trajectories.concurrency // min(2, ctx.plan.running)
         options = agent_options(ctx, max(1, concurrency))
         cached = ctx.store.select(LlmCacheEntry)
-        return {"servers": self.servers, "options": options, "cache_entries": cached}
+        breaker = ServerBreaker(self.settings.mcp.circuit_breaker_failures)  # the run's
+        return {
+            "servers": self.servers,
+            "options": options,
+            "cache_entries": cached,
+            "breaker": breaker,
+        }
 
     def write(self, ctx: RunContext, output: BatchResult) -> None:
         write_agent_output(ctx, output)

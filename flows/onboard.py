@@ -48,11 +48,11 @@ def load_entries(
     if not catalogs:
         fleet_dir = Path(settings.mcp.fleet_dir).resolve()
         entries = load_fleet_catalog(fleet_dir)
-        return parse_catalog_entries(entries, source=str(CATALOG_PATH))
+        return parse_catalog_entries(entries, source=str(CATALOG_PATH), limits=settings.limits)
     specs: list[AnySpec] = []
     rejections: list[CatalogRejection] = []
     for path in catalogs:
-        loaded = load_catalog(Path(path))
+        loaded = load_catalog(Path(path), settings.limits)
         specs.extend(loaded.specs)
         rejections.extend(loaded.rejections)
     return specs, rejections
@@ -121,7 +121,7 @@ class OnboardJob(StageJob[dict[str, Any]]):
         runnable = []
         for spec in specs:
             if self.params.specs_only:
-                decided.append(onboard_from_specs(spec, categories))
+                decided.append(onboard_from_specs(spec, categories, self.settings.limits))
             elif spec.missing_config():
                 decided.append(needs_credentials_outcome(spec, categories))
             else:
@@ -139,6 +139,7 @@ class OnboardJob(StageJob[dict[str, Any]]):
             "mcp": settings.mcp.model_dump(mode="json"),
             "categories": list(settings.categories),
             "retries": settings.onboard.retries,
+            "limits": settings.limits.model_dump(mode="json"),
         }
 
     def batch_failed(self, batch: dict[str, Any], error: Exception) -> OnboardOutcome:

@@ -125,7 +125,7 @@ class ModelGuards:
             last = next(p for p in paused.values() if p is not None)
             detail = (
                 f"every deployment of model group {group!r} is paused ({', '.join(names)}; "
-                f"{last.deployment}: {last.detail[:DETAIL_CHARS]})"
+                f"{last.key}: {last.detail[:DETAIL_CHARS]})"
             )
             advice = "run the stage again once the provider answers"
             return GuardStop(ModelGroupDown.reason, detail, advice)

@@ -1,8 +1,9 @@
 """Stage 4: kept tasks x teachers x styles -> trajectories with real tool calls.
 
-Picks the items with no finished trajectory, batches them by server group, carries the circuit
-breaker's paused servers from finished batches into the next ones, and resumes a killed run
-by ingesting its crash journals and replaying their tool results.
+Picks the items with no finished trajectory, batches them by server group, shares one server
+circuit breaker among the run's batches (and carries the servers paused by finished batches
+into the next ones, for batches on other processes), and resumes a killed run by ingesting
+its crash journals and replaying their tool results.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flows.writes import count_attempts, write_agent_output
 from tasks import trajectory_records as traj
 from tasks.agent import AgentBudget, journal_dir, read_journals
 from tasks.agent.batch import BatchOptions, BatchResult, ServerEntry
+from tasks.agent.breaker import ServerBreaker
 from tasks.trajectories import generate_batch
 from toucan.config import Settings, check_names
 from toucan.records import LlmCacheEntry, Server, ToolCallRecord, Trajectory
@@ -148,6 +150,7 @@ def agent_options(ctx: RunContext, concurrency: int) -> BatchOptions:
         concurrency=concurrency,
         breaker_failures=settings.mcp.circuit_breaker_failures,
         mcp=settings.mcp,
+        limits=settings.limits,
         models=settings.models.shared_by(ctx.plan.running),
         local_base_url=ctx.local_base_url,
         run_id=ctx.run_id,
@@ -182,6 +185,8 @@ class TrajectoriesJob(StageJob[traj.TrajectoryBatch]):
     def plan(self, ctx: RunContext) -> StagePlan[traj.TrajectoryBatch]:
         ingest_journals(ctx.store)
         self.paused: dict[str, dict[str, str]] = {}  # server name -> why, from finished batches
+        # one for the run: a server's failures add up across batches (threads share it)
+        self.breaker = ServerBreaker(self.settings.mcp.circuit_breaker_failures)
         self.chosen = resolve_teachers(self.settings, self.params.teachers)
         styles = self.params.styles or list(self.settings.trajectories.styles)
         work = plan_work(ctx.store, self.settings, self.chosen, styles, self.params.limit)
@@ -199,7 +204,12 @@ class TrajectoriesJob(StageJob[traj.TrajectoryBatch]):
         options = agent_options(ctx, ctx.plan.per_batch)
         options.journal_dir = str(journal_dir(ctx.store.path))
         cache = load_cache_entries(ctx.store, self.settings, self.chosen)
-        return {"servers": self.work.servers, "options": options, "cache_entries": cache}
+        return {
+            "servers": self.work.servers,
+            "options": options,
+            "cache_entries": cache,
+            "breaker": self.breaker,
+        }
 
     def batch_args(self, batch: traj.TrajectoryBatch) -> dict[str, Any]:
         replay: dict[str, dict[str, Any]] = {}

@@ -1,7 +1,10 @@
 """Catalog readers: our YAML/JSON spec files and the Smithery registry dump, into ServerSpecs.
 
 `load_catalog(path)` never raises for bad content: every entry becomes either a spec or one
-`CatalogRejection` with a reason token, so a run can account for every input line.
+`CatalogRejection` with a reason token, so a run can account for every input line. Sizes are
+held to the `limits` settings (mcp_env/limits.py): a file or an entry too large is rejected
+(`file_too_large`, `entry_too_large`), so is a name too long (`name_too_long`); a long
+description or too many declared tools are cut, and the spec's `catalog_notes` say so.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from mcp_env.limits import DEFAULT_LIMITS, cap_spec, json_size
 from mcp_env.specs import ConfigField, HttpSpec, SseSpec, StdioSpec, parse_server_spec
+from toucan.config import LimitsConfig
 
 AnySpec = StdioSpec | HttpSpec | SseSpec
 
@@ -57,20 +62,28 @@ class CatalogLoad(BaseModel):
     rejections: list[CatalogRejection] = Field(default_factory=list)
 
 
-def load_catalog(path: Path) -> CatalogLoad:
+def load_catalog(path: Path, limits: LimitsConfig = DEFAULT_LIMITS) -> CatalogLoad:
     """Read one catalog file (.yaml/.yml, .json, .jsonl; Smithery lines are recognised)."""
     source = str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > limits.catalog_file_bytes:
+            detail = f"{size} bytes (limits.catalog_file_bytes: {limits.catalog_file_bytes})"
+            return _rejected_file(source, "file_too_large", detail)
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         return _rejected_file(source, "unreadable_file", str(error))
     if Path(path).suffix.lower() == ".jsonl" or _looks_like_jsonl(text):
-        return _load_jsonl(text, source)
-    return _load_document(text, source, is_json=Path(path).suffix.lower() == ".json")
+        return _load_jsonl(text, source, limits)
+    return _load_document(text, source, limits, is_json=Path(path).suffix.lower() == ".json")
 
 
 def parse_catalog_entries(
-    entries: list[Any], *, source: str, first_index: int = 0
+    entries: list[Any],
+    *,
+    source: str,
+    first_index: int = 0,
+    limits: LimitsConfig = DEFAULT_LIMITS,
 ) -> tuple[list[AnySpec], list[CatalogRejection]]:
     """Validate entries (our spec dicts or Smithery records); duplicates by server id rejected."""
     specs: list[AnySpec] = []
@@ -78,7 +91,7 @@ def parse_catalog_entries(
     seen: dict[str, int] = {}
     for offset, entry in enumerate(entries):
         index = first_index + offset
-        spec_or_rejection = parse_entry(entry, source=source, index=index)
+        spec_or_rejection = parse_entry(entry, source=source, index=index, limits=limits)
         if isinstance(spec_or_rejection, CatalogRejection):
             rejections.append(spec_or_rejection)
         elif spec_or_rejection.server_id in seen:
@@ -97,14 +110,38 @@ def parse_catalog_entries(
     return specs, rejections
 
 
-def parse_entry(entry: Any, *, source: str, index: int) -> AnySpec | CatalogRejection:
-    """One entry to a spec, or to a rejection naming what is wrong with it."""
+def parse_entry(
+    entry: Any, *, source: str, index: int, limits: LimitsConfig = DEFAULT_LIMITS
+) -> AnySpec | CatalogRejection:
+    """One entry to a spec within `limits`, or to a rejection naming what is wrong with it."""
+    spec = _parse_entry(entry, source=source, index=index, limits=limits)
+    if isinstance(spec, CatalogRejection):
+        return spec
+    capped = cap_spec(spec, limits)
+    if isinstance(capped, str):
+        detail = f"name of {len(spec.name)} characters (limits.name_chars: {limits.name_chars})"
+        shown = spec.name[: limits.name_chars]
+        return CatalogRejection(
+            source=source, index=index, name=shown, reason=capped, detail=detail
+        )
+    return capped
+
+
+def _parse_entry(
+    entry: Any, *, source: str, index: int, limits: LimitsConfig = DEFAULT_LIMITS
+) -> AnySpec | CatalogRejection:
     name = entry.get("name") if isinstance(entry, dict) else None
     name = name if isinstance(name, str) else None
 
     def reject(reason: str, detail: str) -> CatalogRejection:
-        return CatalogRejection(source=source, index=index, name=name, reason=reason, detail=detail)
+        shown = name[: limits.name_chars] if name else None
+        return CatalogRejection(
+            source=source, index=index, name=shown, reason=reason, detail=detail
+        )
 
+    if isinstance(entry, dict) and (size := json_size(entry)) > limits.catalog_entry_bytes:
+        cap = limits.catalog_entry_bytes
+        return reject("entry_too_large", f"{size} bytes (limits.catalog_entry_bytes: {cap})")
     if not isinstance(entry, dict):
         return reject("invalid_spec", f"entry is a {type(entry).__name__}, not a mapping")
     if is_smithery_record(entry):
@@ -230,11 +267,18 @@ def _looks_like_jsonl(text: str) -> bool:
     return len(lines) > 1 and all(line.lstrip().startswith("{") for line in lines[:3])
 
 
-def _load_jsonl(text: str, source: str) -> CatalogLoad:
+def _load_jsonl(text: str, source: str, limits: LimitsConfig) -> CatalogLoad:
     entries: list[tuple[int, Any]] = []
     rejections: list[CatalogRejection] = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
+            continue
+        if len(line) > limits.catalog_entry_bytes:  # not parsed: its size is enough to know
+            cap = limits.catalog_entry_bytes
+            rejections.append(
+                CatalogRejection(source=source, index=line_number, reason="entry_too_large",
+                                 detail=f"{len(line)} characters (limits.catalog_entry_bytes: {cap})")
+            )  # fmt: skip
             continue
         try:
             entries.append((line_number, json.loads(line)))
@@ -246,7 +290,7 @@ def _load_jsonl(text: str, source: str) -> CatalogLoad:
     specs: list[AnySpec] = []
     seen: dict[str, int] = {}
     for line_number, entry in entries:
-        parsed = parse_entry(entry, source=source, index=line_number)
+        parsed = parse_entry(entry, source=source, index=line_number, limits=limits)
         if isinstance(parsed, CatalogRejection):
             rejections.append(parsed)
         elif parsed.server_id in seen:
@@ -261,7 +305,7 @@ def _load_jsonl(text: str, source: str) -> CatalogLoad:
     return CatalogLoad(specs=specs, rejections=sorted(rejections, key=lambda r: r.index or 0))
 
 
-def _load_document(text: str, source: str, *, is_json: bool) -> CatalogLoad:
+def _load_document(text: str, source: str, limits: LimitsConfig, *, is_json: bool) -> CatalogLoad:
     try:
         document = json.loads(text) if is_json else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
@@ -274,7 +318,7 @@ def _load_document(text: str, source: str, *, is_json: bool) -> CatalogLoad:
         entries = document
     if not isinstance(entries, list):
         return _rejected_file(source, "missing_servers", "expected `servers:` holding a list")
-    specs, rejections = parse_catalog_entries(entries, source=source)
+    specs, rejections = parse_catalog_entries(entries, source=source, limits=limits)
     return CatalogLoad(specs=specs, rejections=rejections)
 
 

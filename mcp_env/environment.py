@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mcp_env.limits import DEFAULT_LIMITS
 from mcp_env.pool import SessionPool
 from mcp_env.server_requests import PolicyHandler
-from toucan.config import McpConfig
+from toucan.config import LimitsConfig, McpConfig
 
 
 def fleet_paths(mcp: McpConfig) -> tuple[Path, Path]:
@@ -16,10 +17,16 @@ def fleet_paths(mcp: McpConfig) -> tuple[Path, Path]:
     return fleet_dir, fleet_dir / "seed"
 
 
-def make_pool(mcp: McpConfig, *, max_concurrency: int | None = None) -> SessionPool:
-    """A session pool configured by the `mcp` settings section; use it as `async with`.
-    Outside a trajectory its sessions refuse sampling and answer elicitation by the
-    configured policy without a model (`PolicyHandler`)."""
+def make_pool(
+    mcp: McpConfig,
+    *,
+    max_concurrency: int | None = None,
+    limits: LimitsConfig = DEFAULT_LIMITS,
+) -> SessionPool:
+    """A session pool configured by the `mcp` settings section (and `limits`, the caps on the
+    tools its servers list); use it as `async with`. Outside a trajectory its sessions refuse
+    sampling and answer elicitation by the configured policy without a model
+    (`PolicyHandler`)."""
     fleet_dir, seed_dir = fleet_paths(mcp)
     return SessionPool(
         sandbox_root=Path(mcp.sandbox_root) if mcp.sandbox_root else None,
@@ -32,4 +39,5 @@ def make_pool(mcp: McpConfig, *, max_concurrency: int | None = None) -> SessionP
         call_timeout_max=mcp.call_timeout_max_s,
         max_result_chars=mcp.max_result_chars,
         server_requests=PolicyHandler(mcp.elicitation.policy),
+        limits=limits,
     )

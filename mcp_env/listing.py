@@ -6,10 +6,14 @@ is checked alone: repaired where the intent is clear (root `type: object` missin
 nothing opened up, a bad `outputSchema` dropped), otherwise rejected with a reason token.
 Paging stops at a cursor that does not advance.
 
+Sizes are capped by the `limits` settings (mcp_env/limits.py): a long description is cut, an
+input schema too large or a name too long rejects the tool, tools past `tools_per_server`
+are left out (`tools_cut` on the listing).
+
 Repair tokens: missing_input_schema, missing_root_type, root_type_narrowed, unresolved_ref,
-output_schema_dropped, annotations_dropped, invalid_field_dropped.
+output_schema_dropped, annotations_dropped, invalid_field_dropped, description_cut.
 Rejection reasons: not_an_object, missing_name, invalid_input_schema, input_schema_not_object,
-duplicate_name, invalid_tool.
+duplicate_name, invalid_tool, name_too_long, schema_too_large.
 """
 
 from __future__ import annotations
@@ -20,8 +24,16 @@ from typing import Any
 from mcp_types import Tool as SdkTool
 from pydantic import ValidationError
 
+from mcp_env.limits import (
+    DEFAULT_LIMITS,
+    cap_description,
+    check_name,
+    check_schema_size,
+    json_size,
+)
 from mcp_env.results import ListedTool, ToolListing
 from mcp_env.tool_schemas import open_refs, schema_problem, unresolved_refs
+from toucan.config import LimitsConfig
 from toucan.errors import ToolListError
 from toucan.ids import canonical_json, schema_hash
 from toucan.records import ToolRejection, protocol_annotations
@@ -60,10 +72,15 @@ def next_cursor(page: dict[str, Any], seen: set[str]) -> tuple[str | None, str |
     return cursor, None
 
 
-def build_listing(pages: Sequence[Sequence[Any]], notes: Sequence[str] = ()) -> ToolListing:
+def build_listing(
+    pages: Sequence[Sequence[Any]],
+    notes: Sequence[str] = (),
+    limits: LimitsConfig = DEFAULT_LIMITS,
+) -> ToolListing:
     """Every raw tool of every page to a usable tool or a rejection, each name once: the
     first definition of a name wins; a repeat of it is dropped (`duplicate_tool_names`
-    on the listing), a different definition under the same name is rejected (`duplicate_name`)."""
+    on the listing), a different definition under the same name is rejected (`duplicate_name`).
+    Usable tools past `limits.tools_per_server` are left out (`tools_cut`)."""
     listing = ToolListing(notes=list(notes))
     first_seen: dict[str, str] = {}
     position = 0
@@ -79,13 +96,18 @@ def build_listing(pages: Sequence[Sequence[Any]], notes: Sequence[str] = ()) -> 
                 continue
             if isinstance(name, str):
                 first_seen[name] = canonical_json(raw)
-            verdict = parse_tool(raw, position)
+            verdict = parse_tool(raw, position, limits)
             target = listing.tools if isinstance(verdict, ListedTool) else listing.rejected
             target.append(verdict)  # type: ignore[arg-type]
+    if len(listing.tools) > limits.tools_per_server:
+        del listing.tools[limits.tools_per_server :]
+        _note(listing, "tools_cut")
     return listing
 
 
-def parse_tool(raw: Any, position: int = 0) -> ListedTool | ToolRejection:
+def parse_tool(
+    raw: Any, position: int = 0, limits: LimitsConfig = DEFAULT_LIMITS
+) -> ListedTool | ToolRejection:
     """One raw tool (as sent in `tools/list`, camelCase keys) to a usable, repaired tool, or
     to a rejection naming why it cannot be used. Never raises."""
     name = raw.get("name") if isinstance(raw, dict) else None
@@ -95,17 +117,25 @@ def parse_tool(raw: Any, position: int = 0) -> ListedTool | ToolRejection:
             raise ToolListError(f"entry is a {type(raw).__name__}", reason="not_an_object")
         if label != name:
             raise ToolListError("the tool has no name", reason="missing_name")
-        return _usable_tool(raw)
+        check_name(name, limits, "tool")
+        return _usable_tool(raw, limits)
     except ToolListError as error:
-        return _rejection(label, error.reason, str(error))
+        return _rejection(label[: limits.name_chars], error.reason, str(error))
 
 
-def _usable_tool(raw: dict[str, Any]) -> ListedTool:
+def _usable_tool(raw: dict[str, Any], limits: LimitsConfig) -> ListedTool:
     repairs: list[tuple[str, str]] = []
+    check_schema_size(raw.get("inputSchema"), limits)
     input_schema = repair_input_schema(raw.get("inputSchema"), repairs)
     candidate = {key: value for key, value in raw.items() if key != "outputSchema"}
     candidate["inputSchema"] = input_schema
-    output_schema = repair_output_schema(raw.get("outputSchema"), repairs)
+    if isinstance(candidate.get("description"), str):
+        candidate["description"] = cap_description(candidate["description"], limits, repairs)
+    output_schema = raw.get("outputSchema")
+    if output_schema is not None and json_size(output_schema) > limits.schema_bytes:
+        repairs.append(("output_schema_dropped", "outputSchema over limits.schema_bytes"))
+        output_schema = None
+    output_schema = repair_output_schema(output_schema, repairs)
     if output_schema is not None:
         candidate["outputSchema"] = output_schema
     if "annotations" in candidate and candidate["annotations"] is not None:

@@ -10,7 +10,8 @@ Contract:
 - A call that finds the server crashed raises ServerCrashed; the next call starts a fresh
   session. After `max_restarts` restarts (or a failed start) the server is dead: every later
   call raises ServerStartError with reason from `dead_reason(server_id)`.
-- Results longer than `max_result_chars` are cut with a visible marker.
+- Results longer than `max_result_chars` are cut with a visible marker; listings are held to
+  `limits` (mcp_env/limits.py).
 - A call times out after `call_timeout` seconds without progress, `call_timeout_max` in all;
   server requests during a call go to the call's `handler`, else to `server_requests`.
 - A server's tools are listed again once it sent `notifications/tools/list_changed`.
@@ -28,6 +29,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from mcp_env.limits import DEFAULT_LIMITS
 from mcp_env.results import ListedTool, ToolListing, ToolResult, truncate_result
 from mcp_env.sandbox import prepare_sandboxes
 from mcp_env.server_requests import ServerRequestHandler
@@ -39,6 +41,7 @@ from mcp_env.session import (
     open_session,
     unwrap_group,
 )
+from toucan.config import LimitsConfig
 from toucan.errors import McpError, ServerCrashed, ServerStartError
 
 logger = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ class SessionPool:
         call_timeout_max: float | None = None,
         max_result_chars: int = MAX_RESULT_CHARS,
         server_requests: ServerRequestHandler | None = None,
+        limits: LimitsConfig = DEFAULT_LIMITS,
     ) -> None:
         self.sandbox_root = sandbox_root
         self.seed_dir = seed_dir
@@ -95,6 +99,7 @@ class SessionPool:
         self.call_timeout_max = call_timeout_max
         self.max_result_chars = max_result_chars
         self.server_requests = server_requests
+        self.limits = limits
         self._slots: dict[str, _ServerSlot] = {}
         self._task_group: TaskGroup | None = None
         self._isolation: str | None = None
@@ -274,6 +279,7 @@ class SessionPool:
                 connect_timeout=self.connect_timeout,
                 isolation=self._isolation,
                 server_requests=self.server_requests,
+                limits=self.limits,
             ) as session:
                 task_status.started(session)
                 started = True

@@ -29,6 +29,7 @@ from mcp_env.client_callbacks import (
     ping_settles,
 )
 from mcp_env.handshake import connect_client, unwrap_group
+from mcp_env.limits import DEFAULT_LIMITS
 from mcp_env.listing import build_listing, next_cursor, page_tools
 from mcp_env.remote import connect_remote, remove_sandbox_log, start_launch
 from mcp_env.results import (
@@ -41,8 +42,9 @@ from mcp_env.sandbox import prepare_launch, remove_sandbox, substitute_vars
 from mcp_env.sdk_seams import request_tools_page, take_over_output_checks
 from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec
-from mcp_env.transport import ProcessTransport
-from toucan.errors import ServerCrashed, ToolListError, ToolTimeout
+from mcp_env.transport import JUNK_REPLY_CODE, ProcessTransport
+from toucan.config import LimitsConfig
+from toucan.errors import JunkReply, ServerCrashed, ToolListError, ToolTimeout
 
 # spawn + handshake: typical Python servers take 0.5-1.2 s, basic-memory up to 6 s
 CONNECT_TIMEOUT_S = 30.0
@@ -85,6 +87,7 @@ class McpSession:
         self._listing: ToolListing | None = None  # this session's last listing
         self._listing_failed = False
         self._listing_lock = anyio.Lock()
+        self.limits = DEFAULT_LIMITS  # size caps on the tools it lists (open_session sets)
 
     @property
     def tools_generation(self) -> int:
@@ -146,7 +149,7 @@ class McpSession:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.HTTPError) as error:
             self._connection_lost = True
             raise ServerCrashed(str(error) or type(error).__name__) from error
-        listing = build_listing(pages, notes)
+        listing = build_listing(pages, notes, self.limits)
         take_over_output_checks(self._client, _names(pages))
         self._listing = listing
         return listing
@@ -174,8 +177,8 @@ class McpSession:
         handler: ServerRequestHandler | None = None,
     ) -> ToolResult:
         """Call one tool. Tool failures come back as ToolResult(is_error=True); a result that
-        misses the tool's `outputSchema` is kept with a `note`. Raises only ToolTimeout (the
-        session stays usable) or ServerCrashed (it does not).
+        misses the tool's `outputSchema` is kept with a `note`. Raises only ToolTimeout or
+        JunkReply (the session stays usable) or ServerCrashed (it does not).
 
         Every call carries a progress token (spec 2025-06-18, "Utilities > Progress"): the
         call times out after `timeout` seconds without an answer, a progress notification or
@@ -185,11 +188,15 @@ class McpSession:
         output_schema = await self._output_schema_of(name, timeout)
         started = time.perf_counter()
         cap = max(timeout, timeout_max or timeout)
+        noise_before = self.noise_lines
         try:
             with anyio.fail_after(cap + CALL_TIMEOUT_SLACK_S):
                 raw = await self._call_with_progress(name, arguments, timeout, cap, handler)
         except TimeoutError as error:
-            raise ToolTimeout(f"{name} took longer than {cap}s") from error
+            timeout_error = ToolTimeout(f"{name} took longer than {cap}s")
+            raise self._no_answer(timeout_error, noise_before) from error
+        except ToolTimeout as error:  # no answer and no progress (client_callbacks.py)
+            raise self._no_answer(error, noise_before) from error
         except ValidationError as error:
             return self._error_result(
                 f"malformed tool result: {error}", "malformed_result", started
@@ -198,8 +205,10 @@ class McpSession:
             return self._error_result(str(error), "result_rejected_by_sdk", started)
         except MCPError as error:
             self._raise_if_crashed(error)
+            if error.code == JUNK_REPLY_CODE:
+                raise JunkReply(f"{name}: {error}") from error
             if error.code == REQUEST_TIMEOUT:
-                raise ToolTimeout(str(error)) from error
+                raise self._no_answer(ToolTimeout(str(error)), noise_before) from error
             reason = ERROR_REASONS.get(error.code, "server_error")
             return self._error_result(str(error), reason, started)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.HTTPError) as error:
@@ -244,6 +253,19 @@ class McpSession:
             logger.info("%s did not answer a ping; its tool changes may show late", self.spec.name)
         return raw
 
+    @property
+    def noise_lines(self) -> int:
+        """Lines the server wrote on stdout that were not JSON-RPC (0 for a remote server)."""
+        return getattr(self._process_probe, "noise_lines", 0)
+
+    def _no_answer(self, timeout: ToolTimeout, noise_before: int) -> ToolTimeout | JunkReply:
+        """A call that got no valid answer in time: junk when the server wrote lines that are
+        not JSON-RPC meanwhile (its answer, most likely), else the timeout."""
+        junk = self.noise_lines - noise_before
+        if junk > 0:
+            return JunkReply(f"{timeout}; {junk} junk line(s) on stdout instead of a reply")
+        return timeout
+
     def _raise_if_crashed(self, error: MCPError) -> None:
         if error.code == CONNECTION_CLOSED or not self.is_alive():
             self._connection_lost = True
@@ -264,13 +286,15 @@ async def open_session(
     connect_timeout: float = CONNECT_TIMEOUT_S,
     isolation: str | None = None,
     server_requests: ServerRequestHandler | None = None,
+    limits: LimitsConfig = DEFAULT_LIMITS,
 ) -> AsyncIterator[McpSession]:
     """Start (stdio, or an HTTP spec's `launch`) and connect; on exit shut everything down
     and remove the sandbox. Raises ServerStartError with a reason token when it cannot.
 
     The session advertises sampling and elicitation; `server_requests` answers them when no
     tool call with a handler of its own is in flight (default: `PolicyHandler()`, which
-    refuses sampling and declines elicitation)."""
+    refuses sampling and declines elicitation). `limits` caps the tools it lists
+    (mcp_env/limits.py)."""
     callbacks = SessionCallbacks(spec.server_id, spec.name, server_requests)
     sandbox_options = {
         "sandbox_root": sandbox_root,
@@ -280,6 +304,7 @@ async def open_session(
     }
     try:
         async with _connect(spec, sandbox_options, connect_timeout, callbacks) as session:
+            session.limits = limits
             yield session
     except BaseExceptionGroup as group:
         # task groups inside the SDK wrap what our caller raised in the body; unwrap it

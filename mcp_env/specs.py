@@ -96,6 +96,9 @@ class _SpecBase(BaseModel):
     # shared: one process serves every trajectory of a batch (stateless servers); per_trajectory:
     # each trajectory gets its own process and sandbox, so no trajectory sees another's writes
     isolation: Literal["shared", "per_trajectory"] = "shared"
+    # what the catalog reader cut to fit `limits` (tokens: description_cut, tools_cut); the
+    # server row's notes carry them
+    catalog_notes: list[str] = Field(default_factory=list)
 
     @property
     def server_id(self) -> str:

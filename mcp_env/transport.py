@@ -4,12 +4,20 @@ The SDK's `stdio_client` merges a default environment into the child's and hides
 process; we need an allow-listed environment, bwrap wrapping, the pid for crash detection
 and a session-wide kill. Lines on stdout that are not JSON-RPC (banners, prints) are
 dropped here instead of being logged as parse failures.
+
+A dropped line that still names one of our requests (a reply that is JSON-RPC in shape but
+not in content: a non-object result, no result nor error, a cut-off line) is that request's
+answer: it becomes a JSON-RPC error with code JUNK_REPLY_CODE, so the call fails at once as
+`junk_reply` instead of waiting out its timeout. Every dropped line is counted
+(`noise_lines`), so a call that times out after the server wrote junk can say so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +30,40 @@ from mcp.shared.message import SessionMessage
 from mcp_env.sandbox import Launch, start_process, stop_process_tree
 
 logger = logging.getLogger(__name__)
+
+# JSON-RPC's implementation-defined server error range is -32000..-32099; the SDK uses
+# -32000..-32002 and -32042, servers seldom go deep: this code marks a reply we synthesized
+JUNK_REPLY_CODE = -32097
+JUNK_EXCERPT_CHARS = 200
+# the id of a reply line that did not parse (cut off, or not JSON at all)
+REPLY_ID = re.compile(r'^\s*\{\s*(?:"jsonrpc"\s*:\s*"[^"]*"\s*,\s*)?"id"\s*:\s*(-?\d+)\b')
+
+
+def junk_reply_id(line: str) -> int | str | None:
+    """The request id a junk stdout line answers, or None: a JSON object with an `id` and no
+    `method` (a reply, not a request of the server's), or a line that breaks off after
+    starting as a reply does: `{"jsonrpc": "2.0", "id": 7, ...` or `{"id": 7, ...`."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        match = REPLY_ID.match(line)
+        return int(match.group(1)) if match else None
+    if not isinstance(value, dict) or "method" in value:
+        return None
+    reply_id = value.get("id")
+    if isinstance(reply_id, bool) or not isinstance(reply_id, int | str):
+        return None
+    return reply_id
+
+
+def junk_reply_error(reply_id: int | str, line: str) -> mcp_types.JSONRPCError:
+    """The error that stands for a junk reply to request `reply_id`."""
+    excerpt = line.strip()[:JUNK_EXCERPT_CHARS]
+    return mcp_types.JSONRPCError(
+        jsonrpc="2.0",
+        id=reply_id,
+        error=mcp_types.ErrorData(code=JUNK_REPLY_CODE, message=f"junk reply: {excerpt}"),
+    )
 
 
 class ProcessTransport:
@@ -98,8 +140,11 @@ class ProcessTransport:
             message = mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
         except ValueError:
             self.noise_lines += 1
-            logger.debug("dropped a non-JSON-RPC stdout line: %.200s", line)
-            return
+            reply_id = junk_reply_id(line)
+            if reply_id is None:
+                logger.debug("dropped a non-JSON-RPC stdout line: %.200s", line)
+                return
+            message = junk_reply_error(reply_id, line)
         await reader_send.send(SessionMessage(message))
 
     async def _pump_stdin(self, process: Process, writer_receive, reader_send) -> None:

@@ -23,6 +23,7 @@ from tasks.agent.batch import (
     list_exposed_tools,
     run_agent_batch,
 )
+from tasks.agent.breaker import ServerBreaker
 from tasks.agent.naming import ExposedTool
 from tasks.conversation import PinnedSessions
 from tasks.multi_turn import converse
@@ -104,8 +105,16 @@ async def run_multi_turn_batch(
     servers: dict[str, ServerEntry],
     options: BatchOptions,
     cache_entries: list[LlmCacheEntry] | None = None,
+    breaker: ServerBreaker | None = None,
 ) -> BatchResult:
-    """Run one batch's conversations; returns rows, never writes the store."""
+    """Run one batch's conversations; returns rows, never writes the store. `breaker`: the
+    run's server breaker, shared by its batches."""
     return await run_agent_batch(
-        batch, servers, options, STAGE, conversation_item, cache_entries=cache_entries
+        batch,
+        servers,
+        options,
+        STAGE,
+        conversation_item,
+        cache_entries=cache_entries,
+        breaker=breaker,
     )

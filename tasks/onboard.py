@@ -16,11 +16,12 @@ from pydantic import BaseModel, Field
 from mcp_env.catalog import CatalogRejection
 from mcp_env.environment import make_pool
 from mcp_env.health import ServerCheck, check_server
+from mcp_env.limits import DEFAULT_LIMITS
 from mcp_env.listing import build_listing
 from mcp_env.results import ListedTool, ToolListing
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec, ToolSpec, parse_server_spec
 from tasks.domains import label_by_keywords, normalize_category
-from toucan.config import McpConfig
+from toucan.config import LimitsConfig, McpConfig
 from toucan.errors import MCP_RETRYABLE
 from toucan.ids import make_id, schema_hash
 from toucan.records import Server, Tool
@@ -84,22 +85,27 @@ def base_server_record(
         license=spec.license,
         usage_count=spec.usage_count,
         featured=spec.featured,
+        notes=list(spec.catalog_notes),  # what the catalog reader cut to fit `limits`
     )
 
 
-def listing_from_specs(tools: Sequence[ToolSpec]) -> ToolListing:
+def listing_from_specs(
+    tools: Sequence[ToolSpec], limits: LimitsConfig = DEFAULT_LIMITS
+) -> ToolListing:
     """Declared tools judged as if a server had listed them (repaired, or rejected alone)."""
-    return build_listing([[tool.as_listed() for tool in tools]])
+    return build_listing([[tool.as_listed() for tool in tools]], limits=limits)
 
 
-def onboard_from_specs(spec: AnySpec, categories: Sequence[str]) -> OnboardOutcome:
+def onboard_from_specs(
+    spec: AnySpec, categories: Sequence[str], limits: LimitsConfig = DEFAULT_LIMITS
+) -> OnboardOutcome:
     """--specs-only: store what the catalog declares, without connecting."""
-    listing = listing_from_specs(spec.tools)
+    listing = listing_from_specs(spec.tools, limits)
     tools = listing.tools
     server = base_server_record(spec, categories, _tool_texts(tools))
     update: dict[str, Any] = {
         "tool_count": len(tools),
-        "notes": listing.notes,
+        "notes": [*server.notes, *listing.notes],
         "rejected_tools": listing.rejected,
     }
     if not tools:
@@ -124,7 +130,7 @@ def onboard_from_check(
             "tool_count": len(check.tools),
             "connect_latency_ms": check.connect_latency_ms,
             "transport_used": check.transport_used,
-            "notes": check.notes,
+            "notes": [*server.notes, *check.notes],
             "rejected_tools": check.rejected_tools,
             "sandbox": check.sandbox_mode,
         }
@@ -133,18 +139,23 @@ def onboard_from_check(
 
 
 async def onboard_server(
-    spec_data: dict[str, Any], mcp: dict[str, Any], categories: list[str], retries: int
+    spec_data: dict[str, Any],
+    mcp: dict[str, Any],
+    categories: list[str],
+    retries: int,
+    limits: dict[str, Any] | None = None,
 ) -> OnboardOutcome:
-    """One catalog entry, live: connect, list tools, probe. A transient failure (a reason in
-    `toucan.errors.MCP_RETRYABLE`, or an unexpected error) is tried again up to `retries`
-    times; the last attempt's verdict is the row. Arguments are JSON so a batch crosses to a
-    Dask worker."""
+    """One catalog entry, live: connect, list tools (held to `limits`), probe. A transient
+    failure (a reason in `toucan.errors.MCP_RETRYABLE`, or an unexpected error) is tried
+    again up to `retries` times; the last attempt's verdict is the row. Arguments are JSON so
+    a batch crosses to a Dask worker."""
     spec = parse_server_spec(spec_data)
     mcp_config = McpConfig.model_validate(mcp)
+    caps = LimitsConfig.model_validate(limits or {})
     for attempt in range(retries + 1):
         raised = False
         try:
-            async with make_pool(mcp_config) as pool:
+            async with make_pool(mcp_config, limits=caps) as pool:
                 check = await check_server(spec, pool)
         except Exception as error:  # the stage edge: one server must not stop the others
             logger.warning("onboarding %s failed", spec.name, exc_info=True)

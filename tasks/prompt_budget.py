@@ -13,8 +13,8 @@ import copy
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
+from mcp_env.limits import cut_text
 from tasks.agent.naming import ExposedTool
-from tasks.agent.tool_schema import cut_text
 from tasks.sampling import ServerView
 from toucan.config import PromptBudget
 from toucan.ids import content_hash

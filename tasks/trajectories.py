@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from mcp_env.environment import make_pool
-from tasks.agent import CallJournal, CircuitBreaker, Teacher, Toolbox, ToolCaller, run_agent
+from tasks.agent import CallJournal, ServerBreaker, Teacher, Toolbox, ToolCaller, run_agent
 from tasks.agent.batch import (
     BatchContext,
     BatchOptions,
@@ -68,7 +68,7 @@ async def generate_trajectory(
     teacher: Teacher,
     options: BatchOptions,
     *,
-    breaker: CircuitBreaker | None = None,
+    breaker: ServerBreaker | None = None,
     replay: dict[str, dict[str, Any]] | None = None,
     journal: CallJournal | None = None,
     isolated_servers: frozenset[str] = frozenset(),
@@ -137,10 +137,12 @@ async def generate_batch(
     replay: dict[str, dict[str, Any]] | None = None,
     paused: dict[str, dict[str, str]] | None = None,
     cache_entries: list[LlmCacheEntry] | None = None,
+    breaker: ServerBreaker | None = None,
 ) -> BatchResult:
     """Run one server group's items on the agent batch runner. Servers marked
     `isolation: per_trajectory` also get a short-lived pool per item (tasks/agent/episode.py):
-    the batch pool only lists their tools. `replay`: call key -> recorded result."""
+    the batch pool only lists their tools. `replay`: call key -> recorded result; `breaker`:
+    the run's server breaker, shared by its batches."""
     recorded = replay or {}
 
     async def run_item(
@@ -149,7 +151,14 @@ async def generate_batch(
         return await trajectory_item(item, ctx, lingering, recorded)
 
     return await run_agent_batch(
-        batch, servers, options, STAGE, run_item, cache_entries=cache_entries, paused=paused
+        batch,
+        servers,
+        options,
+        STAGE,
+        run_item,
+        cache_entries=cache_entries,
+        paused=paused,
+        breaker=breaker,
     )
 
 
@@ -167,7 +176,11 @@ async def trajectory_item(
             detail = f"{ctx.servers[server_id].name}: {why.reason}: {why.detail}"
             return ItemOutcome(failed_trajectory(item, "server_paused", detail, run_id))
     tools = await lingering.enter_async_context(
-        open_episode_tools(ctx.pool, isolated_specs(ctx.specs), lambda: make_pool(ctx.options.mcp))
+        open_episode_tools(
+            ctx.pool,
+            isolated_specs(ctx.specs),
+            lambda: make_pool(ctx.options.mcp, limits=ctx.options.limits),
+        )
     )
     rules = rules_for(ctx.options.models, item.teacher)
     try:

@@ -131,7 +131,7 @@ def trajectory_metadata(item: TrajectoryItem, run: AgentRun, toolbox: Toolbox) -
         metadata["error"] = run.error_detail[:2000]
     if toolbox.paused is not None:
         metadata["paused_server"] = {
-            "server_id": toolbox.paused.server_id,
+            "server_id": toolbox.paused.key,
             "reason": toolbox.paused.reason,
         }
     return metadata | client_metadata(toolbox)

@@ -88,6 +88,8 @@ class ModelDeployment(Section):
     output_cost_per_token: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)  # temperature, max_tokens, ...
     supports_tools: bool = True
+    # the model's context window in tokens; None = LiteLLM's model map (unknown: unchecked)
+    context_tokens: int | None = Field(default=None, ge=1)
     # auto = post /chat/completions directly (one aiohttp session) for OpenAI-compatible
     # providers and api_base deployments; litellm = always through LiteLLM's Router
     transport: Literal["auto", "litellm", "direct"] = "auto"
@@ -349,6 +351,29 @@ class ExportConfig(Section):
     )
 
 
+class LimitsConfig(Section):
+    """Size caps on what catalogs and servers hand in (issue 15, fault 7: a 5 MB catalog
+    description became a 1.31M-token synthesis prompt).
+
+    A text over its cap is cut, and the row says so: a server's `notes` (`description_cut`,
+    `tools_cut`), a tool's `repairs` (`description_cut`). What cannot be cut is rejected with
+    a reason: a catalog file (`file_too_large`), a catalog entry (`entry_too_large`), a
+    server or tool name (`name_too_long`), a tool's input schema (`schema_too_large`; an
+    output schema that large is dropped). The defaults sit far above the largest of the
+    Smithery crawl's 1,699 servers: description 10,467 characters, input schema 52,807
+    bytes, 253 tools, entry 725 KB. A prompt is checked against its model's context window
+    before it is sent (toucan/llm/prompt_size.py; the window: `context_tokens` of the
+    deployment, else LiteLLM's model map).
+    """
+
+    catalog_file_bytes: int = Field(default=256 * 2**20, ge=1)
+    catalog_entry_bytes: int = Field(default=16 * 2**20, ge=1)  # one server, as JSON
+    name_chars: int = Field(default=256, ge=1)
+    description_chars: int = Field(default=32_000, ge=1)  # a server's or a tool's
+    tools_per_server: int = Field(default=1_000, ge=1)  # the first ones listed are kept
+    schema_bytes: int = Field(default=256_000, ge=1)  # a tool's schema, as JSON
+
+
 class BudgetConfig(Section):
     """Caps on what a run spends on models, in US dollars (None / absent = no cap).
 
@@ -401,6 +426,7 @@ class Settings(BaseSettings):
     export: ExportConfig = Field(default_factory=ExportConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -9,12 +9,14 @@
     │   ├── ServerStartError   the server process or connection did not come up
     │   ├── ServerCrashed      the session died while in use
     │   ├── ToolTimeout        a tool call took longer than its budget
+    │   ├── JunkReply          the server answered a call with something not JSON-RPC
     │   └── ToolListError      list_tools failed or returned junk
     └── LlmError               anything on the model side
         ├── RateLimited        429s that outlasted the retries
         ├── ModelTimeout       the model did not answer in time
         ├── UnparseableReply   the reply did not parse into the expected record
         ├── BudgetExhausted    the call would cross a `budget` cap: not sent
+        ├── PromptTooLarge     the prompt cannot fit the model's context window: not sent
         └── ModelGroupDown     no live deployment left for the call: not sent
 
 Each class carries a stable snake_case `reason` token; rows store that token, and
@@ -71,6 +73,13 @@ class ToolTimeout(McpError):
     reason = "tool_timeout"
 
 
+class JunkReply(McpError):
+    """The server answered with junk: a reply that is not JSON-RPC, or no valid reply and
+    junk on its output instead. The session stays usable; the server counts as failing."""
+
+    reason = "junk_reply"
+
+
 class ToolListError(McpError):
     reason = "bad_tool_list"
 
@@ -96,6 +105,13 @@ class BudgetExhausted(LlmError):
     def __init__(self, message: str = "", *, scope: str = "run") -> None:
         super().__init__(message)
         self.scope = scope
+
+
+class PromptTooLarge(LlmError):
+    """The prompt does not fit the deployment's context window; it was not sent, and sending
+    it again would not help (a final answer)."""
+
+    reason = "prompt_too_large"
 
 
 class ModelGroupDown(LlmError):

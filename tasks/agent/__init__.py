@@ -4,7 +4,7 @@ Plain async code (no Prefect, no DuckDB). `run_agent` runs the loop of a style n
 `STYLES` (tasks/agent/styles.py).
 """
 
-from tasks.agent.breaker import CircuitBreaker, ServerPaused
+from tasks.agent.breaker import ServerBreaker, ServerPaused
 from tasks.agent.journal import CallJournal, journal_dir, read_journals
 from tasks.agent.loop import AgentBudget, AgentJob, AgentRun, Teacher
 from tasks.agent.naming import ExposedTool, expose_tools, name_map
@@ -18,8 +18,8 @@ __all__ = [
     "AgentRun",
     "AgentStyle",
     "CallJournal",
-    "CircuitBreaker",
     "ExposedTool",
+    "ServerBreaker",
     "ServerPaused",
     "Teacher",
     "ToolCaller",

@@ -25,12 +25,12 @@ from mcp_env.results import ListedTool
 from mcp_env.server_requests import ServerExchange
 from mcp_env.session import AnySpec
 from mcp_env.specs import parse_server_spec
-from tasks.agent.breaker import CircuitBreaker, ServerPaused
+from tasks.agent.breaker import ServerBreaker, ServerPaused
 from tasks.agent.journal import CallJournal, JournalingTeacher, open_journal
 from tasks.agent.loop import AgentBudget
 from tasks.agent.naming import ExposedTool, expose_tools
 from tasks.agent.toolbox import Toolbox
-from toucan.config import McpConfig, ModelsConfig
+from toucan.config import LimitsConfig, McpConfig, ModelsConfig
 from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.llm.breaker import ModelBreaker
@@ -67,6 +67,7 @@ class BatchOptions(BaseModel):
     concurrency: int = 32  # items in flight in this batch
     breaker_failures: int = 5
     mcp: McpConfig = Field(default_factory=McpConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)  # on the tools servers list
     models: ModelsConfig
     local_base_url: str | None = None
     run_id: str = "adhoc"
@@ -169,7 +170,7 @@ class BatchContext:
     options: BatchOptions
     pool: SessionPool
     teacher: JournalingTeacher  # the router (`teacher.router`), journaling new replies
-    breaker: CircuitBreaker
+    breaker: ServerBreaker  # the run's, shared with its other batches
     journal: CallJournal | None
 
     @property
@@ -191,9 +192,15 @@ class ItemOutcome:
 RunItem = Callable[[Any, BatchContext, contextlib.AsyncExitStack], Awaitable[ItemOutcome]]
 
 
-def open_breaker(options: BatchOptions, paused: dict[str, dict[str, str]] | None) -> CircuitBreaker:
-    """A circuit breaker with the servers earlier batches paused ({"reason", "detail"})."""
-    breaker = CircuitBreaker(threshold=options.breaker_failures)
+def open_breaker(
+    options: BatchOptions,
+    paused: dict[str, dict[str, str]] | None,
+    breaker: ServerBreaker | None = None,
+) -> ServerBreaker:
+    """The run's server breaker (a new one when the batch runs alone), holding the servers
+    earlier batches paused ({"reason", "detail"}): on a process of its own (Dask) the run's
+    breaker is a copy, and these are all it learns of the others."""
+    breaker = breaker if breaker is not None else ServerBreaker(options.breaker_failures)
     for server_id, why in (paused or {}).items():
         breaker.pause(ServerPaused(server_id, why.get("reason", "paused"), why.get("detail", "")))
     return breaker
@@ -208,10 +215,12 @@ async def run_agent_batch(
     *,
     cache_entries: list[LlmCacheEntry] | None = None,
     paused: dict[str, dict[str, str]] | None = None,
+    breaker: ServerBreaker | None = None,
 ) -> BatchResult:
     """Run every item of `batch` with `run_item`; returns the rows, tool-call records, new
-    cache entries, events and the servers paused meanwhile. Never writes the store."""
-    breaker = open_breaker(options, paused)
+    cache entries, events and the batch's servers that are paused. Never writes the store.
+    `breaker` is the run's, shared by its batches (None: one of the batch's own)."""
+    breaker = open_breaker(options, paused, breaker)
     journal = open_journal(options.journal_dir, options.run_id, batch.batch_id)
     sink = EventSink(options.run_id, stage)
     router = LlmRouter(
@@ -225,7 +234,7 @@ async def run_agent_batch(
     result = BatchResult(batch_id=batch.batch_id)
     limit = asyncio.Semaphore(max(1, options.concurrency))
     try:
-        async with make_pool(options.mcp) as pool:
+        async with make_pool(options.mcp, limits=options.limits) as pool:
             specs = [servers[server_id].spec for server_id in batch.server_ids]
             for spec in specs:
                 pool.register(spec)
@@ -250,11 +259,13 @@ async def run_agent_batch(
     finally:
         if journal is not None:
             journal.close()
+        await router.aclose()  # its HTTP session belongs to this loop, which may outlive us
     result.cache_entries = list(teacher.collect())
     result.events = [*sink.drain(), *router.drain_events()]
     result.paused = {
         server_id: {"reason": why.reason, "detail": why.detail}
-        for server_id, why in breaker.opened.items()
+        for server_id in batch.server_ids
+        if (why := breaker.paused(server_id)) is not None
     }
     return result
 

@@ -13,20 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcp_env.limits import cut_text
 from tasks.agent.schema_walk import inline_refs, map_subschemas
 from tasks.agent.strict_schema import strict_parameters
 from toucan.llm.tool_rules import ToolRules
 
-ELLIPSIS = "..."
 ROOT_ALTERNATIVES = {"anyOf": "root_any_of_lifted", "oneOf": "root_one_of_lifted"}
 GEMINI_FORMATS = ("enum", "date-time")  # Gemini API: "must be either 'enum' or 'date-time'"
-
-
-def cut_text(text: str, chars: int | None) -> str:
-    """`text` if it fits in `chars`, else its start with an ellipsis, `chars` long in all."""
-    if chars is None or len(text) <= chars:
-        return text
-    return text[: max(0, chars - len(ELLIPSIS))].rstrip() + ELLIPSIS
 
 
 def smallest(*limits: int | None) -> int | None:

@@ -17,16 +17,18 @@ import contextlib
 import json
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp_env.results import ToolResult
 from mcp_env.server_requests import ServerRequestHandler
 from mcp_env.tool_schemas import check_instance
-from tasks.agent.breaker import CircuitBreaker, ServerPaused
+from tasks.agent.breaker import SERVER_HANGING, SERVER_PAUSED, ServerBreaker
 from tasks.agent.journal import CallJournal
 from tasks.agent.naming import ExposedTool
 from tasks.agent.tool_changes import ToolWatch
 from tasks.agent.truncation import truncate_to_budget
+from toucan.breaker import Paused
 from toucan.errors import McpError
 from toucan.ids import canonical_json, make_id
 from toucan.records import CallLog, ToolCallRecord
@@ -93,7 +95,7 @@ class Toolbox:
         call_timeout: float,
         replay: dict[str, dict[str, Any]] | None = None,
         journal: CallJournal | None = None,
-        breaker: CircuitBreaker | None = None,
+        breaker: ServerBreaker | None = None,
         run_id: str | None = None,
         restate_servers: frozenset[str] = frozenset(),
         responder: TrajectoryResponder | None = None,
@@ -117,7 +119,7 @@ class Toolbox:
         self.ever_exposed = dict(self.by_name)  # every tool offered in the run, latest schema
         self.log: list[CallLog] = []
         self.records: list[ToolCallRecord] = []
-        self.paused: ServerPaused | None = None
+        self.paused: Paused | None = None
         self._occurrences: Counter[str] = Counter()
         self._origin = time.perf_counter()
 
@@ -178,37 +180,52 @@ class Toolbox:
             if self.responder is not None:
                 self.responder.restore(call_id, self.replay[key].get("server_requests") or [])
             return ToolResult.model_validate(self.replay[key]), True, key
-        if self.breaker is not None and (paused := self.breaker.paused(exposed.server_id)):
-            self.paused = paused
-            return (
-                ToolResult.failure(
-                    f"Error: server {exposed.server} is unavailable: {paused.reason}",
-                    "server_paused",
-                ),
-                False,
-                key,
-            )
         handler = self.responder.for_call(call_id) if self.responder is not None else None
-        try:
-            result = await self.caller.call_tool(
+        result, answered = await self._send(exposed, arguments, handler)
+        if answered:
+            self._remember(key, exposed, arguments, result, handler.exchanges if handler else [])
+        return result, False, key
+
+    async def _send(
+        self, exposed: ExposedTool, arguments: dict[str, Any], handler: Any
+    ) -> tuple[ToolResult, bool]:
+        """(result, whether the server answered) of one live call, through the breaker: an
+        infrastructure failure counts against the server, an answer (tool errors included)
+        clears it; a call the breaker refused or stopped waiting for was not answered."""
+
+        def send() -> Awaitable[ToolResult]:
+            return self.caller.call_tool(
                 exposed.server_id,
                 exposed.tool,
                 arguments,
                 timeout=self.call_timeout,
                 handler=handler,
             )
-        except McpError as error:
-            if self.breaker is not None:
-                self.breaker.record_failure(exposed.server_id, error.reason, str(error))
-            return (
-                ToolResult.failure(f"Error: {error.reason}: {error}"[:2000], error.reason),
-                False,
-                key,
+
+        breaker = self.breaker
+        try:
+            outcome = await (
+                send() if breaker is None else breaker.watch_for_hang(exposed.server_id, send)
             )
-        if self.breaker is not None:
-            self.breaker.record_success(exposed.server_id)
-        self._remember(key, exposed, arguments, result, handler.exchanges if handler else [])
-        return result, False, key
+        except McpError as error:
+            if breaker is not None:
+                breaker.record_failure(exposed.server_id, error.reason, str(error))
+            return ToolResult.failure(f"Error: {error.reason}: {error}"[:2000], error.reason), False
+        if isinstance(outcome, Paused):
+            return self._refused(exposed, outcome), False
+        if breaker is not None:
+            breaker.record_success(exposed.server_id)
+        return outcome, True
+
+    def _refused(self, exposed: ExposedTool, refusal: Paused) -> ToolResult:
+        """The result of a call the breaker did not send or stopped waiting for: the server is
+        paused (the trajectory then ends: `toolbox.paused`) or hanging (the model may go on)."""
+        if (paused := self.breaker.paused(exposed.server_id) if self.breaker else None) is None:
+            text = f"Error: server {exposed.server} is not answering: {refusal.detail}"
+            return ToolResult.failure(text, SERVER_HANGING)
+        self.paused = paused
+        text = f"Error: server {exposed.server} is unavailable: {paused.reason}"
+        return ToolResult.failure(text, SERVER_PAUSED)
 
     async def _restate(self, exposed: ExposedTool, arguments: dict[str, Any]) -> None:
         """Re-run a replayed call for its effect on the server; its result is not used."""

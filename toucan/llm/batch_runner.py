@@ -29,7 +29,7 @@ import asyncio
 from collections import defaultdict
 
 from toucan.config import BatchApiConfig
-from toucan.errors import ConfigError, LlmError
+from toucan.errors import ConfigError, LlmError, PromptTooLarge
 from toucan.ids import make_id
 from toucan.llm.batch_api import OpenAiBatchApi, batch_provider
 from toucan.llm.batch_items import BatchItem, Outcome
@@ -109,7 +109,10 @@ class BatchRunner:
             name = self.deployment_for(target, item)
             if self.apis.get(name) is None:
                 raise ConfigError(f"{name} has no batch API: send item {item.item_id} online")
-            lines[name].append(self.make_line(name, item))
+            try:
+                lines[name].append(self.make_line(name, item, meta))
+            except PromptTooLarge as error:  # that item's final answer; the job goes on
+                outcomes[item.item_id] = error
         for part in await asyncio.gather(*(self.run_on(n, ls) for n, ls in lines.items())):
             outcomes.update(part)
         return outcomes
@@ -145,14 +148,16 @@ class BatchRunner:
                 outcomes[line.item_id] = self.to_outcome(job.deployment, job, line, result)
         return outcomes, resend
 
-    def make_line(self, name: str, item: BatchItem) -> Line:
+    def make_line(self, name: str, item: BatchItem, meta: CallMeta) -> Line:
+        """The item's request line; raises PromptTooLarge for a prompt that cannot fit the
+        deployment's context window (checked as online)."""
         api = self.apis[name]
         assert api is not None
         request_key = self.router.request_key(name, *item.request()).key
         custom_id = make_custom_id(item.item_id, request_key)
-        body = build_line(
-            custom_id, api.endpoint.model, self.router.build_request(name, *item.request())
-        )
+        request = self.router.build_request(name, *item.request())
+        self.router.check_size(name, request, meta)
+        body = build_line(custom_id, api.endpoint.model, request)
         return Line(item.item_id, item.server_id, request_key, custom_id, encode_line(body))
 
     async def run_on(self, name: str, lines: list[Line]) -> dict[str, Outcome]:

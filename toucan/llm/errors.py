@@ -5,6 +5,7 @@ LlmError                  reason
 ├── ModelTimeout          model_timeout       no answer within the deployment's timeout
 ├── UnparseableReply      unparseable_reply   reply did not parse after the repair retry
 ├── BudgetExhausted       budget_exhausted    the call would cross a budget cap: not sent
+├── PromptTooLarge        prompt_too_large    the prompt cannot fit the context window: not sent
 ├── ModelGroupDown        model_unavailable   every deployment for the call is paused
 └── (LlmError itself)     model_server_error  5xx / connection trouble after the retries
                           model_request_rejected  4xx other than 429: not retried

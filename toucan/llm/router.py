@@ -8,7 +8,9 @@ flow to write; `DeploymentSender` (toucan/llm/sending.py) sends each request (li
 retries, the direct transport or LiteLLM). Two guards are shared by every router of a run: the
 `Budget` ledger (a call reserves its most possible cost before it is sent and settles the real
 one) and the `ModelBreaker` (a deployment failing N requests in a row is paused; a call with no
-live deployment fails as `model_unavailable` without being sent).
+live deployment fails as `model_unavailable` without being sent). Before either, a prompt that
+cannot fit the deployment's context window fails as `prompt_too_large`, unsent
+(toucan/llm/prompt_size.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from toucan.config import ModelsConfig
-from toucan.errors import BudgetExhausted, ConfigError, LlmError, ModelGroupDown
+from toucan.errors import BudgetExhausted, ConfigError, LlmError, ModelGroupDown, PromptTooLarge
 from toucan.events import EventSink
 from toucan.ids import content_hash
 from toucan.llm.breaker import ModelBreaker
@@ -35,6 +37,7 @@ from toucan.llm.deployments import (
 )
 from toucan.llm.direct import to_reply_from_json
 from toucan.llm.prices import completion_allowance, count_prompt_tokens, deployment_price
+from toucan.llm.prompt_size import check_prompt_size, context_window
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.sending import RATE_LIMIT_PATIENCE_S, DeploymentSender
 from toucan.llm.structured import complete_structured
@@ -77,6 +80,7 @@ class LlmRouter:
         self.transport = self.sender.transport
         self.endpoints = self.sender.endpoints  # None: the deployment goes through LiteLLM
         self._sinks: dict[tuple[str, str], EventSink] = {}
+        self.windows: dict[str, int | None] = {}  # context windows, looked up on first use
 
     # -- choosing a deployment --------------------------------------------------------
 
@@ -249,6 +253,7 @@ class LlmRouter:
     ) -> LlmReply:
         """One deployment, no cache: the budget reservation, the call, its retries, its event."""
         request = self.build_request(name, messages, tools, response_format, params)
+        self.check_size(name, request, meta)
         reservation = await self.reserve(name, request, meta)
         try:
             reply = await self.answer_on(name, request, meta)
@@ -306,6 +311,20 @@ class LlmRouter:
                 else response_format
             )
         return request
+
+    def check_size(self, name: str, request: dict[str, Any], meta: CallMeta) -> None:
+        """Raises PromptTooLarge, recorded as the call's event, when the request cannot fit
+        the deployment's context window (toucan/llm/prompt_size.py): nothing is sent or
+        reserved, and a fallback with a larger window may still answer."""
+        if name not in self.windows:
+            deployment, model = self.deployments[name], self.model_strings[name]
+            self.windows[name] = context_window(deployment, model, self.models)
+        try:
+            local = self.models.route_to_local
+            check_prompt_size(request, self.windows[name], name, reply_room=not local)
+        except PromptTooLarge as error:
+            self.record_event(meta, name, status="error", error=error)
+            raise
 
     async def reserve(
         self, name: str, request: dict[str, Any], meta: CallMeta
