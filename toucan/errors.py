@@ -159,6 +159,7 @@ MCP_RETRYABLE = frozenset(
         McpError.reason,
         "server_died",
         "server_paused",
+        "server_hanging",  # the hang watch (tasks/agent/breaker.py): the server may be back next run
         "server_unavailable",
         "list_tools_timeout",
     }
