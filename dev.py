@@ -107,6 +107,18 @@ def setup(*, local_model: bool, browser: bool) -> None:
         ensure_local_model()
 
 
+def test_workers(args: list[str]) -> list[str]:
+    """Two pytest-xdist workers unless the caller chose (-n / -p no:xdist): most of the suite's
+    time is spent waiting on MCP servers, model servers and subprocesses, not on CPU, so two
+    workers halve its wall time on a 2-core box. A test file stays on one worker (loadfile), so
+    its module fixtures are built once."""
+    if any(a == "-n" or a.startswith("-n") or a.startswith("--numprocesses") for a in args):
+        return []
+    if "no:xdist" in args:
+        return []
+    return ["-n", "2", "--dist", "loadfile"]
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
     if command == "setup":
@@ -117,7 +129,7 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(VENV / "bin" / "toucan"), "demo", *rest], cwd=ROOT)
     if command == "test":
         setup(local_model=True, browser=True)
-        return subprocess.call([str(VENV_PY), "-m", "pytest", *rest], cwd=ROOT)
+        return subprocess.call([str(VENV_PY), "-m", "pytest", *test_workers(rest), *rest], cwd=ROOT)
     print(__doc__)
     return 0 if command in ("help", "-h", "--help") else 2
 
