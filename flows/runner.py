@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from flows.executors import AsyncioExecutor, FanOut, PrefectExecutor
+from flows.live_progress import live_progress
 from flows.run_context import (
     RunContext,
     StagePlan,
@@ -181,9 +182,12 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
         def write(output: Any) -> None:
             job.write(ctx, output)
             if not job.item_progress:
-                report_progress(job.name, ctx.tally.finished, plan.planned)
+                report_progress(job.name, ctx.tally.finished, plan.planned, failed=ctx.tally.failed)
 
-        with model_endpoint(job.settings, job.needs_model and bool(plan.batches)) as base_url:
+        with (
+            live_progress(ctx, enabled=job.records_run),
+            model_endpoint(job.settings, job.needs_model and bool(plan.batches)) as base_url,
+        ):
             if plan.batches:
                 ctx.local_base_url = base_url
                 shared = job.batch_kwargs(ctx)

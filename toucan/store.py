@@ -266,6 +266,7 @@ class Store:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = resolve_store_path(path)
         self._migrated = False
+        self._reader: duckdb.DuckDBPyConnection | None = None  # set inside `reading()`
 
     # -- connections -------------------------------------------------------------------
 
@@ -281,6 +282,13 @@ class Store:
                 if not self._migrated:
                     self._migrate(con)
                 yield con
+            return
+        if read_only and self._reader is not None:
+            cursor = self._reader.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
             return
         con = _open(self.path, read_only=read_only)
         try:
@@ -310,6 +318,22 @@ class Store:
                 if held.holders == 0:
                     del _HELD[key]
                     held.stop()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Serve this block's read-only reads from one connection: a reader that makes several
+        queries at once (`toucan status`) opens the file once, not once per query (25-70 ms
+        each). Where this process holds the file for a writing run, or there is no file yet,
+        reads go on as without it. Keep the block short: a writer elsewhere waits for it."""
+        if self._reader is not None or not self.path.exists() or self.path.resolve() in _HELD:
+            yield
+            return
+        self._reader = _open(self.path, read_only=True)
+        try:
+            yield
+        finally:
+            reader, self._reader = self._reader, None
+            reader.close()
 
     def ensure_schema(self) -> None:
         with self.connect():
