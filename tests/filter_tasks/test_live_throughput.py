@@ -22,6 +22,7 @@ from flows.runner import run_stage_async
 from tests.fake_llm import FakeLlm
 from tests.synthesize.seed import CATALOG, fake_settings, write_config
 from toucan.records import Task
+from toucan.status import read_run_status
 from toucan.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,7 @@ RATE = """
 import asyncio, sys
 from flows.runner import run_stage_async
 from tests.synthesize.seed import fake_settings
+from toucan.status import read_run_status
 from toucan.store import Store
 
 settings = fake_settings(sys.argv[1], filter_tasks={"concurrency": 8})
@@ -89,3 +91,28 @@ def test_status_shows_planned_and_a_done_count_moving_per_item_while_filter_task
     assert sum(r["items_done"] for r in servers.values()) >= ITEMS
     (judge,) = final["models"]
     assert judge["calls"] == ITEMS and judge["p50_ms"] >= 300 and judge["p95_ms"] >= 300
+
+
+MODEL_STAGES = ("synthesize", "filter_tasks", "diversify")
+
+
+def test_after_each_stage_every_server_row_has_a_name_and_model_stages_real_latency(
+    tmp_path: Path, store: Store, fake_llm: FakeLlm
+) -> None:
+    config = write_config(tmp_path / "toucan.yaml", fake_llm.base_url)
+    settings = fake_settings(config)
+    fake_llm.latency = 0.05
+    for stage, params in (
+        ("synthesize", {"limit": 8, "seed": 0}),
+        ("filter_tasks", {}),
+        ("irrelevance", {}),
+        ("diversify", {}),
+    ):
+        summary = asyncio.run(run_stage_async(stage, settings, store, **params))
+        status = read_run_status(store, summary.run_id)
+        assert status is not None and status.servers, stage
+        assert {row.server for row in status.servers} <= set(CATALOG), stage
+        if stage in MODEL_STAGES:
+            assert all(row.p50_ms and row.p50_ms >= 50 for row in status.servers), stage
+            assert status.models and all(m.p50_ms and m.p50_ms >= 50 for m in status.models)
+        assert status.progress.planned == status.progress.finished > 0, stage
