@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.artifacts import artifact_key, publish_table, server_table
 from flows.completion import explain_incomplete, latest_runs, stage_kwargs
+from flows.parameters import documented
 from flows.registry import STAGE_NAMES, StageName, normalize_stage
 from flows.registry import stage as stage_def
 from flows.task_runners import RunnerChoice, runner_from_choice
@@ -137,6 +138,7 @@ def publish_pipeline_artifacts(store: Store, report: PipelineReport) -> None:
 
 
 @flow(name="pipeline", log_prints=False, validate_parameters=True)
+@documented("pipeline")
 async def pipeline(
     stages: list[StageName] | None = None,
     store: str | None = None,
