@@ -23,6 +23,7 @@ from flows.registry import stage as stage_def
 from flows.task_runners import RunnerChoice, runner_from_choice
 from toucan.config import Settings, load_settings
 from toucan.records import Run
+from toucan.stage_table import stage_row
 from toucan.status import read_run_status
 from toucan.store import Store, resolve_store_path
 
@@ -119,16 +120,21 @@ async def run_stage_outcome(
 
 
 def publish_pipeline_artifacts(store: Store, report: PipelineReport) -> None:
-    """A table of stage outcomes and one of per-server throughput over the stages that ran."""
+    """A table of the stages (outcome, planned / done / failed / retryable, wall time, cost)
+    and one of per-server throughput over the stages that ran."""
     rows: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = []
     for outcome in report.outcomes:
         status = read_run_status(store, outcome.run_id) if outcome.run_id else None
+        figures = stage_row(status).model_dump(exclude={"stage", "run_id"}) if status else {}
+        stages.append({**outcome.model_dump(mode="json", exclude={"summary"}), **figures})
         if status is not None:
             rows += [{"stage": outcome.stage, **row} for row in server_table(status)]
     publish_table(
-        [o.model_dump(mode="json", exclude={"summary"}) for o in report.outcomes],
+        stages,
         artifact_key("pipeline", "stages"),
-        "What each stage did in this pipeline run.",
+        "What each stage did in this pipeline run: planned / done / failed / retryable items, "
+        "wall time (s) and model cost (USD).",
     )
     publish_table(
         rows,

@@ -30,6 +30,7 @@ from flows.run_context import (
     reading_run,
     stage_run,
 )
+from flows.stage_log import log_outcome, log_plan
 from flows.writes import write_output
 from tasks.llm_batch import PARALLEL_BATCHES, LlmLane, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
@@ -169,12 +170,13 @@ class StageSteps:
 def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
     """Check the settings, open the run, plan, yield the fan-out for an executor, then
     summarise and record. ConfigError when the settings name an unknown stage."""
-    from flows.registry import check_settings  # the registry imports every stage module
+    from flows.registry import check_settings, stage  # the registry imports every stage module
 
     check_settings(job.settings)
     opener = stage_run if job.records_run else reading_run
     with opener(store, job.settings, job.name, job.run_params()) as ctx:
         plan = ctx.plan = job.plan(ctx)
+        log_plan(ctx)
         steps = StageSteps()
         ctx.progress = ProgressCounter(job.name, plan.planned, ctx.tally.finished)
         report_progress(job.name, ctx.tally.finished, plan.planned)
@@ -203,6 +205,7 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
             yield steps
         steps.summary = job.summarise(ctx)
         ctx.summary = job.run_summary(steps.summary)
+        log_outcome(ctx, ctx.summary, stage(job.name).writes)
 
 
 def run_stage_flow(
