@@ -94,6 +94,8 @@ def test_a_pipeline_run_triggered_through_the_api_publishes_its_per_server_artif
 ) -> None:
     api, server_proc, log = local_prefect
     children = psutil.Process(server_proc.pid).children(recursive=True)
+    said = log.read_text()
+    assert "a worker for pool 'toucan' starts next" in said and "start a worker" not in said
     with httpx.Client(base_url=api, timeout=30) as client:
         deployment = client.get("/deployments/name/pipeline/pipeline").json()
         assert deployment["work_pool_name"] == "toucan"
