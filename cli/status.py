@@ -33,7 +33,8 @@ def _name_width(names: Iterable[str]) -> int:
 
 
 def render_status(status: RunStatus) -> Group:
-    """The rich view of one run: header, servers table, models table."""
+    """The rich view of one run: header (with the run's outcome when items errored or nothing
+    came out), servers table, models table. A run whose process died shows as `crashed`."""
     progress = status.progress
     planned = f"/{progress.planned}" if progress.planned else ""
     fraction = f" ({progress.fraction:.0%})" if progress.fraction is not None else ""
@@ -45,10 +46,12 @@ def render_status(status: RunStatus) -> Group:
         "failed",
         str(progress.failed),
         "elapsed",
-        f"{status.elapsed_s:.0f}s",
-        "items/min",
-        _fmt(status.items_per_min),
+        f"{status.elapsed_s:.0f}s, {_fmt(status.items_per_min)} items/min",
     )
+    outcome = status.summary.get("outcome") or {}
+    if outcome.get("state") not in (None, "Completed"):  # flows/outcome.py
+        header.add_row("outcome", outcome["state"], "", "", "", "")
+        header.add_row("", outcome.get("message", ""), "", "", "", "")
     servers = Table(title="per server", title_justify="left")
     servers.add_column(
         "server", no_wrap=True, min_width=_name_width(s.server for s in status.servers)

@@ -1,7 +1,8 @@
 """When a stage counts as complete on a store, and which parameters its flow takes.
 
 A stage is *complete* when
-1. its latest run there ended `completed`,
+1. its latest run there ended `completed`, and did not end `NothingProduced` (it planned work
+   and none came out ok: every server rejected, say; flows/outcome.py),
 2. that run ended after the latest completed run of every stage before it (new upstream rows
    mean new work), and
 3. it has no unfinished items: its registry entry's `pending` query (flows/queries.py), which
@@ -15,6 +16,7 @@ import inspect
 from datetime import datetime
 from typing import Any
 
+from flows.outcome import NOTHING_PRODUCED
 from flows.registry import STAGE_NAMES, normalize_stage, stage
 from toucan.config import Settings, load_settings
 from toucan.records import Run
@@ -38,7 +40,7 @@ def explain_incomplete(
     settings: Settings | None = None,
 ) -> str | None:
     """None when the stage is complete, else a snake_case reason: `never_ran`,
-    `last_run_<status>`, `upstream_changed` or `pending_items`."""
+    `last_run_<status>`, `last_run_nothing_produced`, `upstream_changed` or `pending_items`."""
     entry = stage(name)
     runs = latest_runs(store) if runs is None else runs
     latest = runs.get(entry.name)
@@ -46,6 +48,8 @@ def explain_incomplete(
         return "never_ran"
     if latest.status != "completed" or latest.finished_at is None:
         return f"last_run_{latest.status}"
+    if (latest.summary.get("outcome") or {}).get("state") == NOTHING_PRODUCED:
+        return "last_run_nothing_produced"
     upstream_end = _latest_upstream_end(entry.name, runs)
     if upstream_end is not None and upstream_end > latest.finished_at:
         return "upstream_changed"

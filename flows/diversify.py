@@ -48,9 +48,8 @@ class DiversifyJob(StageJob[list[DiversifyUnit]]):
         variants = params.variants or settings.extensions.diversify_variants
         seed = settings.synthesize.seed if params.seed is None else params.seed
         units = plan_units(kept, variants, personas, seed, descriptions)
-        todo_ids = unfinished_ids(
-            ctx.store, Task, [variant_id(u.task.task_id, u.mode, 0) for u in units]
-        )
+        ids = [variant_id(u.task.task_id, u.mode, 0) for u in units]
+        todo_ids = unfinished_ids(ctx.store, Task, ids, settings.retries.max_attempts)
         todo = [u for u in units if variant_id(u.task.task_id, u.mode, 0) in todo_ids]
         self.kept_tasks = len(kept)
         concurrency = min(settings.synthesize.concurrency, settings.max_in_flight)

@@ -34,7 +34,7 @@ _BATCH_TASKS: dict[tuple[str, Callable[..., Any]], Any] = {}
 def batch_task(stage: str, batch_fn: Callable[..., Any]) -> Any:
     """The stage's Prefect task, `<stage>-batch`, defined once per process. No Prefect retries:
     a batch turns its items' failures into error rows, and the next run retries what is
-    retryable (toucan/reasons.py); no result persistence or caching: the flow writes."""
+    retryable (toucan.errors.RETRYABLE_REASONS); no result persistence or caching: the flow writes."""
     key = (stage, batch_fn)
     if key not in _BATCH_TASKS:
         from prefect import task

@@ -3,6 +3,12 @@
 The flow reads the store; the batches build scrubbed rows (tasks/export.py); the summary step
 samples the mix and writes the files (tasks/export_files.py). The only store write is the run
 row and its events.
+
+Without an explicit `out_dir` each run writes its own folder, `<store dir>/exports/<run id>/`,
+and points `exports/latest` at it (tasks/output_dirs.py), so a nightly schedule never trips on
+last night's folder; when the rows to export are exactly those of the latest export
+(`content_key`), the run writes nothing and says `nothing_new`. Every folder is built in a
+hidden partial sibling and renamed when complete.
 """
 
 from __future__ import annotations
@@ -32,18 +38,25 @@ from tasks.export import (
     plan_mix,
     sample_mix,
 )
-from tasks.export_files import (
-    ExportSummary,
-    describe_rows,
-    prepare_out_dir,
-    render_dataset_card,
-)
+from tasks.export_files import ExportSummary, describe_rows, render_dataset_card
 from tasks.export_formats import check_formats, write_formats
+from tasks.output_dirs import (
+    LATEST,
+    building,
+    exports_dir,
+    point_latest,
+    read_latest,
+    refuse_existing,
+    remove_stale_partials,
+)
 from toucan.config import Settings
+from toucan.ids import make_id
 from toucan.records import Server, Task, TaskRating
 from toucan.store import Store
 
 BATCH_SIZE = 500
+NOTHING_NEW = "nothing_new: the rows to export are those of {folder}; nothing was written"
+SUMMARY_FILE = "export_summary.json"
 EMPTY_MESSAGE = (
     "No kept trajectories in the store: run `toucan trajectories` and "
     "`toucan filter-trajectories` first. The export is valid but empty."
@@ -127,10 +140,36 @@ def write_dataset(
     summary.files = [str(p.relative_to(out_dir)) for p in files] + ["README.md"]
     (out_dir / "README.md").write_text(render_dataset_card(summary), encoding="utf-8")
     # the file travels with the dataset: it names its folder, not where this machine keeps it
-    shipped = summary.model_copy(update={"out_dir": out_dir.name})
-    (out_dir / "export_summary.json").write_text(
+    shipped = summary.model_copy(update={"out_dir": Path(summary.out_dir).name})
+    (out_dir / SUMMARY_FILE).write_text(
         json.dumps(shipped.model_dump(mode="json"), indent=2), encoding="utf-8"
     )
+
+
+def export_content_key(
+    sources: list[ExportSource], formats: list[str], mix: str, seed: int, settings: Settings
+) -> str:
+    """What an export's files are made from: each kept row and the rating keeping it (a
+    replaced row or a re-rating changes the key), the formats, the mix and its settings."""
+    rows = sorted(
+        (
+            s.trajectory.trajectory_id,
+            s.trajectory.finished_at.isoformat(),
+            s.trajectory_rating.rating_id,
+            s.trajectory_rating.created_at.isoformat(),
+        )
+        for s in sources
+    )
+    export_settings = settings.export.model_dump(mode="json")
+    return make_id("export", rows, sorted(formats), mix, seed, export_settings)
+
+
+def exported_content_key(folder: Path) -> str | None:
+    """The content key an export folder was written with (None for one that has none)."""
+    try:
+        return json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8")).get("content_key")
+    except (OSError, ValueError):
+        return None
 
 
 class ExportJob(StageJob[list[ExportSource]]):
@@ -148,14 +187,27 @@ class ExportJob(StageJob[list[ExportSource]]):
         check_formats(formats)
         if mix not in ("paper", "none"):
             raise ValueError(f"unknown mix {mix!r}; use 'paper' or 'none'")
-        prepare_out_dir(Path(self.params.out_dir), overwrite=self.params.overwrite)
+        self.per_run = self.params.out_dir is None
+        self.exports = exports_dir(ctx.store.path)
+        if self.per_run:
+            self.out_dir = self.exports / ctx.run_id
+            remove_stale_partials(self.exports)
+        else:
+            self.out_dir = Path(self.params.out_dir).resolve()
+            refuse_existing(self.out_dir, overwrite=self.params.overwrite)
         sources, excluded, self.rejected = select_export_sources(ctx.store)
         for reason, count in excluded.items():
             ctx.tally.add("excluded", reason, count)
+        self.key = export_content_key(sources, formats, mix, self.params.seed, self.settings)
+        latest = read_latest(self.exports) if self.per_run else None
+        self.unchanged = latest if latest and exported_content_key(latest) == self.key else None
         self.judges = sorted({s.trajectory_rating.judge for s in sources})
         self.rows: list[ExportRow] = []  # the dataset is written whole at the end
+        already = sum(excluded.values())
+        if self.unchanged is not None:
+            return StagePlan(0, already + len(sources), [])
         chunks = [sources[i : i + BATCH_SIZE] for i in range(0, len(sources), BATCH_SIZE)]
-        return StagePlan(len(sources), sum(excluded.values()), chunks)
+        return StagePlan(len(sources), already, chunks)
 
     def write(self, ctx: RunContext, output: ExportBatch) -> None:
         self.rows += output.rows
@@ -172,9 +224,19 @@ class ExportJob(StageJob[list[ExportSource]]):
     def summarise(self, ctx: RunContext) -> BaseModel:
         for trajectory_id, reason in sorted(self.rejected.items()):
             ctx.events.record(item_id=trajectory_id, status="rejected", error_class=reason)
-        params, tally, out_dir = self.params, ctx.tally, Path(self.params.out_dir)
+        params, tally = self.params, ctx.tally
+        formats = params.formats or ["parquet"]
+        if self.unchanged is not None:
+            return ExportSummary(
+                out_dir=str(self.unchanged),
+                formats=formats,
+                mix=params.mix,
+                candidates=ctx.plan.already_done,
+                content_key=self.key,
+                message=NOTHING_NEW.format(folder=self.unchanged),
+            )
         summary = ExportSummary(
-            out_dir=str(out_dir), formats=params.formats or ["parquet"], mix=params.mix
+            out_dir=str(self.out_dir), formats=formats, mix=params.mix, content_key=self.key
         )
         summary.candidates = ctx.plan.planned + ctx.plan.already_done
         rows = self.rows
@@ -191,7 +253,10 @@ class ExportJob(StageJob[list[ExportSource]]):
         summary.judges = self.judges
         summary.filters = describe_filters(self.settings)
         summary.message = EMPTY_MESSAGE if not rows else ""
-        write_dataset(out_dir, rows, summary, self.settings)
+        with building(self.out_dir, folder=True) as partial:
+            write_dataset(partial, rows, summary, self.settings)
+        if self.per_run:
+            point_latest(self.exports / LATEST, self.out_dir)
         return summary
 
     def run_summary(self, summary: BaseModel) -> dict[str, Any]:

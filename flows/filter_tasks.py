@@ -39,11 +39,14 @@ class FilterTasksSummary(StageSummary):
     cost_usd: float = 0.0
 
 
-def select_unrated(store: Store, judges: list[str], limit: int | None) -> tuple[list[Task], int]:
-    """(ok tasks without a final rating, in a stable order, at most `limit`; how many are rated)."""
+def select_unrated(
+    store: Store, judges: list[str], limit: int | None, max_attempts: int
+) -> tuple[list[Task], int]:
+    """(ok tasks without a final rating, in a stable order, at most `limit`; how many are rated).
+    A rating that is a retryable error counts as missing until tried `max_attempts` times."""
     candidates = store.select(Task, "status = 'ok' ORDER BY created_at, task_id")
     by_rating = {make_rating_id(t.task_id, judges): t for t in candidates}
-    todo_ids = unfinished_ids(store, TaskRating, list(by_rating))
+    todo_ids = unfinished_ids(store, TaskRating, list(by_rating), max_attempts)
     todo = [task for rating_id, task in by_rating.items() if rating_id in todo_ids]
     already = len(candidates) - len(todo)
     return (todo[:limit] if limit is not None else todo), already
@@ -63,7 +66,8 @@ class FilterTasksJob(StageJob[list[Task]]):
     def plan(self, ctx: RunContext) -> StagePlan[list[Task]]:
         self.thresholds = check_thresholds(self.settings.filter_tasks.thresholds)
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
-        todo, already = select_unrated(ctx.store, judges, self.params.limit)
+        tries = self.settings.retries.max_attempts
+        todo, already = select_unrated(ctx.store, judges, self.params.limit, tries)
         self.tasks = {t.task_id: t for t in todo}
         section = self.settings.filter_tasks
         return plan_llm_batches(

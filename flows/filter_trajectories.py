@@ -52,12 +52,13 @@ class FilterTrajectoriesSummary(StageSummary):
 
 
 def select_unrated(
-    store: Store, judges: list[str], limit: int | None
+    store: Store, judges: list[str], limit: int | None, max_attempts: int
 ) -> tuple[list[RatingItem], int]:
-    """Trajectories without a final rating (with their tasks), and how many are rated."""
+    """Trajectories without a final rating (with their tasks), and how many are rated. A
+    rating that is a retryable error counts as missing until tried `max_attempts` times."""
     rows = store.select(Trajectory, "true ORDER BY started_at, trajectory_id")
     by_rating = {make_rating_id(r.trajectory_id, judges): r for r in rows}
-    todo_ids = unfinished_ids(store, TrajectoryRating, list(by_rating))
+    todo_ids = unfinished_ids(store, TrajectoryRating, list(by_rating), max_attempts)
     todo = [row for rating_id, row in by_rating.items() if rating_id in todo_ids]
     task_ids = sorted({r.task_id for r in todo})
     tasks = (
@@ -80,7 +81,8 @@ class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
 
     def plan(self, ctx: RunContext) -> StagePlan[list[RatingItem]]:
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
-        todo, already = select_unrated(ctx.store, judges, self.params.limit)
+        tries = self.settings.retries.max_attempts
+        todo, already = select_unrated(ctx.store, judges, self.params.limit, tries)
         self.rows = {i.trajectory.trajectory_id: i.trajectory for i in todo}
         concurrency = min(
             self.settings.filter_trajectories.concurrency, self.settings.max_in_flight

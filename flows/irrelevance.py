@@ -42,7 +42,8 @@ class IrrelevanceJob(StageJob[list[Task]]):
 
     def plan(self, ctx: RunContext) -> StagePlan[list[Task]]:
         kept = select_kept_original_tasks(ctx.store)
-        todo_ids = unfinished_ids(ctx.store, Task, [irrelevant_task_id(t.task_id, 0) for t in kept])
+        ids = [irrelevant_task_id(t.task_id, 0) for t in kept]
+        todo_ids = unfinished_ids(ctx.store, Task, ids, self.settings.retries.max_attempts)
         todo = [t for t in kept if irrelevant_task_id(t.task_id, 0) in todo_ids]
         batches = [todo[i : i + BATCH_TASKS] for i in range(0, len(todo), BATCH_TASKS)]
         return StagePlan(len(todo), len(kept) - len(todo), batches)

@@ -87,7 +87,8 @@ class MultiTurnJob(StageJob[MultiTurnBatch]):
         turns = self.params.follow_ups
         follow_ups = self.settings.extensions.multi_turn_user_turns if turns is None else turns
         items, self.servers = plan_items(ctx.store, self.settings, methods, follow_ups)
-        todo_ids = unfinished_ids(ctx.store, Trajectory, [i.trajectory_id for i in items])
+        ids, tries = [i.trajectory_id for i in items], self.settings.retries.max_attempts
+        todo_ids = unfinished_ids(ctx.store, Trajectory, ids, tries)
         todo = [i for i in items if i.trajectory_id in todo_ids]
         batches = group_items(todo, BATCH_ITEMS)
         return StagePlan(len(todo), len(items) - len(todo), batches, parallel=len(batches))

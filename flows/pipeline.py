@@ -4,6 +4,11 @@ It starts at the first stage that is not complete on the store (see flows/comple
 runs that stage and every stage after it, in the registry's order (flows/registry.py). A
 failed stage stops the pipeline (later stages depend on it) and fails the flow run; retrying
 it from the Prefect UI resumes, because each stage skips the items it already finished.
+
+A stage that ended with error rows or produced nothing (flows/outcome.py) does not stop the
+ones after it (they use what it did produce); the pipeline run then ends in the same named
+state, `CompletedWithErrors` or `NothingProduced`, its message summing the stages'. The next
+pipeline run starts at a stage with retryable items left, so it retries exactly those.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.artifacts import artifact_key, publish_table, server_table
 from flows.completion import explain_incomplete, latest_runs, stage_kwargs
+from flows.outcome import RunOutcome, combine_outcomes, outcome_state
 from flows.parameters import documented
 from flows.registry import STAGE_NAMES, StageName, normalize_stage
 from flows.registry import stage as stage_def
@@ -38,6 +44,8 @@ class StageOutcome(BaseModel):
     stage: str
     outcome: Outcome
     reason: str | None = None  # why it ran (never_ran, pending_items, ...) or why it failed
+    state: str | None = None  # the Prefect state name of its run (CompletedWithErrors, ...)
+    message: str | None = None  # that state's message
     run_id: str | None = None
     summary: dict[str, Any] = Field(default_factory=dict)
 
@@ -51,6 +59,14 @@ class PipelineReport(BaseModel):
     @property
     def failed(self) -> list[StageOutcome]:
         return [o for o in self.outcomes if o.outcome == "failed"]
+
+    def run_outcomes(self) -> dict[str, RunOutcome]:
+        """The outcome of each stage that ran, as its run row recorded it."""
+        return {
+            o.stage: RunOutcome.model_validate(o.summary.get("outcome") or {})
+            for o in self.outcomes
+            if o.outcome == "ran"
+        }
 
 
 class StageFailed(RuntimeError):
@@ -113,7 +129,13 @@ async def run_stage_outcome(
     if state.is_completed():
         summary = run.summary if run else {}
         return StageOutcome(
-            stage=name, outcome="ran", reason=reason, run_id=run_id, summary=summary
+            stage=name,
+            outcome="ran",
+            reason=reason,
+            state=state.name,
+            message=state.message or None,
+            run_id=run_id,
+            summary=summary,
         )
     failure = state.message or state.type.value
     return StageOutcome(stage=name, outcome="failed", reason=failure, run_id=run_id)
@@ -157,9 +179,11 @@ async def pipeline(
     task_runner: RunnerChoice | None = None,
     stage_params: dict[StageName, dict[str, Any]] | None = None,
     force: bool = False,
-) -> PipelineReport:
+) -> Any:
     """Run the stages in order, skipping complete ones; `stages` narrows the list,
-    `stage_params` passes a stage its own parameters (e.g. onboard: {catalogs: [...]})."""
+    `stage_params` passes a stage its own parameters (e.g. onboard: {catalogs: [...]}).
+    Returns a PipelineReport, in a named Completed state when a stage left error rows or
+    produced nothing."""
     store_path = str(resolve_store_path(store))
     handle = Store(store_path)
     chosen = {stage_def(s).name for s in (stages or STAGE_NAMES)}
@@ -186,4 +210,4 @@ async def pipeline(
     if report.failed:
         failed = report.failed[0]
         raise StageFailed(f"stage {failed.stage} failed: {failed.reason}")
-    return report
+    return outcome_state(combine_outcomes(report.run_outcomes()), report)

@@ -5,8 +5,9 @@ The rules live here once:
   plus the irrelevant and diversified variants of kept originals;
 - a *kept trajectory* is one whose newest ok rating keeps it (a re-rating replaces the verdict);
 - an item is *unfinished* when it has no row yet, or its row is an error whose reason is
-  retryable (`toucan.reasons`); the stages select unfinished items and the pipeline's
-  completeness check counts them (`PENDING`).
+  retryable (`toucan.errors.RETRYABLE_REASONS`) and it has been tried fewer than
+  `retries.max_attempts` times (the row's `attempts`); past that it is *given up*. The stages
+  select unfinished items and the pipeline's completeness check counts them (`pending_*`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tasks.diversify import MODES, variant_id
 from tasks.irrelevance import irrelevant_task_id
 from tasks.sampling import ServerView
 from toucan.config import Settings
-from toucan.reasons import RETRYABLE
+from toucan.errors import RETRYABLE_REASONS
 from toucan.records import Record, Server, Task, Tool, Trajectory, TrajectoryRating
 from toucan.store import Store
 
@@ -41,12 +42,19 @@ TEACHER_TASKS = (
     f"AND parent_id IN ({KEPT_TASK_IDS})))"
 )
 # SQL literal list of the retryable reasons: the tokens are our own snake_case constants
-RETRYABLE_LIST = ", ".join(f"'{reason}'" for reason in sorted(RETRYABLE))
+RETRYABLE_LIST = ", ".join(f"'{reason}'" for reason in sorted(RETRYABLE_REASONS))
+RETRYABLE_ERROR = f"status = 'error' AND coalesce(reason, '') IN ({RETRYABLE_LIST})"
 
 
-def finished() -> str:
-    """SQL condition: the row is a final answer, not an error with a retryable reason."""
-    return f"NOT (status = 'error' AND coalesce(reason, '') IN ({RETRYABLE_LIST}))"
+def to_retry(max_attempts: int) -> str:
+    """SQL condition: the row is a retryable error of an item not yet given up."""
+    return f"{RETRYABLE_ERROR} AND coalesce(attempts, 1) < {int(max_attempts)}"
+
+
+def finished(max_attempts: int) -> str:
+    """SQL condition: the row is a final answer, or a retryable error tried `max_attempts`
+    times (given up)."""
+    return f"NOT ({to_retry(max_attempts)})"
 
 
 def load_server_views(store: Store) -> list[ServerView]:
@@ -103,8 +111,11 @@ def select_kept_trajectory_ratings(store: Store) -> list[TrajectoryRating]:
     return store.select(TrajectoryRating, f"rating_id IN ({KEPT_TRAJECTORY_RATING_IDS})")
 
 
-def unfinished_ids(store: Store, model: type[Record], ids: Sequence[str]) -> set[str]:
-    """Those of `ids` with no row of `model` yet, or whose row is a retryable error."""
+def unfinished_ids(
+    store: Store, model: type[Record], ids: Sequence[str], max_attempts: int
+) -> set[str]:
+    """Those of `ids` with no row of `model` yet, or whose row is a retryable error tried
+    fewer than `max_attempts` times."""
     ids = list(ids)
     existing = store.existing_ids(model, ids)
     key = model.__key__[0]
@@ -112,14 +123,16 @@ def unfinished_ids(store: Store, model: type[Record], ids: Sequence[str]) -> set
     if existing:
         rows = store.query(
             f'SELECT "{key}" FROM {model.__table__} WHERE list_contains(?, "{key}") '
-            f"AND NOT ({finished()})",
+            f"AND {to_retry(max_attempts)}",
             [sorted(existing)],
         )
         retry = {row[0] for row in rows}
     return (set(ids) - existing) | retry
 
 
-def count_unfinished(store: Store, table: str, where: str, key: str, ledger: str) -> int:
+def count_unfinished(
+    store: Store, table: str, where: str, key: str, ledger: str, max_attempts: int
+) -> int:
     """Rows of `table` matching `where` whose `key` has no finished row in `ledger` (a table,
     or `table WHERE condition`): the resume anti-join, counted. 0 while there is no store."""
     if not store.path.exists():
@@ -127,39 +140,65 @@ def count_unfinished(store: Store, table: str, where: str, key: str, ledger: str
     ledger_where = " AND " if " WHERE " in ledger else " WHERE "
     sql = (
         f"SELECT count(*) FROM {table} WHERE {where} AND {key} NOT IN "
-        f"(SELECT {key} FROM {ledger}{ledger_where}{finished()})"
+        f"(SELECT {key} FROM {ledger}{ledger_where}{finished(max_attempts)})"
     )
     return int(store.query(sql)[0][0])
 
 
+def count_to_retry(store: Store, table: str, where: str, max_attempts: int) -> int:
+    """Rows of `table` matching `where` that are retryable errors not given up: the pending
+    work of a stage whose items are not derived from another table (synthesis slots)."""
+    if not store.path.exists():
+        return 0
+    sql = f"SELECT count(*) FROM {table} WHERE {where} AND {to_retry(max_attempts)}"
+    return int(store.query(sql)[0][0])
+
+
+def pending_synthesize(store: Store, settings: Settings) -> int:
+    """Synthesized tasks whose row is a retryable error (the plan's other slots are counted
+    by the run that plans them)."""
+    tries = settings.retries.max_attempts
+    return count_to_retry(store, "tasks", "kind = 'original'", tries)
+
+
 def pending_filter_tasks(store: Store, settings: Settings) -> int:
     """Ok tasks without a finished rating."""
-    return count_unfinished(store, "tasks", "status = 'ok'", "task_id", "task_ratings")
+    tries = settings.retries.max_attempts
+    return count_unfinished(store, "tasks", "status = 'ok'", "task_id", "task_ratings", tries)
 
 
 def pending_trajectories(store: Store, settings: Settings) -> int:
     """Teacher tasks without a finished (single-turn) trajectory."""
     single_turn = "trajectories WHERE kind <> 'multi_turn'"
-    return count_unfinished(store, "tasks", TEACHER_TASKS, "task_id", single_turn)
+    tries = settings.retries.max_attempts
+    return count_unfinished(store, "tasks", TEACHER_TASKS, "task_id", single_turn, tries)
 
 
 def pending_filter_trajectories(store: Store, settings: Settings) -> int:
     """Ok trajectories without a finished rating."""
-    ok = "status = 'ok'"
-    return count_unfinished(store, "trajectories", ok, "trajectory_id", "trajectory_ratings")
+    ok, tries = "status = 'ok'", settings.retries.max_attempts
+    return count_unfinished(store, "trajectories", ok, "trajectory_id", "trajectory_ratings", tries)
 
 
 def pending_irrelevance(store: Store, settings: Settings) -> int:
     """Kept original tasks without their irrelevant pair."""
     kept = select_kept_original_tasks(store)
-    return len(unfinished_ids(store, Task, [irrelevant_task_id(t.task_id, 0) for t in kept]))
+    ids = [irrelevant_task_id(t.task_id, 0) for t in kept]
+    return len(unfinished_ids(store, Task, ids, settings.retries.max_attempts))
 
 
 def pending_diversify(store: Store, settings: Settings) -> int:
     """(kept original task, mode) pairs without a variant row."""
     kept = select_kept_original_tasks(store)
     ids = [variant_id(t.task_id, mode, 0) for t in kept for mode in MODES]
-    return len(unfinished_ids(store, Task, ids))
+    return len(unfinished_ids(store, Task, ids, settings.retries.max_attempts))
+
+
+def pending_multi_turn(store: Store, settings: Settings) -> int:
+    """Conversations whose row is a retryable error (which conversations a run makes is
+    decided by its parameters, so only the failed ones are known to be owed)."""
+    tries = settings.retries.max_attempts
+    return count_to_retry(store, "trajectories", "kind = 'multi_turn'", tries)
 
 
 def trajectory_scopes(row: Trajectory) -> list[tuple[str, str]]:

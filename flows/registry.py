@@ -182,13 +182,17 @@ def export_flow(
     store: str | None = None,
     config: str | None = None,
     profile: str | None = None,
-    out_dir: str = "out/dataset",
+    out_dir: str | None = None,
     formats: list[str] | None = None,
     mix: str = "none",
     overwrite: bool = False,
     seed: int = 0,
 ) -> ExportSummary:
-    """Export the kept trajectories as a scrubbed dataset folder with a card."""
+    """Export the kept trajectories as a scrubbed dataset folder with a card.
+
+    Without `out_dir`, each run writes `<store dir>/exports/<run id>/` and points
+    `exports/latest` at it, or writes nothing (`nothing_new`) when the rows are those of the
+    latest export; an existing `out_dir` is refused unless `overwrite`."""
     return run_stage_flow(
         ExportJob,
         store=store,
@@ -207,9 +211,12 @@ def report_flow(
     store: str | None = None,
     config: str | None = None,
     profile: str | None = None,
-    out: str = "out/report.html",
+    out: str | None = None,
 ) -> ReportSummary:
-    """Write the HTML report over the store (read-only: runs beside a writing stage)."""
+    """Write the HTML report over the store (read-only: runs beside a writing stage).
+
+    Without `out`, each run writes `<store dir>/exports/<run id>.html` and points
+    `exports/latest.html` at it."""
     return run_stage_flow(ReportJob, store=store, config=config, profile=profile, out=out)  # fmt: skip
 
 
@@ -237,7 +244,8 @@ STAGES: tuple[StageDef, ...] = (
     StageDef("onboard", "onboard", ("catalogs",), ("servers", "tools"), None, onboard_flow,
              OnboardJob),
     StageDef("synthesize", "synthesize", ("servers", "tools", "tasks", "dedup_index"),
-             ("tasks", "dedup_index"), None, synthesize_flow, SynthesizeJob),
+             ("tasks", "dedup_index"), queries.pending_synthesize, synthesize_flow,
+             SynthesizeJob),
     StageDef("filter_tasks", "filter-tasks", ("tasks",), ("task_ratings",),
              queries.pending_filter_tasks, filter_tasks_flow, FilterTasksJob),
     StageDef("trajectories", "trajectories", ("tasks", "task_ratings", "servers"),
@@ -251,7 +259,8 @@ STAGES: tuple[StageDef, ...] = (
     StageDef("diversify", "diversify", ("tasks", "task_ratings", "tools"), ("tasks",),
              queries.pending_diversify, diversify_flow, DiversifyJob),
     StageDef("multi_turn", "multi-turn", ("tasks", "trajectories", "trajectory_ratings"),
-             ("trajectories", "tool_calls"), None, multi_turn_flow, MultiTurnJob),
+             ("trajectories", "tool_calls"), queries.pending_multi_turn, multi_turn_flow,
+             MultiTurnJob),
     StageDef("export", "export", ("trajectories", "trajectory_ratings", "tasks", "servers"),
              ("dataset folder",), None, export_flow, ExportJob),
     StageDef("report", "report", ("every table",), ("report.html",), None, report_flow,

@@ -1,6 +1,8 @@
 """The `report` stage: one self-contained HTML page over the store. The flow reads the store
 (read-only: no run row, no writer lock, so it runs beside a writing stage); the one batch
-renders the page (tasks/report.py)."""
+renders the page (tasks/report.py) into a hidden partial file, renamed into place when
+complete. Without an explicit `out` the page is `<store dir>/exports/<run id>.html`, and
+`exports/latest.html` points at the newest (tasks/output_dirs.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,14 @@ from pydantic import BaseModel
 
 from flows.run_context import RunContext
 from flows.runner import StageJob, StagePlan
+from tasks.output_dirs import (
+    LATEST_REPORT,
+    discard,
+    exports_dir,
+    finish_partial,
+    point_latest,
+    start_partial,
+)
 from tasks.report import ReportFrames, stage_frame, write_report
 from toucan.events import SERVER_SEPARATOR
 from toucan.records import TASK_SCORES, TRAJECTORY_SCORES
@@ -78,11 +88,23 @@ class ReportJob(StageJob[ReportFrames]):
         return StagePlan(1, 0, [frames])
 
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
-        return {"out_file": Path(self.params.out), "store_label": str(ctx.store.path)}
+        self.per_run = self.params.out is None
+        self.exports = exports_dir(ctx.store.path)
+        own = self.exports / f"{ctx.run_id}.html"
+        self.out = own if self.per_run else Path(self.params.out).resolve()
+        self.partial = start_partial(self.out, folder=False)
+        return {"out_file": self.partial, "store_label": str(ctx.store.path)}
+
+    def batch_failed(self, batch: ReportFrames, error: Exception) -> Any:
+        discard(self.partial)  # nothing half-written stays behind
+        raise error
 
     def write(self, ctx: RunContext, output: dict[str, int]) -> None:
         self.counts = output
         ctx.tally.item("ok")
 
     def summarise(self, ctx: RunContext) -> BaseModel:
-        return ReportSummary(out=self.params.out, **self.counts)
+        finish_partial(self.partial, self.out)
+        if self.per_run:
+            point_latest(self.exports / LATEST_REPORT, self.out)
+        return ReportSummary(out=str(self.out), **self.counts)

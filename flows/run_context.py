@@ -1,8 +1,10 @@
 """A stage run: its `runs` row, the writer lock, and the event sink, for the runner to use.
 
 The runner (flows/runner.py) wraps every stage in `stage_run(...)` (`reading_run` for a stage
-that only reads). The row says what ran with which parameters and how it ended; `toucan
-status` and resume read it.
+that only reads). The row says what ran with which parameters, in which process (host, pid,
+process start: a killed run is told apart from a live one, toucan/status.py) and how it ended;
+`toucan status` and resume read it. A writing run first closes the rows of runs that died
+without recording an end (`crashed`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from toucan.config import Settings
 from toucan.events import EventSink
 from toucan.ids import make_id
 from toucan.records import Record, Run, utc_now
+from toucan.status import close_crashed_runs, process_started_at, this_host
 from toucan.store import Store
 
 FLUSH_EVERY = 200  # events buffered before a write; a crash loses at most this many
@@ -143,6 +146,8 @@ def new_run(settings: Settings, stage: str, params: dict[str, Any] | None = None
         params=params or {},
         config_hash=settings.fingerprint(),
         pid=os.getpid(),
+        host=this_host(),
+        process_started_at=process_started_at(os.getpid()),
         prefect_flow_run_id=_current_flow_run_id(),
     )
 
@@ -166,6 +171,7 @@ def stage_run(
     run = new_run(settings, stage, params)
     run_id = run.run_id
     with store.writer_lock(run_id), store.holding(), _fewer_collections():
+        close_crashed_runs(store)  # the writer lock is ours: no run marked running is writing
         store.upsert([run])
         ctx = RunContext(run=run, store=store, settings=settings, events=EventSink(run_id, stage))
         status = "failed"

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from flows.executors import AsyncioExecutor, FanOut, PrefectExecutor
 from flows.live_progress import live_progress
+from flows.outcome import RunOutcome, judge_run, outcome_state
 from flows.run_context import (
     RunContext,
     StagePlan,
@@ -160,10 +161,11 @@ def model_endpoint(settings: Settings, needed: bool = True) -> Iterator[str | No
 @dataclass
 class StageSteps:
     """One run of one stage, as the executors see it: the fan-out to run (None when there is
-    nothing to do) and, once the block has ended, the summary."""
+    nothing to do) and, once the block has ended, the summary and the outcome."""
 
     fan_out: FanOut | None = None
     summary: Any = None
+    outcome: RunOutcome | None = None
 
 
 @contextlib.contextmanager
@@ -204,7 +206,8 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
                 )
             yield steps
         steps.summary = job.summarise(ctx)
-        ctx.summary = job.run_summary(steps.summary)
+        steps.outcome = judge_run(ctx)
+        ctx.summary = {**job.run_summary(steps.summary), "outcome": steps.outcome.model_dump()}
         log_outcome(ctx, ctx.summary, stage(job.name).writes)
 
 
@@ -217,13 +220,14 @@ def run_stage_flow(
     **params: Any,
 ) -> Any:
     """The body of every stage's @flow: settings, store, then the stage's batches as Prefect
-    tasks on the flow's task runner. Returns the stage's summary."""
+    tasks on the flow's task runner. Returns the stage's summary, in a named Completed state
+    when items errored or nothing came out (flows/outcome.py)."""
     settings = load_settings(config, profile=profile)
     job = job_class(settings, params)
     with stage_steps(job, Store(store or settings.store)) as steps:
         if steps.fan_out is not None:
             PrefectExecutor().run(steps.fan_out)
-    return steps.summary
+    return outcome_state(steps.outcome or RunOutcome(), steps.summary)
 
 
 async def run_stage_async(

@@ -82,7 +82,8 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
     def plan(self, ctx: RunContext) -> StagePlan[list[TaskSlot]]:
         views = load_server_views(ctx.store)
         slots = plan_slots(views, self.settings.models.generators, self.request)
-        todo_ids = unfinished_ids(ctx.store, Task, [slot.task_id for slot in slots])
+        ids, tries = [slot.task_id for slot in slots], self.settings.retries.max_attempts
+        todo_ids = unfinished_ids(ctx.store, Task, ids, tries)
         todo = [slot for slot in slots if slot.task_id in todo_ids]
         self.views = {v.server_id: v for v in views}
         concurrency = min(self.settings.synthesize.concurrency, self.settings.max_in_flight)

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import select_teacher_tasks, trajectory_scopes
+from flows.queries import select_teacher_tasks, trajectory_scopes, unfinished_ids
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
-from flows.writes import write_agent_output
+from flows.writes import count_attempts, write_agent_output
 from tasks import trajectory_records as traj
 from tasks.agent import AgentBudget, journal_dir, read_journals
 from tasks.agent.batch import BatchOptions, BatchResult, ServerEntry
@@ -79,17 +79,11 @@ def plan_work(
         if t.server_ids and all(sid in servers for sid in t.server_ids)
     ]
     items = traj.plan_items(tasks, teachers, styles)
-    finished = set()
-    if items and store.count(Trajectory):
-        finished = {
-            r[0]
-            for r in store.query(
-                "SELECT trajectory_id FROM trajectories WHERE status = 'ok' "
-                "AND list_contains(?, trajectory_id)",
-                [[i.trajectory_id for i in items]],
-            )
-        }
-    pending = [i for i in items if i.trajectory_id not in finished]
+    # the rule every stage resumes by (flows/queries.py): no row, or a retryable error row
+    ids, tries = [i.trajectory_id for i in items], settings.retries.max_attempts
+    todo_ids = unfinished_ids(store, Trajectory, ids, tries)
+    pending = [i for i in items if i.trajectory_id in todo_ids]
+    already_done = len(items) - len(pending)
     if limit is not None:
         pending = pending[: max(0, limit)]
     concurrency = settings.trajectories.concurrency
@@ -99,7 +93,7 @@ def plan_work(
         items=pending,
         batches=batches,
         servers=servers,
-        already_done=len(finished),
+        already_done=already_done,
         per_batch_concurrency=max(1, concurrency // running),
         parallel_batches=running,
     )
@@ -109,7 +103,8 @@ def ingest_journals(store: Store) -> int:
     """Write what a killed run journaled (tool calls, model replies) and drop the files."""
     records, files = read_journals(journal_dir(store.path))
     finished = [r for r in records if isinstance(r, Trajectory)]
-    added = store.upsert(finished) if finished else 0  # newer than any error row of that id
+    # newer than any error row of that id: the killed run's try, counted
+    added = store.upsert(count_attempts(store, finished)) if finished else 0
     others = [r for r in records if not isinstance(r, Trajectory)]
     added += store.insert(others) if others else 0
     for path in files:

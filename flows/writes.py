@@ -4,15 +4,18 @@ only writer; these run there, one batch at a time."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 from flows.run_context import RunContext
 from mcp_env.results import ListedTool
 from tasks.agent.tool_changes import new_tool_versions
 from tasks.llm_batch import BatchOutput
 from tasks.onboard import ToolVersions, tool_records
-from toucan.records import Event, LlmCacheEntry, Tool, ToolCallRecord, Trajectory
+from toucan.records import Event, LlmCacheEntry, Record, Tool, ToolCallRecord, Trajectory
 from toucan.store import Store
+
+R = TypeVar("R", bound=Record)
 
 
 class AgentOutput(Protocol):
@@ -26,21 +29,49 @@ class AgentOutput(Protocol):
 
 def write_output(ctx: RunContext, output: BatchOutput) -> int:
     """Cache entries first (a crash after them still spares the next run the calls), then
-    rows (upsert: a retried error row is replaced), then events."""
+    rows (upsert: a retried error row is replaced, its attempts counted), then events."""
     ctx.store.insert(output.cache_entries)
-    written = ctx.store.upsert(output.records)
+    written = ctx.store.upsert(count_attempts(ctx.store, output.records))
     ctx.store.insert(output.events)
     ctx.flush_events()
     return written
 
 
 def write_agent_output(ctx: RunContext, output: AgentOutput) -> None:
-    """Trajectories (upsert: an error row of an earlier run is replaced), their tool calls,
-    cache entries and events, and the tool schemas a server switched to mid-run."""
-    ctx.store.upsert(output.trajectories)
+    """Trajectories (upsert: an error row of an earlier run is replaced, its attempts counted),
+    their tool calls, cache entries and events, and the tool schemas a server switched to
+    mid-run."""
+    ctx.store.upsert(count_attempts(ctx.store, output.trajectories))
     ctx.store.insert([*output.tool_calls, *output.cache_entries, *output.events])
     store_tool_versions(ctx.store, new_tool_versions(output.trajectories), ctx.run_id)
     ctx.flush_events()
+
+
+def count_attempts(store: Store, records: Sequence[R]) -> list[R]:
+    """The records about to replace their rows, each with `attempts` one more than the row it
+    replaces (a new item keeps 1): how the retry limit (`retries.max_attempts`) is counted.
+    Records without an `attempts` field pass unchanged."""
+    counted = [r for r in records if "attempts" in type(r).model_fields]
+    if not counted or not store.path.exists():
+        return list(records)
+    earlier: dict[tuple[type[Record], str], int] = {}
+    for model in {type(r) for r in counted}:
+        key = model.__key__[0]
+        ids = [getattr(r, key) for r in counted if type(r) is model]
+        rows = store.query(
+            f'SELECT "{key}", coalesce(attempts, 1) FROM {model.__table__} '
+            f'WHERE list_contains(?, "{key}")',
+            [ids],
+        )
+        earlier.update({(model, row_id): int(tries) for row_id, tries in rows})
+    numbered = []
+    for record in records:
+        model = type(record)
+        before = earlier.get((model, getattr(record, model.__key__[0], "")))
+        numbered.append(
+            record if before is None else record.model_copy(update={"attempts": before + 1})
+        )
+    return numbered
 
 
 def store_tool_versions(

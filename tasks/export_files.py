@@ -7,7 +7,6 @@ Every writer takes already-scrubbed `ExportRow`s; nothing here reads the store.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,8 @@ class ExportSummary(BaseModel):
     servers: list[dict[str, Any]] = Field(default_factory=list)
     filters: dict[str, Any] = Field(default_factory=dict)
     message: str = ""
+    # what the files were made from (flows/export.py): an export of the same key is not redone
+    content_key: str = ""
 
 
 SCRUB_NOTE = (
@@ -52,15 +53,6 @@ SCRUB_NOTE = (
     "markers, e-mails `user@example.com`, and a local path's private prefix `/workspace` "
     "(system paths such as `/usr/bin` stay). Rows changed: {rows}."
 )
-
-
-def prepare_out_dir(out_dir: Path, *, overwrite: bool) -> None:
-    """Refuse an existing non-empty folder unless overwriting; then start it clean."""
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def shard_slices(total: int, shard_rows: int) -> list[tuple[int, int]]:

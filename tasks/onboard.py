@@ -21,8 +21,8 @@ from mcp_env.results import ListedTool, ToolListing
 from mcp_env.specs import HttpSpec, SseSpec, StdioSpec, ToolSpec, parse_server_spec
 from tasks.domains import label_by_keywords, normalize_category
 from toucan.config import McpConfig
+from toucan.errors import MCP_RETRYABLE
 from toucan.ids import make_id, schema_hash
-from toucan.reasons import MCP_RETRYABLE
 from toucan.records import Server, Tool
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ async def onboard_server(
     spec_data: dict[str, Any], mcp: dict[str, Any], categories: list[str], retries: int
 ) -> OnboardOutcome:
     """One catalog entry, live: connect, list tools, probe. A transient failure (a reason in
-    `toucan.reasons.MCP_RETRYABLE`, or an unexpected error) is tried again up to `retries`
+    `toucan.errors.MCP_RETRYABLE`, or an unexpected error) is tried again up to `retries`
     times; the last attempt's verdict is the row. Arguments are JSON so a batch crosses to a
     Dask worker."""
     spec = parse_server_spec(spec_data)

@@ -364,6 +364,14 @@ class BudgetConfig(Section):
         return self.usd is not None or bool(self.per_stage) or bool(self.per_deployment)
 
 
+class RetriesConfig(Section):
+    """How often a later run tries an item again whose row is a retryable error
+    (toucan.errors.RETRYABLE_REASONS): an item tried `max_attempts` times, the first included,
+    is given up: no run selects it again, and the run that gave it up says so."""
+
+    max_attempts: int = Field(default=3, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything a run is configured by. Build it with `load_settings`."""
 
@@ -385,6 +393,7 @@ class Settings(BaseSettings):
     extensions: ExtensionsConfig = Field(default_factory=ExtensionsConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
 
     @classmethod
     def settings_customise_sources(

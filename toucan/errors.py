@@ -19,10 +19,13 @@
 
 Each class carries a stable snake_case `reason` token; rows store that token, and
 `toucan status` counts by it. `RETRYABLE_REASONS` are the tokens worth another attempt on a
-later run (the cause may pass: a provider outage, a raised cap); any other is a final answer.
+later run (the cause may pass: a provider outage, a crashed server, a raised cap); any other is
+a final answer. The table covers the reasons of every stage's rows, not only these classes.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 
 class ToucanError(Exception):
@@ -107,19 +110,68 @@ class UnparseableReply(LlmError):
         self.raw = raw
 
 
-# Reasons worth another attempt on a later run; anything else is a final answer (a
-# rejection, an unparseable or out-of-range reply the cache would only repeat).
-RETRYABLE_REASONS = frozenset(
+# -- which reasons are worth another attempt ------------------------------------------------
+# A row whose reason is retryable counts as unfinished: the next run of its stage selects it
+# again (up to `retries.max_attempts` tries, counted on the row), and the pipeline counts it as
+# pending. Every other reason is final: a rejection, an unparseable or out-of-range reply the
+# reply cache would only repeat, a tool that does not exist. One table for every stage.
+
+# The model side: the provider may answer later (5xx, 429s, timeouts; toucan/llm/errors.py),
+# `internal_error` is the stage edge's catch-all (a bug that a fix and a re-run cure).
+LLM_RETRYABLE = frozenset(
     {
-        "rate_limited",
-        "model_timeout",
+        RateLimited.reason,
+        ModelTimeout.reason,
         "model_server_error",
-        "llm_error",
+        LlmError.reason,
         "internal_error",
-        BudgetExhausted.reason,
-        ModelGroupDown.reason,
+        BudgetExhausted.reason,  # a raised cap lets it through
+        ModelGroupDown.reason,  # the outage passes
     }
 )
+# An MCP server that did not come up in time, died, or was paused by the circuit breaker may
+# come up the second time (onboarding also retries these within its run: tasks/onboard.py).
+MCP_RETRYABLE = frozenset(
+    {
+        "initialize_timeout",
+        "connect_timeout",
+        "crashed_at_start",
+        ServerStartError.reason,
+        ServerCrashed.reason,
+        McpError.reason,
+        "server_died",
+        "server_paused",
+        "server_unavailable",
+        "list_tools_timeout",
+    }
+)
+# A provider batch job that did not give a line its answer (toucan/llm/batch_lines.py and
+# batch_jobs.py): the line is sent again, online or in the next job. A line the provider
+# answered with an error (`batch_request_failed`, mostly a 4xx) is final, as online.
+BATCH_RETRYABLE = frozenset(
+    {
+        "batch_malformed_line",
+        "batch_output_missing",
+        "batch_missing_result",
+        "batch_expired",
+        "batch_cancelled",
+        "batch_failed",
+        "batch_timeout",
+        "batch_lost",
+        "batch_unreachable",
+        "batch_submit_failed",
+        "batch_not_submitted",
+    }
+)
+RETRYABLE_REASONS = LLM_RETRYABLE | MCP_RETRYABLE | BATCH_RETRYABLE
+
+Disposition = Literal["retryable", "final"]
+
+
+def disposition(reason: str | None) -> Disposition:
+    """`retryable` for a reason in RETRYABLE_REASONS, else `final` (None and unknown tokens
+    included: an unknown reason is never retried blindly)."""
+    return "retryable" if reason in RETRYABLE_REASONS else "final"
 
 
 def error_row_fields(error: Exception) -> dict[str, str | None]:

@@ -118,7 +118,9 @@ class Run(Record):
 
     run_id: str
     stage: str
-    status: Literal["running", "completed", "failed", "interrupted"] = "running"
+    # crashed: the process died without recording an end (`toucan status` and the next
+    # writing run on the store find it gone: toucan/status.py)
+    status: Literal["running", "completed", "failed", "interrupted", "crashed"] = "running"
     profile: str = "local"
     params: dict[str, Any] = Field(default_factory=dict)
     config_hash: str = ""
@@ -127,6 +129,10 @@ class Run(Record):
     summary: dict[str, Any] = Field(default_factory=dict)
     prefect_flow_run_id: str | None = None
     pid: int | None = None
+    # with the pid, which process ran it: a pid the system reused for another process is
+    # told apart by its start time (naive UTC, like every timestamp here); None on old rows
+    host: str | None = None
+    process_started_at: datetime | None = None
 
 
 class RunProgress(Record):
@@ -250,6 +256,9 @@ class Task(Record):
     seed: int = 0
     status: Literal["ok", "rejected", "error"] = "ok"
     reason: str | None = None
+    # tries of this item so far, this row's included: a retryable error is tried again
+    # until `retries.max_attempts`, then the item is given up (flows/queries.py)
+    attempts: int = 1
     raw_reply: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     run_id: str | None = None
@@ -291,6 +300,7 @@ class TaskRating(Record):
     keep: bool = False
     status: Literal["ok", "error"] = "ok"
     reason: str | None = None
+    attempts: int = 1  # tries so far (see Task.attempts)
     raw_reply: str | None = None
     prompt_hash: str = ""
     run_id: str | None = None
@@ -332,6 +342,7 @@ class Trajectory(Record):
     stop_reason: str = ""
     status: Literal["ok", "error"] = "ok"
     reason: str | None = None
+    attempts: int = 1  # tries so far (see Task.attempts)
     requested_turns: int = 1
     completed_turns: int = 1
     prompt_hash: str = ""
@@ -375,6 +386,7 @@ class TrajectoryRating(Record):
     keep: bool = False
     status: Literal["ok", "error"] = "ok"
     reason: str | None = None
+    attempts: int = 1  # tries so far (see Task.attempts)
     raw_reply: str | None = None
     prompt_hash: str = ""
     run_id: str | None = None

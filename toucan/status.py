@@ -18,12 +18,21 @@ Definitions (the same in `toucan status`, the Prefect artifacts and the tests):
   no time);
 - while a run runs, planned / done / failed come from its `run_progress` row, which moves
   per item (flows/live_progress.py); runs without one count their item events;
-- a 429 is an llm call with error_class `RateLimited` or status `rate_limited`.
+- a 429 is an llm call with error_class `RateLimited` or status `rate_limited`;
+- a run still `running` whose process is gone is `crashed`: same host, and no process with its
+  pid, or one with its pid that started at another time (the system reused the pid). Its clock
+  stops at its last event. `toucan status` shows it so, and the next writing run on the store
+  records it so (`close_crashed_runs`). A run of another host is left as it is: its process
+  cannot be seen from here.
+
+Every timestamp here is naive UTC, like the store's (`toucan.records.utc_now`); `naive_utc`
+brings an aware one (from a caller, or from psutil) to that form before any subtraction.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -35,6 +44,9 @@ from toucan.records import Event, Run, RunProgress, Server, utc_now
 from toucan.store import Store, table_columns
 
 RATE_LIMIT_CLASSES = ("RateLimited", "RateLimitError")
+# a process's start time as psutil reads it (from /proc, in clock ticks) and as recorded may
+# differ by rounding; a reused pid belongs to a process started seconds or days later
+SAME_PROCESS_TOLERANCE_S = 1.0
 NO_SERVER = "-"
 NO_MODEL = "-"
 
@@ -266,6 +278,13 @@ def measure_progress(
     return Progress(done=items.height - failed, failed=failed, planned=planned)
 
 
+def naive_utc(moment: datetime) -> datetime:
+    """`moment` as naive UTC (an aware one converted, a naive one taken as UTC already)."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
 def build_run_status(
     run: Run,
     events: pl.DataFrame,
@@ -276,16 +295,17 @@ def build_run_status(
 ) -> RunStatus:
     """Everything `toucan status` and the artifacts show about one run (`live`: its
     `run_progress` row; `server_names`: server id -> name)."""
-    end = run.finished_at or now or utc_now()
+    started = naive_utc(run.started_at)
+    end = naive_utc(run.finished_at or now or utc_now())
     planned = run.summary.get("planned")
-    elapsed_s = round(max(0.0, (end - run.started_at).total_seconds()), 3)
+    elapsed_s = round(max(0.0, (end - started).total_seconds()), 3)
     progress = measure_progress(events, planned if isinstance(planned, int) else None, live)
     return RunStatus(
         run_id=run.run_id,
         stage=run.stage,
         status=run.status,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
+        started_at=started,
+        finished_at=naive_utc(run.finished_at) if run.finished_at else None,
         elapsed_s=elapsed_s,
         progress=progress,
         items_per_min=_per_minute(progress.finished, elapsed_s),
@@ -298,33 +318,86 @@ def build_run_status(
 # -- the store edge ---------------------------------------------------------------------------
 
 
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def process_started_at(pid: int) -> datetime | None:
+    """When process `pid` started (naive UTC), or None when there is no such process."""
+    try:
+        started = psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return naive_utc(datetime.fromtimestamp(started, UTC))
+
+
+def process_alive(run: Run, host: str | None = None) -> bool | None:
+    """Whether the process that runs `run` is alive: False when it is gone (or its pid now
+    belongs to a process that started at another time), None when this host cannot tell (a run
+    of another host, or no pid recorded). Rows written before the host was recorded are taken
+    as this host's."""
+    if run.pid is None or (run.host is not None and run.host != (host or this_host())):
+        return None
+    started = process_started_at(run.pid)
+    if started is None:
+        return False
+    if run.process_started_at is None:
+        return True
+    recorded = naive_utc(run.process_started_at)
+    return abs((started - recorded).total_seconds()) <= SAME_PROCESS_TOLERANCE_S
+
+
+def last_event_at(store: Store, run_id: str) -> datetime | None:
+    """When the run's last recorded event ended: where a crashed run's clock stops."""
+    if not store.path.exists() or not store.count(Event):
+        return None
+    row = store.query("SELECT max(ended_at) FROM events WHERE run_id = ?", [run_id])
+    return naive_utc(row[0][0]) if row and row[0][0] is not None else None
+
+
+def as_seen(store: Store, run: Run) -> Run:
+    """The run as it stands: a `running` run whose process is gone becomes `crashed`, its
+    clock stopped at its last event (its start when it recorded none)."""
+    if run.status != "running" or process_alive(run) is not False:
+        return run
+    stopped = last_event_at(store, run.run_id) or naive_utc(run.started_at)
+    return run.model_copy(update={"status": "crashed", "finished_at": stopped})
+
+
 def list_runs(store: Store, limit: int = 20) -> list[Run]:
-    """Most recent runs first."""
-    runs = store.select(Run)
-    return sorted(runs, key=lambda r: r.started_at, reverse=True)[:limit]
+    """Most recent runs first, as they stand (`as_seen`)."""
+    runs = sorted(store.select(Run), key=lambda r: naive_utc(r.started_at), reverse=True)
+    return [as_seen(store, run) for run in runs[:limit]]
 
 
 def pick_run(store: Store, run_id: str | None = None) -> Run | None:
-    """The asked-for run, else the newest running one, else the newest one."""
+    """The asked-for run, else the newest one still running, else the newest one; as they
+    stand, so a crashed run is never taken for the current one."""
     if run_id:
         found = store.select(Run, "run_id = ?", [run_id])
-        return found[0] if found else None
+        return as_seen(store, found[0]) if found else None
     runs = list_runs(store, limit=1000)
     running = [r for r in runs if r.status == "running"]
     return (running or runs or [None])[0]
+
+
+def close_crashed_runs(store: Store) -> list[Run]:
+    """Record as `crashed` the runs on this store still marked running whose process is gone
+    (a writing run calls this when it starts: it holds the writer lock, so none of them is
+    writing). Returns the rows it closed."""
+    closed = [
+        seen
+        for run in store.select(Run, "status = 'running'")
+        if (seen := as_seen(store, run)).status == "crashed"
+    ]
+    store.upsert(closed)
+    return closed
 
 
 def read_run_events(store: Store, run_id: str) -> pl.DataFrame:
     if not store.path.exists() or not store.count(Event):
         return empty_events_frame()
     return store.frame("SELECT * FROM events WHERE run_id = ?", [run_id])
-
-
-def mark_stale(run: Run) -> Run:
-    """A run still `running` whose process is gone on this host was killed: say so."""
-    if run.status != "running" or run.pid is None or psutil.pid_exists(run.pid):
-        return run
-    return run.model_copy(update={"status": "stale"})
 
 
 def read_live_progress(store: Store, run_id: str) -> RunProgress | None:
@@ -348,4 +421,4 @@ def read_run_status(store: Store, run_id: str | None = None) -> RunStatus | None
         events = read_run_events(store, run.run_id)
         live = read_live_progress(store, run.run_id)
         names = read_server_names(store)
-    return build_run_status(mark_stale(run), events, live=live, server_names=names)
+    return build_run_status(run, events, live=live, server_names=names)

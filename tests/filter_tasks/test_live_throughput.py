@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from flows.runner import run_stage_async
-from tests.fake_llm import FakeLlm
-from tests.synthesize.seed import CATALOG, fake_settings, write_config
+from tests.fake_llm import FakeLlm, answer_from_schema
+from tests.synthesize.seed import CATALOG, competent_model, fake_settings, write_config
 from toucan.records import Task
 from toucan.status import read_run_status
 from toucan.store import Store
@@ -96,12 +96,20 @@ def test_status_shows_planned_and_a_done_count_moving_per_item_while_filter_task
 MODEL_STAGES = ("synthesize", "filter_tasks", "diversify")
 
 
+def generator_and_judge(request: dict[str, Any]) -> Any:
+    """The competent generator and judge of stage 2 and 3, and a schema-true diversify reply."""
+    schema = request.get("response_format", {}).get("json_schema", {}).get("schema", {})
+    if "variations" in schema.get("properties", {}):
+        return answer_from_schema(request)
+    return competent_model(request)
+
+
 def test_after_each_stage_every_server_row_has_a_name_and_model_stages_real_latency(
     tmp_path: Path, store: Store, fake_llm: FakeLlm
 ) -> None:
     config = write_config(tmp_path / "toucan.yaml", fake_llm.base_url)
-    settings = fake_settings(config)
-    fake_llm.latency = 0.05
+    settings = fake_settings(config, extensions={"diversify_variants": 1})
+    fake_llm.default, fake_llm.latency = generator_and_judge, 0.05
     for stage, params in (
         ("synthesize", {"limit": 8, "seed": 0}),
         ("filter_tasks", {}),
@@ -116,3 +124,4 @@ def test_after_each_stage_every_server_row_has_a_name_and_model_stages_real_late
             assert all(row.p50_ms and row.p50_ms >= 50 for row in status.servers), stage
             assert status.models and all(m.p50_ms and m.p50_ms >= 50 for m in status.models)
         assert status.progress.planned == status.progress.finished > 0, stage
+        assert status.progress.failed == 0, stage

@@ -105,12 +105,14 @@ def test_sigkill_mid_stage_then_rerun_loses_nothing_duplicates_nothing_and_redoe
     assert 0 < len(before) < LIMIT
     killed = next(r for r in store.select(Run) if r.stage == "synthesize")
     status = CliRunner().invoke(app, ["status", "--store", str(store.path), "--json"])
-    assert json.loads(status.stdout)["status"] == "stale"  # running, but its process is gone
+    assert json.loads(status.stdout)["status"] == "crashed"  # running, but its process is gone
 
     calls_before = fake_llm.calls.total
     second = start_synthesize(store.path, fast, log)
     assert second.wait(WAIT_S) == 0, log.read_text()[-3000:]
     redone_calls = fake_llm.calls.total - calls_before
+    closed = store.select(Run, "run_id = ?", [killed.run_id])[0]
+    assert closed.status == "crashed"  # the next writing run recorded what status showed
 
     after = store.select(Task)
     assert len(after) == LIMIT  # nothing lost

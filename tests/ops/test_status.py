@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 from typer.testing import CliRunner
 
 from cli import app
+from flows.run_context import stage_run
+from toucan.config import load_settings
 from toucan.records import Event, Run
 from toucan.status import (
     build_run_status,
     events_frame,
+    list_runs,
+    process_alive,
+    process_started_at,
+    read_run_status,
     summarize_models,
     summarize_servers,
+    this_host,
 )
 from toucan.store import Store
 
@@ -189,8 +200,117 @@ def test_status_watch_on_a_finished_run_renders_once_and_returns(tmp_path: Path)
     assert "alpha" in result.output and "GPT-4o-mini" in result.output
 
 
-def test_a_running_run_whose_process_is_gone_shows_as_stale(tmp_path: Path) -> None:
+def dead_process() -> tuple[int, datetime]:
+    """The pid and start time of a process that was alive and has been killed (and reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = process_started_at(child.pid)
+    child.kill()
+    child.wait(timeout=60)
+    assert started is not None and not psutil.pid_exists(child.pid)
+    return child.pid, started
+
+
+def running_row(run_id: str, pid: int, process_start: datetime | None, **extra: object) -> Run:
+    return Run(
+        run_id=run_id,
+        stage="synthesize",
+        started_at=extra.pop("started_at", T0),  # type: ignore[arg-type]
+        pid=pid,
+        host=extra.pop("host", this_host()),  # type: ignore[arg-type]
+        process_started_at=process_start,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_a_running_run_whose_process_is_gone_is_crashed_with_its_clock_stopped(
+    tmp_path: Path,
+) -> None:
     store = Store(tmp_path / "s.duckdb")
-    store.upsert([Run(run_id="dead", stage="synthesize", started_at=T0, pid=2**22 + 12345)])
+    pid, started = dead_process()
+    store.upsert([running_row("dead", pid, started)])
+    last = T0 + timedelta(seconds=42)
+    store.insert([_event(1, run_id="dead", started_at=T0, ended_at=last)])
     result = CliRunner().invoke(app, ["status", "--store", str(store.path), "--json"])
-    assert json.loads(result.stdout)["status"] == "stale"
+    payload = json.loads(result.stdout)
+    assert (payload["status"], payload["elapsed_s"]) == ("crashed", 42.0)
+    assert payload["finished_at"] == last.isoformat()
+    text = CliRunner().invoke(app, ["status", "--store", str(store.path)])
+    assert "crashed" in text.output and "running" not in text.output  # header and runs table
+    assert [r.status for r in list_runs(store)] == ["crashed"]
+    assert store.select(Run)[0].status == "running"  # status only reads
+
+
+def test_a_pid_reused_by_another_process_is_not_taken_for_the_run(tmp_path: Path) -> None:
+    mine = process_started_at(os.getpid())
+    assert mine is not None
+    reused = running_row("reused", os.getpid(), mine - timedelta(hours=3))
+    alive = running_row("alive", os.getpid(), mine, started_at=T0 + timedelta(minutes=1))
+    elsewhere = running_row("elsewhere", 2**22 + 7, None, host="another-host")
+    assert process_alive(reused) is False
+    assert process_alive(alive) is True
+    assert process_alive(elsewhere) is None  # cannot be seen from here: left as it is
+    store = Store(tmp_path / "s.duckdb")
+    store.upsert([reused, alive, elsewhere])
+    seen = {r.run_id: r.status for r in list_runs(store)}
+    assert seen == {"reused": "crashed", "alive": "running", "elsewhere": "running"}
+    current = read_run_status(store)
+    assert current is not None and current.run_id == "alive"
+
+
+def test_an_aware_clock_and_a_naive_start_subtract(tmp_path: Path) -> None:
+    run = Run(run_id="r", stage="onboard", started_at=T0)
+    later = (T0 + timedelta(seconds=90)).replace(tzinfo=UTC)
+    assert build_run_status(run, events_frame([]), now=later).elapsed_s == 90.0
+    aware_start = run.model_copy(update={"started_at": T0.replace(tzinfo=UTC)})
+    assert (
+        build_run_status(aware_start, events_frame([]), now=T0 + timedelta(seconds=5)).elapsed_s
+        == 5.0
+    )
+
+
+def test_a_killed_run_is_shown_crashed_and_closed_by_the_next_writing_run(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    script = (
+        "import sys, time\n"
+        "from flows.run_context import stage_run\n"
+        "from toucan.config import load_settings\n"
+        "from toucan.store import Store\n"
+        "with stage_run(Store(sys.argv[1]), load_settings(profile='local'), 'synthesize') as ctx:\n"
+        "    ctx.events.record(item_id='x', status='ok')\n"
+        "    ctx.flush_events()\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(store.path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        live = read_run_status(store)
+        assert live is not None and live.status == "running"
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    killed = read_run_status(store)
+    assert killed is not None and killed.status == "crashed"
+    stopped = killed.elapsed_s
+    assert read_run_status(store, killed.run_id).elapsed_s == stopped  # type: ignore[union-attr]
+
+    with stage_run(store, load_settings(profile="local"), "synthesize") as resumed:
+        current = read_run_status(store)
+        assert current is not None and current.run_id == resumed.run_id
+    rows = {r.run_id: r for r in store.select(Run)}
+    closed = rows[killed.run_id]
+    assert (closed.status, closed.finished_at) == ("crashed", killed.finished_at)
+    assert rows[resumed.run_id].status == "completed"
+    assert rows[resumed.run_id].host == this_host()
+
+
+def test_status_shows_why_a_run_did_not_end_clean(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    message = "items_errored: 3 (retryable 3; final 0; given up 0); reasons: rate_limited 3"
+    outcome = {"state": "CompletedWithErrors", "message": message}
+    store.upsert([Run(run_id="r", stage="filter_tasks", status="completed",
+                      started_at=T0, finished_at=T0, summary={"outcome": outcome})])  # fmt: skip
+    result = CliRunner().invoke(app, ["status", "--store", str(store.path)], terminal_width=200)
+    assert "CompletedWithErrors" in result.output and "items_errored: 3" in result.output
