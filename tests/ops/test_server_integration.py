@@ -5,6 +5,7 @@ Ctrl-C (SIGINT) then stops server and worker, leaving no process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,16 +45,22 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.fixture
-def local_prefect(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+@contextlib.contextmanager
+def toucan_server(
+    tmp_path: Path, *args: str, cwd: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """`toucan server` (SQLite under tmp_path, a worker polling every second) started in `cwd`
+    (default tmp_path) with `args`; yields (API URL, process, log file) once the worker polls,
+    and stops it with Ctrl-C (SIGINT) after, killing what is left."""
     port = free_port()
     log = tmp_path / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCAN_", "PREFECT_"))}
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "server", "--port", str(port), "--no-ui",
-             "--home", str(tmp_path / "prefect-home"), "--poll-seconds", "1"],
-            cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT,
+             "--home", str(tmp_path / "prefect-home"), "--poll-seconds", "1", *args],
+            cwd=cwd or tmp_path, env=env, stdout=sink,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
         wait_for(
@@ -73,6 +80,12 @@ def local_prefect(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
                     child.kill()
                 proc.kill()
                 proc.wait(10)
+
+
+@pytest.fixture
+def local_prefect(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    with toucan_server(tmp_path) as started:
+        yield started
 
 
 def write_catalog(tmp_path: Path) -> Path:
