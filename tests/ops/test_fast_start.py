@@ -36,14 +36,14 @@ sys.stderr.write("\\nPROBE " + json.dumps({"code": code, "heavy": heavy}) + "\\n
 """
 
 
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter in the checkout, with `args` as its argv."""
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
 def loaded_by(args: list[str]) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(HEAVY), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_python(PROBE, json.dumps(HEAVY), *args)
     report = done.stderr.rsplit("PROBE ", 1)
     assert len(report) == 2, done.stderr[-3000:]
     return json.loads(report[1])
@@ -108,13 +108,7 @@ def test_a_model_call_on_the_direct_transport_never_imports_litellm(tmp_path: Pa
         )
         loaded = "{m.split('.')[0] for m in sys.modules} & {'litellm', 'prefect'}"
         check = f"{CLIENT}\nprint(sorted({loaded}))"
-        done = subprocess.run(
-            [sys.executable, "-c", check, str(config)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_python(check, str(config))
         assert done.returncode == 0, done.stderr[-3000:]
         assert fake.calls.total == 1
     assert done.stdout.strip().splitlines()[-1] == "[]"

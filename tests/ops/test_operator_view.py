@@ -63,6 +63,7 @@ def test_a_pipeline_run_tells_the_operator_what_each_stage_did(
     assert list(rows) == stages
     rated = rows["filter_tasks"]
     assert (rated["planned"], rated["done"], rated["failed"]) == (6, 4, 2)
+    assert rated["retryable"] == 0  # a 400 is a final answer (toucan.errors)
     assert rated["status"] == "completed" and rated["wall_s"] > 0
     assert rated["cost_usd"] is not None  # it called the judge
     assert rows["irrelevance"]["cost_usd"] is None  # no model

@@ -213,24 +213,11 @@ def test_the_report_has_a_table_of_the_latest_run_of_each_stage(tmp_path):
             *run("traj", "trajectories", 10, 3, 0),
         ]
     )
+    calls = {"e1": 0.25, "e2": 0.5}  # the latest filter-tasks run's two model calls
     store.insert(
         [
-            Event(
-                event_id="e1",
-                run_id="new",
-                stage="filter_tasks",
-                kind="llm_call",
-                model="j",
-                cost_usd=0.25,
-            ),
-            Event(
-                event_id="e2",
-                run_id="new",
-                stage="filter_tasks",
-                kind="llm_call",
-                model="j",
-                cost_usd=0.5,
-            ),
+            Event(event_id=key, run_id="new", stage="filter_tasks", kind="llm_call", cost_usd=cost)
+            for key, cost in calls.items()
         ]
     )
     page = tmp_path / "report.html"
