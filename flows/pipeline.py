@@ -149,7 +149,11 @@ def publish_pipeline_artifacts(store: Store, report: PipelineReport) -> None:
     for outcome in report.outcomes:
         status = read_run_status(store, outcome.run_id) if outcome.run_id else None
         figures = stage_row(status).model_dump(exclude={"stage", "run_id"}) if status else {}
-        stages.append({**outcome.model_dump(mode="json", exclude={"summary"}), **figures})
+        said = outcome.model_dump(mode="json", exclude={"summary"})
+        # the figures first: the UI's table is wide, and the message and run id can wait
+        stages.append(
+            {"stage": said.pop("stage"), "outcome": said.pop("outcome"), **figures, **said}
+        )
         if status is not None:
             rows += [{"stage": outcome.stage, **row} for row in server_table(status)]
     publish_table(
