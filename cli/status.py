@@ -4,6 +4,7 @@ what the store's runs spent per stage and model."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Annotated
 
 import typer
@@ -28,6 +29,15 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _pair(p50: float | None, p95: float | None) -> str:
+    return f"{_fmt(p50, 0)}/{_fmt(p95, 0)}"
+
+
+def _name_width(names: Iterable[str]) -> int:
+    """A name column as wide as its longest name (up to 32): names are never cut."""
+    return min(32, max((len(name) for name in names), default=6))
+
+
 def render_status(status: RunStatus) -> Group:
     """The rich view of one run: header (with the run's outcome when items errored or nothing
     came out), servers table, models table. A run whose process died shows as `crashed`."""
@@ -42,7 +52,7 @@ def render_status(status: RunStatus) -> Group:
         "failed",
         str(progress.failed),
         "elapsed",
-        f"{status.elapsed_s:.0f}s",
+        f"{status.elapsed_s:.0f}s, {_fmt(status.items_per_min)} items/min",
     )
     outcome = status.summary.get("outcome") or {}
     if outcome.get("state") not in (None, "Completed"):  # flows/outcome.py
@@ -56,8 +66,11 @@ def render_status(status: RunStatus) -> Group:
         f"{stopped} ({status.summary.get('not_started', 0)} not started)" if stopped else "",
     )
     servers = Table(title="per server", title_justify="left")
-    for col in ("server", "done", "failed", "items/min", "p50 ms", "p95 ms", "tool calls"):
-        servers.add_column(col, justify="left" if col == "server" else "right")
+    servers.add_column(
+        "server", no_wrap=True, min_width=_name_width(s.server for s in status.servers)
+    )
+    for col in ("done", "failed", "items/min", "p50/p95 ms", "tool calls", "tool p50/p95 ms"):
+        servers.add_column(col, justify="right")
     servers.add_column("errors")
     for s in status.servers:
         servers.add_row(
@@ -65,20 +78,22 @@ def render_status(status: RunStatus) -> Group:
             str(s.items_done),
             str(s.items_failed),
             _fmt(s.items_per_min),
-            _fmt(s.p50_ms, 0),
-            _fmt(s.p95_ms, 0),
+            _pair(s.p50_ms, s.p95_ms),
             f"{s.tool_calls} ({s.tool_errors} err)" if s.tool_errors else str(s.tool_calls),
+            _pair(s.tool_p50_ms, s.tool_p95_ms) if s.tool_calls else "-",
             ", ".join(f"{k}:{v}" for k, v in s.error_classes.items()),
         )
     models = Table(title="per model", title_justify="left")
-    for col in ("model", "calls", "failed", "cached", "tokens/min", "cost $", "429s"):
-        models.add_column(col, justify="left" if col == "model" else "right")
+    models.add_column("model", no_wrap=True, min_width=_name_width(m.model for m in status.models))
+    for col in ("calls", "failed", "cached", "p50/p95 ms", "tokens/min", "cost $", "429s"):
+        models.add_column(col, justify="right")
     for m in status.models:
         models.add_row(
             m.model,
             str(m.calls),
             str(m.failed),
             str(m.cached),
+            _pair(m.p50_ms, m.p95_ms),
             _fmt(m.tokens_per_min, 0),
             f"{m.cost_usd:.4f}",
             str(m.rate_limited),

@@ -5,11 +5,17 @@ them from the installed project: the venv on one machine, the image in docker-co
 UI renders each flow's typed signature as a form. Every deployment runs one flow run at a
 time (`concurrency_limit=1`): a store has one writer, and a second run would only wait for the
 writer lock. Schedules are defined but off unless `toucan deploy --schedules` turns them on.
+
+Each deployment carries absolute paths, so its runs do the same whichever directory started
+the worker: it runs flows in the project directory (`find_project_dir`), and its environment
+names the store, the fleet and the settings file as absolute paths (`project_environment`;
+relative paths in the settings are taken from the project directory).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +23,11 @@ from typing import Any
 from uuid import UUID
 
 from flows.registry import STAGES, StageDef, stage
+
+# the checkout this code runs from (a clone: `uv run toucan`), where `.fleet` is installed
+CHECKOUT = Path(__file__).resolve().parents[1]
+PROJECT_MARKERS = ("toucan.yaml", ".fleet")  # a directory holding either is a project
+CONFIG_FILE = "toucan.yaml"
 
 WORK_POOL = "toucan"
 WORK_POOL_TYPE = "process"
@@ -93,6 +104,41 @@ def ensure_work_pool(name: str = WORK_POOL) -> None:
         client.create_work_pool(WorkPoolCreate(name=name, type=WORK_POOL_TYPE))
 
 
+def find_project_dir(explicit: Path | None = None) -> Path:
+    """The directory flow runs start in, absolute: `explicit` (--project-dir), else
+    TOUCAN_PROJECT_DIR, else the current directory when it holds a project (a toucan.yaml or
+    a .fleet), else the toucan checkout the code runs from, else the current directory."""
+    if explicit is not None:
+        return explicit.resolve()
+    if configured := os.environ.get("TOUCAN_PROJECT_DIR"):
+        return Path(configured).resolve()
+    here = Path.cwd().resolve()
+    if any((here / marker).exists() for marker in PROJECT_MARKERS):
+        return here
+    if (CHECKOUT / "pyproject.toml").exists():
+        return CHECKOUT
+    return here
+
+
+def project_environment(project: Path) -> dict[str, str]:
+    """The environment of the deployments' flow runs: the settings file (TOUCAN_CONFIG, when
+    there is one), the store (TOUCAN_STORE) and the fleet (TOUCAN_MCP__FLEET_DIR), absolute.
+    The settings are those a run in `project` would load; a relative path among them is
+    taken from `project`. A `store` parameter given to a run still wins over TOUCAN_STORE."""
+    from toucan.config import load_settings
+
+    configured = os.environ.get("TOUCAN_CONFIG")
+    config = Path(configured).resolve() if configured else project / CONFIG_FILE
+    settings = load_settings(config if config.exists() else None)
+    env = {
+        "TOUCAN_STORE": str((project / settings.store).resolve()),
+        "TOUCAN_MCP__FLEET_DIR": str((project / settings.mcp.fleet_dir).resolve()),
+    }
+    if config.exists():
+        env["TOUCAN_CONFIG"] = str(config)
+    return env
+
+
 def register_deployments(
     *,
     work_pool: str = WORK_POOL,
@@ -102,11 +148,13 @@ def register_deployments(
 ) -> dict[str, UUID]:
     """Register (create or update) the deployments against PREFECT_API_URL; name -> id.
 
-    `working_dir` (default: the current directory) is where the worker runs the flows, so
-    relative paths (the default store `data/toucan.duckdb`, config files) mean the same as
-    on the command line; without it a process worker would use a fresh temporary directory.
+    `working_dir` (default: `find_project_dir()`) is the project directory the worker runs
+    the flows in (without one a process worker would use a fresh temporary directory); the
+    store, fleet and settings file go with each deployment as absolute paths
+    (`project_environment`).
     """
-    workdir = str((working_dir or Path.cwd()).resolve())
+    project = find_project_dir(working_dir)
+    job_variables = {"working_dir": str(project), "env": project_environment(project)}
     from prefect.deployments.runner import EntrypointType
 
     ensure_work_pool(work_pool)
@@ -123,7 +171,7 @@ def register_deployments(
             concurrency_limit=1,
             work_pool_name=work_pool,
             entrypoint_type=EntrypointType.MODULE_PATH,
-            job_variables={"working_dir": workdir},
+            job_variables=job_variables,
         )
         registered[f"{deployment.flow_name}/{spec.name}"] = deployment.apply(
             work_pool_name=work_pool, _sync=True

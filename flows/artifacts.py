@@ -48,16 +48,15 @@ def artifact_key(*parts: str) -> str:
 
 
 SERVER_COLUMNS = ("server", "items_done", "items_failed", "items_per_min", "p50_ms", "p95_ms")
-MODEL_COLUMNS = ("model", "calls", "failed", "cached", "tokens_per_min", "cost_usd")
+TOOL_COLUMNS = ("tool_calls", "tool_errors", "tool_p50_ms", "tool_p95_ms")
+MODEL_COLUMNS = ("model", "calls", "failed", "cached", "p50_ms", "p95_ms", "tokens_per_min")
 
 
 def server_table(status: RunStatus) -> list[dict[str, Any]]:
     """One row per server: items, throughput, latency, tool calls, error classes."""
     return [
         {
-            **s.model_dump(include=set(SERVER_COLUMNS)),
-            "tool_calls": s.tool_calls,
-            "tool_errors": s.tool_errors,
+            **{column: getattr(s, column) for column in (*SERVER_COLUMNS, *TOOL_COLUMNS)},
             "error_classes": ", ".join(f"{k}:{v}" for k, v in s.error_classes.items()),
         }
         for s in status.servers
@@ -65,9 +64,13 @@ def server_table(status: RunStatus) -> list[dict[str, Any]]:
 
 
 def model_table(status: RunStatus) -> list[dict[str, Any]]:
-    """One row per model: calls, failures, cache hits, tokens/min, cost, 429s."""
+    """One row per model: calls, failures, cache hits, latency, tokens/min, cost, 429s."""
     return [
-        {**m.model_dump(include=set(MODEL_COLUMNS)), "rate_limited_429": m.rate_limited}
+        {
+            **{column: getattr(m, column) for column in MODEL_COLUMNS},
+            "cost_usd": m.cost_usd,
+            "rate_limited_429": m.rate_limited,
+        }
         for m in status.models
     ]
 

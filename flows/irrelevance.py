@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from flows.queries import select_kept_original_tasks, unfinished_ids
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from tasks.irrelevance import STAGE, irrelevant_task_id, pair_tasks_batch
+from toucan.events import joined_servers
 from toucan.records import Server, Task
 
 BATCH_TASKS = 500
@@ -62,7 +63,7 @@ class IrrelevanceJob(StageJob[list[Task]]):
             ctx.tally.item(row.status, row.reason)
             ctx.events.record(
                 item_id=row.task_id,
-                server=",".join(row.server_ids) or None,
+                server=joined_servers(row.server_ids),
                 status=row.status,
                 error_class=row.reason,
             )

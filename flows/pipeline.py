@@ -25,12 +25,14 @@ from flows.artifacts import artifact_key, publish_table, server_table
 from flows.completion import explain_incomplete, latest_runs, stage_kwargs
 from flows.estimate import estimate_run
 from flows.outcome import RunOutcome, combine_outcomes, outcome_state
+from flows.parameters import documented
 from flows.registry import STAGE_NAMES, StageName, normalize_stage
 from flows.registry import stage as stage_def
 from flows.task_runners import RunnerChoice, runner_from_choice
 from toucan.config import Settings, load_settings
 from toucan.estimate import Estimate, estimate_table
 from toucan.records import Run
+from toucan.stage_table import stage_row
 from toucan.status import read_run_status
 from toucan.store import Store, resolve_store_path
 
@@ -144,16 +146,25 @@ async def run_stage_outcome(
 
 
 def publish_pipeline_artifacts(store: Store, report: PipelineReport) -> None:
-    """A table of stage outcomes and one of per-server throughput over the stages that ran."""
+    """A table of the stages (outcome, planned / done / failed / retryable, wall time, cost)
+    and one of per-server throughput over the stages that ran."""
     rows: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = []
     for outcome in report.outcomes:
         status = read_run_status(store, outcome.run_id) if outcome.run_id else None
+        figures = stage_row(status).model_dump(exclude={"stage", "run_id"}) if status else {}
+        said = outcome.model_dump(mode="json", exclude={"summary"})
+        # the figures first: the UI's table is wide, and the message and run id can wait
+        stages.append(
+            {"stage": said.pop("stage"), "outcome": said.pop("outcome"), **figures, **said}
+        )
         if status is not None:
             rows += [{"stage": outcome.stage, **row} for row in server_table(status)]
     publish_table(
-        [o.model_dump(mode="json", exclude={"summary"}) for o in report.outcomes],
+        stages,
         artifact_key("pipeline", "stages"),
-        "What each stage did in this pipeline run.",
+        "What each stage did in this pipeline run: planned / done / failed / retryable items, "
+        "wall time (s) and model cost (USD).",
     )
     publish_table(
         rows,
@@ -186,6 +197,7 @@ def dry_run_report(
 
 
 @flow(name="pipeline", log_prints=False, validate_parameters=True)
+@documented("pipeline")
 async def pipeline(
     stages: list[StageName] | None = None,
     store: str | None = None,

@@ -9,8 +9,8 @@ its flow and one line here, and prompts/<name>/ when it calls a model (docs/stag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
 from prefect import flow
@@ -23,6 +23,7 @@ from flows.filter_trajectories import FilterTrajectoriesJob, FilterTrajectoriesS
 from flows.irrelevance import IrrelevanceJob, IrrelevanceSummary
 from flows.multi_turn import MultiTurnJob, MultiTurnSummary
 from flows.onboard import OnboardJob, OnboardSummary
+from flows.parameters import documented
 from flows.queries import PendingQuery
 from flows.report import ReportJob, ReportSummary
 from flows.runner import StageJob, run_stage_flow
@@ -32,9 +33,17 @@ from tasks.export_files import ExportSummary
 from toucan.config import Settings
 from toucan.errors import ConfigError
 
-# Every stage flow: no result persistence (the store is the record), parameters as given
-# (the CLI, the pipeline and the deployment forms pass typed values).
-stage_flow = partial(flow, log_prints=False, persist_result=False, validate_parameters=False)
+
+def stage_flow(name: str) -> Callable[[Callable[..., Any]], Any]:
+    """Every stage flow: no result persistence (the store is the record), parameters as given
+    (the CLI, the pipeline and the deployment forms pass typed values), each parameter
+    described in the deployment form (flows/parameters.py)."""
+
+    def register(fn: Callable[..., Any]) -> Any:
+        options = {"log_prints": False, "persist_result": False, "validate_parameters": False}
+        return flow(name=name, **options)(documented(name)(fn))
+
+    return register
 
 
 @stage_flow(name="onboard")

@@ -21,8 +21,10 @@ from tasks.output_dirs import (
     point_latest,
     start_partial,
 )
-from tasks.report import ReportFrames, write_report
+from tasks.report import ReportFrames, stage_frame, write_report
+from toucan.events import SERVER_SEPARATOR
 from toucan.records import TASK_SCORES, TRAJECTORY_SCORES
+from toucan.stage_table import latest_stage_rows
 
 QUERIES = {
     "servers": "SELECT name, coalesce(domain, 'unlabelled') AS domain, status FROM servers",
@@ -47,10 +49,14 @@ QUERIES = {
                 JOIN servers s ON s.server_id = u.server_id
                 LEFT JOIN trajectory_ratings r ON r.trajectory_id = t.trajectory_id
                 GROUP BY s.name ORDER BY s.name""",
-    "server_throughput": """SELECT server, count(*) AS items,
-                CAST(sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS BIGINT) AS ok,
-                greatest(epoch(max(ended_at)) - epoch(min(started_at)), 1) AS span_s
-                FROM events WHERE server IS NOT NULL GROUP BY server ORDER BY server""",
+    # by server name, a multi-server item once per server (as in toucan/status.py)
+    "server_throughput": f"""SELECT coalesce(s.name, u.server) AS server, count(*) AS items,
+                CAST(sum(CASE WHEN e.status = 'ok' THEN 1 ELSE 0 END) AS BIGINT) AS ok,
+                greatest(epoch(max(e.ended_at)) - epoch(min(e.started_at)), 1) AS span_s
+                FROM events e
+                CROSS JOIN unnest(string_split(e.server, '{SERVER_SEPARATOR}')) AS u(server)
+                LEFT JOIN servers s ON s.server_id = u.server
+                WHERE e.kind = 'item' AND e.server IS NOT NULL GROUP BY 1 ORDER BY 1""",
     "models": """SELECT model, CAST(sum(tokens_in) AS BIGINT) AS tokens_in,
                 CAST(sum(tokens_out) AS BIGINT) AS tokens_out,
                 sum(cost_usd) AS cost_usd, count(*) AS calls
@@ -74,7 +80,10 @@ class ReportJob(StageJob[ReportFrames]):
     records_run = False
 
     def plan(self, ctx: RunContext) -> StagePlan[ReportFrames]:
-        frames = ReportFrames(**{name: ctx.store.frame(sql) for name, sql in QUERIES.items()})
+        frames = ReportFrames(
+            **{name: ctx.store.frame(sql) for name, sql in QUERIES.items()},
+            stages=stage_frame(latest_stage_rows(ctx.store)),
+        )
         self.counts: dict[str, int] = {}
         return StagePlan(1, 0, [frames])
 

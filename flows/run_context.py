@@ -68,12 +68,14 @@ class StageTally:
         self._counts: defaultdict[str, Counter[Any]] = defaultdict(Counter)
 
     def item(self, status: str, reason: str | None = None) -> None:
-        """One finished item; `error` counts as failed."""
+        """One finished item; `error` counts as failed (and by its reason)."""
         self.finished += 1
         self.failed += status == "error"
         self.add("status", status)
         if reason:
             self.add("reason", reason)
+        if status == "error":
+            self.add("failed_reason", reason or "unknown")
 
     def add(self, name: str, key: Any = "", amount: float = 1) -> None:
         self._counts[name][key] += amount

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from flows.durable import durable_replies
 from flows.executors import AsyncioExecutor, FanOut, PrefectExecutor
+from flows.live_progress import live_progress
 from flows.outcome import RunOutcome, judge_run, outcome_state
 from flows.run_context import (
     RunContext,
@@ -32,6 +33,7 @@ from flows.run_context import (
     stage_run,
 )
 from flows.spend import ModelGuards, RunSpend
+from flows.stage_log import log_outcome, log_plan
 from flows.writes import write_output
 from tasks.llm_batch import PARALLEL_BATCHES, LlmLane, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
@@ -186,7 +188,7 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
     summarise and record. ConfigError when the settings name an unknown stage or cap spend
     on an unpriced deployment; ModelGroupDown / BudgetExhausted, once the summary is
     recorded, when the run's model guards stopped it (flows/spend.py)."""
-    from flows.registry import check_settings  # the registry imports every stage module
+    from flows.registry import check_settings, stage  # the registry imports every stage module
 
     check_settings(job.settings)
     guards = ModelGuards.open(job.settings, job.name) if job.needs_model else None
@@ -194,6 +196,7 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
     with opener(store, job.settings, job.name, job.run_params()) as ctx:
         ctx.guards = guards
         plan = ctx.plan = job.plan(ctx)
+        log_plan(ctx)
         steps = StageSteps()
         ctx.progress = ProgressCounter(job.name, plan.planned, ctx.tally.finished)
         report_progress(job.name, ctx.tally.finished, plan.planned)
@@ -203,9 +206,10 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
             if guards is not None:
                 guards.absorb(getattr(output, "events", ()))
             if not job.item_progress:
-                report_progress(job.name, ctx.tally.finished, plan.planned)
+                report_progress(job.name, ctx.tally.finished, plan.planned, failed=ctx.tally.failed)
 
         with (
+            live_progress(ctx, enabled=job.records_run),
             model_endpoint(job.settings, job.needs_model and bool(plan.batches)) as base_url,
             durable_replies(ctx.store, ctx.run_id) as ctx.replies,
         ):
@@ -227,6 +231,7 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
         steps.summary = job.summarise(ctx)
         steps.outcome = judge_run(ctx)
         ctx.summary = {**job.run_summary(steps.summary), "outcome": steps.outcome.model_dump()}
+        log_outcome(ctx, ctx.summary, stage(job.name).writes)
         if guards is not None:
             guards.raise_if_stopped(ctx.tally.finished, ctx.tally.failed)
 

@@ -21,6 +21,7 @@ from tasks.llm_batch import BatchOutput, ItemEvent, LlmLane, run_llm_batch
 from tasks.prompt_budget import capped_response_format, cut_text, with_item_count
 from toucan.config import PromptBudget
 from toucan.errors import ConfigError, LlmError, error_row_fields
+from toucan.events import joined_servers
 from toucan.ids import content_hash, make_id
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta, LlmReply
@@ -280,7 +281,7 @@ def variant_event(rows: list[Task]) -> ItemEvent:
         status=first.status,
         label=str(first.metadata.get("mode", "")),
         error_class=first.reason,
-        server=first.server_ids[0] if first.server_ids else None,
+        server=joined_servers(first.server_ids),
         model=first.deployment or "generator",
         served_by=first.served_by,
     )

@@ -19,6 +19,7 @@ from tasks.sampling import ServerView
 from tasks.synthesize import server_payload
 from toucan.config import PromptBudget
 from toucan.errors import ConfigError, LlmError, error_row_fields
+from toucan.events import joined_servers
 from toucan.ids import make_id
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta, LlmReply
@@ -192,5 +193,10 @@ async def filter_tasks_batch(
         return [await rate_task(task_row, views, router, thresholds, lane.run_id, budget)]
 
     return await run_llm_batch(
-        tasks, lane, STAGE, work, lambda rows: rating_event(rows[0].task_id, rows[0])
+        tasks,
+        lane,
+        STAGE,
+        work,
+        lambda rows: rating_event(rows[0].task_id, rows[0]),
+        lambda task_row: joined_servers(task_row.server_ids),
     )

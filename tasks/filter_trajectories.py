@@ -16,6 +16,7 @@ from tasks.prompt_budget import capped_response_format
 from tasks.trajectory_rules import evaluate_rules, tool_accuracy
 from toucan.config import FilterTrajectoriesConfig, PromptBudget
 from toucan.errors import LlmError, error_row_fields
+from toucan.events import joined_servers
 from toucan.ids import make_id
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta
@@ -215,5 +216,10 @@ async def filter_trajectories_batch(
         ]
 
     return await run_llm_batch(
-        items, lane, STAGE, work, lambda rows: rating_event(rows[0].trajectory_id, rows[0])
+        items,
+        lane,
+        STAGE,
+        work,
+        lambda rows: rating_event(rows[0].trajectory_id, rows[0]),
+        lambda item: joined_servers(item.task.server_ids),
     )

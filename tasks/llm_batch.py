@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ from toucan.llm.budget import Budget
 from toucan.llm.cache import LlmCache
 from toucan.llm.router import LlmRouter
 from toucan.progress import report_progress
-from toucan.records import Event, LlmCacheEntry, Record
+from toucan.records import Event, LlmCacheEntry, Record, utc_now
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -46,13 +47,15 @@ class ProgressCounter:
         self.stage = stage
         self.total = total
         self.done = done
+        self.failed = 0
         self._lock = threading.Lock()
 
     def advance(self, item: str | None = None, status: str | None = None) -> None:
         with self._lock:
             self.done += 1
-            done = self.done
-        report_progress(self.stage, done, self.total, item, status)
+            self.failed += status == "error"
+            done, failed = self.done, self.failed
+        report_progress(self.stage, done, self.total, item, status, failed)
 
 
 class LlmLane(BaseModel):
@@ -127,20 +130,14 @@ def open_router(lane: LlmLane) -> LlmRouter:
 
 
 async def run_bounded(
-    items: Sequence[T],
-    work: Callable[[T], Awaitable[R]],
-    concurrency: int,
-    on_done: Callable[[R], None] | None = None,
+    items: Sequence[T], work: Callable[[T], Awaitable[R]], concurrency: int
 ) -> list[R]:
     """Run `work` over items with at most `concurrency` in flight; results in input order."""
     semaphore = asyncio.Semaphore(max(1, concurrency))
 
     async def run_one(item: T) -> R:
         async with semaphore:
-            result = await work(item)
-        if on_done is not None:
-            on_done(result)
-        return result
+            return await work(item)
 
     return list(await asyncio.gather(*(run_one(item) for item in items)))
 
@@ -158,23 +155,32 @@ async def run_llm_batch(
     stage: str,
     work: Callable[[T, LlmRouter], Awaitable[list[R]]],
     describe: Callable[[list[R]], ItemEvent],
+    servers_of: Callable[[T], str | None] | None = None,
 ) -> BatchOutput:
     """The body every LLM batch shares: one router on this event loop, at most
     `lane.concurrency` items in flight, an `item` event and a progress step per finished
-    item (`describe` reads them off its rows), then rows + events + new cache entries.
-    `work` turns one item into its rows (one or more records) and never raises."""
+    item (`describe` reads them off its rows; the event is timed from the item's start to its
+    end, and names the item's servers, `servers_of(item)`, when `describe` names none), then
+    rows + events + new cache entries. `work` turns one item into its rows (one or more
+    records) and never raises."""
     router = open_router(lane)
     events = EventSink(lane.run_id, stage)
 
-    def finish(rows: list[R]) -> None:
+    async def one(item: T) -> list[R]:
+        started, clock = utc_now(), time.perf_counter()
+        rows = await work(item, router)
         event = describe(rows)
-        events.record(**event.model_dump(exclude={"label"}))
+        server = event.server or (servers_of(item) if servers_of is not None else None)
+        events.record(
+            **event.model_dump(exclude={"label", "server"}),
+            server=server,
+            started_at=started,
+            latency_ms=(time.perf_counter() - clock) * 1000,
+        )
         if lane.progress is not None:
             lane.progress.advance(event.label, event.status)
+        return rows
 
-    async def one(item: T) -> list[R]:
-        return await work(item, router)
-
-    results = await run_bounded(items, one, lane.concurrency, finish)
+    results = await run_bounded(items, one, lane.concurrency)
     records: list[Record] = [row for rows in results for row in rows]  # type: ignore[misc]
     return collect_output(records, events.drain(), router)

@@ -8,6 +8,7 @@ the page works offline and from a file; `write_report` is the stage's one batch.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import plotly.io as pio
 import polars as pl
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
+from pydantic import BaseModel
 
 from toucan.records import TASK_SCORES, TRAJECTORY_SCORES
 
@@ -30,6 +32,16 @@ class ReportFrames:
     server_yield: pl.DataFrame
     server_throughput: pl.DataFrame
     models: pl.DataFrame
+    stages: pl.DataFrame  # the latest run of each stage (STAGE_COLUMNS)
+
+
+STAGE_COLUMNS = ("stage", "status", "planned", "done", "failed", "retryable", "cost_usd", "wall_s")
+
+
+def stage_frame(rows: Sequence[BaseModel]) -> pl.DataFrame:
+    """Stage rows (toucan.stage_table.StageRow) as a frame of STAGE_COLUMNS."""
+    dumped = [row.model_dump(include=set(STAGE_COLUMNS)) for row in rows]
+    return pl.DataFrame(dumped or None, schema=list(STAGE_COLUMNS), orient="row")
 
 
 def styled(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
@@ -161,8 +173,30 @@ def build_figures(frames: ReportFrames) -> dict[str, go.Figure]:
     }
 
 
-def render_report_html(figures: dict[str, go.Figure], title: str, subtitle: str = "") -> str:
-    """One page, plotly.js inline (no CDN): opens offline and from a file."""
+def stage_table_html(stages: pl.DataFrame) -> str:
+    """The per-stage table: planned / done / failed / retryable, cost and wall time of the
+    latest run of each stage ("-" where unknown)."""
+    headers = {"cost_usd": "cost (USD)", "wall_s": "wall (s)"}
+    head = "".join(f"<th>{html.escape(headers.get(c, c))}</th>" for c in STAGE_COLUMNS)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{'-' if row[c] is None else html.escape(str(row[c]))}</td>" for c in STAGE_COLUMNS
+        )
+        + "</tr>"
+        for row in stages.iter_rows(named=True)
+    )
+    return (
+        '<section id="stages"><h2>Stages (latest run of each)</h2>'
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>"
+    )
+
+
+def render_report_html(
+    figures: dict[str, go.Figure], title: str, subtitle: str = "", tables: str = ""
+) -> str:
+    """One page, plotly.js inline (no CDN): opens offline and from a file. `tables`: HTML
+    shown above the charts."""
     charts = "\n".join(
         '<section class="chart">'
         + pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=chart_id)
@@ -173,9 +207,13 @@ def render_report_html(figures: dict[str, go.Figure], title: str, subtitle: str 
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:24px;max-width:1200px}"
-        ".chart{margin-bottom:24px}</style>"
+        ".chart{margin-bottom:24px}"
+        "table{border-collapse:collapse;margin-bottom:24px}"
+        "th,td{border:1px solid #ddd;padding:4px 10px;text-align:right}"
+        "th:first-child,td:first-child{text-align:left}</style>"
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>\n{charts}\n</body></html>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>\n{tables}\n{charts}\n"
+        "</body></html>"
     )
 
 
@@ -188,7 +226,10 @@ def write_report(frames: ReportFrames, out_file: Path, store_label: str) -> dict
         f"{frames.trajectories.height} trajectories"
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(render_report_html(figures, "toucan run report", subtitle), "utf-8")
+    page = render_report_html(
+        figures, "toucan run report", subtitle, stage_table_html(frames.stages)
+    )
+    out_file.write_text(page, "utf-8")
     return {
         "servers": frames.servers.height,
         "tasks": frames.tasks.height,

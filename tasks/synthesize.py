@@ -19,6 +19,7 @@ from tasks.prompt_budget import budget_view, capped_response_format, shown_tools
 from tasks.sampling import ServerView, TaskSlot
 from toucan.config import PromptBudget
 from toucan.errors import LlmError, error_row_fields
+from toucan.events import joined_servers
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
@@ -283,7 +284,7 @@ def task_event(task: Task) -> ItemEvent:
         status=task.status,
         label=task.strategy,
         error_class=task.reason,
-        server=task.server_ids[0] if task.server_ids else None,
+        server=joined_servers(task.server_ids),
         model=task.deployment or task.generator,
         served_by=task.served_by,
         error=task.metadata.get("error"),

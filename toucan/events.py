@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from toucan.ids import make_id
 from toucan.records import Event, utc_now
+
+# An event of an item that used several servers names them all, joined by this (toucan status
+# splits them again and counts the item once for each server).
+SERVER_SEPARATOR = ","
+
+
+def joined_servers(servers: Iterable[str]) -> str | None:
+    """The `server` of an event of an item that used these servers (names or ids), in order;
+    None for none."""
+    return SERVER_SEPARATOR.join(servers) or None
 
 
 @dataclass

@@ -22,12 +22,20 @@ class ProgressUpdate:
     total: int
     item: str | None = None
     status: str | None = None
+    failed: int = 0  # of `done`, the items that ended in an error row
 
 
 def report_progress(
-    stage: str, done: int, total: int, item: str | None = None, status: str | None = None
+    stage: str,
+    done: int,
+    total: int,
+    item: str | None = None,
+    status: str | None = None,
+    failed: int = 0,
 ) -> None:
-    update = ProgressUpdate(stage, done, total, item, status)
+    """One step of `stage`: `done` of `total` items finished so far, `failed` of them errors;
+    `item` and `status` name the item that just finished (per-item reporters only)."""
+    update = ProgressUpdate(stage, done, total, item, status, failed)
     PROGRESS_LOGGER.info("%s %d/%d %s", stage, done, total, item or "", extra={"progress": update})
 
 

@@ -135,6 +135,24 @@ class Run(Record):
     process_started_at: datetime | None = None
 
 
+class RunProgress(Record):
+    """How far a running stage is, for readers in other processes (`toucan status`): written
+    right after the run's plan, then at most every half second while items finish, and once
+    more with the final counts (flows/live_progress.py). Events are written per batch; this
+    row moves per item."""
+
+    __table__ = "run_progress"
+    __key__ = ("run_id",)
+
+    run_id: str
+    stage: str
+    planned: int = 0  # items this run set out to do
+    already_done: int = 0  # items earlier runs finished
+    finished: int = 0  # items this run finished so far, failed ones included
+    failed: int = 0  # of those, the ones that ended in an error row
+    updated_at: datetime = Field(default_factory=utc_now)
+
+
 class ToolRejection(BaseModel):
     """A tool a server listed that cannot be used; it is never offered to a model."""
 
@@ -515,6 +533,7 @@ class DedupIndexEntry(Record):
 
 TABLES: tuple[type[Record], ...] = (
     Run,
+    RunProgress,
     Server,
     Tool,
     Task,

@@ -7,9 +7,17 @@ connections so it can run beside a writing flow.
 Definitions (the same in `toucan status`, the Prefect artifacts and the tests):
 - an item is an `events` row of kind `item`; it is *failed* when its status is `error`,
   *done* otherwise (ok, rejected, cached, skipped all mean "finished, nothing left to do");
-- items/min of a server = its finished items / the minutes between its first item start and
-  its last item end (None while that span is zero);
-- tokens/min of a model = (tokens in + out of its llm calls) / the minutes of its call span;
+- servers are shown by name: an event's `server` holds one server or several joined by ","
+  (a multi-server item), each a name or a server id, which the servers table turns into its
+  name; a multi-server item counts once for each of its servers;
+- items/min of a server = its finished items / the minutes of the stage's wall time (start to
+  end, or to now while it runs; None while that is zero), and the same for the whole run;
+  tokens/min of a model = (tokens in + out of its llm calls) / the same minutes;
+- latency percentiles: of a server's items (each item timed from its start to its end), of its
+  tool calls, and of a model's calls (replies served from toucan's cache left out: they took
+  no time);
+- while a run runs, planned / done / failed come from its `run_progress` row, which moves
+  per item (flows/live_progress.py); runs without one count their item events;
 - a 429 is an llm call with error_class `RateLimited` or status `rate_limited`;
 - a run still `running` whose process is gone is `crashed`: same host, and no process with its
   pid, or one with its pid that started at another time (the system reused the pid). Its clock
@@ -33,7 +41,8 @@ import polars as pl
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
-from toucan.records import Event, Run, utc_now
+from toucan.events import SERVER_SEPARATOR
+from toucan.records import Event, Run, RunProgress, Server, utc_now
 from toucan.store import Store, table_columns
 
 RATE_LIMIT_CLASSES = ("RateLimited", "RateLimitError")
@@ -55,6 +64,8 @@ class ServerStats(BaseModel):
     p95_ms: float | None = None
     tool_calls: int = 0
     tool_errors: int = 0
+    tool_p50_ms: float | None = None
+    tool_p95_ms: float | None = None
     error_classes: dict[str, int] = Field(default_factory=dict)
 
 
@@ -71,6 +82,7 @@ class ModelStats(BaseModel):
     cost_usd: float = 0.0
     rate_limited: int = 0
     p50_ms: float | None = None
+    p95_ms: float | None = None
 
 
 class StageSpend(BaseModel):
@@ -113,6 +125,7 @@ class RunStatus(BaseModel):
     finished_at: datetime | None = None
     elapsed_s: float
     progress: Progress
+    items_per_min: float | None = None  # finished items over the wall time
     servers: list[ServerStats] = Field(default_factory=list)
     models: list[ModelStats] = Field(default_factory=list)
     spent_usd: float = 0.0  # this run, so far: the calls of its written batches
@@ -146,11 +159,37 @@ def events_frame(events: list[Event]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
-def _per_minute(count: float, start: datetime | None, end: datetime | None) -> float | None:
+def _per_minute(count: float, wall_s: float | None) -> float | None:
+    if not wall_s or wall_s <= 0:
+        return None
+    return round(count / (wall_s / 60.0), 3)
+
+
+def events_span_s(events: pl.DataFrame) -> float | None:
+    """Seconds from the first event's start to the last one's end: the wall time of a run
+    known only by its events."""
+    if events.is_empty():
+        return None
+    start, end = events.get_column("started_at").min(), events.get_column("ended_at").max()
     if start is None or end is None:
         return None
-    minutes = (end - start).total_seconds() / 60.0
-    return round(count / minutes, 3) if minutes > 0 else None
+    return (end - start).total_seconds()  # type: ignore[operator]
+
+
+def by_server_name(events: pl.DataFrame, names: dict[str, str] | None = None) -> pl.DataFrame:
+    """One row per (event, server) with the server as its name: a multi-server event ("a,b")
+    becomes one row per server, ids become names (`names`: server id -> name; a value not in
+    it is kept), an event without a server gets NO_SERVER."""
+    split = events.with_columns(
+        pl.col("server").fill_null(NO_SERVER).str.split(SERVER_SEPARATOR).alias("server")
+    ).explode("server")
+    cleaned = pl.col("server").str.strip_chars()
+    split = split.with_columns(
+        pl.when(cleaned == "").then(pl.lit(NO_SERVER)).otherwise(cleaned).alias("server")
+    )
+    if names:
+        split = split.with_columns(pl.col("server").replace(names))
+    return split
 
 
 def _quantile(values: pl.Series, q: float) -> float | None:
@@ -170,11 +209,15 @@ def _error_classes(frame: pl.DataFrame) -> dict[str, int]:
     return {row["error_class"]: int(row["len"]) for row in counted.iter_rows(named=True)}
 
 
-def summarize_servers(events: pl.DataFrame) -> list[ServerStats]:
-    """One row per server seen in the events, busiest first."""
+def summarize_servers(
+    events: pl.DataFrame, wall_s: float | None = None, names: dict[str, str] | None = None
+) -> list[ServerStats]:
+    """One row per server seen in the events, by name, busiest first. `wall_s`: the stage's
+    wall time in seconds (default: the span of the events); `names`: server id -> name."""
     if events.is_empty():
         return []
-    events = events.with_columns(pl.col("server").fill_null(NO_SERVER))
+    wall_s = events_span_s(events) if wall_s is None else wall_s
+    events = by_server_name(events, names)
     stats = []
     for server in events.get_column("server").unique().to_list():
         mine = events.filter(pl.col("server") == server)
@@ -188,26 +231,26 @@ def summarize_servers(events: pl.DataFrame) -> list[ServerStats]:
                 server=server,
                 items_done=items.height - failed,
                 items_failed=failed,
-                items_per_min=_per_minute(
-                    items.height,
-                    items.get_column("started_at").min(),  # type: ignore[arg-type]
-                    items.get_column("ended_at").max(),  # type: ignore[arg-type]
-                ),
+                items_per_min=_per_minute(items.height, wall_s),
                 p50_ms=_quantile(items.get_column("latency_ms"), 0.5),
                 p95_ms=_quantile(items.get_column("latency_ms"), 0.95),
                 tool_calls=tools.height,
                 tool_errors=tools.filter(pl.col("status") == "error").height,
+                tool_p50_ms=_quantile(tools.get_column("latency_ms"), 0.5),
+                tool_p95_ms=_quantile(tools.get_column("latency_ms"), 0.95),
                 error_classes=_error_classes(mine),
             )
         )
     return sorted(stats, key=lambda s: (-(s.items_done + s.items_failed), s.server))
 
 
-def summarize_models(events: pl.DataFrame) -> list[ModelStats]:
-    """One row per model that was called, most called first."""
+def summarize_models(events: pl.DataFrame, wall_s: float | None = None) -> list[ModelStats]:
+    """One row per model that was called, most called first. `wall_s`: the stage's wall time
+    in seconds (default: the span of the events)."""
     calls = events.filter(pl.col("kind") == "llm_call") if not events.is_empty() else events
     if calls.is_empty():
         return []
+    wall_s = events_span_s(events) if wall_s is None else wall_s
     calls = calls.with_columns(pl.col("model").fill_null(NO_MODEL))
     stats = []
     for model in calls.get_column("model").unique().to_list():
@@ -217,6 +260,7 @@ def summarize_models(events: pl.DataFrame) -> list[ModelStats]:
         limited = mine.filter(
             pl.col("error_class").is_in(RATE_LIMIT_CLASSES) | (pl.col("status") == "rate_limited")
         ).height
+        timed = mine.filter(pl.col("status") != "cached").get_column("latency_ms")
         stats.append(
             ModelStats(
                 model=model,
@@ -225,20 +269,23 @@ def summarize_models(events: pl.DataFrame) -> list[ModelStats]:
                 cached=mine.filter(pl.col("status") == "cached").height,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
-                tokens_per_min=_per_minute(
-                    tokens_in + tokens_out,
-                    mine.get_column("started_at").min(),  # type: ignore[arg-type]
-                    mine.get_column("ended_at").max(),  # type: ignore[arg-type]
-                ),
+                tokens_per_min=_per_minute(tokens_in + tokens_out, wall_s),
                 cost_usd=round(float(mine.get_column("cost_usd").sum()), 6),
                 rate_limited=limited,
-                p50_ms=_quantile(mine.get_column("latency_ms"), 0.5),
+                p50_ms=_quantile(timed, 0.5),
+                p95_ms=_quantile(timed, 0.95),
             )
         )
     return sorted(stats, key=lambda s: (-s.calls, s.model))
 
 
-def measure_progress(events: pl.DataFrame, planned: int | None = None) -> Progress:
+def measure_progress(
+    events: pl.DataFrame, planned: int | None = None, live: RunProgress | None = None
+) -> Progress:
+    """Planned / done / failed of a run: from its live row when it has one, else counted
+    from its item events (`planned` then from its summary)."""
+    if live is not None:
+        return Progress(done=live.finished - live.failed, failed=live.failed, planned=live.planned)
     if events.is_empty():
         return Progress(planned=planned)
     items = events.filter(pl.col("kind") == "item")
@@ -261,21 +308,32 @@ def measure_spend(events: pl.DataFrame) -> float:
     return round(float(paid.get_column("cost_usd").sum()), 6)
 
 
-def build_run_status(run: Run, events: pl.DataFrame, *, now: datetime | None = None) -> RunStatus:
-    """Everything `toucan status` and the artifacts show about one run."""
+def build_run_status(
+    run: Run,
+    events: pl.DataFrame,
+    *,
+    now: datetime | None = None,
+    live: RunProgress | None = None,
+    server_names: dict[str, str] | None = None,
+) -> RunStatus:
+    """Everything `toucan status` and the artifacts show about one run (`live`: its
+    `run_progress` row; `server_names`: server id -> name)."""
     started = naive_utc(run.started_at)
     end = naive_utc(run.finished_at or now or utc_now())
     planned = run.summary.get("planned")
+    elapsed_s = round(max(0.0, (end - started).total_seconds()), 3)
+    progress = measure_progress(events, planned if isinstance(planned, int) else None, live)
     return RunStatus(
         run_id=run.run_id,
         stage=run.stage,
         status=run.status,
         started_at=started,
         finished_at=naive_utc(run.finished_at) if run.finished_at else None,
-        elapsed_s=round(max(0.0, (end - started).total_seconds()), 3),
-        progress=measure_progress(events, planned if isinstance(planned, int) else None),
-        servers=summarize_servers(events),
-        models=summarize_models(events),
+        elapsed_s=elapsed_s,
+        progress=progress,
+        items_per_min=_per_minute(progress.finished, elapsed_s),
+        servers=summarize_servers(events, elapsed_s, server_names),
+        models=summarize_models(events, elapsed_s),
         spent_usd=measure_spend(events),
         summary=run.summary,
     )
@@ -386,8 +444,25 @@ def read_store_spend(store: Store) -> list[StageSpend]:
     ]
 
 
+def read_live_progress(store: Store, run_id: str) -> RunProgress | None:
+    found = store.select(RunProgress, "run_id = ?", [run_id])
+    return found[0] if found else None
+
+
+def read_server_names(store: Store) -> dict[str, str]:
+    """server id -> name, for every server the store knows."""
+    if not store.path.exists() or not store.count(Server):
+        return {}
+    return dict(store.query("SELECT server_id, name FROM servers"))  # type: ignore[arg-type]
+
+
 def read_run_status(store: Store, run_id: str | None = None) -> RunStatus | None:
-    run = pick_run(store, run_id)
-    if run is None:
-        return None
-    return build_run_status(run, read_run_events(store, run.run_id))
+    """The status of one run (`pick_run`), read in one go: a writer elsewhere waits meanwhile."""
+    with store.reading():
+        run = pick_run(store, run_id)
+        if run is None:
+            return None
+        events = read_run_events(store, run.run_id)
+        live = read_live_progress(store, run.run_id)
+        names = read_server_names(store)
+    return build_run_status(run, events, live=live, server_names=names)

@@ -38,6 +38,10 @@ DEFAULT_STORE = Path("data/toucan.duckdb")
 LOCK_WAIT_S = 30.0  # a reader holds the file for milliseconds; 30 s means something is stuck
 HOLD_IDLE_S = 0.25  # a held connection unused this long is closed: readers elsewhere get in
 HOLD_MAX_S = 2.0  # and closed after its next use once it has been open this long
+# after that close the file stays free this long before the writer opens it again: a writer
+# busy without pause (replies stored as they come, flows/durable.py) would otherwise reopen it
+# at once, and a reader in another process (polling every 50 ms in _open) might never get in
+HOLD_YIELD_S = 0.15
 
 
 def resolve_store_path(cli_value: str | Path | None = None) -> Path:
@@ -212,6 +216,7 @@ class _HeldConnection:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._opened = 0.0
         self._last_used = 0.0
+        self._free_until = 0.0  # monotonic time before which the writer leaves the file free
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
 
@@ -219,6 +224,8 @@ class _HeldConnection:
     def use(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self.lock:
             if self._con is None:
+                if (wait := self._free_until - time.monotonic()) > 0:
+                    time.sleep(wait)
                 self._con = _open(self.path, read_only=False)
                 self._opened = time.monotonic()
             cursor = self._con.cursor()  # its own results: a use never sees another's leftovers
@@ -229,6 +236,7 @@ class _HeldConnection:
                 self._last_used = time.monotonic()
                 if self._last_used - self._opened > HOLD_MAX_S:
                     self._close()
+                    self._free_until = time.monotonic() + HOLD_YIELD_S
 
     def start(self) -> None:
         self._stop.clear()
@@ -266,6 +274,7 @@ class Store:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = resolve_store_path(path)
         self._migrated = False
+        self._reader: duckdb.DuckDBPyConnection | None = None  # set inside `reading()`
 
     # -- connections -------------------------------------------------------------------
 
@@ -281,6 +290,13 @@ class Store:
                 if not self._migrated:
                     self._migrate(con)
                 yield con
+            return
+        if read_only and self._reader is not None:
+            cursor = self._reader.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
             return
         con = _open(self.path, read_only=read_only)
         try:
@@ -310,6 +326,22 @@ class Store:
                 if held.holders == 0:
                     del _HELD[key]
                     held.stop()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Serve this block's read-only reads from one connection: a reader that makes several
+        queries at once (`toucan status`) opens the file once, not once per query (25-70 ms
+        each). Where this process holds the file for a writing run, or there is no file yet,
+        reads go on as without it. Keep the block short: a writer elsewhere waits for it."""
+        if self._reader is not None or not self.path.exists() or self.path.resolve() in _HELD:
+            yield
+            return
+        self._reader = _open(self.path, read_only=True)
+        try:
+            yield
+        finally:
+            reader, self._reader = self._reader, None
+            reader.close()
 
     def ensure_schema(self) -> None:
         with self.connect():

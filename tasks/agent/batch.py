@@ -31,7 +31,7 @@ from tasks.agent.loop import AgentBudget
 from tasks.agent.naming import ExposedTool, expose_tools
 from tasks.agent.toolbox import Toolbox
 from toucan.config import LimitsConfig, McpConfig, ModelsConfig
-from toucan.events import EventSink
+from toucan.events import EventSink, joined_servers
 from toucan.ids import make_id
 from toucan.llm.breaker import ModelBreaker
 from toucan.llm.budget import Budget
@@ -175,7 +175,7 @@ class BatchContext:
 
     @property
     def server_names(self) -> str:
-        return ",".join(self.servers[s].name for s in self.batch.server_ids)
+        return joined_servers(self.servers[s].name for s in self.batch.server_ids) or ""
 
 
 @dataclass

@@ -15,6 +15,7 @@ from cli import app
 from cli.demo import demo_passes
 from cli.running import STAGE_COMMANDS
 from deployments.definitions import deployment_specs
+from flows.parameters import documented
 from flows.pipeline import pipeline
 from flows.registry import STAGE_NAMES, STAGES, StageName, check_settings, stage
 from flows.runner import run_stage_async
@@ -79,3 +80,22 @@ def test_a_budget_cap_on_an_unknown_stage_is_refused_before_the_stage_starts(
     config.write_text("budget:\n  per_stage:\n    synthesise: 1.0\n", encoding="utf-8")
     shown = CliRunner().invoke(app, ["config", "--config", str(config), "--profile", "local"])
     assert shown.exit_code != 0 and "synthesise" in shown.output
+
+
+def test_every_parameter_of_every_flow_has_help_text_in_the_deployment_form() -> None:
+    flows = [pipeline, *(entry.flow for entry in STAGES)]
+    for flow_ in flows:
+        fields = flow_.parameters.model_dump()["properties"]
+        assert fields, flow_.name
+        undescribed = [name for name, field in fields.items() if not field.get("description")]
+        assert undescribed == [], flow_.name
+    export_fields = STAGES[-2].flow.parameters.model_dump()["properties"]
+    assert "store" in export_fields and "store_path" not in export_fields  # one name everywhere
+
+
+def test_a_flow_parameter_without_a_description_fails_at_import() -> None:
+    def carelessly(store: str | None = None, colour: str = "red") -> None:
+        """A flow someone added without describing `colour`."""
+
+    with pytest.raises(ValueError, match="colour"):
+        documented("carelessly")(carelessly)

@@ -110,13 +110,16 @@ def seeded_events() -> list[Event]:
     return events
 
 
-def test_items_per_minute_per_server_is_finished_items_over_the_server_span() -> None:
-    stats = {s.server: s for s in summarize_servers(events_frame(seeded_events()))}
+def test_items_per_minute_per_server_is_finished_items_over_the_stage_wall_time() -> None:
+    stats = {s.server: s for s in summarize_servers(events_frame(seeded_events()), wall_s=240)}
     alpha, beta = stats["alpha"], stats["beta"]
     assert (alpha.items_done, alpha.items_failed) == (5, 1)
-    assert alpha.items_per_min == round(6 / (186 / 60), 3)
+    assert alpha.items_per_min == 1.5  # 6 items over the 4 minutes of the stage
     assert (beta.items_done, beta.items_failed) == (2, 0)
-    assert beta.items_per_min == 2.0
+    assert beta.items_per_min == 0.5
+    # without a wall time, the events' own span (first start to last end: 186 s)
+    spanned = {s.server: s for s in summarize_servers(events_frame(seeded_events()))}
+    assert spanned["alpha"].items_per_min == round(6 / (186 / 60), 3)
     assert alpha.p50_ms == 3500.0
     assert alpha.p95_ms == 5750.0
     assert (alpha.tool_calls, alpha.tool_errors) == (3, 1)
@@ -124,12 +127,13 @@ def test_items_per_minute_per_server_is_finished_items_over_the_server_span() ->
 
 
 def test_per_model_tokens_cost_and_429s_come_from_llm_calls() -> None:
-    stats = {m.model: m for m in summarize_models(events_frame(seeded_events()))}
+    stats = {m.model: m for m in summarize_models(events_frame(seeded_events()), wall_s=60)}
     judge = stats["GPT-4o-mini"]
     assert (judge.calls, judge.failed, judge.rate_limited) == (4, 1, 1)
     assert judge.tokens_per_min == 600.0  # 600 tokens over 60 s
     assert judge.cost_usd == 0.04
-    assert stats["Qwen2-72B-Instruct"].tokens_per_min is None  # zero-length span
+    unclocked = summarize_models(events_frame(seeded_events()), wall_s=0)
+    assert all(m.tokens_per_min is None for m in unclocked)  # no wall time yet
 
 
 def test_an_empty_run_has_no_rows_and_no_progress() -> None:
@@ -170,7 +174,9 @@ def test_status_json_reports_items_per_minute_matching_the_events(tmp_path: Path
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["run_id"] == "run-a"  # the latest run
-    expected = {s.server: s.items_per_min for s in summarize_servers(events_frame(seeded_events()))}
+    wall_s = 240  # run-a ran 4 minutes
+    frame = events_frame(seeded_events())
+    expected = {s.server: s.items_per_min for s in summarize_servers(frame, wall_s)}
     assert {s["server"]: s["items_per_min"] for s in payload["servers"]} == expected
     assert payload["progress"] == {"done": 7, "failed": 1, "planned": 8, "fraction": 1.0}
     assert payload["models"][0]["rate_limited"] == 1

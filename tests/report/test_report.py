@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import struct
 import subprocess
 import zlib
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.export.seeding import seed_pipeline
+from toucan.records import Event, Record, Run, RunProgress
 from toucan.store import Store
 
 CHART_IDS = (
@@ -181,3 +184,49 @@ def test_the_report_refuses_a_missing_store(tmp_path):
     )
     assert result.exit_code == 2
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_report_has_a_table_of_the_latest_run_of_each_stage(tmp_path):
+    store = Store(tmp_path / "toucan.duckdb")
+    seed_pipeline(store)
+    start = datetime(2026, 1, 1, 12, 0, 0)
+
+    def run(run_id: str, stage: str, minutes: int, planned: int, failed: int) -> list[Record]:
+        began = start + timedelta(minutes=minutes)
+        return [
+            Run(
+                run_id=run_id,
+                stage=stage,
+                status="completed",
+                started_at=began,
+                finished_at=began + timedelta(seconds=90),
+            ),
+            RunProgress(
+                run_id=run_id, stage=stage, planned=planned, finished=planned, failed=failed
+            ),
+        ]
+
+    store.upsert(
+        [
+            *run("old", "filter_tasks", 0, 10, 4),
+            *run("new", "filter_tasks", 5, 6, 1),
+            *run("traj", "trajectories", 10, 3, 0),
+        ]
+    )
+    calls = {"e1": 0.25, "e2": 0.5}  # the latest filter-tasks run's two model calls
+    store.insert(
+        [
+            Event(event_id=key, run_id="new", stage="filter_tasks", kind="llm_call", cost_usd=cost)
+            for key, cost in calls.items()
+        ]
+    )
+    page = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["report", "--out", str(page), "--store", str(store.path)])
+    assert result.exit_code == 0, result.output
+    section = page.read_text().split('<section id="stages">', 1)[1].split("</section>", 1)[0]
+    cells = [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in section.split("<tr>")[1:]]
+    assert cells == [
+        ["stage", "status", "planned", "done", "failed", "retryable", "cost (USD)", "wall (s)"],
+        ["filter_tasks", "completed", "6", "5", "1", "-", "0.75", "90.0"],  # the latest run only
+        ["trajectories", "completed", "3", "3", "0", "-", "-", "90.0"],
+    ]
