@@ -40,8 +40,10 @@ def test_deploy_reads_the_api_url_from_the_prefect_profile_and_says_when_there_i
     configured = run(["prefect", "config", "set", f"PREFECT_API_URL={profile_url}"], home)
     assert configured.returncode == 0, configured.stderr
     from_profile = run(["cli", "deploy"], home)
-    assert from_profile.returncode == 2
+    # an API that does not answer is the system's failure (exit 1, cli/failures.py), not a bad input
+    assert from_profile.returncode == 1, from_profile.stderr
     assert f"could not register deployments at {profile_url}" in from_profile.stderr
+    assert from_profile.stderr.strip().endswith("[prefect_api_error]")
 
     env_url = f"http://127.0.0.1:{free_port()}/api"  # the environment wins over the profile
     from_env = run(["cli", "deploy"], home, PREFECT_API_URL=env_url)
