@@ -208,7 +208,7 @@ def estimate_run(
     `params[stage]` as each stage flow's parameters. Reads the store, never writes it."""
     load_litellm()  # the tokenizers of LiteLLM's token_counter
     # the router is asked for names, prices and requests, never to send: the `local` profile's
-    # embedded model is not started, so its url is a placeholder
+    # embedded model is not started, and its url (NOT_STARTED) is never called
     local_url = NOT_STARTED if settings.models.route_to_local else None
     counter = TokenCounter(LlmRouter(settings.models, local_base_url=local_url))
     estimate = Estimate(store=str(store.path))

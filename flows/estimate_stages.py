@@ -34,10 +34,10 @@ from tasks.first_requests import (
     Catalog,
     Request,
     diversify_request,
-    placeholder_question,
     planned_task,
     sent_opening,
     slot_of,
+    stand_in_question,
     synthesis_request,
     task_judge_request,
     trajectory_judge_request,
@@ -128,7 +128,7 @@ def plan_synthesize(store: Store, settings: Settings, params: dict[str, Any]) ->
         )
         for s in plan_items(plan)
     ]
-    question = placeholder_question(round(question_chars(store) or USUAL_QUESTION_CHARS))
+    question = stand_in_question(round(question_chars(store) or USUAL_QUESTION_CHARS))
     handed = [planned_task(s, job.views, question) for s in evenly(plan_items(plan), SAMPLE_ITEMS)]
     return Probed(items, plan.already_done, lanes(plan), handed)
 

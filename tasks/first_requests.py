@@ -94,12 +94,12 @@ def sent_opening(row: Trajectory) -> Request:
     return opening, tools or None
 
 
-PLACEHOLDER_WORD = "words "  # one token in the common tokenizers
+FILLER_WORD = "words "  # one token in the common tokenizers
 
 
-def placeholder_question(chars: int) -> str:
+def stand_in_question(chars: int) -> str:
     """A stand-in for a question not written yet, `chars` long."""
-    return (PLACEHOLDER_WORD * (chars // len(PLACEHOLDER_WORD) + 1))[:chars].strip()
+    return (FILLER_WORD * (chars // len(FILLER_WORD) + 1))[:chars].strip()
 
 
 def planned_task(slot: TaskSlot, views: dict[str, ServerView], question: str) -> Task:
