@@ -89,8 +89,11 @@ def plan_work(
     if limit is not None:
         pending = pending[: max(0, limit)]
     concurrency = settings.trajectories.concurrency
-    batches = traj.group_into_batches(pending, max(MIN_BATCH_ITEMS, concurrency))
-    running = max(1, min(MAX_PARALLEL_BATCHES, len(batches), concurrency))
+    lanes = max(1, min(MAX_PARALLEL_BATCHES, concurrency))
+    # a scout is one wave of a lane: its items all in flight at once
+    scout = max(1, concurrency // lanes)
+    batches = traj.group_into_batches(pending, max(MIN_BATCH_ITEMS, concurrency), lanes, scout)
+    running = max(1, min(lanes, len(batches)))
     return Plan(
         items=pending,
         batches=batches,

@@ -64,9 +64,15 @@ def plan_items(
     ]
 
 
-def group_into_batches(items: Sequence[TrajectoryItem], batch_size: int) -> list[TrajectoryBatch]:
-    """Items grouped by their exact server set, then cut into chunks of `batch_size`."""
-    return group_by_servers(items, batch_size, TrajectoryBatch, "batch")
+def group_into_batches(
+    items: Sequence[TrajectoryItem], batch_size: int, lanes: int | None = None, scout_size: int = 1
+) -> list[TrajectoryBatch]:
+    """Items grouped by their exact server set, then cut into chunks of `batch_size`; with
+    more groups than `lanes`, each group's first chunk is a scout of `scout_size` items, and
+    the scouts go first (`group_by_servers`)."""
+    return group_by_servers(
+        items, batch_size, TrajectoryBatch, "batch", lanes=lanes, scout_size=scout_size
+    )
 
 
 def build_trajectory(

@@ -129,20 +129,38 @@ BatchT = TypeVar("BatchT", bound=AgentBatch)
 
 
 def group_by_servers(
-    items: Sequence[ItemT], size: int, batch_type: type[BatchT], id_prefix: str
+    items: Sequence[ItemT],
+    size: int,
+    batch_type: type[BatchT],
+    id_prefix: str,
+    *,
+    lanes: int | None = None,
+    scout_size: int = 1,
 ) -> list[BatchT]:
     """Items grouped by their task's exact server set, then cut into chunks of `size`; the
-    batch id is a hash of the servers and the items' ids."""
+    batch id is a hash of the servers and the items' ids.
+
+    With more server groups than `lanes` (batches running at once), some groups would not be
+    called until others finished, and a server that hangs would then cost its call timeout
+    after the healthy work, at the run's end (issue 15, fault 6). So each group's first
+    chunk is a scout of at most `scout_size` items (one wave of a batch), and every scout is
+    ordered before the rest: every server is called in the run's first waves, and one that
+    hangs is found and paused (tasks/agent/breaker.py) while the others still have work."""
     groups: dict[tuple[str, ...], list[ItemT]] = {}
     for item in items:
         groups.setdefault(tuple(sorted(set(item.task.server_ids))), []).append(item)
-    batches = []
+    scouting = lanes is not None and len(groups) > lanes
+    first: list[BatchT] = []
+    rest: list[BatchT] = []
     for server_ids, group in sorted(groups.items()):
-        for start in range(0, len(group), max(1, size)):
-            chunk = group[start : start + size]
+        head = min(len(group), max(1, scout_size)) if scouting else 0
+        starts = ([0] if head else []) + list(range(head, len(group), max(1, size)))
+        for n, (start, end) in enumerate(zip(starts, [*starts[1:], len(group)], strict=True)):
+            chunk = group[start:end]
             batch_id = make_id(id_prefix, server_ids, [i.trajectory_id for i in chunk])
-            batches.append(batch_type(batch_id=batch_id, server_ids=list(server_ids), items=chunk))
-    return batches
+            batch = batch_type(batch_id=batch_id, server_ids=list(server_ids), items=chunk)
+            (first if n == 0 else rest).append(batch)
+    return first + rest
 
 
 async def list_exposed_tools(

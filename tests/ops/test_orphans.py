@@ -25,7 +25,7 @@ from toucan.records import Run
 from toucan.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-KILLS = 3
+KILLS = 5  # issue 15, done when: "after 5 kill -9s of `toucan synthesize`"
 START_WAIT_S = 600.0  # Prefect's API server alone took 60-245 s to start on a loaded box
 GONE_WAIT_S = 60.0
 SERVER_APP = "prefect.server.api.server:create_app"

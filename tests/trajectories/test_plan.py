@@ -30,6 +30,11 @@ def test_batches_in_flight_never_hold_more_than_the_configured_concurrency(
         "http://127.0.0.1:9", store.path, trajectories={"concurrency": concurrency}
     )
     plan = plan_work(store, settings, ["Teacher-A"], ["function-calling"], None)
-    assert len(plan.batches) == 3  # one per server group
+    # every batch holds one server group; a group may be split to scout it (test_batch_order)
+    assert all(len(b.server_ids) == 1 for b in plan.batches)
+    assert len({tuple(b.server_ids) for b in plan.batches}) == 3
+    assert sorted(i.trajectory_id for b in plan.batches for i in b.items) == sorted(
+        i.trajectory_id for i in plan.items
+    )
     assert (plan.parallel_batches, plan.per_batch_concurrency) == (parallel, per_batch)
     assert plan.parallel_batches * plan.per_batch_concurrency <= concurrency
