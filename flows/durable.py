@@ -11,9 +11,9 @@ of the items a kill cut short, but pays for none of them again.
 
 Batches that run in other processes (a Dask or Ray task runner) would work on their own copy of
 the cache: the thread would see none of their replies, which would reach the store with their
-batch, so a crash there still loses the replies of the batches in flight. (Today such a runner
-does not get that far: the lane's cache and progress counter hold thread locks, which do not
-pickle, and the stage fails before its first batch.)
+batch (`BatchOutput.cache_entries`), so a crash there still loses the replies of the batches in
+flight. The lane's cache and progress counter pickle without their locks for that
+(tests/ops/test_cluster.py runs filter-tasks on worker processes).
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
         plan = ctx.plan = job.plan(ctx)
         log_plan(ctx)
         steps = StageSteps()
-        ctx.progress = ProgressCounter(job.name, plan.planned, ctx.tally.finished)
+        progress = ctx.progress = ProgressCounter(job.name, plan.planned, ctx.tally.finished)
         report_progress(job.name, ctx.tally.finished, plan.planned)
 
         def write(output: Any) -> None:
@@ -207,6 +207,8 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
                 guards.absorb(getattr(output, "events", ()))
             if not job.item_progress:
                 report_progress(job.name, ctx.tally.finished, plan.planned, failed=ctx.tally.failed)
+            else:  # items a worker process counted on its copy of the counter
+                progress.catch_up(ctx.tally.finished, ctx.tally.failed)
 
         with (
             live_progress(ctx, enabled=job.records_run),

@@ -41,7 +41,9 @@ class BatchOutput(BaseModel):
 
 
 class ProgressCounter:
-    """Items done across the batches of one stage run, reported as they finish."""
+    """Items done across the batches of one stage run, reported as they finish. Pickled into
+    another process (a batch on a Dask worker) it is a copy counting on from where the run
+    stood when the batch was submitted; the flow run catches up (`catch_up`) as batches end."""
 
     def __init__(self, stage: str, total: int, done: int = 0) -> None:
         self.stage = stage
@@ -56,6 +58,27 @@ class ProgressCounter:
             self.failed += status == "error"
             done, failed = self.done, self.failed
         report_progress(self.stage, done, self.total, item, status, failed)
+
+    def catch_up(self, done: int, failed: int) -> None:
+        """Raise the count to `done` items (`failed` of them errors) and report it, when the
+        batches that finished them counted on copies in other processes; a count already
+        there (batches in this process) is left as it is."""
+        with self._lock:
+            if done <= self.done:
+                return
+            self.done, self.failed = done, max(self.failed, failed)
+            failed = self.failed
+        report_progress(self.stage, done, self.total, failed=failed)
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            state = dict(vars(self))
+        del state["_lock"]  # a thread lock does not pickle
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._lock = threading.Lock()
 
 
 class LlmLane(BaseModel):

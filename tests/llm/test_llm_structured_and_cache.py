@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
+from tasks.llm_batch import ProgressCounter
 from tests.fake_llm import FakeLlm, Rule, models_config_for
 from toucan.errors import UnparseableReply
-from toucan.llm.cache import LlmCache
+from toucan.llm.cache import LlmCache, make_cache_key
 from toucan.llm.parsing import find_json_value
-from toucan.llm.replies import CallMeta
+from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
 from toucan.records import Event, LlmCacheEntry
 from toucan.store import Store
@@ -120,3 +122,31 @@ async def test_the_fake_server_counts_by_rule_and_serves_its_counts_over_http(
         counts = (await client.get(fake_llm.base_url.removesuffix("/v1") + "/_fake/calls")).json()
     assert counts["total"] == 3 and counts["by_rule"] == {"0": 1, "1": 1}
     assert counts["by_model"] == {"gen-a": 2, "gen-b": 1}
+
+
+def test_a_pickled_cache_answers_known_replies_and_hands_back_only_its_own_entries() -> None:
+    cache = LlmCache(run_id="run_1")
+    known = make_cache_key(
+        "Judge", "openai/judge", [{"role": "user", "content": "a"}], None, None, {}
+    )
+    cache.put(known, LlmReply(text="known", deployment="Judge", model="openai/judge"))
+    copy = pickle.loads(pickle.dumps(cache))  # what a batch on a Dask worker gets
+
+    assert copy.get(known).text == "known" and copy.drain_new() == []
+    fresh = make_cache_key(
+        "Judge", "openai/judge", [{"role": "user", "content": "b"}], None, None, {}
+    )
+    copy.put(fresh, LlmReply(text="fresh", deployment="Judge", model="openai/judge"))
+    assert [e.cache_key for e in copy.drain_new()] == [fresh.key]
+    assert cache.get(fresh) is None and [e.cache_key for e in cache.drain_new()] == [known.key]
+
+
+def test_a_pickled_progress_counter_counts_apart_and_the_owner_catches_up() -> None:
+    counter = ProgressCounter("filter_tasks", total=4, done=1)
+    copy = pickle.loads(pickle.dumps(counter))
+    copy.advance("t1", "ok")
+    copy.advance("t2", "error")
+    assert (copy.done, copy.failed, counter.done) == (3, 1, 1)
+    counter.catch_up(3, 1)
+    counter.catch_up(2, 0)  # a count already past is left as it is
+    assert (counter.done, counter.failed) == (3, 1)

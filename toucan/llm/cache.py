@@ -4,6 +4,11 @@ Keyed by (deployment, LiteLLM model string, rendered prompt hash, parameters has
 served from memory, filled from the store once per stage (`LlmCache.load`); new entries are only
 collected here and written by the caller (the flow is the single writer): `cache.drain_new()`,
 as soon as they come when the caller waits on `wait_new` (flows/durable.py).
+
+A cache pickled into another process (a batch on a Dask worker) is a copy: it answers from
+every reply the owner knew when the batch was submitted, collects the replies of its own
+calls, and hands them back in the batch's output (`BatchOutput.cache_entries`), which the flow
+run writes; the owner's entries not yet written stay with the owner.
 """
 
 from __future__ import annotations
@@ -62,6 +67,19 @@ class LlmCache:
             marks = ", ".join("?" for _ in models)
             return cls(store.select(LlmCacheEntry, f"model IN ({marks})", models), run_id)
         return cls(store.select(LlmCacheEntry), run_id)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for another process: the known replies, none of the owner's unwritten
+        entries (the owner writes those), no lock or event (neither pickles)."""
+        with self._lock:
+            state = {**vars(self), "_replies": dict(self._replies), "_new": []}
+        del state["_lock"], state["_fresh"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._lock = threading.Lock()
+        self._fresh = threading.Event()
 
     def get(self, key: CacheKey) -> LlmReply | None:
         with self._lock:
