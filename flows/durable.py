@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator
 
 from toucan.llm.cache import LlmCache
+from toucan.records import LlmCacheEntry
 from toucan.store import Store
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,10 @@ STOP_CHECK_S = 0.1  # an idle writer looks this often whether the run asked it t
 
 
 class ReplyWriter:
-    """The run's reply cache, loaded on first use, and the thread that stores its new entries.
+    """The run's reply cache, opened on first use, and the thread that stores its new entries.
+
+    Once stored, an entry's reply leaves memory (`LlmCache.stored`): the run holds the 64-bit
+    prefixes of the stored keys and the replies not stored yet, not the `llm_cache` table.
 
     A stage that never asks for the cache (no model calls) starts no thread and loads nothing.
     A failed write stops the thread; `close` then writes what is left from the caller's thread,
@@ -87,6 +91,13 @@ class ReplyWriter:
             except BaseException:
                 self._cache.requeue(entries)  # kept for the next write (or the batch's own)
                 raise
+            self._cache.stored(entries)
+
+    def stored(self, entries: list[LlmCacheEntry]) -> None:
+        """Entries of the cache that a batch's write stored (flows/writes.py): their replies
+        leave memory, as those stored here do."""
+        if self._cache is not None:
+            self._cache.stored(entries)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,8 @@ def write_output(ctx: RunContext, output: BatchOutput) -> int:
     """Cache entries first (a crash after them still spares the next run the calls), then
     rows (upsert: a retried error row is replaced, its attempts counted), then events."""
     ctx.store.insert(output.cache_entries)
+    if ctx.replies is not None:
+        ctx.replies.stored(output.cache_entries)
     written = ctx.store.upsert(count_attempts(ctx.store, output.records))
     ctx.store.insert(output.events)
     ctx.flush_events()

@@ -279,8 +279,12 @@ class FakeLlm:
         latency: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        record_requests: bool = True,
     ) -> None:
         self.default = default
+        # False: `requests` stays empty, for runs of 100k+ calls (benchmarks, memory tests)
+        # where keeping every request body would be the largest thing in the process
+        self.record_requests = record_requests
         self.served_model = served_model
         self.latency = latency
         self.host = host
@@ -329,7 +333,8 @@ class FakeLlm:
                 self.calls.first_arrival = time.time()
             self.calls.total += 1
             self.calls.by_model[str(request.get("model"))] += 1
-            self.requests.append(request)
+            if self.record_requests:
+                self.requests.append(request)
             for index, rule in enumerate(self._rules):
                 if rule.matches(request, call_index, self._rule_uses[index]):
                     self._rule_uses[index] += 1
@@ -458,7 +463,7 @@ def run_fake_llm_process(latency: float = 0.0) -> Iterator[str]:
 
 
 def serve_forever(latency: float, port: int) -> None:
-    server = FakeLlm(latency=latency, port=port).start()
+    server = FakeLlm(latency=latency, port=port, record_requests=False).start()
     print(server.base_url, flush=True)
     stop = threading.Event()
     with contextlib.suppress(KeyboardInterrupt):

@@ -107,6 +107,23 @@ async def test_a_stored_reply_is_served_on_the_rerun_without_a_model_call(
     assert store.count(Event, "status = 'cached'") == 2
 
 
+async def test_a_reply_stored_mid_run_leaves_memory_and_is_still_served(
+    fake_llm: FakeLlm, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "toucan.duckdb")
+    cache = LlmCache.load(store, run_id="run_1")
+    router = LlmRouter(models_config_for(fake_llm), cache=cache)
+    first = await router.complete("generator", ask("once"), meta=META)
+    entries = cache.drain_new()
+    store.insert(entries)
+    cache.stored(entries)  # what the run's reply writer does once the entries are written
+    assert cache._replies == {}  # only the key's 64-bit prefix stays in memory
+
+    again = await router.complete("generator", ask("once"), meta=META)
+    assert again.cached and again.text == first.text
+    assert fake_llm.calls.total == 1 and cache.fetches == 1
+
+
 async def test_the_fake_server_counts_by_rule_and_serves_its_counts_over_http(
     fake_llm: FakeLlm,
 ) -> None:

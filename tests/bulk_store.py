@@ -1,0 +1,111 @@
+"""A real DuckDB store filled with many rows fast, for memory tests and benchmarks at scale.
+
+`fill_tasks` writes N ok original tasks and `fill_llm_cache` N stored model replies with one
+INSERT ... SELECT over `range(N)` each (100k rows in a few seconds; building N pydantic records
+and inserting them would take minutes). The rows have the shapes and about the sizes of real
+ones: a ~80-character question of 16 random 4-letter words (the near-duplicate pass reads
+4-letter word prefixes: shared words would make every pair a candidate), on one of the given
+servers with a target tool, usage and metadata; a valid `LlmReply` of ~1 KB under a real-shaped cache key (`llm_` + 20 hex digits),
+so a rerun could serve it. `index_tasks` puts the tasks into the near-duplicate index, as the
+synthesize runs that wrote them would have (its cost is that pass's, ~10 s per 100k).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from flows.dedup import dedup_pending_tasks
+from toucan.llm.replies import LlmReply
+from toucan.records import LlmCacheEntry, Task
+from toucan.store import Store
+
+REPLY_TEXT_CHARS = 800  # a generator's JSON answer holding a question is about this long
+
+
+def fill_tasks(store: Store, count: int, server_ids: list[str], *, tag: str = "bulk") -> int:
+    """Insert `count` ok original tasks, spread over `server_ids` (ids `task_<tag>_<n>`,
+    questions unique: no two are near-duplicates); returns rows added (existing ids skip)."""
+    if not server_ids:
+        raise ValueError("fill_tasks needs at least one server id")
+    store.ensure_schema()
+    before = store.count(Task)
+    _run(
+        store,
+        """INSERT INTO tasks BY NAME
+        SELECT
+            'task_' || $tag || '_' || i::VARCHAR AS task_id,
+            'original' AS kind,
+            'single_server' AS strategy,
+            regexp_replace(md5($tag || i::VARCHAR) || md5(i::VARCHAR || $tag),
+                '(.{4})', '\\1 ', 'g') || '?' AS question,
+            json_array(json_object('server_id', $servers[1 + i % len($servers)],
+                'server', 'Bulk Server', 'tool', 'tool_' || (i % 4)::VARCHAR)) AS target_tools,
+            json_array($servers[1 + i % len($servers)]) AS server_ids,
+            'Qwen2-72B-Instruct' AS generator,
+            'Qwen2-72B-Instruct' AS deployment,
+            json_object('prompt_tokens', 900, 'completion_tokens', 120,
+                'server_request_tokens', 0, 'total_tokens', 1020) AS usage,
+            0.0004 AS cost_usd,
+            false AS cached,
+            md5('prompt' || i::VARCHAR) AS prompt_hash,
+            i AS seed,
+            'ok' AS status,
+            1 AS attempts,
+            json_object('slot', i, 'bulk', true) AS metadata,
+            'run_' || $tag AS run_id,
+            now()::TIMESTAMP AS created_at
+        FROM range($count) r(i)
+        ON CONFLICT DO NOTHING""",
+        {"tag": tag, "servers": server_ids, "count": count},
+    )
+    return store.count(Task) - before
+
+
+def fill_llm_cache(store: Store, count: int, *, tag: str = "bulk") -> int:
+    """Insert `count` stored replies (valid `LlmReply` JSON of ~1 KB, keys `llm_` + 20 hex
+    digits like make_cache_key's); returns rows added."""
+    template = LlmReply(
+        text="",
+        finish_reason="stop",
+        deployment="Qwen2-72B-Instruct",
+        model="openai/Qwen2-72B-Instruct",
+        served_by="Qwen2-72B-Instruct",
+    ).model_dump(mode="json")
+    store.ensure_schema()
+    before = store.count(LlmCacheEntry)
+    _run(
+        store,
+        """INSERT INTO llm_cache BY NAME
+        SELECT
+            'llm_' || substr(md5($tag || i::VARCHAR), 1, 20) AS cache_key,
+            'openai/Qwen2-72B-Instruct' AS model,
+            md5('prompt' || $tag || i::VARCHAR) AS prompt_hash,
+            substr(md5('params' || i::VARCHAR), 1, 32) AS params_hash,
+            json_merge_patch($template::JSON, json_object('text',
+                'reply ' || i::VARCHAR || ' ' || repeat('x', $chars))) AS reply,
+            'run_' || $tag AS run_id,
+            now()::TIMESTAMP AS created_at
+        FROM range($count) r(i)
+        ON CONFLICT DO NOTHING""",
+        {
+            "tag": tag,
+            "count": count,
+            "template": orjson.dumps(template).decode(),
+            "chars": REPLY_TEXT_CHARS,
+        },
+    )
+    return store.count(LlmCacheEntry) - before
+
+
+def _run(store: Store, sql: str, params: dict[str, Any]) -> None:
+    """One statement with named ($name) parameters, through the store's connection."""
+    with store.connect() as con:
+        con.execute(sql, params)
+
+
+def index_tasks(store: Store, threshold: float = 0.9) -> int:
+    """Run the near-duplicate pass over the tasks not indexed yet; returns how many it dropped
+    (0 for `fill_tasks` rows, whose questions all differ)."""
+    return len(dedup_pending_tasks(store, threshold))
