@@ -10,6 +10,7 @@ fleet servers, and returns its rows to the flow run, the one writer of the store
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.synthesize.seed import (
 )
 from tests.trajectories import helpers as agent
 from tests.trajectories.test_flow import FLEET_CALLS, fleet_specs
+from toucan.progress import ProgressUpdate, listening
 from toucan.records import LlmCacheEntry, Task, TaskRating, Trajectory
 from toucan.store import Store
 
@@ -88,15 +90,31 @@ def trajectory_rows(store: Store) -> set[tuple[Any, ...]]:
     }
 
 
-def run_on_both(stage_flow: Any, base: Path, config: Path, address: str) -> tuple[Store, Store]:
-    """The stage on copies of `base`: on the default runner, then on the cluster at `address`."""
+class ProgressSeen(logging.Handler):
+    """The progress updates reported in this process (the flow run's), in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[ProgressUpdate] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.updates.append(record.progress)  # type: ignore[attr-defined]
+
+
+def run_on_both(
+    stage_flow: Any, base: Path, config: Path, address: str
+) -> tuple[Store, Store, list[ProgressUpdate]]:
+    """The stage on copies of `base`: on the default runner, then on the cluster at `address`;
+    and the progress the flow run reported during the cluster run."""
     threads, dask = (base.with_name(f"{name}.duckdb") for name in ("threads", "dask"))
     for target in (threads, dask):
         shutil.copyfile(base, target)
     stage_flow(store=str(threads), config=str(config), profile="cloud")
     on_cluster = stage_flow.with_options(task_runner=make_task_runner("dask", address=address))
-    on_cluster(store=str(dask), config=str(config), profile="cloud")
-    return Store(threads), Store(dask)
+    seen = ProgressSeen()
+    with listening(seen):
+        on_cluster(store=str(dask), config=str(config), profile="cloud")
+    return Store(threads), Store(dask), seen.updates
 
 
 def test_filter_tasks_on_dask_worker_processes_keeps_and_rejects_the_same_tasks(
@@ -113,13 +131,15 @@ def test_filter_tasks_on_dask_worker_processes_keeps_and_rejects_the_same_tasks(
         seed_servers(base)
         asyncio.run(run_stage_async("synthesize", fake_settings(config), base, limit=TASKS, seed=0))
         assert base.count(Task) == TASKS
-        threads, dask = run_on_both(filter_tasks_flow, base.path, config, cluster_address)
+        threads, dask, progress = run_on_both(filter_tasks_flow, base.path, config, cluster_address)
 
     expected = verdicts(threads)
     assert len(expected) == TASKS and {v[2] for v in expected} == {True, False}
     assert verdicts(dask) == expected
     cached = {e.cache_key for e in threads.select(LlmCacheEntry)}
     assert {e.cache_key for e in dask.select(LlmCacheEntry)} == cached
+    # the items were counted on the workers' copies; the flow run's count caught up
+    assert (progress[-1].done, progress[-1].total) == (TASKS, TASKS)
 
 
 def test_trajectories_on_dask_worker_processes_hold_the_same_rows_and_tool_results(
@@ -146,7 +166,7 @@ def test_trajectories_on_dask_worker_processes_hold_the_same_rows_and_tool_resul
         )
         base = Store(tmp_path / "base.duckdb")
         agent.seed_store(base, list(rows.values()), tasks)
-        threads, dask = run_on_both(trajectories_flow, base.path, config, cluster_address)
+        threads, dask, _ = run_on_both(trajectories_flow, base.path, config, cluster_address)
 
     expected = trajectory_rows(threads)
     assert len(expected) == len(tasks) * 2 and {t[3] for t in expected} == {"ok"}
