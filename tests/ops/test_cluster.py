@@ -10,6 +10,7 @@ fleet servers, and returns its rows to the flow run, the one writer of the store
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.synthesize.seed import (
 )
 from tests.trajectories import helpers as agent
 from tests.trajectories.test_flow import FLEET_CALLS, fleet_specs
+from toucan.progress import ProgressUpdate, listening
 from toucan.records import LlmCacheEntry, Task, TaskRating, Trajectory
 from toucan.store import Store
 
@@ -88,14 +90,33 @@ def trajectory_rows(store: Store) -> set[tuple[Any, ...]]:
     }
 
 
-def copies(source: Path, *names: str) -> list[Path]:
-    targets = [source.with_name(f"{name}.duckdb") for name in names]
-    for target in targets:
-        shutil.copyfile(source, target)
-    return targets
+class ProgressSeen(logging.Handler):
+    """The progress updates reported in this process (the flow run's), in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[ProgressUpdate] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.updates.append(record.progress)  # type: ignore[attr-defined]
 
 
-@pytest.mark.timeout(180)
+def run_on_both(
+    stage_flow: Any, base: Path, config: Path, address: str
+) -> tuple[Store, Store, list[ProgressUpdate]]:
+    """The stage on copies of `base`: on the default runner, then on the cluster at `address`;
+    and the progress the flow run reported during the cluster run."""
+    threads, dask = (base.with_name(f"{name}.duckdb") for name in ("threads", "dask"))
+    for target in (threads, dask):
+        shutil.copyfile(base, target)
+    stage_flow(store=str(threads), config=str(config), profile="cloud")
+    on_cluster = stage_flow.with_options(task_runner=make_task_runner("dask", address=address))
+    seen = ProgressSeen()
+    with listening(seen):
+        on_cluster(store=str(dask), config=str(config), profile="cloud")
+    return Store(threads), Store(dask), seen.updates
+
+
 def test_filter_tasks_on_dask_worker_processes_keeps_and_rejects_the_same_tasks(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -110,22 +131,17 @@ def test_filter_tasks_on_dask_worker_processes_keeps_and_rejects_the_same_tasks(
         seed_servers(base)
         asyncio.run(run_stage_async("synthesize", fake_settings(config), base, limit=TASKS, seed=0))
         assert base.count(Task) == TASKS
-        threads, dask = copies(base.path, "threads", "dask")
+        threads, dask, progress = run_on_both(filter_tasks_flow, base.path, config, cluster_address)
 
-        filter_tasks_flow(store=str(threads), config=str(config), profile="cloud")
-        on_cluster = filter_tasks_flow.with_options(
-            task_runner=make_task_runner("dask", address=cluster_address)
-        )
-        on_cluster(store=str(dask), config=str(config), profile="cloud")
-
-    expected = verdicts(Store(threads))
+    expected = verdicts(threads)
     assert len(expected) == TASKS and {v[2] for v in expected} == {True, False}
-    assert verdicts(Store(dask)) == expected
-    cached = {e.cache_key for e in Store(threads).select(LlmCacheEntry)}
-    assert {e.cache_key for e in Store(dask).select(LlmCacheEntry)} == cached
+    assert verdicts(dask) == expected
+    cached = {e.cache_key for e in threads.select(LlmCacheEntry)}
+    assert {e.cache_key for e in dask.select(LlmCacheEntry)} == cached
+    # the items were counted on the workers' copies; the flow run's count caught up
+    assert (progress[-1].done, progress[-1].total) == (TASKS, TASKS)
 
 
-@pytest.mark.timeout(180)
 def test_trajectories_on_dask_worker_processes_hold_the_same_rows_and_tool_results(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -150,15 +166,9 @@ def test_trajectories_on_dask_worker_processes_hold_the_same_rows_and_tool_resul
         )
         base = Store(tmp_path / "base.duckdb")
         agent.seed_store(base, list(rows.values()), tasks)
-        threads, dask = copies(base.path, "threads", "dask")
+        threads, dask, _ = run_on_both(trajectories_flow, base.path, config, cluster_address)
 
-        trajectories_flow(store=str(threads), config=str(config), profile="cloud")
-        on_cluster = trajectories_flow.with_options(
-            task_runner=make_task_runner("dask", address=cluster_address)
-        )
-        on_cluster(store=str(dask), config=str(config), profile="cloud")
-
-    expected = trajectory_rows(Store(threads))
+    expected = trajectory_rows(threads)
     assert len(expected) == len(tasks) * 2 and {t[3] for t in expected} == {"ok"}
     assert all(FLEET_CALLS[name][0] in repr(expected) for name in specs)
-    assert trajectory_rows(Store(dask)) == expected
+    assert trajectory_rows(dask) == expected
