@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import select_kept_original_tasks, unfinished_ids
+from flows.queries import select_kept_original_tasks, split_unfinished
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.diversify import (
     STAGE,
@@ -48,12 +48,16 @@ class DiversifyJob(StageJob[list[DiversifyUnit]]):
         variants = params.variants or settings.extensions.diversify_variants
         seed = settings.synthesize.seed if params.seed is None else params.seed
         units = plan_units(kept, variants, personas, seed, descriptions)
-        ids = [variant_id(u.task.task_id, u.mode, 0) for u in units]
-        todo_ids = unfinished_ids(ctx.store, Task, ids, settings.retries.max_attempts)
-        todo = [u for u in units if variant_id(u.task.task_id, u.mode, 0) in todo_ids]
+        todo, already = split_unfinished(
+            ctx.store,
+            Task,
+            units,
+            lambda u: variant_id(u.task.task_id, u.mode, 0),
+            settings.retries.max_attempts,
+        )
         self.kept_tasks = len(kept)
         concurrency = min(settings.synthesize.concurrency, settings.max_in_flight)
-        return plan_llm_batches(todo, concurrency, len(units) - len(todo))
+        return plan_llm_batches(todo, concurrency, already)
 
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         return {"lane": llm_lane(ctx)}

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import load_server_views, run_llm_usage, unfinished_ids
+from flows.queries import load_server_views, run_llm_usage, select_unrated_tasks
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.filter_tasks import (
     DIMENSIONS,
@@ -15,11 +15,9 @@ from tasks.filter_tasks import (
     STAGE,
     check_thresholds,
     filter_tasks_batch,
-    make_rating_id,
 )
 from tasks.llm_batch import BatchOutput
 from toucan.records import Task, TaskRating
-from toucan.store import Store
 
 
 class FilterTasksSummary(StageSummary):
@@ -39,19 +37,6 @@ class FilterTasksSummary(StageSummary):
     cost_usd: float = 0.0
 
 
-def select_unrated(
-    store: Store, judges: list[str], limit: int | None, max_attempts: int
-) -> tuple[list[Task], int]:
-    """(ok tasks without a final rating, in a stable order, at most `limit`; how many are rated).
-    A rating that is a retryable error counts as missing until tried `max_attempts` times."""
-    candidates = store.select(Task, "status = 'ok' ORDER BY created_at, task_id")
-    by_rating = {make_rating_id(t.task_id, judges): t for t in candidates}
-    todo_ids = unfinished_ids(store, TaskRating, list(by_rating), max_attempts)
-    todo = [task for rating_id, task in by_rating.items() if rating_id in todo_ids]
-    already = len(candidates) - len(todo)
-    return (todo[:limit] if limit is not None else todo), already
-
-
 def outcome_of(rating: TaskRating) -> str:
     return "error" if rating.status == "error" else ("kept" if rating.keep else "rejected")
 
@@ -67,7 +52,7 @@ class FilterTasksJob(StageJob[list[Task]]):
         self.thresholds = check_thresholds(self.settings.filter_tasks.thresholds)
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
         tries = self.settings.retries.max_attempts
-        todo, already = select_unrated(ctx.store, judges, self.params.limit, tries)
+        todo, already = select_unrated_tasks(ctx.store, judges, self.params.limit, tries)
         self.tasks = {t.task_id: t for t in todo}
         section = self.settings.filter_tasks
         return plan_llm_batches(

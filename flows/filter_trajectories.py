@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import run_llm_usage, trajectory_scopes, unfinished_ids
+from flows.queries import run_llm_usage, select_unrated_trajectories, trajectory_scopes
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.filter_trajectories import (
     DIMENSIONS,
@@ -15,11 +15,8 @@ from tasks.filter_trajectories import (
     STAGE,
     RatingItem,
     filter_trajectories_batch,
-    make_rating_id,
 )
 from tasks.llm_batch import BatchOutput
-from toucan.records import Task, Trajectory, TrajectoryRating
-from toucan.store import Store
 
 
 class KeepTally(BaseModel):
@@ -51,27 +48,6 @@ class FilterTrajectoriesSummary(StageSummary):
     cost_usd: float = 0.0
 
 
-def select_unrated(
-    store: Store, judges: list[str], limit: int | None, max_attempts: int
-) -> tuple[list[RatingItem], int]:
-    """Trajectories without a final rating (with their tasks), and how many are rated. A
-    rating that is a retryable error counts as missing until tried `max_attempts` times."""
-    rows = store.select(Trajectory, "true ORDER BY started_at, trajectory_id")
-    by_rating = {make_rating_id(r.trajectory_id, judges): r for r in rows}
-    todo_ids = unfinished_ids(store, TrajectoryRating, list(by_rating), max_attempts)
-    todo = [row for rating_id, row in by_rating.items() if rating_id in todo_ids]
-    task_ids = sorted({r.task_id for r in todo})
-    tasks = (
-        {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
-        if todo
-        else {}
-    )
-    items = [
-        RatingItem(trajectory=row, task=tasks[row.task_id]) for row in todo if row.task_id in tasks
-    ]
-    return (items[:limit] if limit is not None else items), len(rows) - len(todo)
-
-
 class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
     """Rates the unrated trajectories, in lanes of judge calls."""
 
@@ -82,7 +58,7 @@ class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
     def plan(self, ctx: RunContext) -> StagePlan[list[RatingItem]]:
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
         tries = self.settings.retries.max_attempts
-        todo, already = select_unrated(ctx.store, judges, self.params.limit, tries)
+        todo, already = select_unrated_trajectories(ctx.store, judges, self.params.limit, tries)
         self.rows = {i.trajectory.trajectory_id: i.trajectory for i in todo}
         concurrency = min(
             self.settings.filter_trajectories.concurrency, self.settings.max_in_flight

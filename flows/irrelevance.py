@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import select_kept_original_tasks, unfinished_ids
+from flows.queries import select_kept_original_tasks, split_unfinished
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from tasks.irrelevance import STAGE, irrelevant_task_id, pair_tasks_batch
 from toucan.events import joined_servers
@@ -42,11 +42,15 @@ class IrrelevanceJob(StageJob[list[Task]]):
 
     def plan(self, ctx: RunContext) -> StagePlan[list[Task]]:
         kept = select_kept_original_tasks(ctx.store)
-        ids = [irrelevant_task_id(t.task_id, 0) for t in kept]
-        todo_ids = unfinished_ids(ctx.store, Task, ids, self.settings.retries.max_attempts)
-        todo = [t for t in kept if irrelevant_task_id(t.task_id, 0) in todo_ids]
+        todo, already = split_unfinished(
+            ctx.store,
+            Task,
+            kept,
+            lambda t: irrelevant_task_id(t.task_id, 0),
+            self.settings.retries.max_attempts,
+        )
         batches = [todo[i : i + BATCH_TASKS] for i in range(0, len(todo), BATCH_TASKS)]
-        return StagePlan(len(todo), len(kept) - len(todo), batches)
+        return StagePlan(len(todo), already, batches)
 
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         servers = {s.server_id: s for s in ctx.store.select(Server)}

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import select_kept_original_tasks, select_kept_trajectories, unfinished_ids
+from flows.queries import select_kept_original_tasks, select_kept_trajectories, split_unfinished
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from flows.trajectories import agent_options
 from flows.writes import write_agent_output
@@ -88,11 +88,12 @@ class MultiTurnJob(StageJob[MultiTurnBatch]):
         turns = self.params.follow_ups
         follow_ups = self.settings.extensions.multi_turn_user_turns if turns is None else turns
         items, self.servers = plan_items(ctx.store, self.settings, methods, follow_ups)
-        ids, tries = [i.trajectory_id for i in items], self.settings.retries.max_attempts
-        todo_ids = unfinished_ids(ctx.store, Trajectory, ids, tries)
-        todo = [i for i in items if i.trajectory_id in todo_ids]
+        tries = self.settings.retries.max_attempts
+        todo, already = split_unfinished(
+            ctx.store, Trajectory, items, lambda i: i.trajectory_id, tries
+        )
         batches = group_items(todo, BATCH_ITEMS)
-        return StagePlan(len(todo), len(items) - len(todo), batches, parallel=len(batches))
+        return StagePlan(len(todo), already, batches, parallel=len(batches))
 
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         concurrency = self.settings.trajectories.concurrency // min(2, ctx.plan.running)

@@ -13,14 +13,20 @@ The rules live here once:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from tasks.diversify import MODES, variant_id
+from tasks.filter_tasks import make_rating_id as task_rating_id
+from tasks.filter_trajectories import RatingItem
+from tasks.filter_trajectories import make_rating_id as trajectory_rating_id
 from tasks.irrelevance import irrelevant_task_id
 from tasks.sampling import ServerView
 from toucan.config import Settings
 from toucan.errors import RETRYABLE_REASONS
-from toucan.records import Record, Server, Task, Tool, Trajectory, TrajectoryRating
+from toucan.records import Record, Server, Task, TaskRating, Tool, Trajectory, TrajectoryRating
 from toucan.store import Store
+
+ItemT = TypeVar("ItemT")
 
 KEPT_TASK_IDS = "SELECT task_id FROM task_ratings WHERE keep AND status = 'ok'"
 KEPT_TRAJECTORY_RATING_IDS = """
@@ -128,6 +134,58 @@ def unfinished_ids(
         )
         retry = {row[0] for row in rows}
     return (set(ids) - existing) | retry
+
+
+def split_unfinished(
+    store: Store,
+    model: type[Record],
+    items: Sequence[ItemT],
+    row_id: Callable[[ItemT], str],
+    max_attempts: int,
+) -> tuple[list[ItemT], int]:
+    """(the items whose row of `model`, keyed `row_id(item)`, is unfinished (`unfinished_ids`),
+    in their order; how many of them are finished): a stage's planned work and the count of
+    what earlier runs did."""
+    todo_ids = unfinished_ids(store, model, [row_id(item) for item in items], max_attempts)
+    todo = [item for item in items if row_id(item) in todo_ids]
+    return todo, len(items) - len(todo)
+
+
+def select_unrated_tasks(
+    store: Store, judges: list[str], limit: int | None, max_attempts: int
+) -> tuple[list[Task], int]:
+    """(ok tasks without a final rating, in a stable order, at most `limit`; how many are rated).
+    A rating that is a retryable error counts as missing until tried `max_attempts` times."""
+    candidates = store.select(Task, "status = 'ok' ORDER BY created_at, task_id")
+    todo, already = split_unfinished(
+        store, TaskRating, candidates, lambda t: task_rating_id(t.task_id, judges), max_attempts
+    )
+    return (todo[:limit] if limit is not None else todo), already
+
+
+def select_unrated_trajectories(
+    store: Store, judges: list[str], limit: int | None, max_attempts: int
+) -> tuple[list[RatingItem], int]:
+    """Trajectories without a final rating (with their tasks), and how many are rated. A
+    rating that is a retryable error counts as missing until tried `max_attempts` times."""
+    rows = store.select(Trajectory, "true ORDER BY started_at, trajectory_id")
+    todo, already = split_unfinished(
+        store,
+        TrajectoryRating,
+        rows,
+        lambda r: trajectory_rating_id(r.trajectory_id, judges),
+        max_attempts,
+    )
+    task_ids = sorted({r.task_id for r in todo})
+    tasks = (
+        {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
+        if todo
+        else {}
+    )
+    items = [
+        RatingItem(trajectory=row, task=tasks[row.task_id]) for row in todo if row.task_id in tasks
+    ]
+    return (items[:limit] if limit is not None else items), already
 
 
 def count_unfinished(

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from flows.dedup import dedup_pending_tasks
-from flows.queries import load_server_views, unfinished_ids
+from flows.queries import load_server_views, split_unfinished
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.llm_batch import BatchOutput
 from tasks.sampling import PlanRequest, TaskSlot, plan_slots
@@ -82,12 +82,11 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
     def plan(self, ctx: RunContext) -> StagePlan[list[TaskSlot]]:
         views = load_server_views(ctx.store)
         slots = plan_slots(views, self.settings.models.generators, self.request)
-        ids, tries = [slot.task_id for slot in slots], self.settings.retries.max_attempts
-        todo_ids = unfinished_ids(ctx.store, Task, ids, tries)
-        todo = [slot for slot in slots if slot.task_id in todo_ids]
+        tries = self.settings.retries.max_attempts
+        todo, already = split_unfinished(ctx.store, Task, slots, lambda s: s.task_id, tries)
         self.views = {v.server_id: v for v in views}
         concurrency = min(self.settings.synthesize.concurrency, self.settings.max_in_flight)
-        return plan_llm_batches(todo, concurrency, len(slots) - len(todo))
+        return plan_llm_batches(todo, concurrency, already)
 
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         return {"lane": llm_lane(ctx), "views": self.views}

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import select_teacher_tasks, trajectory_scopes, unfinished_ids
+from flows.queries import select_teacher_tasks, split_unfinished, trajectory_scopes
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from flows.writes import count_attempts, write_agent_output
 from tasks import trajectory_records as traj
@@ -82,10 +82,10 @@ def plan_work(
     ]
     items = traj.plan_items(tasks, teachers, styles)
     # the rule every stage resumes by (flows/queries.py): no row, or a retryable error row
-    ids, tries = [i.trajectory_id for i in items], settings.retries.max_attempts
-    todo_ids = unfinished_ids(store, Trajectory, ids, tries)
-    pending = [i for i in items if i.trajectory_id in todo_ids]
-    already_done = len(items) - len(pending)
+    tries = settings.retries.max_attempts
+    pending, already_done = split_unfinished(
+        store, Trajectory, items, lambda i: i.trajectory_id, tries
+    )
     if limit is not None:
         pending = pending[: max(0, limit)]
     concurrency = settings.trajectories.concurrency

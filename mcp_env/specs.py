@@ -118,8 +118,9 @@ class StdioSpec(_SpecBase):
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
 
 
-class HttpSpec(_SpecBase):
-    transport: Literal["streamable-http"] = "streamable-http"
+class _UrlSpec(_SpecBase):
+    """A server reached at a URL: the fields the two HTTP transports share."""
+
     # False for a bare `url` (and every Smithery record): the transport was our guess, so a
     # server that answers on SSE instead is no fault of the catalog
     transport_declared: bool = True
@@ -129,12 +130,12 @@ class HttpSpec(_SpecBase):
     launch: StdioSpec | None = None
 
 
-class SseSpec(_SpecBase):
+class HttpSpec(_UrlSpec):
+    transport: Literal["streamable-http"] = "streamable-http"
+
+
+class SseSpec(_UrlSpec):
     transport: Literal["sse"] = "sse"
-    transport_declared: bool = True
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    launch: StdioSpec | None = None
 
 
 ServerSpec = Annotated[StdioSpec | HttpSpec | SseSpec, Field(discriminator="transport")]

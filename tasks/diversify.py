@@ -23,7 +23,7 @@ from toucan.config import PromptBudget
 from toucan.errors import ConfigError, LlmError, error_row_fields
 from toucan.events import joined_servers
 from toucan.ids import content_hash, make_id
-from toucan.llm.parsing import response_format_for
+from toucan.llm.parsing import ModelReply, response_format_for
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
@@ -47,18 +47,14 @@ class Persona(BaseModel):
     context: str
 
 
-class Variation(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class Variation(ModelReply):
     persona: str = ""
     context: str = ""
     constraints: str = ""
     question: str
 
 
-class VariationsReply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class VariationsReply(ModelReply):
     variations: list[Variation] = Field(default_factory=list)
 
 

@@ -5,52 +5,28 @@ configured keep rule. Every flag and score is stored, kept or not."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from tasks.llm_batch import BatchOutput, LlmLane, rating_event, run_llm_batch
+from tasks.judge import JUDGE_GROUP, JudgedScore, judge_rating, run_rating_batch
+from tasks.llm_batch import BatchOutput, LlmLane
 from tasks.prompt_budget import capped_response_format
 from tasks.trajectory_rules import evaluate_rules, tool_accuracy
 from toucan.config import FilterTrajectoriesConfig, PromptBudget
-from toucan.errors import LlmError, error_row_fields
-from toucan.events import joined_servers
 from toucan.ids import make_id
-from toucan.llm.parsing import response_format_for
+from toucan.llm.parsing import ModelReply, response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
-from toucan.llm.structured import complete_structured
 from toucan.prompts import RenderedPrompt, render
 from toucan.records import TRAJECTORY_SCORES, Score, Task, Trajectory, TrajectoryRating
 
-logger = logging.getLogger(__name__)
-
 STAGE = "filter_trajectories"
-JUDGE_GROUP = "judge"
 DIMENSIONS = TRAJECTORY_SCORES
-MIN_SCORE, MAX_SCORE = 1, 5
 JUDGE_RESULT_CHARS = 1_500  # of each tool result shown to the judge (the reference showed 100)
 
 
-class JudgedScore(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    reasoning: str
-    # the enum keeps constrained decoders (llama.cpp ignores minimum/maximum) in 1-5
-    score: int = Field(
-        json_schema_extra={
-            "minimum": MIN_SCORE,
-            "maximum": MAX_SCORE,
-            "enum": list(range(MIN_SCORE, MAX_SCORE + 1)),
-        }
-    )
-
-
-class TrajectoryJudgeReply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class TrajectoryJudgeReply(ModelReply):
     completeness: JudgedScore
     conciseness: JudgedScore
 
@@ -121,7 +97,7 @@ def render_judge_prompt(row: Trajectory, task_row: Task) -> RenderedPrompt:
 
 
 def decide_keep(
-    flags: dict[str, bool], scores: dict[str, Score], section: FilterTrajectoriesConfig
+    flags: dict[str, bool], scores: Mapping[str, Score], section: FilterTrajectoriesConfig
 ) -> str | None:
     """None when kept, else the first reason: a fired drop flag, then a low score."""
     for flag in section.drop_flags:
@@ -165,61 +141,27 @@ async def rate_trajectory(
     rating = base_rating(row, task_row, router.groups[JUDGE_GROUP], run_id)
     if row.status != "ok":
         return rating.model_copy(update={"reason": "trajectory_failed"})
-    prompt = render_judge_prompt(row, task_row)
-    rating = rating.model_copy(update={"prompt_hash": prompt.template_hash})
-    meta = CallMeta(run_id=run_id, stage=STAGE, item_id=row.trajectory_id)
-    try:
-        parsed, reply = await complete_structured(
-            router,
-            JUDGE_GROUP,
-            prompt.messages,
-            TrajectoryJudgeReply,
-            meta=meta,
-            response_format=capped_response_format(JUDGE_RESPONSE_FORMAT, budget or PromptBudget()),
-        )
-    except Exception as error:  # the stage edge: one broken item must not stop the batch
-        if not isinstance(error, LlmError):
-            logger.exception("rating %s failed", row.trajectory_id)
-        return rating.model_copy(update=error_row_fields(error))
-    scores = {
-        name: Score(reasoning=getattr(parsed, name).reasoning, score=getattr(parsed, name).score)
-        for name in DIMENSIONS
-    }
-    update: dict[str, Any] = {"judge": reply.deployment, "scores": scores, **reply.row_fields()}
-    if any(not MIN_SCORE <= s.score <= MAX_SCORE for s in scores.values()):
-        return rating.model_copy(
-            update={
-                **update,
-                "status": "error",
-                "reason": "score_out_of_range",
-                "raw_reply": reply.text,
-            }
-        )
-    reason = decide_keep(rating.flags, scores, section)
-    update.update(
-        overall=round(sum(s.score for s in scores.values()) / len(scores), 4),
-        keep=reason is None,
-        reason=reason,
+    return await judge_rating(
+        rating,
+        router,
+        render_judge_prompt(row, task_row),
+        TrajectoryJudgeReply,
+        capped_response_format(JUDGE_RESPONSE_FORMAT, budget or PromptBudget()),
+        CallMeta(run_id=run_id, stage=STAGE, item_id=row.trajectory_id),
+        lambda scores: decide_keep(rating.flags, scores, section),
     )
-    return rating.model_copy(update=update)
 
 
 async def filter_trajectories_batch(
     items: list[RatingItem], lane: LlmLane, section: FilterTrajectoriesConfig
 ) -> BatchOutput:
     """A batch of trajectories, at most `lane.concurrency` in flight; each yields one rating."""
+    budget = lane.models.prompt_budget
 
-    async def work(item: RatingItem, router: LlmRouter) -> list[TrajectoryRating]:
-        budget = lane.models.prompt_budget
-        return [
-            await rate_trajectory(item.trajectory, item.task, router, section, lane.run_id, budget)
-        ]
+    async def rate(item: RatingItem, router: LlmRouter) -> TrajectoryRating:
+        row, task_row = item.trajectory, item.task
+        return await rate_trajectory(row, task_row, router, section, lane.run_id, budget)
 
-    return await run_llm_batch(
-        items,
-        lane,
-        STAGE,
-        work,
-        lambda rows: rating_event(rows[0].trajectory_id, rows[0]),
-        lambda item: joined_servers(item.task.server_ids),
+    return await run_rating_batch(
+        items, lane, STAGE, rate, lambda rating: rating.trajectory_id, lambda i: i.task.server_ids
     )

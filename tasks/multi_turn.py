@@ -12,8 +12,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from tasks.agent import AgentRun, Teacher, Toolbox
 from tasks.agent.batch import BatchOptions, item_meta
 from tasks.agent.loop import TurnState
@@ -26,7 +24,7 @@ from tasks.prompt_budget import capped_response_format, with_item_count
 from tasks.tool_offer import define_tool
 from toucan.config import PromptBudget
 from toucan.errors import LlmError
-from toucan.llm.parsing import response_format_for
+from toucan.llm.parsing import ModelReply, response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
@@ -39,15 +37,11 @@ HISTORY_TOOL_CHARS = 100  # the simulator sees tool output cut short, as in TOUC
 MIN_QUESTION_CHARS = 5
 
 
-class SplitReply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class SplitReply(ModelReply):
     sub_questions: list[str]
 
 
-class FollowUp(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class FollowUp(ModelReply):
     question: str
 
 

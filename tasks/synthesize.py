@@ -12,14 +12,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from tasks.llm_batch import BatchOutput, ItemEvent, LlmLane, run_llm_batch
 from tasks.prompt_budget import budget_view, capped_response_format, shown_tools
 from tasks.sampling import ServerView, TaskSlot
 from toucan.config import PromptBudget
 from toucan.errors import LlmError, error_row_fields
 from toucan.events import joined_servers
+from toucan.llm.parsing import ModelReply
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
 from toucan.llm.structured import complete_structured
@@ -47,17 +46,13 @@ SERVER_SUFFIXES = (" mcp server", " server", " mcp")
 MULTI_SERVER_STRATEGIES = ("multi_server", "featured")
 
 
-class ToolChoice(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ToolChoice(ModelReply):
     server: str
     tool: str
 
 
-class SynthesisReply(BaseModel):
+class SynthesisReply(ModelReply):
     """What a generator returns; analysis fields come before the question on purpose."""
-
-    model_config = ConfigDict(extra="ignore")
 
     server_analysis: str = ""
     cross_server_workflow: str = ""

@@ -17,8 +17,6 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from mcp_env.server_requests import (
     ElicitationReply,
     ElicitationRequest,
@@ -31,6 +29,7 @@ from tasks.agent.loop import Teacher
 from tasks.agent.toolbox import check_arguments
 from toucan.config import McpConfig, ModelDeployment
 from toucan.errors import LlmError, McpError
+from toucan.llm.parsing import ModelReply
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import GROUPS, LlmRouter
 from toucan.llm.structured import complete_structured
@@ -40,10 +39,8 @@ from toucan.prompts import render
 STOP_REASONS = {"stop": "endTurn", "length": "maxTokens"}
 
 
-class UserAnswer(BaseModel):
+class UserAnswer(ModelReply):
     """The simulated user's reply to an elicitation form."""
-
-    model_config = ConfigDict(extra="ignore")
 
     action: Literal["accept", "decline", "cancel"]
     content: dict[str, Any] | None = None

@@ -194,13 +194,7 @@ class Toolbox:
         clears it; a call the breaker refused or stopped waiting for was not answered."""
 
         def send() -> Awaitable[ToolResult]:
-            return self.caller.call_tool(
-                exposed.server_id,
-                exposed.tool,
-                arguments,
-                timeout=self.call_timeout,
-                handler=handler,
-            )
+            return self._call_server(exposed, arguments, handler)
 
         breaker = self.breaker
         try:
@@ -233,13 +227,15 @@ class Toolbox:
             return
         handler = self.responder.for_call(None, keep=False) if self.responder else None
         with contextlib.suppress(McpError):
-            await self.caller.call_tool(
-                exposed.server_id,
-                exposed.tool,
-                arguments,
-                timeout=self.call_timeout,
-                handler=handler,
-            )
+            await self._call_server(exposed, arguments, handler)
+
+    def _call_server(
+        self, exposed: ExposedTool, arguments: dict[str, Any], handler: Any
+    ) -> Awaitable[ToolResult]:
+        """The call itself, to the tool's server under its own name, within the call timeout."""
+        return self.caller.call_tool(
+            exposed.server_id, exposed.tool, arguments, timeout=self.call_timeout, handler=handler
+        )
 
     def _remember(
         self,

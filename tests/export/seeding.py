@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from flows.runner import run_stage_async
 from tasks.export_files import ExportSummary
+from tests.trajectories.helpers import ok_server
 from toucan.config import Settings
 from toucan.ids import make_id, schema_hash
 from toucan.records import (
@@ -199,42 +200,24 @@ def trajectory_rating(trajectory_id: str, keep: bool = True) -> TrajectoryRating
     )
 
 
-def seed_servers(store: Store) -> tuple[Server, Server]:
-    weather = Server(
-        server_id="srv_weather",
-        name="weather",
-        source="fleet",
-        transport="stdio",
-        status="ok",
-        domain="Weather",
-        license="MIT",
-        tool_count=1,
+def tool_row(server_id: str, name: str, schema: dict[str, Any]) -> Tool:
+    return Tool(
+        tool_id=make_id("tool", server_id, name),
+        server_id=server_id,
+        name=name,
+        input_schema=schema,
+        schema_hash=schema_hash(schema),
     )
-    notes = Server(
-        server_id="srv_notes",
-        name="notes",
-        source="fleet",
-        transport="stdio",
-        status="ok",
-        domain="File Management",
-        license="Apache-2.0",
-        tool_count=1,
+
+
+def seed_servers(store: Store) -> tuple[Server, Server]:
+    weather = ok_server("srv_weather", "weather", domain="Weather", license="MIT", tool_count=1)
+    notes = ok_server(
+        "srv_notes", "notes", domain="File Management", license="Apache-2.0", tool_count=1
     )
     tools = [
-        Tool(
-            tool_id=make_id("tool", "srv_weather", "get_forecast"),
-            server_id="srv_weather",
-            name="get_forecast",
-            input_schema=FORECAST_SCHEMA,
-            schema_hash=schema_hash(FORECAST_SCHEMA),
-        ),
-        Tool(
-            tool_id=make_id("tool", "srv_notes", "write_note"),
-            server_id="srv_notes",
-            name="write_note",
-            input_schema=NOTE_SCHEMA,
-            schema_hash=schema_hash(NOTE_SCHEMA),
-        ),
+        tool_row("srv_weather", "get_forecast", FORECAST_SCHEMA),
+        tool_row("srv_notes", "write_note", NOTE_SCHEMA),
     ]
     store.insert([weather, notes, *tools])
     return weather, notes

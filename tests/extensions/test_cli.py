@@ -12,13 +12,7 @@ from flows.queries import pending_irrelevance
 from tests.export.seeding import seed_pipeline
 from tests.fake_llm import FakeLlm
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
-from tests.trajectories.helpers import (
-    FAKE_KEY_ENV,
-    kept_task,
-    seed_store,
-    server_row,
-    tiny_spec,
-)
+from tests.trajectories.helpers import cloud_command, deployment, seed_tiny_task
 from toucan.config import load_settings
 from toucan.records import Task
 from toucan.store import Store
@@ -50,20 +44,10 @@ def test_an_unknown_multi_turn_method_is_refused(tmp_path):
 
 
 def write_config(path, base_url: str) -> None:
-    def deployment(name: str) -> dict:
-        return {
-            "name": name,
-            "model": f"openai/{name}",
-            "api_base": base_url,
-            "api_key_env": FAKE_KEY_ENV,
-            "max_retries": 1,
-            "timeout_s": 30,
-        }
-
     models = {
-        "generators": [deployment("Gen")],
-        "teachers": [deployment("Teacher-A")],
-        "judge": [deployment("Judge")],
+        "generators": [deployment("Gen", base_url)],
+        "teachers": [deployment("Teacher-A", base_url)],
+        "judge": [deployment("Judge", base_url)],
         "route_to_local": False,
     }
     path.write_text(yaml.safe_dump({"models": models, "extensions": {"diversify_variants": 1}}))
@@ -77,30 +61,16 @@ def test_diversify_and_multi_turn_commands_run_their_prefect_flows(prefect_harne
         prompt = str(request["messages"][-1].get("content"))
         return variations(request) if "variations" in prompt else fake_model(request)
 
-    log = tmp_path / "calls.log"
-    server = server_row(tiny_spec(log))
-    task, rating = kept_task(
-        "Echo hello, then add 2 and 3.", [server], [(server, "echo"), (server, "add")]
-    )
-    store = Store(tmp_path / "toucan.duckdb")
-    seed_store(store, [server], [(task, rating)])
+    store, _, _ = seed_tiny_task(tmp_path)
     seed_kept_task(store)
     with FakeLlm(default=model) as fake:
         config = tmp_path / "toucan.yaml"
         write_config(config, fake.base_url)
-        common = [
-            "--store",
-            str(store.path),
-            "--config",
-            str(config),
-            "--profile",
-            "cloud",
-            "--json",
-        ]
-        diversified = CliRunner().invoke(app, ["diversify", *common])
+        diversified = CliRunner().invoke(app, cloud_command("diversify", store.path, config))
         assert diversified.exit_code == 0, diversified.output
         assert json.loads(diversified.stdout)["variants_written"] == 4  # 2 tasks x 2 modes
-        multi = CliRunner().invoke(app, ["multi-turn", "--method", "split", *common])
+        command = cloud_command("multi-turn", store.path, config)
+        multi = CliRunner().invoke(app, [*command, "--method", "split"])
         assert multi.exit_code == 0, multi.output
     summary = json.loads(multi.stdout)
     assert summary["by_method"] == {"split": 1}  # the lyon task's servers are not in the store

@@ -7,6 +7,7 @@ import asyncio
 from flows.runner import run_stage_async
 from tasks.irrelevance import pair_task
 from tasks.trajectory_rules import evaluate_rules
+from tests.trajectories.helpers import ok_server
 from toucan.config import load_settings
 from toucan.ids import make_id
 from toucan.records import Server, TargetTool, Task, TaskRating, Trajectory
@@ -24,15 +25,8 @@ DOMAINS = {
 
 def servers() -> dict[str, Server]:
     return {
-        f"srv_{name}": Server(
-            server_id=f"srv_{name}",
-            name=name,
-            source="fleet",
-            transport="stdio",
-            status="ok",
-            domain=domain,
-            secondary_domains=secondary,
-            tool_count=2,
+        f"srv_{name}": ok_server(
+            f"srv_{name}", name, domain=domain, secondary_domains=secondary, tool_count=2
         )
         for name, (domain, secondary) in DOMAINS.items()
     }

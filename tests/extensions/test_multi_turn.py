@@ -15,12 +15,12 @@ import psutil
 import pytest
 
 from flows.runner import run_stage_async
+from tasks.agent.loop import PendingCall, assistant_message
 from tests.fake_llm import FakeLlm, Rule
 from tests.trajectories.conftest import quiet_litellm_typeddict_warning
-from tests.trajectories.helpers import fake_settings, kept_task, seed_store, server_row, tiny_spec
+from tests.trajectories.helpers import fake_settings, seed_tiny_task
 from toucan.ids import make_id
 from toucan.records import Event, Trajectory, TrajectoryRating
-from toucan.store import Store
 
 __all__ = ["quiet_litellm_typeddict_warning"]
 SIMULATOR_MARK = "Write the user's next message"
@@ -78,13 +78,7 @@ def fake() -> FakeLlm:
 @pytest.fixture
 def seeded(tmp_path: Path):
     """A tiny real server, a kept two-tool task and a kept one-turn trajectory on it."""
-    log = tmp_path / "calls.log"
-    server = server_row(tiny_spec(log))
-    task, rating = kept_task(
-        "Echo hello, then add 2 and 3.", [server], [(server, "echo"), (server, "add")]
-    )
-    store = Store(tmp_path / "toucan.duckdb")
-    seed_store(store, [server], [(task, rating)])
+    store, server, task = seed_tiny_task(tmp_path)
     base = Trajectory(
         trajectory_id="traj_base",
         task_id=task.task_id,
@@ -93,17 +87,7 @@ def seeded(tmp_path: Path):
         messages=[
             {"role": "system", "content": "You are a helpful assistant with access to tools."},
             {"role": "user", "content": "Add 1 and 1."},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "c0",
-                        "type": "function",
-                        "function": {"name": "add", "arguments": '{"a": 1, "b": 1}'},
-                    }
-                ],
-            },
+            assistant_message("", [PendingCall(id="c0", name="add", arguments='{"a": 1, "b": 1}')]),
             {"role": "tool", "tool_call_id": "c0", "name": "add", "content": "2"},
             {"role": "assistant", "content": "The result is 2."},
         ],
@@ -128,7 +112,7 @@ def seeded(tmp_path: Path):
             ),
         ]
     )
-    return store, log
+    return store, tmp_path / "calls.log"
 
 
 def test_a_kept_trajectory_is_extended_on_one_live_session(fake, seeded):

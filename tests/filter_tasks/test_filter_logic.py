@@ -9,9 +9,8 @@ from tasks.filter_tasks import (
     JudgeReply,
     check_thresholds,
     decide_keep,
-    out_of_range,
-    rating_from_reply,
 )
+from tasks.judge import out_of_range, rating_from_reply
 from toucan.errors import ConfigError
 from toucan.llm.replies import LlmReply
 from toucan.records import Score, TaskRating
@@ -58,7 +57,8 @@ def test_an_out_of_range_reply_becomes_an_error_row_keeping_the_raw_reply() -> N
         TaskRating(rating_id="r1", task_id="t1", judge="j"),
         parsed,
         LlmReply(text=raw, deployment="GPT-4o-mini", model="openai/gpt-4o-mini"),
-        check_thresholds({}),
+        DIMENSIONS,
+        lambda scores: decide_keep(scores, check_thresholds({})),
     )
     assert (rating.status, rating.reason, rating.raw_reply, rating.keep) == (
         "error",

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cli import app
 from tests.fake_llm import FakeLlm, Rule
 from tests.filter_trajectories.samples import make_task, make_trajectory
-from tests.trajectories.helpers import write_config
+from tests.trajectories.helpers import cloud_command, write_config
 from toucan.records import TrajectoryRating
 from toucan.store import Store
 
@@ -53,16 +53,7 @@ def test_filter_trajectories_stores_every_flag_and_score_and_keeps_by_the_rule(
     store.insert([task, other, irrelevant, *rows])
     config = write_config(tmp_path / "toucan.yaml", fake_llm.base_url)
     runner = CliRunner()
-    arguments = [
-        "filter-trajectories",
-        "--store",
-        str(store.path),
-        "--config",
-        str(config),
-        "--profile",
-        "cloud",
-        "--json",
-    ]
+    arguments = cloud_command("filter-trajectories", store.path, config)
 
     result = runner.invoke(app, arguments)
 

@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 
+from tasks.agent.loop import PendingCall, assistant_message
 from toucan.config import LocalModelConfig
 from toucan.llm.local_chat import (
     answered_calls,
@@ -39,17 +40,7 @@ QUESTION = [
 ]
 CALLED = [
     *QUESTION,
-    {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {
-                "id": "c1",
-                "type": "function",
-                "function": {"name": "add", "arguments": '{"a":17,"b":25}'},
-            }
-        ],
-    },
+    assistant_message("", [PendingCall(id="c1", name="add", arguments='{"a":17,"b":25}')]),
     {"role": "tool", "tool_call_id": "c1", "name": "add", "content": "42"},
 ]
 

@@ -12,11 +12,11 @@ import pytest
 from prefect import flow
 
 from flows.executors import AsyncioExecutor, FanOut, PrefectExecutor
-from flows.filter_trajectories import select_unrated as select_unrated_trajectories
 from flows.queries import (
     pending_filter_tasks,
     pending_filter_trajectories,
     pending_trajectories,
+    select_unrated_trajectories,
     unfinished_ids,
 )
 from flows.run_context import StageTally

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from tests.trajectories.helpers import deployment as fake_deployment
 from toucan.config import Settings, load_settings
 from toucan.ids import make_id, schema_hash
 from toucan.records import Server, Tool
@@ -167,15 +168,8 @@ def seed_servers(store: Store, source: str = "fleet") -> list[Server]:
 
 
 def deployment(name: str, base_url: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "model": f"openai/{name}",
-        "api_base": base_url,
-        "api_key_env": FAKE_KEY_ENV,
-        "timeout_s": 10,
-        "max_retries": 1,
-        **extra,
-    }
+    fields = {"timeout_s": 10, **extra}  # a test may set its own timeout
+    return fake_deployment(name, base_url, api_key_env=FAKE_KEY_ENV, **fields)
 
 
 def write_config(

@@ -5,23 +5,15 @@ from __future__ import annotations
 from collections import Counter
 
 from tasks.sampling import PlanRequest, ServerView, plan_slots
+from tests.trajectories.helpers import ok_server
 from toucan.config import ModelDeployment
-from toucan.records import Server, Tool
+from toucan.records import Tool
 
 
 def view(
     name: str, domain: str | None, tools: int = 3, featured: bool = False, usage: int = 0
 ) -> ServerView:
-    server = Server(
-        server_id=f"s_{name}",
-        name=name,
-        source="fleet",
-        transport="stdio",
-        status="ok",
-        domain=domain,
-        featured=featured,
-        usage_count=usage,
-    )
+    server = ok_server(f"s_{name}", name, domain=domain, featured=featured, usage_count=usage)
     return ServerView(
         server=server,
         tools=tuple(

@@ -3,6 +3,7 @@ seeded with servers, kept tasks and their ratings, and scripted agent replies.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -10,6 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from mcp_env.specs import StdioSpec
+from tasks.trajectories import (
+    BatchOptions,
+    BatchResult,
+    ServerEntry,
+    TrajectoryBatch,
+    TrajectoryItem,
+    generate_batch,
+)
 from tests.fake_llm import Rule
 from tests.mcp_env.conftest import with_writable_log
 from toucan.config import Settings, load_settings
@@ -22,16 +31,30 @@ FAKE_KEY_ENV = "TOUCAN_TEST_FAKE_KEY"
 os.environ.setdefault(FAKE_KEY_ENV, "sk-fake")
 
 
-def deployment(name: str, base_url: str, **extra: Any) -> dict[str, Any]:
+def deployment(
+    name: str,
+    base_url: str,
+    *,
+    api_key_env: str = FAKE_KEY_ENV,
+    timeout_s: float = 30,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A deployment (as in a config file) on the fake model server at `base_url`."""
     return {
         "name": name,
         "model": f"openai/{name}",
         "api_base": base_url,
-        "api_key_env": FAKE_KEY_ENV,
+        "api_key_env": api_key_env,
         "max_retries": 1,
-        "timeout_s": 30,
+        "timeout_s": timeout_s,
         **extra,
     }
+
+
+def cloud_command(command: str, store: Path, config: Path) -> list[str]:
+    """The arguments of a `toucan <command>` run on `store` with the settings file `config`,
+    in the cloud profile, printing its summary as JSON."""
+    return [command, "--store", str(store), "--config", str(config), "--profile", "cloud", "--json"]
 
 
 def fake_settings(
@@ -70,15 +93,17 @@ def tiny_spec(log: Path, name: str = "tiny", mode: str = "good") -> StdioSpec:
     )
 
 
+def ok_server(server_id: str, name: str, **fields: Any) -> Server:
+    """A server row that onboarding passed (status ok): a fleet server over stdio unless
+    `fields` say otherwise."""
+    defaults = {"source": "fleet", "transport": "stdio", "status": "ok"}
+    return Server(server_id=server_id, name=name, **{**defaults, **fields})
+
+
 def server_row(spec: Any) -> Server:
-    return Server(
-        server_id=spec.server_id,
-        name=spec.name,
-        source=spec.source,
-        transport=spec.transport,
-        status="ok",
-        spec=spec.model_dump(mode="json"),
-    )
+    """The ok server row of a spec, the spec stored with it."""
+    fields = {"source": spec.source, "transport": spec.transport}
+    return ok_server(spec.server_id, spec.name, **fields, spec=spec.model_dump(mode="json"))
 
 
 def kept_task(
@@ -109,6 +134,37 @@ def kept_task(
 def seed_store(store: Store, servers: list[Server], tasks: list[tuple[Task, TaskRating]]) -> None:
     store.upsert(servers)
     store.insert([t for t, _ in tasks] + [r for _, r in tasks])
+
+
+def run_server_batch(
+    server: Server,
+    items: list[TrajectoryItem],
+    settings: Settings,
+    *,
+    batch_id: str = "b",
+    replay: dict[str, dict[str, Any]] | None = None,
+    **options: Any,
+) -> BatchResult:
+    """One trajectory batch of `items` on one server, run to its end (tasks/trajectories.py's
+    `generate_batch`); `options` are BatchOptions fields besides the settings' mcp and models."""
+    batch = TrajectoryBatch(batch_id=batch_id, server_ids=[server.server_id], items=items)
+    batch_options = BatchOptions(mcp=settings.mcp, models=settings.models, **options)
+    entry = ServerEntry(server_id=server.server_id, name=server.name, spec=server.spec)
+    return asyncio.run(
+        generate_batch(batch, {server.server_id: entry}, batch_options, replay=replay)
+    )
+
+
+def seed_tiny_task(tmp_path: Path) -> tuple[Store, Server, Task]:
+    """A store (tmp_path/toucan.duckdb) holding the tiny server (its calls logged to
+    tmp_path/calls.log) and one kept task on it that needs two of its tools."""
+    server = server_row(tiny_spec(tmp_path / "calls.log"))
+    task, rating = kept_task(
+        "Echo hello, then add 2 and 3.", [server], [(server, "echo"), (server, "add")]
+    )
+    store = Store(tmp_path / "toucan.duckdb")
+    seed_store(store, [server], [(task, rating)])
+    return store, server, task
 
 
 def tool_messages(request: dict[str, Any]) -> list[dict[str, Any]]:

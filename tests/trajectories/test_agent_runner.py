@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +9,6 @@ import pytest
 
 from tasks.agent import STYLES, AgentBudget, AgentJob, AgentRun, AgentStyle, check_styles
 from tasks.trajectories import (
-    BatchOptions,
-    ServerEntry,
-    TrajectoryBatch,
-    generate_batch,
     plan_items,
 )
 from tests.fake_llm import FakeLlm, Rule
@@ -22,6 +17,7 @@ from tests.trajectories.helpers import (
     fake_settings,
     kept_task,
     react_script,
+    run_server_batch,
     server_row,
     tiny_spec,
 )
@@ -53,22 +49,15 @@ def run_tiny(
     )
     questions = questions or ["question 0"]
     tasks = [kept_task(q, [server], [(server, "echo")])[0] for q in questions]
-    items = plan_items(tasks, ["Teacher-A"], [style])
-    batch = TrajectoryBatch(batch_id="b", server_ids=[server.server_id], items=items)
-    options = BatchOptions(
+    result = run_server_batch(
+        server,
+        plan_items(tasks, ["Teacher-A"], [style]),
+        settings,
         budget=budget or AgentBudget(max_turns=5, wall_clock_s=60),
         token_budget=500,
         concurrency=8,
-        mcp=settings.mcp,
-        models=settings.models,
         run_id="run_test",
     )
-    servers = {
-        server.server_id: ServerEntry(
-            server_id=server.server_id, name=server.name, spec=server.spec
-        )
-    }
-    result = asyncio.run(generate_batch(batch, servers, options))
     by_question = {row.metadata["question"]: row for row in result.trajectories}
     return [by_question[q] for q in questions], log, result
 

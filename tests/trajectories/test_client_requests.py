@@ -18,11 +18,7 @@ from mcp_env.session import open_session
 from tasks.agent import AgentBudget
 from tasks.agent.server_requests import TrajectoryResponder
 from tasks.trajectories import (
-    BatchOptions,
     BatchResult,
-    ServerEntry,
-    TrajectoryBatch,
-    generate_batch,
     plan_items,
 )
 from tests.fake_llm import FakeLlm, Rule
@@ -31,6 +27,7 @@ from tests.trajectories.helpers import (
     agent_script,
     fake_settings,
     kept_task,
+    run_server_batch,
     seed_store,
     server_row,
 )
@@ -61,23 +58,14 @@ def run_quirk(
     task, _ = kept_task(
         "Please tidy up my project notes.", [server], [(server, t) for t in targets]
     )
-    batch = TrajectoryBatch(
-        batch_id="b",
-        server_ids=[server.server_id],
-        items=plan_items([task], ["Teacher-A"], ["function-calling"]),
-    )
-    options = BatchOptions(
+    result = run_server_batch(
+        server,
+        plan_items([task], ["Teacher-A"], ["function-calling"]),
+        settings,
+        replay=replay,
         budget=AgentBudget(max_turns=4, wall_clock_s=90),
-        mcp=settings.mcp,
-        models=settings.models,
         run_id="run_test",
     )
-    servers = {
-        server.server_id: ServerEntry(
-            server_id=server.server_id, name=server.name, spec=server.spec
-        )
-    }
-    result = asyncio.run(generate_batch(batch, servers, options, replay=replay))
     [row] = result.trajectories
     return row, result
 

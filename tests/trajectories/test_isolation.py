@@ -19,11 +19,7 @@ from mcp_env.specs import StdioSpec, parse_server_spec
 from tasks.agent import AgentBudget
 from tasks.onboard import spec_summary
 from tasks.trajectories import (
-    BatchOptions,
     BatchResult,
-    ServerEntry,
-    TrajectoryBatch,
-    generate_batch,
     plan_items,
 )
 from tests.fake_llm import FakeLlm
@@ -32,6 +28,7 @@ from tests.trajectories.helpers import (
     fake_settings,
     fleet_dir,
     kept_task,
+    run_server_batch,
     server_row,
     tiny_spec,
 )
@@ -80,18 +77,17 @@ def run_batch(
                    ["Teacher-A"], ["function-calling"])[0]
         for marker in plans
     ]  # fmt: skip
-    batch = TrajectoryBatch(batch_id="iso", server_ids=[server.server_id], items=items)
-    options = BatchOptions(
+    result = run_server_batch(
+        server,
+        items,
+        settings,
+        batch_id="iso",
+        replay=replay,
         budget=AgentBudget(max_turns=4, wall_clock_s=30),
         token_budget=2000,
         concurrency=concurrency,
-        mcp=settings.mcp,
-        models=settings.models,
         run_id="run_iso",
     )
-    servers = {server.server_id: ServerEntry(server_id=server.server_id, name=spec.name,
-                                             spec=server.spec)}  # fmt: skip
-    result = asyncio.run(generate_batch(batch, servers, options, replay=replay))
     rows = {row.metadata["question"].split(":")[0]: row for row in result.trajectories}
     assert all(row.status == "ok" for row in rows.values()), [r.reason for r in rows.values()]
     return rows, result

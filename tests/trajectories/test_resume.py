@@ -15,6 +15,7 @@ import psutil
 from flows.registry import trajectories_flow
 from tests.fake_llm import FakeLlm, Rule
 from tests.trajectories.helpers import (
+    cloud_command,
     kept_task,
     seed_store,
     server_row,
@@ -74,17 +75,7 @@ def test_a_killed_run_resumes_without_duplicates_or_repeated_tool_calls(
     toucan = Path(sys.executable).parent / "toucan"
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     flow_process = subprocess.Popen(
-        [
-            str(toucan),
-            "trajectories",
-            "--store",
-            str(store.path),
-            "--config",
-            str(config),
-            "--profile",
-            "cloud",
-            "--json",
-        ],
+        [str(toucan), *cloud_command("trajectories", store.path, config)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -6,10 +6,19 @@ import json
 import re
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 T = TypeVar("T", bound=BaseModel)
 FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+class ModelReply(BaseModel):
+    """The base of every record parsed from a model's reply: keys the model adds beyond the
+    schema are ignored (small models add commentary), never a validation error. This
+    docstring does not reach a subclass's JSON schema (pydantic reads each class's own
+    `__doc__`), so the schema sent to the model is the subclass's alone."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 def find_json_value(text: str) -> Any:
