@@ -30,35 +30,28 @@ import logging
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")  # busy hosts
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import prefect_bench_env  # noqa: F401  (first: env, paths, logging)
 
-from cli.prefect_env import configure_quiet_prefect  # noqa: E402
+# isort: split
 
-configure_quiet_prefect()
+from bench_prefect_overhead import KEY_ENV, warm_up, write_config
+from bench_synthesize import seed_catalog, seed_tasks
 
-from bench_prefect_overhead import KEY_ENV, warm_up, write_config  # noqa: E402
-from bench_synthesize import seed_catalog, seed_tasks  # noqa: E402
-
-from flows.registry import filter_tasks_flow  # noqa: E402
-from flows.run_context import stage_run  # noqa: E402
-from flows.task_runners import make_task_runner  # noqa: E402
-from flows.writes import write_output  # noqa: E402
-from tasks.llm_batch import BATCH_ITEMS, BatchOutput, split_batches  # noqa: E402
-from tests.fake_llm import run_fake_llm_process  # noqa: E402
-from toucan.config import load_settings  # noqa: E402
-from toucan.records import Event, LlmCacheEntry, Run, TaskRating  # noqa: E402
-from toucan.store import Store  # noqa: E402
+from flows.registry import filter_tasks_flow
+from flows.run_context import stage_run
+from flows.task_runners import make_task_runner
+from flows.writes import write_output
+from tasks.llm_batch import BATCH_ITEMS, BatchOutput, split_batches
+from tests.fake_llm import run_fake_llm_process
+from toucan.config import load_settings
+from toucan.records import Event, LlmCacheEntry, Run, TaskRating
+from toucan.store import Store
 
 IN_FLIGHT = 64  # items in flight across the batches running at once
 WARM_UP_ITEMS = BATCH_ITEMS + 16  # two batches: one for each worker of dask-2

@@ -19,31 +19,23 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import prefect_bench_env  # noqa: F401  (first: env, paths, logging)
+
+# isort: split
+
 import yaml
+from bench_synthesize import GENERATORS, seed_catalog
+from prefect import flow
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")  # busy hosts
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from cli.prefect_env import configure_quiet_prefect  # noqa: E402
-
-configure_quiet_prefect()
-
-from bench_synthesize import GENERATORS, seed_catalog  # noqa: E402
-from prefect import flow  # noqa: E402
-
-from flows.registry import synthesize_flow  # noqa: E402
-from flows.runner import run_stage_async  # noqa: E402
-from tests.fake_llm import run_fake_llm_process  # noqa: E402
-from toucan.config import load_settings  # noqa: E402
-from toucan.store import Store  # noqa: E402
+from flows.registry import synthesize_flow
+from flows.runner import run_stage_async
+from tests.fake_llm import run_fake_llm_process
+from toucan.config import load_settings
+from toucan.store import Store
 
 KEY_ENV = "BENCH_FAKE_KEY"
 SEED = 11
