@@ -175,10 +175,12 @@ async def run_llm_batch(
     records) and never raises."""
     router = open_router(lane, stage)
     events = EventSink(lane.run_id, stage)
-    # a gated router holds each unit's request until every unit in flight is held
-    unit_of_work = (
-        router.unit_of_work if isinstance(router, GatedRouter) else contextlib.nullcontext
-    )
+    # a gated router holds each unit's request until every unit is held: all run at once
+    concurrency = lane.concurrency
+    unit_of_work: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+    if isinstance(router, GatedRouter):
+        router.expect(len(items))
+        concurrency, unit_of_work = len(items), router.unit_of_work
 
     async def one(item: T) -> list[R]:
         started, clock = utc_now(), time.perf_counter()
@@ -197,7 +199,7 @@ async def run_llm_batch(
         return rows
 
     try:
-        results = await run_bounded(items, one, lane.concurrency)
+        results = await run_bounded(items, one, concurrency)
     finally:
         await router.aclose()  # its HTTP session belongs to this loop, which may outlive us
     records: list[Record] = [row for rows in results for row in rows]  # type: ignore[misc]

@@ -53,7 +53,9 @@ def test_synthesize_and_filter_tasks_in_batch_mode_keep_the_online_tasks_at_half
     batch_store, made, rated = synthesize_and_filter(tmp_path, fake_llm, "batch")
 
     counts = fake_llm.batches.counts
-    assert counts.jobs_created >= 2 and counts.requests_received == 2 * ITEMS
+    # one job per deployment and stage: every item of a stage waits for the others
+    assert counts.jobs_created == len(made.by_generator) + 1
+    assert counts.requests_received == 2 * ITEMS
     assert fake_llm.calls.total - online_calls == 2 * ITEMS  # every call went in a job
     assert 0 < len(kept_ids(batch_store)) < ITEMS  # the judge keeps some and not others
     assert kept_ids(batch_store) == kept_ids(online_store)

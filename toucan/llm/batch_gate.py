@@ -80,10 +80,15 @@ class GatedRouter(LlmRouter):
         self.asked: set[str] = set()  # items whose first request came to the gate
         self.sending: set[asyncio.Task[None]] = set()
 
+    def expect(self, units: int) -> None:
+        """`units` units of work are about to run, all at once. Counted before any starts:
+        counted as each starts, the first would find itself alone and go in a job alone."""
+        self.active += units
+
     @contextlib.contextmanager
     def unit_of_work(self) -> Iterator[None]:
-        """Around one unit of work: the gate opens once every unit in flight waits at it."""
-        self.active += 1
+        """Around one expected unit of work: the gate opens once every unit still expected
+        waits at it."""
         try:
             yield
         finally:
