@@ -73,34 +73,17 @@ def count_sample(items: list[ProbeItem], deployment: str, counter: TokenCounter)
     return Sample([counter.count(deployment, i.render()) for i in evenly(items, SAMPLE_ITEMS)])  # type: ignore[misc]
 
 
-def stage_mode(stage: str, settings: Settings) -> tuple[str, int] | None:
-    """(mode, batch_min_items) of a stage that may send provider batch jobs."""
-    modes = {
-        "synthesize": (settings.synthesize.mode, settings.synthesize.batch_min_items),
-        "filter_tasks": (settings.filter_tasks.mode, settings.filter_tasks.batch_min_items),
-        "filter_trajectories": (
-            settings.filter_trajectories.mode,
-            settings.filter_trajectories.batch_min_items,
-        ),
-        "diversify": (
-            settings.extensions.diversify_mode,
-            settings.extensions.diversify_batch_min_items,
-        ),
-    }
-    return modes.get(stage)
-
-
 def line_price(
     inputs: LineInputs, items: float, settings: Settings, router: LlmRouter
 ) -> tuple[ModelPrice | None, bool]:
     """(the price of the line's calls, whether that is the provider's batch price)."""
-    mode = stage_mode(inputs.stage, settings)
+    mode = settings.stage_mode(inputs.stage)
     local = settings.models.route_to_local
-    if mode is not None and use_batch(mode[0], math.ceil(items), mode[1]):  # type: ignore[arg-type]
-        from toucan.llm.batch_api import batch_provider  # imports LiteLLM, loaded by now
+    if mode is not None and use_batch(mode[0], math.ceil(items), mode[1]):
+        from toucan.llm.batch_api import has_batch_api  # imports LiteLLM, loaded by now
 
         deployment = router.deployments[inputs.deployment]
-        if batch_provider(deployment, local) is not None:
+        if has_batch_api(deployment, local):
             return batch_price(deployment, local), True
     return router.prices[inputs.deployment], False
 

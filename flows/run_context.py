@@ -113,7 +113,8 @@ class StageTally:
 class RunContext:
     """One run of one stage: its row, the store it writes, its settings, the events and
     counters it gathers and the summary its row keeps; the runner adds the stage's plan and,
-    for a stage that calls models, its guards (flows/spend.py), and once the fan-out starts
+    for a stage that calls models, its guards (flows/spend.py) and whether it sends provider
+    batch jobs, and once the fan-out starts
     the embedded model's url, the progress counter and the writer of the run's model replies
     (flows/durable.py)."""
 
@@ -128,6 +129,7 @@ class RunContext:
     progress: ProgressCounter | None = None
     replies: ReplyWriter | None = None
     guards: ModelGuards | None = None
+    batch_jobs: bool = False  # its model requests go as provider batch jobs (flows/runner.py)
 
     @property
     def run_id(self) -> str:

@@ -12,6 +12,7 @@ Two executors run the fan-out (flows/executors.py): Prefect tasks on the flow's 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -33,10 +34,12 @@ from flows.run_context import (
     stage_run,
 )
 from flows.spend import ModelGuards, RunSpend
-from flows.stage_log import log_outcome, log_plan
+from flows.stage_log import log_outcome, log_plan, run_logger
 from flows.writes import write_output
 from tasks.llm_batch import PARALLEL_BATCHES, LlmLane, ProgressCounter, split_batches
 from toucan.config import Settings, load_settings
+from toucan.llm.batch_items import use_batch
+from toucan.llm.batch_ledger import BatchLedger
 from toucan.llm.cache import LlmCache
 from toucan.progress import report_progress
 from toucan.store import Store
@@ -156,7 +159,49 @@ def llm_lane(ctx: RunContext) -> LlmLane:
         progress=ctx.progress,
         budget=ctx.guards.budget if ctx.guards else None,
         breaker=ctx.guards.breaker if ctx.guards else None,
+        batch_ledger=BatchLedger(ctx.store) if ctx.batch_jobs else None,
     )
+
+
+def sends_batch_jobs(settings: Settings, stage: str, items: int) -> bool:
+    """Whether this run of `stage` sends its model requests as provider batch jobs, decided
+    once per run and logged: its mode is `batch`, or `auto` with more than `batch_min_items`
+    items (toucan/config.py StageMode), and a configured deployment has a batch API. A
+    request whose own deployment has none still goes online (toucan/llm/batch_gate.py)."""
+    mode = settings.stage_mode(stage)
+    if mode is None or mode[0] == "online" or not items:
+        return False
+    from toucan.llm.batch_api import has_batch_api  # LiteLLM's provider map: batch modes only
+
+    local = settings.models.route_to_local
+    with_api = sorted({d.name for d in settings.models.all() if has_batch_api(d, local)})
+    if not with_api:
+        run_logger().warning(
+            "%s: mode %s, but no configured deployment has a batch API (supports_batch, or "
+            "OpenAI itself; Anthropic Message Batches are not implemented): the %d items go "
+            "online",
+            stage,
+            mode[0],
+            items,
+        )
+        return False
+    chosen = use_batch(mode[0], items, mode[1])
+    run_logger().info(
+        "%s: mode %s, %d items (batch_min_items %d): %s",
+        stage,
+        mode[0],
+        items,
+        mode[1],
+        f"provider batch jobs on {', '.join(with_api)}" if chosen else "online",
+    )
+    return chosen
+
+
+def plan_for_batch_jobs(plan: StagePlan[Any]) -> StagePlan[Any]:
+    """Every batch at once, every item of a batch in flight: the items only wait at the gate
+    for their batch's job, and no batch's job should wait for another's to end."""
+    per_batch = max((len(batch) for batch in plan.batches), default=1)
+    return dataclasses.replace(plan, parallel=max(1, len(plan.batches)), per_batch=per_batch)
 
 
 @contextlib.contextmanager
@@ -196,6 +241,9 @@ def stage_steps(job: StageJob[Any], store: Store) -> Iterator[StageSteps]:
     with opener(store, job.settings, job.name, job.run_params()) as ctx:
         ctx.guards = guards
         plan = ctx.plan = job.plan(ctx)
+        if job.needs_model and sends_batch_jobs(job.settings, job.name, plan.planned):
+            ctx.batch_jobs = True
+            plan = ctx.plan = plan_for_batch_jobs(plan)
         log_plan(ctx)
         steps = StageSteps()
         progress = ctx.progress = ProgressCounter(job.name, plan.planned, ctx.tally.finished)

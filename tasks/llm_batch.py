@@ -5,6 +5,7 @@ flight, reply cache, progress), the router it builds, the batch sizes, and the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from toucan.config import ModelsConfig
 from toucan.events import EventSink
+from toucan.llm.batch_gate import GatedRouter
+from toucan.llm.batch_ledger import BatchLedger
 from toucan.llm.breaker import ModelBreaker
 from toucan.llm.budget import Budget
 from toucan.llm.cache import LlmCache
@@ -98,6 +101,8 @@ class LlmLane(BaseModel):
     progress: ProgressCounter | None = None
     budget: Budget | None = None
     breaker: ModelBreaker | None = None
+    # set when the runner chose provider batch jobs for this stage run (flows/runner.py)
+    batch_ledger: BatchLedger | None = None
 
 
 class ItemEvent(BaseModel):
@@ -139,17 +144,22 @@ def split_batches(items: Sequence[T], concurrency: int) -> tuple[list[list[T]], 
     return batches, max(1, math.ceil(concurrency / running))
 
 
-def open_router(lane: LlmLane) -> LlmRouter:
+def open_router(lane: LlmLane, stage: str) -> LlmRouter:
     """A router for this batch's event loop (routers never cross loops, threads or processes)
-    over the run's shared guards."""
-    return LlmRouter(
-        lane.models,
-        local_base_url=lane.local_base_url,
-        cache=lane.cache,
-        rate_limit_patience_s=lane.models.rate_limit_patience_s,
-        budget=lane.budget,
-        breaker=lane.breaker,
-    )
+    over the run's shared guards; a GatedRouter, sending provider batch jobs, when the lane
+    has a batch ledger (toucan/llm/batch_gate.py)."""
+    shared: dict[str, Any] = {
+        "local_base_url": lane.local_base_url,
+        "cache": lane.cache,
+        "rate_limit_patience_s": lane.models.rate_limit_patience_s,
+        "budget": lane.budget,
+        "breaker": lane.breaker,
+    }
+    if lane.batch_ledger is not None:
+        return GatedRouter(
+            lane.models, ledger=lane.batch_ledger, run_id=lane.run_id, stage=stage, **shared
+        )
+    return LlmRouter(lane.models, **shared)
 
 
 async def run_bounded(
@@ -186,12 +196,19 @@ async def run_llm_batch(
     end, and names the item's servers, `servers_of(item)`, when `describe` names none), then
     rows + events + new cache entries. `work` turns one item into its rows (one or more
     records) and never raises."""
-    router = open_router(lane)
+    router = open_router(lane, stage)
     events = EventSink(lane.run_id, stage)
+    # a gated router holds each unit's request until every unit is held: all run at once
+    concurrency = lane.concurrency
+    unit_of_work: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+    if isinstance(router, GatedRouter):
+        router.expect(len(items))
+        concurrency, unit_of_work = len(items), router.unit_of_work
 
     async def one(item: T) -> list[R]:
         started, clock = utc_now(), time.perf_counter()
-        rows = await work(item, router)
+        with unit_of_work():
+            rows = await work(item, router)
         event = describe(rows)
         server = event.server or (servers_of(item) if servers_of is not None else None)
         events.record(
@@ -204,6 +221,9 @@ async def run_llm_batch(
             lane.progress.advance(event.label, event.status)
         return rows
 
-    results = await run_bounded(items, one, lane.concurrency)
+    try:
+        results = await run_bounded(items, one, concurrency)
+    finally:
+        await router.aclose()  # its HTTP session belongs to this loop, which may outlive us
     records: list[Record] = [row for rows in results for row in rows]  # type: ignore[misc]
     return collect_output(records, events.drain(), router)

@@ -458,6 +458,23 @@ class Settings(BaseSettings):
     def fingerprint(self) -> str:
         return content_hash(self.model_dump(mode="json"), 16)
 
+    def stage_mode(self, stage: str) -> tuple[StageMode, int] | None:
+        """(mode, batch_min_items) of a single-call stage that may send its model requests as
+        provider batch jobs; None for every other stage (always online)."""
+        modes: dict[str, tuple[StageMode, int]] = {
+            "synthesize": (self.synthesize.mode, self.synthesize.batch_min_items),
+            "filter_tasks": (self.filter_tasks.mode, self.filter_tasks.batch_min_items),
+            "filter_trajectories": (
+                self.filter_trajectories.mode,
+                self.filter_trajectories.batch_min_items,
+            ),
+            "diversify": (
+                self.extensions.diversify_mode,
+                self.extensions.diversify_batch_min_items,
+            ),
+        }
+        return modes.get(stage)
+
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:

@@ -224,3 +224,17 @@ def test_the_defaults_cap_nothing() -> None:
     check_budget_prices(settings.budget, settings.models)
     capped = load_settings(profile="cloud", overrides={"budget": {"per_stage": {"diversify": 2}}})
     assert capped.budget.capped and capped.budget.per_stage == {"diversify": 2.0}
+
+
+def test_a_batch_line_is_admitted_now_left_for_later_or_refused_never_waited_for() -> None:
+    """Budget.try_reserve (the batch gate's admission): a job's own lines hold their
+    reservations until the job ends, so a line that does not fit must not wait for them."""
+    budget = Budget(BudgetConfig(usd=1.0))
+    first = budget.try_reserve("synthesize", "Gen", 0.6)
+    assert first is not None
+    assert budget.try_reserve("synthesize", "Gen", 0.6) is None  # fits once the first settles
+    with pytest.raises(BudgetExhausted):
+        budget.try_reserve("synthesize", "Gen", 1.5)  # fits never
+    budget.settle(first, 0.3)
+    assert budget.try_reserve("synthesize", "Gen", 0.6) is not None
+    assert budget.spend().spent_usd == pytest.approx(0.3)

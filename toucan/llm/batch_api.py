@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import aiohttp
-import litellm
 from pydantic import BaseModel, Field
 
 from toucan.config import ModelDeployment
@@ -50,8 +49,12 @@ def batch_provider(deployment: ModelDeployment, route_to_local: bool) -> BatchPr
     """
     if route_to_local or deployment.supports_batch is False:
         return None
+    from toucan.llm.providers import load_litellm  # only a stage that may batch asks
+
     try:
-        _, provider, _, _ = litellm.get_llm_provider(deployment.model, api_base=deployment.api_base)
+        _, provider, _, _ = load_litellm().get_llm_provider(
+            deployment.model, api_base=deployment.api_base
+        )
     except Exception:  # LiteLLM does not know the provider: only the config can say
         provider = ""
     if provider == "anthropic":
@@ -60,6 +63,14 @@ def batch_provider(deployment: ModelDeployment, route_to_local: bool) -> BatchPr
     if provider == "openai" and not own_base:
         return "openai"
     return "openai" if deployment.supports_batch else None
+
+
+def has_batch_api(deployment: ModelDeployment, route_to_local: bool) -> bool:
+    """Whether toucan can send the deployment's requests as batch jobs: its provider has the
+    OpenAI Batch API and toucan posts to it directly (not through LiteLLM). Anthropic Message
+    Batches are not implemented: such a deployment stays online."""
+    provider = batch_provider(deployment, route_to_local)
+    return provider == "openai" and deployment.transport != "litellm"
 
 
 class BatchState(BaseModel):

@@ -114,15 +114,20 @@ class Budget:
         caps = self.caps_for(stage, deployment)
         while True:
             with self._lock:
-                blocking = next((c for c in caps if not self._fits(c, reservation.usd)), None)
-                if blocking is None:
-                    self._hold(reservation, +1)
+                if self._take(reservation, caps):
                     return reservation
-                scope = (blocking.scope, blocking.key)
-                if not self._holders[scope] or self._used(scope) + reservation.usd > blocking.usd:
-                    raise self._exhausted(blocking, reservation.usd)
                 parked = self._waiters.park()
             await self._waiters.wait(parked)
+
+    def try_reserve(self, stage: str, deployment: str, usd: float) -> Reservation | None:
+        """Hold `usd` for one line of a provider batch job if it fits now, never waiting: the
+        job's earlier lines hold their reservations until the whole job ends, so waiting for
+        them here would wait for ever. None when it fits only once calls in flight settle;
+        raises BudgetExhausted when it cannot fit even if they all settled at $0."""
+        reservation = Reservation(stage, deployment, max(0.0, usd))
+        caps = self.caps_for(stage, deployment)
+        with self._lock:
+            return reservation if self._take(reservation, caps) else None
 
     def settle(self, reservation: Reservation, usd: float) -> None:
         """The call was answered and cost `usd` (from its usage): spend it, free the hold."""
@@ -195,6 +200,18 @@ class Budget:
     def _used(self, scope: tuple[str, str]) -> float:
         """Spent in a scope: settled here, or reported by copies elsewhere if that is more."""
         return max(self._spent[scope], self._reported[scope])
+
+    def _take(self, reservation: Reservation, caps: list[Cap]) -> bool:
+        """Hold the reservation when every cap has room (True); False when calls in flight
+        may still free enough; raises BudgetExhausted when none can."""
+        blocking = next((c for c in caps if not self._fits(c, reservation.usd)), None)
+        if blocking is None:
+            self._hold(reservation, +1)
+            return True
+        scope = (blocking.scope, blocking.key)
+        if not self._holders[scope] or self._used(scope) + reservation.usd > blocking.usd:
+            raise self._exhausted(blocking, reservation.usd)
+        return False
 
     def _fits(self, cap: Cap, usd: float) -> bool:
         scope = (cap.scope, cap.key)

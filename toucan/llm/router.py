@@ -36,7 +36,12 @@ from toucan.llm.deployments import (
     unique_deployments,
 )
 from toucan.llm.direct import to_reply_from_json
-from toucan.llm.prices import completion_allowance, count_prompt_tokens, deployment_price
+from toucan.llm.prices import (
+    ModelPrice,
+    completion_allowance,
+    count_prompt_tokens,
+    deployment_price,
+)
 from toucan.llm.prompt_size import check_prompt_size, context_window
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.sending import RATE_LIMIT_PATIENCE_S, DeploymentSender
@@ -333,17 +338,22 @@ class LlmRouter:
         BudgetExhausted, recorded as the call's event, when that would cross a cap."""
         if self.budget is None:
             return None
-        price = self.prices[name]
-        most = 0.0
-        if price is not None:
-            model = self.model_strings[name]
-            prompt_tokens = count_prompt_tokens(model, request["messages"], request.get("tools"))
-            most = price.cost(prompt_tokens, completion_allowance(request, price))
         try:
-            return await self.budget.reserve(meta.stage, name, most)
+            return await self.budget.reserve(
+                meta.stage, name, self.most_cost(name, request, self.prices[name])
+            )
         except BudgetExhausted as error:
             self.record_event(meta, name, status="error", error=error)
             raise
+
+    def most_cost(self, name: str, request: dict[str, Any], price: ModelPrice | None) -> float:
+        """The most a built request to deployment `name` can cost at `price` (dollars): its
+        prompt tokens, and its max_tokens or the model's output limit; 0 when unpriced."""
+        if price is None:
+            return 0.0
+        model = self.model_strings[name]
+        prompt_tokens = count_prompt_tokens(model, request["messages"], request.get("tools"))
+        return price.cost(prompt_tokens, completion_allowance(request, price))
 
     def settle(self, reservation: Reservation | None, cost_usd: float | None) -> None:
         """Spend a reservation at the reply's cost, or release it (None: the call failed)."""
