@@ -56,7 +56,9 @@ def test_status_shows_planned_and_a_done_count_moving_per_item_while_filter_task
     config = write_config(tmp_path / "toucan.yaml", fake_llm.base_url)
     synthesize_tasks(config, store, ITEMS + 20)
     assert store.count(Task, "status = 'ok'") >= ITEMS
-    fake_llm.latency = 0.6  # 200 judge calls, 8 in flight: about 15 s of model time
+    # 200 judge calls, 8 in flight: about 25 s of model time, long enough for 5 status reads
+    # to see the count move on a loaded box (each read is a CLI call: 1-3 s at load 10)
+    fake_llm.latency = 1.0
     rating = subprocess.Popen(
         [sys.executable, "-c", RATE, str(config), str(store.path), str(ITEMS)],
         cwd=ROOT,
