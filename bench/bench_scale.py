@@ -1,0 +1,117 @@
+"""Per-item cost and peak memory of synthesize and filter-tasks as the run grows (issue 14).
+
+    .venv/bin/python bench/bench_scale.py [--sizes 10000 100000 1000000] [--in-flight 64]
+
+One fake model server process answers at zero latency (tests/fake_llm.py, requests not kept),
+so what is measured is our own per-item cost, not the network. For each stage and size N, a
+fresh store is prepared (synthesize: a catalog of SERVERS servers; filter-tasks: the catalog
+plus N tasks written by tests/bulk_store.py), then the stage runs over N items in a child
+process of its own (`run_stage_async`, the runner the flows use, on plain asyncio), which
+reports its wall time, CPU time (user + system, its own, from getrusage) and peak RSS
+(ru_maxrss). Printed per stage and size: items/s, CPU ms per item, peak RSS, store size, and
+the ratios of each size to the smallest (RSS as a difference in MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_synthesize  # noqa: E402
+
+from flows.runner import run_stage_async  # noqa: E402
+from tests.bulk_store import fill_tasks, index_tasks  # noqa: E402
+from tests.fake_llm import run_fake_llm_process  # noqa: E402
+from toucan.store import Store  # noqa: E402
+
+SERVERS = 200  # catalog size: enough (server, tool) choices for a plan of 1M slots
+STAGES = ("synthesize", "filter_tasks")
+
+
+def prepare(stage: str, folder: Path, count: int) -> Path:
+    """A store ready for `stage` over `count` items; returns its path."""
+    bench_synthesize.SERVERS = SERVERS
+    store = Store(folder / "bench.duckdb")
+    catalog = bench_synthesize.seed_catalog(store)
+    if stage == "filter_tasks":
+        fill_tasks(store, count, [server.server_id for server, _ in catalog])
+        index_tasks(store)
+    return store.path
+
+
+def child(stage: str, store_path: str, count: int, base_url: str, in_flight: int) -> None:
+    """Run the stage once and print {"wall_s", "cpu_s", "rss_mb", "done"} as JSON."""
+    settings = bench_synthesize.bench_settings(base_url, in_flight)
+    store = Store(store_path)
+    kwargs = {"limit": count, "seed": 1} if stage == "synthesize" else {}
+    started, cpu = time.perf_counter(), time.process_time()
+    summary = asyncio.run(run_stage_async(stage, settings, store, **kwargs))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    done = summary.attempted if stage == "synthesize" else summary.rated
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_mb": rss_mb, "done": done}))
+
+
+def measure(stage: str, count: int, base_url: str, in_flight: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = prepare(stage, Path(folder), count)
+        command = [sys.executable, __file__, "--child", stage, str(path), str(count), base_url]
+        output = subprocess.run(
+            [*command, "--in-flight", str(in_flight)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        result = json.loads(output.strip().splitlines()[-1])
+        result["store_mb"] = path.stat().st_size / 2**20
+    if result["done"] != count:
+        raise RuntimeError(f"{stage} did {result['done']} of {count} items")
+    return result
+
+
+def main(sizes: list[int], in_flight: int) -> None:
+    print(f"fake model at zero latency, {in_flight} items in flight, {SERVERS} servers")
+    print(
+        f"{'stage':<13} {'items':>8} {'wall s':>8} {'items/s':>8} {'CPU ms/it':>9} "
+        f"{'peak RSS':>9} {'store MB':>9} {'x rate':>7} {'x CPU/it':>8} {'+RSS MB':>8}"
+    )
+    with run_fake_llm_process(latency=0.0) as base_url:
+        for stage in STAGES:
+            first: dict[str, float] | None = None
+            for count in sizes:
+                got = measure(stage, count, base_url, in_flight)
+                rate, cpu_ms = count / got["wall_s"], got["cpu_s"] * 1000 / count
+                first = first or {"rate": rate, "cpu_ms": cpu_ms, "rss": got["rss_mb"]}
+                print(
+                    f"{stage:<13} {count:>8} {got['wall_s']:>8.1f} {rate:>8.1f} {cpu_ms:>9.2f} "
+                    f"{got['rss_mb']:>8.0f}M {got['store_mb']:>9.1f} "
+                    f"{rate / first['rate']:>7.2f} {cpu_ms / first['cpu_ms']:>8.2f} "
+                    f"{got['rss_mb'] - first['rss']:>+8.0f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--child", nargs=4, metavar=("STAGE", "STORE", "COUNT", "URL"))
+    arguments = parser.parse_args()
+    if arguments.child:
+        stage, store_path, count, base_url = arguments.child
+        child(stage, store_path, int(count), base_url, arguments.in_flight)
+    else:
+        main(arguments.sizes, arguments.in_flight)
