@@ -6,7 +6,7 @@ one rawserver whose tool never answers and one whose tool writes junk instead of
 (tests/servers/quirks/broken_answers.json). Every server gets `--items` kept tasks; each
 trajectory is one tool call and a final answer, the fake model server answering after
 `--latency` seconds. The broken servers cost what it takes to find them out: about one call
-timeout (`--call-timeout`) of one of the run's 8 parallel batch lanes each; the ratio depends
+timeout (`--call-timeout`) of one of the run's parallel batch lanes each (flows/trajectories.py MAX_PARALLEL_BATCHES); the ratio depends
 on how that compares with the healthy run (the issue's: 60 s against 81 s). Run:
 
     .venv/bin/python bench/bench_hanging.py
