@@ -12,12 +12,9 @@ from tests.synthesize.seed import (
     GENERATORS,
     JUDGE,
     TEACHER,
-    competent_generator,
-    good_question,
-    is_judge_request,
     judge_with,
     request_digest,
-    schema_of,
+    stage_model,
     write_config,
 )
 
@@ -55,18 +52,5 @@ def picky_judge(request: dict[str, Any]) -> dict[str, Any]:
     return judge_with(1 if request_digest(request) % 3 == 0 else 5)(request)
 
 
-def model_reply(request: dict[str, Any]) -> Any:
-    """A competent generator (tasks, diversified variants) and a picky judge."""
-    if is_judge_request(request):
-        return picky_judge(request)
-    variations = schema_of(request)["properties"].get("variations")
-    if variations is None:
-        return competent_generator(request)
-    count = variations.get("minItems", 1)
-    return {
-        "variations": [
-            {"persona": f"persona {i}", "context": f"setting {i}",
-             "constraints": f"within budget {i}", "question": f"Variant {i}: {good_question(request)}"}
-            for i in range(count)
-        ]
-    }  # fmt: skip
+# a competent generator (tasks, diversified variants) and a picky judge
+model_reply = stage_model(picky_judge)

@@ -3,8 +3,6 @@ run again: the recorded jobs are waited for, nothing is sent twice, every row is
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from cli import app
 from tests.batch_mode.helpers import batch_config
 from tests.fake_llm import FakeLlm
 from tests.fake_llm_batches import JobPlan
-from tests.ops.test_faults import child_env, kill_group, wait_until
+from tests.ops.test_faults import kill_group, start_cli, wait_until
 from tests.synthesize.seed import seed_servers
 from toucan.records import BatchJob, BatchRequest, Task
 from toucan.store import Store
@@ -39,11 +37,7 @@ def test_a_run_killed_while_its_jobs_are_pending_resubmits_nothing_when_run_agai
                  "--config", str(config), "--json"]  # fmt: skip
 
     log = tmp_path / "run.log"
-    with log.open("ab") as sink:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "cli", *arguments], cwd=ROOT, env=child_env(),
-            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    run = start_cli(arguments, log)
     try:
         counts = fake_llm.batches.counts
         # a job is polled once its id is stored, and every pending job every 0.1 s at most

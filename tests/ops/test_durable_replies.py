@@ -5,8 +5,6 @@ that were in flight at the kill, in every LLM stage that batches its rows."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +19,15 @@ from flows.durable import durable_replies
 from flows.runner import run_stage_async
 from tests.fake_llm import FakeLlm, Rule
 from tests.filter_trajectories.samples import make_task, make_trajectory
-from tests.ops.test_faults import child_env, kill_group, wait_until
+from tests.ops.test_faults import kill_group, start_cli, wait_until
 from tests.synthesize.seed import (
     FAKE_KEY_ENV,
     GENERATORS,
     JUDGE,
-    competent_generator,
     fake_settings,
-    good_question,
-    is_judge_request,
     judge_with,
-    schema_of,
     seed_servers,
+    stage_model,
     write_config,
 )
 from toucan.ids import make_id
@@ -49,25 +44,7 @@ HOLD_S = 3600  # a held call is neither answered nor timed out by the client bef
 WAIT_S = 240.0  # a CLI start (Prefect, LiteLLM) takes seconds idle, minutes on a loaded box
 
 
-def model_reply(request: dict[str, Any]) -> Any:
-    """What a competent generator or judge answers, whichever stage asks."""
-    if is_judge_request(request):
-        return judge_with(5)(request)
-    variations = schema_of(request)["properties"].get("variations")
-    if variations is None:
-        return competent_generator(request)
-    count = variations.get("minItems", 1)
-    return {
-        "variations": [
-            {
-                "persona": f"persona {i}",
-                "context": f"setting {i}",
-                "constraints": f"within budget {i}",
-                "question": f"Variant {i}: {good_question(request)}",
-            }
-            for i in range(count)
-        ]
-    }
+model_reply = stage_model(judge_with(5))  # a competent generator or judge, any stage
 
 
 @pytest.fixture
@@ -213,11 +190,7 @@ def test_a_stage_killed_mid_batch_pays_again_only_for_the_calls_in_flight(
     arguments = [*case.command, "--store", str(store.path), "--config", str(config), "--json"]
 
     log = tmp_path / "run.log"
-    with log.open("ab") as sink:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "cli", *arguments], cwd=ROOT, env=child_env(),
-            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    run = start_cli(arguments, log)
     try:
         wait_until(
             lambda: held_calls(fake_llm) == IN_FLIGHT or run.poll() is not None,

@@ -46,14 +46,24 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def start_synthesize(store: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_cli(
+    arguments: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`python -m cli ARGUMENTS` in its own session (so `kill_group` takes every process it
+    starts), stdout and stderr appended to `log`, with `child_env()` unless `env` is given."""
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "cli", "synthesize", "--store", str(store), "--config",
-             str(config), "--limit", str(LIMIT), "--seed", "7", "--json"],
-            cwd=ROOT, env=child_env(), stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            [sys.executable, "-m", "cli", *arguments], cwd=ROOT, env=env or child_env(),
+            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+
+
+def start_synthesize(store: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return start_cli(
+        ["synthesize", "--store", str(store), "--config", str(config), "--limit", str(LIMIT),
+         "--seed", "7", "--json"],
+        log,
+    )  # fmt: skip
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -174,12 +184,12 @@ def test_a_prefect_server_stopped_mid_run_leaves_a_sound_store_that_a_rerun_comp
     # Prefect's client retries a lost API 5 times with backoff per request (minutes in all);
     # what this test is about is the store and the rerun, so let the run give up sooner.
     env = {**child_env(), "PREFECT_API_URL": api, "PREFECT_CLIENT_MAX_RETRIES": "1"}
-    with log.open("ab") as sink:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "cli", "synthesize", "--store", str(store.path), "--config",
-             str(fast), "--limit", str(LIMIT), "--seed", "7", "--json"],
-            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    run = start_cli(
+        ["synthesize", "--store", str(store.path), "--config", str(fast), "--limit", str(LIMIT),
+         "--seed", "7", "--json"],
+        log,
+        env,
+    )  # fmt: skip
     try:
         wait_until(lambda: store.count(Task) > 0 or run.poll() is not None, WAIT_S, "a batch")
         os.killpg(server.pid, signal.SIGKILL)  # the API goes away mid-stage

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,28 @@ def competent_model(request: dict[str, Any]) -> dict[str, Any]:
     if is_judge_request(request):
         return judge_with(5)(request)
     return competent_generator(request)
+
+
+def stage_model(judge: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """The fake model of every single-call stage: `judge` for judge requests, a competent
+    generator for tasks, and schema-true persona variants (diversify) with the task's question."""
+
+    def reply(request: dict[str, Any]) -> Any:
+        if is_judge_request(request):
+            return judge(request)
+        variations = schema_of(request)["properties"].get("variations")
+        if variations is None:
+            return competent_generator(request)
+        return {
+            "variations": [
+                {
+                    "persona": f"persona {i}",
+                    "context": f"setting {i}",
+                    "constraints": f"within budget {i}",
+                    "question": f"Variant {i}: {good_question(request)}",
+                }
+                for i in range(variations.get("minItems", 1))
+            ]
+        }
+
+    return reply
