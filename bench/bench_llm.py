@@ -26,11 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import httpx
 from pydantic import BaseModel
+from text_table import print_header, print_row
 
 from tests.fake_llm import models_config_for, run_fake_llm_process
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
+
+# C = items in flight; C/lat its ceiling; the rest in requests (or items) per second
+RATE = ">8.1f"
+COLUMNS = [("C", ">5"), ("C/lat", ">7.1f"), ("aiohttp", RATE), ("httpx", RATE), ("ideal", RATE)]
+COLUMNS += [("toucan", RATE), ("ratio", ">6.2f")]
 
 
 class BenchAnswer(BaseModel):
@@ -126,6 +132,16 @@ async def time_to_first_reply(base_url: str) -> float:
     return time.perf_counter() - started
 
 
+def parse_level_arguments(doc: str, repeats: int) -> argparse.Namespace:
+    """The command line of a sweep over levels C of items in flight against the fake server."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--factor", type=int, default=8, help="items per level = factor * C")
+    return parser.parse_args()
+
+
 async def main(levels: list[int], repeats: int, latency: float, factor: int) -> None:
     with run_fake_llm_process(latency=latency) as base_url:
         first = await time_to_first_reply(base_url)
@@ -133,26 +149,16 @@ async def main(levels: list[int], repeats: int, latency: float, factor: int) -> 
             f"fake server latency {latency:.2f} s; first reply (router build + first call, "
             f"includes the {latency:.1f} s latency) {first:.2f} s"
         )
-        header = f"{'C':>5} {'C/lat':>7} {'aiohttp':>8} {'httpx':>8} {'ideal':>8} "
-        print(header + f"{'toucan':>8} {'ratio':>6}   (requests or items per second)")
+        print_header(COLUMNS, "   (requests or items per second)")
         for in_flight in levels:
             count = max(128, factor * in_flight)
             rates = await bench_level(base_url, in_flight, count, repeats)
             ideal = min(in_flight / latency, max(rates["aiohttp"], rates["httpx"]))
-            ratio = rates["toucan"] / ideal
-            print(
-                f"{in_flight:>5} {in_flight / latency:>7.1f} {rates['aiohttp']:>8.1f} "
-                f"{rates['httpx']:>8.1f} {ideal:>8.1f} {rates['toucan']:>8.1f} {ratio:>6.2f}"
-                f"   toucan items/min {rates['toucan'] * 60:,.0f}",
-                flush=True,
-            )
+            values = [in_flight, in_flight / latency, rates["aiohttp"], rates["httpx"], ideal]
+            values += [rates["toucan"], rates["toucan"] / ideal]
+            print_row(COLUMNS, values, f"   toucan items/min {rates['toucan'] * 60:,.0f}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", type=int, nargs="+", default=[16, 64, 256])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--latency", type=float, default=1.0)
-    parser.add_argument("--factor", type=int, default=8, help="items per level = factor * C")
-    arguments = parser.parse_args()
+    arguments = parse_level_arguments(__doc__, repeats=3)
     asyncio.run(main(arguments.levels, arguments.repeats, arguments.latency, arguments.factor))

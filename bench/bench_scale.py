@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_synthesize  # noqa: E402
+from text_table import print_header, print_row  # noqa: E402
 
 from flows.runner import run_stage_async  # noqa: E402
 from tests.bulk_store import fill_tasks, index_tasks  # noqa: E402
@@ -39,6 +40,10 @@ from toucan.store import Store  # noqa: E402
 
 SERVERS = 200  # catalog size: enough (server, tool) choices for a plan of 1M slots
 STAGES = ("synthesize", "filter_tasks")
+# the ratios ("x ...") and the RSS difference are to the stage's smallest size
+COLUMNS = [("stage", "<13"), ("items", ">8"), ("wall s", ">8.1f"), ("items/s", ">8.1f")]
+COLUMNS += [("CPU ms/it", ">9.2f"), ("peak RSS", ">9"), ("store MB", ">9.1f"), ("x rate", ">7.2f")]
+COLUMNS += [("x CPU/it", ">8.2f"), ("+RSS MB", ">+8.0f")]
 
 
 def prepare(stage: str, folder: Path, count: int) -> Path:
@@ -84,10 +89,7 @@ def measure(stage: str, count: int, base_url: str, in_flight: int) -> dict[str, 
 
 def main(sizes: list[int], in_flight: int) -> None:
     print(f"fake model at zero latency, {in_flight} items in flight, {SERVERS} servers")
-    print(
-        f"{'stage':<13} {'items':>8} {'wall s':>8} {'items/s':>8} {'CPU ms/it':>9} "
-        f"{'peak RSS':>9} {'store MB':>9} {'x rate':>7} {'x CPU/it':>8} {'+RSS MB':>8}"
-    )
+    print_header(COLUMNS)
     with run_fake_llm_process(latency=0.0) as base_url:
         for stage in STAGES:
             first: dict[str, float] | None = None
@@ -95,13 +97,10 @@ def main(sizes: list[int], in_flight: int) -> None:
                 got = measure(stage, count, base_url, in_flight)
                 rate, cpu_ms = count / got["wall_s"], got["cpu_s"] * 1000 / count
                 first = first or {"rate": rate, "cpu_ms": cpu_ms, "rss": got["rss_mb"]}
-                print(
-                    f"{stage:<13} {count:>8} {got['wall_s']:>8.1f} {rate:>8.1f} {cpu_ms:>9.2f} "
-                    f"{got['rss_mb']:>8.0f}M {got['store_mb']:>9.1f} "
-                    f"{rate / first['rate']:>7.2f} {cpu_ms / first['cpu_ms']:>8.2f} "
-                    f"{got['rss_mb'] - first['rss']:>+8.0f}",
-                    flush=True,
-                )
+                rss = got["rss_mb"]
+                values = [stage, count, got["wall_s"], rate, cpu_ms, f"{rss:.0f}M", got["store_mb"]]
+                ratios = [rate / first["rate"], cpu_ms / first["cpu_ms"], rss - first["rss"]]
+                print_row(COLUMNS, values + ratios)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ with the asyncio executor instead of Prefect tasks.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -28,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_llm import measure_aiohttp, measure_httpx  # noqa: E402
+from bench_llm import measure_aiohttp, measure_httpx, parse_level_arguments  # noqa: E402
+from text_table import print_header, print_row  # noqa: E402
 
 from flows.runner import run_stage_async  # noqa: E402
 from tests.fake_llm import run_fake_llm_process  # noqa: E402
@@ -42,6 +42,12 @@ GENERATORS = [d.name for d in load_settings(profile="cloud").models.generators]
 DOMAINS = ["Weather", "Finance", "Education", "Gaming"]
 SERVERS = 24
 TOOLS_PER_SERVER = 4
+
+# C = items in flight; C/lat its ceiling; rates in items per minute, ratios = stage / ideal
+PER_MIN = ">8.0f"
+COLUMNS = [("C", ">5"), ("items", ">6"), ("C/lat", PER_MIN), ("aiohttp", PER_MIN)]
+COLUMNS += [("httpx", PER_MIN), ("ideal", PER_MIN), ("synth", PER_MIN), ("ratio", ">6.2f")]
+COLUMNS += [("judge", PER_MIN), ("ratio", ">6.2f")]
 
 
 def seed_catalog(store: Store) -> list[tuple[Server, list[Tool]]]:
@@ -164,28 +170,18 @@ async def main(levels: list[int], repeats: int, latency: float, factor: int) -> 
     with run_fake_llm_process(latency=latency) as base_url:
         await time_synthesize(base_url, 16, 16)  # warm-up: lazy imports inside LiteLLM
         print(f"fake server latency {latency:.2f} s; items/min (ratio = stage / ideal)")
-        print(
-            f"{'C':>5} {'items':>6} {'C/lat':>8} {'aiohttp':>8} {'httpx':>8} {'ideal':>8} "
-            f"{'synth':>8} {'ratio':>6} {'judge':>8} {'ratio':>6}"
-        )
+        print_header(COLUMNS)
         for in_flight in levels:
             count = factor * in_flight
             rates = await bench_level(base_url, in_flight, count, repeats)
             ideal = min(in_flight / latency, max(rates["aiohttp"], rates["httpx"]))
-            print(
-                f"{in_flight:>5} {count:>6} {in_flight / latency * 60:>8.0f} "
-                f"{rates['aiohttp'] * 60:>8.0f} {rates['httpx'] * 60:>8.0f} {ideal * 60:>8.0f} "
-                f"{rates['synthesize'] * 60:>8.0f} {rates['synthesize'] / ideal:>6.2f} "
-                f"{rates['filter'] * 60:>8.0f} {rates['filter'] / ideal:>6.2f}",
-                flush=True,
-            )
+            per_min = [in_flight / latency, rates["aiohttp"], rates["httpx"], ideal]
+            values = [in_flight, count] + [rate * 60 for rate in per_min]
+            for stage in ("synthesize", "filter"):
+                values += [rates[stage] * 60, rates[stage] / ideal]
+            print_row(COLUMNS, values)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", type=int, nargs="+", default=[16, 64, 256])
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--latency", type=float, default=1.0)
-    parser.add_argument("--factor", type=int, default=8, help="items per level = factor * C")
-    arguments = parser.parse_args()
+    arguments = parse_level_arguments(__doc__, repeats=1)
     asyncio.run(main(arguments.levels, arguments.repeats, arguments.latency, arguments.factor))
