@@ -26,6 +26,7 @@ from toucan.estimate import (
 )
 from toucan.llm.batch_items import use_batch
 from toucan.llm.prices import ModelPrice, batch_price, completion_allowance
+from toucan.llm.replies import LlmRequest
 
 if TYPE_CHECKING:
     from flows.estimate import TokenCounter
@@ -98,7 +99,7 @@ def model_line(inputs: LineInputs, settings: Settings, counter: TokenCounter) ->
         stand_in = planned
     ratio = inputs.ratio[0] if inputs.ratio else 1.0
     allowance = completion_allowance(
-        router.build_request(inputs.deployment, [], None, None, None),
+        router.build_request(inputs.deployment, LlmRequest([])),
         router.prices[inputs.deployment],
     )
     tokenizer = counter.tokenizer(inputs.deployment)

@@ -199,7 +199,7 @@ async def test_a_recorded_job_the_provider_does_not_know_is_lost_and_its_items_s
     items = judge_items(2)
     router = LlmRouter(models)
     name = "judge-a"
-    keys = {item.item_id: router.request_key(name, *item.request()).key for item in items}
+    keys = {item.item_id: router.request_key(name, item.request()).key for item in items}
     await router.aclose()
     gone = BatchJob(
         job_key="batch_gone", job_id="batch-unknown-to-the-provider", provider="openai",

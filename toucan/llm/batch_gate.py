@@ -33,7 +33,7 @@ from toucan.llm.batch_items import BatchItem, Outcome
 from toucan.llm.batch_ledger import BatchLedger
 from toucan.llm.batch_runner import BatchRunner
 from toucan.llm.budget import Reservation
-from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.replies import CallMeta, LlmReply, LlmRequest
 from toucan.llm.router import LlmRouter
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ class Held:
     target: str
     item: BatchItem
     meta: CallMeta
-    use_cache: bool
     answer: asyncio.Future[LlmReply]
 
     def deliver(self, outcome: Outcome) -> None:
@@ -95,31 +94,16 @@ class GatedRouter(LlmRouter):
             self.active -= 1
             self.open_when_all_wait()
 
-    async def complete(
-        self,
-        target: str,
-        messages: list[dict[str, Any]],
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        response_format: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-        meta: CallMeta | None = None,
-        use_cache: bool = True,
-    ) -> LlmReply:
-        """As LlmRouter.complete; a unit of work's first request waits for the batch job that
-        answers it (raising its LlmError as online would: `batch_*` reasons included)."""
-        meta = meta or CallMeta()
-        request = {"tools": tools, "response_format": response_format, "params": params}
+    async def answer(self, target: str, request: LlmRequest, meta: CallMeta) -> LlmReply:
+        """As LlmRouter.answer (the cache was asked before); a unit of work's first request
+        waits for the batch job that answers it (raising its LlmError as online would:
+        `batch_*` reasons included)."""
         item_id = meta.item_id
         if item_id is None or item_id in self.asked or not self.active:
-            return await super().complete(
-                target, messages, **request, meta=meta, use_cache=use_cache
-            )
+            return await super().answer(target, request, meta)
         self.asked.add(item_id)
-        if use_cache and (cached := self.find_cached(target, messages, **request, meta=meta)):
-            return cached
-        item = BatchItem(item_id=item_id, messages=messages, server_id=meta.server_id, **request)
-        held = Held(target, item, meta, use_cache, asyncio.get_running_loop().create_future())
+        item = BatchItem(item_id=item_id, server_id=meta.server_id, **request._asdict())
+        held = Held(target, item, meta, asyncio.get_running_loop().create_future())
         self.held.append(held)
         self.open_when_all_wait()
         return await held.answer
@@ -168,23 +152,11 @@ class GatedRouter(LlmRouter):
         )
 
     async def send_online(self, held: Held) -> None:
-        item = held.item
         try:
-            reply = await LlmRouter.complete(
-                self,
-                held.target,
-                item.messages,
-                tools=item.tools,
-                response_format=item.response_format,
-                params=item.params,
-                meta=held.meta,
-                use_cache=False,  # looked up before it was held; cached as online once parsed
-            )
+            reply = await LlmRouter.answer(self, held.target, held.item.request(), held.meta)
         except LlmError as error:
             held.deliver(error)
         else:
-            if held.use_cache:
-                self.store_cached(reply, *item.request())
             held.deliver(reply)
 
     async def send_in_jobs(self, target: str, held: list[Held]) -> None:
@@ -201,9 +173,7 @@ class GatedRouter(LlmRouter):
                 )
                 paid = outcome if isinstance(outcome, LlmReply) and not outcome.cached else None
                 self.settle(reservation, paid.cost_usd if paid is not None else None)
-                if paid is not None and one.use_cache:
-                    self.store_cached(paid, *one.item.request())
-                one.deliver(outcome)
+                one.deliver(outcome)  # cached by `complete` when asked to, as online
 
     async def admit(
         self, target: str, waiting: list[Held]
@@ -215,7 +185,7 @@ class GatedRouter(LlmRouter):
         admitted: list[tuple[Held, Reservation | None]] = []
         for index, one in enumerate(waiting):
             name = self.jobs.deployment_for(target, one.item)
-            request = self.build_request(name, *one.item.request())
+            request = self.build_request(name, one.item.request())
             most = self.most_cost(name, request, self.jobs.prices[name])
             meta = self.jobs.meta(one.item.item_id, one.item.server_id)
             try:

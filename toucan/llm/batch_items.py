@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from toucan.config import StageMode
 from toucan.errors import LlmError
 from toucan.llm.parsing import response_format_for
-from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.replies import CallMeta, LlmReply, LlmRequest
 from toucan.llm.structured import parse_or_repair
 
 if TYPE_CHECKING:
@@ -29,9 +29,8 @@ class BatchItem(BaseModel):
     params: dict[str, Any] | None = None
     server_id: str | None = None  # for the call's event row
 
-    def request(self) -> tuple[Any, Any, Any, Any]:
-        """(messages, tools, response_format, params): the router's request arguments."""
-        return self.messages, self.tools, self.response_format, self.params
+    def request(self) -> LlmRequest:
+        return LlmRequest(self.messages, self.tools, self.response_format, self.params)
 
 
 async def parse_outcome(

@@ -102,7 +102,7 @@ class BatchRunner:
         lines: dict[str, list[Line]] = defaultdict(list)
         for item in items:
             meta = self.meta(item.item_id, item.server_id)
-            cached = self.router.find_cached(target, *item.request(), meta=meta)
+            cached = self.router.find_cached(target, item.request(), meta=meta)
             if cached is not None:
                 outcomes[item.item_id] = cached
                 continue
@@ -153,9 +153,9 @@ class BatchRunner:
         deployment's context window (checked as online)."""
         api = self.apis[name]
         assert api is not None
-        request_key = self.router.request_key(name, *item.request()).key
+        request_key = self.router.request_key(name, item.request()).key
         custom_id = make_custom_id(item.item_id, request_key)
-        request = self.router.build_request(name, *item.request())
+        request = self.router.build_request(name, item.request())
         self.router.check_size(name, request, meta)
         body = build_line(custom_id, api.endpoint.model, request)
         return Line(item.item_id, item.server_id, request_key, custom_id, encode_line(body))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,16 @@ class CallMeta(BaseModel):
     stage: str = "adhoc"
     server_id: str | None = None
     item_id: str | None = None
+
+
+class LlmRequest(NamedTuple):
+    """What a call asks, whichever deployment answers it: the request body each deployment is
+    sent (`LlmRouter.build_request`) and the response cache key are made from it."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
 
 
 class ToolCall(BaseModel):

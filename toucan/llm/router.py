@@ -43,7 +43,7 @@ from toucan.llm.prices import (
     deployment_price,
 )
 from toucan.llm.prompt_size import check_prompt_size, context_window
-from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.replies import CallMeta, LlmReply, LlmRequest
 from toucan.llm.sending import RATE_LIMIT_PATIENCE_S, DeploymentSender
 from toucan.llm.structured import complete_structured
 from toucan.records import Event, utc_now
@@ -146,31 +146,35 @@ class LlmRouter:
         may answer it is paused (neither of the last two is sent).
         """
         meta = meta or CallMeta()
-        request = (messages, tools, response_format, params)
-        if use_cache and (cached := self.find_cached(target, *request, meta=meta)) is not None:
+        request = LlmRequest(messages, tools, response_format, params)
+        if use_cache and (cached := self.find_cached(target, request, meta=meta)) is not None:
             return cached
+        reply = await self.answer(target, request, meta)
+        if use_cache and not reply.cached:
+            self.store_cached(reply, request)
+        return reply
+
+    async def answer(self, target: str, request: LlmRequest, meta: CallMeta) -> LlmReply:
+        """`complete` past the cache: the plan's live deployments in turn until one answers
+        (the hook a GatedRouter overrides to send the request in a provider batch job)."""
         last_error: LlmError | None = None
         tried: list[str] = []
         # a deployment paused during this call hands it on to a live one of its group
         while names := [
             name
-            for name in self.live_plan(target, messages, meta, record=not tried)
+            for name in self.live_plan(target, request.messages, meta, record=not tried)
             if name not in tried
         ]:
             for name in names:
                 tried.append(name)
                 try:
-                    reply = await self.complete_on(name, *request, meta)
+                    return await self.complete_on(name, request, meta)
                 except BudgetExhausted as error:
                     if error.scope != "deployment":  # only a deployment's own cap leaves room
                         raise
                     last_error = error
                 except LlmError as error:
                     last_error = error
-                else:
-                    if use_cache:
-                        self.store_cached(reply, *request)
-                    return reply
         assert last_error is not None
         raise last_error
 
@@ -201,67 +205,36 @@ class LlmRouter:
                 self.record_event(meta, planned[0], status="error", error=error)
             raise
 
-    def request_key(
-        self,
-        name: str,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        response_format: dict[str, Any] | None,
-        params: dict[str, Any] | None,
-    ) -> CacheKey:
+    def request_key(self, name: str, request: LlmRequest) -> CacheKey:
+        messages, tools, response_format, params = request
         call_params = {**self.deployments[name].params, **(params or {})}
         model = self.model_strings[name]
         return make_cache_key(name, model, messages, tools, response_format, call_params)
 
-    def find_cached(
-        self,
-        target: str,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
-        response_format: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-        *,
-        meta: CallMeta,
-    ) -> LlmReply | None:
+    def find_cached(self, target: str, request: LlmRequest, *, meta: CallMeta) -> LlmReply | None:
         """A stored reply to this request from any deployment of its plan; records the hit."""
         if self.cache is None:
             return None
-        for name in self.plan(target, messages, meta):
-            key = self.request_key(name, messages, tools, response_format, params)
+        for name in self.plan(target, request.messages, meta):
+            key = self.request_key(name, request)
             cached = self.cache.get(key)
             if cached is not None:
                 self.record_event(meta, name, status="cached", reply=cached)
                 return cached
         return None
 
-    def store_cached(
-        self,
-        reply: LlmReply,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
-        response_format: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> None:
+    def store_cached(self, reply: LlmReply, request: LlmRequest) -> None:
         """Remember a reply that succeeded as the answer to this request."""
         if self.cache is not None:
-            key = self.request_key(reply.deployment, messages, tools, response_format, params)
-            self.cache.put(key, reply)
+            self.cache.put(self.request_key(reply.deployment, request), reply)
 
-    async def complete_on(
-        self,
-        name: str,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        response_format: dict[str, Any] | None,
-        params: dict[str, Any] | None,
-        meta: CallMeta,
-    ) -> LlmReply:
+    async def complete_on(self, name: str, request: LlmRequest, meta: CallMeta) -> LlmReply:
         """One deployment, no cache: the budget reservation, the call, its retries, its event."""
-        request = self.build_request(name, messages, tools, response_format, params)
-        self.check_size(name, request, meta)
-        reservation = await self.reserve(name, request, meta)
+        body = self.build_request(name, request)
+        self.check_size(name, body, meta)
+        reservation = await self.reserve(name, body, meta)
         try:
-            reply = await self.answer_on(name, request, meta)
+            reply = await self.answer_on(name, body, meta)
         except BaseException:
             self.settle(reservation, None)
             raise
@@ -292,30 +265,24 @@ class LlmRouter:
         self.record_event(meta, name, status="ok", reply=reply)
         return reply
 
-    def build_request(
-        self,
-        name: str,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        response_format: dict[str, Any] | None,
-        params: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    def build_request(self, name: str, request: LlmRequest) -> dict[str, Any]:
         """The OpenAI chat request body (without `model`) deployment `name` is sent: online
         by `complete_on`, and as the `body` of a provider batch line (toucan/llm/batch_lines.py)."""
-        request: dict[str, Any] = {"messages": messages}
-        request.update({**self.deployments[name].params, **(params or {})})
+        messages, tools, response_format, params = request
+        body: dict[str, Any] = {"messages": messages}
+        body.update({**self.deployments[name].params, **(params or {})})
         if self.models.route_to_local:
             # a small constrained model can ramble until its context is full: cap each reply
-            request.setdefault("max_tokens", self.models.local.max_tokens)
+            body.setdefault("max_tokens", self.models.local.max_tokens)
         if tools:
-            request["tools"] = tools
+            body["tools"] = tools
         if response_format:
-            request["response_format"] = (
+            body["response_format"] = (
                 to_llama_cpp_format(response_format)
                 if self.models.route_to_local
                 else response_format
             )
-        return request
+        return body
 
     def check_size(self, name: str, request: dict[str, Any], meta: CallMeta) -> None:
         """Raises PromptTooLarge, recorded as the call's event, when the request cannot fit

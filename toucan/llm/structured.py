@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from toucan.errors import UnparseableReply
 from toucan.llm.parsing import describe_parse_error, parse_reply_into, response_format_for
-from toucan.llm.replies import CallMeta, LlmReply
+from toucan.llm.replies import CallMeta, LlmReply, LlmRequest
 
 if TYPE_CHECKING:
     from toucan.llm.router import LlmRouter
@@ -67,8 +67,8 @@ async def complete_structured(
     """
     meta = meta or CallMeta()
     response_format = response_format or response_format_for(schema)
-    request = (messages, None, response_format, params)
-    if use_cache and (cached := router.find_cached(target, *request, meta=meta)) is not None:
+    request = LlmRequest(messages, None, response_format, params)
+    if use_cache and (cached := router.find_cached(target, request, meta=meta)) is not None:
         record, _ = try_parse(cached, schema)
         if record is not None:
             return record, cached
@@ -128,5 +128,5 @@ async def parse_or_repair(
     if record is None:
         raise UnparseableReply(f"{reply.deployment}: {problem}", raw=reply.text)
     if use_cache:
-        router.store_cached(reply, messages, None, response_format, params)
+        router.store_cached(reply, LlmRequest(messages, None, response_format, params))
     return record, reply
