@@ -4,8 +4,8 @@
 
 The fake server runs in its own process (own GIL) with a fixed latency. For each level C of
 items in flight it measures, in the same run: a bare aiohttp client, a bare httpx client (each
-under a Semaphore(C)), and our `LlmRouter.complete_structured` (LiteLLM Router inside, events
-and parsing included). ideal = min(C / latency, faster bare client), as defined in
+under a Semaphore(C)), and our `complete_structured` over an LlmRouter (LiteLLM Router inside,
+events and parsing included). ideal = min(C / latency, faster bare client), as defined in
 shared/research/benchmarks.md; items/min are medians over the repeats.
 """
 
@@ -32,6 +32,7 @@ from tests.fake_llm import models_config_for, run_fake_llm_process
 from toucan.llm.parsing import response_format_for
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
+from toucan.llm.structured import complete_structured
 
 # C = items in flight; C/lat its ceiling; the rest in requests (or items) per second
 RATE = ">8.1f"
@@ -106,7 +107,9 @@ async def measure_router(router: LlmRouter, count: int, in_flight: int) -> float
     async def call(index: int) -> None:
         meta = CallMeta(run_id="bench", stage="bench", item_id=f"item_{index}")
         messages = [{"role": "user", "content": f"write task {index}"}]
-        await router.complete_structured("bench", messages, BenchAnswer, meta=meta, use_cache=False)
+        await complete_structured(
+            router, "bench", messages, BenchAnswer, meta=meta, use_cache=False
+        )
 
     elapsed = await run_items(count, in_flight, call)
     assert len(router.drain_events()) == count
@@ -128,7 +131,7 @@ async def time_to_first_reply(base_url: str) -> float:
     started = time.perf_counter()
     router = build_router(base_url, 16)
     messages = [{"role": "user", "content": "first"}]
-    await router.complete_structured("bench", messages, BenchAnswer, use_cache=False)
+    await complete_structured(router, "bench", messages, BenchAnswer, use_cache=False)
     return time.perf_counter() - started
 
 

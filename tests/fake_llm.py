@@ -143,6 +143,11 @@ class CallCounts:
         }
 
 
+def user_messages(text: str) -> list[dict[str, str]]:
+    """The `messages` of a request of one user turn saying `text` (`last_user_text` reads it)."""
+    return [{"role": "user", "content": text}]
+
+
 def last_user_text(request: dict[str, Any]) -> str:
     for message in reversed(request.get("messages") or []):
         if message.get("role") == "user":

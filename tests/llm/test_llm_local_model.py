@@ -21,6 +21,7 @@ async def test_the_embedded_model_answers_with_schema_constrained_json() -> None
     pytest.importorskip("llama_cpp", reason="run `python -m toucan.llm.local_build` first")
     from toucan.llm.local_server import LocalModelServer
     from toucan.llm.router import LlmRouter
+    from toucan.llm.structured import complete_structured
 
     server = LocalModelServer(LocalModelConfig(n_threads=1, n_ctx=2048))
     with server:
@@ -29,8 +30,8 @@ async def test_the_embedded_model_answers_with_schema_constrained_json() -> None
         router = LlmRouter(models, local_base_url=server.base_url)
         messages = [{"role": "user", "content": "Write one question for a weather tool."}]
 
-        draft, reply = await router.complete_structured(
-            "generator", messages, TaskDraft, meta=CallMeta(item_id="local_1")
+        draft, reply = await complete_structured(
+            router, "generator", messages, TaskDraft, meta=CallMeta(item_id="local_1")
         )
 
         process = server.process

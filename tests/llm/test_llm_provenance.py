@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from tests.fake_llm import FakeLlm, Rule, models_config_for
+from tests.fake_llm import FakeLlm, Rule, models_config_for, user_messages
 from toucan.llm.cache import LlmCache
 from toucan.llm.replies import CallMeta, any_embedded, join_names
 from toucan.llm.router import LlmRouter
+from toucan.llm.structured import complete_structured
 from toucan.records import Event, LlmCacheEntry
 from toucan.store import Store
 
@@ -24,16 +25,12 @@ class Draft(BaseModel):
     question: str
 
 
-def ask(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
 async def test_a_reply_and_its_event_name_the_model_the_provider_says_served_it(
     fake_llm: FakeLlm, transport: str
 ) -> None:
     router = LlmRouter(models_config_for(fake_llm, transport=transport))
 
-    reply = await router.complete("gen-a", ask("hi"), meta=META)
+    reply = await router.complete("gen-a", user_messages("hi"), meta=META)
 
     assert reply.deployment == "gen-a" and reply.model == "openai/gen-a"
     assert reply.served_by == "gen-a-2024-07-18"
@@ -48,7 +45,7 @@ async def test_a_fallback_reply_names_the_deployment_and_model_that_answered(
     fake_llm.script([Rule(model="gen-a", status=400)])
     router = LlmRouter(models_config_for(fake_llm, fallbacks={"gen-a": ["gen-b"]}, max_retries=0))
 
-    reply = await router.complete("gen-a", ask("hi"), meta=META)
+    reply = await router.complete("gen-a", user_messages("hi"), meta=META)
 
     assert (reply.deployment, reply.served_by) == ("gen-b", "gen-b-2024-07-18")
     failed, answered = router.drain_events()
@@ -63,14 +60,16 @@ async def test_a_cached_reply_keeps_the_provenance_of_the_call_that_produced_it(
     with FakeLlm(served_model=lambda name: f"{name}-first") as first_server:
         models = models_config_for(first_server)
         first = LlmRouter(models, cache=LlmCache.load(store, run_id="run_1"))
-        await first.complete_structured("gen-a", ask("write one"), Draft, meta=META)
+        await complete_structured(first, "gen-a", user_messages("write one"), Draft, meta=META)
         assert first.cache is not None
         store.insert([*first.cache.drain_new(), *first.drain_events()])
     # the same deployment is now served by another snapshot: the stored reply is not its work
     with FakeLlm(served_model=lambda name: f"{name}-second") as second_server:
         rerun = LlmRouter(models_config_for(second_server), cache=LlmCache.load(store))
-        _, cached = await rerun.complete_structured("gen-a", ask("write one"), Draft, meta=META)
-        fresh = await rerun.complete("gen-a", ask("something new"), meta=META)
+        _, cached = await complete_structured(
+            rerun, "gen-a", user_messages("write one"), Draft, meta=META
+        )
+        fresh = await rerun.complete("gen-a", user_messages("something new"), meta=META)
 
     assert cached.cached and cached.served_by == "gen-a-first"
     assert fresh.served_by == "gen-a-second"
@@ -88,7 +87,7 @@ async def test_a_reply_cached_before_provenance_was_recorded_reads_as_unknown(
 ) -> None:
     store = Store(tmp_path / "toucan.duckdb")
     router = LlmRouter(models_config_for(fake_llm), cache=LlmCache.load(store))
-    await router.complete("gen-a", ask("hi"), meta=META)
+    await router.complete("gen-a", user_messages("hi"), meta=META)
     assert router.cache is not None
     [entry] = router.cache.drain_new()
     old_reply = {
@@ -97,7 +96,7 @@ async def test_a_reply_cached_before_provenance_was_recorded_reads_as_unknown(
     store.insert([entry.model_copy(update={"reply": old_reply})])
 
     rerun = LlmRouter(models_config_for(fake_llm), cache=LlmCache.load(store))
-    cached = await rerun.complete("gen-a", ask("hi"), meta=META)
+    cached = await rerun.complete("gen-a", user_messages("hi"), meta=META)
 
     assert cached.cached and cached.served_by is None and cached.served_by_embedded is None
     assert fake_llm.calls.total == 1
@@ -111,7 +110,7 @@ async def test_the_local_profile_marks_every_reply_as_served_by_the_embedded_mod
     models.route_to_local = True
     router = LlmRouter(models, local_base_url=fake_llm.base_url)
 
-    reply = await router.complete("judge-a", ask("hi"), meta=META)
+    reply = await router.complete("judge-a", user_messages("hi"), meta=META)
 
     assert reply.served_by_embedded is True
     assert reply.served_by == "judge-a-2024-07-18"  # what the server said, not the config name
@@ -132,7 +131,7 @@ async def test_a_provider_that_names_no_model_leaves_the_served_model_unknown(
 ) -> None:
     with FakeLlm(served_model=lambda name: "") as server:
         router = LlmRouter(models_config_for(server, transport=transport))
-        reply = await router.complete("gen-a", ask("hi"), meta=META)
+        reply = await router.complete("gen-a", user_messages("hi"), meta=META)
 
     assert reply.served_by is None  # not the deployment's name, which would be a guess
     assert [event.served_by for event in router.drain_events()] == [None]

@@ -7,10 +7,11 @@ import asyncio
 import pytest
 from pydantic import BaseModel
 
-from tests.fake_llm import FakeLlm, Rule, models_config_for
+from tests.fake_llm import FakeLlm, Rule, models_config_for, user_messages
 from toucan.errors import LlmError, ModelTimeout, RateLimited
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
+from toucan.llm.structured import complete_structured
 from toucan.records import Event
 
 pytestmark = pytest.mark.anyio
@@ -22,10 +23,6 @@ class City(BaseModel):
     population: int
 
 
-def ask(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
 async def test_a_json_answer_is_parsed_and_its_call_recorded_with_tokens_and_cost(
     fake_llm: FakeLlm, transport: str
 ) -> None:
@@ -35,8 +32,8 @@ async def test_a_json_answer_is_parsed_and_its_call_recorded_with_tokens_and_cos
     )
     router = LlmRouter(models)
 
-    city, reply = await router.complete_structured(
-        "judge", ask("capital of France?"), City, meta=META
+    city, reply = await complete_structured(
+        router, "judge", user_messages("capital of France?"), City, meta=META
     )
 
     assert city == City(city="Paris", population=2100000)
@@ -72,7 +69,9 @@ async def test_parallel_tool_calls_come_back_in_order(fake_llm: FakeLlm, transpo
         for name in ("get_weather", "get_time")
     ]
 
-    reply = await router.complete("teacher", ask("weather and time?"), tools=tools, meta=META)
+    reply = await router.complete(
+        "teacher", user_messages("weather and time?"), tools=tools, meta=META
+    )
 
     assert [call.name for call in reply.tool_calls] == ["get_weather", "get_time"]
     assert reply.tool_calls[0].parsed_arguments() == {"city": "Oslo"}
@@ -86,7 +85,10 @@ async def test_a_storm_of_429s_slows_the_deployment_down_and_every_call_complete
     router = LlmRouter(models_config_for(fake_llm, max_concurrency=16, transport=transport))
 
     replies = await asyncio.gather(
-        *(router.complete("gen-a", ask(f"task {index}"), meta=META) for index in range(40))
+        *(
+            router.complete("gen-a", user_messages(f"task {index}"), meta=META)
+            for index in range(40)
+        )
     )
 
     assert len(replies) == 40 and all(reply.text == "ok" for reply in replies)
@@ -102,7 +104,7 @@ async def test_429s_beyond_the_patience_budget_raise_rate_limited(fake_llm: Fake
     router = LlmRouter(models_config_for(fake_llm), rate_limit_patience_s=1.0)
 
     with pytest.raises(RateLimited) as caught:
-        await router.complete("gen-a", ask("hello"), meta=META)
+        await router.complete("gen-a", user_messages("hello"), meta=META)
 
     assert caught.value.reason == "rate_limited"
     assert fake_llm.calls.total >= 2
@@ -114,7 +116,7 @@ async def test_a_500_is_retried_until_it_succeeds(fake_llm: FakeLlm, transport: 
     fake_llm.script([Rule(times=2, status=500)])
     router = LlmRouter(models_config_for(fake_llm, max_retries=3, transport=transport))
 
-    reply = await router.complete("gen-a", ask("hello"), meta=META)
+    reply = await router.complete("gen-a", user_messages("hello"), meta=META)
 
     assert reply.text == "ok"
     assert fake_llm.calls.by_status == {500: 2, 200: 1}
@@ -128,7 +130,7 @@ async def test_a_model_that_does_not_answer_in_time_raises_model_timeout(
     router = LlmRouter(models)
 
     with pytest.raises(ModelTimeout) as caught:
-        await router.complete("gen-a", ask("hello"), meta=META)
+        await router.complete("gen-a", user_messages("hello"), meta=META)
 
     assert caught.value.reason == "model_timeout"
     [event] = router.drain_events()
@@ -140,7 +142,7 @@ async def test_a_failing_deployment_falls_back_to_the_configured_one(fake_llm: F
     models = models_config_for(fake_llm, max_retries=0, fallbacks={"gen-a": ["gen-b"]})
     router = LlmRouter(models)
 
-    reply = await router.complete("gen-a", ask("hello"), meta=META)
+    reply = await router.complete("gen-a", user_messages("hello"), meta=META)
 
     assert reply.deployment == "gen-b"
     assert fake_llm.calls.by_model == {"gen-a": 1, "gen-b": 1}
@@ -152,7 +154,7 @@ async def test_a_rejected_request_is_not_retried(fake_llm: FakeLlm, transport: s
     router = LlmRouter(models_config_for(fake_llm, max_retries=3, transport=transport))
 
     with pytest.raises(LlmError) as caught:
-        await router.complete("gen-a", ask("hello"), meta=META)
+        await router.complete("gen-a", user_messages("hello"), meta=META)
 
     assert caught.value.reason == "model_request_rejected"
     assert fake_llm.calls.total == 1

@@ -9,12 +9,13 @@ import pytest
 from pydantic import BaseModel
 
 from tasks.llm_batch import ProgressCounter
-from tests.fake_llm import FakeLlm, Rule, models_config_for
+from tests.fake_llm import FakeLlm, Rule, models_config_for, user_messages
 from toucan.errors import UnparseableReply
 from toucan.llm.cache import LlmCache, make_cache_key
 from toucan.llm.parsing import find_json_value
 from toucan.llm.replies import CallMeta, LlmReply
 from toucan.llm.router import LlmRouter
+from toucan.llm.structured import complete_structured
 from toucan.records import Event, LlmCacheEntry
 from toucan.store import Store
 
@@ -25,10 +26,6 @@ META = CallMeta(run_id="run_test", stage="filter_tasks", item_id="task_1")
 class Scores(BaseModel):
     reasoning: str
     quality: int
-
-
-def ask(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
 
 
 def test_json_is_found_in_fences_and_prose() -> None:
@@ -45,7 +42,7 @@ async def test_prose_gets_one_repair_then_raises_unparseable_with_the_raw_text(
     router = LlmRouter(models_config_for(fake_llm), cache=LlmCache())
 
     with pytest.raises(UnparseableReply) as caught:
-        await router.complete_structured("judge", ask("rate this"), Scores, meta=META)
+        await complete_structured(router, "judge", user_messages("rate this"), Scores, meta=META)
 
     assert caught.value.reason == "unparseable_reply"
     assert caught.value.raw == "The task looks fine to me, I would rate it highly."
@@ -60,13 +57,17 @@ async def test_json_missing_fields_is_repaired_when_the_model_fixes_it(fake_llm:
     fake_llm.script([Rule(times=1, answer={"quality": 4})])
     router = LlmRouter(models_config_for(fake_llm), cache=LlmCache())
 
-    scores, _ = await router.complete_structured("judge", ask("rate this"), Scores, meta=META)
+    scores, _ = await complete_structured(
+        router, "judge", user_messages("rate this"), Scores, meta=META
+    )
 
     assert scores == Scores(reasoning="x", quality=1)  # the fake's schema-following default
     assert "reasoning" in fake_llm.requests[1]["messages"][-1]["content"]
     assert [event.status for event in router.drain_events()] == ["ok", "ok"]
     # the repaired reply answers the original request next time, for free
-    again, cached = await router.complete_structured("judge", ask("rate this"), Scores, meta=META)
+    again, cached = await complete_structured(
+        router, "judge", user_messages("rate this"), Scores, meta=META
+    )
     assert again == scores and cached.cached and fake_llm.calls.total == 2
 
 
@@ -75,7 +76,7 @@ async def test_json_missing_fields_twice_raises_unparseable(fake_llm: FakeLlm) -
     router = LlmRouter(models_config_for(fake_llm))
 
     with pytest.raises(UnparseableReply) as caught:
-        await router.complete_structured("judge", ask("rate this"), Scores, meta=META)
+        await complete_structured(router, "judge", user_messages("rate this"), Scores, meta=META)
 
     assert caught.value.raw == '{"quality": 4}'
 
@@ -86,16 +87,20 @@ async def test_a_stored_reply_is_served_on_the_rerun_without_a_model_call(
     store = Store(tmp_path / "toucan.duckdb")
     models = models_config_for(fake_llm, transport=transport)
     first = LlmRouter(models, cache=LlmCache.load(store, run_id="run_1"))
-    scores, _ = await first.complete_structured("generator", ask("rate this"), Scores, meta=META)
+    scores, _ = await complete_structured(
+        first, "generator", user_messages("rate this"), Scores, meta=META
+    )
     assert first.cache is not None
     store.insert([*first.cache.drain_new(), *first.drain_events()])
     assert store.count(LlmCacheEntry) == 1 and fake_llm.calls.total == 1
 
     rerun = LlmRouter(models, cache=LlmCache.load(store, run_id="run_2"))
     meta = META.model_copy(update={"run_id": "run_2"})
-    again, reply = await rerun.complete_structured("generator", ask("rate this"), Scores, meta=meta)
-    plain = await rerun.complete("generator", ask("something new"), meta=meta)
-    plain_again = await rerun.complete("generator", ask("something new"), meta=meta)
+    again, reply = await complete_structured(
+        rerun, "generator", user_messages("rate this"), Scores, meta=meta
+    )
+    plain = await rerun.complete("generator", user_messages("something new"), meta=meta)
+    plain_again = await rerun.complete("generator", user_messages("something new"), meta=meta)
 
     assert again == scores and reply.cached
     assert not plain.cached and plain_again.cached
@@ -113,13 +118,13 @@ async def test_a_reply_stored_mid_run_leaves_memory_and_is_still_served(
     store = Store(tmp_path / "toucan.duckdb")
     cache = LlmCache.load(store, run_id="run_1")
     router = LlmRouter(models_config_for(fake_llm), cache=cache)
-    first = await router.complete("generator", ask("once"), meta=META)
+    first = await router.complete("generator", user_messages("once"), meta=META)
     entries = cache.drain_new()
     store.insert(entries)
     cache.stored(entries)  # what the run's reply writer does once the entries are written
     assert cache._replies == {}  # only the key's 64-bit prefix stays in memory
 
-    again = await router.complete("generator", ask("once"), meta=META)
+    again = await router.complete("generator", user_messages("once"), meta=META)
     assert again.cached and again.text == first.text
     assert fake_llm.calls.total == 1 and cache.fetches == 1
 
@@ -132,7 +137,9 @@ async def test_the_fake_server_counts_by_rule_and_serves_its_counts_over_http(
     fake_llm.script([Rule(on_calls={1}, text="second"), Rule(model="gen-b", text="b")])
     router = LlmRouter(models_config_for(fake_llm))
 
-    replies = [await router.complete(name, ask("hi")) for name in ("gen-a", "gen-a", "gen-b")]
+    replies = [
+        await router.complete(name, user_messages("hi")) for name in ("gen-a", "gen-a", "gen-b")
+    ]
 
     assert [reply.text for reply in replies] == ["ok", "second", "b"]
     async with httpx.AsyncClient() as client:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fake_llm import FakeLlm, models_config_for
+from tests.fake_llm import FakeLlm, models_config_for, user_messages
 from toucan.config import BudgetConfig, LocalModelConfig, ModelDeployment
 from toucan.errors import RETRYABLE_REASONS, PromptTooLarge
 from toucan.llm.budget import Budget
@@ -19,10 +19,6 @@ PRICES = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 FIVE_MB = "lorem ipsum dolor sit amet " * (5 * 2**20 // 27)
 
 
-def ask(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
 async def test_a_5_mb_prompt_is_refused_unsent_unreserved_and_uncounted(fake_llm: FakeLlm):
     models = models_config_for(fake_llm, context_tokens=128_000, **PRICES)
     models = models.model_copy(update={"circuit_breaker_failures": 1})
@@ -31,7 +27,7 @@ async def test_a_5_mb_prompt_is_refused_unsent_unreserved_and_uncounted(fake_llm
     meta = CallMeta(run_id="run_p", stage="synthesize", item_id="big")
 
     with pytest.raises(PromptTooLarge) as caught:
-        await router.complete("gen-a", ask(FIVE_MB), meta=meta)
+        await router.complete("gen-a", user_messages(FIVE_MB), meta=meta)
 
     assert caught.value.reason == "prompt_too_large" not in RETRYABLE_REASONS
     assert fake_llm.calls.total == 0
@@ -40,7 +36,7 @@ async def test_a_5_mb_prompt_is_refused_unsent_unreserved_and_uncounted(fake_llm
     assert router.breaker.paused("gen-a") is None  # one failure would have paused it
     [event] = router.drain_events()
     assert (event.status, event.error_class, event.model) == ("error", "prompt_too_large", "gen-a")
-    reply = await router.complete("gen-a", ask("a short question"), meta=meta)
+    reply = await router.complete("gen-a", user_messages("a short question"), meta=meta)
     assert reply.text and fake_llm.calls.total == 1
     await router.aclose()
 
@@ -61,19 +57,19 @@ async def test_a_fallback_with_a_larger_window_answers_what_the_first_cannot_hol
     )
     router = LlmRouter(models)
 
-    reply = await router.complete("small", ask("word " * 5_000))
+    reply = await router.complete("small", user_messages("word " * 5_000))
 
     assert reply.deployment == "large" and fake_llm.calls.by_model == {"large": 1}
     await router.aclose()
 
 
 def test_the_reply_room_counts_and_a_prompt_whose_bytes_fit_is_not_tokenized() -> None:
-    request = {"messages": ask("word " * 900)}  # ~900 tokens, 4,500 bytes
+    request = {"messages": user_messages("word " * 900)}  # ~900 tokens, 4,500 bytes
     check_prompt_size(request, 1_000, "d")
     with pytest.raises(PromptTooLarge):
         check_prompt_size({**request, "max_tokens": 200}, 1_000, "d")
     check_prompt_size({**request, "max_tokens": 200}, 1_000, "d", reply_room=False)
-    check_prompt_size({"messages": ask(FIVE_MB)}, None, "d")  # unknown window: unchecked
+    check_prompt_size({"messages": user_messages(FIVE_MB)}, None, "d")  # unknown window: unchecked
     tokens = count_tokens(["word " * 900], messages=1)
     assert 900 <= tokens <= 910
 

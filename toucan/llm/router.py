@@ -18,9 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from datetime import timedelta
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from typing import Any
 
 from toucan.config import ModelsConfig
 from toucan.errors import BudgetExhausted, ConfigError, LlmError, ModelGroupDown, PromptTooLarge
@@ -45,10 +43,8 @@ from toucan.llm.prices import (
 from toucan.llm.prompt_size import check_prompt_size, context_window
 from toucan.llm.replies import CallMeta, LlmReply, LlmRequest
 from toucan.llm.sending import RATE_LIMIT_PATIENCE_S, DeploymentSender
-from toucan.llm.structured import complete_structured
 from toucan.records import Event, utc_now
 
-T = TypeVar("T", bound=BaseModel)
 GROUPS = ("generator", "teacher", "judge")
 
 
@@ -330,22 +326,6 @@ class LlmRouter:
             self.budget.release(reservation)
         else:
             self.budget.settle(reservation, cost_usd)
-
-    async def complete_structured(
-        self,
-        target: str,
-        messages: list[dict[str, Any]],
-        schema: type[T],
-        *,
-        params: dict[str, Any] | None = None,
-        meta: CallMeta | None = None,
-        use_cache: bool = True,
-    ) -> tuple[T, LlmReply]:
-        """`schema` parsed from the reply (JSON-schema response_format, lenient parse, one
-        repair), and the reply itself. Raises UnparseableReply (`.raw` = last reply text)."""
-        return await complete_structured(
-            self, target, messages, schema, params=params, meta=meta, use_cache=use_cache
-        )
 
     async def aclose(self) -> None:
         """Close the direct transport's session on this loop (else closed with the loop)."""
