@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
+from tests.fresh_python import ROOT, run_python
 from toucan.secrets import REGISTRY_PREFIXES, is_secret_name, without_secrets
 
-ROOT = Path(__file__).resolve().parents[2]
 FAKE_SECRETS = {"OPENAI_API_KEY": "sk-test-core-3e5a7c9b", "PGPASSWORD": "pg-test-1b3d5f7a"}
 # a python child with the fake secrets in its start-time environment reports what /proc shows
 BLANK_AND_REPORT = """
@@ -42,14 +39,7 @@ print(json.dumps({"server_environ": environ}))
 def run_with_secrets(code: str, **extra_env: str) -> dict:
     env = {**os.environ, **FAKE_SECRETS, **extra_env}
     env.pop("PREFECT_API_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(ROOT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_python(code, str(ROOT), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[-1])
 

@@ -3,17 +3,15 @@ the direct transport."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fake_llm import FakeLlm
+from tests.fresh_python import run_python
 from toucan.llm.prices import litellm_price_map
 from toucan.llm.providers import KNOWN_PREFIXES, UnknownProvider, load_litellm, split_provider
 
-ROOT = Path(__file__).resolve().parents[2]
 DIRECT_RUN = """
 import asyncio, sys
 from toucan.config import load_settings
@@ -80,13 +78,7 @@ def test_the_direct_transport_never_loads_litellm_or_the_openai_sdk(
         f"  generators: [{deployment}]\n  teachers: [{deployment}]\n  judge: [{deployment}]\n"
     )
 
-    done = subprocess.run(
-        [sys.executable, "-c", DIRECT_RUN, str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done = run_python(DIRECT_RUN, str(config), timeout=240)
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "none"

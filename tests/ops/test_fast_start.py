@@ -7,8 +7,6 @@ on a store seeded with every kind of row and a finished run with events."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +14,11 @@ import pytest
 from bench.bench_start import CLIENT
 from tests.export.seeding import seed_pipeline
 from tests.fake_llm import FakeLlm
+from tests.fresh_python import run_python
 from tests.ops.test_status import seeded_events
 from toucan.records import Run, RunProgress
 from toucan.store import Store
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("prefect", "litellm", "plotly", "flows")
 # run the command, then report which heavy packages the process loaded (in any case)
 PROBE = """
@@ -34,12 +32,6 @@ except SystemExit as stop:
 heavy = sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.argv[1])))
 sys.stderr.write("\\nPROBE " + json.dumps({"code": code, "heavy": heavy}) + "\\n")
 """
-
-
-def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`code` in a fresh interpreter in the checkout, with `args` as its argv."""
-    command = [sys.executable, "-c", code, *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def loaded_by(args: list[str]) -> dict[str, object]:
