@@ -101,19 +101,29 @@ def _find_anchors(schema: dict[str, Any]) -> list[str]:
     return [node["$anchor"] for node in _schema_nodes(schema) if "$anchor" in node]
 
 
-def _resolves(schema: dict[str, Any], ref: str, anchors: set[str]) -> bool:
+def resolve_pointer(root: Any, ref: str) -> Any | None:
+    """The value a local `$ref` ("#", "#/$defs/Item", "#/definitions/a~1b") points at in
+    `root`, or None when it points nowhere (another document, an anchor, a missing key). The
+    fragment is URL-decoded, then read as a JSON pointer with its ~1 and ~0 undone (RFC 6901)."""
     if not ref.startswith("#"):
-        return False  # another document: never fetched
-    fragment = unquote(ref[1:])
-    if not fragment.startswith("/"):
-        return fragment == "" or fragment in anchors
-    target: Any = schema
-    for token in fragment[1:].split("/"):
+        return None  # another document: never fetched
+    pointer = unquote(ref[1:])
+    if pointer and not pointer.startswith("/"):
+        return None  # an $anchor, not a pointer
+    node = root
+    for token in pointer.split("/")[1:]:
         token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(target, dict) and token in target:
-            target = target[token]
-        elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
-            target = target[int(token)]
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
         else:
-            return False
-    return True
+            return None
+    return node
+
+
+def _resolves(schema: dict[str, Any], ref: str, anchors: set[str]) -> bool:
+    anchor = unquote(ref[1:]) if ref.startswith("#") else ""
+    if anchor and not anchor.startswith("/"):
+        return anchor in anchors
+    return resolve_pointer(schema, ref) is not None

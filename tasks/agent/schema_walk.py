@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
+
+from mcp_env.tool_schemas import resolve_pointer
 
 # keyword -> how its value holds subschemas (JSON Schema 2020-12 and drafts 4-7)
 SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
@@ -48,23 +49,6 @@ def map_subschemas(schema: dict[str, Any], transform: Callable[[Any], Any]) -> d
         elif isinstance(value, dict | bool):
             mapped[key] = transform(value)
     return mapped
-
-
-def resolve_pointer(root: Any, ref: str) -> Any | None:
-    """The value a local `$ref` ("#", "#/$defs/Item", "#/definitions/a~1b") points at in
-    `root` (RFC 6901 escapes and URL-encoding undone), or None when it points nowhere."""
-    if not ref.startswith("#") or (len(ref) > 1 and not ref.startswith("#/")):
-        return None
-    node = root
-    for raw in ref[2:].split("/") if len(ref) > 1 else []:
-        part = unquote(raw).replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
 
 
 def open_schema(siblings: dict[str, Any], why: str) -> dict[str, Any]:
