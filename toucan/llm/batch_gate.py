@@ -2,8 +2,9 @@
 
 A single-call stage in batch mode (flows/runner.py decides once per stage run) builds each of
 its batches' routers as a GatedRouter; the stage's own code is unchanged. Each unit of work
-still asks `complete` (through `complete_structured`) as online, and the gate holds the unit's
-first request until every unit in flight is either held or finished. Then the held requests go
+still asks `complete` (through `complete_structured`) as online; past the reply cache
+(`LlmRouter.answer`, the one method the gate overrides) it holds the unit's first request
+until every unit in flight is either held or finished. Then the held requests go
 to the BatchRunner (toucan/llm/batch_runner.py: jobs recorded before they are sent, polled,
 resumed after a kill, never sent twice) and each unit gets its reply, or its error, back where
 it waited: the reply is parsed, checked, repaired and written by the same code as online. A
