@@ -161,6 +161,7 @@ def test_the_trajectory_judge_and_diversify_write_their_rows_in_batch_mode(
     assert all(v.cost_usd > 0 for v in variants)
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 @pytest.mark.parametrize(
     ("plan", "jobs", "reason"),
     [
@@ -170,11 +171,16 @@ def test_the_trajectory_judge_and_diversify_write_their_rows_in_batch_mode(
     ],
 )
 def test_a_job_that_times_out_comes_back_malformed_or_loses_its_output_gives_error_rows(
-    tmp_path: Path, fake_llm: FakeLlm, plan: JobPlan, jobs: dict[str, float], reason: str
+    tmp_path: Path,
+    fake_llm: FakeLlm,
+    plan: JobPlan,
+    jobs: dict[str, float],
+    reason: str,
+    provider: str,
 ) -> None:
     store = Store(tmp_path / "s.duckdb")
     seed_servers(store)
-    config = batch_config(tmp_path / "toucan.yaml", fake_llm.base_url, jobs=jobs)
+    config = batch_config(tmp_path / "toucan.yaml", fake_llm.base_url, jobs=jobs, provider=provider)
     fake_llm.batches.plan([], default=plan)
 
     summary = run("synthesize", config, store, limit=ITEMS, seed=SEED)

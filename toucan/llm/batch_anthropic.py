@@ -25,6 +25,7 @@ transformation (toucan/llm/anthropic_format.py).
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from toucan.config import ModelDeployment
 from toucan.llm.anthropic_format import to_messages_params, to_reply_from_message
 from toucan.llm.batch_api import FIND_SLACK_S, UPLOAD_TIMEOUT_S, BatchState, ResultFiles
 from toucan.llm.batch_lines import DETAIL_CHARS, LineResult
+from toucan.llm.deployments import deployment_api_key
 from toucan.llm.direct import DirectTransport, decode_json
 from toucan.llm.errors import HttpStatusError
 from toucan.llm.replies import LlmReply
@@ -124,7 +126,8 @@ class AnthropicBatchApi:
         self.timeout_s = deployment.timeout_s
         self.base = (deployment.api_base or ANTHROPIC_BASE).rstrip("/").removesuffix("/v1")
         self.headers = {"anthropic-version": API_VERSION}
-        if key := deployment.api_key():
+        # as online through LiteLLM: the configured key, else ANTHROPIC_API_KEY
+        if key := deployment_api_key(deployment) or os.environ.get("ANTHROPIC_API_KEY"):
             self.headers["x-api-key"] = key
 
     async def call(self, method: str, url: str, **request: Any) -> bytes:
