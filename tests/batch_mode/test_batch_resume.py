@@ -32,9 +32,7 @@ def test_a_run_killed_while_its_jobs_are_pending_resubmits_nothing_when_run_agai
     store = Store(tmp_path / "s.duckdb")
     seed_servers(store)
     jobs = {"max_wait_s": 3600.0}  # the kill comes long before toucan would give up
-    config = batch_config(
-        tmp_path / "toucan.yaml", fake_llm.base_url, jobs=jobs, provider=provider
-    )
+    config = batch_config(tmp_path / "toucan.yaml", fake_llm.base_url, jobs=jobs, provider=provider)
     fake_llm.batches.plan([], default=JobPlan(hold=True))  # pending until released
     arguments = ["synthesize", "--limit", str(ITEMS), "--seed", "7", "--store", str(store.path),
                  "--config", str(config), "--json"]  # fmt: skip
