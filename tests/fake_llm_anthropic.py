@@ -7,8 +7,8 @@ Shapes follow the Anthropic API reference ("Messages", "Message Batches"):
     GET  /v1/messages/batches/{id}         POST /v1/messages/batches/{id}/cancel
     GET  /v1/messages/batches?limit=&after_id=      GET /v1/messages/batches/{id}/results
 
-Every request needs `x-api-key` and `anthropic-version` (401 / 400 otherwise); a batch is
-refused (400) without requests, with more than 100,000 or 256 MB of them, a custom_id off the
+Every request needs `x-api-key` and `anthropic-version` (401 / 400 otherwise), and
+`output_format` needs its `anthropic-beta` feature; a batch is refused (400) without requests, with more than 100,000 or 256 MB of them, a custom_id off the
 pattern ^[a-zA-Z0-9_-]{1,64}$ or repeated, or params without `max_tokens`. Params are read back
 into the OpenAI chat request the fake's rules answer (system prompt, text blocks, a forced
 `json_tool_call` tool or `output_format` as `response_format`, other tools), and the chat
@@ -58,6 +58,16 @@ def refused(request: Request) -> JSONResponse | None:
         return anthropic_error("authentication_error", "x-api-key header is required", 401)
     if not request.headers.get("anthropic-version"):
         return anthropic_error("invalid_request_error", "anthropic-version is required", 400)
+    return None
+
+
+def missing_beta(request: Request, params: dict[str, Any]) -> JSONResponse | None:
+    """The error for native structured output (`output_format`) asked for without its
+    `anthropic-beta` feature (`structured-outputs-...`)."""
+    if "output_format" in params and "structured-outputs" not in request.headers.get(
+        "anthropic-beta", ""
+    ):
+        return anthropic_error("invalid_request_error", "output_format: needs the beta header", 400)
     return None
 
 
@@ -202,6 +212,8 @@ class FakeAnthropic:
         if (error := refused(request)) is not None:
             return error
         params = await request.json()
+        if (error := missing_beta(request, params)) is not None:
+            return error
         if not isinstance(params.get("max_tokens"), int):
             return anthropic_error("invalid_request_error", "max_tokens: Field required", 400)
         status, payload = self.answer(params)
@@ -216,6 +228,9 @@ class FakeAnthropic:
         requests = json.loads(raw).get("requests")
         if (problem := check_requests(requests)) is not None:
             return anthropic_error("invalid_request_error", problem, 400)
+        for one in requests:
+            if (error := missing_beta(request, one["params"])) is not None:
+                return error
         for one in requests:
             self.params[one["custom_id"]] = one["params"]
         lines = [{"custom_id": r["custom_id"], "body": chat_body(r["params"])} for r in requests]

@@ -24,11 +24,12 @@ from toucan.llm.providers import load_litellm
 from toucan.llm.replies import LlmReply
 
 
-def to_messages_params(model: str, request: dict[str, Any]) -> dict[str, Any]:
-    """The Messages API params (with `model`) for an OpenAI chat request body without `model`
-    (`LlmRouter.build_request`). Raises ConfigError for a request whose tool names LiteLLM
-    would have to rename (the reply could not be mapped back once the process that sent it is
-    gone; toucan/llm/tool_rules.py keeps Anthropic tool names valid)."""
+def to_messages_params(model: str, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """(the Messages API params, with `model`, for an OpenAI chat request body without `model`
+    (`LlmRouter.build_request`); the `anthropic-beta` features they need, as LiteLLM asks for
+    them online, e.g. native `output_format`). Raises ConfigError for a request whose tool names
+    LiteLLM would have to rename (the reply could not be mapped back once the process that
+    sent it is gone; toucan/llm/tool_rules.py keeps Anthropic tool names valid)."""
     litellm = load_litellm()
     from litellm.llms.anthropic.chat.transformation import (
         ANTHROPIC_TOOL_NAME_REVERSE_MAP_KEY,
@@ -47,10 +48,13 @@ def to_messages_params(model: str, request: dict[str, Any]) -> dict[str, Any]:
     optional.pop("json_mode", None)  # LiteLLM's own flag, not a Messages param
     optional.pop("stream", None)
     litellm_params: dict[str, Any] = {"drop_params": True}
-    params = AnthropicConfig().transform_request(model, messages, optional, litellm_params, {})
+    config = AnthropicConfig()
+    params = config.transform_request(model, messages, optional, litellm_params, {})
     if litellm_params.get(ANTHROPIC_TOOL_NAME_REVERSE_MAP_KEY):
         raise ConfigError(f"{model}: tool names Anthropic does not accept cannot go in a batch")
-    return {**params, "model": model}
+    headers = config.update_headers_with_optional_anthropic_beta({}, params, messages)
+    betas = {beta.strip() for beta in str(headers.get("anthropic-beta") or "").split(",")}
+    return {**params, "model": model}, betas - {""}
 
 
 def to_reply_from_message(

@@ -126,6 +126,7 @@ class AnthropicBatchApi:
         self.timeout_s = deployment.timeout_s
         self.base = (deployment.api_base or ANTHROPIC_BASE).rstrip("/").removesuffix("/v1")
         self.headers = {"anthropic-version": API_VERSION}
+        self.betas: set[str] = set()  # `anthropic-beta` features the lines built so far need
         # as online through LiteLLM: the configured key, else ANTHROPIC_API_KEY
         if key := deployment_api_key(deployment) or os.environ.get("ANTHROPIC_API_KEY"):
             self.headers["x-api-key"] = key
@@ -141,8 +142,11 @@ class AnthropicBatchApi:
         )
 
     def build_line(self, custom_id: str, request: dict[str, Any]) -> dict[str, Any]:
-        """A batch request around the online request body, converted to Messages params."""
-        return {"custom_id": custom_id, "params": to_messages_params(self.model, request)}
+        """A batch request around the online request body, converted to Messages params (the
+        beta features they need are asked for on every batch this api creates)."""
+        params, betas = to_messages_params(self.model, request)
+        self.betas |= betas
+        return {"custom_id": custom_id, "params": params}
 
     async def submit(self, job_key: str, lines: bytes) -> BatchState:
         """Create the batch from the JSONL request lines (spliced into one JSON body). A Message
@@ -150,6 +154,8 @@ class AnthropicBatchApi:
         requests = b",".join(line for line in lines.splitlines() if line.strip())
         body = b'{"requests":[' + requests + b"]}"
         headers = {"content-type": "application/json"}
+        if self.betas:
+            headers["anthropic-beta"] = ",".join(sorted(self.betas))
         raw = await self.call("POST", "", data=body, timeout_s=UPLOAD_TIMEOUT_S, headers=headers)
         return read_message_batch(decode_json(raw))
 
