@@ -44,7 +44,7 @@ from toucan.records import BatchJob
 ANTHROPIC_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"  # the `anthropic-version` every request names
 LIST_PAGE = 1000  # the largest page `GET /v1/messages/batches` gives (limit: 1-1000)
-LIST_PAGES_MAX = 5
+LIST_PAGES_MAX = 5  # how far back `find` looks for a batch created but never recorded
 NOT_RUN = {"expired": "batch_expired", "canceled": "batch_cancelled"}
 
 
