@@ -48,13 +48,17 @@ def reasons(outcomes: dict[str, LlmReply | LlmError]) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("outcome", ["expired", "failed"])
+@pytest.mark.parametrize(
+    ("outcome", "provider"),
+    [("expired", "openai"), ("failed", "openai"), ("expired", "anthropic")],
+)  # (a Message Batch never fails as a whole: Anthropic refuses a bad one at create)
 async def test_an_ended_job_sends_only_the_items_it_never_ran_again(
-    fake_llm: FakeLlm, store: Store, outcome: str
+    fake_llm: FakeLlm, store: Store, outcome: str, provider: str
 ) -> None:
     fake_llm.batches.plan([JobPlan(outcome=outcome, answered=2)])  # type: ignore[arg-type]
+    models = batch_models(fake_llm, provider=provider)
 
-    outcomes, _ = await run_batch(batch_models(fake_llm), store, judge_items(5))
+    outcomes, _ = await run_batch(models, store, judge_items(5))
 
     assert set(reasons(outcomes).values()) == {"ok"}
     first, second = sorted(store.select(BatchJob), key=lambda job: job.attempt)
@@ -98,12 +102,14 @@ async def test_a_job_that_never_ends_is_cancelled_and_its_items_fail_as_batch_ti
     assert fake_llm.batches.counts.jobs_created == 1  # given up on, not sent again
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_malformed_result_lines_fail_only_their_items(
-    fake_llm: FakeLlm, store: Store
+    fake_llm: FakeLlm, store: Store, provider: str
 ) -> None:
     fake_llm.batches.plan([JobPlan(malformed_lines=1)])
+    models = batch_models(fake_llm, provider=provider)
 
-    outcomes, _ = await run_batch(batch_models(fake_llm), store, judge_items(3))
+    outcomes, _ = await run_batch(models, store, judge_items(3))
 
     assert sorted(reasons(outcomes).values()) == ["batch_malformed_line", "ok", "ok"]
 

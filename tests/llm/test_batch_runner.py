@@ -121,11 +121,13 @@ async def test_a_batch_reply_parses_through_the_online_structured_path(
     assert router.cache is not None and len(router.cache) == 2  # both cached once parsed
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_a_request_that_fails_inside_a_batch_becomes_that_items_error(
-    fake_llm: FakeLlm, store: Store
+    fake_llm: FakeLlm, store: Store, provider: str
 ) -> None:
     fake_llm.script([Rule(contains="number 1", status=400)])
-    outcomes, events = await run_batch(batch_models(fake_llm), store, judge_items(3))
+    models = batch_models(fake_llm, provider=provider)
+    outcomes, events = await run_batch(models, store, judge_items(3))
 
     failed = outcomes["task_1"]
     assert isinstance(failed, LlmError) and failed.reason == "batch_request_failed"
