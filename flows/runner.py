@@ -177,9 +177,8 @@ def sends_batch_jobs(settings: Settings, stage: str, items: int) -> bool:
     with_api = sorted({d.name for d in settings.models.all() if has_batch_api(d, local)})
     if not with_api:
         run_logger().warning(
-            "%s: mode %s, but no configured deployment has a batch API (supports_batch, or "
-            "OpenAI itself; Anthropic Message Batches are not implemented): the %d items go "
-            "online",
+            "%s: mode %s, but no configured deployment has a batch API (supports_batch, "
+            "OpenAI or Anthropic): the %d items go online",
             stage,
             mode[0],
             items,

@@ -49,7 +49,10 @@ requested name) to change it.
 Batch API: `/v1/files` and `/v1/batches` as OpenAI serves them, each line answered by the same
 rules as a chat request (and counted in `calls`); jobs follow scripted plans (a completion delay,
 an expired, failed or never-ending job, malformed lines, a missing output file) and are counted
-in `fake_llm.batches.counts` (tests/fake_llm_batches.py).
+in `fake_llm.batches.counts` (tests/fake_llm_batches.py). The Anthropic Messages API and Message
+Batches (`/v1/messages`, `/v1/messages/batches`) answer by the same rules and share those jobs,
+plans and counts (tests/fake_llm_anthropic.py); point an `anthropic/` deployment's api_base at
+`fake_llm.root_url`.
 
 HTTP control endpoints: GET `/_fake/calls` (counts, and `first_arrival`: the wall-clock
 time the first request arrived, which a start-up benchmark compares with its client's spawn), POST `/_fake/reset`, POST `/_fake/script`
@@ -84,8 +87,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 try:
+    from tests.fake_llm_anthropic import FakeAnthropic
     from tests.fake_llm_batches import FakeBatches
 except ModuleNotFoundError:  # run as a script (run_fake_llm_process): tests/ itself is on the path
+    from fake_llm_anthropic import FakeAnthropic  # type: ignore[no-redef]
     from fake_llm_batches import FakeBatches  # type: ignore[no-redef]
 
 ReplyFn = Callable[[dict[str, Any]], Any]
@@ -302,6 +307,8 @@ class FakeLlm:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.batches = FakeBatches(self.answer_batch_line)  # /v1/files, /v1/batches
+        # /v1/messages and /v1/messages/batches, over the same rules and jobs
+        self.anthropic = FakeAnthropic(self.batches, self.answer_batch_line)
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.handle_chat, methods=["POST"]),
@@ -311,12 +318,18 @@ class FakeLlm:
                 Route("/_fake/reset", self.handle_reset, methods=["POST"]),
                 Route("/_fake/script", self.handle_script, methods=["POST"]),
                 *self.batches.routes(),
+                *self.anthropic.routes(),
             ]
         )
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """The server without `/v1`: an Anthropic api_base (the client adds `/v1/messages`)."""
+        return f"http://{self.host}:{self.port}"
 
     def script(self, rules: list[Rule]) -> None:
         """Replace the rules (and their use counts); call counts are kept."""

@@ -77,12 +77,24 @@ class BatchCounts:
 
 
 @dataclass
+class LineOutcome:
+    """One input line of an ended job: the chat rules' answer, or None (never ran)."""
+
+    custom_id: str
+    index: int
+    status_code: int | None
+    payload: dict[str, Any] | None
+
+
+@dataclass
 class FakeJob:
-    batch: dict[str, Any]
-    lines: list[dict[str, Any]]
+    batch: dict[str, Any]  # an OpenAI Batch object (the Anthropic view renders it)
+    lines: list[dict[str, Any]]  # {"custom_id", "body": an OpenAI chat request body}
     plan: JobPlan
     started: float  # monotonic
     cancel_requested: bool = False
+    provider: Literal["openai", "anthropic"] = "openai"
+    outcomes: list[LineOutcome] = field(default_factory=list)
 
 
 def error_body(message: str, status: int) -> JSONResponse:
@@ -216,12 +228,21 @@ class FakeBatches:
         endpoint = str(body.get("endpoint"))
         lines, problem = check_lines(held[1], endpoint)
         job = self.create_job(body, endpoint, lines, problem)
-        if job.plan.hold_create:
-            await asyncio.to_thread(self._create_released.wait, GATE_TIMEOUT_S)
+        await self.hold_create(job)
         return JSONResponse(job.batch)
 
+    async def hold_create(self, job: FakeJob) -> None:
+        """A create call answers only after `release_create()` when its job's plan says so."""
+        if job.plan.hold_create:
+            await asyncio.to_thread(self._create_released.wait, GATE_TIMEOUT_S)
+
     def create_job(
-        self, body: dict[str, Any], endpoint: str, lines: list[dict[str, Any]], problem: dict
+        self,
+        body: dict[str, Any],
+        endpoint: str,
+        lines: list[dict[str, Any]],
+        problem: dict,
+        provider: Literal["openai", "anthropic"] = "openai",
     ) -> FakeJob:
         now = int(time.time())
         with self._lock:
@@ -234,7 +255,7 @@ class FakeBatches:
             "object": "batch",
             "endpoint": endpoint,
             "errors": None,
-            "input_file_id": body["input_file_id"],
+            "input_file_id": body.get("input_file_id"),
             "completion_window": "24h",
             "status": "validating",
             "output_file_id": None,
@@ -250,7 +271,9 @@ class FakeBatches:
             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
             "metadata": body.get("metadata"),
         }
-        job = FakeJob(batch=batch, lines=lines, plan=plan, started=time.monotonic())
+        job = FakeJob(
+            batch=batch, lines=lines, plan=plan, started=time.monotonic(), provider=provider
+        )
         if problem:
             job.plan = JobPlan(outcome="failed", fail_code=problem["code"])
             batch["errors"] = {"object": "list", "data": [problem]}
@@ -288,44 +311,62 @@ class FakeBatches:
             problem = {"code": job.plan.fail_code, "line": None, "message": "fake failure"}
             batch["errors"] = batch["errors"] or {"object": "list", "data": [problem]}
             return
-        outputs, errors = self.answer_lines(job, answered, status)
+        job.outcomes = self.answer_lines(job, answered)
+        answered_ok = sum(outcome.status_code == 200 for outcome in job.outcomes)
         counts = batch["request_counts"]
-        counts.update(completed=len(outputs), failed=len(errors))
+        counts.update(completed=answered_ok, failed=len(job.outcomes) - answered_ok)
+        if job.provider == "openai":
+            self.write_files(job, status)
+
+    def write_files(self, job: FakeJob, status: str) -> None:
+        """The OpenAI output and error files of an ended job's line outcomes."""
+        batch = job.batch
+        outputs: list[str] = []
+        errors: list[str] = []
+        for outcome in job.outcomes:
+            record: dict[str, Any] = {
+                "id": f"batch_req_{outcome.index}",
+                "custom_id": outcome.custom_id,
+            }
+            if outcome.status_code is None:
+                code = "batch_expired" if status == "expired" else "batch_cancelled"
+                message = f"This request was not executed: the batch was {status}."
+                error = {"code": code, "message": message}
+                errors.append(json.dumps({**record, "response": None, "error": error}))
+                continue
+            response = {
+                "status_code": outcome.status_code,
+                "request_id": f"req_{outcome.index}",
+                "body": outcome.payload,
+            }
+            (outputs if outcome.status_code == 200 else errors).append(
+                json.dumps({**record, "response": response, "error": None})
+            )
         if outputs:
-            outputs = [self.mangle(line) for line in outputs[: job.plan.malformed_lines]] + outputs[
-                job.plan.malformed_lines :
-            ]
-            text = "\n".join(reversed(outputs)) + "\n"
+            text = self.result_text(outputs, job.plan.malformed_lines)
             stored = self.store_file(text.encode(), "batch_output", "batch_output.jsonl")
             batch["output_file_id"] = (
                 self.new_id("file") if job.plan.missing_output else stored["id"]
             )
         if errors:
-            text = "\n".join(reversed(errors)) + "\n"
-            batch["error_file_id"] = self.store_file(text.encode(), "batch_output", "errors.jsonl")[
-                "id"
-            ]
+            text = self.result_text(errors, 0)
+            stored = self.store_file(text.encode(), "batch_output", "errors.jsonl")
+            batch["error_file_id"] = stored["id"]
 
-    def answer_lines(self, job: FakeJob, answered: int, status: str) -> tuple[list[str], list[str]]:
-        outputs: list[str] = []
-        errors: list[str] = []
+    def answer_lines(self, job: FakeJob, answered: int) -> list[LineOutcome]:
+        """Each line's answer by the chat rules; lines from `answered` on never ran."""
+        outcomes: list[LineOutcome] = []
         for index, line in enumerate(job.lines):
-            record: dict[str, Any] = {"id": f"batch_req_{index}", "custom_id": line["custom_id"]}
-            if index >= answered:
-                code = "batch_expired" if status == "expired" else "batch_cancelled"
-                message = f"This request was not executed: the batch was {status}."
-                errors.append(
-                    json.dumps(
-                        {**record, "response": None, "error": {"code": code, "message": message}}
-                    )
-                )
-                continue
-            code, payload = self.answer_line(line["body"])
-            response = {"status_code": code, "request_id": f"req_{index}", "body": payload}
-            (outputs if code == 200 else errors).append(
-                json.dumps({**record, "response": response, "error": None})
-            )
-        return outputs, errors
+            code, payload = self.answer_line(line["body"]) if index < answered else (None, None)
+            outcomes.append(LineOutcome(line["custom_id"], index, code, payload))
+        return outcomes
+
+    @classmethod
+    def result_text(cls, lines: list[str], malformed: int) -> str:
+        """Result lines as a provider writes them: the first `malformed` cut in half, in
+        reverse input order (providers promise no order)."""
+        lines = [cls.mangle(line) for line in lines[:malformed]] + lines[malformed:]
+        return "\n".join(reversed(lines)) + "\n"
 
     @staticmethod
     def mangle(line: str) -> str:
@@ -338,35 +379,50 @@ class FakeBatches:
         return job
 
     async def handle_retrieve(self, request: Request) -> Response:
-        with self._lock:
-            self.counts.retrieves += 1
-        self.polled.set()
-        job = self.job(request.path_params["batch_id"])
+        job = self.retrieve(request.path_params["batch_id"])
         return JSONResponse(job.batch) if job else error_body("No such Batch object", 404)
 
     async def handle_cancel(self, request: Request) -> Response:
-        job = self._jobs.get(request.path_params["batch_id"])
+        job = self.cancel(request.path_params["batch_id"])
+        return JSONResponse(job.batch) if job else error_body("No such Batch object", 404)
+
+    def cancel(self, batch_id: str) -> FakeJob | None:
+        """Ask a job to stop (counted); None when there is no such job."""
+        job = self._jobs.get(batch_id)
         if job is None:
-            return error_body("No such Batch object", 404)
+            return None
         with self._lock:
             self.counts.cancels += 1
         if job.batch["status"] not in TERMINAL:
             job.cancel_requested = True
             job.batch.update(status="cancelling", cancelling_at=int(time.time()))
-        return JSONResponse(job.batch)
+        return job
 
-    async def handle_list(self, request: Request) -> Response:
-        """Newest first, paged by `after` (a batch id) and `limit` (1-100, default 20)."""
+    def retrieve(self, batch_id: str) -> FakeJob | None:
+        """A status check (counted, moves the job along its plan)."""
+        with self._lock:
+            self.counts.retrieves += 1
+        self.polled.set()
+        return self.job(batch_id)
+
+    def list_page(self, provider: str, after: str | None, limit: int) -> tuple[list[FakeJob], bool]:
+        """(a page of one provider's jobs, newest first, after the job `after`; whether more
+        follow), counted."""
         with self._lock:
             self.counts.lists += 1
-            jobs = list(self._jobs.values())[::-1]
-        after = request.query_params.get("after")
-        limit = max(1, min(100, int(request.query_params.get("limit", 20))))
+            jobs = [job for job in self._jobs.values() if job.provider == provider][::-1]
         ids = [job.batch["id"] for job in jobs]
         start = ids.index(after) + 1 if after in ids else 0
         page = jobs[start : start + limit]
         for job in page:
             self.advance(job)
+        return page, start + limit < len(jobs)
+
+    async def handle_list(self, request: Request) -> Response:
+        """Newest first, paged by `after` (a batch id) and `limit` (1-100, default 20)."""
+        after = request.query_params.get("after")
+        limit = max(1, min(100, int(request.query_params.get("limit", 20))))
+        page, has_more = self.list_page("openai", after, limit)
         data = [job.batch for job in page]
         return JSONResponse(
             {
@@ -374,7 +430,7 @@ class FakeBatches:
                 "data": data,
                 "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None,
-                "has_more": start + limit < len(jobs),
+                "has_more": has_more,
             }
         )
 

@@ -27,10 +27,11 @@ PRICED = {"supports_batch": True, "input_cost_per_token": INPUT_PRICE,
 
 def batch_config(
     path: Path, base_url: str, *, mode: str = "batch", jobs: dict[str, Any] | None = None,
-    min_items: int = 1000, **sections: Any,
+    min_items: int = 1000, provider: str = "openai", **sections: Any,
 ) -> Path:  # fmt: skip
     """A config whose single-call stages run in `mode`, every deployment batch-capable and
-    priced, jobs checked every few ms (`jobs` overrides models.batch)."""
+    priced, jobs checked every few ms (`jobs` overrides models.batch). `provider` "anthropic":
+    every deployment an `anthropic/` model on the fake's Messages API and Message Batches."""
     stage = {"mode": mode, "batch_min_items": min_items}
     modes = {
         "synthesize": {**stage, **sections.pop("synthesize", {})},
@@ -43,6 +44,11 @@ def batch_config(
     config = yaml.safe_load(path.read_text())
     config["models"]["batch"] = {**FAST_JOBS, **(jobs or {})}
     config["models"]["teachers"][0].update(PRICED)
+    if provider == "anthropic":
+        for group in ("generators", "teachers", "judge"):
+            for deployment in config["models"][group]:
+                name = deployment["name"]
+                deployment.update(model=f"anthropic/{name}", api_base=base_url.removesuffix("/v1"))
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -25,13 +25,14 @@ WAIT_S = 480.0  # a CLI start (Prefect, LiteLLM) takes seconds idle, minutes on 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_a_run_killed_while_its_jobs_are_pending_resubmits_nothing_when_run_again(
-    tmp_path: Path, fake_llm: FakeLlm
+    tmp_path: Path, fake_llm: FakeLlm, provider: str
 ) -> None:
     store = Store(tmp_path / "s.duckdb")
     seed_servers(store)
     jobs = {"max_wait_s": 3600.0}  # the kill comes long before toucan would give up
-    config = batch_config(tmp_path / "toucan.yaml", fake_llm.base_url, jobs=jobs)
+    config = batch_config(tmp_path / "toucan.yaml", fake_llm.base_url, jobs=jobs, provider=provider)
     fake_llm.batches.plan([], default=JobPlan(hold=True))  # pending until released
     arguments = ["synthesize", "--limit", str(ITEMS), "--seed", "7", "--store", str(store.path),
                  "--config", str(config), "--json"]  # fmt: skip
@@ -61,6 +62,7 @@ def test_a_run_killed_while_its_jobs_are_pending_resubmits_nothing_when_run_agai
     assert chat_lines == 0 and fake_llm.calls.total == ITEMS  # each line answered once
     tasks = store.select(Task)
     assert len(tasks) == ITEMS == len({task.task_id for task in tasks})
-    assert {task.status for task in tasks} == {"ok"}
+    # (a near-duplicate is `rejected`: Anthropic drops the `seed` that sets the fake's tasks apart)
+    assert {task.status for task in tasks} - {"rejected"} == {"ok"}
     assert store.count(BatchRequest) == ITEMS
     assert {job.status for job in store.select(BatchJob)} == {"completed"}

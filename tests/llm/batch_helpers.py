@@ -1,7 +1,7 @@
 """Shared set-up of the batch tests: deployments on the fake server, items, one batch run.
 
-Also a script: `python -m tests.llm.batch_helpers BASE_URL STORE RUN_ID COUNT` runs one batch
-of COUNT items in its own process (a test kills it mid-submit).
+Also a script: `python -m tests.llm.batch_helpers BASE_URL STORE RUN_ID COUNT PROVIDER` runs one
+batch of COUNT items in its own process (a test kills it mid-submit).
 """
 
 from __future__ import annotations
@@ -37,16 +37,33 @@ class Verdict(BaseModel):
 
 
 def batch_models(
-    server: FakeLlm | str, config: BatchApiConfig = FAST, **fields: Any
+    server: FakeLlm | str, config: BatchApiConfig = FAST, provider: str = "openai", **fields: Any
 ) -> ModelsConfig:
-    """Every deployment on the fake server, with a batch API and a price per token."""
+    """Every deployment on the fake server, with a batch API and a price per token; as
+    `anthropic/` models on its Messages API and Message Batches when `provider` says so."""
     fields = {
         "supports_batch": True,
         "input_cost_per_token": INPUT_PRICE,
         "output_cost_per_token": OUTPUT_PRICE,
         **fields,
     }
-    return models_config_for(server, **fields).model_copy(update={"batch": config})
+    models = models_config_for(server, **fields).model_copy(update={"batch": config})
+    if provider == "anthropic":
+        models = models.model_copy(
+            update={
+                group: [
+                    d.model_copy(
+                        update={
+                            "model": f"anthropic/{d.name}",
+                            "api_base": (d.api_base or "").removesuffix("/v1"),
+                        }
+                    )
+                    for d in getattr(models, group)
+                ]
+                for group in ("generators", "teachers", "judge")
+            }
+        )
+    return models
 
 
 def judge_items(count: int, *, prefix: str = "task") -> list[BatchItem]:
@@ -85,9 +102,12 @@ async def run_batch(
 
 
 if __name__ == "__main__":
-    base_url, store_path, run, count = sys.argv[1:5]
+    base_url, store_path, run, count, provider = sys.argv[1:6]
     asyncio.run(
         run_batch(
-            batch_models(base_url), Store(Path(store_path)), judge_items(int(count)), run_id=run
+            batch_models(base_url, provider=provider),
+            Store(Path(store_path)),
+            judge_items(int(count)),
+            run_id=run,
         )
     )

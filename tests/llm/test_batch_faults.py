@@ -13,7 +13,14 @@ import pytest
 
 from tests.fake_llm import FakeLlm, Rule
 from tests.fake_llm_batches import JobPlan
-from tests.llm.batch_helpers import FAST, STAGE, batch_models, judge_items, run_batch
+from tests.llm.batch_helpers import (
+    FAST,
+    STAGE,
+    Verdict,
+    batch_models,
+    judge_items,
+    run_batch,
+)
 from toucan.errors import LlmError
 from toucan.llm.batch_ledger import BatchLedger
 from toucan.llm.batch_lines import make_custom_id
@@ -41,13 +48,17 @@ def reasons(outcomes: dict[str, LlmReply | LlmError]) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("outcome", ["expired", "failed"])
+@pytest.mark.parametrize(
+    ("outcome", "provider"),
+    [("expired", "openai"), ("failed", "openai"), ("expired", "anthropic")],
+)  # (a Message Batch never fails as a whole: Anthropic refuses a bad one at create)
 async def test_an_ended_job_sends_only_the_items_it_never_ran_again(
-    fake_llm: FakeLlm, store: Store, outcome: str
+    fake_llm: FakeLlm, store: Store, outcome: str, provider: str
 ) -> None:
     fake_llm.batches.plan([JobPlan(outcome=outcome, answered=2)])  # type: ignore[arg-type]
+    models = batch_models(fake_llm, provider=provider)
 
-    outcomes, _ = await run_batch(batch_models(fake_llm), store, judge_items(5))
+    outcomes, _ = await run_batch(models, store, judge_items(5))
 
     assert set(reasons(outcomes).values()) == {"ok"}
     first, second = sorted(store.select(BatchJob), key=lambda job: job.attempt)
@@ -91,12 +102,14 @@ async def test_a_job_that_never_ends_is_cancelled_and_its_items_fail_as_batch_ti
     assert fake_llm.batches.counts.jobs_created == 1  # given up on, not sent again
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_malformed_result_lines_fail_only_their_items(
-    fake_llm: FakeLlm, store: Store
+    fake_llm: FakeLlm, store: Store, provider: str
 ) -> None:
     fake_llm.batches.plan([JobPlan(malformed_lines=1)])
+    models = batch_models(fake_llm, provider=provider)
 
-    outcomes, _ = await run_batch(batch_models(fake_llm), store, judge_items(3))
+    outcomes, _ = await run_batch(models, store, judge_items(3))
 
     assert sorted(reasons(outcomes).values()) == ["batch_malformed_line", "ok", "ok"]
 
@@ -142,11 +155,12 @@ async def test_a_killed_run_waits_for_its_recorded_job_and_never_sends_it_again(
     assert BatchLedger(store).open_jobs(STAGE) == []
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_resume_reads_a_killed_runs_open_job_and_returns_what_it_never_ran(
-    fake_llm: FakeLlm, store: Store
+    fake_llm: FakeLlm, store: Store, provider: str
 ) -> None:
     fake_llm.batches.plan([JobPlan(hold=True, outcome="expired", answered=1)])
-    models = batch_models(fake_llm)
+    models = batch_models(fake_llm, provider=provider)
     killed = asyncio.create_task(run_batch(models, store, judge_items(3), run_id="run_1"))
     assert await asyncio.to_thread(fake_llm.batches.polled.wait, EVENT_TIMEOUT_S)
     killed.cancel()
@@ -160,18 +174,21 @@ async def test_resume_reads_a_killed_runs_open_job_and_returns_what_it_never_ran
     await router.aclose()
 
     assert reasons(outcomes) == {"task_0": "ok"}  # the one line the expired job answered
+    answer = outcomes["task_0"]
+    assert isinstance(answer, LlmReply) and Verdict.model_validate_json(answer.text).score == 1
     assert sorted(resend) == ["task_1", "task_2"]
     assert fake_llm.batches.counts.jobs_created == 1  # resume sends nothing
     assert BatchLedger(store).open_jobs(STAGE) == []
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_a_run_killed_before_it_stored_the_job_id_finds_the_job_by_its_key(
-    fake_llm: FakeLlm, store: Store, tmp_path: Path
+    fake_llm: FakeLlm, store: Store, tmp_path: Path, provider: str
 ) -> None:
     fake_llm.batches.plan([JobPlan(hold_create=True)])
     command = [sys.executable, "-m", "tests.llm.batch_helpers"]
     process = subprocess.Popen(
-        [*command, fake_llm.base_url, str(store.path), "run_1", "3"], cwd=ROOT
+        [*command, fake_llm.base_url, str(store.path), "run_1", "3", provider], cwd=ROOT
     )
     try:
         created = await asyncio.to_thread(fake_llm.batches.job_created.wait, EVENT_TIMEOUT_S)
@@ -183,7 +200,8 @@ async def test_a_run_killed_before_it_stored_the_job_id_finds_the_job_by_its_key
     (pending,) = store.select(BatchJob)
     assert (pending.status, pending.job_id) == ("submitting", None)
 
-    outcomes, _ = await run_batch(batch_models(fake_llm), store, judge_items(3), run_id="run_2")
+    models = batch_models(fake_llm, provider=provider)
+    outcomes, _ = await run_batch(models, store, judge_items(3), run_id="run_2")
 
     assert set(reasons(outcomes).values()) == {"ok"}
     assert fake_llm.batches.counts.jobs_created == 1

@@ -13,7 +13,9 @@ from openai.types import Batch, FileObject
 from tests.fake_llm import FakeLlm, Rule
 from tests.fake_llm_batches import JobPlan
 from toucan.config import ModelDeployment, load_settings
-from toucan.llm.batch_api import BatchState, ResultFiles, batch_provider
+from toucan.llm.batch_anthropic import read_message_batch
+from toucan.llm.batch_anthropic import read_result_line as read_anthropic_line
+from toucan.llm.batch_api import BatchState, ResultFiles, batch_provider, has_batch_api
 from toucan.llm.batch_items import use_batch
 from toucan.llm.batch_lines import read_result_file, settle_lines
 from toucan.llm.prices import ModelPrice, batch_price
@@ -33,6 +35,9 @@ def test_openai_and_anthropic_have_a_batch_api_and_other_providers_only_when_con
     off = deployment("openai/gpt-4o-mini", supports_batch=False)
     assert batch_provider(off, False) is None
     assert batch_provider(deployment("openai/gpt-4o-mini"), route_to_local=True) is None
+    claude = deployment("anthropic/claude-3-opus-20240229", transport="litellm")
+    assert has_batch_api(claude, False)  # Message Batches are posted by toucan, not LiteLLM
+    assert not has_batch_api(deployment("openai/gpt-4o-mini", transport="litellm"), False)
 
 
 def test_a_stage_batches_in_batch_mode_and_in_auto_mode_above_its_threshold() -> None:
@@ -158,3 +163,42 @@ def test_the_fake_batch_api_validates_against_the_openai_sdk_types(fake_llm: Fak
     assert (counts["jobs_created"], counts["requests_received"]) == (3, 6)
     assert counts["by_status"] == {"cancelled": 1, "completed": 1, "failed": 1}
     client.close()
+
+
+def test_anthropic_batches_and_result_lines_read_in_openai_terms() -> None:
+    def batch(status: str, **fields: object) -> BatchState:
+        counts = {"processing": 0, "succeeded": 2, "errored": 1, "canceled": 0, "expired": 0}
+        data = {"id": "msgbatch_1", "processing_status": status, "request_counts": counts}
+        data["created_at"] = "2026-12-02T05:00:00Z"
+        return read_message_batch({**data, **fields})
+
+    assert batch("in_progress").status == "in_progress" and not batch("in_progress").ended
+    assert batch("canceling").status == "cancelling"
+    done = batch("ended", results_url="https://x/results")
+    assert (done.status, done.completed, done.failed, done.total) == ("completed", 2, 1, 3)
+    assert done.output_file_id == "https://x/results" and done.created_at == 1796187600
+    assert batch("ended", cancel_initiated_at="2026-12-02T05:01:00Z").status == "cancelled"
+    counts = {"succeeded": 1, "expired": 2}
+    assert batch("ended", request_counts=counts).status == "expired"
+
+    message = {"content": [{"type": "text", "text": "hi"}], "usage": {}}
+    errored = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    lines = [
+        {"custom_id": "a", "result": {"type": "succeeded", "message": message}},
+        {"custom_id": "b", "result": {"type": "errored", "error": errored}},
+        {"custom_id": "c", "result": {"type": "expired"}},
+        {"custom_id": "d", "result": {"type": "canceled"}},
+        {"custom_id": "e", "result": {"type": "succeeded", "message": {"text": "?"}}},
+        {"result": {"type": "succeeded"}},
+    ]
+    read = [read_anthropic_line(line) for line in lines]
+    assert read[0] is not None and read[0].body == message
+    found = {r.custom_id: (r.reason, r.unfinished) for r in read[1:5] if r is not None}
+    assert found == {
+        "b": ("batch_request_failed", False),
+        "c": ("batch_expired", True),
+        "d": ("batch_cancelled", True),
+        "e": ("batch_malformed_line", False),
+    }
+    assert read[1] is not None and "overloaded_error: busy" in read[1].detail
+    assert read[5] is None

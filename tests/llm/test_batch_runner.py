@@ -50,8 +50,16 @@ def mixed_items() -> list[BatchItem]:
     return [*judge_items(3), tool_item]
 
 
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [
+        ("openai", None),
+        ("anthropic", None),  # a response_format goes as LiteLLM's forced json_tool_call
+        ("anthropic", "claude-sonnet-4-5-20250929"),  # as native output_format, with its beta
+    ],
+)
 async def test_batch_lines_carry_the_online_request_and_come_back_as_the_online_reply(
-    fake_llm: FakeLlm, store: Store
+    fake_llm: FakeLlm, store: Store, provider: str, model: str | None
 ) -> None:
     fake_llm.script(
         [
@@ -59,7 +67,10 @@ async def test_batch_lines_carry_the_online_request_and_come_back_as_the_online_
             Rule(has_tools=True, tool_calls=[("lookup", {"q": "x"})]),
         ]
     )
-    models = batch_models(fake_llm)
+    models = batch_models(fake_llm, provider=provider)
+    if model is not None:
+        judge = models.judge[0].model_copy(update={"model": f"anthropic/{model}"})
+        models = models.model_copy(update={"judge": [judge]})
     items = mixed_items()
     router = LlmRouter(models)
     online: dict[str, LlmReply] = {}
@@ -110,11 +121,13 @@ async def test_a_batch_reply_parses_through_the_online_structured_path(
     assert router.cache is not None and len(router.cache) == 2  # both cached once parsed
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_a_request_that_fails_inside_a_batch_becomes_that_items_error(
-    fake_llm: FakeLlm, store: Store
+    fake_llm: FakeLlm, store: Store, provider: str
 ) -> None:
     fake_llm.script([Rule(contains="number 1", status=400)])
-    outcomes, events = await run_batch(batch_models(fake_llm), store, judge_items(3))
+    models = batch_models(fake_llm, provider=provider)
+    outcomes, events = await run_batch(models, store, judge_items(3))
 
     failed = outcomes["task_1"]
     assert isinstance(failed, LlmError) and failed.reason == "batch_request_failed"

@@ -1,4 +1,5 @@
-"""Provider batch jobs over HTTP: the OpenAI Batch API (`/v1/files` + `/v1/batches`).
+"""Provider batch jobs over HTTP: the OpenAI Batch API (`/v1/files` + `/v1/batches`), and the
+`BatchApi` interface it shares with Anthropic Message Batches (toucan/llm/batch_anthropic.py).
 
 Served by OpenAI and by OpenAI-compatible servers that implement it (a deployment says so with
 `supports_batch: true`). Shapes: OpenAI API reference, "Files" and "Batch" (the openai SDK's
@@ -11,23 +12,26 @@ work against a custom `api_base` offline (tried with litellm 1.110.2 against
 tests/fake_llm.py), but build a new OpenAI client per call and leave its connection open (an
 "unclosed transport" ResourceWarning per call), cover the OpenAI-compatible providers only by
 pretending to be `openai`, and do not create Anthropic Message Batches at all (their Anthropic
-support retrieves and downloads only). The endpoints are six small HTTP calls; here they share
+support retrieves and downloads only: toucan/llm/batch_anthropic.py posts those itself). The endpoints are six small HTTP calls; here they share
 the direct transport's pooled session and its error classes, so a 5xx, a timeout or a broken
 connection is retried by the same rules as a chat call.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import UTC
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from pydantic import BaseModel, Field
 
 from toucan.config import ModelDeployment
-from toucan.llm.direct import DirectTransport, Endpoint, decode_json
+from toucan.llm.batch_lines import CHAT_URL, LineResult, build_line, read_result_line
+from toucan.llm.direct import DirectTransport, Endpoint, decode_json, to_reply_from_json
 from toucan.llm.errors import HttpStatusError
+from toucan.llm.replies import LlmReply
+from toucan.records import BatchJob
 
-CHAT_URL = "/v1/chat/completions"  # the `url` of every request line and the job's `endpoint`
 COMPLETION_WINDOW = "24h"  # the only window OpenAI accepts (batch create, completion_window)
 UPLOAD_TIMEOUT_S = 600.0  # an input file may be up to 200 MB
 LIST_PAGE = 100  # the largest page `GET /v1/batches` gives (limit: 1-100)
@@ -66,10 +70,12 @@ def batch_provider(deployment: ModelDeployment, route_to_local: bool) -> BatchPr
 
 
 def has_batch_api(deployment: ModelDeployment, route_to_local: bool) -> bool:
-    """Whether toucan can send the deployment's requests as batch jobs: its provider has the
-    OpenAI Batch API and toucan posts to it directly (not through LiteLLM). Anthropic Message
-    Batches are not implemented: such a deployment stays online."""
+    """Whether toucan can send the deployment's requests as batch jobs: Anthropic (Message
+    Batches, always posted by toucan: LiteLLM cannot create them), or the OpenAI Batch API of
+    a deployment toucan posts to directly (not through LiteLLM)."""
     provider = batch_provider(deployment, route_to_local)
+    if provider == "anthropic":
+        return True
     return provider == "openai" and deployment.transport != "litellm"
 
 
@@ -121,10 +127,43 @@ def read_batch(data: dict[str, Any]) -> BatchState:
     )
 
 
+class BatchApi(Protocol):
+    """What `JobDriver` and `BatchRunner` ask of a provider's batch API. Calls raise the direct
+    transport's errors (HttpStatusError, ConnectionTrouble, TimeoutError)."""
+
+    provider: BatchProvider
+    max_retries: int  # of each call, on transient trouble (the deployment's)
+
+    def build_line(self, custom_id: str, request: dict[str, Any]) -> dict[str, Any]:
+        """One request line around an online request body (`LlmRouter.build_request`)."""
+        ...
+
+    async def submit(self, job_key: str, lines: bytes) -> BatchState: ...
+    async def retrieve(self, job_id: str) -> BatchState: ...
+    async def cancel(self, job_id: str) -> BatchState: ...
+
+    async def find(self, job: BatchJob, taken: set[str]) -> BatchState | None:
+        """The job a run created but died before recording; never one of the `taken` ids."""
+        ...
+
+    async def results(self, state: BatchState) -> ResultFiles: ...
+
+    def read_line(self, value: Any) -> LineResult | None:
+        """One decoded result line (None: it names no custom id)."""
+        ...
+
+    def to_reply(
+        self, body: dict[str, Any], encoded: bytes, deployment: str, model: str, latency_ms: float
+    ) -> LlmReply:
+        """A succeeded line's body as the online path's LlmReply (`encoded`: the request line,
+        b"" when unknown). Raises ConnectionTrouble, ValueError or KeyError when unreadable."""
+        ...
+
+
 class OpenAiBatchApi:
     """One deployment's Batch API: its endpoint's base url, key and model id."""
 
-    provider = "openai"
+    provider: BatchProvider = "openai"
 
     def __init__(self, transport: DirectTransport, endpoint: Endpoint, max_retries: int) -> None:
         self.transport = transport
@@ -140,6 +179,16 @@ class OpenAiBatchApi:
         return await self.transport.send(
             method, url, headers=self.headers, timeout_s=timeout_s, **request
         )
+
+    read_line = staticmethod(read_result_line)
+
+    def build_line(self, custom_id: str, request: dict[str, Any]) -> dict[str, Any]:
+        return build_line(custom_id, self.endpoint.model, request)
+
+    def to_reply(
+        self, body: dict[str, Any], encoded: bytes, deployment: str, model: str, latency_ms: float
+    ) -> LlmReply:
+        return to_reply_from_json(body, deployment, model, latency_ms)
 
     async def submit(self, job_key: str, lines: bytes) -> BatchState:
         """Upload the request lines (purpose `batch`) and create the job, tagged with our
@@ -166,9 +215,12 @@ class OpenAiBatchApi:
         """Ask the provider to stop the job; it ends as `cancelled`, keeping what it answered."""
         return read_batch(decode_json(await self.call("POST", f"/batches/{job_id}/cancel")))
 
-    async def find(self, job_key: str, since: float) -> BatchState | None:
-        """The job created for `job_key` (a process killed between creating a job and
-        recording its id), looking back through jobs newest first to `since` (unix seconds)."""
+    async def find(self, job: BatchJob, taken: set[str]) -> BatchState | None:
+        """The job created for `job` (a process killed between creating a job and recording
+        its id), told by its key in the metadata, looking back through jobs newest first to
+        when it was recorded."""
+        job_key = job.job_key
+        since = job.submitted_at.replace(tzinfo=UTC).timestamp()  # the store keeps naive UTC
         after: str | None = None
         for _ in range(LIST_PAGES_MAX):
             params = {"limit": str(LIST_PAGE), **({"after": after} if after else {})}

@@ -24,7 +24,7 @@ from tenacity import (
 )
 
 from toucan.config import BatchApiConfig
-from toucan.llm.batch_api import BatchState, OpenAiBatchApi
+from toucan.llm.batch_api import BatchApi, BatchState
 from toucan.llm.batch_ledger import BatchLedger
 from toucan.llm.batch_lines import LineResult, settle_lines
 from toucan.llm.deployments import BACKOFF_BASE_S, BACKOFF_MAX_S
@@ -88,9 +88,7 @@ class JobDriver:
         self.config = config
         self.run_id = run_id
 
-    async def call(
-        self, api: OpenAiBatchApi, operation: Callable[..., Awaitable[T]], *args: object
-    ) -> T:
+    async def call(self, api: BatchApi, operation: Callable[..., Awaitable[T]], *args: object) -> T:
         """One call of `api`, retried with backoff on transient trouble (tenacity), up to the
         deployment's `max_retries` times."""
         retrying = AsyncRetrying(
@@ -101,7 +99,7 @@ class JobDriver:
         )
         return await retrying(operation, *args)
 
-    async def submit(self, api: OpenAiBatchApi, job: BatchJob, lines: list[Line]) -> BatchJob:
+    async def submit(self, api: BatchApi, job: BatchJob, lines: list[Line]) -> BatchJob:
         """Record the job and its lines, then create it. A refused submission (4xx) fails the
         job; one that may have reached the provider (timeouts, 5xx) stays `submitting`, so the
         next run looks for it (by its key) before sending anything again."""
@@ -132,26 +130,27 @@ class JobDriver:
         self.ledger.save(job)
         return job
 
-    async def acknowledge(self, api: OpenAiBatchApi, job: BatchJob) -> BatchJob:
+    async def acknowledge(self, api: BatchApi, job: BatchJob) -> BatchJob:
         """A job recorded as `submitting` by a run that ended before it learnt the job's id:
         found at the provider by its key, or (not there) left without a job id."""
         if job.job_id is not None or job.status != "submitting" or job.run_id == self.run_id:
             return job  # (this run knows how its own submission went)
-        state = await self.call(api, api.find, job.job_key, unix_seconds(job))
+        taken = self.ledger.job_ids_since(job.submitted_at)
+        state = await self.call(api, api.find, job, taken)
         if state is None:
             return job
         job = apply_state(job, state)
         self.ledger.save(job)
         return job
 
-    async def check(self, api: OpenAiBatchApi, job: BatchJob) -> BatchState:
+    async def check(self, api: BatchApi, job: BatchJob) -> BatchState:
         """One status check; the job's row follows a change of status."""
         state = await api.retrieve(job.job_id or "")
         if state.status != job.status:
             self.ledger.save(apply_state(job, state))
         return state
 
-    async def poll(self, api: OpenAiBatchApi, job: BatchJob, budget_s: float) -> BatchState | None:
+    async def poll(self, api: BatchApi, job: BatchJob, budget_s: float) -> BatchState | None:
         """The job's state once it ended, or None when `budget_s` ran out first. Checks back
         off from `poll_initial_s` to `poll_max_s`; transient errors are checked again."""
         retrying = AsyncRetrying(
@@ -166,7 +165,7 @@ class JobDriver:
         )
         return await retrying(self.check, api, job)
 
-    async def wait(self, api: OpenAiBatchApi, job: BatchJob) -> tuple[BatchState | None, bool]:
+    async def wait(self, api: BatchApi, job: BatchJob) -> tuple[BatchState | None, bool]:
         """(the ended job's state, whether toucan gave up on it). Past `max_wait_s` since it
         was submitted the job is cancelled and waited for `cancel_wait_s` more, for the
         answers it has (OpenAI: a cancelled job keeps its partial results)."""
@@ -179,7 +178,7 @@ class JobDriver:
         return await self.poll(api, job, self.config.cancel_wait_s), True
 
     async def settle(
-        self, api: OpenAiBatchApi, job: BatchJob, lines: list[Line]
+        self, api: BatchApi, job: BatchJob, lines: list[Line]
     ) -> tuple[BatchJob, dict[str, LineResult]]:
         """Wait for the job to end and read every line's result (by custom id). A provider
         that cannot be reached (after the retries) fails the lines as `batch_unreachable`
@@ -198,7 +197,7 @@ class JobDriver:
             return job, uniform_results(custom_ids, "batch_lost", detail, unfinished=True)
 
     async def follow(
-        self, api: OpenAiBatchApi, job: BatchJob, custom_ids: list[str]
+        self, api: BatchApi, job: BatchJob, custom_ids: list[str]
     ) -> tuple[BatchJob, dict[str, LineResult]]:
         """`settle` without its handling of a provider out of reach."""
         job = await self.acknowledge(api, job)
@@ -218,7 +217,7 @@ class JobDriver:
         files = await self.call(api, api.results, state)
         job = apply_state(job, state)
         self.ledger.save(job)
-        results = settle_lines(custom_ids, state, files)
+        results = settle_lines(custom_ids, state, files, api.read_line)
         if gave_up:  # what the cancelled job never ran is ours to give up on, not to resend
             results = {
                 cid: result.model_copy(update={"reason": "batch_timeout", "unfinished": False})

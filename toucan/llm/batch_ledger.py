@@ -9,6 +9,7 @@ runner calls them from the process that writes the store.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from toucan.llm.batch_api import TERMINAL
 from toucan.records import BatchJob, BatchRequest
@@ -62,3 +63,11 @@ class BatchLedger:
             where += " AND stage = ?"
             params.append(stage)
         return sorted(self.store.select(BatchJob, where, params), key=lambda job: job.submitted_at)
+
+    def job_ids_since(self, since: datetime, slack: timedelta = timedelta(hours=1)) -> set[str]:
+        """Provider ids of the jobs recorded from about `since` on: batches that are some
+        other job's, when a job recorded without its id is looked for."""
+        rows = self.store.select(
+            BatchJob, "job_id IS NOT NULL AND submitted_at >= ?", [since - slack]
+        )
+        return {job.job_id for job in rows if job.job_id}

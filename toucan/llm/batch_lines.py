@@ -3,7 +3,8 @@
 A request line carries exactly the body the online path posts (`LlmRouter.build_request`, plus
 the provider's model id), so structured output, parameters and model mapping cannot drift
 apart. A result line is read into a `LineResult`: the chat completion (turned into an LlmReply by
-the online path's own `to_reply_from_json`), or a reason token:
+the online path's own `to_reply_from_json`; an Anthropic line, read by
+toucan/llm/batch_anthropic.py, carries its Message), or a reason token:
 
     batch_request_failed   the provider answered the line with an error (non-200, or an error
                            object other than the ones below)
@@ -23,13 +24,18 @@ of requests a job never ran (`batch_expired`, `batch_cancelled`).
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel
 
 from toucan.ids import make_id
-from toucan.llm.batch_api import CHAT_URL, BatchState, ResultFiles
+
+if TYPE_CHECKING:
+    from toucan.llm.batch_api import BatchState, ResultFiles
+
+CHAT_URL = "/v1/chat/completions"  # the `url` of every request line and the job's `endpoint`
 
 NOT_RUN = {"batch_expired": "batch_expired", "batch_cancelled": "batch_cancelled"}
 UNFINISHED_BY_STATUS = {
@@ -102,17 +108,22 @@ def read_result_line(value: Any) -> LineResult | None:
     )
 
 
-def read_result_file(raw: bytes | None) -> tuple[dict[str, LineResult], int]:
-    """Results by custom id from one output or error file, and how many lines named no
-    custom id that could be read (a broken line is pinned to its item when its `custom_id` is
-    still legible)."""
+LineReader = Callable[[Any], "LineResult | None"]
+
+
+def read_result_file(
+    raw: bytes | None, read_line: LineReader = read_result_line
+) -> tuple[dict[str, LineResult], int]:
+    """Results by custom id from one output or error file (each decoded line read by
+    `read_line`: the provider's line shape), and how many lines named no custom id that could
+    be read (a broken line is pinned to its item when its `custom_id` is still legible)."""
     results: dict[str, LineResult] = {}
     unattributed = 0
     for raw_line in (raw or b"").splitlines():
         if not raw_line.strip():
             continue
         try:
-            result = read_result_line(orjson.loads(raw_line))
+            result = read_line(orjson.loads(raw_line))
         except orjson.JSONDecodeError:
             result = None
         if result is None:
@@ -129,13 +140,16 @@ def read_result_file(raw: bytes | None) -> tuple[dict[str, LineResult], int]:
 
 
 def settle_lines(
-    custom_ids: list[str], state: BatchState, files: ResultFiles
+    custom_ids: list[str],
+    state: BatchState,
+    files: ResultFiles,
+    read_line: LineReader = read_result_line,
 ) -> dict[str, LineResult]:
     """Every line of an ended job with its result. A line neither file names is unfinished
     when the job expired, was cancelled or failed; otherwise it is lost to a missing output
     file, to lines that could not be read, or (neither) simply missing."""
-    output, broken_output = read_result_file(files.output)
-    errors, broken_errors = read_result_file(files.errors)
+    output, broken_output = read_result_file(files.output, read_line)
+    errors, broken_errors = read_result_file(files.errors, read_line)
     job_detail = "; ".join(
         f"{error.get('code')}: {error.get('message')}" for error in state.errors
     )[:DETAIL_CHARS]

@@ -31,14 +31,15 @@ from collections import defaultdict
 from toucan.config import BatchApiConfig
 from toucan.errors import ConfigError, LlmError, PromptTooLarge
 from toucan.ids import make_id
-from toucan.llm.batch_api import OpenAiBatchApi, batch_provider
+from toucan.llm.batch_anthropic import AnthropicBatchApi
+from toucan.llm.batch_api import BatchApi, OpenAiBatchApi, batch_provider
 from toucan.llm.batch_items import BatchItem, Outcome
 from toucan.llm.batch_jobs import JobDriver, Line
 from toucan.llm.batch_ledger import BatchLedger
-from toucan.llm.batch_lines import LineResult, build_line, encode_line, make_custom_id
-from toucan.llm.direct import to_reply_from_json
+from toucan.llm.batch_lines import LineResult, encode_line, make_custom_id
 from toucan.llm.errors import ConnectionTrouble
 from toucan.llm.prices import FREE, batch_price
+from toucan.llm.providers import split_provider
 from toucan.llm.replies import CallMeta
 from toucan.llm.router import LlmRouter
 from toucan.records import BatchJob, utc_now
@@ -68,12 +69,15 @@ class BatchRunner:
             for name, deployment in router.deployments.items()
         }
 
-    def open_api(self, name: str) -> OpenAiBatchApi | None:
+    def open_api(self, name: str) -> BatchApi | None:
         """The deployment's batch API: OpenAI's (or an OpenAI-compatible server's) over its
-        direct endpoint. Anthropic Message Batches are not implemented: such items stay online."""
+        direct endpoint, or Anthropic's Message Batches; None: its items stay online."""
         deployment = self.router.deployments[name]
         endpoint = self.router.endpoints.get(name)
         provider = batch_provider(deployment, self.router.models.route_to_local)
+        if provider == "anthropic":
+            model, _, _ = split_provider(deployment.model, deployment.api_base)
+            return AnthropicBatchApi(self.router.transport, deployment, model)
         if provider == "openai" and endpoint is not None:
             return OpenAiBatchApi(self.router.transport, endpoint, deployment.max_retries)
         return None
@@ -157,7 +161,7 @@ class BatchRunner:
         custom_id = make_custom_id(item.item_id, request_key)
         request = self.router.build_request(name, item.request())
         self.router.check_size(name, request, meta)
-        body = build_line(custom_id, api.endpoint.model, request)
+        body = api.build_line(custom_id, request)
         return Line(item.item_id, item.server_id, request_key, custom_id, encode_line(body))
 
     async def run_on(self, name: str, lines: list[Line]) -> dict[str, Outcome]:
@@ -202,7 +206,7 @@ class BatchRunner:
 
     async def submit_all(
         self,
-        api: OpenAiBatchApi,
+        api: BatchApi,
         name: str,
         lines: list[Line],
         *,
@@ -272,9 +276,11 @@ class BatchRunner:
         ended = job.ended_at or utc_now()
         latency_ms = (ended - job.submitted_at).total_seconds() * 1000
         if result.body is not None:
+            api = self.apis[name]
+            assert api is not None
             try:
-                reply = to_reply_from_json(result.body, name, job.model, latency_ms)
-            except ConnectionTrouble as error:
+                reply = api.to_reply(result.body, line.encoded, name, job.model, latency_ms)
+            except (ConnectionTrouble, ValueError, KeyError, TypeError) as error:
                 result = LineResult(
                     custom_id=line.custom_id, reason="batch_malformed_line", detail=str(error)
                 )

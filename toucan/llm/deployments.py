@@ -29,13 +29,20 @@ def build_model_list(models: ModelsConfig, local_base_url: str | None) -> list[d
         else:
             if deployment.api_base:
                 params["api_base"] = deployment.api_base
-            if deployment.api_key():
-                params["api_key"] = deployment.api_key()
-            elif deployment.api_base:
-                params["api_key"] = NO_API_KEY  # self-hosted OpenAI-compatible server
+            if api_key := deployment_api_key(deployment):
+                params["api_key"] = api_key
         params["timeout"] = deployment.timeout_s
         model_list.append({"model_name": deployment.name, "litellm_params": params})
     return model_list
+
+
+def deployment_api_key(deployment: ModelDeployment) -> str | None:
+    """The key a deployment is sent with: its configured one; a placeholder for a server of
+    its own (`api_base`) that needs none; None = the provider's default (LiteLLM: the
+    provider's environment variable)."""
+    if key := deployment.api_key():
+        return key
+    return NO_API_KEY if deployment.api_base else None
 
 
 def unique_deployments(models: ModelsConfig) -> list[ModelDeployment]:
