@@ -9,10 +9,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from flows.dedup import dedup_pending_tasks
-from flows.queries import load_server_views, split_unfinished
+from flows.queries import load_server_views, stream_unfinished
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.llm_batch import BatchOutput
-from tasks.sampling import PlanRequest, TaskSlot, plan_slots
+from tasks.sampling import PlanRequest, TaskSlot, iter_slots
 from tasks.synthesize import STAGE, synthesize_batch
 from toucan.config import Settings
 from toucan.records import Task
@@ -58,6 +58,10 @@ def drop_near_duplicates(ctx: RunContext) -> dict[str, str]:
     return dedup_pending_tasks(ctx.store, ctx.settings.synthesize.dedup_threshold)
 
 
+def task_id_of(slot: TaskSlot) -> str:
+    return slot.task_id
+
+
 def count_ok_task(ctx: RunContext, strategy: str, generator: str, amount: int = 1) -> None:
     ctx.tally.add("by_strategy", strategy, amount)
     ctx.tally.add("by_generator", generator, amount)
@@ -80,10 +84,14 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
         return self.request.model_dump(mode="json")
 
     def plan(self, ctx: RunContext) -> StagePlan[list[TaskSlot]]:
+        """The plan's unfinished slots, streamed: made and checked against the store a chunk
+        at a time as batches start, never held whole (a plan may have millions)."""
         views = load_server_views(ctx.store)
-        slots = plan_slots(views, self.settings.models.generators, self.request)
+        generators, request = self.settings.models.generators, self.request
         tries = self.settings.retries.max_attempts
-        todo, already = split_unfinished(ctx.store, Task, slots, lambda s: s.task_id, tries)
+        todo, already = stream_unfinished(
+            ctx.store, Task, lambda: iter_slots(views, generators, request), task_id_of, tries
+        )
         self.views = {v.server_id: v for v in views}
         concurrency = min(self.settings.synthesize.concurrency, self.settings.max_in_flight)
         return plan_llm_batches(todo, concurrency, already)
