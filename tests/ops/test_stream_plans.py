@@ -65,5 +65,7 @@ def test_the_filter_tasks_selection_holds_the_same_memory_for_more_tasks(
         peak, made = peak_mb_of_plan("filter_tasks", store, config)
         assert made == count
         peaks.append(peak)
-    print(f"filter-tasks peak: {peaks[0]:.1f} MB for {SMALL}, {peaks[1]:.1f} MB for {LARGE_SELECTION}")
+    print(
+        f"filter-tasks peak: {peaks[0]:.1f} MB for {SMALL}, {peaks[1]:.1f} MB for {LARGE_SELECTION}"
+    )
     assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
