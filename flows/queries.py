@@ -17,6 +17,7 @@ from itertools import islice
 from typing import Any, TypeVar, cast
 
 import orjson
+import polars as pl
 
 from flows.run_context import Stream
 from tasks.diversify import MODES, variant_id
@@ -35,11 +36,11 @@ ItemT = TypeVar("ItemT")
 KeyT = TypeVar("KeyT")
 R = TypeVar("R", bound=Record)
 
-# Streaming a selection (`stream_unfinished`): candidates checked against the store per query
-# (a synthesize slot holds ~2 KB: 2048 of them are ~4 MB, and a query costs a few ms), keys
-# read per page of a table walk (a page query scans the table: fewer, larger pages), and
-# records read per query as the stream hands them out (about one batch).
-CHUNK_ITEMS = 2048
+# Streaming a selection (`stream_unfinished`): ids checked against the store per query (a
+# join that reads the whole table: few, large checks; 16k ids are ~2 MB), keys read per page
+# of a table walk (each page sorts what is left of the table), and records read per query as
+# the stream hands them out (about one batch).
+CHECK_IDS = 16_384
 PAGE_ROWS = 8192
 LOAD_ITEMS = 1024
 
@@ -141,11 +142,11 @@ def unfinished_ids(
     existing = store.existing_ids(model, ids)
     key = model.__key__[0]
     retry: set[str] = set()
-    if existing:
-        rows = store.query(
-            f'SELECT "{key}" FROM {model.__table__} WHERE list_contains(?, "{key}") '
-            f"AND {to_retry(max_attempts)}",
-            [sorted(existing)],
+    if existing:  # a join, not list_contains: that compares every row with every id
+        rows = store.query_with(
+            f'SELECT t."{key}" FROM {model.__table__} t JOIN found f ON t."{key}" = f.id '
+            f"WHERE {to_retry(max_attempts)}",
+            {"found": pl.DataFrame({"id": sorted(existing)})},
         )
         retry = {row[0] for row in rows}
     return (set(ids) - existing) | retry
@@ -180,25 +181,25 @@ def stream_unfinished(
     """`split_unfinished` in flat memory, for selections of any size: (a Stream of the items
     whose row of `model` is unfinished, in the order of `keys`, at most `limit`; how many
     are finished). `keys()` makes the candidates afresh each time (a plan, or a keyset walk
-    of a table); they are checked CHUNK_ITEMS at a time, once to count and again as the
-    stream is consumed (a run writes only rows of items the stream has already handed out,
-    so both checks agree). `load` turns the unfinished keys into the items, LOAD_ITEMS at a
-    time (default: the keys are the items); a key that is not `usable` (its item cannot be
-    made) counts as finished when it is, and is never handed out."""
-    todo = finished = 0
-    for chunk in chunked(keys(), CHUNK_ITEMS):
-        ids = unfinished_ids(store, model, [row_id(key) for key in chunk], max_attempts)
-        unfinished = [row_id(key) in ids for key in chunk]
-        finished += unfinished.count(False)
-        todo += sum(left and usable(key) for left, key in zip(unfinished, chunk, strict=True))
-
-    def unfinished_keys() -> Iterator[KeyT]:
-        for chunk in chunked(keys(), CHUNK_ITEMS):
-            ids = unfinished_ids(store, model, [row_id(key) for key in chunk], max_attempts)
-            yield from (key for key in chunk if row_id(key) in ids and usable(key))
+    of a table): once now, their ids checked against the store CHECK_IDS at a time, keeping
+    one byte per candidate (to do or not), and again as the stream is consumed, handing out
+    the marked ones (the run writes only rows of items already handed out, and holds the
+    writer lock: both walks see the same candidates). `load` turns the keys to do into the
+    items, LOAD_ITEMS at a time (default: the keys are the items); a key that is not
+    `usable` (its item cannot be made) counts as finished when it is, and is never handed
+    out. ValueError when the second walk finds another number of candidates."""
+    marks = bytearray()
+    finished = 0
+    for chunk in chunked(((row_id(key), usable(key)) for key in keys()), CHECK_IDS):
+        todo_ids = unfinished_ids(store, model, [row for row, _ in chunk], max_attempts)
+        for row, can in chunk:
+            marks.append(row in todo_ids and can)
+            finished += row not in todo_ids
+    todo = marks.count(1)
 
     def items() -> Iterator[ItemT]:
-        selected = islice(unfinished_keys(), limit)
+        marked = (key for key, mark in zip(keys(), marks, strict=True) if mark)
+        selected = islice(marked, limit)
         if load is None:
             yield from cast(Iterator[ItemT], selected)
             return
@@ -232,10 +233,16 @@ def walk_keys(
         after = [page[-1][0], page[-1][0], page[-1][1]]
 
 
-def select_in_order(store: Store, model: type[R], ids: Sequence[str]) -> list[R]:
-    """The rows of `model` keyed by `ids`, in the order of `ids` (ids without a row left out)."""
+def select_walked(
+    store: Store, model: type[R], order: str, keys: Sequence[tuple[Any, ...]]
+) -> list[R]:
+    """The rows of `model` of keys from `walk_keys(..., order)`, in their order. The range
+    of `order` they span lets DuckDB skip the row groups outside it (min/max zone maps): a
+    batch's rows without reading the table."""
     key = model.__key__[0]
-    rows = {getattr(r, key): r for r in store.select(model, f'list_contains(?, "{key}")', [ids])}
+    where = f'{order} BETWEEN ? AND ? AND list_contains(?, "{key}")'
+    ids = [k[1] for k in keys]
+    rows = {getattr(r, key): r for r in store.select(model, where, [keys[0][0], keys[-1][0], ids])}
     return [rows[row_id] for row_id in ids if row_id in rows]
 
 
@@ -252,7 +259,7 @@ def select_unrated_tasks(
         lambda key: task_rating_id(key[1], judges),
         max_attempts,
         limit=limit,
-        load=lambda keys: select_in_order(store, Task, [key[1] for key in keys]),
+        load=lambda keys: select_walked(store, Task, "created_at", keys),
     )
 
 
@@ -264,8 +271,9 @@ def select_unrated_trajectories(
     rating that is a retryable error counts as missing until tried `max_attempts` times."""
 
     def rating_items(keys: list[tuple[Any, ...]]) -> list[RatingItem]:
-        rows = select_in_order(store, Trajectory, [key[1] for key in keys])
-        tasks = {t.task_id: t for t in select_in_order(store, Task, [r.task_id for r in rows])}
+        rows = select_walked(store, Trajectory, "started_at", keys)
+        task_ids = sorted({r.task_id for r in rows})
+        tasks = {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
         return [RatingItem(trajectory=r, task=tasks[r.task_id]) for r in rows if r.task_id in tasks]
 
     has_task = "task_id IN (SELECT task_id FROM tasks)"
