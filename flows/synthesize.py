@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
@@ -58,10 +59,6 @@ def drop_near_duplicates(ctx: RunContext) -> dict[str, str]:
     return dedup_pending_tasks(ctx.store, ctx.settings.synthesize.dedup_threshold)
 
 
-def task_id_of(slot: TaskSlot) -> str:
-    return slot.task_id
-
-
 def count_ok_task(ctx: RunContext, strategy: str, generator: str, amount: int = 1) -> None:
     ctx.tally.add("by_strategy", strategy, amount)
     ctx.tally.add("by_generator", generator, amount)
@@ -84,14 +81,16 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
         return self.request.model_dump(mode="json")
 
     def plan(self, ctx: RunContext) -> StagePlan[list[TaskSlot]]:
-        """The plan's unfinished slots, streamed: made and checked against the store a chunk
-        at a time as batches start, never held whole (a plan may have millions)."""
+        """The plan's unfinished slots, streamed (a plan may have millions): their ids are
+        checked against the store now, the slots made again as batches start."""
         views = load_server_views(ctx.store)
         generators, request = self.settings.models.generators, self.request
         tries = self.settings.retries.max_attempts
-        todo, already = stream_unfinished(
-            ctx.store, Task, lambda: iter_slots(views, generators, request), task_id_of, tries
-        )
+
+        def slots() -> Iterator[TaskSlot]:
+            return iter_slots(views, generators, request)
+
+        todo, already = stream_unfinished(ctx.store, Task, slots, lambda s: s.task_id, tries)
         self.views = {v.server_id: v for v in views}
         concurrency = min(self.settings.synthesize.concurrency, self.settings.max_in_flight)
         return plan_llm_batches(todo, concurrency, already)
