@@ -1,7 +1,9 @@
 """How a stage's batches run: as Prefect tasks on the flow's task runner, or on plain asyncio.
 
 Both run at most `parallel` batches at once and hand each output to `write` as it completes,
-one write at a time (the flow run is the store's single writer); a batch that raises is
+one write at a time (the flow run is the store's single writer). They take the next batch
+only when a lane is free, so a stream of batches (flows/run_context.py Stream) is made as it
+is consumed and never held whole; a batch that raises is
 handed to `on_error`, which returns the output standing in for it or raises. Once `stopped`
 says so (the run's model guards tripped: flows/spend.py) no further batch starts: each is
 handed to `skip` instead, and the batches already running finish.
@@ -11,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ class FanOut:
 
     stage: str
     batch_fn: Callable[..., Any]
-    batches: Sequence[Any]
+    batches: Iterable[Any]  # a list, or a Stream made batch by batch
     parallel: int
     kwargs_for: Callable[[Any], dict[str, Any]]
     write: Callable[[Any], None]
@@ -58,11 +59,13 @@ class PrefectExecutor:
         from prefect.futures import as_completed
 
         submit = batch_task(fan_out.stage, fan_out.batch_fn).submit
-        pending = deque(fan_out.batches)
+        pending = iter(fan_out.batches)
         running: dict[Any, Any] = {}
-        while pending or running:
-            while pending and len(running) < max(1, fan_out.parallel):
-                batch = pending.popleft()
+        while True:
+            while len(running) < max(1, fan_out.parallel):
+                batch = next(pending, _END)
+                if batch is _END:
+                    break
                 if fan_out.stopped():
                     fan_out.skip(batch)
                     continue
@@ -79,24 +82,42 @@ class PrefectExecutor:
 
 
 class AsyncioExecutor:
-    """Batches as asyncio tasks on the caller's loop; writes off the loop, one at a time."""
+    """Batches as asyncio tasks on the caller's loop: `parallel` lanes, each taking the next
+    batch when its last one has run; batches are made and written off the loop (a stream
+    reads the store), writes one at a time."""
 
     async def run(self, fan_out: FanOut) -> None:
-        gate = asyncio.Semaphore(max(1, fan_out.parallel))
-        writing = asyncio.Lock()
+        pending = iter(fan_out.batches)
+        taking, writing = asyncio.Lock(), asyncio.Lock()
 
-        async def run_one(batch: Any) -> None:
-            async with gate:
+        async def write(output: Any) -> None:
+            async with writing:
+                await asyncio.to_thread(fan_out.write, output)
+
+        async def lane() -> None:
+            written: asyncio.Task[None] | None = None  # this lane's last output, being written
+            while True:
+                async with taking:  # a generator is advanced by one thread at a time
+                    batch = await asyncio.to_thread(next, pending, _END)
+                if batch is _END:
+                    break
                 if fan_out.stopped():
                     fan_out.skip(batch)
-                    return
+                    continue
                 try:
                     output = fan_out.batch_fn(batch, **fan_out.kwargs_for(batch))
                     if inspect.isawaitable(output):
                         output = await output
                 except Exception as error:  # the stage decides what a failed batch means
                     output = fan_out.on_error(batch, error)
-            async with writing:
-                await asyncio.to_thread(fan_out.write, output)
+                if written is not None:
+                    await written
+                # written while the lane runs its next batch
+                written = asyncio.create_task(write(output))
+            if written is not None:
+                await written
 
-        await asyncio.gather(*(run_one(batch) for batch in fan_out.batches))
+        await asyncio.gather(*(lane() for _ in range(max(1, fan_out.parallel))))
+
+
+_END = object()  # no batch left

@@ -53,7 +53,6 @@ class FilterTasksJob(StageJob[list[Task]]):
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
         tries = self.settings.retries.max_attempts
         todo, already = select_unrated_tasks(ctx.store, judges, self.params.limit, tries)
-        self.tasks = {t.task_id: t for t in todo}
         section = self.settings.filter_tasks
         return plan_llm_batches(
             todo, min(section.concurrency, self.settings.max_in_flight), already
@@ -65,11 +64,19 @@ class FilterTasksJob(StageJob[list[Task]]):
 
     def write(self, ctx: RunContext, output: BatchOutput) -> None:
         super().write(ctx, output)
+        rated = {rating.task_id for rating in output.records}
+        labels = {  # the rated tasks' strategy and generator, read per batch: no task is kept
+            task_id: (strategy, generator)
+            for task_id, strategy, generator in ctx.store.query(
+                "SELECT task_id, strategy, generator FROM tasks WHERE list_contains(?, task_id)",
+                [sorted(rated)],
+            )
+        }
         for rating in output.records:
-            task_row, outcome = self.tasks[rating.task_id], outcome_of(rating)
+            (strategy, generator), outcome = labels[rating.task_id], outcome_of(rating)
             ctx.tally.add("outcome", outcome)
-            ctx.tally.add("by_strategy", (task_row.strategy, outcome))
-            ctx.tally.add("by_generator", (task_row.generator, outcome))
+            ctx.tally.add("by_strategy", (strategy, outcome))
+            ctx.tally.add("by_generator", (generator, outcome))
             for name, score in rating.scores.items() if rating.status == "ok" else ():
                 ctx.tally.sample("scores", name, score.score)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import run_llm_usage, select_unrated_trajectories, trajectory_scopes
+from flows.queries import run_llm_usage, select_trajectory_scopes, select_unrated_trajectories
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.filter_trajectories import (
     DIMENSIONS,
@@ -59,7 +59,6 @@ class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
         tries = self.settings.retries.max_attempts
         todo, already = select_unrated_trajectories(ctx.store, judges, self.params.limit, tries)
-        self.rows = {i.trajectory.trajectory_id: i.trajectory for i in todo}
         concurrency = min(
             self.settings.filter_trajectories.concurrency, self.settings.max_in_flight
         )
@@ -71,10 +70,10 @@ class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
     def write(self, ctx: RunContext, output: BatchOutput) -> None:
         super().write(ctx, output)
         tally = ctx.tally
+        scopes = select_trajectory_scopes(ctx.store, [r.trajectory_id for r in output.records])
         for rating in output.records:
-            row = self.rows[rating.trajectory_id]
             cells = {"rated": 1, "kept": int(rating.keep), "errors": int(rating.status == "error")}
-            for table, key in trajectory_scopes(row):
+            for table, key in scopes[rating.trajectory_id]:
                 tally.add_cells(table, key, cells)
             for flag in (name for name, fired in rating.flags.items() if fired):
                 tally.add("flags", flag)

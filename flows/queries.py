@@ -12,14 +12,20 @@ The rules live here once:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any, TypeVar, cast
 
+import orjson
+import polars as pl
+
+from flows.run_context import Stream
 from tasks.diversify import MODES, variant_id
 from tasks.filter_tasks import make_rating_id as task_rating_id
 from tasks.filter_trajectories import RatingItem
 from tasks.filter_trajectories import make_rating_id as trajectory_rating_id
 from tasks.irrelevance import irrelevant_task_id
+from tasks.llm_batch import chunked
 from tasks.sampling import ServerView
 from toucan.config import Settings
 from toucan.errors import RETRYABLE_REASONS
@@ -27,6 +33,16 @@ from toucan.records import Record, Server, Task, TaskRating, Tool, Trajectory, T
 from toucan.store import Store
 
 ItemT = TypeVar("ItemT")
+KeyT = TypeVar("KeyT")
+R = TypeVar("R", bound=Record)
+
+# Streaming a selection (`stream_unfinished`): ids checked against the store per query (a
+# join that reads the whole table: few, large checks; 16k ids are ~2 MB), keys read per page
+# of a table walk (each page sorts what is left of the table), and records read per query as
+# the stream hands them out (about one batch).
+CHECK_IDS = 16_384
+PAGE_ROWS = 8192
+LOAD_ITEMS = 1024
 
 KEPT_TASK_IDS = "SELECT task_id FROM task_ratings WHERE keep AND status = 'ok'"
 KEPT_TRAJECTORY_RATING_IDS = """
@@ -126,11 +142,11 @@ def unfinished_ids(
     existing = store.existing_ids(model, ids)
     key = model.__key__[0]
     retry: set[str] = set()
-    if existing:
-        rows = store.query(
-            f'SELECT "{key}" FROM {model.__table__} WHERE list_contains(?, "{key}") '
-            f"AND {to_retry(max_attempts)}",
-            [sorted(existing)],
+    if existing:  # a join, not list_contains: that compares every row with every id
+        rows = store.query_with(
+            f'SELECT t."{key}" FROM {model.__table__} t JOIN found f ON t."{key}" = f.id '
+            f"WHERE {to_retry(max_attempts)}",
+            {"found": pl.DataFrame({"id": sorted(existing)})},
         )
         retry = {row[0] for row in rows}
     return (set(ids) - existing) | retry
@@ -151,41 +167,126 @@ def split_unfinished(
     return todo, len(items) - len(todo)
 
 
+def stream_unfinished(
+    store: Store,
+    model: type[Record],
+    keys: Callable[[], Iterable[KeyT]],
+    row_id: Callable[[KeyT], str],
+    max_attempts: int,
+    *,
+    limit: int | None = None,
+    load: Callable[[list[KeyT]], Iterable[ItemT]] | None = None,
+    usable: Callable[[KeyT], bool] = lambda key: True,
+) -> tuple[Stream[ItemT], int]:
+    """`split_unfinished` in flat memory, for selections of any size: (a Stream of the items
+    whose row of `model` is unfinished, in the order of `keys`, at most `limit`; how many
+    are finished). `keys()` makes the candidates afresh each time (a plan, or a keyset walk
+    of a table): once now, their ids checked against the store CHECK_IDS at a time, keeping
+    one byte per candidate (to do or not), and again as the stream is consumed, handing out
+    the marked ones (the run writes only rows of items already handed out, and holds the
+    writer lock: both walks see the same candidates). `load` turns the keys to do into the
+    items, LOAD_ITEMS at a time (default: the keys are the items); a key that is not
+    `usable` (its item cannot be made) counts as finished when it is, and is never handed
+    out. ValueError when the second walk finds another number of candidates."""
+    marks = bytearray()
+    finished = 0
+    for chunk in chunked(((row_id(key), usable(key)) for key in keys()), CHECK_IDS):
+        todo_ids = unfinished_ids(store, model, [row for row, _ in chunk], max_attempts)
+        for row, can in chunk:
+            marks.append(row in todo_ids and can)
+            finished += row not in todo_ids
+    todo = marks.count(1)
+
+    def items() -> Iterator[ItemT]:
+        marked = (key for key, mark in zip(keys(), marks, strict=True) if mark)
+        selected = islice(marked, limit)
+        if load is None:
+            yield from cast(Iterator[ItemT], selected)
+            return
+        for part in chunked(selected, LOAD_ITEMS):
+            yield from load(part)
+
+    return Stream(todo if limit is None else min(todo, limit), items), finished
+
+
+def walk_keys(
+    store: Store, model: type[Record], where: str, order: str, *columns: str
+) -> Iterator[tuple[Any, ...]]:
+    """(order value, key, *columns) of the rows of `model` matching `where`, in the stable
+    order (`order`, key), PAGE_ROWS rows per query: each page starts after the last row of
+    the one before (keyset pagination), so no result stays open while the run writes."""
+    if not store.count(model, where):
+        return
+    key = model.__key__[0]
+    select = ", ".join([order, key, *columns])
+    after: list[Any] = []
+    while True:
+        since = f" AND ({order} > ? OR ({order} = ? AND {key} > ?))" if after else ""
+        page = store.query(
+            f"SELECT {select} FROM {model.__table__} WHERE ({where}){since} "
+            f"ORDER BY {order}, {key} LIMIT {PAGE_ROWS}",
+            after,
+        )
+        yield from page
+        if len(page) < PAGE_ROWS:
+            return
+        after = [page[-1][0], page[-1][0], page[-1][1]]
+
+
+def select_walked(
+    store: Store, model: type[R], order: str, keys: Sequence[tuple[Any, ...]]
+) -> list[R]:
+    """The rows of `model` of keys from `walk_keys(..., order)`, in their order. The range
+    of `order` they span lets DuckDB skip the row groups outside it (min/max zone maps): a
+    batch's rows without reading the table."""
+    key = model.__key__[0]
+    where = f'{order} BETWEEN ? AND ? AND list_contains(?, "{key}")'
+    ids = [k[1] for k in keys]
+    rows = {getattr(r, key): r for r in store.select(model, where, [keys[0][0], keys[-1][0], ids])}
+    return [rows[row_id] for row_id in ids if row_id in rows]
+
+
 def select_unrated_tasks(
     store: Store, judges: list[str], limit: int | None, max_attempts: int
-) -> tuple[list[Task], int]:
-    """(ok tasks without a final rating, in a stable order, at most `limit`; how many are rated).
-    A rating that is a retryable error counts as missing until tried `max_attempts` times."""
-    candidates = store.select(Task, "status = 'ok' ORDER BY created_at, task_id")
-    todo, already = split_unfinished(
-        store, TaskRating, candidates, lambda t: task_rating_id(t.task_id, judges), max_attempts
+) -> tuple[Stream[Task], int]:
+    """(ok tasks without a final rating, in a stable order, at most `limit`, streamed; how
+    many are rated). A rating that is a retryable error counts as missing until tried
+    `max_attempts` times."""
+    return stream_unfinished(
+        store,
+        TaskRating,
+        lambda: walk_keys(store, Task, "status = 'ok'", "created_at"),
+        lambda key: task_rating_id(key[1], judges),
+        max_attempts,
+        limit=limit,
+        load=lambda keys: select_walked(store, Task, "created_at", keys),
     )
-    return (todo[:limit] if limit is not None else todo), already
 
 
 def select_unrated_trajectories(
     store: Store, judges: list[str], limit: int | None, max_attempts: int
-) -> tuple[list[RatingItem], int]:
-    """Trajectories without a final rating (with their tasks), and how many are rated. A
+) -> tuple[Stream[RatingItem], int]:
+    """(trajectories without a final rating, with their tasks, in a stable order, at most
+    `limit`, streamed; how many are rated). A trajectory whose task is gone is left out. A
     rating that is a retryable error counts as missing until tried `max_attempts` times."""
-    rows = store.select(Trajectory, "true ORDER BY started_at, trajectory_id")
-    todo, already = split_unfinished(
+
+    def rating_items(keys: list[tuple[Any, ...]]) -> list[RatingItem]:
+        rows = select_walked(store, Trajectory, "started_at", keys)
+        task_ids = sorted({r.task_id for r in rows})
+        tasks = {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
+        return [RatingItem(trajectory=r, task=tasks[r.task_id]) for r in rows if r.task_id in tasks]
+
+    has_task = "task_id IN (SELECT task_id FROM tasks)"
+    return stream_unfinished(
         store,
         TrajectoryRating,
-        rows,
-        lambda r: trajectory_rating_id(r.trajectory_id, judges),
+        lambda: walk_keys(store, Trajectory, "true", "started_at", has_task),
+        lambda key: trajectory_rating_id(key[1], judges),
         max_attempts,
+        limit=limit,
+        load=rating_items,
+        usable=lambda key: bool(key[2]),
     )
-    task_ids = sorted({r.task_id for r in todo})
-    tasks = (
-        {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
-        if todo
-        else {}
-    )
-    items = [
-        RatingItem(trajectory=row, task=tasks[row.task_id]) for row in todo if row.task_id in tasks
-    ]
-    return (items[:limit] if limit is not None else items), already
 
 
 def count_unfinished(
@@ -264,6 +365,22 @@ def trajectory_scopes(row: Trajectory) -> list[tuple[str, str]]:
     whose tools it was offered ("(none)" for a trajectory offered none)."""
     servers = {entry["server"] for entry in row.tool_name_map.values()} or {"(none)"}
     return [("total", ""), ("teacher", row.teacher), *(("server", s) for s in sorted(servers))]
+
+
+def select_trajectory_scopes(store: Store, ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """`trajectory_scopes` of the trajectories keyed by `ids`, reading only the two columns
+    they come from (a write hook's per-batch lookup, instead of keeping every row)."""
+    rows = store.query(
+        "SELECT trajectory_id, teacher, tool_name_map FROM trajectories "
+        "WHERE list_contains(?, trajectory_id)",
+        [list(ids)],
+    )
+    return {
+        row_id: trajectory_scopes(
+            Trajectory.model_construct(teacher=teacher, tool_name_map=orjson.loads(names or "{}"))
+        )
+        for row_id, teacher, names in rows
+    }
 
 
 PendingQuery = Callable[[Store, Settings], int]

@@ -13,7 +13,7 @@ import gc
 import os
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -39,17 +39,37 @@ RUN_GC_THRESHOLDS = (50_000, 50, 1_000)
 
 
 BatchT = TypeVar("BatchT")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stream(Generic[T]):
+    """`count` values made on demand, afresh on each iteration (`make()`), never all held:
+    a plan or selection too large to keep in memory (flows/queries.py). `len()` is the count
+    known before the first value is made."""
+
+    count: int
+    make: Callable[[], Iterable[T]]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.make())
 
 
 @dataclass
 class StagePlan(Generic[BatchT]):
-    """What a stage will do in this run."""
+    """What a stage will do in this run. `batches` is a list, or a Stream the executors
+    consume as batches finish (flows/executors.py): its count is known, its batches are made
+    when a lane is free."""
 
     planned: int = 0  # items this run will do
     already_done: int = 0  # items finished by earlier runs
-    batches: list[BatchT] = field(default_factory=list)
+    batches: Sequence[BatchT] | Stream[BatchT] = field(default_factory=list)
     parallel: int = PARALLEL_BATCHES  # batches running at once
     per_batch: int = 1  # items in flight inside one batch
+    largest_batch: int = 0  # items in the largest batch, when known without making them
 
     @property
     def running(self) -> int:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -30,13 +31,21 @@ from flows.run_context import (
     RunContext,
     StagePlan,
     StageTally,
+    Stream,
     reading_run,
     stage_run,
 )
 from flows.spend import ModelGuards, RunSpend
 from flows.stage_log import log_outcome, log_plan, run_logger
 from flows.writes import write_output
-from tasks.llm_batch import PARALLEL_BATCHES, LlmLane, ProgressCounter, split_batches
+from tasks.llm_batch import (
+    PARALLEL_BATCHES,
+    LlmLane,
+    ProgressCounter,
+    batch_size,
+    chunked,
+    in_flight_per_batch,
+)
 from toucan.config import Settings, load_settings
 from toucan.llm.batch_items import use_batch
 from toucan.llm.batch_ledger import BatchLedger
@@ -47,7 +56,12 @@ from toucan.store import Store
 if TYPE_CHECKING:
     from flows.registry import StageDef
 
-__all__ = ["RunContext", "StagePlan", "StageTally"]  # what a stage module needs, from here
+__all__ = [
+    "RunContext",
+    "StagePlan",
+    "StageTally",
+    "Stream",
+]  # what a stage module needs, from here
 
 BatchT = TypeVar("BatchT")
 T = TypeVar("T")
@@ -139,10 +153,20 @@ class StageJob(ABC, Generic[BatchT]):
         return summary.model_dump(mode="json")
 
 
-def plan_llm_batches(items: list[T], concurrency: int, already_done: int) -> StagePlan[list[T]]:
-    """Items split evenly over PARALLEL_BATCHES lanes holding `concurrency` items in flight."""
-    batches, per_batch = split_batches(items, concurrency)
-    return StagePlan(len(items), already_done, batches, PARALLEL_BATCHES, per_batch)
+def plan_llm_batches(
+    items: Sequence[T] | Stream[T], concurrency: int, already_done: int
+) -> StagePlan[list[T]]:
+    """Items split evenly over PARALLEL_BATCHES lanes holding `concurrency` items in flight;
+    a Stream of items gives a Stream of batches, each made when a lane is free."""
+    size = batch_size(len(items))
+    batches: list[list[T]] | Stream[list[T]]
+    if isinstance(items, Stream):
+        batches = Stream(math.ceil(len(items) / size), lambda: chunked(items, size))
+    else:
+        batches = list(chunked(items, size))
+    per_batch = in_flight_per_batch(len(batches), concurrency)
+    largest = min(size, len(items))
+    return StagePlan(len(items), already_done, batches, PARALLEL_BATCHES, per_batch, largest)
 
 
 def llm_lane(ctx: RunContext) -> LlmLane:
@@ -199,7 +223,7 @@ def sends_batch_jobs(settings: Settings, stage: str, items: int) -> bool:
 def plan_for_batch_jobs(plan: StagePlan[Any]) -> StagePlan[Any]:
     """Every batch at once, every item of a batch in flight: the items only wait at the gate
     for their batch's job, and no batch's job should wait for another's to end."""
-    per_batch = max((len(batch) for batch in plan.batches), default=1)
+    per_batch = plan.largest_batch or max((len(batch) for batch in plan.batches), default=1)
     return dataclasses.replace(plan, parallel=max(1, len(plan.batches)), per_batch=per_batch)
 
 

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from flows.dedup import dedup_pending_tasks
-from flows.queries import load_server_views, split_unfinished
+from flows.queries import load_server_views, stream_unfinished
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.llm_batch import BatchOutput
-from tasks.sampling import PlanRequest, TaskSlot, plan_slots
+from tasks.sampling import PlanRequest, TaskSlot, iter_slots
 from tasks.synthesize import STAGE, synthesize_batch
 from toucan.config import Settings
 from toucan.records import Task
@@ -80,10 +81,16 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
         return self.request.model_dump(mode="json")
 
     def plan(self, ctx: RunContext) -> StagePlan[list[TaskSlot]]:
+        """The plan's unfinished slots, streamed (a plan may have millions): their ids are
+        checked against the store now, the slots made again as batches start."""
         views = load_server_views(ctx.store)
-        slots = plan_slots(views, self.settings.models.generators, self.request)
+        generators, request = self.settings.models.generators, self.request
         tries = self.settings.retries.max_attempts
-        todo, already = split_unfinished(ctx.store, Task, slots, lambda s: s.task_id, tries)
+
+        def slots() -> Iterator[TaskSlot]:
+            return iter_slots(views, generators, request)
+
+        todo, already = stream_unfinished(ctx.store, Task, slots, lambda s: s.task_id, tries)
         self.views = {v.server_id: v for v in views}
         concurrency = min(self.settings.synthesize.concurrency, self.settings.max_in_flight)
         return plan_llm_batches(todo, concurrency, already)

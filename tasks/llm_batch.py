@@ -9,7 +9,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -131,17 +131,37 @@ def rating_event(item_id: str, rating: Any) -> ItemEvent:
     return ItemEvent(item_id=item_id, status=status, label=rating.reason or "kept", **fields)
 
 
+def batch_size(items: int) -> int:
+    """Items per batch for a run of `items`: one batch per lane when the work allows, within
+    BATCH_ITEMS..MAX_BATCH_ITEMS. Each batch ends with a tail in which its share of the items
+    in flight runs dry; fewer, even batches leave less of that idle capacity."""
+    return min(MAX_BATCH_ITEMS, max(BATCH_ITEMS, math.ceil(items / PARALLEL_BATCHES)))
+
+
+def in_flight_per_batch(batches: int, concurrency: int) -> int:
+    """Items in flight inside one batch, so that the batches running at once hold
+    `concurrency` items in flight together."""
+    running = max(1, min(PARALLEL_BATCHES, batches))
+    return max(1, math.ceil(concurrency / running))
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may hold fewer), made as they are asked for."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def split_batches(items: Sequence[T], concurrency: int) -> tuple[list[list[T]], int]:
     """(batches, items in flight per batch) so that the batches running at once hold
     `concurrency` items in flight together."""
-    if not items:
-        return [], max(1, concurrency)
-    # Each batch ends with a tail in which its share of `concurrency` runs dry; fewer, even
-    # batches (one per lane when the work allows) leave less of that idle capacity.
-    size = min(MAX_BATCH_ITEMS, max(BATCH_ITEMS, math.ceil(len(items) / PARALLEL_BATCHES)))
-    batches = [list(items[i : i + size]) for i in range(0, len(items), size)]
-    running = min(PARALLEL_BATCHES, len(batches))
-    return batches, max(1, math.ceil(concurrency / running))
+    batches = list(chunked(items, batch_size(len(items))))
+    return batches, in_flight_per_batch(len(batches), concurrency)
 
 
 def open_router(lane: LlmLane, stage: str) -> LlmRouter:

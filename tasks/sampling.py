@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -103,21 +103,21 @@ def pick_anchor(
     return rng.choice(list(servers))
 
 
-def assign_generators(count: int, generators: Sequence[ModelDeployment]) -> list[str]:
-    """Smooth weighted round-robin: exact shares by `weight`, interleaved, deterministic."""
+def assign_generators(generators: Sequence[ModelDeployment]) -> Iterator[str]:
+    """Smooth weighted round-robin, endless: exact shares by `weight`, interleaved,
+    deterministic (the first n names are the same whatever n). ValueError, at the first name,
+    when no deployment has a positive weight."""
     active = [g for g in generators if g.weight > 0]
     if not active:
         raise ValueError("no generator deployment has a positive weight")
     total = sum(g.weight for g in active)
     current = [0.0] * len(active)
-    names = []
-    for _ in range(count):
+    while True:
         for index, deployment in enumerate(active):
             current[index] += deployment.weight
         best = max(range(len(active)), key=lambda i: current[i])
         current[best] -= total
-        names.append(active[best].name)
-    return names
+        yield active[best].name
 
 
 def pick_partners(
@@ -154,18 +154,19 @@ def plan_strategy(
     servers: Sequence[ServerView],
     featured: Sequence[ServerView],
     request: PlanRequest,
-) -> list[tuple[Allocation, list[ServerView], int, str | None]]:
+) -> Iterator[tuple[Allocation, list[ServerView], int, str | None]]:
+    """The strategy's slots one by one (allocation, servers shown, tools, fallback), each
+    drawn as it is asked for."""
     count = count_slots(request, len(servers), strategy)
     max_tools = max(1, request.max_tools)
-    plans: list[tuple[Allocation, list[ServerView], int, str | None]] = []
     if strategy == "single_server":
         for index in range(count):
             anchor = pick_anchor(rng, servers, index, request)
             num_tools = min(rng.randint(1, max_tools), len(anchor.tools))
-            plans.append(("single", [anchor], num_tools, None))
+            yield "single", [anchor], num_tools, None
     elif strategy == "multi_server":
         if len(servers) < 2:
-            return []
+            return
         for index in range(count):
             anchor = pick_anchor(rng, servers, index, request)
             allocation = rng.choice(request.allocations)
@@ -173,16 +174,15 @@ def plan_strategy(
             partners, fallback = pick_partners(rng, anchor, servers, size, allocation)
             num_tools = rng.randint(MIN_MULTI_TOOLS, max(MIN_MULTI_TOOLS, max_tools))
             alloc: Allocation = "random" if fallback else allocation
-            plans.append((alloc, [anchor, *partners], num_tools, fallback))
+            yield alloc, [anchor, *partners], num_tools, fallback
     else:
         pool = list(featured)
         if len(pool) < 2:
-            return []
+            return
         for _ in range(count):
             shown = rng.sample(pool, min(request.featured_servers, len(pool)))
             num_tools = rng.randint(MIN_MULTI_TOOLS, max(MIN_MULTI_TOOLS, max_tools))
-            plans.append(("featured", shown, num_tools, None))
-    return plans
+            yield "featured", shown, num_tools, None
 
 
 def featured_pool(servers: Sequence[ServerView], size: int) -> list[ServerView]:
@@ -201,32 +201,35 @@ def plan_slots(
     servers: Sequence[ServerView], generators: Sequence[ModelDeployment], request: PlanRequest
 ) -> list[TaskSlot]:
     """The whole plan of a run, in a fixed order (strategy, then slot)."""
+    return list(iter_slots(servers, generators, request))
+
+
+def iter_slots(
+    servers: Sequence[ServerView], generators: Sequence[ModelDeployment], request: PlanRequest
+) -> Iterator[TaskSlot]:
+    """The plan of `plan_slots`, slot by slot, each made as it is asked for: a plan of any
+    length in flat memory (a run streams it: flows/synthesize.py)."""
     usable = sorted((v for v in servers if v.tools), key=lambda v: v.server_id)
     if not usable:
-        return []
+        return
     featured = featured_pool(usable, request.featured_servers)
-    slots: list[TaskSlot] = []
     for strategy in request.strategies:
         rng = random.Random(f"{request.seed}:{strategy}")
         plans = plan_strategy(rng, strategy, usable, featured, request)
-        names = assign_generators(len(plans), generators)
-        for index, ((allocation, shown, num_tools, fallback), generator) in enumerate(
-            zip(plans, names, strict=True)
-        ):
+        names = assign_generators(generators)
+        for index, (allocation, shown, num_tools, fallback) in enumerate(plans):
             server_ids = tuple(v.server_id for v in shown)
-            slots.append(
-                TaskSlot(
-                    task_id=make_task_id(
-                        strategy, server_ids, num_tools, generator, request.seed, index
-                    ),
-                    strategy=strategy,
-                    allocation=allocation,
-                    server_ids=server_ids,
-                    num_tools=num_tools,
-                    generator=generator,
-                    seed=request.seed,
-                    slot=index,
-                    fallback=fallback,
-                )
+            generator = next(names)
+            yield TaskSlot(
+                task_id=make_task_id(
+                    strategy, server_ids, num_tools, generator, request.seed, index
+                ),
+                strategy=strategy,
+                allocation=allocation,
+                server_ids=server_ids,
+                num_tools=num_tools,
+                generator=generator,
+                seed=request.seed,
+                slot=index,
+                fallback=fallback,
             )
-    return slots

@@ -19,7 +19,7 @@ from flows.queries import (
     select_unrated_trajectories,
     unfinished_ids,
 )
-from flows.run_context import StageTally
+from flows.run_context import StageTally, Stream
 from flows.trajectories import plan_work
 from flows.writes import count_attempts
 from tasks.filter_trajectories import make_rating_id
@@ -225,3 +225,46 @@ def test_once_the_guards_trip_no_batch_starts_and_each_left_is_handed_to_skip() 
     for written, skipped in (on_asyncio, stop_on_prefect()):
         assert written == [[4, 6], [7]]  # the batches started before the trip finish
         assert skipped == [[13], [4, 5]]
+
+
+def streamed_fan_out(written: list[Any], made_when_written: list[int]) -> FanOut:
+    """Twenty batches made on demand; each write notes how many had been made by then."""
+    made: list[int] = []
+
+    def make() -> Any:
+        for index in range(20):
+            made.append(index)
+            yield [100 + index]  # 13 would fail the batch (`double`)
+
+    def write(output: list[int]) -> None:
+        made_when_written.append(len(made))
+        written.append(output)
+
+    return FanOut(
+        stage="streaming",
+        batch_fn=double,
+        batches=Stream(20, make),
+        parallel=2,
+        kwargs_for=lambda batch: {"offset": 0},
+        write=write,
+        on_error=lambda batch, error: [-1],
+    )
+
+
+@flow(name="streaming-probe", persist_result=False)
+def stream_on_prefect() -> tuple[list[Any], list[int]]:
+    written: list[Any] = []
+    made: list[int] = []
+    PrefectExecutor().run(streamed_fan_out(written, made))
+    return written, made
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_both_executors_make_a_stream_of_batches_only_as_lanes_free_up() -> None:
+    on_asyncio: tuple[list[Any], list[int]] = ([], [])
+    asyncio.run(AsyncioExecutor().run(streamed_fan_out(*on_asyncio)))
+    for written, made_when_written in (on_asyncio, stream_on_prefect()):
+        assert sorted(written) == [[200 + 2 * index] for index in range(20)]
+        # the batches running (2) and the one a lane took next, never the whole stream
+        assert made_when_written[0] <= 3
+        assert all(made <= written + 3 for written, made in enumerate(made_when_written))

@@ -1,0 +1,71 @@
+"""The LLM stages plan in flat memory (issue 14): synthesize's plan and filter-tasks' selection
+are streamed from the store a chunk at a time as batches start, so the memory held while a
+plan is made and handed out does not grow with its item count.
+
+Each test builds the stage's real plan (`job.plan`, as the runner does) over a real DuckDB
+store for a small and a large item count, consumes every batch the way an executor does (one
+at a time, dropping each), and bounds the growth of the tracemalloc peak between the two.
+Holding the whole plan costs ~1-2 KB per slot and ~4 KB per task: tens of MB here.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from flows.estimate_stages import job_plan
+from tests.bulk_store import fill_tasks
+from tests.synthesize.seed import fake_settings, seed_servers, write_config
+from toucan.store import Store
+
+SMALL = 2_500  # items, more than a chunk of the stream (flows/queries.py CHUNK_ITEMS)
+LARGE_PLAN = 16_000  # slots: a whole plan held is ~1.3 KB per slot, ~18 MB more
+LARGE_SELECTION = 8_000  # tasks: a whole selection held is ~6 KB per task, ~30 MB more
+MB_ALLOWED = 4.0  # growth of the peak from SMALL to large: a chunk of items, not all of them
+
+
+def peak_mb_of_plan(stage: str, store: Store, config: Path, **params: Any) -> tuple[float, int]:
+    """(tracemalloc peak in MB while the stage plans and every batch is made, items made)."""
+    settings = fake_settings(config)
+    made = 0
+    with store.holding():
+        tracemalloc.start()
+        try:
+            _, plan = job_plan(stage, store, settings, params)
+            for batch in plan.batches:
+                made += len(batch)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert made == plan.planned
+    return peak / 2**20, made
+
+
+def test_the_synthesize_plan_holds_the_same_memory_for_more_slots(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "toucan.yaml", "http://127.0.0.1:9")  # never called
+    store = Store(tmp_path / "s.duckdb")
+    seed_servers(store)
+    small, made_small = peak_mb_of_plan("synthesize", store, config, limit=SMALL, seed=1)
+    large, made_large = peak_mb_of_plan("synthesize", store, config, limit=LARGE_PLAN, seed=1)
+    print(f"synthesize plan peak: {small:.1f} MB for {SMALL}, {large:.1f} MB for {LARGE_PLAN}")
+    assert (made_small, made_large) == (SMALL, LARGE_PLAN)
+    assert large - small <= MB_ALLOWED, (small, large)
+
+
+def test_the_filter_tasks_selection_holds_the_same_memory_for_more_tasks(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path / "toucan.yaml", "http://127.0.0.1:9")
+    peaks = []
+    for count in (SMALL, LARGE_SELECTION):
+        store = Store(tmp_path / f"{count}.duckdb")
+        servers = [server.server_id for server in seed_servers(store)]
+        assert fill_tasks(store, count, servers) == count
+        peak, made = peak_mb_of_plan("filter_tasks", store, config)
+        assert made == count
+        peaks.append(peak)
+    print(
+        f"filter-tasks peak: {peaks[0]:.1f} MB for {SMALL}, {peaks[1]:.1f} MB for {LARGE_SELECTION}"
+    )
+    assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
