@@ -1,8 +1,10 @@
 """Export: kept trajectories from the store -> a dataset folder (shards + card).
 
-The flow reads the store; the batches build scrubbed rows (tasks/export.py); the summary step
-samples the mix and writes the files (tasks/export_files.py). The only store write is the run
-row and its events.
+The flow reads the store chunk by chunk (each batch's kept rows when it is submitted); the
+batches build scrubbed rows (tasks/export.py); the flow stages them on disk as they come
+(tasks/export_spill.py); the summary step samples the mix there and writes the files from it
+in chunks (tasks/export_files.py). No step holds all the rows: the run's memory does not grow
+with their count. The only store write is the run row and its events.
 
 Without an explicit `out_dir` each run writes its own folder, `<store dir>/exports/<run id>/`,
 and points `exports/latest` at it (tasks/output_dirs.py), so a nightly schedule never trips on
@@ -13,8 +15,8 @@ hidden partial sibling and renamed when complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +24,22 @@ from pydantic import BaseModel
 
 from flows.queries import (
     KEPT_TRAJECTORY_IDS,
+    KEPT_TRAJECTORY_RATING_IDS,
     LATEST_TASK_RATING_IDS,
-    select_kept_trajectory_ratings,
 )
 from flows.run_context import RunContext
 from flows.runner import StageJob, StagePlan
 from tasks.export import (
-    SUBSETS,
     ExportBatch,
     ExportRejected,
-    ExportRow,
     ExportSource,
-    build_export_rows,
+    build_export_chunk,
     parse_trajectory_cells,
     plan_mix,
-    sample_mix,
 )
 from tasks.export_files import ExportSummary, describe_rows, render_dataset_card
 from tasks.export_formats import check_formats, write_formats
+from tasks.export_spill import ExportRows, RowSpill
 from tasks.output_dirs import (
     LATEST,
     building,
@@ -50,8 +50,8 @@ from tasks.output_dirs import (
     remove_stale_partials,
 )
 from toucan.config import Settings
-from toucan.ids import make_id
-from toucan.records import Server, Task, TaskRating
+from toucan.ids import ID_HEX_CHARS, canonical_json
+from toucan.records import Server, Task, TaskRating, Trajectory, TrajectoryRating
 from toucan.store import Store
 
 BATCH_SIZE = 500
@@ -63,42 +63,94 @@ EMPTY_MESSAGE = (
 )
 
 
-def select_export_sources(store: Store) -> tuple[list[ExportSource], Counter[str], dict[str, str]]:
-    """Kept trajectories with their task, ratings and servers; unreadable rows by reason."""
-    ratings = {r.trajectory_id: r for r in select_kept_trajectory_ratings(store)}
-    excluded: Counter[str] = Counter()
-    rejected: dict[str, str] = {}
-    if not ratings:
-        return [], excluded, rejected
-    frame = store.frame(
-        "SELECT * FROM trajectories WHERE status = 'ok' AND trajectory_id IN "
-        f"({KEPT_TRAJECTORY_IDS}) ORDER BY trajectory_id"
+# the kept, exportable trajectories: ok, kept by their newest rating, their task in the store
+KEPT_ROWS = (
+    f"status = 'ok' AND trajectory_id IN ({KEPT_TRAJECTORY_IDS}) "
+    "AND task_id IN (SELECT task_id FROM tasks)"
+)
+KEPT_WITHOUT_TASK = (
+    f"status = 'ok' AND trajectory_id IN ({KEPT_TRAJECTORY_IDS}) "
+    "AND task_id NOT IN (SELECT task_id FROM tasks)"
+)
+KEY_CHUNK = 10_000  # rows of the content key read at a time
+
+
+def has_trajectories(store: Store) -> bool:
+    return store.path.exists() and bool(store.count(Trajectory))
+
+
+def plan_chunks(store: Store, size: int = BATCH_SIZE) -> list[tuple[str, str]]:
+    """The kept rows (`KEPT_ROWS`) in id order, cut into chunks of `size`: (first id, last
+    id) of each, so the plan holds two ids per chunk, not the rows."""
+    if not has_trajectories(store):
+        return []
+    rows = store.query(
+        f"SELECT min(trajectory_id), max(trajectory_id) FROM (SELECT trajectory_id, "
+        f"(row_number() OVER (ORDER BY trajectory_id) - 1) // {int(size)} AS chunk "
+        f"FROM trajectories WHERE {KEPT_ROWS}) GROUP BY chunk ORDER BY chunk"
     )
-    tasks = {
-        t.task_id: t
-        for t in store.select(
-            Task,
-            "task_id IN (SELECT task_id FROM trajectories) OR task_id IN "
-            "(SELECT parent_id FROM tasks WHERE task_id IN (SELECT task_id FROM trajectories))",
+    return [(first, last) for first, last in rows]
+
+
+def count_kept_rows(store: Store) -> tuple[int, list[str], dict[str, str]]:
+    """(kept rows to export; the judges whose ratings keep them; the kept rows whose task is
+    not in the store: trajectory id -> `task_missing`)."""
+    if not has_trajectories(store):
+        return 0, [], {}
+    kept = store.query(f"SELECT count(*) FROM trajectories WHERE {KEPT_ROWS}")[0][0]
+    judges = store.query(
+        f"SELECT DISTINCT judge FROM trajectory_ratings WHERE rating_id IN "
+        f"({KEPT_TRAJECTORY_RATING_IDS}) AND trajectory_id IN (SELECT trajectory_id "
+        f"FROM trajectories WHERE {KEPT_ROWS}) ORDER BY judge"
+    )
+    without_task = store.query(f"SELECT trajectory_id FROM trajectories WHERE {KEPT_WITHOUT_TASK}")
+    return int(kept), [j for (j,) in judges], {t: "task_missing" for (t,) in without_task}
+
+
+def select_tasks(store: Store, task_ids: set[str]) -> dict[str, Task]:
+    """task id -> task, for those of `task_ids` in the store."""
+    if not task_ids:
+        return {}
+    return {
+        t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [sorted(task_ids)])
+    }
+
+
+def load_export_sources(
+    store: Store, chunk: tuple[str, str], servers: dict[str, Server]
+) -> tuple[list[ExportSource], dict[str, str]]:
+    """The sources of one chunk's kept rows (with their task, the ratings and the servers),
+    and the rows that cannot be read (trajectory id -> reason)."""
+    between = "trajectory_id BETWEEN ? AND ?"
+    ratings = {
+        r.trajectory_id: r
+        for r in store.select(
+            TrajectoryRating, f"{between} AND rating_id IN ({KEPT_TRAJECTORY_RATING_IDS})", chunk
         )
     }
+    frame = store.frame(
+        f"SELECT * FROM trajectories WHERE {between} AND {KEPT_ROWS} ORDER BY trajectory_id",
+        chunk,
+    )
+    tasks = select_tasks(store, set(frame["task_id"].to_list()) if len(frame) else set())
+    tasks |= select_tasks(store, {t.parent_id for t in tasks.values() if t.parent_id} - set(tasks))
     task_ratings = {
-        r.task_id: r for r in store.select(TaskRating, f"rating_id IN ({LATEST_TASK_RATING_IDS})")
+        r.task_id: r
+        for r in store.select(
+            TaskRating,
+            f"list_contains(?, task_id) AND rating_id IN ({LATEST_TASK_RATING_IDS})",
+            [sorted(tasks)],
+        )
     }
-    servers = {s.server_id: s for s in store.select(Server)}
-    sources = []
+    sources: list[ExportSource] = []
+    unreadable: dict[str, str] = {}
     for cells in frame.iter_rows(named=True):
         try:
             trajectory = parse_trajectory_cells(cells)
         except ExportRejected as exc:
-            excluded[exc.reason] += 1
-            rejected[cells["trajectory_id"]] = exc.reason
+            unreadable[cells["trajectory_id"]] = exc.reason
             continue
-        task = tasks.get(trajectory.task_id)
-        if task is None:
-            excluded["task_missing"] += 1
-            rejected[trajectory.trajectory_id] = "task_missing"
-            continue
+        task = tasks[trajectory.task_id]
         # an irrelevant task keeps its question, so the original's assessment is the one
         # that describes it; other kinds are judged themselves (falling back to the parent)
         own, parent = task_ratings.get(task.task_id), task_ratings.get(task.parent_id or "")
@@ -112,7 +164,7 @@ def select_export_sources(store: Store) -> tuple[list[ExportSource], Counter[str
                 servers=[servers[s] for s in task_server_ids(task, trajectory) if s in servers],
             )
         )
-    return sources, excluded, rejected
+    return sources, unreadable
 
 
 def task_server_ids(task: Task, trajectory: Any) -> list[str]:
@@ -132,7 +184,7 @@ def describe_filters(settings: Settings) -> dict[str, Any]:
 
 
 def write_dataset(
-    out_dir: Path, rows: list[ExportRow], summary: ExportSummary, settings: Settings
+    out_dir: Path, rows: ExportRows, summary: ExportSummary, settings: Settings
 ) -> None:
     """The shards of every format, the dataset card and `export_summary.json`."""
     describe_rows(rows, summary)
@@ -147,21 +199,39 @@ def write_dataset(
 
 
 def export_content_key(
-    sources: list[ExportSource], formats: list[str], mix: str, seed: int, settings: Settings
+    store: Store, formats: list[str], mix: str, seed: int, settings: Settings
 ) -> str:
     """What an export's files are made from: each kept row and the rating keeping it (a
-    replaced row or a re-rating changes the key), the formats, the mix and its settings."""
-    rows = sorted(
-        (
-            s.trajectory.trajectory_id,
-            s.trajectory.finished_at.isoformat(),
-            s.trajectory_rating.rating_id,
-            s.trajectory_rating.created_at.isoformat(),
-        )
-        for s in sources
+    replaced row or a re-rating changes the key), the formats, the mix and its settings.
+    `make_id("export", rows, ...)` over the rows sorted, its text hashed as it is read (in
+    chunks of KEY_CHUNK) rather than built whole."""
+    sql = (
+        "SELECT trajectory_id, finished_at, rating_id, created_at "
+        f"FROM (SELECT trajectory_id, finished_at FROM trajectories WHERE {KEPT_ROWS}) "
+        "JOIN (SELECT trajectory_id, rating_id, created_at FROM trajectory_ratings "
+        f"WHERE rating_id IN ({KEPT_TRAJECTORY_RATING_IDS})) USING (trajectory_id) "
+        "ORDER BY trajectory_id"
     )
+    digest = hashlib.sha256(b'["export",[')
+    if has_trajectories(store):
+        with store.connect(read_only=True) as con:
+            cursor = con.execute(sql)
+            first = True
+            while chunk := cursor.fetchmany(KEY_CHUNK):
+                for trajectory_id, finished_at, rating_id, created_at in chunk:
+                    row = [
+                        trajectory_id,
+                        finished_at.isoformat(),
+                        rating_id,
+                        created_at.isoformat(),
+                    ]
+                    digest.update(b"" if first else b",")
+                    digest.update(canonical_json(row).encode())
+                    first = False
     export_settings = settings.export.model_dump(mode="json")
-    return make_id("export", rows, sorted(formats), mix, seed, export_settings)
+    rest = [sorted(formats), mix, seed, export_settings]
+    digest.update(("]," + ",".join(canonical_json(part) for part in rest) + "]").encode())
+    return f"export_{digest.hexdigest()[:ID_HEX_CHARS]}"
 
 
 def exported_content_key(folder: Path) -> str | None:
@@ -172,17 +242,18 @@ def exported_content_key(folder: Path) -> str | None:
         return None
 
 
-class ExportJob(StageJob[list[ExportSource]]):
-    """Builds scrubbed rows in batches, then samples the mix and writes the dataset."""
+class ExportJob(StageJob[tuple[str, str]]):
+    """Builds scrubbed rows in batches of kept rows read chunk by chunk, stages them on disk
+    (tasks/export_spill.py), then samples the mix and writes the dataset from there."""
 
     name = "export"
-    batch_fn = build_export_rows
+    batch_fn = build_export_chunk
 
     def run_params(self) -> dict[str, Any]:
         p = self.params
         return {"out": p.out_dir, "formats": p.formats or ["parquet"], "mix": p.mix, "seed": p.seed}
 
-    def plan(self, ctx: RunContext) -> StagePlan[list[ExportSource]]:
+    def plan(self, ctx: RunContext) -> StagePlan[tuple[str, str]]:
         formats, mix = self.params.formats or ["parquet"], self.params.mix
         check_formats(formats)
         if mix not in ("paper", "none"):
@@ -195,22 +266,28 @@ class ExportJob(StageJob[list[ExportSource]]):
         else:
             self.out_dir = Path(self.params.out_dir).resolve()
             refuse_existing(self.out_dir, overwrite=self.params.overwrite)
-        sources, excluded, self.rejected = select_export_sources(ctx.store)
-        for reason, count in excluded.items():
-            ctx.tally.add("excluded", reason, count)
-        self.key = export_content_key(sources, formats, mix, self.params.seed, self.settings)
+        self.store = store = ctx.store
+        kept, self.judges, self.rejected = count_kept_rows(store)
+        if self.rejected:
+            ctx.tally.add("excluded", "task_missing", len(self.rejected))
+        self.key = export_content_key(store, formats, mix, self.params.seed, self.settings)
         latest = read_latest(self.exports) if self.per_run else None
         self.unchanged = latest if latest and exported_content_key(latest) == self.key else None
-        self.judges = sorted({s.trajectory_rating.judge for s in sources})
-        self.rows: list[ExportRow] = []  # the dataset is written whole at the end
-        already = sum(excluded.values())
+        already = len(self.rejected)
         if self.unchanged is not None:
-            return StagePlan(0, already + len(sources), [])
-        chunks = [sources[i : i + BATCH_SIZE] for i in range(0, len(sources), BATCH_SIZE)]
-        return StagePlan(len(sources), already, chunks)
+            return StagePlan(0, already + kept, [])
+        self.servers = {s.server_id: s for s in store.select(Server)}
+        # the rows, staged on disk as batches finish: the dataset is written from there
+        self.spill = RowSpill(self.params.seed)
+        return StagePlan(kept, already, plan_chunks(store))
+
+    def batch_args(self, batch: tuple[str, str]) -> dict[str, Any]:
+        """The chunk's sources, read when it is submitted (only running chunks are held)."""
+        sources, unreadable = load_export_sources(self.store, batch, self.servers)
+        return {"sources": sources, "unreadable": unreadable}
 
     def write(self, ctx: RunContext, output: ExportBatch) -> None:
-        self.rows += output.rows
+        self.spill.add(output.rows)
         self.rejected.update(output.rejected)
         for name in ("excluded", "scrubbed", "scrubbed_rows"):
             for key, count in getattr(output, name).items():
@@ -224,7 +301,7 @@ class ExportJob(StageJob[list[ExportSource]]):
     def summarise(self, ctx: RunContext) -> BaseModel:
         for trajectory_id, reason in sorted(self.rejected.items()):
             ctx.events.record(item_id=trajectory_id, status="rejected", error_class=reason)
-        params, tally = self.params, ctx.tally
+        params = self.params
         formats = params.formats or ["parquet"]
         if self.unchanged is not None:
             return ExportSummary(
@@ -235,24 +312,33 @@ class ExportJob(StageJob[list[ExportSource]]):
                 content_key=self.key,
                 message=NOTHING_NEW.format(folder=self.unchanged),
             )
+        with self.spill:
+            return self.write_export(ctx, self.spill)
+
+    def write_export(self, ctx: RunContext, spill: RowSpill) -> ExportSummary:
+        """Sample the mix from the staged rows, write the dataset, point `latest` at it."""
+        params, tally = self.params, ctx.tally
         summary = ExportSummary(
-            out_dir=str(self.out_dir), formats=formats, mix=params.mix, content_key=self.key
+            out_dir=str(self.out_dir),
+            formats=params.formats or ["parquet"],
+            mix=params.mix,
+            content_key=self.key,
         )
         summary.candidates = ctx.plan.planned + ctx.plan.already_done
-        rows = self.rows
+        quotas = None
         if params.mix == "paper":
             weights = self.settings.export.mix
-            available = {s: sum(r.subset_name == s for r in rows) for s in weights}
-            summary.mix_plan = plan_mix(available, weights)
-            rows = sample_mix(rows, weights, params.seed)
-        rows.sort(key=lambda r: (SUBSETS.index(r.subset_name), r.uuid))
+            staged = spill.counts()
+            summary.mix_plan = plan_mix({s: staged.get(s, 0) for s in weights}, weights)
+            quotas = summary.mix_plan
+        rows = spill.finish(quotas)
         summary.excluded = tally.counts("excluded")
         summary.scrubbed = tally.counts("scrubbed")
         summary.scrubbed_rows = tally.counts("scrubbed_rows")
         summary.rows_scrubbed = tally.total("rows_scrubbed")
         summary.judges = self.judges
         summary.filters = describe_filters(self.settings)
-        summary.message = EMPTY_MESSAGE if not rows else ""
+        summary.message = EMPTY_MESSAGE if not len(rows) else ""
         with building(self.out_dir, folder=True) as partial:
             write_dataset(partial, rows, summary, self.settings)
         if self.per_run:
