@@ -20,10 +20,11 @@ import pyarrow as pa
 
 from tasks.export import EXPORT_COLUMNS, SUBSETS, ExportRow
 
-# DuckDB's working memory for staging and ordering the rows: past it, it spills to the
-# scratch folder (the ordering of 100k rows of a few KB each would otherwise take 1 GB)
-SPILL_MEMORY = "192MB"
-READ_CHUNK = 1_000  # rows fetched at a time when reading back
+# DuckDB's working memory for the spill. It never orders whole rows (DuckDB 2.0 cannot spill
+# a sort of wide rows: 100k rows of 3.5 KB needed 512 MB): only their narrow sort keys, and
+# then reads the rows back a key range of READ_CHUNK rows at a time
+SPILL_MEMORY = "128MB"
+READ_CHUNK = 2_000  # rows read back (and ordered) at a time
 COLUMNS = ", ".join(EXPORT_COLUMNS)
 
 
@@ -32,12 +33,18 @@ def mix_rank(seed: int, uuid: str) -> str:
     return hashlib.sha256(f"{seed}:{uuid}".encode()).hexdigest()
 
 
+def sort_key(row: ExportRow) -> str:
+    """The rows' order as one string: subset (SUBSETS order), then uuid (all of one length)."""
+    return f"{SUBSETS.index(row.subset_name):02d}{row.uuid}"
+
+
 class ExportRows:
     """The final rows of an export, in order (subset, then uuid): `len()` and iteration, read
-    in chunks from the spill; each iteration reads them afresh."""
+    back a key range at a time (`bounds`: the last key of each range but the open last one);
+    each iteration reads them afresh."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, count: int) -> None:
-        self._con, self._table, self._count = con, table, count
+    def __init__(self, con: duckdb.DuckDBPyConnection, bounds: list[str], count: int) -> None:
+        self._con, self._bounds, self._count = con, bounds, count
 
     def __len__(self) -> int:
         return self._count
@@ -45,10 +52,15 @@ class ExportRows:
     def __iter__(self) -> Iterator[ExportRow]:
         cursor = self._con.cursor()
         try:
-            # the table was created in this order, and a plain scan keeps insertion order
-            cursor.execute(f"SELECT {COLUMNS} FROM {self._table}")
-            while chunk := cursor.fetchmany(READ_CHUNK):
-                for values in chunk:
+            lows: list[str | None] = [None, *self._bounds]
+            highs: list[str | None] = [*self._bounds, None]
+            for low, high in zip(lows, highs, strict=True):
+                cursor.execute(
+                    f"SELECT {COLUMNS} FROM staged WHERE (? IS NULL OR sort_key > ?) "
+                    "AND (? IS NULL OR sort_key <= ?) ORDER BY sort_key",
+                    [low, low, high, high],
+                )
+                for values in cursor.fetchall():
                     yield ExportRow.model_construct(
                         **dict(zip(EXPORT_COLUMNS, values, strict=True))
                     )
@@ -57,8 +69,8 @@ class ExportRows:
 
 
 class RowSpill:
-    """Rows staged in a scratch database as batches finish (`add`), then sampled and ordered
-    once (`finish`). Close it (or use it as a context manager) to remove its folder."""
+    """Rows staged in a scratch database as batches finish (`add`), then sampled and read back
+    in order (`finish`). Close it (or use it as a context manager) to remove its folder."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -68,14 +80,14 @@ class RowSpill:
         self._con.execute(f"SET memory_limit = '{SPILL_MEMORY}'")
         self._con.execute(f"SET temp_directory = '{folder / 'tmp'}'")
         columns = ", ".join(f"{name} VARCHAR" for name in EXPORT_COLUMNS)
-        self._con.execute(f"CREATE TABLE staged (subset_order INTEGER, rank VARCHAR, {columns})")
+        self._con.execute(f"CREATE TABLE staged (sort_key VARCHAR, rank VARCHAR, {columns})")
 
     def add(self, rows: list[ExportRow]) -> None:
         """Stage one batch's rows."""
         if not rows:
             return
         columns = {
-            "subset_order": [SUBSETS.index(row.subset_name) for row in rows],
+            "sort_key": [sort_key(row) for row in rows],
             "rank": [mix_rank(self.seed, row.uuid) for row in rows],
         }
         columns |= {name: [getattr(row, name) for row in rows] for name in EXPORT_COLUMNS}
@@ -91,22 +103,22 @@ class RowSpill:
 
     def finish(self, quotas: dict[str, int] | None = None) -> ExportRows:
         """The final rows: with `quotas` (subset -> rows; a subset not named gets none), each
-        subset's rows of smallest `mix_rank`; ordered by subset (SUBSETS order), then uuid."""
-        sample = ""
+        subset's rows of smallest `mix_rank` only; ordered by subset (SUBSETS order), then
+        uuid."""
         if quotas is not None:
             self._con.execute("CREATE TABLE quotas (subset_name VARCHAR, quota INTEGER)")
             self._con.executemany("INSERT INTO quotas VALUES (?, ?)", list(quotas.items()))
-            sample = (
+            self._con.execute(
+                "DELETE FROM staged WHERE sort_key NOT IN (SELECT sort_key FROM staged "
                 "JOIN quotas USING (subset_name) "
-                "QUALIFY row_number() OVER (PARTITION BY subset_name ORDER BY rank) <= quota"
+                "QUALIFY row_number() OVER (PARTITION BY subset_name ORDER BY rank) <= quota)"
             )
-        self._con.execute(
-            f"CREATE TABLE final AS SELECT staged.* FROM staged {sample} "
-            "ORDER BY subset_order, uuid"
-        )
-        self._con.execute("DROP TABLE staged")
-        count = self._con.execute("SELECT count(*) FROM final").fetchone()
-        return ExportRows(self._con, "final", int(count[0]) if count else 0)
+        bounds = self._con.execute(
+            "SELECT sort_key FROM (SELECT sort_key, row_number() OVER (ORDER BY sort_key) AS n "
+            f"FROM staged) WHERE n % {READ_CHUNK} = 0 ORDER BY sort_key"
+        ).fetchall()
+        count = self._con.execute("SELECT count(*) FROM staged").fetchone()
+        return ExportRows(self._con, [key for (key,) in bounds], int(count[0]) if count else 0)
 
     def close(self) -> None:
         self._con.close()
