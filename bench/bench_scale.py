@@ -42,19 +42,8 @@ import bench_synthesize  # noqa: E402
 from flows.runner import run_stage_async  # noqa: E402
 from mcp_env.fleet.catalog import load_fleet_catalog  # noqa: E402
 from mcp_env.specs import parse_server_spec  # noqa: E402
-from tests.bulk_store import (  # noqa: E402
-    fill_task_ratings,
-    fill_tasks,
-    fill_trajectories,
-    index_tasks,
-)
-from tests.export.seeding import (  # noqa: E402
-    WEATHER_TOOLS,
-    make_trajectory,
-    seed_servers,
-    tool_use_messages,
-    trajectory_rating,
-)
+from tests.bulk_store import fill_task_ratings, fill_tasks, index_tasks  # noqa: E402
+from tests.export.seeding import fill_kept_trajectories  # noqa: E402
 from tests.fake_llm import Rule, run_fake_llm_process  # noqa: E402
 from tests.trajectories.helpers import fleet_dir, server_row  # noqa: E402
 from tests.trajectories.test_flow import FLEET_CALLS  # noqa: E402
@@ -89,18 +78,6 @@ def fill_teacher_tasks(store: Store, count: int) -> None:
     tools = [FLEET_CALLS[name][0] for name in FLEET_SERVERS]
     fill_tasks(store, count, [s.server_id for s in servers], tools=tools)
     fill_task_ratings(store)
-
-
-def fill_kept_trajectories(store: Store, count: int) -> None:
-    """`count` kept trajectories (one weather tool call each), with their tasks and ratings."""
-    weather, _ = seed_servers(store)
-    fill_tasks(store, count, [weather.server_id], tools=["get_forecast"])
-    fill_task_ratings(store)
-    messages = tool_use_messages("QUESTION", {"city": "Paris"}, "sunny, 21 C")
-    template = make_trajectory(
-        "traj_template", "task_template", "original", messages, WEATHER_TOOLS
-    )
-    fill_trajectories(store, template, trajectory_rating(template.trajectory_id))
 
 
 def prepare(stage: str, folder: Path, count: int) -> Path:

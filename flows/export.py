@@ -79,9 +79,10 @@ def has_trajectories(store: Store) -> bool:
     return store.path.exists() and bool(store.count(Trajectory))
 
 
-def plan_chunks(store: Store, size: int = BATCH_SIZE) -> list[tuple[str, str]]:
-    """The kept rows (`KEPT_ROWS`) in id order, cut into chunks of `size`: (first id, last
-    id) of each, so the plan holds two ids per chunk, not the rows."""
+def plan_chunks(store: Store, size: int | None = None) -> list[tuple[str, str]]:
+    """The kept rows (`KEPT_ROWS`) in id order, cut into chunks of `size` (BATCH_SIZE):
+    (first id, last id) of each, so the plan holds two ids per chunk, not the rows."""
+    size = size or BATCH_SIZE
     if not has_trajectories(store):
         return []
     rows = store.query(
