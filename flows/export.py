@@ -73,6 +73,9 @@ KEPT_WITHOUT_TASK = (
     "AND task_id NOT IN (SELECT task_id FROM tasks)"
 )
 KEY_CHUNK = 10_000  # rows of the content key read at a time
+# a semi-join on the given ids (hashed once), not `list_contains(?, id)`, which compares
+# every row of the table with every id of the chunk
+AMONG_IDS = "task_id IN (SELECT unnest(?::VARCHAR[]))"
 
 
 def has_trajectories(store: Store) -> bool:
@@ -112,9 +115,7 @@ def select_tasks(store: Store, task_ids: set[str]) -> dict[str, Task]:
     """task id -> task, for those of `task_ids` in the store."""
     if not task_ids:
         return {}
-    return {
-        t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [sorted(task_ids)])
-    }
+    return {t.task_id: t for t in store.select(Task, AMONG_IDS, [sorted(task_ids)])}
 
 
 def load_export_sources(
@@ -139,7 +140,7 @@ def load_export_sources(
         r.task_id: r
         for r in store.select(
             TaskRating,
-            f"list_contains(?, task_id) AND rating_id IN ({LATEST_TASK_RATING_IDS})",
+            f"{AMONG_IDS} AND rating_id IN ({LATEST_TASK_RATING_IDS})",
             [sorted(tasks)],
         )
     }
