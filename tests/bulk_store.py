@@ -1,7 +1,8 @@
 """A real DuckDB store filled with many rows fast, for memory tests and benchmarks at scale.
 
 `fill_tasks` writes N ok original tasks and `fill_llm_cache` N stored model replies with one
-INSERT ... SELECT over `range(N)` each (100k rows in a few seconds; building N pydantic records
+INSERT ... SELECT over `range(N)` each; `fill_task_ratings` keeps every such task and
+`fill_trajectories` copies a template trajectory and its keeping rating onto each, in SQL (100k rows in a few seconds; building N pydantic records
 and inserting them would take minutes). The rows have the shapes and about the sizes of real
 ones: a ~80-character question of 16 random 4-letter words (the near-duplicate pass reads
 4-letter word prefixes: shared words would make every pair a candidate), on one of the given
