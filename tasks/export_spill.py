@@ -3,9 +3,9 @@ sampled (the paper mix), ordered and read back in chunks, so the export never ho
 rows in memory (issue 14: flat memory whatever the row count).
 
 `RowSpill` keeps them in a scratch DuckDB database of its own (a temporary folder removed on
-close; never the store), under a memory limit so that ordering 1M rows spills to its disk
-instead of growing the process. `ExportRows` is the final rows, in order, read in chunks:
-every format writer and the card's counts iterate it, each once.
+close; never the store), under a memory limit: the rows are ordered by sorting their narrow
+keys, then copied a key range at a time into a table in final order. `ExportRows` is that
+table read in chunks: every format writer and the card's counts iterate it, each once.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import pyarrow as pa
 
 from tasks.export import EXPORT_COLUMNS, SUBSETS, ExportRow
 
-# DuckDB's working memory for the spill. It never orders whole rows (DuckDB 2.0 cannot spill
-# a sort of wide rows: 100k rows of 3.5 KB needed 512 MB): only their narrow sort keys, and
-# then reads the rows back a key range of READ_CHUNK rows at a time
-SPILL_MEMORY = "128MB"
+# DuckDB's working memory for the spill. It never orders all the rows at once (DuckDB 2.0
+# cannot spill a sort of wide rows: 100k rows of 3.5 KB needed 512 MB): only their narrow
+# sort keys, then the rows a key range of READ_CHUNK at a time
+SPILL_MEMORY = "64MB"
 READ_CHUNK = 2_000  # rows read back (and ordered) at a time
+LAST_KEY = "~"  # after every sort key (they start with two digits)
 COLUMNS = ", ".join(EXPORT_COLUMNS)
 
 
@@ -40,11 +41,10 @@ def sort_key(row: ExportRow) -> str:
 
 class ExportRows:
     """The final rows of an export, in order (subset, then uuid): `len()` and iteration, read
-    back a key range at a time (`bounds`: the last key of each range but the open last one);
-    each iteration reads them afresh."""
+    in chunks from a table written in that order; each iteration reads them afresh."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, bounds: list[str], count: int) -> None:
-        self._con, self._bounds, self._count = con, bounds, count
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, count: int) -> None:
+        self._con, self._table, self._count = con, table, count
 
     def __len__(self) -> int:
         return self._count
@@ -52,15 +52,10 @@ class ExportRows:
     def __iter__(self) -> Iterator[ExportRow]:
         cursor = self._con.cursor()
         try:
-            lows: list[str | None] = [None, *self._bounds]
-            highs: list[str | None] = [*self._bounds, None]
-            for low, high in zip(lows, highs, strict=True):
-                cursor.execute(
-                    f"SELECT {COLUMNS} FROM staged WHERE (? IS NULL OR sort_key > ?) "
-                    "AND (? IS NULL OR sort_key <= ?) ORDER BY sort_key",
-                    [low, low, high, high],
-                )
-                for values in cursor.fetchall():
+            # a plain scan keeps the table's insertion order (DuckDB preserve_insertion_order)
+            cursor.execute(f"SELECT {COLUMNS} FROM {self._table}")
+            while chunk := cursor.fetchmany(READ_CHUNK):
+                for values in chunk:
                     yield ExportRow.model_construct(
                         **dict(zip(EXPORT_COLUMNS, values, strict=True))
                     )
@@ -117,8 +112,19 @@ class RowSpill:
             "SELECT sort_key FROM (SELECT sort_key, row_number() OVER (ORDER BY sort_key) AS n "
             f"FROM staged) WHERE n % {READ_CHUNK} = 0 ORDER BY sort_key"
         ).fetchall()
-        count = self._con.execute("SELECT count(*) FROM staged").fetchone()
-        return ExportRows(self._con, [key for (key,) in bounds], int(count[0]) if count else 0)
+        # the ordered copy, a key range of READ_CHUNK rows at a time: each range is found by
+        # a scan of the keys alone (the filter is pushed into the scan) and ordered in memory
+        self._con.execute("CREATE TABLE final AS SELECT * FROM staged LIMIT 0")
+        lows, highs = ["", *(key for (key,) in bounds)], [*(key for (key,) in bounds), LAST_KEY]
+        for low, high in zip(lows, highs, strict=True):
+            self._con.execute(
+                "INSERT INTO final SELECT * FROM staged WHERE sort_key > ? AND sort_key <= ? "
+                "ORDER BY sort_key",
+                [low, high],
+            )
+        self._con.execute("DROP TABLE staged")
+        count = self._con.execute("SELECT count(*) FROM final").fetchone()
+        return ExportRows(self._con, "final", int(count[0]) if count else 0)
 
     def close(self) -> None:
         self._con.close()
