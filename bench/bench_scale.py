@@ -82,8 +82,7 @@ def fill_teacher_tasks(store: Store, count: int) -> None:
 
 def prepare(stage: str, folder: Path, count: int) -> Path:
     """A store ready for `stage` over `count` items, checkpointed (the stage's process does
-    not replay the fill from the write-ahead log: 300 MB for 100k trajectories); returns its
-    path."""
+    not replay the fill from the write-ahead log); returns its path."""
     store = Store(folder / "bench.duckdb")
     if stage == "trajectories":
         fill_teacher_tasks(store, count)
