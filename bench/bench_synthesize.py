@@ -104,7 +104,10 @@ def seed_tasks(store: Store, catalog: list[tuple[Server, list[Tool]]], count: in
     store.insert(rows)
 
 
-def bench_settings(base_url: str, in_flight: int):
+def bench_settings(base_url: str, in_flight: int, **sections: dict):
+    """Every model group on the fake server at `base_url`, `in_flight` items at once in the
+    LLM stages; `sections` are further settings sections (e.g. `mcp={...}`)."""
+
     def deployment(name: str) -> dict:
         return {
             "name": name,
@@ -127,6 +130,7 @@ def bench_settings(base_url: str, in_flight: int):
             },
             "synthesize": {"concurrency": in_flight},
             "filter_tasks": {"concurrency": in_flight},
+            **sections,
         },
     )
 

@@ -11,7 +11,6 @@ learn the invalid call either way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import Counter
@@ -268,6 +267,19 @@ def build_export_row(source: ExportSource, scrubber: Scrubber) -> ExportRow:
     )
 
 
+def build_export_chunk(
+    chunk: tuple[str, str], sources: list[ExportSource], unreadable: dict[str, str]
+) -> ExportBatch:
+    """Rows for the kept trajectories of ids `chunk` (first, last), read as `sources`; the
+    ones that could not be read (`unreadable`: trajectory id -> reason) are counted as
+    rejected with the others."""
+    batch = build_export_rows(sources)
+    for trajectory_id, reason in unreadable.items():
+        batch.excluded[reason] = batch.excluded.get(reason, 0) + 1
+        batch.rejected[trajectory_id] = reason
+    return batch
+
+
 def build_export_rows(sources: list[ExportSource]) -> ExportBatch:
     """Rows for a batch; a rejected source is counted by reason, the rest go on."""
     batch = ExportBatch()
@@ -305,19 +317,3 @@ def plan_mix(available: dict[str, int], weights: dict[str, float]) -> dict[str, 
         s: (min(n, math.floor(weights[s] * scale + 0.5)) if s in present else 0)
         for s, n in available.items()
     }
-
-
-def sample_mix(rows: list[ExportRow], weights: dict[str, float], seed: int = 0) -> list[ExportRow]:
-    """Deterministic sample: per subset, the rows with the smallest hash(seed, uuid)."""
-    by_subset: dict[str, list[ExportRow]] = {}
-    for row in rows:
-        by_subset.setdefault(row.subset_name, []).append(row)
-    plan = plan_mix({s: len(r) for s, r in by_subset.items()}, weights)
-
-    def rank(row: ExportRow) -> str:
-        return hashlib.sha256(f"{seed}:{row.uuid}".encode()).hexdigest()
-
-    chosen: list[ExportRow] = []
-    for subset, subset_rows in by_subset.items():
-        chosen.extend(sorted(subset_rows, key=rank)[: plan[subset]])
-    return sorted(chosen, key=lambda r: (SUBSETS.index(r.subset_name), r.uuid))

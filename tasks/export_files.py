@@ -1,15 +1,19 @@
 """Writing an export: parquet/JSONL shards and the dataset card (the formats built on these
 shards are named in tasks/export_formats.py).
 
-Every writer takes already-scrubbed `ExportRow`s; nothing here reads the store.
+Every writer takes already-scrubbed `ExportRow`s, any sized iterable of them (the export's are
+read from its spill in chunks: tasks/export_spill.py), and writes them as they come, so it
+holds one chunk at a time; nothing here reads the store.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Collection, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,6 +23,8 @@ from tasks.export import EXPORT_COLUMNS, SUBSETS, ExportRow
 from tasks.export_provenance import ServedSummary, embedded_notice, served_rows, summarize_served
 
 ARROW_SCHEMA = pa.schema([(name, pa.string()) for name in EXPORT_COLUMNS])
+WRITE_CHUNK = 2_000  # rows a writer holds at once (a parquet row group)
+T = TypeVar("T")
 
 
 class ExportSummary(BaseModel):
@@ -66,56 +72,82 @@ def shard_name(index: int, count: int, suffix: str) -> str:
     return f"train-{index:05d}-of-{count:05d}.{suffix}"
 
 
-def write_parquet(rows: list[ExportRow], folder: Path, shard_rows: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    slices = shard_slices(len(rows), shard_rows)
-    paths = []
+def shards(
+    items: Iterable[T], total: int, shard_rows: int
+) -> Iterator[tuple[int, int, Iterator[T]]]:
+    """(index, shard count, its items) per shard of `total` items (`shard_slices`); each
+    shard's items must be consumed before the next shard is asked for."""
+    slices = shard_slices(total, shard_rows)
+    iterator = iter(items)
     for index, (start, end) in enumerate(slices):
-        columns = {name: [getattr(row, name) for row in rows[start:end]] for name in EXPORT_COLUMNS}
-        path = folder / shard_name(index, len(slices), "parquet")
-        pq.write_table(pa.table(columns, schema=ARROW_SCHEMA), path, compression="zstd")
+        yield index, len(slices), islice(iterator, end - start)
+
+
+def chunks(items: Iterable[T], size: int = WRITE_CHUNK) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def write_parquet(rows: Collection[ExportRow], folder: Path, shard_rows: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, count, shard in shards(rows, len(rows), shard_rows):
+        path = folder / shard_name(index, count, "parquet")
+        with pq.ParquetWriter(path, ARROW_SCHEMA, compression="zstd") as writer:
+            for chunk in chunks(shard):
+                columns = {name: [getattr(row, name) for row in chunk] for name in EXPORT_COLUMNS}
+                writer.write_table(pa.table(columns, schema=ARROW_SCHEMA))
         paths.append(path)
     return paths
 
 
-def write_jsonl(lines: list[dict[str, Any]], folder: Path, shard_rows: int) -> list[Path]:
+def write_jsonl(
+    lines: Iterable[dict[str, Any]], total: int, folder: Path, shard_rows: int
+) -> list[Path]:
+    """`total` lines (as many as `lines` yields) in shards of `shard_rows`."""
     folder.mkdir(parents=True, exist_ok=True)
-    slices = shard_slices(len(lines), shard_rows)
     paths = []
-    for index, (start, end) in enumerate(slices):
-        path = folder / shard_name(index, len(slices), "jsonl")
+    for index, count, shard in shards(lines, total, shard_rows):
+        path = folder / shard_name(index, count, "jsonl")
         with path.open("w", encoding="utf-8") as handle:
-            for line in lines[start:end]:
+            for line in shard:
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
         paths.append(path)
     return paths
 
 
-def describe_rows(rows: list[ExportRow], summary: ExportSummary) -> None:
-    """Fill counts, models and servers of the summary from the final rows."""
-    summary.rows = len(rows)
-    summary.by_subset = {s: sum(r.subset_name == s for r in rows) for s in SUBSETS}
+def describe_rows(rows: Iterable[ExportRow], summary: ExportSummary) -> None:
+    """Fill counts, models and servers of the summary from the final rows (one pass)."""
+    by_subset: Counter[str] = Counter()
     teachers: Counter[str] = Counter()
     generators: Counter[str] = Counter()
     servers: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        meta = json.loads(row.metadata)
-        teachers[meta.get("teacher") or "unknown"] += 1
-        generators[meta.get("generator") or "unknown"] += 1
-        for server in meta.get("mcp_servers", []):
-            entry = servers.setdefault(
-                server["name"],
-                {
-                    "name": server["name"],
-                    "domain": server.get("domain"),
-                    "license": server.get("license"),
-                    "rows": 0,
-                },
-            )
-            entry["rows"] += 1
+
+    def read_metadata() -> Iterator[dict[str, Any]]:
+        for row in rows:
+            by_subset[row.subset_name] += 1
+            meta = json.loads(row.metadata)
+            teachers[meta.get("teacher") or "unknown"] += 1
+            generators[meta.get("generator") or "unknown"] += 1
+            for server in meta.get("mcp_servers", []):
+                entry = servers.setdefault(
+                    server["name"],
+                    {
+                        "name": server["name"],
+                        "domain": server.get("domain"),
+                        "license": server.get("license"),
+                        "rows": 0,
+                    },
+                )
+                entry["rows"] += 1
+            yield meta
+
+    summary.served = summarize_served(read_metadata())
+    summary.rows = sum(by_subset.values())
+    summary.by_subset = {s: by_subset[s] for s in SUBSETS}
     summary.teachers = dict(teachers.most_common())
     summary.generators = dict(generators.most_common())
-    summary.served = summarize_served([json.loads(row.metadata) for row in rows])
     summary.servers = sorted(servers.values(), key=lambda s: (-s["rows"], s["name"]))
 
 

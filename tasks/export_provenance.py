@@ -10,6 +10,7 @@ whatever the deployments are called in the config.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -82,7 +83,7 @@ def provenance_metadata(
     }
 
 
-def summarize_served(metadatas: list[dict[str, Any]]) -> ServedSummary:
+def summarize_served(metadatas: Iterable[dict[str, Any]]) -> ServedSummary:
     """Count, over the rows' metadata, which models served each role and how many rows the
     embedded model had a hand in."""
     served: dict[str, Counter[str]] = {}

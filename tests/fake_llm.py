@@ -461,9 +461,12 @@ class FakeLlm:
 
 
 @contextlib.contextmanager
-def run_fake_llm_process(latency: float = 0.0) -> Iterator[str]:
-    """The fake server in its own process (own GIL), for benchmarks; yields its base url."""
+def run_fake_llm_process(latency: float = 0.0, rules: str | None = None) -> Iterator[str]:
+    """The fake server in its own process (own GIL), for benchmarks; yields its base url.
+    `rules` ("module:function", importable from the repository root) names a function
+    returning the script (callables allowed: it runs in that process)."""
     command = [sys.executable, os.path.abspath(__file__), "--latency", str(latency)]
+    command += ["--rules", rules] if rules else []
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -480,8 +483,17 @@ def run_fake_llm_process(latency: float = 0.0) -> Iterator[str]:
             process.wait()
 
 
-def serve_forever(latency: float, port: int) -> None:
-    server = FakeLlm(latency=latency, port=port, record_requests=False).start()
+def serve_forever(latency: float, port: int, rules: str | None = None) -> None:
+    script: list[Rule] = []
+    if rules:
+        import importlib
+
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # the script's Rule must be this module's class, not a second import of this file
+        sys.modules.setdefault("tests.fake_llm", sys.modules[__name__])
+        module, function = rules.split(":")
+        script = getattr(importlib.import_module(module), function)()
+    server = FakeLlm(script, latency=latency, port=port, record_requests=False).start()
     print(server.base_url, flush=True)
     stop = threading.Event()
     with contextlib.suppress(KeyboardInterrupt):
@@ -495,14 +507,6 @@ def fake_llm() -> Iterator[FakeLlm]:
     """A started FakeLlm with an empty script (the schema-following default answers)."""
     with FakeLlm() as server:
         yield server
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible model server")
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--port", type=int, default=0)
-    arguments = parser.parse_args()
-    serve_forever(arguments.latency, arguments.port)
 
 
 def models_config_for(
@@ -533,3 +537,12 @@ def models_config_for(
         judge=deployments(judge),
         fallbacks=fallbacks or {},
     )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible model server")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--rules", help="module:function returning the script")
+    arguments = parser.parse_args()
+    serve_forever(arguments.latency, arguments.port, arguments.rules)

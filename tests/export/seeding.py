@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from flows.runner import run_stage_async
 from tasks.export_files import ExportSummary
+from tests.bulk_store import fill_task_ratings, fill_tasks, fill_trajectories
 from tests.trajectories.helpers import ok_server
 from toucan.config import Settings
 from toucan.ids import make_id, schema_hash
@@ -392,6 +393,19 @@ def seed_events(store: Store) -> None:
                 )
             )
     store.insert(events)
+
+
+def fill_kept_trajectories(store: Store, count: int) -> None:
+    """`count` kept trajectories (one weather tool call each) with their tasks and ratings,
+    written in bulk (tests/bulk_store.py): for measuring the export at scale."""
+    weather, _ = seed_servers(store)
+    fill_tasks(store, count, [weather.server_id], tools=["get_forecast"])
+    fill_task_ratings(store)
+    messages = tool_use_messages("QUESTION", {"city": "Paris"}, "sunny, 21 C")
+    template = make_trajectory(
+        "traj_template", "task_template", "original", messages, WEATHER_TOOLS
+    )
+    fill_trajectories(store, template, trajectory_rating(template.trajectory_id))
 
 
 def export_to(
