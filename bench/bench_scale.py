@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import resource
@@ -26,6 +27,7 @@ import tempfile
 import time
 import typing
 from pathlib import Path
+from threading import get_ident as threading_get_ident
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +44,7 @@ from toucan.store import Store  # noqa: E402
 
 SERVERS = 200  # catalog size: enough (server, tool) choices for a plan of 1M slots
 STAGES = ("synthesize", "filter_tasks")
+SPIKE_MB = 60  # the sampler notes where our code is while DuckDB has more than this allocated
 # the ratios ("x ...") and the RSS difference are to the stage's smallest size
 COLUMNS = [("stage", "<13"), ("items", ">8"), ("wall s", ">8.1f"), ("items/s", ">8.1f")]
 COLUMNS += [("CPU ms/it", ">9.2f"), ("peak RSS", ">9"), ("store MB", ">9.1f"), ("x rate", ">7.2f")]
@@ -94,6 +97,7 @@ class MemorySampler:
         self._je = ctypes.CDLL(_duckdb.__file__).duckdb_je_mallctl
         self._ctypes = ctypes
         self.samples: list[dict[str, float]] = []
+        self.spike_sites: collections.Counter[str] = collections.Counter()
         self.started = time.monotonic()
         self._stop = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
@@ -131,6 +135,22 @@ class MemorySampler:
             got[f"je_{name}"] = value.value / 2**20
         return got
 
+    def _note_spike_sites(self) -> None:
+        """Where our code is (innermost three of our frames per thread) while DuckDB's
+        allocation is above SPIKE_MB: which queries or writes make its peaks."""
+        import traceback
+
+        for thread_id, frame in sys._current_frames().items():
+            if thread_id == threading_get_ident():
+                continue
+            ours = [
+                f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.name}:{f.lineno}"
+                for f in traceback.extract_stack(frame)
+                if str(ROOT) in f.filename and "/.venv/" not in f.filename
+            ]
+            if ours:
+                self.spike_sites[" < ".join(reversed(ours[-3:]))] += 1
+
     def _run(self) -> None:
         while not self._stop.wait(self.SAMPLE_S):
             with open("/proc/self/status") as status:
@@ -143,6 +163,9 @@ class MemorySampler:
             if os.environ.get("BENCH_SCALE_TRIM"):  # experiment: what glibc gives back
                 self._libc.malloc_trim(0)
             info = self._libc.mallinfo2()
+            je = self._jemalloc_mb()
+            if je["je_allocated"] > SPIKE_MB:
+                self._note_spike_sites()
             duck, limit = self._duckdb_mb()
             self.samples.append(
                 {
@@ -155,7 +178,7 @@ class MemorySampler:
                     "pyblocks_k": sys.getallocatedblocks() / 1000,
                     "anon": kib["RssAnon"] / 1024,
                     "file": kib["RssFile"] / 1024,
-                    **self._jemalloc_mb(),
+                    **je,
                 }
             )
 
@@ -174,6 +197,8 @@ class MemorySampler:
                 file=out,
             )
         print(f"at peak RSS: {top}", file=out)
+        for site, seen in self.spike_sites.most_common(8):
+            print(f"DuckDB over {SPIKE_MB} MB, {seen} samples: {site}", file=out)
 
 
 def child(stage: str, store_path: str, count: int, base_url: str, in_flight: int) -> None:
