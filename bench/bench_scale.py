@@ -1,7 +1,7 @@
 """Per-item cost and peak memory of each stage as the run grows (issue 14).
 
     .venv/bin/python bench/bench_scale.py [--sizes 10000 100000 1000000] [--in-flight 64]
-        [--stages synthesize filter_tasks trajectories export]
+        [--stages synthesize filter_tasks trajectories export]   (BENCH_SCALE_SAMPLE=1: memory timeline)
 
 One fake model server process answers at zero latency (tests/fake_llm.py, requests not kept),
 so what is measured is our own per-item cost, not the network; a teacher's request (one with
@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_synthesize  # noqa: E402
+from memory_sampler import MemorySampler  # noqa: E402
 from text_table import print_header, print_row  # noqa: E402
 
 from flows.runner import run_stage_async  # noqa: E402
@@ -126,9 +127,12 @@ def child(stage: str, store_path: str, count: int, base_url: str, in_flight: int
     )
     store = Store(store_path)
     kwargs, items_done = stage_run(stage, store_path, count)
+    sampler = MemorySampler() if os.environ.get("BENCH_SCALE_SAMPLE") else None
     started, cpu = time.perf_counter(), time.process_time()
     summary = asyncio.run(run_stage_async(stage, settings, store, **kwargs))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if sampler is not None:
+        sampler.report(sys.stderr)
     done = items_done(summary)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_mb": rss_mb, "done": done}))
@@ -143,7 +147,10 @@ def measure(stage: str, count: int, base_url: str, in_flight: int) -> dict[str, 
             capture_output=True,
             text=True,
             check=True,
-        ).stdout
+        )
+        if os.environ.get("BENCH_SCALE_SAMPLE"):
+            print(output.stderr[-6000:], file=sys.stderr)
+        output = output.stdout
         result = json.loads(output.strip().splitlines()[-1])
         result["store_mb"] = path.stat().st_size / 2**20
     if result["done"] != count:

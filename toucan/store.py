@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
 import time
 import types
@@ -28,7 +29,7 @@ import orjson
 import polars as pl
 from pydantic import BaseModel
 
-from toucan.errors import StoreError, StoreLocked
+from toucan.errors import ConfigError, StoreError, StoreLocked
 from toucan.interrupts import uninterrupted
 from toucan.records import TABLES, Record, utc_now
 
@@ -42,6 +43,30 @@ HOLD_MAX_S = 2.0  # and closed after its next use once it has been open this lon
 # busy without pause (replies stored as they come, flows/durable.py) would otherwise reopen it
 # at once, and a reader in another process (polling every 50 ms in _open) might never get in
 HOLD_YIELD_S = 0.15
+# An optional cap on DuckDB's memory (TOUCAN_STORE_MEMORY_LIMIT, e.g. `2GB`); unset, DuckDB's
+# own default (80% of RAM). No cap by default, measured (bench/bench_scale.py, docs/scale.md):
+# DuckDB's part of a run's memory is not the buffer pool (a held connection closes every
+# HOLD_MAX_S, dropping what its scans read) but the primary-key indexes (ART) a write loads,
+# ~70 MB per 1M rows of each table written to, which DuckDB cannot evict: under a cap smaller
+# than them an insert fails with OutOfMemoryException. Over the cap, DuckDB evicts read blocks
+# and spills sorts, joins and aggregates to `<store>.tmp`.
+MEMORY_LIMIT_ENV = "TOUCAN_STORE_MEMORY_LIMIT"
+_MEMORY_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*([KMGT]i?B|B)\s*", re.IGNORECASE)
+
+
+def store_memory_limit() -> str | None:
+    """DuckDB's memory_limit for the store's connections: TOUCAN_STORE_MEMORY_LIMIT (a size
+    such as `512MB` or `2GiB`), else None (DuckDB's default). Raises ConfigError (bad_config)
+    for a value that is not a size."""
+    value = os.environ.get(MEMORY_LIMIT_ENV)
+    if not value:
+        return None
+    if not _MEMORY_SIZE.fullmatch(value):
+        raise ConfigError(
+            f"{MEMORY_LIMIT_ENV}={value!r} is not a size: give a number and a unit "
+            "(B, KB, MB, GB, TB or KiB, MiB, GiB, TiB), e.g. 2GB"
+        )
+    return value.strip()
 
 
 def resolve_store_path(cli_value: str | Path | None = None) -> Path:
@@ -186,11 +211,14 @@ def _from_row(model: type[R], columns: list[str], row: tuple[Any, ...]) -> R:
 
 
 def _open(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the file, waiting while another process holds it briefly."""
+    """Open the file with the memory cap (store_memory_limit), waiting while another process
+    holds it briefly. Raises StoreError, or ConfigError for a bad TOUCAN_STORE_MEMORY_LIMIT."""
+    limit = store_memory_limit()
+    config = {"memory_limit": limit} if limit else {}
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise StoreError(f"cannot open store {path}: {exc}") from exc

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from toucan.errors import StoreError, StoreLocked
+from toucan.errors import ConfigError, StoreError, StoreLocked
 from toucan.ids import make_id
 from toucan.records import (
     CallLog,
@@ -261,6 +261,19 @@ def test_store_path_comes_from_flag_then_env_then_default(monkeypatch: pytest.Mo
     assert resolve_store_path(None) == Path("/tmp/env.duckdb")
     monkeypatch.delenv("TOUCAN_STORE")
     assert resolve_store_path(None) == Path("data/toucan.duckdb")
+
+
+def test_the_store_caps_duckdb_memory_at_the_env_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    store.ensure_schema()
+    limit = "SELECT current_setting('memory_limit')"
+    monkeypatch.setenv("TOUCAN_STORE_MEMORY_LIMIT", "300 MB")
+    assert store.query(limit) == [("286.1 MiB",)]
+    monkeypatch.setenv("TOUCAN_STORE_MEMORY_LIMIT", "lots")
+    with pytest.raises(ConfigError, match="TOUCAN_STORE_MEMORY_LIMIT='lots' is not a size"):
+        store.query(limit)
 
 
 def _count_servers(path: str, out: multiprocessing.Queue[int]) -> None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from tasks.llm_batch import ProgressCounter
 from tests.fake_llm import FakeLlm, Rule, models_config_for, user_messages
 from toucan.errors import UnparseableReply
+from toucan.llm import cache as cache_module
 from toucan.llm.cache import LlmCache, make_cache_key
 from toucan.llm.parsing import find_json_value
 from toucan.llm.replies import CallMeta, LlmReply
@@ -127,6 +128,26 @@ async def test_a_reply_stored_mid_run_leaves_memory_and_is_still_served(
     again = await router.complete("generator", user_messages("once"), meta=META)
     assert again.cached and again.text == first.text
     assert fake_llm.calls.total == 1 and cache.fetches == 1
+
+
+async def test_prefixes_merged_into_the_sorted_array_still_serve_their_replies(
+    fake_llm: FakeLlm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "MERGE_WRITTEN_AT", 2)
+    store = Store(tmp_path / "toucan.duckdb")
+    cache = LlmCache.load(store, run_id="run_1")
+    router = LlmRouter(models_config_for(fake_llm), cache=cache)
+    asked = ["one", "two", "three"]
+    for text in asked:
+        await router.complete("generator", user_messages(text), meta=META)
+        entries = cache.drain_new()
+        store.insert(entries)
+        cache.stored(entries)
+
+    assert len(cache._written) == 1 and len(cache._stored) == 2  # two merged, one waiting
+    assert list(cache._stored) == sorted(cache._stored)
+    again = [await router.complete("generator", user_messages(text), meta=META) for text in asked]
+    assert all(reply.cached for reply in again) and fake_llm.calls.total == 3
 
 
 async def test_the_fake_server_counts_by_rule_and_serves_its_counts_over_http(

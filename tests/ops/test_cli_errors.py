@@ -60,6 +60,12 @@ def test_an_unknown_config_key_is_one_line_exit_2_and_creates_no_store(tmp_path:
     assert not store.parent.exists()
 
 
+def test_a_bad_store_memory_limit_is_one_line_exit_2(real_store: Path) -> None:
+    done = toucan("status", "--store", str(real_store), env={"TOUCAN_STORE_MEMORY_LIMIT": "lots"})
+    assert (done.returncode, one_line_reason(done)) == (2, "bad_config")
+    assert "TOUCAN_STORE_MEMORY_LIMIT" in done.stderr
+
+
 def test_a_truncated_store_is_one_line_exit_2_and_is_left_as_it_was(real_store: Path) -> None:
     cut = real_store.read_bytes()[: real_store.stat().st_size // 3]  # its catalog still opens
     real_store.write_bytes(cut)

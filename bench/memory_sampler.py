@@ -1,0 +1,157 @@
+"""A memory timeline of a benchmark's child process (bench_scale.py, BENCH_SCALE_SAMPLE=1):
+RSS (anonymous / file-backed), glibc's heap (mallinfo2), DuckDB's bundled jemalloc
+(`duckdb_je_mallctl`), `duckdb_memory()` of the held store connection and the Python allocator's
+block count, every SAMPLE_S; and where our threads are while DuckDB holds more than SPIKE_MB.
+Diagnosis only: it reads toucan.store's held connections (a private detail) and glibc."""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import time
+import typing
+from pathlib import Path
+from threading import get_ident as threading_get_ident
+
+ROOT = Path(__file__).resolve().parents[1]
+SPIKE_MB = 60  # the sampler notes where our code is while DuckDB has more than this allocated
+
+
+class MemorySampler:
+    """Diagnosis (BENCH_SCALE_SAMPLE=1): samples the process's RSS, glibc's heap (mallinfo2:
+    bytes in use, bytes free but kept) and the held DuckDB connection's `duckdb_memory()`
+    every SAMPLE_S, and prints the samples at the highest RSS and a timeline to stderr."""
+
+    SAMPLE_S = 0.5
+
+    def __init__(self) -> None:
+        import ctypes
+        import threading
+
+        class Mallinfo2(ctypes.Structure):
+            _fields_ = [
+                (n, ctypes.c_size_t)
+                for n in (
+                    "arena",
+                    "ordblks",
+                    "smblks",
+                    "hblks",
+                    "hblkhd",
+                    "usmblks",
+                    "fsmblks",
+                    "uordblks",
+                    "fordblks",
+                    "keepcost",
+                )
+            ]
+
+        self._libc = ctypes.CDLL("libc.so.6")
+        self._libc.mallinfo2.restype = Mallinfo2
+        import _duckdb  # DuckDB allocates through its own jemalloc (duckdb_je_*)
+
+        self._je = ctypes.CDLL(_duckdb.__file__).duckdb_je_mallctl
+        self._ctypes = ctypes
+        self.samples: list[dict[str, float]] = []
+        self.spike_sites: collections.Counter[str] = collections.Counter()
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _duckdb_mb(self) -> tuple[float, str]:
+        from toucan import store as store_module
+
+        for held in list(store_module._HELD.values()):
+            if not held.lock.acquire(timeout=0.3):
+                return -1.0, "busy"
+            try:
+                if held._con is None:
+                    return 0.0, "closed"
+                cursor = held._con.cursor()
+                tags = cursor.execute(
+                    "SELECT tag, memory_usage_bytes FROM duckdb_memory() "
+                    "WHERE memory_usage_bytes > 2**20 ORDER BY 2 DESC"
+                ).fetchall()
+                limit = cursor.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+                cursor.close()
+                top = ",".join(f"{tag}:{used / 2**20:.0f}" for tag, used in tags)
+                return sum(used for _, used in tags) / 2**20, f"{limit}|{top}"
+            finally:
+                held.lock.release()
+        return 0.0, "none"
+
+    def _jemalloc_mb(self) -> dict[str, float]:
+        ctypes = self._ctypes
+        epoch, size = ctypes.c_uint64(1), ctypes.c_size_t(8)
+        self._je(b"epoch", ctypes.byref(epoch), ctypes.byref(size), ctypes.byref(epoch), size)
+        got = {}
+        for name in ("allocated", "active", "resident", "retained"):
+            value, size = ctypes.c_size_t(0), ctypes.c_size_t(8)
+            self._je(f"stats.{name}".encode(), ctypes.byref(value), ctypes.byref(size), None, 0)
+            got[f"je_{name}"] = value.value / 2**20
+        return got
+
+    def _note_spike_sites(self) -> None:
+        """Where our code is (innermost three of our frames per thread) while DuckDB's
+        allocation is above SPIKE_MB: which queries or writes make its peaks."""
+        import traceback
+
+        for thread_id, frame in sys._current_frames().items():
+            if thread_id == threading_get_ident():
+                continue
+            ours = [
+                f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.name}:{f.lineno}"
+                for f in traceback.extract_stack(frame)
+                if str(ROOT) in f.filename and "/.venv/" not in f.filename
+            ]
+            if ours:
+                self.spike_sites[" < ".join(reversed(ours[-3:]))] += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.SAMPLE_S):
+            with open("/proc/self/status") as status:
+                kib = {
+                    line.split(":")[0]: int(line.split()[1])
+                    for line in status
+                    if line.startswith(("VmRSS", "RssAnon", "RssFile"))
+                }
+            rss = kib["VmRSS"]
+            if os.environ.get("BENCH_SCALE_TRIM"):  # experiment: what glibc gives back
+                self._libc.malloc_trim(0)
+            info = self._libc.mallinfo2()
+            je = self._jemalloc_mb()
+            if je["je_allocated"] > SPIKE_MB:
+                self._note_spike_sites()
+            duck, limit = self._duckdb_mb()
+            self.samples.append(
+                {
+                    "t": time.monotonic() - self.started,
+                    "rss": rss / 1024,
+                    "heap_used": (info.uordblks + info.hblkhd) / 2**20,
+                    "heap_free": info.fordblks / 2**20,
+                    "duckdb": duck,
+                    "limit": limit,
+                    "pyblocks_k": sys.getallocatedblocks() / 1000,
+                    "anon": kib["RssAnon"] / 1024,
+                    "file": kib["RssFile"] / 1024,
+                    **je,
+                }
+            )
+
+    def report(self, out: typing.TextIO) -> None:
+        self._stop.set()
+        if not self.samples:
+            return
+        top = max(self.samples, key=lambda sample: sample["rss"])
+        step = max(1, len(self.samples) // 30)
+        for sample in self.samples[::step]:
+            print(
+                " ".join(
+                    f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in sample.items()
+                ),
+                file=out,
+            )
+        print(f"at peak RSS: {top}", file=out)
+        for site, seen in self.spike_sites.most_common(8):
+            print(f"DuckDB over {SPIKE_MB} MB, {seen} samples: {site}", file=out)
