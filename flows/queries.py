@@ -107,6 +107,13 @@ def select_teacher_tasks(store: Store) -> list[Task]:
     return store.select(Task, TEACHER_TASKS)
 
 
+def walk_teacher_tasks(store: Store) -> Iterator[tuple[str, list[str]]]:
+    """(task id, server ids) of the tasks the trajectories stage runs (`select_teacher_tasks`),
+    in id order, read a page at a time (`walk_keys`): the plan's candidates without the rows."""
+    for _, task_id, server_ids in walk_keys(store, Task, TEACHER_TASKS, "task_id", "server_ids"):
+        yield task_id, orjson.loads(server_ids) if isinstance(server_ids, str) else server_ids
+
+
 def select_kept_original_tasks(store: Store) -> list[Task]:
     """Original tasks the task judge kept, in id order (extensions derive from these)."""
     return store.select(
