@@ -102,9 +102,12 @@ def run_llm_usage(store: Store, run_id: str) -> dict[str, int | float]:
     }
 
 
-def select_teacher_tasks(store: Store) -> list[Task]:
-    """Tasks the trajectories stage runs: kept tasks and variants of kept originals."""
-    return store.select(Task, TEACHER_TASKS)
+def walk_teacher_tasks(store: Store) -> Iterator[tuple[str, list[str]]]:
+    """(task id, server ids) of the tasks the trajectories stage runs (kept tasks and variants
+    of kept originals), in id order, a page at a time (`walk_keys`): the candidates of the
+    stage's plan, without their rows."""
+    for _, task_id, server_ids in walk_keys(store, Task, TEACHER_TASKS, "task_id", "server_ids"):
+        yield task_id, orjson.loads(server_ids) if isinstance(server_ids, str) else server_ids
 
 
 def select_kept_original_tasks(store: Store) -> list[Task]:

@@ -8,20 +8,32 @@ its crash journals and replaying their tool results.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import select_teacher_tasks, split_unfinished, trajectory_scopes
+from flows.queries import (
+    CHECK_IDS,
+    select_walked,
+    trajectory_scopes,
+    unfinished_ids,
+    walk_teacher_tasks,
+)
+from flows.run_context import Stream
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
 from flows.writes import count_attempts, write_agent_output
 from tasks import trajectory_records as traj
 from tasks.agent import AgentBudget, journal_dir, read_journals
-from tasks.agent.batch import BatchOptions, BatchResult, ServerEntry
+from tasks.agent.batch import BatchOptions, BatchResult, ServerEntry, batch_layout, make_agent_batch
 from tasks.agent.breaker import ServerBreaker
+from tasks.agent.styles import check_styles
+from tasks.llm_batch import chunked
 from tasks.trajectories import generate_batch
 from toucan.config import Settings, check_names
-from toucan.records import LlmCacheEntry, Server, ToolCallRecord, Trajectory
+from toucan.records import LlmCacheEntry, Server, Task, ToolCallRecord, Trajectory
 from toucan.store import Store
 
 # server groups running at once; their items share `concurrency`. 16, not 8: with 10 groups
@@ -55,13 +67,33 @@ class TrajectoriesSummary(StageSummary):
     replayed_tool_calls: int = 0
 
 
-class Plan(BaseModel):
-    items: list[traj.TrajectoryItem]
-    batches: list[traj.TrajectoryBatch]
+@dataclass
+class ServerGroup:
+    """The teacher tasks on one exact set of servers: their ids in id order, and one mark
+    per (task, teacher, style) item in plan order (1: this run does it)."""
+
+    task_ids: list[str] = field(default_factory=list)
+    todo: bytearray = field(default_factory=bytearray)
+
+    def pending(self, per_task: int) -> Iterator[tuple[str, int]]:
+        """(task id, index of the teacher and style) of each item to do, in plan order."""
+        for position, mark in enumerate(self.todo):
+            if mark:
+                yield self.task_ids[position // per_task], position % per_task
+
+
+@dataclass
+class Plan:
+    """The items still to do and their batches, streamed: what is held is a task id per
+    teacher task and a byte per item; a batch's tasks are read when it is made."""
+
+    items: Stream[traj.TrajectoryItem]
+    batches: Stream[traj.TrajectoryBatch]
     servers: dict[str, ServerEntry]
     already_done: int
     per_batch_concurrency: int
     parallel_batches: int  # batches running at once: never more than `concurrency` items
+    largest_batch: int  # items
 
 
 def resolve_teachers(settings: Settings, requested: list[str] | None) -> list[str]:
@@ -73,37 +105,72 @@ def resolve_teachers(settings: Settings, requested: list[str] | None) -> list[st
 def plan_work(
     store: Store, settings: Settings, teachers: list[str], styles: list[str], limit: int | None
 ) -> Plan:
-    """The items still to do (no finished row), batched by server group."""
+    """The items still to do (no finished row), batched by server group: the batches of
+    `traj.group_into_batches` over `traj.plan_items` of the usable teacher tasks (every
+    server ok), made as the stream is consumed. Raises ConfigError (`unknown_agent_style`)."""
     servers = {
         s.server_id: ServerEntry(server_id=s.server_id, name=s.name, spec=s.spec)
         for s in store.select(Server, "status = 'ok'")
     }
-    tasks = [
-        t
-        for t in select_teacher_tasks(store)
-        if t.server_ids and all(sid in servers for sid in t.server_ids)
-    ]
-    items = traj.plan_items(tasks, teachers, styles)
+    combos = [(teacher, style) for teacher in teachers for style in check_styles(styles)]
+    per_task = len(combos)
+    groups: dict[tuple[str, ...], ServerGroup] = {}
     # the rule every stage resumes by (flows/queries.py): no row, or a retryable error row
     tries = settings.retries.max_attempts
-    pending, already_done = split_unfinished(
-        store, Trajectory, items, lambda i: i.trajectory_id, tries
+    room = limit if limit is None else max(0, limit)
+    already_done = 0
+    usable = (
+        (task_id, server_ids)
+        for task_id, server_ids in walk_teacher_tasks(store)
+        if server_ids and all(sid in servers for sid in server_ids)
     )
-    if limit is not None:
-        pending = pending[: max(0, limit)]
+    for chunk in chunked(usable, max(1, CHECK_IDS // max(1, per_task))):
+        ids = [traj.make_trajectory_id(t, *combo) for t, _ in chunk for combo in combos]
+        todo_ids = unfinished_ids(store, Trajectory, ids, tries)
+        already_done += len(ids) - len(todo_ids)
+        for n, (task_id, server_ids) in enumerate(chunk):
+            group = groups.setdefault(tuple(sorted(set(server_ids))), ServerGroup())
+            group.task_ids.append(task_id)
+            for row_id in ids[n * per_task : (n + 1) * per_task]:
+                take = row_id in todo_ids and (room is None or room > 0)
+                group.todo.append(take)
+                room = room - take if room is not None else None
+    sizes = {key: count for key, group in groups.items() if (count := group.todo.count(1))}
     concurrency = settings.trajectories.concurrency
     lanes = max(1, min(MAX_PARALLEL_BATCHES, concurrency))
     # a scout is one wave of a lane: its items all in flight at once
     scout = max(1, concurrency // lanes)
-    batches = traj.group_into_batches(pending, max(MIN_BATCH_ITEMS, concurrency), lanes, scout)
-    running = max(1, min(lanes, len(batches)))
+    size = max(MIN_BATCH_ITEMS, concurrency)
+    layout = batch_layout(sizes, size, lanes=lanes, scout_size=scout)
+
+    def batches() -> Iterator[traj.TrajectoryBatch]:
+        walks = {key: groups[key].pending(per_task) for key in sizes}
+        for key, start, end in layout:
+            chosen = list(islice(walks[key], end - start))
+            task_ids = list(dict.fromkeys(task_id for task_id, _ in chosen))
+            rows = select_walked(store, Task, "task_id", [(t, t) for t in task_ids])
+            tasks = {t.task_id: t for t in rows}
+            items = [
+                traj.TrajectoryItem(
+                    trajectory_id=traj.make_trajectory_id(task_id, *combos[k]),
+                    task=tasks[task_id],
+                    teacher=combos[k][0],
+                    style=combos[k][1],
+                )
+                for task_id, k in chosen
+            ]
+            yield make_agent_batch(traj.TrajectoryBatch, "batch", key, items)
+
+    planned = sum(sizes.values())
+    running = max(1, min(lanes, len(layout)))
     return Plan(
-        items=pending,
-        batches=batches,
+        items=Stream(planned, lambda: (item for batch in batches() for item in batch.items)),
+        batches=Stream(len(layout), batches),
         servers=servers,
         already_done=already_done,
         per_batch_concurrency=max(1, concurrency // running),
         parallel_batches=running,
+        largest_batch=max((end - start for _, start, end in layout), default=0),
     )
 
 
@@ -196,7 +263,7 @@ class TrajectoriesJob(StageJob[traj.TrajectoryBatch]):
         self.chosen = resolve_teachers(self.settings, self.params.teachers)
         styles = self.params.styles or list(self.settings.trajectories.styles)
         work = plan_work(ctx.store, self.settings, self.chosen, styles, self.params.limit)
-        self.replay = load_replay(ctx.store, [i.trajectory_id for i in work.items])
+        self.store = ctx.store
         self.work = work
         return StagePlan(
             len(work.items),
@@ -204,6 +271,7 @@ class TrajectoriesJob(StageJob[traj.TrajectoryBatch]):
             work.batches,
             work.parallel_batches,
             work.per_batch_concurrency,
+            work.largest_batch,
         )
 
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
@@ -218,9 +286,10 @@ class TrajectoriesJob(StageJob[traj.TrajectoryBatch]):
         }
 
     def batch_args(self, batch: traj.TrajectoryBatch) -> dict[str, Any]:
+        # the tool results its items got before an interruption, read as the batch starts
         replay: dict[str, dict[str, Any]] = {}
-        for item in batch.items:
-            replay.update(self.replay.get(item.trajectory_id, {}))
+        for calls in load_replay(self.store, [i.trajectory_id for i in batch.items]).values():
+            replay.update(calls)
         by_name = {entry.name: sid for sid, entry in self.work.servers.items()}
         paused = {by_name.get(name, name): why for name, why in self.paused.items()}
         return {"replay": replay, "paused": paused}

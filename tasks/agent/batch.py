@@ -149,18 +149,36 @@ def group_by_servers(
     groups: dict[tuple[str, ...], list[ItemT]] = {}
     for item in items:
         groups.setdefault(tuple(sorted(set(item.task.server_ids))), []).append(item)
-    scouting = lanes is not None and len(groups) > lanes
-    first: list[BatchT] = []
-    rest: list[BatchT] = []
-    for server_ids, group in sorted(groups.items()):
-        head = min(len(group), max(1, scout_size)) if scouting else 0
-        starts = ([0] if head else []) + list(range(head, len(group), max(1, size)))
-        for n, (start, end) in enumerate(zip(starts, [*starts[1:], len(group)], strict=True)):
-            chunk = group[start:end]
-            batch_id = make_id(id_prefix, server_ids, [i.trajectory_id for i in chunk])
-            batch = batch_type(batch_id=batch_id, server_ids=list(server_ids), items=chunk)
-            (first if n == 0 else rest).append(batch)
+    sizes = {server_ids: len(group) for server_ids, group in groups.items()}
+    return [
+        make_agent_batch(batch_type, id_prefix, server_ids, groups[server_ids][start:end])
+        for server_ids, start, end in batch_layout(sizes, size, lanes=lanes, scout_size=scout_size)
+    ]
+
+
+def batch_layout(
+    sizes: dict[tuple[str, ...], int], size: int, *, lanes: int | None, scout_size: int
+) -> list[tuple[tuple[str, ...], int, int]]:
+    """(server group, start, end) of each batch `group_by_servers` makes of groups of these
+    sizes (items, each > 0), in run order: a group's batches cut it in order, its scout first.
+    Known from the counts alone, so a streamed plan makes the same batches."""
+    scouting = lanes is not None and len(sizes) > lanes
+    first: list[tuple[tuple[str, ...], int, int]] = []
+    rest: list[tuple[tuple[str, ...], int, int]] = []
+    for server_ids, count in sorted(sizes.items()):
+        head = min(count, max(1, scout_size)) if scouting else 0
+        starts = ([0] if head else []) + list(range(head, count, max(1, size)))
+        for n, (start, end) in enumerate(zip(starts, [*starts[1:], count], strict=True)):
+            (first if n == 0 else rest).append((server_ids, start, end))
     return first + rest
+
+
+def make_agent_batch(
+    batch_type: type[BatchT], id_prefix: str, server_ids: Sequence[str], items: Sequence[ItemT]
+) -> BatchT:
+    """A batch of `items` on `server_ids`; its id is a hash of the servers and the items' ids."""
+    batch_id = make_id(id_prefix, tuple(server_ids), [i.trajectory_id for i in items])
+    return batch_type(batch_id=batch_id, server_ids=list(server_ids), items=items)
 
 
 async def list_exposed_tools(

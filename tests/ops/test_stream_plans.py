@@ -1,6 +1,6 @@
-"""The LLM stages plan in flat memory (issue 14): synthesize's plan and filter-tasks' selection
-are streamed from the store a chunk at a time as batches start, so the memory held while a
-plan is made and handed out does not grow with its item count.
+"""The LLM stages plan in flat memory (issue 14): synthesize's plan, filter-tasks' selection and
+the trajectories plan are streamed from the store a chunk at a time as batches start, so the
+memory held while a plan is made and handed out does not grow with its item count.
 
 Each test builds the stage's real plan (`job.plan`, as the runner does) over a real DuckDB
 store for a small and a large item count, consumes every batch the way an executor does (one
@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from flows.estimate_stages import job_plan
-from tests.bulk_store import fill_tasks
+from tests.bulk_store import fill_task_ratings, fill_tasks
 from tests.synthesize.seed import fake_settings, seed_servers, write_config
+from tests.trajectories.helpers import server_row, tiny_spec
 from toucan.store import Store
 
 SMALL = 2_500  # items, more than a chunk of the stream (flows/queries.py CHUNK_ITEMS)
 LARGE_PLAN = 16_000  # slots: a whole plan held is ~1.3 KB per slot, ~18 MB more
 LARGE_SELECTION = 8_000  # tasks: a whole selection held is ~6 KB per task, ~30 MB more
+# teacher tasks (one item each): a whole trajectories plan held is ~6 KB per item, ~24 MB more;
+# streamed, a task id per task, a byte per item and one id check's chunk (~2 MB more)
+TRAJECTORY_TASKS = (1_000, 5_000)
 MB_ALLOWED = 4.0  # growth of the peak from SMALL to large: a chunk of items, not all of them
 
 
@@ -68,4 +72,22 @@ def test_the_filter_tasks_selection_holds_the_same_memory_for_more_tasks(
     print(
         f"filter-tasks peak: {peaks[0]:.1f} MB for {SMALL}, {peaks[1]:.1f} MB for {LARGE_SELECTION}"
     )
+    assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
+
+
+def test_the_trajectories_plan_holds_the_same_memory_for_more_tasks(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "toucan.yaml", "http://127.0.0.1:9")
+    peaks = []
+    for count in TRAJECTORY_TASKS:
+        store = Store(tmp_path / f"{count}.duckdb")
+        # more server groups than batches at once (16): each group's scout goes first
+        rows = [server_row(tiny_spec(tmp_path / f"{n}.log", name=f"tiny-{n}")) for n in range(20)]
+        store.upsert(rows)
+        assert fill_tasks(store, count, [row.server_id for row in rows]) == count
+        assert fill_task_ratings(store) == count  # every task kept: a teacher task
+        peak, made = peak_mb_of_plan("trajectories", store, config, styles=["function-calling"])
+        assert made == count
+        peaks.append(peak)
+    small, large = TRAJECTORY_TASKS
+    print(f"trajectories plan peak: {peaks[0]:.1f} MB for {small}, {peaks[1]:.1f} MB for {large}")
     assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
