@@ -55,7 +55,7 @@ from toucan.store import Store
 
 IN_FLIGHT = 64  # items in flight across the batches running at once
 WARM_UP_ITEMS = BATCH_ITEMS + 16  # two batches: one for each worker of dask-2
-QUIET = {"dashboard_address": None, "silence_logs": logging.WARNING}
+QUIET = {"dashboard_address": ":0", "silence_logs": logging.WARNING}
 
 
 def seeded_store(folder: Path, items: int) -> Path:

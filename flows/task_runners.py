@@ -58,7 +58,9 @@ def make_task_runner(
                 "n_workers": workers,
                 "threads_per_worker": 1,
                 "processes": True,
-                "dashboard_address": None,
+                # a free port: None still serves the scheduler's HTTP routes on 8787, and a
+                # second local cluster on the box (another run, a test) then fails to start
+                "dashboard_address": ":0",
             },
         )
     if kind == "ray":

@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from cli.preflight import HEADER_BYTES, check_store_file
 from tests.synthesize.seed import seed_servers
 from toucan.errors import OS_ERROR_REASONS
 from toucan.store import Store
@@ -75,6 +77,28 @@ def test_a_truncated_store_is_one_line_exit_2_and_is_left_as_it_was(real_store: 
     # a read-only command meets the missing blocks in a query: the same line
     listed = toucan("servers", "--store", str(real_store))
     assert (listed.returncode, one_line_reason(listed)) == (2, "store_error")
+
+
+def test_a_store_whose_freed_last_blocks_duckdb_cut_off_is_not_called_truncated(
+    real_store: Path,
+) -> None:
+    # a table dropped, then a checkpoint: DuckDB shortens the file but still counts the freed
+    # blocks in total_blocks (seen after kill -9 reruns, where the stage was then refused)
+    with duckdb.connect(str(real_store)) as con:
+        con.execute(
+            "CREATE TABLE scratch AS SELECT range AS i, repeat('x', 100) AS s FROM range(300000)"
+        )
+        con.execute("CHECKPOINT")
+        con.execute("DROP TABLE scratch")
+        con.execute("CHECKPOINT")
+    with duckdb.connect(str(real_store), read_only=True) as con:
+        size, blocks = con.execute(
+            "SELECT block_size, total_blocks FROM pragma_database_size()"
+        ).fetchone()
+    assert real_store.stat().st_size < HEADER_BYTES + size * blocks  # the case itself
+    check_store_file(real_store)  # no StoreError
+    listed = toucan("servers", "--store", str(real_store))
+    assert listed.returncode == 0, listed.stderr[-3000:]
 
 
 def test_a_junk_store_file_is_one_line_exit_2_for_stage_and_status_commands(

@@ -4,7 +4,10 @@ choice: the same stage on a local Dask cluster (2 worker processes) writes the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -53,8 +56,19 @@ def run_pipeline(store: Path, catalog: str, runner: RunnerChoice, **extra: Any) 
     )
 
 
+@pytest.fixture
+def dask_default_port_taken() -> Iterator[None]:
+    """Port 8787 (a Dask scheduler's default HTTP port) held, as by another cluster on the box:
+    a local cluster the flow starts must not need it."""
+    with socket.socket() as held:
+        with contextlib.suppress(OSError):  # already held by something else: the same case
+            held.bind(("0.0.0.0", 8787))
+            held.listen()
+        yield
+
+
 @pytest.mark.timeout(900)
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_harness", "dask_default_port_taken")
 def test_onboard_on_a_local_dask_cluster_writes_the_same_rows_as_the_default_runner(
     tmp_path: Path,
 ) -> None:
