@@ -33,7 +33,14 @@ import orjson
 
 from toucan.config import ModelDeployment
 from toucan.llm.anthropic_format import to_messages_params, to_reply_from_message
-from toucan.llm.batch_api import FIND_SLACK_S, UPLOAD_TIMEOUT_S, BatchState, ResultFiles
+from toucan.llm.batch_api import (
+    FIND_SLACK_S,
+    UPLOAD_TIMEOUT_S,
+    BatchState,
+    ListedPages,
+    ResultFiles,
+    listed_newest_first,
+)
 from toucan.llm.batch_lines import DETAIL_CHARS, LineResult
 from toucan.llm.deployments import deployment_api_key
 from toucan.llm.direct import DirectTransport, decode_json
@@ -43,8 +50,6 @@ from toucan.records import BatchJob
 
 ANTHROPIC_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"  # the `anthropic-version` every request names
-LIST_PAGE = 1000  # the largest page `GET /v1/messages/batches` gives (limit: 1-1000)
-LIST_PAGES_MAX = 5  # how far back `find` looks for a batch created but never recorded
 NOT_RUN = {"expired": "batch_expired", "canceled": "batch_cancelled"}
 
 
@@ -112,6 +117,10 @@ def read_result_line(value: Any) -> LineResult | None:
     return LineResult(custom_id=custom_id, reason="batch_malformed_line", detail=detail)
 
 
+# `GET /v1/messages/batches`: pages of 1-1000 batches; 5 pages back is far more than a run submits
+ANTHROPIC_LIST = ListedPages(path="", page_size=1000, pages_max=5, cursor="after_id")
+
+
 class AnthropicBatchApi:
     """One Anthropic deployment's Message Batches: its API root, key and model id."""
 
@@ -173,19 +182,12 @@ class AnthropicBatchApi:
         start = job.submitted_at.replace(tzinfo=UTC).timestamp()  # the store keeps naive UTC
         end = start + UPLOAD_TIMEOUT_S + FIND_SLACK_S
         matches: list[BatchState] = []
-        after: str | None = None
-        for _ in range(LIST_PAGES_MAX):
-            params = {"limit": str(LIST_PAGE), **({"after_id": after} if after else {})}
-            page = decode_json(await self.call("GET", "", params=params))
-            states = [read_message_batch(item) for item in page.get("data") or []]
-            for state in states:
-                in_window = start - FIND_SLACK_S <= state.created_at <= end
-                if in_window and state.total == job.request_count and state.job_id not in taken:
-                    matches.append(state)
-            oldest = states[-1].created_at if states else 0
-            if not page.get("has_more") or not states or oldest < start - FIND_SLACK_S:
-                break
-            after = page.get("last_id") or states[-1].job_id
+        async for state in listed_newest_first(
+            self.call, ANTHROPIC_LIST, read_message_batch, start
+        ):
+            in_window = start - FIND_SLACK_S <= state.created_at <= end
+            if in_window and state.total == job.request_count and state.job_id not in taken:
+                matches.append(state)
         return matches[0] if len(matches) == 1 else None
 
     async def results(self, state: BatchState) -> ResultFiles:

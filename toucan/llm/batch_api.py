@@ -19,6 +19,7 @@ connection is retried by the same rules as a chat call.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any, Literal, Protocol
 
@@ -34,8 +35,6 @@ from toucan.records import BatchJob
 
 COMPLETION_WINDOW = "24h"  # the only window OpenAI accepts (batch create, completion_window)
 UPLOAD_TIMEOUT_S = 600.0  # an input file may be up to 200 MB
-LIST_PAGE = 100  # the largest page `GET /v1/batches` gives (limit: 1-100)
-LIST_PAGES_MAX = 20  # how far back `find` looks for a job created but never recorded
 FIND_SLACK_S = 300  # clock skew between us and the provider when `find` stops paging
 JOB_KEY_FIELD = "toucan_job_key"  # batch metadata naming our record of the job
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -127,6 +126,37 @@ def read_batch(data: dict[str, Any]) -> BatchState:
     )
 
 
+class ListedPages(BaseModel):
+    """How a provider lists its jobs, newest first: the page size and how many pages `find`
+    reads at most, the cursor parameter (OpenAI `after`, Anthropic `after_id`) and the reader
+    of one listed job."""
+
+    path: str
+    page_size: int
+    pages_max: int
+    cursor: str
+
+
+async def listed_newest_first(
+    call: Any, pages: ListedPages, read: Any, since: float
+) -> AsyncIterator[BatchState]:
+    """The provider's jobs, newest first, page by page, until none is left, `pages.pages_max`
+    pages were read, or a page ends before `since` - FIND_SLACK_S (epoch seconds). `call` is
+    the API's `call(method, path, params=...)`; `read` turns one listed job into a BatchState."""
+    after: str | None = None
+    for _ in range(pages.pages_max):
+        params = {"limit": str(pages.page_size), **({pages.cursor: after} if after else {})}
+        page = decode_json(await call("GET", pages.path, params=params))
+        states = [read(item) for item in page.get("data") or []]
+        for state in states:
+            yield state
+        if not page.get("has_more") or not states:
+            return
+        if states[-1].created_at and states[-1].created_at < since - FIND_SLACK_S:
+            return
+        after = page.get("last_id") or states[-1].job_id
+
+
 class BatchApi(Protocol):
     """What `JobDriver` and `BatchRunner` ask of a provider's batch API. Calls raise the direct
     transport's errors (HttpStatusError, ConnectionTrouble, TimeoutError)."""
@@ -158,6 +188,10 @@ class BatchApi(Protocol):
         """A succeeded line's body as the online path's LlmReply (`encoded`: the request line,
         b"" when unknown). Raises ConnectionTrouble, ValueError or KeyError when unreadable."""
         ...
+
+
+# `GET /v1/batches`: pages of 1-100 jobs; 20 pages back is far more than a run submits
+OPENAI_LIST = ListedPages(path="/batches", page_size=100, pages_max=20, cursor="after")
 
 
 class OpenAiBatchApi:
@@ -219,21 +253,10 @@ class OpenAiBatchApi:
         """The job created for `job` (a process killed between creating a job and recording
         its id), told by its key in the metadata, looking back through jobs newest first to
         when it was recorded."""
-        job_key = job.job_key
         since = job.submitted_at.replace(tzinfo=UTC).timestamp()  # the store keeps naive UTC
-        after: str | None = None
-        for _ in range(LIST_PAGES_MAX):
-            params = {"limit": str(LIST_PAGE), **({"after": after} if after else {})}
-            page = decode_json(await self.call("GET", "/batches", params=params))
-            states = [read_batch(item) for item in page.get("data") or []]
-            for state in states:
-                if state.metadata.get(JOB_KEY_FIELD) == job_key:
-                    return state
-            if not page.get("has_more") or not states:
-                return None
-            if states[-1].created_at and states[-1].created_at < since - FIND_SLACK_S:
-                return None
-            after = states[-1].job_id
+        async for state in listed_newest_first(self.call, OPENAI_LIST, read_batch, since):
+            if state.metadata.get(JOB_KEY_FIELD) == job.job_key:
+                return state
         return None
 
     async def results(self, state: BatchState) -> ResultFiles:

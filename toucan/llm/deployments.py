@@ -37,8 +37,9 @@ def build_model_list(models: ModelsConfig, local_base_url: str | None) -> list[d
 
 
 def deployment_api_key(deployment: ModelDeployment) -> str | None:
-    """The key a deployment is sent with: its configured one; a placeholder for a server of
-    its own (`api_base`) that needs none; None = the provider's default (LiteLLM: the
+    """The key a deployment is sent with: its configured one; for a server of its own
+    (`api_base`) that checks none, NO_API_KEY, a fixed non-secret value (OpenAI-compatible
+    clients refuse to send no key at all); None = the provider's default (LiteLLM: the
     provider's environment variable)."""
     if key := deployment.api_key():
         return key
