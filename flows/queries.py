@@ -164,10 +164,10 @@ def split_unfinished(
 ) -> tuple[list[ItemT], int]:
     """(the items whose row of `model`, keyed `row_id(item)`, is unfinished (`unfinished_ids`),
     in their order; how many of them are finished): a stage's planned work and the count of
-    what earlier runs did."""
-    todo_ids = unfinished_ids(store, model, [row_id(item) for item in items], max_attempts)
-    todo = [item for item in items if row_id(item) in todo_ids]
-    return todo, len(items) - len(todo)
+    what earlier runs did. The list form of `stream_unfinished`, for selections small enough
+    to hold (the extension stages')."""
+    todo, finished = stream_unfinished(store, model, lambda: items, row_id, max_attempts)
+    return list(todo), finished
 
 
 def stream_unfinished(
