@@ -104,12 +104,20 @@ class CallLog(BaseModel):
 
 
 class Record(BaseModel):
-    """Base of every table row. `__table__` names the table, `__key__` its primary key."""
+    """Base of every table row. `__table__` names the table, `__key__` its primary key.
+
+    `__indexed__ = False` marks an append-only table whose rows its writer makes once by
+    construction: the key identifies a row but DuckDB keeps no primary-key index for it. The
+    first write of each connection loads a table's whole index (ART) into memory, and a
+    writing run reopens the file every couple of seconds (toucan/store.py HOLD_MAX_S):
+    measured on DuckDB 2.0.1, ~46-125 MB and 250-500 ms per 1M rows of 64-character keys,
+    so the largest tables, written the most and never looked up by key, go without one."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
     __table__: ClassVar[str]
     __key__: ClassVar[tuple[str, ...]]
+    __indexed__: ClassVar[bool] = True
 
 
 class Run(Record):
@@ -398,6 +406,9 @@ class Event(Record):
 
     __table__ = "events"
     __key__ = ("event_id",)
+    # two or more rows per item, never looked up by id; an id names its run and sequence
+    # number (toucan/events.py), and each event is written once, when its sink is drained
+    __indexed__ = False
 
     event_id: str
     run_id: str
@@ -525,6 +536,8 @@ class DedupIndexEntry(Record):
 
     __table__ = "dedup_index"
     __key__ = ("task_id",)
+    # read by joins on band keys, written only for tasks it does not hold (flows/dedup.py)
+    __indexed__ = False
 
     task_id: str
     scheme: str

@@ -106,9 +106,48 @@ def table_columns(model: type[Record]) -> dict[str, str]:
 
 
 def create_table_sql(model: type[Record]) -> str:
+    """The table of a record: its columns, and its primary key unless the record is not
+    `__indexed__` (an append-only table, toucan/records.py)."""
     cols = ", ".join(f'"{n}" {t}' for n, t in table_columns(model).items())
+    if not model.__indexed__:
+        return f"CREATE TABLE IF NOT EXISTS {model.__table__} ({cols})"
     key = ", ".join(f'"{k}"' for k in model.__key__)
     return f"CREATE TABLE IF NOT EXISTS {model.__table__} ({cols}, PRIMARY KEY ({key}))"
+
+
+def _write_sql(model: type[Record], *, replace: bool, source: str) -> str:
+    """The statement that writes `source`'s rows into the model's table: insert or replace by
+    key, or insert skipping existing keys; into a table without a key index, a plain append
+    (its writer makes each row once) where nothing is replaced. StoreError for a replace
+    there, which DuckDB could only do by scanning the table."""
+    table = model.__table__
+    if model.__indexed__:
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        conflict = "" if replace else " ON CONFLICT DO NOTHING"
+        return f"{verb} INTO {table} BY NAME SELECT * FROM {source}{conflict}"
+    if replace:
+        raise StoreError(f"{table} is append-only (no key index): its rows are never replaced")
+    return f"INSERT INTO {table} BY NAME SELECT * FROM {source}"
+
+
+def _drop_key_indexes(con: duckdb.DuckDBPyConnection) -> None:
+    """Stores made before `__indexed__` (toucan/records.py) hold primary keys on the
+    append-only tables: rebuild those tables without one (DuckDB cannot drop a constraint),
+    same columns in the same order, same rows."""
+    for model in TABLES:
+        if model.__indexed__:
+            continue
+        keyed = con.execute(
+            "SELECT count(*) FROM duckdb_constraints() "
+            "WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [model.__table__],
+        ).fetchone()
+        if not keyed or not keyed[0]:
+            continue
+        table = model.__table__
+        con.execute(f"CREATE TABLE {table}__rebuilt AS SELECT * FROM {table}")
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"ALTER TABLE {table}__rebuilt RENAME TO {table}")
 
 
 def _create_all_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -160,6 +199,7 @@ def _move_task_accounting(con: duckdb.DuckDBPyConnection) -> None:
 MIGRATIONS: list[tuple[str, typing.Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("create tables from records", _create_all_tables),
     ("move task accounting from metadata into columns", _move_task_accounting),
+    ("drop the primary keys of append-only tables", _drop_key_indexes),
 ]
 
 
@@ -420,19 +460,21 @@ class Store:
     # -- writes ------------------------------------------------------------------------
 
     def insert(self, records: Sequence[Record]) -> int:
-        """Insert records, skipping any whose key already exists. Returns rows added."""
-        return self._write(
-            records, "INSERT INTO {table} BY NAME SELECT * FROM batch ON CONFLICT DO NOTHING"
-        )
+        """Insert records, skipping any whose key already exists (into an append-only table,
+        one not `__indexed__`, appending them: its writer makes each row once). Returns rows
+        added."""
+        return self._write(records, replace=False)
 
     def upsert(self, records: Sequence[Record]) -> int:
-        """Insert or replace by key: for rows whose state legitimately changes (runs, servers)."""
-        return self._write(records, "INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM batch")
+        """Insert or replace by key: for rows whose state legitimately changes (runs, servers).
+        StoreError for records of an append-only table."""
+        return self._write(records, replace=True)
 
     def insert_frame(self, model: type[Record], frame: pl.DataFrame) -> int:
         """Bulk insert of rows computed as columns (e.g. a million dedup index rows, where one
         pydantic object per row would cost more than the work): the frame's columns must be
-        exactly the record's fields (StoreError otherwise); existing keys are skipped."""
+        exactly the record's fields (StoreError otherwise); existing keys are skipped, in an
+        append-only table by an anti-join on the key (one scan of its key column a call)."""
         if set(frame.columns) != set(table_columns(model)):
             raise StoreError(
                 f"frame columns {sorted(frame.columns)} are not the fields of {model.__name__}"
@@ -443,15 +485,20 @@ class Store:
             try:
                 count = f"SELECT count(*) FROM {table}"
                 before = con.execute(count).fetchall()[0][0]
-                con.execute(
-                    f"INSERT INTO {table} BY NAME SELECT * FROM frame_rows ON CONFLICT DO NOTHING"
-                ).fetchall()
+                source = "frame_rows"
+                if not model.__indexed__:
+                    same = " AND ".join(f'f."{k}" = t."{k}"' for k in model.__key__)
+                    source = (
+                        f"(SELECT * FROM frame_rows f WHERE NOT EXISTS "
+                        f"(SELECT 1 FROM {table} t WHERE {same}))"
+                    )
+                con.execute(_write_sql(model, replace=False, source=source)).fetchall()
                 after = con.execute(count).fetchall()[0][0]
             finally:
                 con.unregister("frame_rows")
         return int(after - before)
 
-    def _write(self, records: Sequence[Record], statement: str) -> int:
+    def _write(self, records: Sequence[Record], *, replace: bool) -> int:
         if not records:
             return 0
         by_type: dict[type[Record], list[Record]] = {}
@@ -462,7 +509,7 @@ class Store:
             con.execute("BEGIN TRANSACTION")
             try:
                 for model, rows in by_type.items():
-                    written += self._write_batch(con, model, rows, statement)
+                    written += self._write_batch(con, model, rows, replace=replace)
                 con.execute("COMMIT")
             except Exception:
                 with contextlib.suppress(duckdb.Error):  # already ended: keep the first error
@@ -472,7 +519,7 @@ class Store:
 
     @staticmethod
     def _write_batch(
-        con: duckdb.DuckDBPyConnection, model: type[Record], rows: list[Record], statement: str
+        con: duckdb.DuckDBPyConnection, model: type[Record], rows: list[Record], *, replace: bool
     ) -> int:
         columns = table_columns(model)
         seen: dict[tuple[Any, ...], Record] = {}
@@ -485,9 +532,9 @@ class Store:
         schema = {name: _POLARS_TYPES.get(t, pl.Utf8) for name, t in columns.items()}
         batch = pl.DataFrame(data, schema=schema)  # noqa: F841 - read by name in the SQL
         before = con.execute(f"SELECT count(*) FROM {model.__table__}").fetchone()[0]  # type: ignore[index]
-        con.execute(statement.format(table=model.__table__))
+        con.execute(_write_sql(model, replace=replace, source="batch"))
         after = con.execute(f"SELECT count(*) FROM {model.__table__}").fetchone()[0]  # type: ignore[index]
-        return int(after - before) if "REPLACE" not in statement else len(seen)
+        return len(seen) if replace else int(after - before)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """A write statement the record API does not cover (e.g. marking old tool versions)."""

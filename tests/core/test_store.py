@@ -4,6 +4,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -12,6 +13,7 @@ from toucan.ids import make_id
 from toucan.records import (
     CallLog,
     DedupIndexEntry,
+    Event,
     Score,
     Server,
     Task,
@@ -20,7 +22,7 @@ from toucan.records import (
     Trajectory,
     Usage,
 )
-from toucan.store import Store, resolve_store_path, table_columns
+from toucan.store import Store, create_table_sql, resolve_store_path, table_columns
 
 
 def make_server(i: int) -> Server:
@@ -301,3 +303,70 @@ def test_a_holding_writer_shares_one_connection_and_lets_readers_in(tmp_path: Pa
         reader.join(30)
         store.insert([make_server(3)])  # and takes it back for the next write
     assert Store(path).count(Server) == 3
+
+
+def primary_keys(path: Path) -> set[str]:
+    """The tables of a store file that have a primary key."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute(
+            "SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def make_event(i: int, run_id: str = "run_a") -> Event:
+    return Event(event_id=make_id("evt", run_id, i), run_id=run_id, stage="synthesize")
+
+
+def test_append_only_tables_keep_no_key_index_and_refuse_replacing(tmp_path: Path) -> None:
+    """events and dedup_index carry no primary key (the ART index DuckDB loads whole on each
+    connection's first write); the other tables keep theirs."""
+    store = Store(tmp_path / "s.duckdb")
+    assert store.insert([make_event(i) for i in range(3)]) == 3
+    keyed = primary_keys(store.path)
+    assert {"events", "dedup_index"}.isdisjoint(keyed)
+    assert {"tasks", "llm_cache", "task_ratings", "runs"} <= keyed
+    with pytest.raises(StoreError, match="append-only"):
+        store.upsert([make_event(0)])
+    assert store.count(Event) == 3
+
+
+def test_an_old_store_keyed_on_its_append_only_tables_is_rebuilt_without_keys(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.duckdb"
+    Store(path).ensure_schema()
+    old_create = create_table_sql(Event)[:-1] + ', PRIMARY KEY ("event_id"))'
+    old_index = create_table_sql(DedupIndexEntry)[:-1] + ', PRIMARY KEY ("task_id"))'
+    with duckdb.connect(str(path)) as con:  # the schema stores had before: keyed
+        con.execute("DROP TABLE events")
+        con.execute("DROP TABLE dedup_index")
+        con.execute(old_create)
+        con.execute(old_index)
+        con.executemany(
+            f"INSERT INTO events VALUES ({', '.join('?' * len(table_columns(Event)))})",
+            [list(make_event(i).model_dump().values()) for i in range(4)],
+        )
+        con.execute("INSERT INTO dedup_index VALUES ('a', 's1', [1, 2])")
+        con.execute(
+            "DELETE FROM schema_migrations WHERE description = ?",
+            ["drop the primary keys of append-only tables"],
+        )
+    assert primary_keys(path) >= {"events", "dedup_index"}
+    frame = pl.DataFrame({"task_id": ["a"], "scheme": "s1", "band_keys": [[1, 2]]})
+    columns = list(table_columns(Event))
+
+    store = Store(path)
+    store.ensure_schema()
+    assert {"events", "dedup_index"}.isdisjoint(primary_keys(path))
+    assert sorted(e.event_id for e in store.select(Event)) == sorted(
+        make_event(i).event_id for i in range(4)
+    )
+    with duckdb.connect(str(path), read_only=True) as con:
+        order = [r[0] for r in con.execute("DESCRIBE events").fetchall()]
+    assert order == columns
+    assert store.insert_frame(DedupIndexEntry, frame) == 0  # "a" is there: skipped still
+    assert store.insert([make_event(9)]) == 1
+    version = store.schema_version()
+    Store(path).ensure_schema()  # once only
+    assert Store(path).schema_version() == version
