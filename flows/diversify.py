@@ -7,15 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import select_kept_original_tasks, split_unfinished
+from flows.queries import KEPT_ORIGINAL_TASKS, diversify_plan
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.diversify import (
     STAGE,
     DiversifyUnit,
     diversify_batch,
     load_personas,
-    plan_units,
-    variant_id,
+    plan_unit,
 )
 from tasks.llm_batch import BatchOutput
 from toucan.records import Task, Tool
@@ -40,22 +39,17 @@ class DiversifyJob(StageJob[list[DiversifyUnit]]):
 
     def plan(self, ctx: RunContext) -> StagePlan[list[DiversifyUnit]]:
         settings, params = self.settings, self.params
-        kept = select_kept_original_tasks(ctx.store)
         descriptions = {
             f"{t.server_id}/{t.name}": t.description for t in ctx.store.select(Tool, "current")
         }
         personas = load_personas(settings.extensions.personas_file)
         variants = params.variants or settings.extensions.diversify_variants
         seed = settings.synthesize.seed if params.seed is None else params.seed
-        units = plan_units(kept, variants, personas, seed, descriptions)
-        todo, already = split_unfinished(
-            ctx.store,
-            Task,
-            units,
-            lambda u: variant_id(u.task.task_id, u.mode, 0),
-            settings.retries.max_attempts,
+        pairs, already = diversify_plan(ctx.store, settings.retries.max_attempts)
+        todo = pairs.map(
+            lambda pair: plan_unit(pair[0], pair[1], variants, personas, seed, descriptions)
         )
-        self.kept_tasks = len(kept)
+        self.kept_tasks = ctx.store.count(Task, KEPT_ORIGINAL_TASKS)
         concurrency = min(settings.synthesize.concurrency, settings.max_in_flight)
         return plan_llm_batches(todo, concurrency, already)
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import select_kept_original_tasks, split_unfinished
+from flows.queries import irrelevance_plan
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
-from tasks.irrelevance import STAGE, irrelevant_task_id, pair_tasks_batch
+from tasks.irrelevance import STAGE, pair_tasks_batch
 from toucan.events import joined_servers
 from toucan.records import Server, Task
 
@@ -41,16 +41,8 @@ class IrrelevanceJob(StageJob[list[Task]]):
         return {"seed": self.seed, "per_task": self.settings.extensions.irrelevance_per_task}
 
     def plan(self, ctx: RunContext) -> StagePlan[list[Task]]:
-        kept = select_kept_original_tasks(ctx.store)
-        todo, already = split_unfinished(
-            ctx.store,
-            Task,
-            kept,
-            lambda t: irrelevant_task_id(t.task_id, 0),
-            self.settings.retries.max_attempts,
-        )
-        batches = [todo[i : i + BATCH_TASKS] for i in range(0, len(todo), BATCH_TASKS)]
-        return StagePlan(len(todo), already, batches)
+        todo, already = irrelevance_plan(ctx.store, self.settings.retries.max_attempts)
+        return StagePlan(len(todo), already, todo.batched(BATCH_TASKS))
 
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         servers = {s.server_id: s for s in ctx.store.select(Server)}

@@ -59,6 +59,7 @@ LATEST_TASK_RATING_IDS = """
             PARTITION BY task_id ORDER BY created_at DESC, rating_id) AS rn
         FROM task_ratings WHERE status = 'ok')
     WHERE rn = 1"""
+KEPT_ORIGINAL_TASKS = f"status = 'ok' AND kind = 'original' AND task_id IN ({KEPT_TASK_IDS})"
 TEACHER_TASKS = (
     f"status = 'ok' AND (task_id IN ({KEPT_TASK_IDS}) OR (kind IN ('irrelevant', 'diversified') "
     f"AND parent_id IN ({KEPT_TASK_IDS})))"
@@ -112,9 +113,33 @@ def walk_teacher_tasks(store: Store) -> Iterator[tuple[str, list[str]]]:
 
 def select_kept_original_tasks(store: Store) -> list[Task]:
     """Original tasks the task judge kept, in id order (extensions derive from these)."""
-    return store.select(
+    return store.select(Task, f"{KEPT_ORIGINAL_TASKS} ORDER BY task_id")
+
+
+def stream_kept_original_tasks(
+    store: Store, modes: Sequence[str], derived_id: Callable[[str, str], str], max_attempts: int
+) -> tuple[Stream[tuple[Task, str]], int]:
+    """(the (kept original task, mode) pairs whose derived task row, `derived_id(task_id,
+    mode)`, is unfinished, in task id order then `modes` order, streamed; how many pairs are
+    finished): the plan of a stage that derives tasks from the kept ones (irrelevance: one
+    mode; diversify: one per rewrite mode), in flat memory whatever the number of tasks."""
+
+    def pairs() -> Iterator[tuple[tuple[Any, ...], str]]:
+        for key in walk_keys(store, Task, KEPT_ORIGINAL_TASKS, "task_id"):
+            yield from ((key, mode) for mode in modes)
+
+    def load(keys: list[tuple[tuple[Any, ...], str]]) -> list[tuple[Task, str]]:
+        walked = list({key[1]: key for key, _ in keys}.values())
+        tasks = {t.task_id: t for t in select_walked(store, Task, "task_id", walked)}
+        return [(tasks[key[1]], mode) for key, mode in keys if key[1] in tasks]
+
+    return stream_unfinished(
+        store,
         Task,
-        f"status = 'ok' AND kind = 'original' AND task_id IN ({KEPT_TASK_IDS}) ORDER BY task_id",
+        pairs,
+        lambda pair: derived_id(pair[0][1], pair[1]),
+        max_attempts,
+        load=load,
     )
 
 
@@ -342,18 +367,29 @@ def pending_filter_trajectories(store: Store, settings: Settings) -> int:
     return count_unfinished(store, "trajectories", ok, "trajectory_id", "trajectory_ratings", tries)
 
 
+def irrelevance_plan(store: Store, max_attempts: int) -> tuple[Stream[Task], int]:
+    """(kept original tasks without their irrelevant pair, streamed; how many have it)."""
+    pairs, finished = stream_kept_original_tasks(
+        store, ("",), lambda task_id, _: irrelevant_task_id(task_id, 0), max_attempts
+    )
+    return pairs.map(lambda pair: pair[0]), finished
+
+
+def diversify_plan(store: Store, max_attempts: int) -> tuple[Stream[tuple[Task, str]], int]:
+    """((kept original task, mode) pairs without a variant row, streamed; how many have one)."""
+    return stream_kept_original_tasks(
+        store, MODES, lambda task_id, mode: variant_id(task_id, mode, 0), max_attempts
+    )
+
+
 def pending_irrelevance(store: Store, settings: Settings) -> int:
     """Kept original tasks without their irrelevant pair."""
-    kept = select_kept_original_tasks(store)
-    ids = [irrelevant_task_id(t.task_id, 0) for t in kept]
-    return len(unfinished_ids(store, Task, ids, settings.retries.max_attempts))
+    return len(irrelevance_plan(store, settings.retries.max_attempts)[0])
 
 
 def pending_diversify(store: Store, settings: Settings) -> int:
     """(kept original task, mode) pairs without a variant row."""
-    kept = select_kept_original_tasks(store)
-    ids = [variant_id(t.task_id, mode, 0) for t in kept for mode in MODES]
-    return len(unfinished_ids(store, Task, ids, settings.retries.max_attempts))
+    return len(diversify_plan(store, settings.retries.max_attempts)[0])
 
 
 def pending_multi_turn(store: Store, settings: Settings) -> int:

@@ -10,6 +10,7 @@ without recording an end (`crashed`).
 from __future__ import annotations
 
 import gc
+import math
 import os
 import secrets
 from collections import Counter, defaultdict
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flows.artifacts import stage_artifacts
 from flows.durable import ReplyWriter
-from tasks.llm_batch import PARALLEL_BATCHES, ProgressCounter
+from tasks.llm_batch import PARALLEL_BATCHES, ProgressCounter, chunked
 from toucan.config import Settings
 from toucan.events import EventSink
 from toucan.ids import make_id
@@ -40,6 +41,7 @@ RUN_GC_THRESHOLDS = (50_000, 50, 1_000)
 
 BatchT = TypeVar("BatchT")
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,15 @@ class Stream(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.make())
+
+    def batched(self, size: int) -> Stream[list[T]]:
+        """This stream's values in lists of `size` (the last one shorter), each list made when
+        it is reached."""
+        return Stream(math.ceil(self.count / size), lambda: chunked(self, size))
+
+    def map(self, make: Callable[[T], U]) -> Stream[U]:
+        """A stream of `make(value)` for each of this stream's values, made as they come."""
+        return Stream(self.count, lambda: (make(value) for value in self))
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -160,10 +159,7 @@ def plan_llm_batches(
     a Stream of items gives a Stream of batches, each made when a lane is free."""
     size = batch_size(len(items))
     batches: list[list[T]] | Stream[list[T]]
-    if isinstance(items, Stream):
-        batches = Stream(math.ceil(len(items) / size), lambda: chunked(items, size))
-    else:
-        batches = list(chunked(items, size))
+    batches = items.batched(size) if isinstance(items, Stream) else list(chunked(items, size))
     per_batch = in_flight_per_batch(len(batches), concurrency)
     largest = min(size, len(items))
     return StagePlan(len(items), already_done, batches, PARALLEL_BATCHES, per_batch, largest)

@@ -98,30 +98,28 @@ def choose_personas(
     return chosen + [rng.choice(personas) for _ in range(count - len(chosen))]
 
 
-def plan_units(
-    tasks: list[Task],
+def plan_unit(
+    kept: Task,
+    mode: str,
     variants: int,
     personas: tuple[Persona, ...],
     seed: int,
     tool_descriptions: dict[str, str],
-) -> list[DiversifyUnit]:
-    """Every (kept task, mode) pair, with its personas drawn for the persona mode."""
-    return [
-        DiversifyUnit(
-            task=kept,
-            mode=mode,
-            variants=variants,
-            personas=choose_personas(kept.task_id, personas, variants, seed)
-            if mode == "persona"
-            else [],
-            tool_descriptions={
-                f"{t.server}/{t.tool}": tool_descriptions.get(f"{t.server_id}/{t.tool}", "")
-                for t in kept.target_tools
-            },
-        )
-        for kept in tasks
-        for mode in MODES
-    ]
+) -> DiversifyUnit:
+    """The unit of a (kept task, mode) pair, with its personas drawn for the persona mode
+    (drawn from the task id and seed alone: a unit does not depend on the others)."""
+    return DiversifyUnit(
+        task=kept,
+        mode=mode,
+        variants=variants,
+        personas=choose_personas(kept.task_id, personas, variants, seed)
+        if mode == "persona"
+        else [],
+        tool_descriptions={
+            f"{t.server}/{t.tool}": tool_descriptions.get(f"{t.server_id}/{t.tool}", "")
+            for t in kept.target_tools
+        },
+    )
 
 
 def render_diversify_prompt(

@@ -1,5 +1,5 @@
-"""The LLM stages plan in flat memory (issue 14): synthesize's plan, filter-tasks' selection and
-the trajectories plan are streamed from the store a chunk at a time as batches start, so the
+"""The stages plan in flat memory (issue 14): synthesize's plan, filter-tasks' selection, the
+trajectories plan and the plans of irrelevance and diversify are streamed from the store a chunk at a time as batches start, so the
 memory held while a plan is made and handed out does not grow with its item count.
 
 Each test builds the stage's real plan (`job.plan`, as the runner does) over a real DuckDB
@@ -14,7 +14,10 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from flows.estimate_stages import job_plan
+from tasks.diversify import MODES
 from tests.bulk_store import fill_task_ratings, fill_tasks
 from tests.synthesize.seed import fake_settings, seed_servers, write_config
 from tests.trajectories.helpers import server_row, tiny_spec
@@ -90,4 +93,27 @@ def test_the_trajectories_plan_holds_the_same_memory_for_more_tasks(tmp_path: Pa
         peaks.append(peak)
     small, large = TRAJECTORY_TASKS
     print(f"trajectories plan peak: {peaks[0]:.1f} MB for {small}, {peaks[1]:.1f} MB for {large}")
+    assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
+
+
+@pytest.mark.parametrize("stage", ["irrelevance", "diversify"])
+def test_the_plans_of_tasks_derived_from_kept_ones_hold_the_same_memory_for_more_tasks(
+    tmp_path: Path, stage: str
+) -> None:
+    """irrelevance (a pair per kept task) and diversify (a variant per kept task and mode):
+    held whole, their plans were a Task per kept task (~6 KB each, ~30 MB more here)."""
+    config = write_config(tmp_path / "toucan.yaml", "http://127.0.0.1:9")
+    peaks = []
+    for count in (SMALL, LARGE_SELECTION):
+        store = Store(tmp_path / f"{count}.duckdb")
+        servers = [server.server_id for server in seed_servers(store)]
+        assert fill_tasks(store, count, servers) == count
+        assert fill_tasks(store, 50, servers, tag="unrated") == 50  # not kept: not planned
+        assert fill_task_ratings(store) == count
+        peak, made = peak_mb_of_plan(stage, store, config)
+        assert made == count * (1 if stage == "irrelevance" else len(MODES))
+        peaks.append(peak)
+    print(
+        f"{stage} plan peak: {peaks[0]:.1f} MB for {SMALL}, {peaks[1]:.1f} MB for {LARGE_SELECTION}"
+    )
     assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
