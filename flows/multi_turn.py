@@ -10,14 +10,14 @@ from pydantic import BaseModel, Field
 
 from flows.queries import select_kept_original_tasks, select_kept_trajectories, split_unfinished
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
-from flows.trajectories import agent_options
+from flows.trajectories import agent_cache, agent_options
 from flows.writes import write_agent_output
 from tasks.agent.breaker import ServerBreaker
 from tasks.multi_turn_batch import MultiTurnBatch, group_items, run_multi_turn_batch
 from tasks.multi_turn_records import STAGE, MultiTurnItem, extend_item_id, split_item_id
 from tasks.trajectories import BatchResult, ServerEntry
 from toucan.config import Settings
-from toucan.records import LlmCacheEntry, Server, Task, Trajectory
+from toucan.records import Server, Task, Trajectory
 from toucan.store import Store
 
 METHODS = ("split", "extend")
@@ -98,12 +98,11 @@ class MultiTurnJob(StageJob[MultiTurnBatch]):
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         concurrency = self.settings.trajectories.concurrency // min(2, ctx.plan.running)
         options = agent_options(ctx, max(1, concurrency))
-        cached = ctx.store.select(LlmCacheEntry)
         breaker = ServerBreaker(self.settings.mcp.circuit_breaker_failures)  # the run's
         return {
             "servers": self.servers,
             "options": options,
-            "cache_entries": cached,
+            "cache": agent_cache(ctx),  # teachers and the user simulator: every model's
             "breaker": breaker,
         }
 

@@ -33,7 +33,8 @@ from tasks.agent.styles import check_styles
 from tasks.llm_batch import chunked
 from tasks.trajectories import generate_batch
 from toucan.config import Settings, check_names
-from toucan.records import LlmCacheEntry, Server, Task, ToolCallRecord, Trajectory
+from toucan.llm.cache import LlmCache
+from toucan.records import Server, Task, ToolCallRecord, Trajectory
 from toucan.store import Store
 
 # server groups running at once; their items share `concurrency`. 16, not 8: with 10 groups
@@ -198,17 +199,21 @@ def load_replay(store: Store, trajectory_ids: list[str]) -> dict[str, dict[str, 
     return replay
 
 
-def load_cache_entries(
-    store: Store, settings: Settings, teachers: list[str]
-) -> list[LlmCacheEntry]:
-    if not store.count(LlmCacheEntry):
-        return []
-    names = [d.name for d in settings.models.teachers if d.name in teachers]
-    models = [d.model for d in settings.models.teachers if d.name in teachers]
+def teacher_models(settings: Settings, teachers: list[str]) -> list[str]:
+    """The LiteLLM model strings of these teachers, as their replies are stored: a
+    deployment's `model`, or `openai/<name>` when routed to the embedded model."""
     if settings.models.route_to_local:
-        models = [f"openai/{name}" for name in names]
-    marks = ", ".join("?" for _ in models)
-    return store.select(LlmCacheEntry, f"model IN ({marks})", models)
+        return [f"openai/{d.name}" for d in settings.models.teachers if d.name in teachers]
+    return [d.model for d in settings.models.teachers if d.name in teachers]
+
+
+def agent_cache(ctx: RunContext, models: list[str] | None = None) -> LlmCache:
+    """The run's reply cache for agent batches (trajectories, multi-turn): the 64-bit key
+    prefixes of the stored replies of these LiteLLM model strings (all when None), a reply
+    fetched from the store on a prefix match (toucan/llm/cache.py). Each batch answers from a
+    fork of it, in this process or pickled to a worker, which reads the store's file
+    read-only, waiting while the flow run holds it; the stored replies never ride along."""
+    return LlmCache.load(ctx.store, ctx.run_id, models)
 
 
 def agent_options(ctx: RunContext, concurrency: int) -> BatchOptions:
@@ -277,11 +282,10 @@ class TrajectoriesJob(StageJob[traj.TrajectoryBatch]):
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         options = agent_options(ctx, ctx.plan.per_batch)
         options.journal_dir = str(journal_dir(ctx.store.path))
-        cache = load_cache_entries(ctx.store, self.settings, self.chosen)
         return {
             "servers": self.work.servers,
             "options": options,
-            "cache_entries": cache,
+            "cache": agent_cache(ctx, teacher_models(self.settings, self.chosen)),
             "breaker": self.breaker,
         }
 

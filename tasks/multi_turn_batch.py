@@ -31,8 +31,8 @@ from tasks.multi_turn_records import STAGE, MultiTurnItem, failed_row
 from tasks.tool_offer import ToolOffer, offer_tools
 from toucan.config import McpConfig
 from toucan.errors import McpError
+from toucan.llm.cache import LlmCache
 from toucan.llm.tool_rules import ToolRules, rules_for
-from toucan.records import LlmCacheEntry
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ async def run_multi_turn_batch(
     batch: MultiTurnBatch,
     servers: dict[str, ServerEntry],
     options: BatchOptions,
-    cache_entries: list[LlmCacheEntry] | None = None,
+    cache: LlmCache | None = None,
     breaker: ServerBreaker | None = None,
 ) -> BatchResult:
     """Run one batch's conversations; returns rows, never writes the store. `breaker`: the
@@ -115,6 +115,6 @@ async def run_multi_turn_batch(
         options,
         STAGE,
         conversation_item,
-        cache_entries=cache_entries,
+        cache=cache,
         breaker=breaker,
     )

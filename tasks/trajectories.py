@@ -40,9 +40,10 @@ from tasks.trajectory_records import (
     plan_items,
 )
 from toucan.errors import McpError
+from toucan.llm.cache import LlmCache
 from toucan.llm.router import LlmRouter
 from toucan.llm.tool_rules import DEFAULT_RULES, ToolRules, rules_for
-from toucan.records import LlmCacheEntry, utc_now
+from toucan.records import utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ async def generate_batch(
     *,
     replay: dict[str, dict[str, Any]] | None = None,
     paused: dict[str, dict[str, str]] | None = None,
-    cache_entries: list[LlmCacheEntry] | None = None,
+    cache: LlmCache | None = None,
     breaker: ServerBreaker | None = None,
 ) -> BatchResult:
     """Run one server group's items on the agent batch runner. Servers marked
@@ -156,7 +157,7 @@ async def generate_batch(
         options,
         STAGE,
         run_item,
-        cache_entries=cache_entries,
+        cache=cache,
         paused=paused,
         breaker=breaker,
     )

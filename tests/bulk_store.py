@@ -139,14 +139,16 @@ def fill_trajectories(
     return store.count(Trajectory) - before
 
 
-def fill_llm_cache(store: Store, count: int, *, tag: str = "bulk") -> int:
-    """Insert `count` stored replies (valid `LlmReply` JSON of ~1 KB, keys `llm_` + 20 hex
-    digits like make_cache_key's); returns rows added."""
+def fill_llm_cache(
+    store: Store, count: int, *, tag: str = "bulk", model: str = "openai/Qwen2-72B-Instruct"
+) -> int:
+    """Insert `count` stored replies of LiteLLM model string `model` (valid `LlmReply` JSON of
+    ~1 KB, keys `llm_` + 20 hex digits like make_cache_key's); returns rows added."""
     template = LlmReply(
         text="",
         finish_reason="stop",
         deployment="Qwen2-72B-Instruct",
-        model="openai/Qwen2-72B-Instruct",
+        model=model,
         served_by="Qwen2-72B-Instruct",
     ).model_dump(mode="json")
     store.ensure_schema()
@@ -156,7 +158,7 @@ def fill_llm_cache(store: Store, count: int, *, tag: str = "bulk") -> int:
         """INSERT INTO llm_cache BY NAME
         SELECT
             'llm_' || substr(md5($tag || i::VARCHAR), 1, 20) AS cache_key,
-            'openai/Qwen2-72B-Instruct' AS model,
+            $model AS model,
             md5('prompt' || $tag || i::VARCHAR) AS prompt_hash,
             substr(md5('params' || i::VARCHAR), 1, 32) AS params_hash,
             json_merge_patch($template::JSON, json_object('text',
@@ -168,6 +170,7 @@ def fill_llm_cache(store: Store, count: int, *, tag: str = "bulk") -> int:
         {
             "tag": tag,
             "count": count,
+            "model": model,
             "template": orjson.dumps(template).decode(),
             "chars": REPLY_TEXT_CHARS,
         },

@@ -2,11 +2,12 @@
 
 `run_agent_batch` opens what the items of one server group share, all bound to the batch's own
 event loop (a Prefect task's or the caller's, never crossing threads or processes): the session
-pool with the group's servers registered and started, the model router over the stored cache,
-the circuit breaker (carrying servers paused by earlier batches), the crash journal. It runs
-the stage's per-item coroutine with at most `options.concurrency` items in flight, and records
-each item's events: the item itself, its tool calls and the server requests answered during
-them. The stage's coroutine decides what one item does and turns its failures into rows.
+pool with the group's servers registered and started, the model router over a fork of the run's
+reply cache (stored replies looked up by key prefix, toucan/llm/cache.py), the circuit breaker
+(carrying servers paused by earlier batches), the crash journal. It runs the stage's per-item
+coroutine with at most `options.concurrency` items in flight, and records each item's events:
+the item itself, its tool calls and the server requests answered during them. The stage's
+coroutine decides what one item does and turns its failures into rows.
 """
 
 from __future__ import annotations
@@ -249,20 +250,22 @@ async def run_agent_batch(
     stage: str,
     run_item: RunItem,
     *,
-    cache_entries: list[LlmCacheEntry] | None = None,
+    cache: LlmCache | None = None,
     paused: dict[str, dict[str, str]] | None = None,
     breaker: ServerBreaker | None = None,
 ) -> BatchResult:
     """Run every item of `batch` with `run_item`; returns the rows, tool-call records, new
     cache entries, events and the batch's servers that are paused. Never writes the store.
-    `breaker` is the run's, shared by its batches (None: one of the batch's own)."""
+    `cache` is the run's reply cache over the store (None: an empty one); the batch answers
+    from a fork of it, so the new entries it returns are those of its own calls. `breaker` is
+    the run's, shared by its batches (None: one of the batch's own)."""
     breaker = open_breaker(options, paused, breaker)
     journal = open_journal(options.journal_dir, options.run_id, batch.batch_id)
     sink = EventSink(options.run_id, stage)
     router = LlmRouter(
         options.models,
         local_base_url=options.local_base_url,
-        cache=LlmCache(cache_entries, run_id=options.run_id),
+        cache=cache.fork() if cache is not None else LlmCache(run_id=options.run_id),
         budget=options.spend_budget,
         breaker=options.model_breaker,
     )

@@ -186,6 +186,27 @@ def test_a_pickled_cache_answers_known_replies_and_hands_back_only_its_own_entri
     assert cache.get(fresh) is None and [e.cache_key for e in cache.drain_new()] == [known.key]
 
 
+def test_forks_share_the_stored_prefixes_and_each_drains_only_its_own_entries(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "toucan.duckdb")
+    stored = make_cache_key("T", "openai/t", [{"role": "user", "content": "a"}], None, None, {})
+    reply = LlmReply(text="stored", deployment="T", model="openai/t")
+    writer = LlmCache(run_id="run_1")
+    writer.put(stored, reply)
+    store.insert(writer.drain_new())
+    run_cache = LlmCache.load(store, run_id="run_2")  # what an agent stage hands its batches
+    one, other = run_cache.fork(), run_cache.fork()  # two batches in this process
+
+    assert one._stored is run_cache._stored  # shared, not copied per batch
+    assert one.get(stored).text == "stored" and one.fetches == 1
+    fresh = make_cache_key("T", "openai/t", [{"role": "user", "content": "b"}], None, None, {})
+    one.put(fresh, reply.model_copy(update={"text": "fresh"}))
+    assert other.get(fresh) is None and other.drain_new() == []
+    assert [e.cache_key for e in one.drain_new()] == [fresh.key]
+    assert run_cache.drain_new() == []
+
+
 def test_a_pickled_progress_counter_counts_apart_and_the_owner_catches_up() -> None:
     counter = ProgressCounter("filter_tasks", total=4, done=1)
     copy = pickle.loads(pickle.dumps(counter))

@@ -110,11 +110,16 @@ def run_on_both(
     for target in (threads, dask):
         shutil.copyfile(base, target)
     stage_flow(store=str(threads), config=str(config), profile="cloud")
-    on_cluster = stage_flow.with_options(task_runner=make_task_runner("dask", address=address))
     seen = ProgressSeen()
     with listening(seen):
-        on_cluster(store=str(dask), config=str(config), profile="cloud")
+        run_on_cluster(stage_flow, dask, config, address)
     return Store(threads), Store(dask), seen.updates
+
+
+def run_on_cluster(stage_flow: Any, store: Path, config: Path, address: str) -> Any:
+    """The stage on `store`, its batches on the cluster at `address`."""
+    on_cluster = stage_flow.with_options(task_runner=make_task_runner("dask", address=address))
+    return on_cluster(store=str(store), config=str(config), profile="cloud")
 
 
 def test_filter_tasks_on_dask_worker_processes_keeps_and_rejects_the_same_tasks(
@@ -167,6 +172,14 @@ def test_trajectories_on_dask_worker_processes_hold_the_same_rows_and_tool_resul
         base = Store(tmp_path / "base.duckdb")
         agent.seed_store(base, list(rows.values()), tasks)
         threads, dask, _ = run_on_both(trajectories_flow, base.path, config, cluster_address)
+        # the rows gone, their replies and tool calls kept (as after a kill -9): the rerun's
+        # batches read every teacher reply from the store's file on the workers, read-only
+        # while the flow run holds it, and replay every tool result
+        dask.execute("DELETE FROM trajectories")
+        fake_llm.reset()
+        rerun = run_on_cluster(trajectories_flow, dask.path, config, cluster_address)
+        assert fake_llm.calls.total == 0
+        assert rerun.replayed_tool_calls == len(tasks) * 2
 
     expected = trajectory_rows(threads)
     assert len(expected) == len(tasks) * 2 and {t[3] for t in expected} == {"ok"}

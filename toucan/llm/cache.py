@@ -13,12 +13,15 @@ A cache pickled into another process (a batch on a Dask worker) is a copy: it ke
 prefixes and fetches stored replies from the store's file like the owner (waiting while the flow
 run holds it, toucan/store.py), answers from the owner's replies not stored yet, collects the
 replies of its own calls and hands them back in the batch's output (`BatchOutput.cache_entries`),
-which the flow run writes; the owner's entries not yet written stay with the owner.
+which the flow run writes; the owner's entries not yet written stay with the owner. A `fork`
+is the same copy inside this process, sharing the prefix array: an agent batch (trajectories,
+multi-turn) works on one, so its output carries exactly the entries of its own calls.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import heapq
 import threading
 from array import array
@@ -165,6 +168,12 @@ class LlmCache:
         vars(self).update(state)
         self._lock = threading.Lock()
         self._fresh = threading.Event()
+
+    def fork(self) -> LlmCache:
+        """The copy a batch in another process gets (`__getstate__`), made in this one: same
+        store, same stored prefixes (the array shared, not copied: neither cache changes it in
+        place), the replies in memory, and new entries of its own for its caller to drain."""
+        return copy.copy(self)
 
     def get(self, key: CacheKey) -> LlmReply | None:
         with self._lock:
