@@ -109,7 +109,7 @@ class Record(BaseModel):
     `__indexed__ = False` marks an append-only table whose rows its writer makes once by
     construction: the key identifies a row but DuckDB keeps no primary-key index for it. The
     first write of each connection loads a table's whole index (ART) into memory, and a
-    writing run reopens the file every couple of seconds (toucan/store.py HOLD_MAX_S):
+    writing run reopens the file whenever a reader asks for it (toucan/store.py):
     measured on DuckDB 2.0.1, ~46-125 MB and 250-500 ms per 1M rows of 64-character keys,
     so the largest tables, written the most and never looked up by key, go without one."""
 

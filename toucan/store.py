@@ -2,9 +2,13 @@
 
 DuckDB allows one process to hold a file open for writing. Connections are therefore short,
 so `toucan status` in another process can read between batches. Opening and closing the file
-costs 25-50 ms (the close checkpoints), several times a small batch write, so a writing run
-holds one connection for its reads and writes (`Store.holding`) and lets go of it whenever it
-has been idle for HOLD_IDLE_S or open for HOLD_MAX_S: readers elsewhere wait at most that long.
+costs 25-50 ms on a small store (the close checkpoints) and far more on a large one: the first
+write of a connection loads each touched table's primary-key index, ~0.4 s per 1M rows. So a
+writing run holds one connection for its reads and writes (`Store.holding`) and lets go of it
+when another process asks for the file: a process kept out by the lock touches
+`<store>.knock` (`_open`), and the holder closes within KNOCK_CHECK_S or after its current
+use. It also lets go once idle for HOLD_IDLE_S or open for HOLD_MAX_S (readers that do not
+knock, such as the duckdb shell, wait at most that long).
 Who may write at all is decided by a separate writer lock (`<store>.lock`, flock): a second run
 on the same store refuses with StoreLocked instead of interleaving its writes with the first.
 """
@@ -37,8 +41,9 @@ R = TypeVar("R", bound=Record)
 
 DEFAULT_STORE = Path("data/toucan.duckdb")
 LOCK_WAIT_S = 30.0  # a reader holds the file for milliseconds; 30 s means something is stuck
-HOLD_IDLE_S = 0.25  # a held connection unused this long is closed: readers elsewhere get in
-HOLD_MAX_S = 2.0  # and closed after its next use once it has been open this long
+HOLD_IDLE_S = 1.0  # a held connection unused this long is closed: the file is free in lulls
+HOLD_MAX_S = 20.0  # and closed after its next use once it has been open this long
+KNOCK_CHECK_S = 0.1  # how often the holder looks for a knock when it is not in use
 # after that close the file stays free this long before the writer opens it again: a writer
 # busy without pause (replies stored as they come, flows/durable.py) would otherwise reopen it
 # at once, and a reader in another process (polling every 50 ms in _open) might never get in
@@ -262,6 +267,7 @@ def _open(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise StoreError(f"cannot open store {path}: {exc}") from exc
+            _knock(path)
             time.sleep(0.05)
             continue
         # DuckDB draws its own progress bar on stdout for queries over ~2 s (the dedup pass
@@ -270,12 +276,32 @@ def _open(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         return con
 
 
+def knock_path(path: Path) -> Path:
+    """The file a process kept out of the store touches to ask its holder to let go."""
+    return path.with_name(path.name + ".knock")
+
+
+def _knock(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only folder: the holder's timeouts still free it
+        knock_path(path).touch()
+
+
+def _knocked_since(path: Path, since_ns: int) -> bool:
+    """Whether a process touched the store's knock file at or after `since_ns` (wall clock,
+    ns; at, not after: a knock in the same clock tick as the open is taken as one)."""
+    try:
+        return knock_path(path).stat().st_mtime_ns >= since_ns
+    except OSError:
+        return False
+
+
 class _HeldConnection:
     """The one read-write connection this process keeps to a file while a run writes to it.
 
     Every Store on the same path in the process shares it (DuckDB refuses a read-only and a
     read-write connection to one file in one process). Uses are serialized by a lock; a reaper
-    thread closes the connection once idle, so the file is free between bursts of work."""
+    thread closes the connection when another process knocks or once idle, so the file is free
+    when someone asks for it and between bursts of work."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -283,6 +309,7 @@ class _HeldConnection:
         self.holders = 0
         self._con: duckdb.DuckDBPyConnection | None = None
         self._opened = 0.0
+        self._opened_ns = 0  # wall clock, to compare with the knock file's mtime
         self._last_used = 0.0
         self._free_until = 0.0  # monotonic time before which the writer leaves the file free
         self._stop = threading.Event()
@@ -295,16 +322,15 @@ class _HeldConnection:
                 if (wait := self._free_until - time.monotonic()) > 0:
                     time.sleep(wait)
                 self._con = _open(self.path, read_only=False)
-                self._opened = time.monotonic()
+                self._opened, self._opened_ns = time.monotonic(), time.time_ns()
             cursor = self._con.cursor()  # its own results: a use never sees another's leftovers
             try:
                 yield cursor
             finally:
                 cursor.close()
                 self._last_used = time.monotonic()
-                if self._last_used - self._opened > HOLD_MAX_S:
-                    self._close()
-                    self._free_until = time.monotonic() + HOLD_YIELD_S
+                if self._last_used - self._opened > HOLD_MAX_S or self._knocked():
+                    self._yield_file()
 
     def start(self) -> None:
         self._stop.clear()
@@ -321,10 +347,23 @@ class _HeldConnection:
             self._close()
 
     def _reap(self) -> None:
-        while not self._stop.wait(HOLD_IDLE_S / 2):
+        while not self._stop.wait(KNOCK_CHECK_S):
             with self.lock:
-                if self._con is not None and time.monotonic() - self._last_used > HOLD_IDLE_S:
+                if self._con is None:
+                    continue
+                if self._knocked():
+                    self._yield_file()
+                elif time.monotonic() - self._last_used > HOLD_IDLE_S:
                     self._close()
+
+    def _knocked(self) -> bool:
+        return self._con is not None and _knocked_since(self.path, self._opened_ns)
+
+    def _yield_file(self) -> None:
+        """Close, and leave the file free a moment: a writer busy without pause would
+        otherwise reopen it before the process waiting for it (polling every 50 ms) gets in."""
+        self._close()
+        self._free_until = time.monotonic() + HOLD_YIELD_S
 
     def _close(self) -> None:
         if self._con is not None:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -280,6 +282,52 @@ def test_the_store_caps_duckdb_memory_at_the_env_value(
 
 def _count_servers(path: str, out: multiprocessing.Queue[int]) -> None:
     out.put(Store(path).count(Server))
+
+
+def _read_past_a_busy_writer(path: str, out: multiprocessing.Queue[Any]) -> None:
+    """Report whether a plain DuckDB open (one that does not knock) got in within KEPT_OUT_S,
+    then how many seconds toucan's own open (which knocks) took to get in, and what it read."""
+    deadline, got_in = time.monotonic() + KEPT_OUT_S, False
+    while time.monotonic() < deadline and not got_in:
+        try:
+            duckdb.connect(path, read_only=True).close()
+            got_in = True
+        except duckdb.IOException:
+            time.sleep(0.05)
+    started = time.monotonic()
+    count = Store(path).count(Server)
+    out.put((got_in, time.monotonic() - started, count))
+
+
+KEPT_OUT_S = 3.0  # longer than the 2 s a busy writer used to hold the file before reopening it
+
+
+def test_a_writer_busy_without_pause_keeps_the_file_until_a_reader_knocks(
+    tmp_path: Path,
+) -> None:
+    """A run that writes without pause holds its connection (each reopen reloads the primary
+    keys' indexes, ~0.4 s per 1M rows), yet a reader in another process asking for the file
+    through toucan (`<store>.knock`) gets it at once and the writer goes on after."""
+    path = str(tmp_path / "s.duckdb")
+    store = Store(path)
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[Any] = ctx.Queue()
+    written = 0
+    with store.holding():
+        store.insert([make_server(written)])
+        reader = ctx.Process(target=_read_past_a_busy_writer, args=(path, results))
+        reader.start()
+        while results.empty():
+            written += 1
+            store.insert([make_server(written)])
+        got_in, waited_s, count = results.get()
+        reader.join(30)
+        store.insert([make_server(written + 1)])
+    assert not got_in  # the writer did not let go of the file on its own
+    assert waited_s < 10, waited_s  # knocked: not HOLD_MAX_S (20 s) later
+    assert 1 <= count <= written + 1
+    assert Store(path).count(Server) == written + 2
+    print(f"knocking reader got in after {waited_s:.2f} s; {written} writes meanwhile")
 
 
 def test_a_holding_writer_shares_one_connection_and_lets_readers_in(tmp_path: Path) -> None:
