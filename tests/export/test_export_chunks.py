@@ -31,13 +31,10 @@ from toucan.store import Store
 
 ROWS = 800  # kept candidates; as many rows again of another run, none kept
 CHUNK = 25
-RATINGS_PER_ROW = 4
-RANKING_KEYS = {
-    "task_id",
-    "rating_id",
-    "created_at",
-    "status",
-}  # the most ratings a seeded trajectory has
+RATINGS_PER_ROW = 4  # the most ok ratings a seeded trajectory has (RERATINGS)
+# the columns a task's ratings are ranked by: scanned over the whole table (no index on
+# task_ratings.task_id), the one part of a chunk's read that does not shrink to the chunk
+RANKING_KEYS = {"task_id", "rating_id", "created_at", "status"}
 # re-ratings of the bulk rows, made in SQL from the first rating (`i` a row's number): an
 # older verdict, a newer one that drops a third of the rows, a tie on the newest time broken
 # by the id, and a newest error that must not count
