@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from dedup_corpus import Corpus, make_corpus  # noqa: E402
+from memory_sampler import peak_rss_mb  # noqa: E402
 from rapidfuzz import fuzz, process  # noqa: E402
 
 from tasks.dedup import (  # noqa: E402
@@ -85,15 +86,6 @@ def timed_pass(path: str, threshold: float) -> tuple[float, float, float, int]:
     dropped = dedup_pending_tasks(Store(path), threshold)
     seconds = time.perf_counter() - started
     return seconds, peak_rss_mb(), start_rss, len(dropped)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM): ru_maxrss would carry the parent's peak across the
-    fork and exec that start the worker, and the parent holds the whole corpus."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**10
-    return float("nan")
 
 
 def run_pass(path: Path, threshold: float, label: str) -> None:

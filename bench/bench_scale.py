@@ -12,9 +12,10 @@ N tasks; trajectories, N kept tasks on FLEET_SERVERS (real stdio servers of the 
 fleet); export, N kept trajectories with their tasks and ratings (exported as parquet and
 openai JSONL). Then the stage runs over N items in a child process of its own
 (`run_stage_async`, the runner the flows use, on plain asyncio), which reports its wall time,
-CPU time (user + system, its own, from getrusage; not the MCP servers') and peak RSS
-(ru_maxrss). Printed per stage and size: items/s, CPU ms per item, peak RSS, store size, and
-the ratios of each size to the smallest (RSS as a difference in MB).
+CPU time (user + system, its own; not the MCP servers') and peak RSS (VmHWM, its own:
+ru_maxrss would report the parent's, which filled the store, when that is higher). Printed
+per stage and size: items/s, CPU ms per item, peak RSS, store size, and the ratios of each
+size to the smallest (RSS as a difference in MB).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_synthesize  # noqa: E402
-from memory_sampler import MemorySampler  # noqa: E402
+from memory_sampler import MemorySampler, peak_rss_mb  # noqa: E402
 from text_table import print_header, print_row  # noqa: E402
 
 from flows.runner import run_stage_async  # noqa: E402
@@ -134,8 +134,7 @@ def child(stage: str, store_path: str, count: int, base_url: str, in_flight: int
     if sampler is not None:
         sampler.report(sys.stderr)
     done = items_done(summary)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_mb": rss_mb, "done": done}))
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_mb": peak_rss_mb(), "done": done}))
 
 
 def measure(stage: str, count: int, base_url: str, in_flight: int) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """A memory timeline of a benchmark's child process (bench_scale.py, BENCH_SCALE_SAMPLE=1):
 RSS (anonymous / file-backed), glibc's heap (mallinfo2), DuckDB's bundled jemalloc
 (`duckdb_je_mallctl`), `duckdb_memory()` of the held store connection and the Python allocator's
-block count, every SAMPLE_S; and where our threads are while DuckDB holds more than SPIKE_MB.
+block count, every SAMPLE_S; and where our threads are while DuckDB holds more than SPIKE_MB;
+and a process's own peak RSS (`peak_rss_mb`).
 Diagnosis only: it reads toucan.store's held connections (a private detail) and glibc."""
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ from threading import get_ident as threading_get_ident
 
 ROOT = Path(__file__).resolve().parents[1]
 SPIKE_MB = 60  # the sampler notes where our code is while DuckDB has more than this allocated
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM, MB). Not `ru_maxrss`: a child started by subprocess
+    (vfork, then exec) or a fork inherits in it the parent's peak, so a benchmark whose parent
+    prepared a large store reported the parent's peak as the child's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**10
+    return float("nan")
 
 
 class MemorySampler:

@@ -7,30 +7,43 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from flows.queries import (
-    KEPT_TRAJECTORY_IDS,
-    KEPT_TRAJECTORY_RATING_IDS,
-    LATEST_TASK_RATING_IDS,
-)
+from flows.queries import KEPT_TRAJECTORY_RATING_IDS, kept_trajectory_ratings, latest_task_ratings
 from tasks.export import ExportRejected, ExportSource, parse_trajectory_cells
 from toucan.config import Settings
 from toucan.ids import ID_HEX_CHARS, canonical_json
 from toucan.records import Server, Task, TaskRating, Trajectory, TrajectoryRating
 from toucan.store import Store
 
-# the kept, exportable trajectories: ok, kept by their newest rating, their task in the store
-KEPT_ROWS = (
-    f"status = 'ok' AND trajectory_id IN ({KEPT_TRAJECTORY_IDS}) "
-    "AND task_id IN (SELECT task_id FROM tasks)"
-)
-KEPT_WITHOUT_TASK = (
-    f"status = 'ok' AND trajectory_id IN ({KEPT_TRAJECTORY_IDS}) "
-    "AND task_id NOT IN (SELECT task_id FROM tasks)"
-)
 KEY_CHUNK = 10_000  # rows of the content key read at a time
-# a semi-join on the given ids (hashed once), not `list_contains(?, id)`, which compares
+# one chunk of the plan: its first and last id ($1, $2)
+IN_CHUNK = "trajectory_id BETWEEN $1 AND $2"
+# a semi-join on the given ids ($1, hashed once), not `list_contains(?, id)`, which compares
 # every row of the table with every id of the chunk
-AMONG_IDS = "task_id IN (SELECT unnest(?::VARCHAR[]))"
+AMONG_IDS = "task_id IN (SELECT unnest($1::VARCHAR[]))"
+
+
+def kept_rows(within: str = "true", *, with_task: bool = True) -> str:
+    """SQL condition on `trajectories`: the kept, exportable rows (ok, kept by their newest
+    rating, their task in the store; without `with_task`, the kept rows whose task is not)
+    among those matching `within`, a condition on `trajectory_id` that also restricts the
+    ratings ranked (`kept_trajectory_ratings`)."""
+    return (
+        f"status = 'ok' AND ({within}) AND trajectory_id IN "
+        f"({kept_trajectory_ratings('trajectory_id', within)}) "
+        f"AND task_id {'IN' if with_task else 'NOT IN'} (SELECT task_id FROM tasks)"
+    )
+
+
+KEPT_ROWS = kept_rows()
+KEPT_WITHOUT_TASK = kept_rows(with_task=False)
+# a chunk's kept rows ($1, $2) and the ratings keeping them: only the chunk's rows and their
+# ratings are ranked (ranking the whole table per chunk made the export quadratic); the full
+# rating rows are then read by id (their key's index), not by a scan of the table
+CHUNK_ROWS = f"SELECT * FROM trajectories WHERE {kept_rows(IN_CHUNK)} ORDER BY trajectory_id"
+CHUNK_RATINGS = f"rating_id IN ({kept_trajectory_ratings('rating_id', IN_CHUNK)})"
+# the assessments of the given tasks ($1): only those tasks' ratings are ranked (still found
+# by a scan of the table's task ids: task_ratings has no index on task_id)
+TASKS_LATEST_RATINGS = f"rating_id IN ({latest_task_ratings(AMONG_IDS)})"
 
 
 def has_trajectories(store: Store) -> bool:
@@ -77,26 +90,12 @@ def load_export_sources(
 ) -> tuple[list[ExportSource], dict[str, str]]:
     """The sources of one chunk's kept rows (with their task, the ratings and the servers),
     and the rows that cannot be read (trajectory id -> reason)."""
-    between = "trajectory_id BETWEEN ? AND ?"
-    ratings = {
-        r.trajectory_id: r
-        for r in store.select(
-            TrajectoryRating, f"{between} AND rating_id IN ({KEPT_TRAJECTORY_RATING_IDS})", chunk
-        )
-    }
-    frame = store.frame(
-        f"SELECT * FROM trajectories WHERE {between} AND {KEPT_ROWS} ORDER BY trajectory_id",
-        chunk,
-    )
+    ratings = {r.trajectory_id: r for r in store.select(TrajectoryRating, CHUNK_RATINGS, chunk)}
+    frame = store.frame(CHUNK_ROWS, chunk)
     tasks = select_tasks(store, set(frame["task_id"].to_list()) if len(frame) else set())
     tasks |= select_tasks(store, {t.parent_id for t in tasks.values() if t.parent_id} - set(tasks))
     task_ratings = {
-        r.task_id: r
-        for r in store.select(
-            TaskRating,
-            f"{AMONG_IDS} AND rating_id IN ({LATEST_TASK_RATING_IDS})",
-            [sorted(tasks)],
-        )
+        r.task_id: r for r in store.select(TaskRating, TASKS_LATEST_RATINGS, [sorted(tasks)])
     }
     sources: list[ExportSource] = []
     unreadable: dict[str, str] = {}

@@ -45,20 +45,32 @@ PAGE_ROWS = 8192
 LOAD_ITEMS = 1024
 
 KEPT_TASK_IDS = "SELECT task_id FROM task_ratings WHERE keep AND status = 'ok'"
-KEPT_TRAJECTORY_RATING_IDS = """
-    SELECT rating_id FROM (
-        SELECT rating_id, keep, row_number() OVER (
-            PARTITION BY trajectory_id ORDER BY created_at DESC, rating_id) AS rn
-        FROM trajectory_ratings WHERE status = 'ok')
-    WHERE rn = 1 AND keep"""
-KEPT_TRAJECTORY_IDS = f"SELECT trajectory_id FROM trajectory_ratings WHERE rating_id IN ({KEPT_TRAJECTORY_RATING_IDS})"
-# the assessment that describes a task: its newest ok rating, kept or not
-LATEST_TASK_RATING_IDS = """
-    SELECT rating_id FROM (
-        SELECT rating_id, row_number() OVER (
-            PARTITION BY task_id ORDER BY created_at DESC, rating_id) AS rn
-        FROM task_ratings WHERE status = 'ok')
-    WHERE rn = 1"""
+
+
+def kept_trajectory_ratings(column: str = "rating_id", within: str = "true") -> str:
+    """SQL selecting `column` of the rating that keeps each kept trajectory: its newest ok
+    rating, when that one keeps it. `within` restricts the ratings ranked; it must be a
+    condition on `trajectory_id` alone (e.g. `trajectory_id BETWEEN $1 AND $2`), so a
+    trajectory's ratings are all in or all out and the answer for it does not change: DuckDB
+    then ranks only those rows, not the whole table."""
+    return f"""
+    SELECT {column} FROM trajectory_ratings WHERE status = 'ok' AND ({within})
+    QUALIFY row_number() OVER (
+        PARTITION BY trajectory_id ORDER BY created_at DESC, rating_id) = 1 AND keep"""
+
+
+def latest_task_ratings(within: str = "true") -> str:
+    """SQL selecting the rating id of the assessment that describes each task: its newest ok
+    rating, kept or not. `within` restricts the ratings ranked, a condition on `task_id`
+    alone (as `kept_trajectory_ratings`'s on `trajectory_id`)."""
+    return f"""
+    SELECT rating_id FROM task_ratings WHERE status = 'ok' AND ({within})
+    QUALIFY row_number() OVER (PARTITION BY task_id ORDER BY created_at DESC, rating_id) = 1"""
+
+
+KEPT_TRAJECTORY_RATING_IDS = kept_trajectory_ratings()
+KEPT_TRAJECTORY_IDS = kept_trajectory_ratings("trajectory_id")
+LATEST_TASK_RATING_IDS = latest_task_ratings()
 KEPT_ORIGINAL_TASKS = f"status = 'ok' AND kind = 'original' AND task_id IN ({KEPT_TASK_IDS})"
 TEACHER_TASKS = (
     f"status = 'ok' AND (task_id IN ({KEPT_TASK_IDS}) OR (kind IN ('irrelevant', 'diversified') "
