@@ -31,7 +31,7 @@ from toucan.store import Store
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 50_000  # new tasks per step: ~20 MB of questions and keys; the index join per step ~1 s
+CHUNK = 50_000  # new tasks per step: ~20 MB of questions and keys, the probe's hash table ~100 MB
 
 # The priority order: tasks of earlier synthesize runs first, then plan order (strategy, slot).
 _JOIN_RUNS = "LEFT JOIN runs r ON r.run_id = t.run_id AND r.stage = ?"
@@ -94,6 +94,8 @@ def indexed_candidates(store: Store, keys: np.ndarray) -> dict[int, list[DedupIt
     hits = band_hits(store, keys)
     if hits.is_empty():
         return {}
+    # IN, not a join: DuckDB builds a semi-join on the hit ids, where a join on the ok tasks
+    # (estimated at a fifth of the table) built a hash table of every ok task's question
     tasks = store.query_with(
         f"SELECT t.task_id, t.question, t.server_ids FROM tasks t {_JOIN_RUNS} "
         f"WHERE {_OK_ORIGINAL} AND t.task_id IN (SELECT task_id FROM hit_ids) "
@@ -125,7 +127,10 @@ def band_hits(store: Store, keys: np.ndarray) -> pl.DataFrame:
     `unnest`: DuckDB estimates an unnest at one row per list, so a probe of more keys than the
     index has rows (50k tasks x 32 bands) became the hash join's probe side and the index's
     keys (30M at 1M tasks) its build side, all in memory. Estimated right, the build side is
-    the smaller: at most the probe's keys."""
+    the smaller: at most the probe's keys. Measured (peak RSS growth of one call, 50k tasks
+    probed): 191 MB against a 300k-task index (757 MB before), 378 MB against 1M; what grows
+    is DuckDB's cache of the index blocks read (~256 bytes a task), evictable: 163 MB at 1M
+    under TOUCAN_STORE_MEMORY_LIMIT=150MB."""
     probe = pl.DataFrame(
         {"row": np.repeat(np.arange(len(keys)), keys.shape[1]), "band_key": keys.ravel()}
     )
