@@ -601,9 +601,14 @@ class Store:
         with self.connect(read_only=True) as con:
             return con.execute(sql, list(params)).fetchall()
 
-    def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
-        """Analytics read as a polars frame (Arrow, no copy)."""
-        with self.connect(read_only=True) as con:
+    def frame(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        frames: Mapping[str, pl.DataFrame] | None = None,
+    ) -> pl.DataFrame:
+        """Analytics read as a polars frame (Arrow, no copy); `frames` as in `query_with`."""
+        with self.connect(read_only=True) as con, _registered(con, frames or {}):
             # duckdb 2.x: results of `execute` have no .pl(); a relation does
             return con.sql(sql, params=list(params) or None).pl()
 
@@ -612,14 +617,8 @@ class Store:
     ) -> list[tuple[Any, ...]]:
         """A read that joins store tables with in-memory frames, each visible to the SQL under
         its key (e.g. probe keys against an index): no per-value parameter conversion."""
-        with self.connect(read_only=True) as con:
-            for name, frame in frames.items():
-                con.register(name, frame)
-            try:
-                return con.execute(sql, list(params)).fetchall()
-            finally:
-                for name in frames:
-                    con.unregister(name)
+        with self.connect(read_only=True) as con, _registered(con, frames):
+            return con.execute(sql, list(params)).fetchall()
 
     def count(self, model: type[Record], where: str = "", params: Sequence[Any] = ()) -> int:
         if not self.path.exists():
@@ -673,6 +672,20 @@ class Store:
             handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+
+@contextlib.contextmanager
+def _registered(
+    con: duckdb.DuckDBPyConnection, frames: Mapping[str, pl.DataFrame]
+) -> Iterator[None]:
+    """The frames visible to this connection's SQL under their keys for the block."""
+    for name, frame in frames.items():
+        con.register(name, frame)
+    try:
+        yield
+    finally:
+        for name in frames:
+            con.unregister(name)
 
 
 def _record_migration(con: duckdb.DuckDBPyConnection, description: str) -> None:
