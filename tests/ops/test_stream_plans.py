@@ -60,20 +60,32 @@ def test_the_synthesize_plan_holds_the_same_memory_for_more_slots(tmp_path: Path
     assert large - small <= MB_ALLOWED, (small, large)
 
 
-def test_the_filter_tasks_selection_holds_the_same_memory_for_more_tasks(
-    tmp_path: Path,
+# the stages that select over tasks: items planned per task, and whether the tasks are kept
+# first (irrelevance and diversify derive from kept tasks; filter-tasks rates unrated ones).
+# Held whole, a selection was a Task per task (~6 KB each, ~30-45 MB more at LARGE_SELECTION).
+TASK_SELECTIONS = {"filter_tasks": (1, False), "irrelevance": (1, True), "diversify": (2, True)}
+
+
+@pytest.mark.parametrize("stage", list(TASK_SELECTIONS))
+def test_the_selections_over_tasks_hold_the_same_memory_for_more_tasks(
+    tmp_path: Path, stage: str
 ) -> None:
+    per_task, kept = TASK_SELECTIONS[stage]
+    assert stage != "diversify" or per_task == len(MODES)
     config = write_config(tmp_path / "toucan.yaml", "http://127.0.0.1:9")
     peaks = []
     for count in (SMALL, LARGE_SELECTION):
         store = Store(tmp_path / f"{count}.duckdb")
         servers = [server.server_id for server in seed_servers(store)]
         assert fill_tasks(store, count, servers) == count
-        peak, made = peak_mb_of_plan("filter_tasks", store, config)
-        assert made == count
+        if kept:
+            assert fill_tasks(store, 50, servers, tag="unrated") == 50  # not kept: not planned
+            assert fill_task_ratings(store) == count
+        peak, made = peak_mb_of_plan(stage, store, config)
+        assert made == count * per_task
         peaks.append(peak)
     print(
-        f"filter-tasks peak: {peaks[0]:.1f} MB for {SMALL}, {peaks[1]:.1f} MB for {LARGE_SELECTION}"
+        f"{stage} plan peak: {peaks[0]:.1f} MB for {SMALL}, {peaks[1]:.1f} MB for {LARGE_SELECTION}"
     )
     assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
 
@@ -93,27 +105,4 @@ def test_the_trajectories_plan_holds_the_same_memory_for_more_tasks(tmp_path: Pa
         peaks.append(peak)
     small, large = TRAJECTORY_TASKS
     print(f"trajectories plan peak: {peaks[0]:.1f} MB for {small}, {peaks[1]:.1f} MB for {large}")
-    assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
-
-
-@pytest.mark.parametrize("stage", ["irrelevance", "diversify"])
-def test_the_plans_of_tasks_derived_from_kept_ones_hold_the_same_memory_for_more_tasks(
-    tmp_path: Path, stage: str
-) -> None:
-    """irrelevance (a pair per kept task) and diversify (a variant per kept task and mode):
-    held whole, their plans were a Task per kept task (~6 KB each, ~30 MB more here)."""
-    config = write_config(tmp_path / "toucan.yaml", "http://127.0.0.1:9")
-    peaks = []
-    for count in (SMALL, LARGE_SELECTION):
-        store = Store(tmp_path / f"{count}.duckdb")
-        servers = [server.server_id for server in seed_servers(store)]
-        assert fill_tasks(store, count, servers) == count
-        assert fill_tasks(store, 50, servers, tag="unrated") == 50  # not kept: not planned
-        assert fill_task_ratings(store) == count
-        peak, made = peak_mb_of_plan(stage, store, config)
-        assert made == count * (1 if stage == "irrelevance" else len(MODES))
-        peaks.append(peak)
-    print(
-        f"{stage} plan peak: {peaks[0]:.1f} MB for {SMALL}, {peaks[1]:.1f} MB for {LARGE_SELECTION}"
-    )
     assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
