@@ -79,7 +79,9 @@ def test_status_shows_planned_and_a_done_count_moving_per_item_while_filter_task
     done_counts = [p["progress"]["done"] + p["progress"]["failed"] for p in running]
     moves = sum(1 for before, after in itertools.pairwise(done_counts) if after > before)
     assert moves >= 5, done_counts
-    assert done_counts == sorted(done_counts) and done_counts[-1] < ITEMS
+    # all done while still running is a real moment: the last batch is written, the run's
+    # summary not yet (a reader gets in between since the writer lets go when it knocks)
+    assert done_counts == sorted(done_counts) and done_counts[-1] <= ITEMS
 
     final = status_json(store)
     assert final is not None and final["status"] == "completed"
