@@ -325,7 +325,7 @@ def test_a_writer_busy_without_pause_keeps_the_file_until_a_reader_knocks(
         store.insert([make_server(written + 1)])
     assert not got_in  # the writer did not let go of the file on its own
     assert waited_s < 10, waited_s  # knocked: not HOLD_MAX_S (20 s) later
-    assert 1 <= count <= written + 1
+    assert count >= 1  # the row committed before the reader started is there to read
     assert Store(path).count(Server) == written + 2
     print(f"knocking reader got in after {waited_s:.2f} s; {written} writes meanwhile")
 
