@@ -19,18 +19,15 @@ from pathlib import Path
 
 import duckdb
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from memory_sampler import peak_rss_mb
+
 BATCH = 2_000
 
 
 def rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
-
-
-def peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def child(path: str, rows: int, row_group_size: int) -> None:
@@ -53,7 +50,7 @@ def child(path: str, rows: int, row_group_size: int) -> None:
         if now - last > jump:
             jump, at_rows, at_file = now - last, first + BATCH, Path(path).stat().st_size / 2**20
         last = now
-    print(f"{peak_mb():.0f} {jump:.0f} {at_rows} {at_file:.0f}")
+    print(f"{peak_rss_mb():.0f} {jump:.0f} {at_rows} {at_file:.0f}")
 
 
 def main(rows: int, row_group_size: int) -> None:
