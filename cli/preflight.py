@@ -46,7 +46,8 @@ def check_store_file(path: Path) -> None:
         with Store(path).connect(read_only=True) as con:
             con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
             block_size, blocks, free = con.execute(
-                "SELECT block_size, total_blocks, free_blocks FROM pragma_database_size()"
+                "SELECT block_size, total_blocks, free_blocks FROM pragma_database_size() "
+                "WHERE database_name = current_database()"  # not the in-memory one beside it
             ).fetchone() or (0, 0, 0)
     except duckdb.Error as exc:
         raise StoreError(f"cannot read store {path}: {exc}") from exc

@@ -9,6 +9,8 @@ when another process asks for the file: a process kept out by the lock touches
 `<store>.knock` (`_open`), and the holder closes within KNOCK_CHECK_S or after its current
 use. It also lets go once idle for HOLD_IDLE_S or open for HOLD_MAX_S (readers that do not
 knock, such as the duckdb shell, wait at most that long).
+Each process attaches the file once to an in-memory DuckDB (`_Attachment`, shared by its
+threads and connections) so that it can set ROW_GROUP_ROWS, an option of ATTACH only.
 Who may write at all is decided by a separate writer lock (`<store>.lock`, flock): a second run
 on the same store refuses with StoreLocked instead of interleaving its writes with the first.
 """
@@ -48,6 +50,11 @@ KNOCK_CHECK_S = 0.1  # how often the holder looks for a knock when it is not in 
 # busy without pause (replies stored as they come, flows/durable.py) would otherwise reopen it
 # at once, and a reader in another process (polling every 50 ms in _open) might never get in
 HOLD_YIELD_S = 0.15
+# Rows per DuckDB row group in the store (DuckDB's default: 122,880). A checkpoint compresses
+# a table's last row group whole once it fills, so a run's memory jumped by ~170 MB (llm_cache,
+# ~1 KB rows) every ~123k rows written; 16,384 rows keep that jump ~25 MB (bench/
+# bench_row_groups.py, docs/scale.md). A multiple of DuckDB's vector size (2,048).
+ROW_GROUP_ROWS = 16_384
 # An optional cap on DuckDB's memory (TOUCAN_STORE_MEMORY_LIMIT, e.g. `2GB`); unset, DuckDB's
 # own default (80% of RAM). No cap by default, measured (bench/bench_scale.py, docs/scale.md):
 # DuckDB's part of a run's memory is not the buffer pool (a held connection closes every
@@ -258,25 +265,96 @@ def _from_row(
     return model.model_validate(values)
 
 
-def _open(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the file with the memory cap (store_memory_limit), waiting while another process
-    holds it briefly. Raises StoreError, or ConfigError for a bad TOUCAN_STORE_MEMORY_LIMIT."""
+class _Attachment:
+    """The store file attached to an in-memory DuckDB instance: one per file and process,
+    shared by every connection this process opens to it, as DuckDB's own instance cache
+    shared `duckdb.connect(path)` (two instances on one file in one process would be refused:
+    DuckDB's "unique file handle conflict").
+
+    Why attached, not opened: `ROW_GROUP_ROWS` is an option of ATTACH only (DuckDB 2.0; not
+    stored in the file, not a connect setting)."""
+
+    def __init__(self, key: Path, con: duckdb.DuckDBPyConnection, *, read_only: bool) -> None:
+        self.key, self.read_only = key, read_only
+        self._con = con
+        self.users = 1
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own (its own results and transaction) on the store."""
+        cursor = self._con.cursor()
+        cursor.execute(f"USE {_CATALOG}")  # USE is per connection; a cursor starts in memory
+        return cursor
+
+    def release(self) -> None:
+        """One user fewer; the last one closes the instance (which checkpoints the file)."""
+        with _ATTACHED_LOCK:
+            self.users -= 1
+            if self.users > 0:
+                return
+            del _ATTACHED[self.key]
+        self._con.close()
+
+
+_ATTACHED: dict[Path, _Attachment] = {}
+_ATTACHED_LOCK = threading.Lock()
+_CATALOG = "store"
+
+
+def _open(path: Path, *, read_only: bool) -> _Attachment:
+    """The file, attached with the memory cap (store_memory_limit) and small row groups
+    (ROW_GROUP_ROWS), waiting while another process holds it briefly; shared with the
+    connections this process has open to it (a read-only request may get a read-write one; a
+    read-write request waits for this process's read-only ones to end). Release it with
+    `.release()`. Raises StoreError (the file is held elsewhere, or here read-only, past
+    LOCK_WAIT_S, or cannot be opened), or ConfigError for a bad TOUCAN_STORE_MEMORY_LIMIT."""
+    key = path.resolve()
     limit = store_memory_limit()
-    config = {"memory_limit": limit} if limit else {}
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only, config=config)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise StoreError(f"cannot open store {path}: {exc}") from exc
-            _knock(path)
-            time.sleep(0.05)
-            continue
+        with _ATTACHED_LOCK:
+            shared = _ATTACHED.get(key)
+            if shared is not None and not (shared.read_only and not read_only):
+                shared.users += 1
+                return shared
+            if shared is not None:  # read-only here: the write waits for those reads to end
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"cannot write to store {path}: this process has held it open "
+                        f"read-only for {LOCK_WAIT_S:.0f} s"
+                    )
+            else:
+                try:
+                    con = _attach(key, read_only=read_only, memory_limit=limit)
+                except duckdb.IOException as exc:
+                    if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                        raise StoreError(f"cannot open store {path}: {exc}") from exc
+                    _knock(path)
+                except duckdb.ResourceInUseException as exc:  # a plain duckdb.connect here
+                    raise StoreError(f"cannot open store {path}: {exc}") from exc
+                else:
+                    attachment = _ATTACHED[key] = _Attachment(key, con, read_only=read_only)
+                    return attachment
+        time.sleep(0.05)
+
+
+def _attach(path: Path, *, read_only: bool, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+    # the spill folder DuckDB gives a file it opens itself; in memory it would be ./.tmp
+    config = {"temp_directory": f"{path}.tmp"}
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    con = duckdb.connect(config=config)
+    try:
+        options = f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}" + (", READ_ONLY" if read_only else "")
+        quoted = str(path).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS {_CATALOG} ({options})")
+        con.execute(f"USE {_CATALOG}")
         # DuckDB draws its own progress bar on stdout for queries over ~2 s (the dedup pass
         # over a million tasks has some); the CLI has its own progress display
         con.execute("SET enable_progress_bar = false")
-        return con
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def knock_path(path: Path) -> Path:
@@ -310,7 +388,7 @@ class _HeldConnection:
         self.path = path
         self.lock = threading.RLock()
         self.holders = 0
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._con: _Attachment | None = None
         self._opened = 0.0
         self._opened_ns = 0  # wall clock, to compare with the knock file's mtime
         self._last_used = 0.0
@@ -370,7 +448,7 @@ class _HeldConnection:
 
     def _close(self) -> None:
         if self._con is not None:
-            self._con.close()
+            self._con.release()
             self._con = None
 
 
@@ -384,7 +462,7 @@ class Store:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = resolve_store_path(path)
         self._migrated = False
-        self._reader: duckdb.DuckDBPyConnection | None = None  # set inside `reading()`
+        self._reader: _Attachment | None = None  # set inside `reading()`
 
     # -- connections -------------------------------------------------------------------
 
@@ -408,13 +486,17 @@ class Store:
             finally:
                 cursor.close()
             return
-        con = _open(self.path, read_only=read_only)
+        attachment = _open(self.path, read_only=read_only)
         try:
-            if not read_only and not self._migrated:
-                self._migrate(con)
-            yield con
+            con = attachment.cursor()
+            try:
+                if not read_only and not self._migrated:
+                    self._migrate(con)
+                yield con
+            finally:
+                con.close()
         finally:
-            con.close()
+            attachment.release()
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -451,7 +533,7 @@ class Store:
             yield
         finally:
             reader, self._reader = self._reader, None
-            reader.close()
+            reader.release()
 
     def ensure_schema(self) -> None:
         with self.connect():
