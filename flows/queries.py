@@ -76,6 +76,16 @@ TEACHER_TASKS = (
     f"status = 'ok' AND (task_id IN ({KEPT_TASK_IDS}) OR (kind IN ('irrelevant', 'diversified') "
     f"AND parent_id IN ({KEPT_TASK_IDS})))"
 )
+# multi-turn's candidates: the tasks it splits, and the trajectories it extends (kept,
+# function-calling, of an original task: any status, as the stage always took them) with
+# their task's servers
+MULTI_TOOL_KEPT_TASKS = f"{KEPT_ORIGINAL_TASKS} AND json_array_length(target_tools) >= 2"
+EXTENDABLE_TRAJECTORIES = (
+    "status = 'ok' AND kind = 'original' AND style = 'function-calling' "
+    f"AND trajectory_id IN ({KEPT_TRAJECTORY_IDS}) "
+    "AND task_id IN (SELECT task_id FROM tasks WHERE kind = 'original')"
+)
+TASK_SERVER_IDS = "(SELECT k.server_ids FROM tasks k WHERE k.task_id = trajectories.task_id)"
 # SQL literal list of the retryable reasons: the tokens are our own snake_case constants
 RETRYABLE_LIST = ", ".join(f"'{reason}'" for reason in sorted(RETRYABLE_REASONS))
 RETRYABLE_ERROR = f"status = 'error' AND coalesce(reason, '') IN ({RETRYABLE_LIST})"
@@ -119,8 +129,30 @@ def walk_teacher_tasks(store: Store) -> Iterator[tuple[str, list[str]]]:
     """(task id, server ids) of the tasks the trajectories stage runs (kept tasks and variants
     of kept originals), in id order, a page at a time (`walk_keys`): the candidates of the
     stage's plan, without their rows."""
-    for _, task_id, server_ids in walk_keys(store, Task, TEACHER_TASKS, "task_id", "server_ids"):
-        yield task_id, orjson.loads(server_ids) if isinstance(server_ids, str) else server_ids
+    return walk_with_servers(store, Task, TEACHER_TASKS, "server_ids")
+
+
+def walk_multi_tool_tasks(store: Store) -> Iterator[tuple[str, list[str]]]:
+    """(task id, server ids) of the kept original tasks with two target tools or more, in id
+    order, a page at a time: the tasks multi-turn splits, without their rows."""
+    return walk_with_servers(store, Task, MULTI_TOOL_KEPT_TASKS, "server_ids")
+
+
+def walk_extendable_trajectories(store: Store) -> Iterator[tuple[str, list[str]]]:
+    """(trajectory id, its task's server ids) of the kept function-calling trajectories of
+    original tasks, in id order, a page at a time: the trajectories multi-turn extends,
+    without their rows."""
+    return walk_with_servers(store, Trajectory, EXTENDABLE_TRAJECTORIES, TASK_SERVER_IDS)
+
+
+def walk_with_servers(
+    store: Store, model: type[Record], where: str, server_ids: str
+) -> Iterator[tuple[str, list[str]]]:
+    """(key, server ids) of the rows of `model` matching `where`, in key order (`walk_keys`);
+    `server_ids`: the SQL of the JSON list of server ids of a row."""
+    key = model.__key__[0]
+    for _, row_id, servers in walk_keys(store, model, where, key, server_ids):
+        yield row_id, orjson.loads(servers) if isinstance(servers, str) else servers
 
 
 def select_kept_original_tasks(store: Store) -> list[Task]:
@@ -152,19 +184,6 @@ def stream_kept_original_tasks(
         lambda pair: derived_id(pair[0][1], pair[1]),
         max_attempts,
         load=load,
-    )
-
-
-def select_kept_trajectories(
-    store: Store, kinds: tuple[str, ...] = ("original",)
-) -> list[Trajectory]:
-    """Trajectories whose latest rating kept them, of the given kinds, in id order."""
-    marks = ", ".join("?" for _ in kinds)
-    return store.select(
-        Trajectory,
-        f"status = 'ok' AND kind IN ({marks}) AND trajectory_id IN ({KEPT_TRAJECTORY_IDS}) "
-        "ORDER BY trajectory_id",
-        list(kinds),
     )
 
 
@@ -279,11 +298,24 @@ def select_walked(
     """The rows of `model` of keys from `walk_keys(..., order)`, in their order. The range
     of `order` they span lets DuckDB skip the row groups outside it (min/max zone maps): a
     batch's rows without reading the table."""
+    if not keys:
+        return []
     key = model.__key__[0]
     where = f'{order} BETWEEN ? AND ? AND list_contains(?, "{key}")'
     ids = [k[1] for k in keys]
     rows = {getattr(r, key): r for r in store.select(model, where, [keys[0][0], keys[-1][0], ids])}
     return [rows[row_id] for row_id in ids if row_id in rows]
+
+
+def select_walked_with_tasks(
+    store: Store, order: str, keys: Sequence[tuple[Any, ...]]
+) -> list[tuple[Trajectory, Task]]:
+    """The trajectories of keys from `walk_keys(store, Trajectory, ..., order)` with their
+    tasks, in their order (`select_walked`); a trajectory whose task is gone is left out."""
+    rows = select_walked(store, Trajectory, order, keys)
+    task_ids = sorted({r.task_id for r in rows})
+    tasks = {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
+    return [(row, tasks[row.task_id]) for row in rows if row.task_id in tasks]
 
 
 def select_unrated_tasks(
@@ -311,10 +343,8 @@ def select_unrated_trajectories(
     rating that is a retryable error counts as missing until tried `max_attempts` times."""
 
     def rating_items(keys: list[tuple[Any, ...]]) -> list[RatingItem]:
-        rows = select_walked(store, Trajectory, "started_at", keys)
-        task_ids = sorted({r.task_id for r in rows})
-        tasks = {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
-        return [RatingItem(trajectory=r, task=tasks[r.task_id]) for r in rows if r.task_id in tasks]
+        pairs = select_walked_with_tasks(store, "started_at", keys)
+        return [RatingItem(trajectory=row, task=task) for row, task in pairs]
 
     has_task = "task_id IN (SELECT task_id FROM tasks)"
     return stream_unfinished(

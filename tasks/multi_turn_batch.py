@@ -19,7 +19,6 @@ from tasks.agent.batch import (
     BatchResult,
     ItemOutcome,
     ServerEntry,
-    group_by_servers,
     list_exposed_tools,
     run_agent_batch,
 )
@@ -41,11 +40,6 @@ class MultiTurnBatch(AgentBatch):
     """One server group's conversations: they share a session pool."""
 
     items: list[MultiTurnItem]
-
-
-def group_items(items: list[MultiTurnItem], size: int) -> list[MultiTurnBatch]:
-    """Items grouped by their exact server set, cut into chunks of `size`."""
-    return group_by_servers(items, size, MultiTurnBatch, "mtbatch")
 
 
 def offered_tools(

@@ -1,6 +1,7 @@
 """The stages plan in flat memory (issue 14): synthesize's plan, filter-tasks' selection, the
-trajectories plan and the plans of irrelevance and diversify are streamed from the store a chunk at a time as batches start, so the
-memory held while a plan is made and handed out does not grow with its item count.
+trajectories plan and the plans of irrelevance, diversify and multi-turn are streamed from the
+store a chunk at a time as batches start, so the memory held while a plan is made and handed
+out does not grow with its item count.
 
 Each test builds the stage's real plan (`job.plan`, as the runner does) over a real DuckDB
 store for a small and a large item count, consumes every batch the way an executor does (one
@@ -18,9 +19,10 @@ import pytest
 
 from flows.estimate_stages import job_plan
 from tasks.diversify import MODES
-from tests.bulk_store import fill_task_ratings, fill_tasks
+from tests.bulk_store import fill_task_ratings, fill_tasks, fill_trajectories
 from tests.synthesize.seed import fake_settings, seed_servers, write_config
 from tests.trajectories.helpers import server_row, tiny_spec
+from toucan.records import Trajectory, TrajectoryRating
 from toucan.store import Store
 
 SMALL = 2_500  # items, more than a chunk of the stream (flows/queries.py CHUNK_ITEMS)
@@ -29,6 +31,11 @@ LARGE_SELECTION = 8_000  # tasks: a whole selection held is ~6 KB per task, ~30 
 # teacher tasks (one item each): a whole trajectories plan held is ~6 KB per item, ~24 MB more;
 # streamed, a task id per task, a byte per item and one id check's chunk (~2 MB more)
 TRAJECTORY_TASKS = (1_000, 5_000)
+# kept rows multi-turn makes a conversation of: half two-tool tasks to split, half kept
+# trajectories to extend. A whole plan held is every original task twice and the kept
+# trajectories (~12 KB per row, ~65 MB more); streamed, an id per conversation and one id
+# check's chunk (~1.7 MB more)
+MULTI_TURN_ROWS = (2_500, 8_000)
 MB_ALLOWED = 4.0  # growth of the peak from SMALL to large: a chunk of items, not all of them
 
 
@@ -90,19 +97,65 @@ def test_the_selections_over_tasks_hold_the_same_memory_for_more_tasks(
     assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
 
 
-def test_the_trajectories_plan_holds_the_same_memory_for_more_tasks(tmp_path: Path) -> None:
+def fill_teacher_tasks(store: Store, count: int, server_ids: list[str]) -> int:
+    """`count` kept tasks, each a teacher task (one trajectories item); returns the items."""
+    assert fill_tasks(store, count, server_ids) == count
+    assert fill_task_ratings(store) == count
+    return count
+
+
+def fill_kept_rows_to_converse(store: Store, count: int, server_ids: list[str]) -> int:
+    """Half of `count` kept two-tool tasks (each split), half kept one-tool tasks with a kept
+    function-calling trajectory each (each extended); returns the multi-turn items."""
+    half = count // 2
+    for tag in ("split", "extend"):
+        assert fill_tasks(store, half, server_ids, tag=tag) == half
+        assert fill_task_ratings(store, tag=tag) == half
+    store.execute(
+        "UPDATE tasks SET target_tools = json_array(target_tools->0, target_tools->0) "
+        "WHERE task_id LIKE 'task_split_%'"
+    )
+    template = Trajectory(
+        trajectory_id="traj_template",
+        task_id="task_template",
+        teacher="Teacher",
+        model="openai/Teacher",
+        messages=[
+            {"role": "user", "content": "QUESTION"},
+            {"role": "assistant", "content": "Done: 2."},
+        ],
+        turns=1,
+    )
+    rating = TrajectoryRating(
+        rating_id="jrate_template", trajectory_id="traj_template", judge="Judge", keep=True
+    )
+    assert fill_trajectories(store, template, rating, tag="extend") == half
+    return 2 * half
+
+
+# the agent stages, whose plans batch by server group: (kept rows, how to fill them, params)
+AGENT_PLANS = {
+    "trajectories": (TRAJECTORY_TASKS, fill_teacher_tasks, {"styles": ["function-calling"]}),
+    "multi_turn": (MULTI_TURN_ROWS, fill_kept_rows_to_converse, {"follow_ups": 1}),
+}
+
+
+@pytest.mark.parametrize("stage", list(AGENT_PLANS))
+def test_the_agent_plans_hold_the_same_memory_for_more_kept_rows(
+    tmp_path: Path, stage: str
+) -> None:
+    counts, fill, params = AGENT_PLANS[stage]
     config = write_config(tmp_path / "toucan.yaml", "http://127.0.0.1:9")
     peaks = []
-    for count in TRAJECTORY_TASKS:
+    for count in counts:
         store = Store(tmp_path / f"{count}.duckdb")
         # more server groups than batches at once (16): each group's scout goes first
         rows = [server_row(tiny_spec(tmp_path / f"{n}.log", name=f"tiny-{n}")) for n in range(20)]
         store.upsert(rows)
-        assert fill_tasks(store, count, [row.server_id for row in rows]) == count
-        assert fill_task_ratings(store) == count  # every task kept: a teacher task
-        peak, made = peak_mb_of_plan("trajectories", store, config, styles=["function-calling"])
-        assert made == count
+        items = fill(store, count, [row.server_id for row in rows])
+        peak, made = peak_mb_of_plan(stage, store, config, **params)
+        assert made == items
         peaks.append(peak)
-    small, large = TRAJECTORY_TASKS
-    print(f"trajectories plan peak: {peaks[0]:.1f} MB for {small}, {peaks[1]:.1f} MB for {large}")
+    small, large = counts
+    print(f"{stage} plan peak: {peaks[0]:.1f} MB for {small}, {peaks[1]:.1f} MB for {large}")
     assert peaks[1] - peaks[0] <= MB_ALLOWED, peaks
