@@ -80,12 +80,17 @@ TEACHER_TASKS = (
 # function-calling, of an original task: any status, as the stage always took them) with
 # their task's servers
 MULTI_TOOL_KEPT_TASKS = f"{KEPT_ORIGINAL_TASKS} AND json_array_length(target_tools) >= 2"
-EXTENDABLE_TRAJECTORIES = (
-    "status = 'ok' AND kind = 'original' AND style = 'function-calling' "
-    f"AND trajectory_id IN ({KEPT_TRAJECTORY_IDS}) "
-    "AND task_id IN (SELECT task_id FROM tasks WHERE kind = 'original')"
-)
-TASK_SERVER_IDS = "(SELECT k.server_ids FROM tasks k WHERE k.task_id = trajectories.task_id)"
+EXTEND_CANDIDATES = "status = 'ok' AND kind = 'original' AND style = 'function-calling'"
+# the kept ones among the candidates of one page ($1..$2, ids) with their task's servers: only
+# that page's ratings are ranked (ranking the whole table per page made the walk quadratic)
+IN_PAGE = "trajectory_id BETWEEN $1 AND $2"
+EXTENDABLE_IN_PAGE = f"""
+    SELECT t.trajectory_id, k.server_ids
+    FROM (SELECT trajectory_id, task_id FROM trajectories
+        WHERE {IN_PAGE} AND {EXTEND_CANDIDATES}
+        AND trajectory_id IN ({kept_trajectory_ratings("trajectory_id", IN_PAGE)})) t
+    JOIN tasks k ON k.task_id = t.task_id AND k.kind = 'original'
+    ORDER BY t.trajectory_id"""
 # SQL literal list of the retryable reasons: the tokens are our own snake_case constants
 RETRYABLE_LIST = ", ".join(f"'{reason}'" for reason in sorted(RETRYABLE_REASONS))
 RETRYABLE_ERROR = f"status = 'error' AND coalesce(reason, '') IN ({RETRYABLE_LIST})"
@@ -142,17 +147,25 @@ def walk_extendable_trajectories(store: Store) -> Iterator[tuple[str, list[str]]
     """(trajectory id, its task's server ids) of the kept function-calling trajectories of
     original tasks, in id order, a page at a time: the trajectories multi-turn extends,
     without their rows."""
-    return walk_with_servers(store, Trajectory, EXTENDABLE_TRAJECTORIES, TASK_SERVER_IDS)
+    candidates = walk_keys(store, Trajectory, EXTEND_CANDIDATES, "trajectory_id")
+    for page in chunked((key for _, key in candidates), PAGE_ROWS):
+        for trajectory_id, servers in store.query(EXTENDABLE_IN_PAGE, [page[0], page[-1]]):
+            yield trajectory_id, server_list(servers)
 
 
 def walk_with_servers(
     store: Store, model: type[Record], where: str, server_ids: str
 ) -> Iterator[tuple[str, list[str]]]:
     """(key, server ids) of the rows of `model` matching `where`, in key order (`walk_keys`);
-    `server_ids`: the SQL of the JSON list of server ids of a row."""
+    `server_ids`: the column of a row's JSON list of server ids."""
     key = model.__key__[0]
     for _, row_id, servers in walk_keys(store, model, where, key, server_ids):
-        yield row_id, orjson.loads(servers) if isinstance(servers, str) else servers
+        yield row_id, server_list(servers)
+
+
+def server_list(server_ids: str | list[str]) -> list[str]:
+    """A `server_ids` cell as read: JSON text, or already a list."""
+    return orjson.loads(server_ids) if isinstance(server_ids, str) else server_ids
 
 
 def select_kept_original_tasks(store: Store) -> list[Task]:
