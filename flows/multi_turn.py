@@ -20,7 +20,7 @@ from flows.queries import (
 )
 from flows.run_context import Stream
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
-from flows.trajectories import agent_cache, agent_options
+from flows.trajectories import MAX_PARALLEL_BATCHES, agent_cache, agent_options
 from flows.writes import write_agent_output
 from tasks.agent.batch import batch_layout, make_agent_batch
 from tasks.agent.breaker import ServerBreaker
@@ -177,7 +177,8 @@ def group_unfinished(
 
 
 class MultiTurnJob(StageJob[MultiTurnBatch]):
-    """Runs the missing conversations, one batch per server group, all batches at once."""
+    """Runs the missing conversations in batches of one server group, up to
+    MAX_PARALLEL_BATCHES of them at once, the stage's concurrency shared between them."""
 
     name = STAGE
     batch_fn = run_multi_turn_batch
@@ -190,10 +191,15 @@ class MultiTurnJob(StageJob[MultiTurnBatch]):
         plan = plan_items(ctx.store, self.settings, methods, follow_ups)
         self.servers = plan.servers
         batches = plan.batches
-        return StagePlan(plan.planned, plan.already_done, batches, parallel=len(batches))
+        # lanes as the trajectories stage has them: a paper-sized plan has ~100k batches, and
+        # each batch running holds its rows and its servers' sessions
+        concurrency = self.settings.trajectories.concurrency
+        lanes = max(1, min(MAX_PARALLEL_BATCHES, concurrency, len(batches)))
+        return StagePlan(plan.planned, plan.already_done, batches, parallel=lanes)
 
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
-        concurrency = self.settings.trajectories.concurrency // min(2, ctx.plan.running)
+        # the stage's concurrency shared by the batches running at once
+        concurrency = self.settings.trajectories.concurrency // ctx.plan.running
         options = agent_options(ctx, max(1, concurrency))
         breaker = ServerBreaker(self.settings.mcp.circuit_breaker_failures)  # the run's
         return {
