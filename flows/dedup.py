@@ -10,20 +10,24 @@ same loop over every ok task, CHUNK at a time, so memory stays bounded either wa
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import polars as pl
 
+from flows.dedup_stage import StagedTasks
 from tasks.dedup import (
     DedupItem,
-    band_keys,
+    decide_rows,
     dedup_item,
-    keep_first,
+    earlier_by_row,
     lsh_scheme,
     mark_near_duplicates,
+    normalise_question,
 )
 from tasks.synthesize import STAGE
 from toucan.records import DedupIndexEntry, Task
@@ -48,19 +52,76 @@ def dedup_pending_tasks(store: Store, threshold: float, chunk: int = CHUNK) -> d
     Writes per chunk: the dropped tasks as `rejected` / `near_duplicate` with
     `metadata.duplicate_of`, and index rows for the kept ones. Idempotent: a second call finds
     nothing new. Index rows of another scheme (`tasks.dedup.lsh_scheme`) are deleted first, so
-    every ok task is decided again under the current parameters and threshold."""
+    every ok task is decided again under the current parameters and threshold.
+
+    Two passes over the new tasks. First they are staged on disk (`StagedTasks`: texts,
+    blocks, band keys), and their candidate pairs among themselves found at once, one sort
+    per band. Then, chunk by chunk in priority order, each task is compared with the
+    candidates the index held before this pass (a probe of the index's keys, only if it
+    held any), then with its earlier candidates of this pass still kept."""
     scheme = lsh_scheme(threshold)
     store.execute(f"DELETE FROM {DedupIndexEntry.__table__} WHERE scheme <> ?", [scheme])
+    indexed_before = store.count(DedupIndexEntry)
     pending = pending_ids(store)
-    dropped: dict[str, str] = {}
-    for first in range(0, len(pending), chunk):
-        items = select_items(store, pending.slice(first, chunk))
-        keys = band_keys(items)
-        found = keep_first(items, keys, indexed_candidates(store, keys), threshold)
-        write_outcome(store, items, keys, found, scheme)
-        dropped |= found
-        logger.info("dedup: %d new tasks, %d near duplicates", len(items), len(found))
-    return dropped
+    if pending.is_empty():
+        return {}
+    dropped_rows: dict[int, str] = {}
+    with tempfile.TemporaryDirectory(prefix="dedup-", dir=store.path.parent) as folder:
+        staged = StagedTasks(Path(folder), pending["task_id"])
+        try:
+            for first in range(0, len(pending), chunk):
+                staged.add(select_items(store, pending.slice(first, chunk)))
+            staged.find_candidates(copies=threshold <= 1)  # ratio 100 passes any cutoff <= 100
+            for first in range(0, len(pending), chunk):
+                items = staged.items(first, min(first + chunk, len(pending)))
+                found = decide_chunk(
+                    store, staged, items, first, indexed_before > 0, threshold, dropped_rows
+                )
+                keys = staged.keys(first, first + len(items))
+                write_outcome(store, [item.task_id for item in items], keys, found, scheme)
+                logger.info("dedup: %d new tasks, %d near duplicates", len(items), len(found))
+        finally:
+            staged.close()
+    task_ids = pending["task_id"]
+    return {task_ids[row]: kept for row, kept in dropped_rows.items()}
+
+
+def decide_chunk(
+    store: Store,
+    staged: StagedTasks,
+    items: list[DedupItem],
+    first: int,
+    probe_index: bool,
+    threshold: float,
+    dropped_rows: dict[int, str],
+) -> dict[str, str]:
+    """Decide `items`, the staged tasks from position `first` on (`tasks.dedup.decide_rows`),
+    adding them to `dropped_rows` (position -> kept id, every earlier position decided);
+    returns their dropped id -> kept id. `probe_index`: whether the index held tasks before
+    this pass (else it holds only this pass's, already among the staged candidates)."""
+    earlier = earlier_by_row(staged.pairs, first, first + len(items))
+    before = {e for rows in earlier.values() for e in rows if e < first and e not in dropped_rows}
+    known = staged.items_at(np.array(sorted(before), dtype=np.int64))
+    prior: dict[int, list[DedupItem]] = {}
+    if probe_index:
+        keys = staged.keys(first, first + len(items))
+        found = indexed_candidates(store, keys, exclude=staged.task_ids)
+        prior = {first + row: candidates for row, candidates in found.items()}
+
+    def item_at(position: int) -> DedupItem:
+        if position >= first:
+            return items[position - first]
+        if position not in known:  # the first of an exact copy
+            known.update(staged.items_at(np.array([position], dtype=np.int64)))
+        return known[position]
+
+    rows = range(first, first + len(items))
+    decide_rows(rows, item_at, prior, earlier, staged.copies, threshold * 100, dropped_rows)
+    return {
+        item.task_id: dropped_rows[row]
+        for row, item in zip(rows, items, strict=True)
+        if row in dropped_rows
+    }
 
 
 def pending_ids(store: Store) -> pl.DataFrame:
@@ -83,15 +144,20 @@ def select_items(store: Store, ids: pl.DataFrame) -> list[DedupItem]:
         "JOIN tasks t ON t.task_id = w.task_id ORDER BY w.position",
         {"wanted": wanted},
     )
-    return [_item(row) for row in rows]
+    return _items(rows)
 
 
-def indexed_candidates(store: Store, keys: np.ndarray) -> dict[int, list[DedupItem]]:
-    """Row of `keys` -> the still-ok indexed tasks sharing a band key with it, by priority.
+def indexed_candidates(
+    store: Store, keys: np.ndarray, exclude: pl.Series | None = None
+) -> dict[int, list[DedupItem]]:
+    """Row of `keys` -> the still-ok indexed tasks sharing a band key with it, by priority,
+    but those in `exclude`.
 
     Two reads, each holding only this chunk's share in memory: the (row, task id) hits, then
     the hit tasks once each, ranked by priority. Each hit row shares its task's DedupItem."""
     hits = band_hits(store, keys)
+    if exclude is not None:
+        hits = hits.join(exclude.to_frame("task_id"), on="task_id", how="anti")
     if hits.is_empty():
         return {}
     # IN, not a join: DuckDB builds a semi-join on the hit ids, where a join on the ok tasks
@@ -103,7 +169,7 @@ def indexed_candidates(store: Store, keys: np.ndarray) -> dict[int, list[DedupIt
         {"hit_ids": hits.select(pl.col("task_id").unique())},
         [STAGE],
     )
-    ranked = [_item(task) for task in tasks]
+    ranked = _items(tasks)
     ranks = pl.DataFrame(
         {"task_id": [item.task_id for item in ranked], "rank": range(len(ranked))},
         schema={"task_id": pl.Utf8, "rank": pl.Int64},
@@ -143,21 +209,21 @@ def band_hits(store: Store, keys: np.ndarray) -> pl.DataFrame:
 
 
 def write_outcome(
-    store: Store, items: list[DedupItem], keys: np.ndarray, dropped: dict[str, str], scheme: str
+    store: Store, task_ids: list[str], keys: np.ndarray, dropped: dict[str, str], scheme: str
 ) -> None:
     """Dropped items rejected, then kept items into the index. A crash between the two heals
     itself: whatever was not written is still new to the next pass and decided the same way."""
     ids = sorted(dropped)
     tasks = store.select(Task, "task_id IN (SELECT unnest(?::VARCHAR[]))", [ids]) if ids else []
     store.upsert(mark_near_duplicates(dropped, tasks))
-    kept = np.array([item.task_id not in dropped for item in items], dtype=bool)
+    kept = np.array([task_id not in dropped for task_id in task_ids], dtype=bool)
     if not kept.any():
         return
     store.insert_frame(
         DedupIndexEntry,
         pl.DataFrame(
             {
-                "task_id": [item.task_id for item in items if item.task_id not in dropped],
+                "task_id": [task_id for task_id in task_ids if task_id not in dropped],
                 "scheme": scheme,
                 "band_keys": pl.Series(keys[kept]).cast(pl.List(pl.Int64)),
             }
@@ -165,6 +231,13 @@ def write_outcome(
     )
 
 
-def _item(row: Sequence[Any]) -> DedupItem:
-    task_id, question, server_ids = row
-    return dedup_item(task_id, question or "", orjson.loads(server_ids) if server_ids else [])
+def _items(rows: Sequence[Sequence[Any]]) -> list[DedupItem]:
+    """DedupItems of (task_id, question, server_ids JSON) rows; one parse per distinct
+    server list (a few thousand blocks for a million tasks)."""
+    blocks: dict[str | None, tuple[str, ...]] = {}
+    items = []
+    for task_id, question, server_ids in rows:
+        if server_ids not in blocks:
+            blocks[server_ids] = dedup_item("", "", orjson.loads(server_ids or "[]")).block
+        items.append(DedupItem(task_id, blocks[server_ids], normalise_question(question or "")))
+    return items

@@ -25,12 +25,11 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import datasketch
 import numpy as np
-import polars as pl
 from datasketch import MinHash
 from rapidfuzz import fuzz
 
@@ -47,6 +46,19 @@ LSH_SCHEME = (
 )
 _MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))  # splitmix64 finalizer
 _BAND_SALT = np.arange(1, BANDS + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+_PERMUTATIONS = MinHash(num_perm=BANDS * ROWS, seed=MINHASH_SEED).permutations  # (2, perms) uint32
+_ASCII_WORDS = (
+    bytes(  # A-Z to a-z, other bytes but [a-z0-9_] to a space
+        byte + 32 if 65 <= byte <= 90 else byte if chr(byte).isalnum() or byte == 95 else 32
+        for byte in range(128)
+    )
+    + b" " * 128
+)
+_ASCII_SPACE = np.zeros(256, dtype=bool)  # what bytes.split() splits on
+_ASCII_SPACE[list(b" \t\n\r\x0b\x0c")] = True
+_PREFIX_MASKS = np.array([(1 << 8 * size) - 1 for size in range(PREFIX + 1)], dtype=np.uint64)
+_GATHER_ROWS = 16_384  # permuted prefix rows (640 bytes each) gathered per numpy call: ~10 MB
+_MERGE_PAIRS = 1 << 22  # pairs collected before folding them into the distinct ones
 
 
 class DedupItem(NamedTuple):
@@ -58,6 +70,11 @@ class DedupItem(NamedTuple):
 
 
 def normalise_question(question: str) -> str:
+    """Lower case, word characters (`\\w`) only, words joined by one space. An ASCII question
+    takes a byte translation (there `\\w` is [A-Za-z0-9_] and lower() maps A-Z only): the
+    regex's result, several times faster; any other question takes the regex."""
+    if question.isascii():
+        return b" ".join(question.encode().translate(_ASCII_WORDS).split()).decode()
     return " ".join(WORD.findall(question.lower()))
 
 
@@ -75,20 +92,88 @@ def lsh_scheme(threshold: float) -> str:
 def band_keys(items: Sequence[DedupItem]) -> np.ndarray:
     """(len(items), BANDS) int64 LSH band keys: equal keys = same block and same band values.
 
-    The MinHash is datasketch's (affine32 scheme, crc32 of each distinct word prefix:
-    deterministic across processes, unlike `hash`). The key mixes block, band number and the band's values
-    with splitmix64 in numpy: one hashlib call per band would cost more than the MinHash."""
-    minhash = MinHash(num_perm=BANDS * ROWS, seed=MINHASH_SEED, hashfunc=zlib.crc32)
-    signatures = np.empty((len(items), BANDS * ROWS), dtype=np.uint32)
-    for row, item in enumerate(items):
-        minhash.clear()
-        minhash.update_batch({word[:PREFIX] for word in item.text.encode().split()})
-        signatures[row] = minhash.hashvalues
-    blocks = np.array([_block_hash(item.block) for item in items], dtype=np.uint64)
+    The MinHash is datasketch's (`minhash_signatures`). The key mixes block, band number and
+    the band's values with splitmix64 in numpy: one hashlib call per band would cost more
+    than the MinHash."""
+    signatures = minhash_signatures([item.text for item in items])
+    block_hashes: dict[tuple[str, ...], int] = {}
+    for item in items:
+        if item.block not in block_hashes:
+            block_hashes[item.block] = _block_hash(item.block)
+    blocks = np.array([block_hashes[item.block] for item in items], dtype=np.uint64)
     keys = blocks.reshape(-1, 1) ^ _BAND_SALT
     for values in np.moveaxis(signatures.reshape(len(items), BANDS, ROWS), 2, 0):
         keys = _splitmix(keys ^ values.astype(np.uint64))
     return keys.view(np.int64)
+
+
+def minhash_signatures(texts: Sequence[str]) -> np.ndarray:
+    """(len(texts), BANDS * ROWS) uint32: for each text, datasketch's MinHash of the set of
+    its words' PREFIX-byte prefixes, `MinHash(BANDS * ROWS, seed=MINHASH_SEED,
+    hashfunc=zlib.crc32)` (affine32: fmix32 of the crc32, then a * h + b mod 2**32 per
+    permutation, the minimum over the set; no word: 2**32 - 1 throughout).
+
+    Equal to datasketch value for value (tests/synthesize/test_dedup_minhash.py), computed for
+    all texts at once: each distinct prefix is hashed and permuted once, and the minimum is
+    taken over the texts with the same number of distinct prefixes together, one numpy call
+    per group, where `update_batch` cost a dozen Python-level calls per text."""
+    signatures = np.full((len(texts), BANDS * ROWS), np.iinfo(np.uint32).max, dtype=np.uint32)
+    text_of, prefix_code = _word_prefixes(texts)
+    if not len(text_of):
+        return signatures
+    codes = _sorted_unique(prefix_code)
+    prefix_of = np.searchsorted(codes, prefix_code)
+    crcs = [zlib.crc32(int(code).to_bytes(8, "little")[: int(code) >> 56]) for code in codes]
+    permuted = _fmix32(np.array(crcs, dtype=np.uint32)).reshape(-1, 1) * _PERMUTATIONS[0]
+    permuted += _PERMUTATIONS[1]  # (distinct prefixes, permutations): a * h + b, wrapping
+    # each text's distinct prefixes, texts in order (a set: a repeated word changes no minimum)
+    pairs = _sorted_unique(text_of * len(codes) + prefix_of)
+    text_of, prefix_of = np.divmod(pairs, len(codes))
+    counts = np.bincount(text_of, minlength=len(texts))
+    starts = np.cumsum(counts) - counts
+    by_count = np.argsort(counts, kind="stable")
+    for group in np.split(by_count, np.flatnonzero(np.diff(counts[by_count])) + 1):
+        count = int(counts[group[0]])
+        if count == 0:
+            continue  # no word: datasketch's initial values
+        step = max(1, _GATHER_ROWS // count)
+        for first in range(0, len(group), step):
+            rows = group[first : first + step]
+            at = (starts[rows].reshape(-1, 1) + np.arange(count)).ravel()
+            signatures[rows] = permuted[prefix_of[at]].reshape(len(rows), count, -1).min(axis=1)
+    return signatures
+
+
+def _word_prefixes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(text number, prefix code) of every word (split on ASCII whitespace, as bytes.split):
+    the code packs the word's first PREFIX bytes (PREFIX < 8) little-endian and their count
+    in the top byte, so equal codes = equal prefixes."""
+    encoded = [text.encode() for text in texts]
+    buffer = np.frombuffer(b" ".join(encoded) + b" ", dtype=np.uint8)
+    in_word = ~_ASCII_SPACE[buffer]
+    edges = np.flatnonzero(np.diff(in_word.view(np.int8), prepend=np.int8(0)))
+    starts, ends = edges[0::2], edges[1::2]  # the buffer ends in a space: every word ends
+    lengths = np.fromiter((len(text) + 1 for text in encoded), dtype=np.int64, count=len(texts))
+    words_before = np.searchsorted(starts, np.cumsum(lengths))  # words up to each text's end
+    text_of = np.repeat(np.arange(len(texts)), np.diff(words_before, prepend=0))
+    length = np.minimum(ends - starts, PREFIX).astype(np.uint64)
+    padded = np.concatenate((buffer, np.zeros(8, dtype=np.uint8)))
+    # the 8 bytes from each position, as one unaligned little-endian integer
+    eight_bytes = np.ndarray((len(buffer),), dtype="<u8", buffer=padded, strides=(1,))
+    code = eight_bytes[starts] & _PREFIX_MASKS[length] | length << np.uint64(56)
+    return text_of, code
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique by np.sort, which is vectorised: np.unique's argsort took 30 times longer."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
+
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    values = (values ^ (values >> np.uint32(16))) * np.uint32(0x85EBCA6B)
+    values = (values ^ (values >> np.uint32(13))) * np.uint32(0xC2B2AE35)
+    return values ^ (values >> np.uint32(16))
 
 
 def _block_hash(block: tuple[str, ...]) -> int:
@@ -102,19 +187,50 @@ def _splitmix(values: np.ndarray) -> np.ndarray:
 
 
 def colliding_earlier(keys: np.ndarray) -> dict[int, list[int]]:
-    """Row -> the earlier rows sharing at least one band key with it, ascending (polars join)."""
-    rows = pl.DataFrame(
-        {"row": np.repeat(np.arange(len(keys)), keys.shape[1]), "band_key": keys.ravel()}
-    )
-    pairs = (
-        rows.join(rows, on="band_key", suffix="_earlier")
-        .filter(pl.col("row_earlier") < pl.col("row"))
-        .select("row", "row_earlier")
-        .unique()
-        .group_by("row")
-        .agg(pl.col("row_earlier").sort())
-    )
-    return dict(zip(pairs["row"].to_list(), pairs["row_earlier"].to_list(), strict=True))
+    """Row -> the earlier rows sharing at least one band key with it, ascending."""
+    pairs = colliding_pairs(keys[:, band] for band in range(keys.shape[1]))
+    return earlier_by_row(pairs, 0, len(keys))
+
+
+def colliding_pairs(band_columns: Iterable[np.ndarray]) -> np.ndarray:
+    """The distinct (later, earlier) row pairs sharing a value in at least one of the equally
+    long columns, packed `later << 32 | earlier` (int64), ascending. Per column, a stable
+    sort makes each run of equal values; a run of k rows gives its k(k-1)/2 pairs. Memory:
+    one column's sort and pairs at a time, besides the distinct pairs so far."""
+    found = np.empty(0, dtype=np.int64)
+    parts: list[np.ndarray] = []
+    for column in band_columns:
+        order = np.argsort(column, kind="stable")
+        ordered = column[order]
+        position = np.arange(len(column))
+        starts = np.concatenate(([True], ordered[1:] != ordered[:-1])) if len(column) else []
+        group_start = np.maximum.accumulate(np.where(starts, position, 0))
+        rank = position - group_start  # earlier rows with this value
+        if not rank.any():
+            continue
+        offset = np.arange(int(rank.sum())) - np.repeat(np.cumsum(rank) - rank, rank)
+        earlier = order[np.repeat(group_start, rank) + offset]
+        parts.append((np.repeat(order, rank).astype(np.int64) << 32) | earlier)
+        if sum(len(part) for part in parts) > max(len(found), _MERGE_PAIRS):
+            found = _sorted_unique(np.concatenate([found, *parts]))
+            parts = []
+    return _sorted_unique(np.concatenate([found, *parts])) if parts else found
+
+
+def earlier_by_row(pairs: np.ndarray, first: int, stop: int) -> dict[int, list[int]]:
+    """Row in [first, stop) -> its earlier rows (ascending), from `colliding_pairs`."""
+    lo, hi = np.searchsorted(pairs, [first << 32, stop << 32])
+    later, earlier = np.divmod(pairs[lo:hi], np.int64(1) << 32)
+    starts = np.flatnonzero(np.diff(later, prepend=-1)).tolist()
+    if not starts:
+        return {}
+    earlier_rows = earlier.tolist()
+    return {
+        row: earlier_rows[start:end]
+        for row, start, end in zip(
+            later[starts].tolist(), starts, [*starts[1:], len(earlier_rows)], strict=True
+        )
+    }
 
 
 def keep_first(
@@ -137,16 +253,33 @@ def keep_first(
         for row, rows in colliding_earlier(keys[distinct]).items()
     }
     dropped_rows: dict[int, str] = {}
-    for row, item in enumerate(items):
+    decide_rows(range(len(items)), items.__getitem__, prior, earlier, copies, cutoff, dropped_rows)
+    return {items[row].task_id: kept for row, kept in dropped_rows.items()}
+
+
+def decide_rows(
+    rows: Iterable[int],
+    item_at: Callable[[int], DedupItem],
+    prior: Mapping[int, Sequence[DedupItem]],
+    earlier: Mapping[int, Sequence[int]],
+    copies: Mapping[int, int],
+    cutoff: float,
+    dropped_rows: dict[int, str],
+) -> None:
+    """Decide `rows` in order, adding each dropped row -> kept task id to `dropped_rows` (which
+    holds the earlier rows' decisions). A row is compared with its `prior` items first, then
+    with its `earlier` rows still kept; a copy (`copies`: row -> its first row) shares its
+    first's fate."""
+    for row in rows:
         if row in copies:
             first = copies[row]
-            dropped_rows[row] = dropped_rows.get(first, items[first].task_id)
+            dropped_rows[row] = dropped_rows.get(first) or item_at(first).task_id
             continue
-        in_items = (items[e] for e in earlier.get(row, ()) if e not in dropped_rows)
-        kept = first_match(item, prior.get(row, ()), cutoff) or first_match(item, in_items, cutoff)
+        item = item_at(row)
+        in_run = (item_at(e) for e in earlier.get(row, ()) if e not in dropped_rows)
+        kept = first_match(item, prior.get(row, ()), cutoff) or first_match(item, in_run, cutoff)
         if kept is not None:
             dropped_rows[row] = kept
-    return {items[row].task_id: kept for row, kept in dropped_rows.items()}
 
 
 def exact_copies(items: Sequence[DedupItem], cutoff: float) -> dict[int, int]:

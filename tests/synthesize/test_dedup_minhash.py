@@ -1,0 +1,71 @@
+"""The vectorised parts of the near-duplicate pass equal what they replace: the MinHash equals
+datasketch's value for value (so stored band keys keep their meaning, LSH_SCHEME unchanged),
+the ASCII fast path of `normalise_question` equals the regex, and the sort-based candidate
+pairs equal every pair sharing a band value."""
+
+from __future__ import annotations
+
+import random
+import string
+import zlib
+from itertools import combinations
+
+import numpy as np
+from datasketch import MinHash
+
+from tasks.dedup import (
+    BANDS,
+    MINHASH_SEED,
+    PREFIX,
+    ROWS,
+    WORD,
+    colliding_pairs,
+    minhash_signatures,
+    normalise_question,
+)
+
+
+def datasketch_signature(text: str) -> np.ndarray:
+    minhash = MinHash(num_perm=BANDS * ROWS, seed=MINHASH_SEED, hashfunc=zlib.crc32)
+    minhash.update_batch({word[:PREFIX] for word in text.encode().split()})
+    return minhash.hashvalues
+
+
+def varied_texts(count: int) -> list[str]:
+    rng = random.Random(5)
+    words = ["a", "ab", "abc", "abcd", "abcde", "abcdef", "weather", "weathers", "straße", "日本語",
+             "ü", "x_1", "42", "naïve", "ééé", "\x00a", "zz\x00"]  # fmt: skip
+    texts = ["", " ", "a", "a a a", "ab abc abcd abcde", "\tab\ncd\x0b ef\x0c\r", "é", "日本"]
+    for _ in range(count):
+        picked = rng.choices([*words, rng.choice(string.ascii_lowercase) * 5], k=rng.randint(0, 60))
+        texts.append(" ".join(picked) if rng.random() < 0.8 else "  ".join(picked) + " ")
+    return texts
+
+
+def test_the_vectorised_minhash_equals_datasketch_value_for_value() -> None:
+    texts = varied_texts(400)
+    expected = np.array([datasketch_signature(text) for text in texts])
+    assert (minhash_signatures(texts) == expected).all()
+    assert minhash_signatures([]).shape == (0, BANDS * ROWS)
+
+
+def test_the_ascii_fast_path_of_normalise_question_equals_the_regex() -> None:
+    rng = random.Random(3)
+    alphabet = [chr(code) for code in range(128)]
+    questions = ["", "?!", "Hello,  World_42!", "\tTabs\nand\x0bvtabs\x1c\x1fsep", "Straße İ ΣΑΣ"]
+    questions += ["".join(rng.choices(alphabet, k=rng.randint(0, 80))) for _ in range(2000)]
+    for question in questions:
+        assert normalise_question(question) == " ".join(WORD.findall(question.lower()))
+
+
+def test_colliding_pairs_are_every_pair_sharing_a_band_value() -> None:
+    rng = np.random.default_rng(2)
+    keys = rng.integers(0, 6, size=(300, 4))  # small values: many runs, some long
+    expected = {
+        (later, earlier)
+        for earlier, later in combinations(range(len(keys)), 2)
+        if (keys[earlier] == keys[later]).any()
+    }
+    pairs = colliding_pairs(keys[:, band] for band in range(keys.shape[1]))
+    assert (np.diff(pairs) > 0).all()
+    assert {(int(p >> 32), int(p & 0xFFFFFFFF)) for p in pairs} == expected
