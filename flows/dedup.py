@@ -22,12 +22,12 @@ import polars as pl
 from flows.dedup_stage import StagedTasks
 from tasks.dedup import (
     DedupItem,
+    comparable_text,
     decide_rows,
     dedup_item,
     earlier_by_row,
     lsh_scheme,
     mark_near_duplicates,
-    normalise_question,
 )
 from tasks.synthesize import STAGE
 from toucan.records import DedupIndexEntry, Task
@@ -239,5 +239,5 @@ def _items(rows: Sequence[Sequence[Any]]) -> list[DedupItem]:
     for task_id, question, server_ids in rows:
         if server_ids not in blocks:
             blocks[server_ids] = dedup_item("", "", orjson.loads(server_ids or "[]")).block
-        items.append(DedupItem(task_id, blocks[server_ids], normalise_question(question or "")))
+        items.append(DedupItem(task_id, blocks[server_ids], comparable_text(question or "")))
     return items

@@ -62,7 +62,8 @@ _MERGE_PAIRS = 1 << 22  # pairs collected before folding them into the distinct 
 
 
 class DedupItem(NamedTuple):
-    """One ok task as the dedup pass sees it: id, block (sorted server ids), normalised text."""
+    """One ok task as the dedup pass sees it: id, block (sorted server ids), the normalised
+    question with its words sorted (`comparable_text`)."""
 
     task_id: str
     block: tuple[str, ...]
@@ -80,7 +81,16 @@ def normalise_question(question: str) -> str:
 
 def dedup_item(task_id: str, question: str, server_ids: Iterable[str]) -> DedupItem:
     """The block is the set of servers, sorted: the same servers in another order are one."""
-    return DedupItem(task_id, tuple(sorted(set(server_ids))), normalise_question(question))
+    return DedupItem(task_id, tuple(sorted(set(server_ids))), comparable_text(question))
+
+
+def comparable_text(question: str) -> str:
+    """The normalised question with its words sorted: `token_sort_ratio` of two questions is
+    `fuzz.ratio` of these (it sorts the words itself), and the MinHash takes the set of words,
+    so sorting once per task instead of once per compared pair changes no score and no key,
+    at an eighth of the comparison's cost. Two questions with the same words in another order
+    score 100 against each other and the same against any third: exact copies here."""
+    return " ".join(sorted(normalise_question(question).split(" ")))
 
 
 def lsh_scheme(threshold: float) -> str:
@@ -296,10 +306,11 @@ def exact_copies(items: Sequence[DedupItem], cutoff: float) -> dict[int, int]:
 
 
 def first_match(item: DedupItem, candidates: Iterable[DedupItem], cutoff: float) -> str | None:
-    """The id of the first candidate on the same block scoring >= cutoff (0-100), else None."""
+    """The id of the first candidate on the same block scoring >= cutoff (0-100), else None;
+    `fuzz.ratio` of word-sorted texts = `token_sort_ratio` of the questions."""
     for candidate in candidates:
         if candidate.block == item.block and (
-            fuzz.token_sort_ratio(item.text, candidate.text, score_cutoff=cutoff) >= cutoff
+            fuzz.ratio(item.text, candidate.text, score_cutoff=cutoff) >= cutoff
         ):
             return candidate.task_id
     return None

@@ -1,7 +1,8 @@
 """The vectorised parts of the near-duplicate pass equal what they replace: the MinHash equals
 datasketch's value for value (so stored band keys keep their meaning, LSH_SCHEME unchanged),
-the ASCII fast path of `normalise_question` equals the regex, and the sort-based candidate
-pairs equal every pair sharing a band value."""
+the ASCII fast path of `normalise_question` equals the regex, `fuzz.ratio` of word-sorted
+texts equals `token_sort_ratio`, and the sort-based candidate pairs equal every pair sharing a
+band value."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from itertools import combinations
 
 import numpy as np
 from datasketch import MinHash
+from rapidfuzz import fuzz
 
 from tasks.dedup import (
     BANDS,
@@ -20,6 +22,7 @@ from tasks.dedup import (
     ROWS,
     WORD,
     colliding_pairs,
+    comparable_text,
     minhash_signatures,
     normalise_question,
 )
@@ -56,6 +59,20 @@ def test_the_ascii_fast_path_of_normalise_question_equals_the_regex() -> None:
     questions += ["".join(rng.choices(alphabet, k=rng.randint(0, 80))) for _ in range(2000)]
     for question in questions:
         assert normalise_question(question) == " ".join(WORD.findall(question.lower()))
+
+
+def test_the_ratio_of_word_sorted_texts_is_the_token_sort_ratio() -> None:
+    rng = random.Random(4)
+    questions = [text for text in varied_texts(150) if rng.random() < 0.5]
+    questions += ["", "?", "b a", "a b", "Zebra, apple: éclair über Ärger zz", "zz über Ärger"]
+    for first in questions:
+        for second in questions:
+            for cutoff in (0, 90):
+                assert fuzz.ratio(
+                    comparable_text(first), comparable_text(second), score_cutoff=cutoff
+                ) == fuzz.token_sort_ratio(
+                    normalise_question(first), normalise_question(second), score_cutoff=cutoff
+                )
 
 
 def test_colliding_pairs_are_every_pair_sharing_a_band_value() -> None:
