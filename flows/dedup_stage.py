@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks.dedup import BANDS, DedupItem, band_keys, colliding_pairs
+from tasks.dedup import BANDS, DedupItem, band_keys, colliding_pairs, rows_with_repeated_values
 
 
 class StagedTasks:
@@ -82,16 +82,10 @@ class StagedTasks:
         self.pairs = (distinct[later] << 32) | distinct[earlier]
 
     def _copies(self) -> dict[int, int]:
-        first_halves = self._fingerprints[:, 0]
-        ordered = np.sort(first_halves)
-        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-        if not len(repeated):
-            return {}
-        at = np.minimum(np.searchsorted(repeated, first_halves), len(repeated) - 1)
         firsts: dict[tuple[int, int], int] = {}
         return {
             row: first
-            for row in np.flatnonzero(repeated[at] == first_halves).tolist()
+            for row in rows_with_repeated_values(self._fingerprints[:, 0]).tolist()
             if (first := firsts.setdefault(tuple(self._fingerprints[row].tolist()), row)) != row
         }
 

@@ -204,20 +204,22 @@ def colliding_earlier(keys: np.ndarray) -> dict[int, list[int]]:
 
 def colliding_pairs(band_columns: Iterable[np.ndarray]) -> np.ndarray:
     """The distinct (later, earlier) row pairs sharing a value in at least one of the equally
-    long columns, packed `later << 32 | earlier` (int64), ascending. Per column, a stable
-    sort makes each run of equal values; a run of k rows gives its k(k-1)/2 pairs. Memory:
-    one column's sort and pairs at a time, besides the distinct pairs so far."""
+    long columns, packed `later << 32 | earlier` (int64), ascending. Per column, the rows
+    whose value repeats (a plain sort finds the values) are sorted stably by value; a run of
+    k equal values gives its k(k-1)/2 pairs. Memory: one column's sort and pairs at a time,
+    besides the distinct pairs so far."""
     found = np.empty(0, dtype=np.int64)
     parts: list[np.ndarray] = []
     for column in band_columns:
-        order = np.argsort(column, kind="stable")
+        rows = rows_with_repeated_values(column)
+        if not len(rows):
+            continue
+        order = rows[np.argsort(column[rows], kind="stable")]
         ordered = column[order]
-        position = np.arange(len(column))
-        starts = np.concatenate(([True], ordered[1:] != ordered[:-1])) if len(column) else []
+        position = np.arange(len(order))
+        starts = np.concatenate(([True], ordered[1:] != ordered[:-1]))
         group_start = np.maximum.accumulate(np.where(starts, position, 0))
         rank = position - group_start  # earlier rows with this value
-        if not rank.any():
-            continue
         offset = np.arange(int(rank.sum())) - np.repeat(np.cumsum(rank) - rank, rank)
         earlier = order[np.repeat(group_start, rank) + offset]
         parts.append((np.repeat(order, rank).astype(np.int64) << 32) | earlier)
@@ -225,6 +227,16 @@ def colliding_pairs(band_columns: Iterable[np.ndarray]) -> np.ndarray:
             found = _sorted_unique(np.concatenate([found, *parts]))
             parts = []
     return _sorted_unique(np.concatenate([found, *parts])) if parts else found
+
+
+def rows_with_repeated_values(column: np.ndarray) -> np.ndarray:
+    """The rows (ascending) whose value occurs more than once in `column`."""
+    ordered = np.sort(column)
+    repeated = _sorted_unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not len(repeated):
+        return np.empty(0, dtype=np.int64)
+    at = np.minimum(np.searchsorted(repeated, column), len(repeated) - 1)
+    return np.flatnonzero(repeated[at] == column)
 
 
 def earlier_by_row(pairs: np.ndarray, first: int, stop: int) -> dict[int, list[int]]:
