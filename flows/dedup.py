@@ -1,10 +1,11 @@
 """The near-duplicate pass over the store: ok tasks new to the index are compared, in priority
-order and in chunks, with the kept tasks of the index (a SQL join on LSH band keys) and with
-each other; the kept ones join the index, the others are rejected as `near_duplicate`.
+order, with the kept tasks the index held before the pass (a SQL join on LSH band keys) and
+with each other (their candidate pairs found at once, staged on disk: flows/dedup_stage.py);
+the kept ones join the index, the others are rejected as `near_duplicate`.
 
 Incremental: a run reads only its new tasks and the few indexed tasks sharing a band key with
 them, never every task of the store. From scratch (an old store, or a changed scheme) is the
-same loop over every ok task, CHUNK at a time, so memory stays bounded either way.
+same two passes over every ok task, CHUNK at a time, so memory stays bounded either way.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from toucan.store import Store
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 50_000  # new tasks per step: ~20 MB of questions and keys, the probe's hash table ~100 MB
+CHUNK = 50_000  # tasks per step: ~20 MB of questions and keys, an index probe's hash table ~100 MB
 
 # The priority order: tasks of earlier synthesize runs first, then plan order (strategy, slot).
 _JOIN_RUNS = "LEFT JOIN runs r ON r.run_id = t.run_id AND r.stage = ?"

@@ -9,8 +9,8 @@ still kept. `token_sort_ratio` rather than `token_set_ratio`: the set ratio scor
 whenever one question's words are a subset of the other's, which would fold a short question
 into any longer one that mentions the same words.
 
-Method: the exact ratio runs only on candidate pairs, found by MinHash LSH: datasketch
-`MinHash` over the set of the question's word prefixes (PREFIX bytes of each word: a plural or
+Method: the exact ratio runs only on candidate pairs, found by MinHash LSH: datasketch's
+`MinHash` (computed for many texts at once, `minhash_signatures`) over the set of the question's word prefixes (PREFIX bytes of each word: a plural or
 tense ending, small for the ratio, then changes no shingle, where whole words lost a shingle
 per edit and missed short pairs at ratio 90), BANDS bands of ROWS values; two questions share
 a band key with probability 1 - (1 - J**ROWS)**BANDS for Jaccard J. Each band key folds in the
@@ -57,6 +57,7 @@ _ASCII_WORDS = (
 _ASCII_SPACE = np.zeros(256, dtype=bool)  # what bytes.split() splits on
 _ASCII_SPACE[list(b" \t\n\r\x0b\x0c")] = True
 _PREFIX_MASKS = np.array([(1 << 8 * size) - 1 for size in range(PREFIX + 1)], dtype=np.uint64)
+_SIGNATURE_TEXTS = 4_096  # texts hashed together: ~250k words, ~25 MB of word arrays
 _GATHER_ROWS = 16_384  # permuted prefix rows (640 bytes each) gathered per numpy call: ~10 MB
 _MERGE_PAIRS = 1 << 22  # pairs collected before folding them into the distinct ones
 
@@ -123,14 +124,22 @@ def minhash_signatures(texts: Sequence[str]) -> np.ndarray:
     hashfunc=zlib.crc32)` (affine32: fmix32 of the crc32, then a * h + b mod 2**32 per
     permutation, the minimum over the set; no word: 2**32 - 1 throughout).
 
-    Equal to datasketch value for value (tests/synthesize/test_dedup_minhash.py), computed for
+    Equal to datasketch value for value (tests/synthesize/test_dedup_fast_paths.py), computed for
     all texts at once: each distinct prefix is hashed and permuted once, and the minimum is
     taken over the texts with the same number of distinct prefixes together, one numpy call
     per group, where `update_batch` cost a dozen Python-level calls per text."""
     signatures = np.full((len(texts), BANDS * ROWS), np.iinfo(np.uint32).max, dtype=np.uint32)
+    for first in range(0, len(texts), _SIGNATURE_TEXTS):
+        batch = texts[first : first + _SIGNATURE_TEXTS]
+        _fill_signatures(batch, signatures[first : first + len(batch)])
+    return signatures
+
+
+def _fill_signatures(texts: Sequence[str], signatures: np.ndarray) -> None:
+    """`minhash_signatures` of `texts` into `signatures` (filled with the initial values)."""
     text_of, prefix_code = _word_prefixes(texts)
     if not len(text_of):
-        return signatures
+        return
     codes = _sorted_unique(prefix_code)
     prefix_of = np.searchsorted(codes, prefix_code)
     crcs = [zlib.crc32(int(code).to_bytes(8, "little")[: int(code) >> 56]) for code in codes]
@@ -151,7 +160,6 @@ def minhash_signatures(texts: Sequence[str]) -> np.ndarray:
             rows = group[first : first + step]
             at = (starts[rows].reshape(-1, 1) + np.arange(count)).ravel()
             signatures[rows] = permuted[prefix_of[at]].reshape(len(rows), count, -1).min(axis=1)
-    return signatures
 
 
 def _word_prefixes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

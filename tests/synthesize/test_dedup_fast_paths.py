@@ -49,6 +49,8 @@ def test_the_vectorised_minhash_equals_datasketch_value_for_value() -> None:
     texts = varied_texts(400)
     expected = np.array([datasketch_signature(text) for text in texts])
     assert (minhash_signatures(texts) == expected).all()
+    repeated = texts * 11  # more texts than one batch of the vectorised pass
+    assert (minhash_signatures(repeated) == np.tile(expected, (11, 1))).all()
     assert minhash_signatures([]).shape == (0, BANDS * ROWS)
 
 
