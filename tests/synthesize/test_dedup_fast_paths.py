@@ -1,8 +1,8 @@
 """The vectorised parts of the near-duplicate pass equal what they replace: the MinHash equals
 datasketch's value for value (so stored band keys keep their meaning, LSH_SCHEME unchanged),
 the ASCII fast path of `normalise_question` equals the regex, `fuzz.ratio` of word-sorted
-texts equals `token_sort_ratio`, and the sort-based candidate pairs equal every pair sharing a
-band value."""
+texts equals `token_sort_ratio`, the sort-based candidate pairs equal every pair sharing a
+band value, and a chunk's read by rowid range misses no task."""
 
 from __future__ import annotations
 
@@ -10,22 +10,28 @@ import random
 import string
 import zlib
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 from datasketch import MinHash
 from rapidfuzz import fuzz
 
+from flows.dedup import pending_ids, select_items
 from tasks.dedup import (
     BANDS,
     MINHASH_SEED,
     PREFIX,
     ROWS,
     WORD,
+    DedupItem,
     colliding_pairs,
     comparable_text,
     minhash_signatures,
     normalise_question,
 )
+from toucan.records import Task
+from toucan.store import Store
 
 
 def datasketch_signature(text: str) -> np.ndarray:
@@ -88,3 +94,17 @@ def test_colliding_pairs_are_every_pair_sharing_a_band_value() -> None:
     pairs = colliding_pairs(keys[:, band] for band in range(keys.shape[1]))
     assert (np.diff(pairs) > 0).all()
     assert {(int(p >> 32), int(p & 0xFFFFFFFF)) for p in pairs} == expected
+
+
+def test_select_items_reads_every_task_even_when_the_rowid_hint_is_stale(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    store.insert(
+        [
+            Task(task_id=f"t{n}", strategy="single_server", question=f"Q {n}!", server_ids=["s"])
+            for n in range(5)
+        ]
+    )
+    pending = pending_ids(store)
+    assert select_items(store, pending) == [DedupItem(f"t{n}", ("s",), f"{n} q") for n in range(5)]
+    stale = pending.with_columns(pl.lit(0, dtype=pending["rowid"].dtype).alias("rowid"))
+    assert [item.task_id for item in select_items(store, stale)] == [f"t{n}" for n in range(5)]
