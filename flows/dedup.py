@@ -26,8 +26,12 @@ from tasks.dedup import (
     comparable_text,
     decide_rows,
     dedup_item,
-    earlier_by_row,
+    first_match,
+    group_by_later,
     lsh_scheme,
+    matching,
+    pairs_between,
+    sorted_unique,
 )
 from tasks.synthesize import STAGE
 from toucan.records import DedupIndexEntry, Task
@@ -98,25 +102,33 @@ def decide_chunk(
     """Decide `items`, the staged tasks from position `first` on (`tasks.dedup.decide_rows`),
     adding them to `dropped_rows` (position -> kept id, every earlier position decided);
     returns their dropped id -> kept id. `probe_index`: whether the index held tasks before
-    this pass (else it holds only this pass's, already among the staged candidates)."""
-    earlier = earlier_by_row(staged.pairs, first, first + len(items))
-    before = {e for rows in earlier.values() for e in rows if e < first and e not in dropped_rows}
-    known = staged.items_at(np.array(sorted(before), dtype=np.int64))
-    prior: dict[int, list[DedupItem]] = {}
+    this pass (else it holds only this pass's, already among the staged candidates).
+
+    Every candidate pair of the chunk is scored at once, but those whose earlier task of an
+    earlier chunk is already dropped; those texts are read back from the staged file."""
+    cutoff = threshold * 100
+    later, earlier = pairs_between(staged.pairs, first, first + len(items))
+    undecided_or_kept = [e >= first or e not in dropped_rows for e in earlier.tolist()]
+    later, earlier = later[undecided_or_kept], earlier[undecided_or_kept]
+    same_block = staged.block_of[later] == staged.block_of[earlier]
+    later, earlier = later[same_block], earlier[same_block]
+    before = sorted_unique(earlier[earlier < first])
+    texts = np.array([*staged.texts_at(before), *(item.text for item in items)], dtype=object)
+    at = np.where(earlier < first, np.searchsorted(before, earlier), len(before) + earlier - first)
+    passing = matching(texts[len(before) + later - first].tolist(), texts[at].tolist(), cutoff)
+    prior_kept: dict[int, str] = {}
     if probe_index:
         keys = staged.keys(first, first + len(items))
-        found = indexed_candidates(store, keys, exclude=staged.task_ids)
-        prior = {first + row: candidates for row, candidates in found.items()}
+        for row, candidates in indexed_candidates(store, keys, exclude=staged.task_ids).items():
+            if kept := first_match(items[row], candidates, cutoff):
+                prior_kept[first + row] = kept
 
-    def item_at(position: int) -> DedupItem:
-        if position >= first:
-            return items[position - first]
-        if position not in known:  # the first of an exact copy
-            known.update(staged.items_at(np.array([position], dtype=np.int64)))
-        return known[position]
+    def task_id_at(position: int) -> str:
+        return items[position - first].task_id if position >= first else staged.task_ids[position]
 
     rows = range(first, first + len(items))
-    decide_rows(rows, item_at, prior, earlier, staged.copies, threshold * 100, dropped_rows)
+    matches = group_by_later(later[passing], earlier[passing])
+    decide_rows(rows, task_id_at, prior_kept, matches, staged.copies, dropped_rows)
     return {
         item.task_id: dropped_rows[row]
         for row, item in zip(rows, items, strict=True)

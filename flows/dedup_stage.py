@@ -18,6 +18,8 @@ import polars as pl
 
 from tasks.dedup import BANDS, DedupItem, band_keys, colliding_pairs, rows_with_repeated_values
 
+READ_BYTES = 1 << 22  # a read of staged texts: 4 MB
+
 
 class StagedTasks:
     """Append chunks in priority order (`add`), then read items and keys by position. The
@@ -119,21 +121,23 @@ class StagedTasks:
             )
         ]
 
-    def items_at(self, positions: np.ndarray) -> dict[int, DedupItem]:
-        """Position -> its task, for scattered positions (a read each)."""
-        descriptor = self._texts.fileno()
-        return {
-            position: DedupItem(
-                task_id,
-                self.blocks[block],
-                os.pread(descriptor, end - start, start).decode(),
-            )
-            for position, task_id, block, start, end in zip(
-                positions.tolist(),
-                self.task_ids.gather(positions).to_list(),
-                self.block_of[positions].tolist(),
-                self.offsets[positions].tolist(),
-                self.offsets[positions + 1].tolist(),
-                strict=True,
-            )
-        }
+    def texts_at(self, positions: np.ndarray, read_bytes: int = READ_BYTES) -> list[str]:
+        """The texts at ascending `positions`, read in spans of at most `read_bytes` of the file
+        (but a longer text), each holding the next positions' texts: a read per text cost
+        more than the decision."""
+        starts = self.offsets[positions]
+        ends = self.offsets[positions + 1]
+        texts: list[str] = []
+        at = 0
+        while at < len(positions):
+            stop = max(at + 1, int(np.searchsorted(ends, starts[at] + read_bytes, side="right")))
+            base = int(starts[at])
+            span = os.pread(self._texts.fileno(), int(ends[stop - 1]) - base, base)
+            texts += [
+                span[start:end].decode()
+                for start, end in zip(
+                    (starts[at:stop] - base).tolist(), (ends[at:stop] - base).tolist(), strict=True
+                )
+            ]
+            at = stop
+        return texts

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import datasketch
 import numpy as np
 from datasketch import MinHash
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from toucan.records import Task
 
@@ -140,13 +140,13 @@ def _fill_signatures(texts: Sequence[str], signatures: np.ndarray) -> None:
     text_of, prefix_code = _word_prefixes(texts)
     if not len(text_of):
         return
-    codes = _sorted_unique(prefix_code)
+    codes = sorted_unique(prefix_code)
     prefix_of = np.searchsorted(codes, prefix_code)
     crcs = [zlib.crc32(int(code).to_bytes(8, "little")[: int(code) >> 56]) for code in codes]
     permuted = _fmix32(np.array(crcs, dtype=np.uint32)).reshape(-1, 1) * _PERMUTATIONS[0]
     permuted += _PERMUTATIONS[1]  # (distinct prefixes, permutations): a * h + b, wrapping
     # each text's distinct prefixes, texts in order (a set: a repeated word changes no minimum)
-    pairs = _sorted_unique(text_of * len(codes) + prefix_of)
+    pairs = sorted_unique(text_of * len(codes) + prefix_of)
     text_of, prefix_of = np.divmod(pairs, len(codes))
     counts = np.bincount(text_of, minlength=len(texts))
     starts = np.cumsum(counts) - counts
@@ -182,7 +182,7 @@ def _word_prefixes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return text_of, code
 
 
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
+def sorted_unique(values: np.ndarray) -> np.ndarray:
     """np.unique by np.sort, which is vectorised: np.unique's argsort took 30 times longer."""
     values = np.sort(values)
     return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
@@ -232,15 +232,15 @@ def colliding_pairs(band_columns: Iterable[np.ndarray]) -> np.ndarray:
         earlier = order[np.repeat(group_start, rank) + offset]
         parts.append((np.repeat(order, rank).astype(np.int64) << 32) | earlier)
         if sum(len(part) for part in parts) > max(len(found), _MERGE_PAIRS):
-            found = _sorted_unique(np.concatenate([found, *parts]))
+            found = sorted_unique(np.concatenate([found, *parts]))
             parts = []
-    return _sorted_unique(np.concatenate([found, *parts])) if parts else found
+    return sorted_unique(np.concatenate([found, *parts])) if parts else found
 
 
 def rows_with_repeated_values(column: np.ndarray) -> np.ndarray:
     """The rows (ascending) whose value occurs more than once in `column`."""
     ordered = np.sort(column)
-    repeated = _sorted_unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    repeated = sorted_unique(ordered[1:][ordered[1:] == ordered[:-1]])
     if not len(repeated):
         return np.empty(0, dtype=np.int64)
     at = np.minimum(np.searchsorted(repeated, column), len(repeated) - 1)
@@ -249,8 +249,19 @@ def rows_with_repeated_values(column: np.ndarray) -> np.ndarray:
 
 def earlier_by_row(pairs: np.ndarray, first: int, stop: int) -> dict[int, list[int]]:
     """Row in [first, stop) -> its earlier rows (ascending), from `colliding_pairs`."""
+    later, earlier = pairs_between(pairs, first, stop)
+    return group_by_later(later, earlier)
+
+
+def pairs_between(pairs: np.ndarray, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(later, earlier) rows of the `colliding_pairs` whose later row is in [first, stop)."""
     lo, hi = np.searchsorted(pairs, [first << 32, stop << 32])
     later, earlier = np.divmod(pairs[lo:hi], np.int64(1) << 32)
+    return later, earlier
+
+
+def group_by_later(later: np.ndarray, earlier: np.ndarray) -> dict[int, list[int]]:
+    """Later row -> its earlier rows, in their order, from pairs sorted by later row."""
     starts = np.flatnonzero(np.diff(later, prepend=-1)).tolist()
     if not starts:
         return {}
@@ -261,6 +272,18 @@ def earlier_by_row(pairs: np.ndarray, first: int, stop: int) -> dict[int, list[i
             later[starts].tolist(), starts, [*starts[1:], len(earlier_rows)], strict=True
         )
     }
+
+
+def matching(later_texts: Sequence[str], earlier_texts: Sequence[str], cutoff: float) -> np.ndarray:
+    """Whether each pair of word-sorted texts scores >= cutoff (0-100): `fuzz.ratio` (the
+    questions' `token_sort_ratio`), all pairs in rapidfuzz's C loop (`cpdist`), where one
+    Python call per pair cost more than the ratio."""
+    if not later_texts:
+        return np.zeros(0, dtype=bool)
+    scores = process.cpdist(
+        later_texts, earlier_texts, scorer=fuzz.ratio, score_cutoff=cutoff, dtype=np.float64
+    )
+    return scores >= cutoff
 
 
 def keep_first(
@@ -278,36 +301,49 @@ def keep_first(
     cutoff = threshold * 100
     copies = exact_copies(items, cutoff)
     distinct = np.array([row for row in range(len(items)) if row not in copies], dtype=np.int64)
-    earlier = {
-        int(distinct[row]): [int(distinct[e]) for e in rows]
-        for row, rows in colliding_earlier(keys[distinct]).items()
+    pairs = colliding_pairs(keys[distinct][:, band] for band in range(keys.shape[1]))
+    later, earlier = (distinct[rows] for rows in np.divmod(pairs, np.int64(1) << 32))
+    same_block = [items[a].block == items[b].block for a, b in zip(later, earlier, strict=True)]
+    passing = matching([items[a].text for a in later], [items[b].text for b in earlier], cutoff)
+    ok = passing & np.array(same_block, dtype=bool)
+    prior_kept = {
+        row: kept
+        for row, candidates in prior.items()
+        if (kept := first_match(items[row], candidates, cutoff))
     }
     dropped_rows: dict[int, str] = {}
-    decide_rows(range(len(items)), items.__getitem__, prior, earlier, copies, cutoff, dropped_rows)
+    decide_rows(
+        range(len(items)),
+        lambda row: items[row].task_id,
+        prior_kept,
+        group_by_later(later[ok], earlier[ok]),
+        copies,
+        dropped_rows,
+    )
     return {items[row].task_id: kept for row, kept in dropped_rows.items()}
 
 
 def decide_rows(
     rows: Iterable[int],
-    item_at: Callable[[int], DedupItem],
-    prior: Mapping[int, Sequence[DedupItem]],
-    earlier: Mapping[int, Sequence[int]],
+    task_id_at: Callable[[int], str],
+    prior_kept: Mapping[int, str],
+    matches: Mapping[int, Sequence[int]],
     copies: Mapping[int, int],
-    cutoff: float,
     dropped_rows: dict[int, str],
 ) -> None:
     """Decide `rows` in order, adding each dropped row -> kept task id to `dropped_rows` (which
-    holds the earlier rows' decisions). A row is compared with its `prior` items first, then
-    with its `earlier` rows still kept; a copy (`copies`: row -> its first row) shares its
-    first's fate."""
+    holds the earlier rows' decisions). A row with a match among the kept tasks from before
+    (`prior_kept`: the first, in priority order) is dropped for it; else for its first
+    `matches` row (earlier rows on its block scoring >= the cutoff, ascending) still kept. A
+    copy (`copies`: row -> its first row) shares its first's fate."""
     for row in rows:
         if row in copies:
             first = copies[row]
-            dropped_rows[row] = dropped_rows.get(first) or item_at(first).task_id
+            dropped_rows[row] = dropped_rows.get(first) or task_id_at(first)
             continue
-        item = item_at(row)
-        in_run = (item_at(e) for e in earlier.get(row, ()) if e not in dropped_rows)
-        kept = first_match(item, prior.get(row, ()), cutoff) or first_match(item, in_run, cutoff)
+        kept = prior_kept.get(row) or next(
+            (task_id_at(e) for e in matches.get(row, ()) if e not in dropped_rows), None
+        )
         if kept is not None:
             dropped_rows[row] = kept
 

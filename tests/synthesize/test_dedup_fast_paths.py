@@ -2,7 +2,7 @@
 datasketch's value for value (so stored band keys keep their meaning, LSH_SCHEME unchanged),
 the ASCII fast path of `normalise_question` equals the regex, `fuzz.ratio` of word-sorted
 texts equals `token_sort_ratio`, the sort-based candidate pairs equal every pair sharing a
-band value, and a chunk's read by rowid range misses no task."""
+band value, a chunk's read by rowid range misses no task, and staged texts read back whole."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from datasketch import MinHash
 from rapidfuzz import fuzz
 
 from flows.dedup import pending_ids, select_items
+from flows.dedup_stage import StagedTasks
 from tasks.dedup import (
     BANDS,
     MINHASH_SEED,
@@ -108,3 +109,18 @@ def test_select_items_reads_every_task_even_when_the_rowid_hint_is_stale(tmp_pat
     assert select_items(store, pending) == [DedupItem(f"t{n}", ("s",), f"{n} q") for n in range(5)]
     stale = pending.with_columns(pl.lit(0, dtype=pending["rowid"].dtype).alias("rowid"))
     assert [item.task_id for item in select_items(store, stale)] == [f"t{n}" for n in range(5)]
+
+
+def test_staged_texts_read_back_by_position_across_read_spans(tmp_path: Path) -> None:
+    texts = ["", "a", "b c", "straße", "", "x y z", "日本語"] * 3
+    items = [DedupItem(f"t{n}", ("s",), text) for n, text in enumerate(texts)]
+    staged = StagedTasks(tmp_path, pl.Series("task_id", [item.task_id for item in items]))
+    try:
+        staged.add(items[:10])
+        staged.add(items[10:])
+        positions = np.array([0, 1, 3, 4, 5, 6, 12, 20])
+        for read_bytes in (1, 7, 1 << 22):
+            assert staged.texts_at(positions, read_bytes) == [texts[p] for p in positions]
+        assert staged.items(5, 9) == items[5:9]
+    finally:
+        staged.close()
