@@ -622,6 +622,28 @@ class Store:
                 con.unregister("frame_rows")
         return int(after - before)
 
+    def update_frame(self, model: type[Record], frame: pl.DataFrame) -> None:
+        """Set the frame's other columns on the rows with its keys (e.g. a hundred thousand
+        near-duplicate rejections, where reading each row as a record and writing it back
+        cost more than the decision). The frame holds the record's key and some of its other
+        fields, as their cells (JSON as text); StoreError otherwise. An indexed table only."""
+        columns = table_columns(model)
+        keys = set(model.__key__)
+        if not keys <= set(frame.columns) <= set(columns) or not model.__indexed__:
+            raise StoreError(
+                f"frame columns {sorted(frame.columns)} cannot update {model.__name__}"
+            )
+        assigned = ", ".join(f'"{name}" = f."{name}"' for name in frame.columns if name not in keys)
+        same = " AND ".join(f't."{k}" = f."{k}"' for k in model.__key__)
+        with self.connect() as con, uninterrupted():
+            con.register("frame_rows", frame)
+            try:
+                con.execute(
+                    f"UPDATE {model.__table__} t SET {assigned} FROM frame_rows f WHERE {same}"
+                )
+            finally:
+                con.unregister("frame_rows")
+
     def _write(self, records: Sequence[Record], *, replace: bool) -> int:
         if not records:
             return 0

@@ -89,6 +89,20 @@ def test_integer_lists_are_native_columns_written_from_records_or_frames(tmp_pat
     assert store.count(DedupIndexEntry) == 2
 
 
+def test_update_frame_sets_columns_by_key_and_leaves_the_rest(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    store.insert([make_server(1), make_server(2)])
+    before = {srv.server_id: srv for srv in store.select(Server)}
+    changed = make_server(2).server_id
+    frame = pl.DataFrame({"server_id": [changed], "reason": ["gone"]})
+    store.update_frame(Server, frame)
+    after = {srv.server_id: srv for srv in store.select(Server)}
+    assert after[changed] == before[changed].model_copy(update={"reason": "gone"})
+    assert after[make_server(1).server_id] == before[make_server(1).server_id]
+    with pytest.raises(StoreError):
+        store.update_frame(Server, frame.drop("server_id"))
+
+
 def test_upsert_replaces_changed_state(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb")
     store.insert([make_server(1)])

@@ -1,0 +1,143 @@
+"""A dedup pass's new tasks staged on disk, by position in priority order: normalised texts,
+blocks, band keys (one file per band) and exact copies, so the pass finds every candidate pair
+of the run in one sort per band and reads back any task's text without DuckDB or memory
+growing with the run (flows/dedup.py).
+
+Sizes at a million tasks: ~300 MB of texts and 256 MB of keys on disk (next to the store:
+/tmp may be memory); in memory the offsets, block numbers and copies, ~20 MB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tasks.dedup import BANDS, DedupItem, band_keys, colliding_pairs, rows_with_repeated_values
+
+READ_BYTES = 1 << 22  # a read of staged texts: 4 MB
+
+
+class StagedTasks:
+    """Append chunks in priority order (`add`), then read items and keys by position. The
+    files live in `folder` (the caller's temporary directory)."""
+
+    def __init__(self, folder: Path, task_ids: pl.Series) -> None:
+        self.folder = folder
+        self.task_ids = task_ids
+        self.offsets = np.zeros(len(task_ids) + 1, dtype=np.int64)  # texts' byte offsets
+        self.block_of = np.zeros(len(task_ids), dtype=np.int32)
+        self.blocks: list[tuple[str, ...]] = []
+        self._block_numbers: dict[tuple[str, ...], int] = {}
+        self._fingerprints = np.zeros((len(task_ids), 2), dtype=np.uint64)
+        self._texts = open(folder / "texts", "w+b")  # noqa: SIM115 - closed by close()
+        self._staged = 0
+        self.copies: dict[int, int] = {}
+        self.pairs = np.empty(0, dtype=np.int64)
+
+    def close(self) -> None:
+        self._texts.close()
+
+    def add(self, items: list[DedupItem]) -> None:
+        """The next chunk of tasks, in order: their texts, blocks, keys and fingerprints."""
+        first, stop = self._staged, self._staged + len(items)
+        encoded = [item.text.encode() for item in items]
+        self._texts.write(b"".join(encoded))
+        self._texts.flush()  # read back with os.pread
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        self.offsets[first + 1 : stop + 1] = self.offsets[first] + np.cumsum(lengths)
+        self.block_of[first:stop] = [self._block_number(item.block) for item in items]
+        # an exact copy = same block and text: 128 bits of both, so a false copy is ~2**-88
+        # likely at a million tasks
+        self._fingerprints[first:stop] = np.frombuffer(
+            b"".join(
+                hashlib.blake2b(
+                    b"%d\0%s" % (self.block_of[first + row], text), digest_size=16
+                ).digest()
+                for row, text in enumerate(encoded)
+            ),
+            dtype=np.uint64,
+        ).reshape(-1, 2)
+        keys = band_keys(items)
+        for band in range(BANDS):
+            with open(self.folder / f"band{band}", "ab") as column:
+                keys[:, band].tofile(column)
+        self._staged = stop
+
+    def _block_number(self, block: tuple[str, ...]) -> int:
+        number = self._block_numbers.setdefault(block, len(self.blocks))
+        if number == len(self.blocks):
+            self.blocks.append(block)
+        return number
+
+    def find_candidates(self, copies: bool) -> None:
+        """Once every task is added: `copies` (position -> the position of the first task
+        with the same block and text; none if not `copies`) and `pairs`, the candidate
+        (later, earlier) positions of every task but the copies (`colliding_pairs`)."""
+        self.copies = self._copies() if copies else {}
+        distinct = np.setdiff1d(np.arange(self._staged), np.fromiter(self.copies, dtype=np.int64))
+        pairs = colliding_pairs(self.band_column(band)[distinct] for band in range(BANDS))
+        later, earlier = np.divmod(pairs, np.int64(1) << 32)
+        self.pairs = (distinct[later] << 32) | distinct[earlier]
+
+    def _copies(self) -> dict[int, int]:
+        firsts: dict[tuple[int, int], int] = {}
+        return {
+            row: first
+            for row in rows_with_repeated_values(self._fingerprints[:, 0]).tolist()
+            if (first := firsts.setdefault(tuple(self._fingerprints[row].tolist()), row)) != row
+        }
+
+    def band_column(self, band: int, first: int = 0, stop: int | None = None) -> np.ndarray:
+        count = (self._staged if stop is None else stop) - first
+        return np.fromfile(
+            self.folder / f"band{band}", dtype=np.int64, count=count, offset=8 * first
+        )
+
+    def keys(self, first: int, stop: int) -> np.ndarray:
+        """(stop - first, BANDS) band keys of the tasks at positions [first, stop)."""
+        return np.stack([self.band_column(band, first, stop) for band in range(BANDS)], axis=1)
+
+    def items(self, first: int, stop: int) -> list[DedupItem]:
+        """The tasks at positions [first, stop), in order: one read of their texts."""
+        texts = os.pread(
+            self._texts.fileno(),
+            int(self.offsets[stop] - self.offsets[first]),
+            int(self.offsets[first]),
+        )
+        ends = (self.offsets[first + 1 : stop + 1] - self.offsets[first]).tolist()
+        starts = [0, *ends[:-1]]
+        return [
+            DedupItem(task_id, self.blocks[block], texts[start:end].decode())
+            for task_id, block, start, end in zip(
+                self.task_ids.slice(first, stop - first).to_list(),
+                self.block_of[first:stop].tolist(),
+                starts,
+                ends,
+                strict=True,
+            )
+        ]
+
+    def texts_at(self, positions: np.ndarray, read_bytes: int = READ_BYTES) -> list[str]:
+        """The texts at ascending `positions`, read in spans of at most `read_bytes` of the file
+        (but a longer text), each holding the next positions' texts: a read per text cost
+        more than the decision."""
+        starts = self.offsets[positions]
+        ends = self.offsets[positions + 1]
+        texts: list[str] = []
+        at = 0
+        while at < len(positions):
+            stop = max(at + 1, int(np.searchsorted(ends, starts[at] + read_bytes, side="right")))
+            base = int(starts[at])
+            span = os.pread(self._texts.fileno(), int(ends[stop - 1]) - base, base)
+            texts += [
+                span[start:end].decode()
+                for start, end in zip(
+                    (starts[at:stop] - base).tolist(), (ends[at:stop] - base).tolist(), strict=True
+                )
+            ]
+            at = stop
+        return texts
