@@ -313,16 +313,10 @@ def _open(path: Path, *, read_only: bool) -> _Attachment:
     while True:
         with _ATTACHED_LOCK:
             shared = _ATTACHED.get(key)
-            if shared is not None and not (shared.read_only and not read_only):
+            if shared is not None and (read_only or not shared.read_only):
                 shared.users += 1
                 return shared
-            if shared is not None:  # read-only here: the write waits for those reads to end
-                if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"cannot write to store {path}: this process has held it open "
-                        f"read-only for {LOCK_WAIT_S:.0f} s"
-                    )
-            else:
+            if shared is None:
                 try:
                     con = _attach(key, read_only=read_only, memory_limit=limit)
                 except duckdb.IOException as exc:
@@ -334,6 +328,11 @@ def _open(path: Path, *, read_only: bool) -> _Attachment:
                 else:
                     attachment = _ATTACHED[key] = _Attachment(key, con, read_only=read_only)
                     return attachment
+            elif time.monotonic() > deadline:  # read-only here: a write waits for those reads
+                raise StoreError(
+                    f"cannot write to store {path}: this process has held it open "
+                    f"read-only for {LOCK_WAIT_S:.0f} s"
+                )
         time.sleep(0.05)
 
 
