@@ -20,7 +20,12 @@ from flows.queries import (
 )
 from flows.run_context import Stream
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary
-from flows.trajectories import MAX_PARALLEL_BATCHES, agent_cache, agent_options
+from flows.trajectories import (
+    MAX_PARALLEL_BATCHES,
+    agent_cache,
+    agent_options,
+    usable_servers,
+)
 from flows.writes import write_agent_output
 from tasks.agent.batch import batch_layout, make_agent_batch
 from tasks.agent.breaker import ServerBreaker
@@ -29,7 +34,7 @@ from tasks.multi_turn_batch import MultiTurnBatch, run_multi_turn_batch
 from tasks.multi_turn_records import STAGE, MultiTurnItem, extend_item_id, split_item_id
 from tasks.trajectories import BatchResult, ServerEntry
 from toucan.config import Settings
-from toucan.records import Server, Task, Trajectory
+from toucan.records import Task, Trajectory
 from toucan.store import Store
 
 METHODS = ("split", "extend")
@@ -118,10 +123,7 @@ def plan_items(store: Store, settings: Settings, methods: list[str], follow_ups:
     is unfinished (no row, or a retryable error with tries left), in batches of
     `BATCH_ITEMS` by exact server set (`batch_layout`; a group's splits first, then its
     extensions, each in id order), each batch's rows read as the stream reaches it."""
-    servers = {
-        s.server_id: ServerEntry(server_id=s.server_id, name=s.name, spec=s.spec)
-        for s in store.select(Server, "status = 'ok'")
-    }
+    servers = usable_servers(store)
     teacher = (settings.trajectories.teachers or [d.name for d in settings.models.teachers])[0]
     made = Conversations(teacher, follow_ups)
     chosen = [m for m in METHODS if m in methods and (m == "split" or follow_ups > 0)]

@@ -103,16 +103,21 @@ def resolve_teachers(settings: Settings, requested: list[str] | None) -> list[st
     return check_names(chosen, configured, "teacher", "unknown_teacher")
 
 
+def usable_servers(store: Store) -> dict[str, ServerEntry]:
+    """Server id -> what an agent stage needs to start it, for the servers onboarded ok."""
+    return {
+        s.server_id: ServerEntry(server_id=s.server_id, name=s.name, spec=s.spec)
+        for s in store.select(Server, "status = 'ok'")
+    }
+
+
 def plan_work(
     store: Store, settings: Settings, teachers: list[str], styles: list[str], limit: int | None
 ) -> Plan:
     """The items still to do (no finished row), batched by server group: the batches of
     `traj.group_into_batches` over `traj.plan_items` of the usable teacher tasks (every
     server ok), made as the stream is consumed. Raises ConfigError (`unknown_agent_style`)."""
-    servers = {
-        s.server_id: ServerEntry(server_id=s.server_id, name=s.name, spec=s.spec)
-        for s in store.select(Server, "status = 'ok'")
-    }
+    servers = usable_servers(store)
     combos = [(teacher, style) for teacher in teachers for style in check_styles(styles)]
     per_task = len(combos)
     groups: dict[tuple[str, ...], ServerGroup] = {}
