@@ -292,10 +292,19 @@ class _Attachment:
             if self.users > 0:
                 return
             del _ATTACHED[self.key]
-        self._con.close()
+            _CLOSING.add(self.key)
+        # outside the lock: a close checkpoints (seconds at 1M rows), and other files' opens
+        # need not wait for it; this file's do (`_open`), since DuckDB refuses a second
+        # attachment while the first is closing ("unique file handle conflict")
+        try:
+            self._con.close()
+        finally:
+            with _ATTACHED_LOCK:
+                _CLOSING.discard(self.key)
 
 
 _ATTACHED: dict[Path, _Attachment] = {}
+_CLOSING: set[Path] = set()  # files whose last attachment is being closed
 _ATTACHED_LOCK = threading.Lock()
 _CATALOG = "store"
 
@@ -316,7 +325,7 @@ def _open(path: Path, *, read_only: bool) -> _Attachment:
             if shared is not None and (read_only or not shared.read_only):
                 shared.users += 1
                 return shared
-            if shared is None:
+            if shared is None and key not in _CLOSING:
                 try:
                     con = _attach(key, read_only=read_only, memory_limit=limit)
                 except duckdb.IOException as exc:
@@ -328,11 +337,13 @@ def _open(path: Path, *, read_only: bool) -> _Attachment:
                 else:
                     attachment = _ATTACHED[key] = _Attachment(key, con, read_only=read_only)
                     return attachment
-            elif time.monotonic() > deadline:  # read-only here: a write waits for those reads
+            elif shared is not None and time.monotonic() > deadline:  # a write waits for reads
                 raise StoreError(
                     f"cannot write to store {path}: this process has held it open "
                     f"read-only for {LOCK_WAIT_S:.0f} s"
                 )
+        # else another thread is closing this file's attachment (a close checkpoints), and
+        # DuckDB refuses a second one until it has: wait for it
         time.sleep(0.05)
 
 
