@@ -111,12 +111,15 @@ def test_workers(args: list[str]) -> list[str]:
     """Two pytest-xdist workers unless the caller chose (-n / -p no:xdist): most of the suite's
     time is spent waiting on MCP servers, model servers and subprocesses, not on CPU, so two
     workers halve its wall time on a 2-core box. A test file stays on one worker (loadfile), so
-    its module fixtures are built once."""
+    its module fixtures are built once; files are handed out in collection order, where
+    tests/conftest.py puts the long ones first (xdist's default order, most tests first, left
+    the files of one or two long tests to the end, one worker running them while the other
+    idled)."""
     if any(a == "-n" or a.startswith("-n") or a.startswith("--numprocesses") for a in args):
         return []
     if "no:xdist" in args:
         return []
-    return ["-n", "2", "--dist", "loadfile"]
+    return ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
 
 
 def main(argv: list[str]) -> int:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from cli import app
@@ -50,6 +51,7 @@ def synthesize_tasks(config: Path, store: Store, count: int) -> None:
     asyncio.run(run_stage_async("synthesize", settings, store, limit=count, seed=0))
 
 
+@pytest.mark.slow
 def test_status_shows_planned_and_a_done_count_moving_per_item_while_filter_tasks_runs(
     tmp_path: Path, store: Store, fake_llm: FakeLlm
 ) -> None:

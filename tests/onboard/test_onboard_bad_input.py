@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +21,7 @@ def tiny(name: str, mode: str, **extra: object) -> dict[str, object]:
     return {"name": name, "command": sys.executable, "args": [str(TINY), "--mode", mode], **extra}
 
 
+@pytest.mark.slow
 def test_each_bad_server_gets_its_own_reason_while_the_good_ones_are_onboarded(
     tmp_path: Path,
 ) -> None:

@@ -43,6 +43,7 @@ def child_server_processes(sandbox_root: Path) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow
 def test_onboarding_the_bundled_fleet_meets_the_bar_and_a_rerun_adds_no_rows(
     tmp_path: Path,
 ) -> None:
@@ -71,6 +72,7 @@ def test_onboarding_the_bundled_fleet_meets_the_bar_and_a_rerun_adds_no_rows(
     assert child_server_processes(sandboxes) == []
 
 
+@pytest.mark.slow
 def test_specs_only_accounts_for_every_smithery_entry_quickly(tmp_path: Path) -> None:
     store_path = tmp_path / "smithery.duckdb"
     started = time.monotonic()
@@ -98,6 +100,7 @@ def test_specs_only_accounts_for_every_smithery_entry_quickly(tmp_path: Path) ->
     assert Store(store_path).count(Server) == 1699
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["servers: [unclosed\n", "{not json"])
 def test_a_catalog_that_does_not_parse_is_one_rejection_not_a_crash(
     tmp_path: Path, content: str

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -58,6 +59,7 @@ def changing_config(tmp_path: Path, broken: bool) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_quirky_servers_keep_their_good_tools_and_show_the_bad_ones(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
     servers = [

@@ -124,6 +124,7 @@ def test_a_bad_option_is_one_line_exit_2() -> None:
     assert (done.returncode, one_line_reason(done)) == (2, "bad_option")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_an_output_path_under_a_file_fails_inside_the_flow_run_with_one_line(
     tmp_path: Path, real_store: Path

@@ -122,6 +122,7 @@ def run_on_cluster(stage_flow: Any, store: Path, config: Path, address: str) -> 
     return on_cluster(store=str(store), config=str(config), profile="cloud")
 
 
+@pytest.mark.slow
 def test_filter_tasks_on_dask_worker_processes_keeps_and_rejects_the_same_tasks(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -147,6 +148,7 @@ def test_filter_tasks_on_dask_worker_processes_keeps_and_rejects_the_same_tasks(
     assert (progress[-1].done, progress[-1].total) == (TASKS, TASKS)
 
 
+@pytest.mark.slow
 def test_trajectories_on_dask_worker_processes_hold_the_same_rows_and_tool_results(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

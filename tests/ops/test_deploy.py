@@ -29,6 +29,7 @@ def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.slow
 def test_deploy_reads_the_api_url_from_the_prefect_profile_and_says_when_there_is_none(
     tmp_path: Path,
 ) -> None:

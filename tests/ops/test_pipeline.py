@@ -67,6 +67,7 @@ def dask_default_port_taken() -> Iterator[None]:
         yield
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.usefixtures("prefect_harness", "dask_default_port_taken")
 def test_onboard_on_a_local_dask_cluster_writes_the_same_rows_as_the_default_runner(

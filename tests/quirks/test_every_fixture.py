@@ -72,6 +72,7 @@ def test_the_short_progress_fixture_is_the_collections_job_scaled_below_the_idle
     assert behaviour["progress_every"] < PROGRESS_MCP["call_timeout_s"] < behaviour["delay"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_onboarding_gives_the_verdict_a_user_expects(case: QuirkCase, onboarded: Path) -> None:
     store = Store(onboarded / ONBOARDED)

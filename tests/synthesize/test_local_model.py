@@ -16,6 +16,7 @@ from toucan.store import Store
 # SmolLM2-135M on 2 shared CPU cores: ~40 s per call when the machine is busy, ~15 calls.
 pytestmark = [
     pytest.mark.model,
+    pytest.mark.slow,
     pytest.mark.timeout(1800),
     pytest.mark.usefixtures("prefect_harness"),
 ]
