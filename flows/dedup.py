@@ -11,16 +11,14 @@ same two passes over every ok task, CHUNK at a time, so memory stays bounded eit
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import polars as pl
 
-from flows.dedup_stage import StagedTasks
+from flows.dedup_stage import StagedTasks, staging_folder
 from tasks.dedup import (
     DedupItem,
     comparable_text,
@@ -70,8 +68,8 @@ def dedup_pending_tasks(store: Store, threshold: float, chunk: int = CHUNK) -> d
     if pending.is_empty():
         return {}
     dropped_rows: dict[int, str] = {}
-    with tempfile.TemporaryDirectory(prefix="dedup-", dir=store.path.parent) as folder:
-        staged = StagedTasks(Path(folder), pending["task_id"])
+    with staging_folder(store.path.parent) as folder:
+        staged = StagedTasks(folder, pending["task_id"])
         try:
             for first in range(0, len(pending), chunk):
                 staged.add(select_items(store, pending.slice(first, chunk)))

@@ -4,13 +4,20 @@ of the run in one sort per band and reads back any task's text without DuckDB or
 growing with the run (flows/dedup.py).
 
 Sizes at a million tasks: ~300 MB of texts and 256 MB of keys on disk (next to the store:
-/tmp may be memory); in memory the offsets, block numbers and copies, ~20 MB.
+/tmp may be memory); in memory the offsets, block numbers and copies, ~20 MB. A pass killed
+outright leaves its folder behind: the next pass removes it (`staging_folder`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +26,71 @@ import polars as pl
 from tasks.dedup import BANDS, DedupItem, band_keys, colliding_pairs, rows_with_repeated_values
 
 READ_BYTES = 1 << 22  # a read of staged texts: 4 MB
+FOLDER_PREFIX = "dedup-"
+OWNER = "owner"  # the file a live pass holds an flock on, in its folder, for its whole life
+# a folder without an owner file is either being born (the owner file follows within
+# microseconds) or left by a pass of a toucan that did not lock (before this file said so)
+UNOWNED_GRACE_S = 600.0
+
+
+@contextlib.contextmanager
+def staging_folder(parent: Path) -> Iterator[Path]:
+    """A new `dedup-*` folder in `parent` for this pass, removed on exit; first the folders
+    of passes that died (`remove_stale_folders`).
+
+    Liveness is an flock on the folder's `owner` file, held from before the file has its name
+    until the folder is gone, rather than the store's writer lock: the folder sits beside the
+    store, and another store in the same directory may have a pass running (its own writer),
+    while an flock is released by the kernel however its process ends (kill -9 included)."""
+    remove_stale_folders(parent)
+    folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=parent))
+    owner = tempfile.NamedTemporaryFile("w", dir=folder, prefix=".owner-", delete=False)  # noqa: SIM115
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX)  # a fresh file: no one else knows it yet
+        owner.write(f"pid {os.getpid()}\n")
+        owner.flush()
+        os.rename(owner.name, folder / OWNER)  # the lock comes with the inode
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        owner.close()  # only now: while the folder exists, it stays locked
+
+
+def remove_stale_folders(parent: Path, grace_s: float = UNOWNED_GRACE_S) -> list[Path]:
+    """Remove the `dedup-*` folders in `parent` that no live pass owns, and return them: their
+    `owner` file's flock is free (the pass died), or they have none, hold only a pass's files
+    and were last changed more than `grace_s` ago. A folder gone meanwhile is skipped."""
+    removed = []
+    for folder in sorted(parent.glob(f"{FOLDER_PREFIX}*")):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            if folder.is_dir() and _remove_if_stale(folder, grace_s):
+                removed.append(folder)
+    return removed
+
+
+def _remove_if_stale(folder: Path, grace_s: float) -> bool:
+    if not (folder / OWNER).exists():
+        names = [path.name for path in folder.iterdir()]
+        if time.time() - folder.stat().st_mtime < grace_s or not all(map(_staged_file, names)):
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    with (folder / OWNER).open() as owner:
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its pass is alive
+        shutil.rmtree(folder, ignore_errors=True)  # holding the lock: no other cleaner races
+    return True
+
+
+def _staged_file(name: str) -> bool:
+    """A name a pass writes in its folder (a folder of anything else is not ours to remove)."""
+    return (
+        name in ("texts", OWNER)
+        or name.startswith(".owner-")
+        or (name.startswith("band") and name[4:].isdigit())
+    )
 
 
 class StagedTasks:
