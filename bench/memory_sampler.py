@@ -65,6 +65,7 @@ class MemorySampler:
         self._ctypes = ctypes
         self.samples: list[dict[str, float]] = []
         self.spike_sites: collections.Counter[str] = collections.Counter()
+        self.top_spike: tuple[float, list[str]] = (0.0, [])  # DuckDB's highest sample, its sites
         self.started = time.monotonic()
         self._stop = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
@@ -102,11 +103,13 @@ class MemorySampler:
             got[f"je_{name}"] = value.value / 2**20
         return got
 
-    def _note_spike_sites(self) -> None:
+    def _note_spike_sites(self, allocated_mb: float) -> None:
         """Where our code is (innermost three of our frames per thread) while DuckDB's
-        allocation is above SPIKE_MB: which queries or writes make its peaks."""
+        allocation is above SPIKE_MB: which queries or writes make its peaks. The sites of
+        the highest such sample are kept apart: a single spike is lost among idle waits."""
         import traceback
 
+        sites = []
         for thread_id, frame in sys._current_frames().items():
             if thread_id == threading_get_ident():
                 continue
@@ -116,7 +119,10 @@ class MemorySampler:
                 if str(ROOT) in f.filename and "/.venv/" not in f.filename
             ]
             if ours:
-                self.spike_sites[" < ".join(reversed(ours[-3:]))] += 1
+                sites.append(" < ".join(reversed(ours[-3:])))
+        self.spike_sites.update(sites)
+        if allocated_mb > self.top_spike[0]:
+            self.top_spike = (allocated_mb, sites)
 
     def _run(self) -> None:
         while not self._stop.wait(self.SAMPLE_S):
@@ -132,7 +138,7 @@ class MemorySampler:
             info = self._libc.mallinfo2()
             je = self._jemalloc_mb()
             if je["je_allocated"] > SPIKE_MB:
-                self._note_spike_sites()
+                self._note_spike_sites(je["je_allocated"])
             duck, limit = self._duckdb_mb()
             self.samples.append(
                 {
@@ -166,3 +172,6 @@ class MemorySampler:
         print(f"at peak RSS: {top}", file=out)
         for site, seen in self.spike_sites.most_common(8):
             print(f"DuckDB over {SPIKE_MB} MB, {seen} samples: {site}", file=out)
+        allocated, sites = self.top_spike
+        for site in sites:
+            print(f"at DuckDB's highest sample ({allocated:.0f} MB): {site}", file=out)
