@@ -1,7 +1,8 @@
 """Per-item cost and peak memory of each stage as the run grows (issue 14).
 
     .venv/bin/python bench/bench_scale.py [--sizes 10000 100000 1000000] [--in-flight 64]
-        [--stages synthesize filter_tasks trajectories export]   (BENCH_SCALE_SAMPLE=1: memory timeline)
+        [--stages synthesize filter_tasks trajectories export]
+    BENCH_SCALE_SAMPLE=1: a memory timeline; BENCH_SCALE_KEEP=DIR: keep each run's store there
 
 One fake model server process answers at zero latency (tests/fake_llm.py, requests not kept),
 so what is measured is our own per-item cost, not the network; a teacher's request (one with
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -152,6 +154,8 @@ def measure(stage: str, count: int, base_url: str, in_flight: int) -> dict[str, 
         output = output.stdout
         result = json.loads(output.strip().splitlines()[-1])
         result["store_mb"] = path.stat().st_size / 2**20
+        if keep := os.environ.get("BENCH_SCALE_KEEP"):  # the store the run wrote, to study apart
+            shutil.copy(path, Path(keep) / f"{stage}-{count}.duckdb")
     if result["done"] != count:
         raise RuntimeError(f"{stage} did {result['done']} of {count} items")
     return result
