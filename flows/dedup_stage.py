@@ -28,6 +28,11 @@ from tasks.dedup import BANDS, DedupItem, band_keys, colliding_pairs, rows_with_
 READ_BYTES = 1 << 22  # a read of staged texts: 4 MB
 FOLDER_PREFIX = "dedup-"
 OWNER = "owner"  # the file a live pass holds an flock on, in its folder, for its whole life
+OWNER_DRAFT = ".owner-"  # its name until it is locked (`staging_folder`)
+TEXTS = "texts"  # the staged texts, one after another (`StagedTasks`)
+BAND_FILES = tuple(f"band{band}" for band in range(BANDS))  # each band's keys, int64 per task
+# every name a pass writes in its folder: a folder holding anything else is not ours to remove
+STAGED_NAMES = frozenset({OWNER, TEXTS, *BAND_FILES})
 # a folder without an owner file is either being born (the owner file follows within
 # microseconds) or left by a pass of a toucan that did not lock (before this file said so)
 UNOWNED_GRACE_S = 600.0
@@ -44,7 +49,7 @@ def staging_folder(parent: Path) -> Iterator[Path]:
     while an flock is released by the kernel however its process ends (kill -9 included)."""
     remove_stale_folders(parent)
     folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=parent))
-    owner = tempfile.NamedTemporaryFile("w", dir=folder, prefix=".owner-", delete=False)  # noqa: SIM115
+    owner = tempfile.NamedTemporaryFile("w", dir=folder, prefix=OWNER_DRAFT, delete=False)  # noqa: SIM115
     try:
         fcntl.flock(owner, fcntl.LOCK_EX)  # a fresh file: no one else knows it yet
         owner.write(f"pid {os.getpid()}\n")
@@ -85,12 +90,7 @@ def _remove_if_stale(folder: Path, grace_s: float) -> bool:
 
 
 def _staged_file(name: str) -> bool:
-    """A name a pass writes in its folder (a folder of anything else is not ours to remove)."""
-    return (
-        name in ("texts", OWNER)
-        or name.startswith(".owner-")
-        or (name.startswith("band") and name[4:].isdigit())
-    )
+    return name in STAGED_NAMES or name.startswith(OWNER_DRAFT)
 
 
 class StagedTasks:
@@ -105,7 +105,7 @@ class StagedTasks:
         self.blocks: list[tuple[str, ...]] = []
         self._block_numbers: dict[tuple[str, ...], int] = {}
         self._fingerprints = np.zeros((len(task_ids), 2), dtype=np.uint64)
-        self._texts = open(folder / "texts", "w+b")  # noqa: SIM115 - closed by close()
+        self._texts = open(folder / TEXTS, "w+b")  # noqa: SIM115 - closed by close()
         self._staged = 0
         self.copies: dict[int, int] = {}
         self.pairs = np.empty(0, dtype=np.int64)
@@ -135,7 +135,7 @@ class StagedTasks:
         ).reshape(-1, 2)
         keys = band_keys(items)
         for band in range(BANDS):
-            with open(self.folder / f"band{band}", "ab") as column:
+            with open(self.folder / BAND_FILES[band], "ab") as column:
                 keys[:, band].tofile(column)
         self._staged = stop
 
@@ -166,7 +166,7 @@ class StagedTasks:
     def band_column(self, band: int, first: int = 0, stop: int | None = None) -> np.ndarray:
         count = (self._staged if stop is None else stop) - first
         return np.fromfile(
-            self.folder / f"band{band}", dtype=np.int64, count=count, offset=8 * first
+            self.folder / BAND_FILES[band], dtype=np.int64, count=count, offset=8 * first
         )
 
     def keys(self, first: int, stop: int) -> np.ndarray:
