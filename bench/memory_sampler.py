@@ -8,6 +8,7 @@ Diagnosis only: it reads toucan.store's held connections (a private detail) and 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import sys
 import time
@@ -27,6 +28,24 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 2**10
     return float("nan")
+
+
+def jemalloc_mb() -> dict[str, float]:
+    """DuckDB's bundled jemalloc (`duckdb_je_mallctl`), MB: `je_allocated` (live
+    allocations), `je_active`, `je_resident`, `je_retained`."""
+    import ctypes
+
+    import _duckdb  # DuckDB allocates through its own jemalloc (duckdb_je_*)
+
+    mallctl = ctypes.CDLL(_duckdb.__file__).duckdb_je_mallctl
+    epoch, size = ctypes.c_uint64(1), ctypes.c_size_t(8)
+    mallctl(b"epoch", ctypes.byref(epoch), ctypes.byref(size), ctypes.byref(epoch), size)
+    got = {}
+    for name in ("allocated", "active", "resident", "retained"):
+        value, size = ctypes.c_size_t(0), ctypes.c_size_t(8)
+        mallctl(f"stats.{name}".encode(), ctypes.byref(value), ctypes.byref(size), None, 0)
+        got[f"je_{name}"] = value.value / 2**20
+    return got
 
 
 class MemorySampler:
@@ -59,14 +78,13 @@ class MemorySampler:
 
         self._libc = ctypes.CDLL("libc.so.6")
         self._libc.mallinfo2.restype = Mallinfo2
-        import _duckdb  # DuckDB allocates through its own jemalloc (duckdb_je_*)
-
-        self._je = ctypes.CDLL(_duckdb.__file__).duckdb_je_mallctl
-        self._ctypes = ctypes
         self.samples: list[dict[str, float]] = []
         self.spike_sites: collections.Counter[str] = collections.Counter()
         self.top_spike: tuple[float, list[str]] = (0.0, [])  # DuckDB's highest sample, its sites
         self.started = time.monotonic()
+        self.closes: list[dict[str, typing.Any]] = []  # BENCH_SCALE_CLOSES: each store close
+        if folder := os.environ.get("BENCH_SCALE_CLOSES"):
+            self._trace_closes(Path(folder))
         self._stop = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -93,15 +111,49 @@ class MemorySampler:
         return 0.0, "none"
 
     def _jemalloc_mb(self) -> dict[str, float]:
-        ctypes = self._ctypes
-        epoch, size = ctypes.c_uint64(1), ctypes.c_size_t(8)
-        self._je(b"epoch", ctypes.byref(epoch), ctypes.byref(size), ctypes.byref(epoch), size)
-        got = {}
-        for name in ("allocated", "active", "resident", "retained"):
-            value, size = ctypes.c_size_t(0), ctypes.c_size_t(8)
-            self._je(f"stats.{name}".encode(), ctypes.byref(value), ctypes.byref(size), None, 0)
-            got[f"je_{name}"] = value.value / 2**20
-        return got
+        return jemalloc_mb()
+
+    def _trace_closes(self, folder: Path) -> None:
+        """Diagnosis of close-checkpoints (BENCH_SCALE_CLOSES=DIR): every attachment of the
+        store logs DuckDB's checkpoint decisions (its `Checkpoint` log type: per row group,
+        checkpoint or vacuum) to DIR/<n>, detaches before its close (a close's checkpoint is
+        not logged), and each close's time, duration and jemalloc figures before and after
+        are kept for `report`."""
+        from toucan import store as store_module
+
+        attach, release = store_module._attach, store_module._Attachment.release
+        sampler = self
+
+        def logged_attach(path: Path, **options: typing.Any) -> typing.Any:
+            con = attach(path, **options)
+            logs = folder / str(len(sampler.closes))
+            con.execute(
+                f"CALL enable_logging(level='debug', storage='file', storage_path='{logs}')"
+            )
+            return con
+
+        def traced_release(attachment: typing.Any) -> None:
+            last = attachment.users == 1
+            before = sampler._jemalloc_mb()["je_allocated"] if last else 0.0
+            started = time.monotonic()
+            if last:
+                with contextlib.suppress(Exception):
+                    attachment._con.execute("USE memory")
+                    attachment._con.execute(f"DETACH {store_module._CATALOG}")
+            release(attachment)
+            if last:
+                sampler.closes.append(
+                    {
+                        "t": started - sampler.started,
+                        "s": time.monotonic() - started,
+                        "je_before": before,
+                        "je_after": sampler._jemalloc_mb()["je_allocated"],
+                        "logs": str(folder / str(len(sampler.closes))),
+                    }
+                )
+
+        store_module._attach = logged_attach
+        store_module._Attachment.release = traced_release
 
     def _note_spike_sites(self, allocated_mb: float) -> None:
         """Where our code is (innermost three of our frames per thread) while DuckDB's
@@ -172,6 +224,17 @@ class MemorySampler:
         print(f"at peak RSS: {top}", file=out)
         for site, seen in self.spike_sites.most_common(8):
             print(f"DuckDB over {SPIKE_MB} MB, {seen} samples: {site}", file=out)
+        for close in self.closes:
+            during = [
+                sample["je_allocated"]
+                for sample in self.samples
+                if close["t"] - 0.1 <= sample["t"] <= close["t"] + close["s"] + 0.6
+            ]
+            close["je_during"] = max(during, default=0.0)
+        worst = sorted(self.closes, key=lambda close: close["je_during"], reverse=True)[:6]
+        for close in sorted(worst, key=lambda close: close["t"]):
+            print(f"close: {close}", file=out)
+        print(f"closes: {len(self.closes)}", file=out)
         allocated, sites = self.top_spike
         for site in sites:
             print(f"at DuckDB's highest sample ({allocated:.0f} MB): {site}", file=out)

@@ -9,6 +9,7 @@ ones: a ~80-character question of 16 random 4-letter words (the near-duplicate p
 servers with a target tool, usage and metadata; a valid `LlmReply` of ~1 KB under a real-shaped cache key (`llm_` + 20 hex digits),
 so a rerun could serve it. `index_tasks` puts the tasks into the near-duplicate index, as the
 synthesize runs that wrote them would have (its cost is that pass's, ~10 s per 100k).
+`append_trajectories` appends trajectory-shaped rows of a given width as a batch writes them.
 """
 
 from __future__ import annotations
@@ -176,6 +177,23 @@ def fill_llm_cache(
         },
     )
     return store.count(LlmCacheEntry) - before
+
+
+def append_trajectories(store: Store, first: int, count: int, chars: int) -> None:
+    """`count` trajectories `traj_<first>`... in one append, as a batch writes them: a user
+    message of about `chars` characters of hex words and numbers (it compresses about as
+    conversation JSON does; distinct per row, so no run of equal values shrinks it)."""
+    words = max(1, chars // 40)
+    _run(
+        store,
+        f"""INSERT INTO trajectories (trajectory_id, task_id, teacher, messages)
+        SELECT 'traj_' || lpad((range + $first)::VARCHAR, 9, '0'), 'task_' || range, 'teacher',
+            to_json([{{'role': 'user', 'content': array_to_string(
+                [md5((range + $first + k)::VARCHAR) || ' the forecast for city ' || k::VARCHAR
+                    for k in range({words})], ' ')}}])
+        FROM range($count)""",
+        {"first": first, "count": count},
+    )
 
 
 def _run(store: Store, sql: str, params: dict[str, Any]) -> None:

@@ -50,11 +50,16 @@ KNOCK_CHECK_S = 0.1  # how often the holder looks for a knock when it is not in 
 # busy without pause (replies stored as they come, flows/durable.py) would otherwise reopen it
 # at once, and a reader in another process (polling every 50 ms in _open) might never get in
 HOLD_YIELD_S = 0.15
-# Rows per DuckDB row group in the store (DuckDB's default: 122,880). A checkpoint compresses
-# a table's last row group whole once it fills, so a run's memory jumped by ~170 MB (llm_cache,
-# ~1 KB rows) every ~123k rows written; 16,384 rows keep that jump ~25 MB (bench/
-# bench_row_groups.py, docs/scale.md). A multiple of DuckDB's vector size (2,048).
-ROW_GROUP_ROWS = 16_384
+# Rows per DuckDB row group in the store (DuckDB's default: 122,880), which bounds what a
+# checkpoint holds in memory. A checkpoint compresses a table's last row group whole once it
+# fills (~170 MB jumps at the default, llm_cache's ~1 KB rows; bench/bench_row_groups.py); and
+# since each checkpoint (every held-connection close) leaves a table's new rows in a row group
+# of their own, DuckDB's vacuum keeps merging neighbours that fit in fewer, re-writing up to 3
+# row groups at once (its MAX_MERGE_COUNT): at 16,384 rows that was 280 MB for 2 KB rows and
+# 800 MB for 6 KB ones, the trajectories stage's 100k peak. At 4,096 it is 80 / 220 MB, and
+# the file of wide rows is smaller; narrow tables pay +26% file and +40% scan time at 1M rows
+# (bench/bench_vacuum.py, docs/scale.md). A multiple of DuckDB's vector size (2,048).
+ROW_GROUP_ROWS = 4_096
 # An optional cap on DuckDB's memory (TOUCAN_STORE_MEMORY_LIMIT, e.g. `2GB`); unset, DuckDB's
 # own default (80% of RAM). No cap by default, measured (bench/bench_scale.py, docs/scale.md):
 # DuckDB's part of a run's memory is not the buffer pool (a held connection closes every
