@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/bench_scale.py [--sizes 10000 100000 1000000] [--in-flight 64]
         [--stages synthesize filter_tasks trajectories export]
-    BENCH_SCALE_SAMPLE=1: a memory timeline; BENCH_SCALE_KEEP=DIR: keep each run's store there
+    BENCH_SCALE_SAMPLE=1: a memory timeline (with BENCH_SCALE_CLOSES=DIR: DuckDB's checkpoint
+    log of every close there, and the closes that took the most memory); BENCH_SCALE_KEEP=DIR:
+    keep each run's store there
 
 One fake model server process answers at zero latency (tests/fake_llm.py, requests not kept),
 so what is measured is our own per-item cost, not the network; a teacher's request (one with

@@ -2,13 +2,16 @@
 RSS (anonymous / file-backed), glibc's heap (mallinfo2), DuckDB's bundled jemalloc
 (`duckdb_je_mallctl`), `duckdb_memory()` of the held store connection and the Python allocator's
 block count, every SAMPLE_S; and where our threads are while DuckDB holds more than SPIKE_MB;
-and a process's own peak RSS (`peak_rss_mb`).
+and a process's own peak RSS (`peak_rss_mb`). BENCH_SCALE_CLOSES=DIR also traces each close of
+the store (`MemorySampler._trace_closes`: DuckDB's checkpoint log, the close's memory).
 Diagnosis only: it reads toucan.store's held connections (a private detail) and glibc."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import functools
 import os
 import sys
 import time
@@ -30,14 +33,17 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
+@functools.cache
+def _mallctl() -> typing.Any:
+    import _duckdb  # DuckDB allocates through its own jemalloc (duckdb_je_*)
+
+    return ctypes.CDLL(_duckdb.__file__).duckdb_je_mallctl
+
+
 def jemalloc_mb() -> dict[str, float]:
     """DuckDB's bundled jemalloc (`duckdb_je_mallctl`), MB: `je_allocated` (live
     allocations), `je_active`, `je_resident`, `je_retained`."""
-    import ctypes
-
-    import _duckdb  # DuckDB allocates through its own jemalloc (duckdb_je_*)
-
-    mallctl = ctypes.CDLL(_duckdb.__file__).duckdb_je_mallctl
+    mallctl = _mallctl()
     epoch, size = ctypes.c_uint64(1), ctypes.c_size_t(8)
     mallctl(b"epoch", ctypes.byref(epoch), ctypes.byref(size), ctypes.byref(epoch), size)
     got = {}
@@ -56,7 +62,6 @@ class MemorySampler:
     SAMPLE_S = 0.5
 
     def __init__(self) -> None:
-        import ctypes
         import threading
 
         class Mallinfo2(ctypes.Structure):
@@ -110,9 +115,6 @@ class MemorySampler:
                 held.lock.release()
         return 0.0, "none"
 
-    def _jemalloc_mb(self) -> dict[str, float]:
-        return jemalloc_mb()
-
     def _trace_closes(self, folder: Path) -> None:
         """Diagnosis of close-checkpoints (BENCH_SCALE_CLOSES=DIR): every attachment of the
         store logs DuckDB's checkpoint decisions (its `Checkpoint` log type: per row group,
@@ -134,7 +136,7 @@ class MemorySampler:
 
         def traced_release(attachment: typing.Any) -> None:
             last = attachment.users == 1
-            before = sampler._jemalloc_mb()["je_allocated"] if last else 0.0
+            before = jemalloc_mb()["je_allocated"] if last else 0.0
             started = time.monotonic()
             if last:
                 with contextlib.suppress(Exception):
@@ -147,7 +149,7 @@ class MemorySampler:
                         "t": started - sampler.started,
                         "s": time.monotonic() - started,
                         "je_before": before,
-                        "je_after": sampler._jemalloc_mb()["je_allocated"],
+                        "je_after": jemalloc_mb()["je_allocated"],
                         "logs": str(folder / str(len(sampler.closes))),
                     }
                 )
@@ -188,7 +190,7 @@ class MemorySampler:
             if os.environ.get("BENCH_SCALE_TRIM"):  # experiment: what glibc gives back
                 self._libc.malloc_trim(0)
             info = self._libc.mallinfo2()
-            je = self._jemalloc_mb()
+            je = jemalloc_mb()
             if je["je_allocated"] > SPIKE_MB:
                 self._note_spike_sites(je["je_allocated"])
             duck, limit = self._duckdb_mb()
