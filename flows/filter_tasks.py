@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import load_server_views, run_llm_usage, select_unrated_tasks
+from flows.queries import load_server_views, select_unrated_tasks
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.filter_tasks import (
     DIMENSIONS,
@@ -92,5 +92,4 @@ class FilterTasksJob(StageJob[list[Task]]):
             by_generator=tally.table("by_generator"),
             mean_scores=tally.means("scores", DIMENSIONS),
             thresholds=self.thresholds,
-            **run_llm_usage(ctx.store, ctx.run_id),
         )

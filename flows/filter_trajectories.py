@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import run_llm_usage, select_trajectory_scopes, select_unrated_trajectories
+from flows.queries import select_trajectory_scopes, select_unrated_trajectories
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.filter_trajectories import (
     DIMENSIONS,
@@ -92,5 +92,4 @@ class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
             flags_fired=tally.counts("flags"),
             leaks_by_kind=tally.counts("leaks"),
             mean_scores=tally.means("scores", DIMENSIONS),
-            **run_llm_usage(ctx.store, ctx.run_id),
         )

@@ -116,20 +116,6 @@ def load_server_views(store: Store) -> list[ServerView]:
     return [ServerView(server=s, tools=tuple(tools.get(s.server_id, ()))) for s in servers]
 
 
-def run_llm_usage(store: Store, run_id: str) -> dict[str, int | float]:
-    """tokens_in, tokens_out and cost_usd of a run's model calls (its `llm_call` events)."""
-    tokens_in, tokens_out, cost = store.query(
-        "SELECT coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), "
-        "coalesce(sum(cost_usd), 0) FROM events WHERE run_id = ? AND kind = 'llm_call'",
-        [run_id],
-    )[0]
-    return {
-        "tokens_in": int(tokens_in),
-        "tokens_out": int(tokens_out),
-        "cost_usd": round(float(cost), 6),
-    }
-
-
 def walk_teacher_tasks(store: Store) -> Iterator[tuple[str, list[str]]]:
     """(task id, server ids) of the tasks the trajectories stage runs (kept tasks and variants
     of kept originals), in id order, a page at a time (`walk_keys`): the candidates of the

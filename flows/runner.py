@@ -88,7 +88,8 @@ class StageSummary(BaseModel):
             "already_rated": plan.already_done,
             "by_status": tally.counts("status"),
             "by_reason": tally.counts("reason"),
-            **(ctx.guards.report() if ctx.guards else RunSpend()).model_dump(),
+            **(spend := ctx.guards.report() if ctx.guards else RunSpend()).model_dump(),
+            "cost_usd": spend.spent_usd,  # the filter stages' older name of spent_usd
         }
         shared = {name: value for name, value in standard.items() if name in cls.model_fields}
         return cls(**{**shared, **fields})

@@ -57,7 +57,16 @@ def test_every_score_is_stored_and_thresholds_decide_what_is_kept(
         "low_scenario_realism",
         round(27 / 6, 4),
     )
-    assert summary.tokens_in > 0
+    # the summary's usage is counted as batches are written, and agrees with the store
+    summed = store.query(
+        "SELECT sum(tokens_in), sum(tokens_out), sum(cost_usd) FROM events "
+        "WHERE run_id = ? AND kind = 'llm_call'",
+        [summary.run_id],
+    )[0]
+    assert (summary.tokens_in, summary.tokens_out) == summed[:2]
+    assert summary.tokens_in == sum(r.usage.prompt_tokens for r in ratings.values()) > 0
+    assert summary.tokens_out == sum(r.usage.completion_tokens for r in ratings.values()) > 0
+    assert summary.cost_usd == summary.spent_usd == round(summed[2], 6)
 
 
 def test_raising_a_threshold_in_config_rejects_more(
