@@ -47,7 +47,7 @@ from tasks.trajectory_records import TrajectoryItem
 from toucan.config import Settings
 from toucan.estimate import SAMPLE_ITEMS, evenly
 from toucan.records import Server, Task, Tool, Trajectory
-from toucan.store import Store
+from toucan.store import Store, among
 
 Group = Literal["generator", "teacher", "judge"]
 USUAL_QUESTION_CHARS = 300  # a question not written yet, before any was: a typical length
@@ -136,7 +136,7 @@ def plan_synthesize(store: Store, settings: Settings, params: dict[str, Any]) ->
 def past_synthesize(store: Store, settings: Settings, ids: list[str]) -> dict[str, Request]:
     views = {v.server_id: v for v in load_server_views(store)}
     requests = {}
-    for task_row in store.select(Task, "list_contains(?, task_id)", [ids]):
+    for task_row in store.select(Task, among("task_id"), [ids]):
         slot = slot_of(task_row)
         if slot is not None and all(sid in views for sid in slot.server_ids):
             requests[slot.task_id] = synthesis_request(slot, views, settings.models.prompt_budget)
@@ -170,7 +170,7 @@ def judge_stand_ins(
 
 def past_filter_tasks(store: Store, settings: Settings, ids: list[str]) -> dict[str, Request]:
     views = {v.server_id: v for v in load_server_views(store)}
-    rows = store.select(Task, "list_contains(?, task_id)", [ids])
+    rows = store.select(Task, among("task_id"), [ids])
     budget = settings.models.prompt_budget
     requests = {t.task_id: task_judge_request(t, views, budget) for t in rows}
     return {item_id: request for item_id, request in requests.items() if request is not None}
@@ -229,7 +229,7 @@ def trajectory_stand_ins(
 
 
 def past_trajectories(store: Store, settings: Settings, ids: list[str]) -> dict[str, Request]:
-    rows = store.select(Trajectory, "list_contains(?, trajectory_id)", [ids])
+    rows = store.select(Trajectory, among("trajectory_id"), [ids])
     return {row.trajectory_id: sent_opening(row) for row in rows}
 
 
@@ -253,9 +253,9 @@ def plan_filter_trajectories(store: Store, settings: Settings, params: dict[str,
 def past_filter_trajectories(
     store: Store, settings: Settings, ids: list[str]
 ) -> dict[str, Request]:
-    rows = store.select(Trajectory, "list_contains(?, trajectory_id)", [ids])
+    rows = store.select(Trajectory, among("trajectory_id"), [ids])
     task_ids = sorted({r.task_id for r in rows})
-    tasks = {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
+    tasks = {t.task_id: t for t in store.select(Task, among("task_id"), [task_ids])}
     requests = {
         r.trajectory_id: trajectory_judge_request(r, tasks[r.task_id])
         for r in rows

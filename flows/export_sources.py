@@ -12,14 +12,13 @@ from tasks.export import ExportRejected, ExportSource, parse_trajectory_cells
 from toucan.config import Settings
 from toucan.ids import ID_HEX_CHARS, canonical_json
 from toucan.records import Server, Task, TaskRating, Trajectory, TrajectoryRating
-from toucan.store import Store
+from toucan.store import Store, among
 
 KEY_CHUNK = 10_000  # rows of the content key read at a time
 # one chunk of the plan: its first and last id ($1, $2)
 IN_CHUNK = "trajectory_id BETWEEN $1 AND $2"
-# a semi-join on the given ids ($1, hashed once), not `list_contains(?, id)`, which compares
-# every row of the table with every id of the chunk
-AMONG_IDS = "task_id IN (SELECT unnest($1::VARCHAR[]))"
+# the tasks among the given ids ($1)
+AMONG_IDS = among("task_id", "$1")
 
 
 def kept_rows(within: str = "true", *, with_task: bool = True) -> str:

@@ -53,6 +53,7 @@ class FilterTasksJob(StageJob[list[Task]]):
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
         tries = self.settings.retries.max_attempts
         todo, already = select_unrated_tasks(ctx.store, judges, self.params.limit, tries)
+        self.labels: dict[str, tuple[str, str]] = {}  # of the batches in flight
         section = self.settings.filter_tasks
         return plan_llm_batches(
             todo, min(section.concurrency, self.settings.max_in_flight), already
@@ -62,18 +63,16 @@ class FilterTasksJob(StageJob[list[Task]]):
         views = {v.server_id: v for v in load_server_views(ctx.store)}
         return {"lane": llm_lane(ctx), "views": views, "thresholds": self.thresholds}
 
+    def batch_args(self, batch: list[Task]) -> dict[str, Any]:
+        # the strategy and generator `write` counts each rating by, kept while its batch is
+        # in flight: no write reads the rated tasks back from the store
+        self.labels.update((task.task_id, (task.strategy, task.generator)) for task in batch)
+        return {}
+
     def write(self, ctx: RunContext, output: BatchOutput) -> None:
         super().write(ctx, output)
-        rated = {rating.task_id for rating in output.records}
-        labels = {  # the rated tasks' strategy and generator, read per batch: no task is kept
-            task_id: (strategy, generator)
-            for task_id, strategy, generator in ctx.store.query(
-                "SELECT task_id, strategy, generator FROM tasks WHERE list_contains(?, task_id)",
-                [sorted(rated)],
-            )
-        }
         for rating in output.records:
-            (strategy, generator), outcome = labels[rating.task_id], outcome_of(rating)
+            (strategy, generator), outcome = self.labels.pop(rating.task_id), outcome_of(rating)
             ctx.tally.add("outcome", outcome)
             ctx.tally.add("by_strategy", (strategy, outcome))
             ctx.tally.add("by_generator", (generator, outcome))

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.queries import select_trajectory_scopes, select_unrated_trajectories
+from flows.queries import select_unrated_trajectories, trajectory_scopes
 from flows.runner import RunContext, StageJob, StagePlan, StageSummary, llm_lane, plan_llm_batches
 from tasks.filter_trajectories import (
     DIMENSIONS,
@@ -59,6 +59,7 @@ class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
         judges = [d.name for d in self.settings.models.group(JUDGE_GROUP)]
         tries = self.settings.retries.max_attempts
         todo, already = select_unrated_trajectories(ctx.store, judges, self.params.limit, tries)
+        self.scopes: dict[str, list[tuple[str, str]]] = {}  # of the batches in flight
         concurrency = min(
             self.settings.filter_trajectories.concurrency, self.settings.max_in_flight
         )
@@ -67,13 +68,20 @@ class FilterTrajectoriesJob(StageJob[list[RatingItem]]):
     def batch_kwargs(self, ctx: RunContext) -> dict[str, Any]:
         return {"lane": llm_lane(ctx), "section": self.settings.filter_trajectories}
 
+    def batch_args(self, batch: list[RatingItem]) -> dict[str, Any]:
+        # what `write` counts each rating by, kept while its batch is in flight: no write
+        # reads the rated trajectories back from the store
+        self.scopes.update(
+            (i.trajectory.trajectory_id, trajectory_scopes(i.trajectory)) for i in batch
+        )
+        return {}
+
     def write(self, ctx: RunContext, output: BatchOutput) -> None:
         super().write(ctx, output)
         tally = ctx.tally
-        scopes = select_trajectory_scopes(ctx.store, [r.trajectory_id for r in output.records])
         for rating in output.records:
             cells = {"rated": 1, "kept": int(rating.keep), "errors": int(rating.status == "error")}
-            for table, key in scopes[rating.trajectory_id]:
+            for table, key in self.scopes.pop(rating.trajectory_id):
                 tally.add_cells(table, key, cells)
             for flag in (name for name, fired in rating.flags.items() if fired):
                 tally.add("flags", flag)

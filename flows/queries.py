@@ -30,7 +30,7 @@ from tasks.sampling import ServerView
 from toucan.config import Settings
 from toucan.errors import RETRYABLE_REASONS
 from toucan.records import Record, Server, Task, TaskRating, Tool, Trajectory, TrajectoryRating
-from toucan.store import Store
+from toucan.store import Store, among
 
 ItemT = TypeVar("ItemT")
 KeyT = TypeVar("KeyT")
@@ -300,7 +300,7 @@ def select_walked(
     if not keys:
         return []
     key = model.__key__[0]
-    where = f'{order} BETWEEN ? AND ? AND list_contains(?, "{key}")'
+    where = f"{order} BETWEEN ? AND ? AND {among(key)}"
     ids = [k[1] for k in keys]
     rows = {getattr(r, key): r for r in store.select(model, where, [keys[0][0], keys[-1][0], ids])}
     return [rows[row_id] for row_id in ids if row_id in rows]
@@ -313,7 +313,7 @@ def select_walked_with_tasks(
     tasks, in their order (`select_walked`); a trajectory whose task is gone is left out."""
     rows = select_walked(store, Trajectory, order, keys)
     task_ids = sorted({r.task_id for r in rows})
-    tasks = {t.task_id: t for t in store.select(Task, "list_contains(?, task_id)", [task_ids])}
+    tasks = {t.task_id: t for t in store.select(Task, among("task_id"), [task_ids])}
     return [(row, tasks[row.task_id]) for row in rows if row.task_id in tasks]
 
 
@@ -445,22 +445,6 @@ def trajectory_scopes(row: Trajectory) -> list[tuple[str, str]]:
     whose tools it was offered ("(none)" for a trajectory offered none)."""
     servers = {entry["server"] for entry in row.tool_name_map.values()} or {"(none)"}
     return [("total", ""), ("teacher", row.teacher), *(("server", s) for s in sorted(servers))]
-
-
-def select_trajectory_scopes(store: Store, ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-    """`trajectory_scopes` of the trajectories keyed by `ids`, reading only the two columns
-    they come from (a write hook's per-batch lookup, instead of keeping every row)."""
-    rows = store.query(
-        "SELECT trajectory_id, teacher, tool_name_map FROM trajectories "
-        "WHERE list_contains(?, trajectory_id)",
-        [list(ids)],
-    )
-    return {
-        row_id: trajectory_scopes(
-            Trajectory.model_construct(teacher=teacher, tool_name_map=orjson.loads(names or "{}"))
-        )
-        for row_id, teacher, names in rows
-    }
 
 
 PendingQuery = Callable[[Store, Settings], int]

@@ -17,6 +17,7 @@ from tasks.sampling import PlanRequest, TaskSlot, iter_slots
 from tasks.synthesize import STAGE, synthesize_batch
 from toucan.config import Settings
 from toucan.records import Task
+from toucan.store import among
 
 
 class SynthesizeSummary(StageSummary):
@@ -111,7 +112,7 @@ class SynthesizeJob(StageJob[list[TaskSlot]]):
     def summarise(self, ctx: RunContext) -> BaseModel:
         dropped, tally = drop_near_duplicates(ctx), ctx.tally
         # this run's tasks among the dropped ones count as rejected near-duplicates
-        sql = "SELECT strategy, generator FROM tasks WHERE run_id = ? AND list_contains(?, task_id)"
+        sql = f"SELECT strategy, generator FROM tasks WHERE run_id = ? AND {among('task_id')}"
         mine = ctx.store.query(sql, [ctx.run_id, sorted(dropped)]) if dropped else []
         for strategy, generator in mine:
             count_ok_task(ctx, strategy, generator, -1)

@@ -35,7 +35,7 @@ from tasks.trajectories import generate_batch
 from toucan.config import Settings, check_names
 from toucan.llm.cache import LlmCache
 from toucan.records import Server, Task, ToolCallRecord, Trajectory
-from toucan.store import Store
+from toucan.store import Store, among
 
 # server groups running at once; their items share `concurrency`. 16, not 8: with 10 groups
 # and 8 lanes, a hanging server's batch held a lane for a call timeout while the healthy
@@ -197,7 +197,7 @@ def load_replay(store: Store, trajectory_ids: list[str]) -> dict[str, dict[str, 
     """trajectory id -> {call key -> result} of tool calls made before an interruption."""
     if not trajectory_ids or not store.count(ToolCallRecord):
         return {}
-    rows = store.select(ToolCallRecord, "list_contains(?, trajectory_id)", [trajectory_ids])
+    rows = store.select(ToolCallRecord, among("trajectory_id"), [trajectory_ids])
     replay: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
         replay.setdefault(row.trajectory_id or "", {})[row.call_key] = row.result

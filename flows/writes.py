@@ -13,7 +13,7 @@ from tasks.agent.tool_changes import new_tool_versions
 from tasks.llm_batch import BatchOutput
 from tasks.onboard import ToolVersions, tool_records
 from toucan.records import Event, LlmCacheEntry, Record, Tool, ToolCallRecord, Trajectory
-from toucan.store import Store
+from toucan.store import Store, among
 
 R = TypeVar("R", bound=Record)
 
@@ -61,8 +61,7 @@ def count_attempts(store: Store, records: Sequence[R]) -> list[R]:
         key = model.__key__[0]
         ids = [getattr(r, key) for r in counted if type(r) is model]
         rows = store.query(
-            f'SELECT "{key}", coalesce(attempts, 1) FROM {model.__table__} '
-            f'WHERE list_contains(?, "{key}")',
+            f'SELECT "{key}", coalesce(attempts, 1) FROM {model.__table__} WHERE {among(key)}',
             [ids],
         )
         earlier.update({(model, row_id): int(tries) for row_id, tries in rows})
@@ -109,7 +108,7 @@ def known_tool_versions(store: Store, server_ids: list[str]) -> dict[str, ToolVe
     if not server_ids or not store.path.exists():
         return {}
     rows = store.query(
-        "SELECT server_id, name, schema_hash, version FROM tools WHERE list_contains(?, server_id)",
+        f"SELECT server_id, name, schema_hash, version FROM tools WHERE {among('server_id')}",
         [server_ids],
     )
     known: dict[str, ToolVersions] = {}

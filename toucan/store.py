@@ -86,6 +86,15 @@ def store_memory_limit() -> str | None:
     return value.strip()
 
 
+def among(column: str, param: str = "?") -> str:
+    """SQL condition: `column` (VARCHAR) is one of the ids of a VARCHAR[] parameter (`param`:
+    `?`, or `$n` in a query of numbered parameters), as a semi-join: the ids are hashed once
+    and the column scanned once. Not `list_contains(?, column)`, which DuckDB 2.0 plans as a
+    mark join over the table and which loads the table's whole key index (ART): 56 MB more
+    memory for 1M 25-char keys, kept for the connection's life (bench/bench_key_lookup.py)."""
+    return f'"{column}" IN (SELECT unnest({param}::VARCHAR[]))'
+
+
 def resolve_store_path(cli_value: str | Path | None = None) -> Path:
     """--store wins, then TOUCAN_STORE, then ./data/toucan.duckdb."""
     if cli_value:

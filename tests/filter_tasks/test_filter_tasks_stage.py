@@ -57,6 +57,14 @@ def test_every_score_is_stored_and_thresholds_decide_what_is_kept(
         "low_scenario_realism",
         round(27 / 6, 4),
     )
+    by_strategy: dict[str, dict[str, int]] = {}
+    by_generator: dict[str, dict[str, int]] = {}
+    for task in tasks:
+        outcome = "kept" if ratings[task.task_id].keep else "rejected"
+        for table, label in ((by_strategy, task.strategy), (by_generator, task.generator)):
+            table.setdefault(label, {}).setdefault(outcome, 0)
+            table[label][outcome] += 1
+    assert (summary.by_strategy, summary.by_generator) == (by_strategy, by_generator)
     # the summary's usage is counted as batches are written, and agrees with the store
     summed = store.query(
         "SELECT sum(tokens_in), sum(tokens_out), sum(cost_usd) FROM events "

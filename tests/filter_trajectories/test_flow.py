@@ -61,6 +61,11 @@ def test_filter_trajectories_stores_every_flag_and_score_and_keeps_by_the_rule(
     summary = json.loads(result.stdout)
     assert summary["total"]["rated"] == 6 and summary["total"]["kept"] == 2
     assert summary["per_teacher"]["Teacher-A"]["keep_rate"] == 0.5
+    rated_kept = {k: (v["rated"], v["kept"]) for k, v in summary["per_teacher"].items()}
+    assert rated_kept == {"Teacher-A": (4, 2), "Teacher-B": (1, 0), "Teacher-C": (1, 0)}
+    assert {k: (v["rated"], v["kept"]) for k, v in summary["per_server"].items()} == {
+        "calculator": (6, 2)
+    }
     assert summary["by_reason"] == {
         "low_completeness": 1,
         "no_tool_call": 1,

@@ -13,9 +13,7 @@ from datetime import datetime, timedelta
 
 from toucan.llm.batch_api import TERMINAL
 from toucan.records import BatchJob, BatchRequest
-from toucan.store import Store
-
-KEYS_PARAM = "(SELECT unnest(?::VARCHAR[]))"
+from toucan.store import Store, among
 
 
 class BatchLedger:
@@ -37,7 +35,7 @@ class BatchLedger:
         """custom id -> its line in the most recently submitted job that carries it."""
         if not custom_ids:
             return {}
-        rows = self.store.select(BatchRequest, f"custom_id IN {KEYS_PARAM}", [list(custom_ids)])
+        rows = self.store.select(BatchRequest, among("custom_id"), [list(custom_ids)])
         jobs = self.jobs([row.job_key for row in rows])
         rows = [row for row in rows if row.job_key in jobs]
         rows.sort(key=lambda row: (jobs[row.job_key].submitted_at, jobs[row.job_key].attempt))
@@ -47,7 +45,7 @@ class BatchLedger:
         """The recorded jobs among these keys, by key."""
         if not job_keys:
             return {}
-        found = self.store.select(BatchJob, f"job_key IN {KEYS_PARAM}", [sorted(set(job_keys))])
+        found = self.store.select(BatchJob, among("job_key"), [sorted(set(job_keys))])
         return {job.job_key: job for job in found}
 
     def requests_of(self, job_key: str) -> list[BatchRequest]:
@@ -57,7 +55,7 @@ class BatchLedger:
     def open_jobs(self, stage: str | None = None) -> list[BatchJob]:
         """Jobs not ended yet (oldest first), optionally of one stage: what a resumed run
         waits for."""
-        where = f"status NOT IN {KEYS_PARAM}"
+        where = f"NOT {among('status')}"
         params: list[object] = [sorted(TERMINAL)]
         if stage is not None:
             where += " AND stage = ?"
