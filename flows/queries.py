@@ -300,7 +300,10 @@ def select_walked(
     if not keys:
         return []
     key = model.__key__[0]
-    where = f"{order} BETWEEN ? AND ? AND {among(key)}"
+    # list_contains, not `among`: measured in a 300k filter-tasks run, the semi-join read
+    # twice the table's blocks of this query (DuckDB's BASE_TABLE memory 82-94 MB against
+    # 37-45; peak RSS 634 against 605 MB), though it leaves the key index unloaded
+    where = f'{order} BETWEEN ? AND ? AND list_contains(?, "{key}")'
     ids = [k[1] for k in keys]
     rows = {getattr(r, key): r for r in store.select(model, where, [keys[0][0], keys[-1][0], ids])}
     return [rows[row_id] for row_id in ids if row_id in rows]

@@ -90,8 +90,10 @@ def among(column: str, param: str = "?") -> str:
     """SQL condition: `column` (VARCHAR) is one of the ids of a VARCHAR[] parameter (`param`:
     `?`, or `$n` in a query of numbered parameters), as a semi-join: the ids are hashed once
     and the column scanned once. Not `list_contains(?, column)`, which DuckDB 2.0 plans as a
-    mark join over the table and which loads the table's whole key index (ART): 56 MB more
-    memory for 1M 25-char keys, kept for the connection's life (bench/bench_key_lookup.py)."""
+    mark join over the table and which loads the table's whole key index (ART): +36 MB for
+    1M tasks, kept for the connection's life, for 1,000 ids in 22 ms against 28 ms once
+    loaded (bench/bench_key_lookup.py). Where a run's writes load that index anyway, or a
+    zone-map range narrows the scan, measure both (flows/queries.py `select_walked`)."""
     return f'"{column}" IN (SELECT unnest({param}::VARCHAR[]))'
 
 
