@@ -79,7 +79,7 @@ class ModelGuards:
         self.budget = Budget(settings.budget) if settings.budget.capped else None
         self.groups = {group: [d.name for d in settings.models.group(group)] for group in GROUPS}
         self.paid: Counter[str] = Counter()  # deployment -> $ of the written llm_call events
-        self.tokens: Counter[str] = Counter()  # "in" / "out" -> tokens of those events
+        self.tokens_in = self.tokens_out = 0  # tokens of those events
         self.not_started = 0
 
     @classmethod
@@ -96,8 +96,8 @@ class ModelGuards:
         for event in events:
             if event.kind != "llm_call":
                 continue
-            self.tokens["in"] += event.tokens_in
-            self.tokens["out"] += event.tokens_out
+            self.tokens_in += event.tokens_in
+            self.tokens_out += event.tokens_out
             if not event.model:
                 continue
             if event.status == "ok":
@@ -147,8 +147,8 @@ class ModelGuards:
         return RunSpend(
             spent_usd=round(sum(self.paid.values()), 6),
             spent_by_model={name: round(usd, 6) for name, usd in sorted(self.paid.items())},
-            tokens_in=self.tokens["in"],
-            tokens_out=self.tokens["out"],
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
             stopped=stop.reason if stop else None,
             not_started=self.not_started,
         )
