@@ -18,7 +18,10 @@ openai JSONL). Then the stage runs over N items in a child process of its own
 CPU time (user + system, its own; not the MCP servers') and peak RSS (VmHWM, its own:
 ru_maxrss would report the parent's, which filled the store, when that is higher). Printed
 per stage and size: items/s, CPU ms per item, peak RSS, store size, and the ratios of each
-size to the smallest (RSS as a difference in MB).
+size to the smallest (RSS as a difference in MB); then the steady CPU ms per item, read while
+the run goes (bench/cpu_timeline.py: between 10% and 90% of its model calls, so without the
+start-up, the plan and the summary, which weigh on a 10k run's total and not on a 1M run's),
+and below the table the same for each tenth of the run's calls.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -42,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_synthesize  # noqa: E402
+from cpu_timeline import CpuTimeline  # noqa: E402
 from memory_sampler import MemorySampler, peak_rss_mb  # noqa: E402
 from text_table import print_header, print_row  # noqa: E402
 
@@ -62,7 +67,12 @@ EXPORT_FORMATS = ["parquet", "openai"]
 # the ratios ("x ...") and the RSS difference are to the stage's smallest size
 COLUMNS = [("stage", "<13"), ("items", ">8"), ("wall s", ">8.1f"), ("items/s", ">8.1f")]
 COLUMNS += [("CPU ms/it", ">9.2f"), ("peak RSS", ">9"), ("store MB", ">9.1f"), ("x rate", ">7.2f")]
-COLUMNS += [("x CPU/it", ">8.2f"), ("+RSS MB", ">+8.0f")]
+COLUMNS += [
+    ("x CPU/it", ">8.2f"),
+    ("+RSS MB", ">+8.0f"),
+    ("steady ms", ">9.2f"),
+    ("x steady", ">8.2f"),
+]
 
 
 def agent_rules() -> list[Rule]:
@@ -145,16 +155,21 @@ def measure(stage: str, count: int, base_url: str, in_flight: int) -> dict[str, 
     with tempfile.TemporaryDirectory() as folder:
         path = prepare(stage, Path(folder), count)
         command = [sys.executable, __file__, "--child", stage, str(path), str(count), base_url]
-        output = subprocess.run(
-            [*command, "--in-flight", str(in_flight)],
-            capture_output=True,
-            text=True,
-            check=True,
+        command += ["--in-flight", str(in_flight)]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+        timeline = CpuTimeline(process.pid, base_url.removesuffix("/v1"), period_s=0.25)
+        output, errors = process.communicate()
+        timeline.stop()
+        if process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, command, output, errors)
         if os.environ.get("BENCH_SCALE_SAMPLE"):
-            print(output.stderr[-6000:], file=sys.stderr)
-        output = output.stdout
+            print(errors[-6000:], file=sys.stderr)
         result = json.loads(output.strip().splitlines()[-1])
+        calls_per_item = timeline.samples[-1].calls / count if timeline.samples else 0.0
+        result["steady_ms"] = (timeline.steady() or math.nan) * calls_per_item
+        result["tenths_ms"] = [(ms or math.nan) * calls_per_item for ms in timeline.tenths()]
         result["store_mb"] = path.stat().st_size / 2**20
         if keep := os.environ.get("BENCH_SCALE_KEEP"):  # the store the run wrote, to study apart
             shutil.copy(path, Path(keep) / f"{stage}-{count}.duckdb")
@@ -166,17 +181,30 @@ def measure(stage: str, count: int, base_url: str, in_flight: int) -> dict[str, 
 def main(sizes: list[int], in_flight: int, stages: list[str]) -> None:
     print(f"fake model at zero latency, {in_flight} items in flight, {SERVERS} servers")
     print_header(COLUMNS)
+    tenths: list[str] = []
     with run_fake_llm_process(latency=0.0, rules="bench.bench_scale:agent_rules") as base_url:
         for stage in stages:
             first: dict[str, float] | None = None
             for count in sizes:
                 got = measure(stage, count, base_url, in_flight)
                 rate, cpu_ms = count / got["wall_s"], got["cpu_s"] * 1000 / count
-                first = first or {"rate": rate, "cpu_ms": cpu_ms, "rss": got["rss_mb"]}
+                first = first or {
+                    "rate": rate,
+                    "cpu_ms": cpu_ms,
+                    "rss": got["rss_mb"],
+                    "steady": got["steady_ms"],
+                }
                 rss = got["rss_mb"]
                 values = [stage, count, got["wall_s"], rate, cpu_ms, f"{rss:.0f}M", got["store_mb"]]
                 ratios = [rate / first["rate"], cpu_ms / first["cpu_ms"], rss - first["rss"]]
-                print_row(COLUMNS, values + ratios)
+                steady = [got["steady_ms"], got["steady_ms"] / first["steady"]]
+                print_row(COLUMNS, values + ratios + steady)
+                tenths.append(
+                    f"{stage} {count}: " + " ".join(f"{ms:.2f}" for ms in got["tenths_ms"])
+                )
+    print("\nsteady: CPU ms per item between 10% and 90% of the run's model calls (no start-up,")
+    print("plan or summary); by tenth of the run's model calls (nan: a stage without calls):")
+    print("\n".join(tenths))
 
 
 if __name__ == "__main__":
