@@ -159,7 +159,7 @@ def measure(stage: str, count: int, base_url: str, in_flight: int) -> dict[str, 
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        timeline = CpuTimeline(process.pid, base_url.removesuffix("/v1"), period_s=0.25)
+        timeline = CpuTimeline(process.pid, base_url, period_s=0.25)
         output, errors = process.communicate()
         timeline.stop()
         if process.returncode:

@@ -29,13 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fake_llm import run_fake_llm_process  # noqa: E402
+from tests.fake_llm import control, run_fake_llm_process  # noqa: E402
 
 TARGET_S = 1.5
 COMMAND_TARGET_S = 1.0
@@ -67,17 +66,9 @@ def write_config(base_url: str, folder: Path) -> Path:
     return path
 
 
-def fake_call(base_url: str, path: str, method: str = "GET") -> dict:
-    root = base_url.removesuffix("/v1")
-    body = b"" if method == "POST" else None
-    request = urllib.request.Request(root + path, method=method, data=body)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 def measure_once(base_url: str, code: Path, config: Path) -> float:
     """Seconds from spawning the client interpreter to the fake server seeing its request."""
-    fake_call(base_url, "/_fake/reset", "POST")
+    control(base_url, "/_fake/reset", "POST")
     environment = {**os.environ, "PYTHONPATH": str(code), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     started = time.time()
     subprocess.run(
@@ -87,7 +78,7 @@ def measure_once(base_url: str, code: Path, config: Path) -> float:
         check=True,
         timeout=300,
     )
-    arrived = fake_call(base_url, "/_fake/calls")["first_arrival"]
+    arrived = control(base_url, "/_fake/calls")["first_arrival"]
     if arrived is None:
         raise RuntimeError(f"{code}: the client exited without reaching the fake server")
     return arrived - started

@@ -3,21 +3,21 @@
 A run's CPU ms per item mixes what it pays once (imports, the plan's walks of the store, the
 summary) with what it pays per item; at 10k items the fixed part is a large share, at 1M a
 small one, so the two totals do not compare per-item cost alone. Sampling the process's CPU
-time (user + system, all its threads, DuckDB's included: `psutil`) with the fake model's call
-count (`GET /_fake/calls`, tests/fake_llm.py) gives the CPU of each stretch of the run per
-call: `steady` reads it between 10% and 90% of the calls, `tenths` for each tenth, so a cost
-that grows with the store shows as a rising row.
+time (user + system, all its threads, DuckDB's included: `psutil`) with the fake model's
+call count (`GET /_fake/calls` through tests/fake_llm.py `control`) gives the CPU of each
+stretch of the run per call: `steady` reads it between 10% and 90% of the calls, `tenths`
+for each tenth, so a cost that grows with the store shows as a rising row.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 
 import psutil
+
+from tests.fake_llm import control
 
 
 @dataclass
@@ -27,10 +27,9 @@ class Sample:
     calls: int  # the fake model's calls since the timeline started
 
 
-def fake_calls(root_url: str) -> int:
+def fake_calls(base_url: str) -> int:
     """The fake model server's call count (all rules, all statuses)."""
-    with urllib.request.urlopen(f"{root_url}/_fake/calls", timeout=5) as response:
-        return int(json.load(response)["total"])
+    return int(control(base_url, "/_fake/calls")["total"])
 
 
 @dataclass
@@ -38,13 +37,13 @@ class CpuTimeline:
     """Samples `pid` every `period_s` seconds in a thread until the process exits or `stop()`."""
 
     pid: int
-    root_url: str
+    base_url: str  # the fake model server's (".../v1")
     period_s: float = 1.0
     samples: list[Sample] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._process = psutil.Process(self.pid)
-        self._calls_before = fake_calls(self.root_url)
+        self._calls_before = fake_calls(self.base_url)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -55,7 +54,7 @@ class CpuTimeline:
         except psutil.NoSuchProcess:
             self._done.set()
             return
-        calls = fake_calls(self.root_url) - self._calls_before
+        calls = fake_calls(self.base_url) - self._calls_before
         self.samples.append(Sample(time.perf_counter(), times.user + times.system, calls))
 
     def _run(self) -> None:

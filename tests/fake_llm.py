@@ -54,7 +54,7 @@ Batches (`/v1/messages`, `/v1/messages/batches`) answer by the same rules and sh
 plans and counts (tests/fake_llm_anthropic.py); point an `anthropic/` deployment's api_base at
 `fake_llm.root_url`.
 
-HTTP control endpoints: GET `/_fake/calls` (counts, and `first_arrival`: the wall-clock
+HTTP control endpoints (`control(base_url, path)` calls them from another process): GET `/_fake/calls` (counts, and `first_arrival`: the wall-clock
 time the first request arrived, which a start-up benchmark compares with its client's spawn), POST `/_fake/reset`, POST `/_fake/script`
 (a JSON list of rules without callables). For benchmarks run it in its own process so its CPU
 does not share the client's GIL: `with run_fake_llm_process(latency=1.0) as base_url: ...`, or
@@ -74,6 +74,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -458,6 +459,17 @@ class FakeLlm:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def control(base_url: str, path: str, method: str = "GET") -> dict[str, Any]:
+    """Call one of a running fake server's HTTP control endpoints (`path`, e.g.
+    "/_fake/calls") from outside its process, given its base url (".../v1"); its JSON reply.
+    urllib.error.URLError when the server does not answer within 30 s."""
+    root = base_url.removesuffix("/v1")
+    body = b"" if method == "POST" else None
+    request = urllib.request.Request(root + path, method=method, data=body)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 @contextlib.contextmanager
